@@ -1,0 +1,213 @@
+//! API keys: `mdk_<id>_<secret>`.
+//!
+//! The id (12 hex characters) is public and indexes the key; the secret carries 256 bits from the
+//! operating system's CSPRNG. Only the SHA-256 digest of the whole key is stored. A fast hash is
+//! the right choice here: the secret is uniformly random, so there is nothing for a slow
+//! password hash to protect against, and a per-request bcrypt/argon2 cost would only slow down
+//! every authenticated call.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const KEY_PREFIX: &str = "mdk_";
+const ID_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+
+/// Public identifier of an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiKeyId(pub String);
+
+impl std::fmt::Display for ApiKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A freshly generated key: the plaintext (shown once) and what the store keeps.
+pub struct GeneratedKey {
+    pub id: ApiKeyId,
+    pub plaintext: String,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedKey")
+            .field("id", &self.id)
+            .field("plaintext", &"<redacted>")
+            .finish()
+    }
+}
+
+pub fn generate() -> GeneratedKey {
+    let mut id = [0u8; ID_BYTES];
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::fill(&mut id);
+    rand::fill(&mut secret);
+    let id = ApiKeyId(hex::encode(id));
+    let plaintext = format!("{KEY_PREFIX}{}_{}", id.0, hex::encode(secret));
+    let digest = digest(&plaintext);
+    GeneratedKey {
+        id,
+        plaintext,
+        digest,
+    }
+}
+
+pub fn digest(plaintext: &str) -> [u8; 32] {
+    Sha256::digest(plaintext.as_bytes()).into()
+}
+
+/// Constant-time digest comparison.
+pub fn digests_match(a: &[u8], b: &[u8; 32]) -> bool {
+    a.len() == 32 && bool::from(a.ct_eq(b.as_slice()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyParseError {
+    #[error("not a Medic API key")]
+    Malformed,
+}
+
+/// Splits a presented key into its id, checking only the shape (not the secret).
+pub fn parse_id(presented: &str) -> Result<ApiKeyId, KeyParseError> {
+    let rest = presented
+        .strip_prefix(KEY_PREFIX)
+        .ok_or(KeyParseError::Malformed)?;
+    let (id, secret) = rest.split_once('_').ok_or(KeyParseError::Malformed)?;
+    let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex_ok(id, ID_BYTES * 2) || !hex_ok(secret, SECRET_BYTES * 2) {
+        return Err(KeyParseError::Malformed);
+    }
+    Ok(ApiKeyId(id.to_ascii_lowercase()))
+}
+
+/// A permission an API key may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+    Agent,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+            Self::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "admin" => Some(Self::Admin),
+            "agent" => Some(Self::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// The set of scopes a key holds. `admin` implies `write`, which implies `read`; `agent` is
+/// separate (an agent credential cannot manage services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub fn from_iter<I: IntoIterator<Item = Scope>>(it: I) -> Self {
+        Self(it.into_iter().fold(0, |acc, s| acc | Self::bit(s)))
+    }
+
+    /// Parses a comma-separated list (`read,write`). Empty or unknown entries are errors.
+    pub fn parse_list(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',') {
+            out.push(Scope::parse(part).ok_or_else(|| format!("unknown scope {:?}", part.trim()))?);
+        }
+        Ok(Self::from_iter(out))
+    }
+
+    fn bit(s: Scope) -> u8 {
+        match s {
+            Scope::Read => 1,
+            Scope::Write => 2,
+            Scope::Admin => 4,
+            Scope::Agent => 8,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether a key with these scopes may act where `needed` is required.
+    pub fn allows(self, needed: Scope) -> bool {
+        let has = |s| self.0 & Self::bit(s) != 0;
+        match needed {
+            Scope::Read => has(Scope::Read) || has(Scope::Write) || has(Scope::Admin),
+            Scope::Write => has(Scope::Write) || has(Scope::Admin),
+            Scope::Admin => has(Scope::Admin),
+            Scope::Agent => has(Scope::Agent),
+        }
+    }
+
+    pub fn list(self) -> Vec<Scope> {
+        [Scope::Read, Scope::Write, Scope::Admin, Scope::Agent]
+            .into_iter()
+            .filter(|s| self.0 & Self::bit(*s) != 0)
+            .collect()
+    }
+
+    /// Canonical comma-separated form, as stored.
+    pub fn to_list_string(self) -> String {
+        self.list()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_verify() {
+        let k = generate();
+        assert!(k.plaintext.starts_with("mdk_"));
+        assert_eq!(k.plaintext.len(), 4 + 12 + 1 + 64);
+        assert_eq!(parse_id(&k.plaintext).unwrap(), k.id);
+        assert!(digests_match(&digest(&k.plaintext), &k.digest));
+        assert!(!digests_match(&digest("mdk_x"), &k.digest));
+        assert_ne!(generate().plaintext, k.plaintext);
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        for bad in ["", "mdk_", "mdk_abc_def", "Bearer x", "mdk_zzzzzzzzzzzz_00"] {
+            assert_eq!(parse_id(bad), Err(KeyParseError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_implications() {
+        let admin = Scopes::parse_list("admin").unwrap();
+        assert!(admin.allows(Scope::Read) && admin.allows(Scope::Write));
+        assert!(!admin.allows(Scope::Agent));
+        let read = Scopes::parse_list("read").unwrap();
+        assert!(!read.allows(Scope::Write));
+        assert!(Scopes::parse_list("read,bogus").is_err());
+        assert_eq!(
+            Scopes::parse_list("write, read").unwrap().to_list_string(),
+            "read,write"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Persistence.
+//!
+//! This module owns every byte of SQL in Medic. [`Store`] is the one storage trait, with
+//! use-case-sized methods; [`sqlite`] and [`postgres`] implement it, each with its own
+//! migrations (same version numbers) under `server/migrations/<backend>/`. The backend is chosen
+//! by the scheme of `DATABASE_URL` ([`connect`]). Each method owns its transaction: a method
+//! either does all of its writes or none.
+//!
+//! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
+//! is down, who may do what); it records what it is told and answers queries.
+
+pub mod batch;
+pub mod postgres;
+pub mod sqlite;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use types::*;
+
+use crate::domain::{ApiKeyId, ServiceId, SnapshotId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or a query failed for a reason outside the caller's
+    /// control. The message is for logs only.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness constraint was violated (for example a duplicate service name).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The configuration (URL, options) is invalid.
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connection pool tuning shared by both backends.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "DATABASE_URL must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+}
+
+/// Opens the store named by `url` (without migrating).
+pub async fn connect(url: &str, opts: &PoolOptions) -> StoreResult<Arc<dyn Store>> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(url, opts).await?)),
+        Backend::Postgres => postgres::connect(url, opts).await,
+    }
+}
+
+/// Everything Medic persists.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+    fn pool_stats(&self) -> PoolStats;
+    /// Closes every connection (after in-flight work finishes).
+    async fn close(&self);
+
+    // ---- heartbeats -------------------------------------------------------------------------
+
+    /// Durably records a batch of heartbeats in one transaction and returns one outcome per
+    /// input, in order. Unknown or inactive services are reported, not recorded.
+    async fn record_heartbeats(&self, batch: &[NewHeartbeat]) -> StoreResult<Vec<HeartbeatOutcome>>;
+    /// Newest first.
+    async fn list_heartbeats(&self, query: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>>;
+
+    // ---- job runs ---------------------------------------------------------------------------
+
+    /// Records a start/complete/fail signal (and the heartbeat it counts as) in one transaction.
+    async fn record_job_signal(&self, signal: &JobSignal) -> StoreResult<JobSignalOutcome>;
+    /// Durations (ms) of the most recent `limit` finished runs that have a duration.
+    async fn recent_run_durations(&self, service: ServiceId, limit: u32) -> StoreResult<Vec<i64>>;
+    async fn list_runs(&self, service: ServiceId, page: PageRequest) -> StoreResult<Page<JobRun>>;
+
+    // ---- services ---------------------------------------------------------------------------
+
+    /// Creates a service, or returns the existing one with the same (case-folded) name.
+    async fn create_service(&self, new: &NewService) -> StoreResult<CreateOutcome>;
+    async fn get_service(&self, id: ServiceId) -> StoreResult<Option<Service>>;
+    async fn find_service(&self, name_key: &str) -> StoreResult<Option<Service>>;
+    async fn list_services(
+        &self,
+        filter: &ServiceFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Service>>;
+    /// Takes a snapshot of the current row and applies `patch`, in one transaction. `None` when
+    /// the service does not exist. A rename onto an existing name is a [`StoreError::Conflict`].
+    async fn update_service(
+        &self,
+        id: ServiceId,
+        patch: &ServicePatch,
+        change: &ChangeMeta,
+    ) -> StoreResult<Option<Service>>;
+    /// Snapshots and soft-deletes a service. `None` when it does not exist.
+    async fn delete_service(&self, id: ServiceId, actor: &str) -> StoreResult<Option<SnapshotId>>;
+
+    // ---- snapshots --------------------------------------------------------------------------
+
+    async fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Snapshot>>;
+    async fn get_snapshot(&self, id: SnapshotId) -> StoreResult<Option<Snapshot>>;
+    /// Puts the service back as the snapshot recorded it (undeleting it if needed), snapshotting
+    /// the current state first, and marks the snapshot restored — all in one transaction.
+    async fn restore_snapshot(&self, id: SnapshotId, actor: &str) -> StoreResult<RestoreOutcome>;
+
+    // ---- alerts -----------------------------------------------------------------------------
+
+    /// Opens an alert for a service.
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert>;
+    /// Newest first. `active`: only open/acknowledged (`true`) or only resolved (`false`).
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>>;
+
+    // ---- API keys ---------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;
+    async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Marks a key revoked. `false` when no such (unrevoked) key exists.
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: crate::domain::Timestamp) -> StoreResult<bool>;
+
+    // ---- audit log --------------------------------------------------------------------------
+
+    async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+}

@@ -1,0 +1,481 @@
+//! Values crossing the store boundary. Plain data: no behaviour beyond small conversions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ApiKeyId, HeartbeatName, Priority, Scopes, ServiceId, ServiceState, SnapshotAction,
+    SnapshotId, Timestamp,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections (idle + in use).
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub entries: Vec<T>,
+    /// Number of rows matching the filter, ignoring limit/offset.
+    pub total_count: i64,
+}
+
+// ---- heartbeats -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHeartbeat {
+    /// Case-folded heartbeat name ([`crate::domain::service::name_key`]).
+    pub name_key: String,
+    pub status: String,
+    pub run_id: Option<String>,
+    pub received_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeartbeatOutcome {
+    Recorded { service_id: ServiceId, event_id: i64 },
+    UnknownService,
+    /// The service exists but is marked inactive; nothing was recorded.
+    Inactive { heartbeat_name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeartbeatQuery {
+    pub service_id: Option<ServiceId>,
+    /// Case-folded heartbeat name.
+    pub name_key: Option<String>,
+    /// Exact (case-insensitive) service name.
+    pub service_name: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeartbeatRow {
+    pub heartbeat_id: i64,
+    pub service_id: ServiceId,
+    pub heartbeat_name: String,
+    pub service_name: String,
+    pub status: String,
+    pub run_id: Option<String>,
+    pub time: Timestamp,
+    pub team: String,
+    pub priority: Priority,
+}
+
+// ---- job runs ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalKind {
+    Start,
+    Complete,
+    Fail,
+}
+
+impl SignalKind {
+    /// The heartbeat status this signal is recorded as.
+    pub fn heartbeat_status(self) -> &'static str {
+        match self {
+            Self::Start => "STARTED",
+            Self::Complete => "COMPLETED",
+            Self::Fail => "FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSignal {
+    pub service_id: ServiceId,
+    pub kind: SignalKind,
+    /// `None` on start: the store generates one. `None` on complete/fail: the newest running run
+    /// of the service is finished (or a start-less run is recorded).
+    pub run_id: Option<String>,
+    pub exit_code: Option<i32>,
+    pub body: Option<String>,
+    pub body_truncated: bool,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(Self::Running),
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    pub id: i64,
+    pub service_id: ServiceId,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub body: Option<String>,
+    pub body_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSignalOutcome {
+    Recorded { service: Box<Service>, run: JobRun },
+    UnknownService,
+    Inactive { heartbeat_name: String },
+}
+
+// ---- services ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mute {
+    pub at: Timestamp,
+    pub until: Option<Timestamp>,
+    pub reason: Option<String>,
+}
+
+/// A registered service, as stored. Also the payload of snapshots, so its serialized form is
+/// stable across backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: ServiceId,
+    pub heartbeat_name: String,
+    pub service_name: String,
+    pub environment: Option<String>,
+    pub active: bool,
+    pub interval_seconds: i64,
+    pub threshold: i32,
+    pub grace_seconds: i64,
+    pub team: String,
+    pub priority: Priority,
+    pub runbook: Option<String>,
+    pub state: ServiceState,
+    pub mute: Option<Mute>,
+    pub max_duration_ms: Option<i64>,
+    pub last_heartbeat_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewService {
+    pub heartbeat_name: HeartbeatName,
+    pub service_name: String,
+    pub environment: Option<String>,
+    pub interval_seconds: i64,
+    pub threshold: i32,
+    pub grace_seconds: i64,
+    pub team: String,
+    pub priority: Priority,
+    pub runbook: Option<String>,
+    pub max_duration_ms: Option<i64>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created(Service),
+    /// A service with the same case-folded name already exists; nothing changed.
+    Exists(Service),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceFilter {
+    /// Case-insensitive substring of the heartbeat name.
+    pub name_contains: Option<String>,
+    /// Exact, case-insensitive service name.
+    pub service_name: Option<String>,
+    /// Exact, case-insensitive team.
+    pub team: Option<String>,
+    pub active: Option<bool>,
+    pub muted: Option<bool>,
+    pub state: Option<ServiceState>,
+    pub priority: Option<Priority>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MuteChange {
+    Mute {
+        until: Option<Timestamp>,
+        reason: Option<String>,
+    },
+    Unmute,
+}
+
+/// Fields to change; `None` leaves a field as it is. `Some(None)` clears an optional field.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServicePatch {
+    pub heartbeat_name: Option<HeartbeatName>,
+    pub service_name: Option<String>,
+    pub active: Option<bool>,
+    pub interval_seconds: Option<i64>,
+    pub threshold: Option<i32>,
+    pub grace_seconds: Option<i64>,
+    pub team: Option<String>,
+    pub priority: Option<Priority>,
+    pub runbook: Option<Option<String>>,
+    pub max_duration_ms: Option<Option<i64>>,
+    pub state: Option<ServiceState>,
+    pub mute: Option<MuteChange>,
+}
+
+impl ServicePatch {
+    /// Applies the patch to a copy of `s` (the stores persist the result).
+    pub fn apply(&self, s: &Service, at: Timestamp) -> Service {
+        let mut out = s.clone();
+        if let Some(n) = &self.heartbeat_name {
+            out.heartbeat_name = n.as_str().to_owned();
+        }
+        if let Some(v) = &self.service_name {
+            out.service_name.clone_from(v);
+        }
+        if let Some(v) = self.active {
+            out.active = v;
+        }
+        if let Some(v) = self.interval_seconds {
+            out.interval_seconds = v;
+        }
+        if let Some(v) = self.threshold {
+            out.threshold = v;
+        }
+        if let Some(v) = self.grace_seconds {
+            out.grace_seconds = v;
+        }
+        if let Some(v) = &self.team {
+            out.team.clone_from(v);
+        }
+        if let Some(v) = self.priority {
+            out.priority = v;
+        }
+        if let Some(v) = &self.runbook {
+            out.runbook.clone_from(v);
+        }
+        if let Some(v) = self.max_duration_ms {
+            out.max_duration_ms = v;
+        }
+        if let Some(v) = self.state {
+            out.state = v;
+        }
+        match &self.mute {
+            Some(MuteChange::Mute { until, reason }) => {
+                out.mute = Some(Mute {
+                    at,
+                    until: *until,
+                    reason: reason.clone(),
+                });
+            }
+            Some(MuteChange::Unmute) => out.mute = None,
+            None => {}
+        }
+        out.updated_at = at;
+        out
+    }
+}
+
+/// Who changed something, when, and how the snapshot is labelled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeMeta {
+    pub action: SnapshotAction,
+    pub actor: String,
+    pub at: Timestamp,
+}
+
+// ---- snapshots --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub snapshot_id: SnapshotId,
+    pub service_id: ServiceId,
+    pub action_type: SnapshotAction,
+    /// The service as it was before the change.
+    pub snapshot_data: Service,
+    pub actor: String,
+    pub created_at: Timestamp,
+    pub restored_at: Option<Timestamp>,
+    pub restored_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SnapshotFilter {
+    pub service_id: Option<ServiceId>,
+    pub action_type: Option<SnapshotAction>,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestoreOutcome {
+    Restored(Service),
+    NotFound,
+    AlreadyRestored,
+    /// Another live service now holds the snapshot's name.
+    NameTaken,
+}
+
+// ---- alerts -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    HeartbeatMissing,
+    JobFailed,
+    JobOverdue,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeartbeatMissing => "heartbeat_missing",
+            Self::JobFailed => "job_failed",
+            Self::JobOverdue => "job_overdue",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "heartbeat_missing" => Some(Self::HeartbeatMissing),
+            "job_failed" => Some(Self::JobFailed),
+            "job_overdue" => Some(Self::JobOverdue),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(Self::Open),
+            "acknowledged" => Some(Self::Acknowledged),
+            "resolved" => Some(Self::Resolved),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub service_id: ServiceId,
+    pub kind: AlertKind,
+    pub name: String,
+    pub dedup_key: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub alert_id: i64,
+    pub service_id: ServiceId,
+    pub kind: AlertKind,
+    pub alert_name: String,
+    pub state: AlertState,
+    pub dedup_key: String,
+    pub external_reference_id: Option<String>,
+    pub alert_cycle: i32,
+    pub created_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+}
+
+// ---- API keys ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub digest: [u8; 32],
+    pub scopes: Scopes,
+    pub expires_at: Option<Timestamp>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub created_by: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub digest: Vec<u8>,
+    pub scopes: Scopes,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub created_by: Option<String>,
+}
+
+// ---- audit log --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub action_type: String,
+    pub actor: String,
+    pub service_id: Option<ServiceId>,
+    pub execution_id: Option<i64>,
+    pub details: serde_json::Value,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub action_type: String,
+    pub actor: String,
+    pub service_id: Option<ServiceId>,
+    pub execution_id: Option<i64>,
+    pub details: serde_json::Value,
+    pub timestamp: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditFilter {
+    pub execution_id: Option<i64>,
+    pub service_id: Option<ServiceId>,
+    pub action_type: Option<String>,
+    pub actor: Option<String>,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+}

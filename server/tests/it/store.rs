@@ -1,0 +1,1 @@
+//! Store conformance suite (runs against SQLite always, PostgreSQL when configured).
