@@ -2,9 +2,22 @@
 //!
 //! # Layout
 //!
+//! - [`config`] — the typed configuration (flags, environment, TOML file) and its validation.
 //! - [`domain`] — pure types and decisions (names, priorities, states, key scopes, statistics).
-//! - [`store`] — the storage trait and its SQLite and PostgreSQL implementations; all SQL.
+//! - [`store`] — the storage trait and its SQLite and PostgreSQL implementations; all SQL, plus
+//!   the group-commit heartbeat writer.
+//! - [`auth`] — API key verification and the short-lived key cache.
+//! - [`ratelimit`] — per-class GCRA rate limiting, in memory or shared through Redis.
+//! - [`http`] — the router, middleware and one module per resource.
+//! - [`telemetry`] — logging and the Prometheus recorder.
+//! - [`server`] — process lifecycle: start on a bound listener, drain on shutdown.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod ratelimit;
+pub mod server;
 pub mod store;
+pub mod telemetry;

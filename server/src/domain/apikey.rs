@@ -120,18 +120,20 @@ impl Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scopes(u8);
 
-impl Scopes {
-    pub fn from_iter<I: IntoIterator<Item = Scope>>(it: I) -> Self {
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(it: I) -> Self {
         Self(it.into_iter().fold(0, |acc, s| acc | Self::bit(s)))
     }
+}
 
+impl Scopes {
     /// Parses a comma-separated list (`read,write`). Empty or unknown entries are errors.
     pub fn parse_list(s: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for part in s.split(',') {
             out.push(Scope::parse(part).ok_or_else(|| format!("unknown scope {:?}", part.trim()))?);
         }
-        Ok(Self::from_iter(out))
+        Ok(out.into_iter().collect())
     }
 
     fn bit(s: Scope) -> u8 {

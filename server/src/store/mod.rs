@@ -108,7 +108,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Durably records a batch of heartbeats in one transaction and returns one outcome per
     /// input, in order. Unknown or inactive services are reported, not recorded.
-    async fn record_heartbeats(&self, batch: &[NewHeartbeat]) -> StoreResult<Vec<HeartbeatOutcome>>;
+    async fn record_heartbeats(&self, batch: &[NewHeartbeat])
+    -> StoreResult<Vec<HeartbeatOutcome>>;
     /// Newest first.
     async fn list_heartbeats(&self, query: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>>;
 
@@ -167,7 +168,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Marks a key revoked. `false` when no such (unrevoked) key exists.
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: crate::domain::Timestamp) -> StoreResult<bool>;
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
 
     // ---- audit log --------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ApiKeyId, HeartbeatName, Priority, Scopes, ServiceId, ServiceState, SnapshotAction,
-    SnapshotId, Timestamp,
+    ApiKeyId, HeartbeatName, Priority, Scopes, ServiceId, ServiceState, SnapshotAction, SnapshotId,
+    Timestamp,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +41,15 @@ pub struct NewHeartbeat {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeartbeatOutcome {
-    Recorded { service_id: ServiceId, event_id: i64 },
+    Recorded {
+        service_id: ServiceId,
+        event_id: i64,
+    },
     UnknownService,
     /// The service exists but is marked inactive; nothing was recorded.
-    Inactive { heartbeat_name: String },
+    Inactive {
+        heartbeat_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -331,6 +336,8 @@ pub struct SnapshotFilter {
     pub end: Option<Timestamp>,
 }
 
+// Returned once per restore, never stored in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RestoreOutcome {
     Restored(Service),

@@ -275,7 +275,9 @@ fn push_service_filter(qb: &mut QueryBuilder<Sqlite>, f: &ServiceFilter) {
     qb.push(" WHERE deleted_at IS NULL");
     if let Some(v) = &f.name_contains {
         let pattern = format!("%{}%", escape_like(&name_key(v)));
-        qb.push(" AND name_key LIKE ").push_bind(pattern).push(" ESCAPE '\\'");
+        qb.push(" AND name_key LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\'");
     }
     if let Some(v) = &f.service_name {
         qb.push(" AND lower(service_name) = lower(")
@@ -283,7 +285,9 @@ fn push_service_filter(qb: &mut QueryBuilder<Sqlite>, f: &ServiceFilter) {
             .push(")");
     }
     if let Some(v) = &f.team {
-        qb.push(" AND lower(team) = lower(").push_bind(v.clone()).push(")");
+        qb.push(" AND lower(team) = lower(")
+            .push_bind(v.clone())
+            .push(")");
     }
     if let Some(v) = f.active {
         qb.push(" AND active = ").push_bind(i64::from(v));
@@ -625,11 +629,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn recent_run_durations(
-        &self,
-        service: ServiceId,
-        limit: u32,
-    ) -> StoreResult<Vec<i64>> {
+    async fn recent_run_durations(&self, service: ServiceId, limit: u32) -> StoreResult<Vec<i64>> {
         sqlx::query_scalar(
             "SELECT duration_ms FROM job_runs WHERE service_id = ? AND finished_at IS NOT NULL \
              AND duration_ms IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT ?",

@@ -1,0 +1,577 @@
+//! Configuration: one typed [`Config`] from flags, environment and an optional TOML file.
+//!
+//! Precedence: command-line flag > environment variable > TOML file (`--config`, keys are the
+//! snake_case field names below) > built-in default. Parsing and validation are pure functions
+//! ([`Cli::parse_from_sources`], [`Settings::validate`]) so they can be unit-tested. Secrets are
+//! wrapped in [`Secret`], whose `Debug` never prints the value.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+/// A string that must never be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimiterType {
+    Auto,
+    Redis,
+    Memory,
+}
+
+/// Which parts of the server a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The HTTP API only.
+    Api,
+    /// Background work only (monitor, dispatcher); still serves health and metrics.
+    Worker,
+    /// Everything (the default; what a single-node deployment wants).
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "medic-server",
+    version,
+    about = "Medic: heartbeat monitoring and auto-remediation server"
+)]
+pub struct Cli {
+    /// Optional TOML file with settings (keys are the snake_case option names).
+    #[arg(long, env = "MEDIC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and exit 0, or print what is wrong and exit 64.
+    CheckConfig,
+    /// Probe a running server's /health/live on this host; exit 0 when it answers 200.
+    Healthcheck {
+        /// Address to probe (default: 127.0.0.1 and the configured port).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Manage API keys directly in the database.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: read, write, admin, agent.
+        #[arg(long)]
+        scopes: String,
+        /// Expiry as RFC 3339 (for example 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Requests per minute allowed for this key (overrides the per-class limits).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+}
+
+/// Every server setting. Each has a flag and an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// TCP port to listen on (all interfaces).
+    #[arg(long, env = "PORT", default_value_t = 8080, global = true)]
+    pub port: u16,
+    /// Full listen address; overrides PORT (for example 127.0.0.1:9000).
+    #[arg(long, env = "MEDIC_BIND", global = true)]
+    pub bind: Option<SocketAddr>,
+    /// `sqlite://FILE` (default, created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://medic.db",
+        global = true
+    )]
+    pub database_url: Secret,
+    /// Maximum database connections per process.
+    #[arg(
+        long,
+        env = "MEDIC_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+    /// Redis for shared rate limiting (`redis://` or `rediss://`).
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<Secret>,
+    /// Multiplexed Redis connections per process.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 10, global = true)]
+    pub redis_pool_size: usize,
+    /// `auto` uses Redis when REDIS_URL is set and reachable, memory otherwise.
+    #[arg(long, env = "MEDIC_RATE_LIMITER_TYPE", value_enum, default_value_t = RateLimiterType::Auto, global = true)]
+    pub rate_limiter_type: RateLimiterType,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter directive).
+    #[arg(long, env = "MEDIC_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    #[arg(long, env = "MEDIC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    pub log_format: LogFormat,
+    /// A bootstrap admin credential (at least 32 characters), accepted as a Bearer token.
+    #[arg(long, env = "MEDIC_ADMIN_API_KEY", global = true)]
+    pub admin_api_key: Option<Secret>,
+    /// Accept heartbeats and the legacy v1 routes without an API key (migration path).
+    #[arg(long, env = "MEDIC_ALLOW_ANONYMOUS_HEARTBEATS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous_heartbeats: bool,
+    /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed.
+    #[arg(
+        long,
+        env = "MEDIC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(
+        long,
+        env = "MEDIC_MAX_BODY_BYTES",
+        default_value_t = 1_048_576,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+    /// Per-request time limit, in seconds.
+    #[arg(
+        long,
+        env = "MEDIC_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub request_timeout_seconds: u64,
+    /// How long SIGTERM waits for in-flight requests, in seconds.
+    #[arg(
+        long,
+        env = "MEDIC_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 25,
+        global = true
+    )]
+    pub shutdown_grace_seconds: u64,
+    /// How long a verified API key is cached (bounds how long a revocation takes to reach
+    /// other replicas), in seconds.
+    #[arg(
+        long,
+        env = "MEDIC_API_KEY_CACHE_SECONDS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub api_key_cache_seconds: u64,
+    /// Which parts of the server this process runs.
+    #[arg(long, env = "MEDIC_ROLE", value_enum, default_value_t = Role::All, global = true)]
+    pub role: Role,
+    /// Requests per minute per client on POST /heartbeat and job signals.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_HEARTBEAT_REQUESTS",
+        default_value_t = 6000,
+        global = true
+    )]
+    pub rate_limit_heartbeat_requests: u32,
+    /// Requests per minute per client on management routes.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_MANAGEMENT_REQUESTS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub rate_limit_management_requests: u32,
+    #[arg(
+        long,
+        env = "RATE_LIMIT_HEALTH_REQUESTS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub rate_limit_health_requests: u32,
+    #[arg(
+        long,
+        env = "RATE_LIMIT_METRICS_REQUESTS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub rate_limit_metrics_requests: u32,
+    #[arg(
+        long,
+        env = "RATE_LIMIT_DOCS_REQUESTS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub rate_limit_docs_requests: u32,
+}
+
+/// Settings after validation: typed, checked, ready to use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database_url: Secret,
+    pub db_max_connections: u32,
+    pub redis_url: Option<Secret>,
+    pub redis_pool_size: usize,
+    pub rate_limiter_type: RateLimiterType,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub admin_api_key: Option<Secret>,
+    pub allow_anonymous_heartbeats: bool,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub api_key_cache: Duration,
+    pub role: Role,
+    pub limits: RateLimits,
+}
+
+/// Requests per minute per client, by route class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub heartbeat: u32,
+    pub management: u32,
+    pub health: u32,
+    pub metrics: u32,
+    pub docs: u32,
+}
+
+/// Shortest accepted bootstrap admin key.
+pub const MIN_ADMIN_KEY_LEN: usize = 32;
+
+impl Settings {
+    /// Checks everything that can be checked without connecting anywhere.
+    pub fn validate(&self) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let db = self.database_url.expose();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            errors.push("DATABASE_URL must start with sqlite: or postgres://".to_owned());
+        }
+        if self.db_max_connections == 0 {
+            errors.push("MEDIC_DB_MAX_CONNECTIONS must be at least 1".to_owned());
+        }
+        if let Some(r) = &self.redis_url {
+            let r = r.expose();
+            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
+                errors.push("REDIS_URL must start with redis:// or rediss://".to_owned());
+            }
+        }
+        if self.rate_limiter_type == RateLimiterType::Redis && self.redis_url.is_none() {
+            errors.push("MEDIC_RATE_LIMITER_TYPE=redis needs REDIS_URL".to_owned());
+        }
+        if self.redis_pool_size == 0 || self.redis_pool_size > 256 {
+            errors.push("REDIS_POOL_SIZE must be between 1 and 256".to_owned());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            errors.push(format!(
+                "MEDIC_LOG_LEVEL {:?} is not a valid level or filter",
+                self.log_level
+            ));
+        }
+        if let Some(k) = &self.admin_api_key
+            && k.expose().trim().len() < MIN_ADMIN_KEY_LEN
+        {
+            errors.push(format!(
+                "MEDIC_ADMIN_API_KEY must be at least {MIN_ADMIN_KEY_LEN} characters"
+            ));
+        }
+        let mut trusted = Vec::new();
+        for raw in self.trusted_proxies.iter().map(|s| s.trim()) {
+            if raw.is_empty() {
+                continue;
+            }
+            match raw
+                .parse::<IpNet>()
+                .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => trusted.push(net),
+                Err(_) => errors.push(format!(
+                    "MEDIC_TRUSTED_PROXIES: {raw:?} is not a CIDR or IP address"
+                )),
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            errors.push("MEDIC_MAX_BODY_BYTES must be at least 1024".to_owned());
+        }
+        if self.request_timeout_seconds == 0 {
+            errors.push("MEDIC_REQUEST_TIMEOUT_SECONDS must be at least 1".to_owned());
+        }
+        for (name, v) in [
+            (
+                "RATE_LIMIT_HEARTBEAT_REQUESTS",
+                self.rate_limit_heartbeat_requests,
+            ),
+            (
+                "RATE_LIMIT_MANAGEMENT_REQUESTS",
+                self.rate_limit_management_requests,
+            ),
+            (
+                "RATE_LIMIT_HEALTH_REQUESTS",
+                self.rate_limit_health_requests,
+            ),
+            (
+                "RATE_LIMIT_METRICS_REQUESTS",
+                self.rate_limit_metrics_requests,
+            ),
+            ("RATE_LIMIT_DOCS_REQUESTS", self.rate_limit_docs_requests),
+        ] {
+            if v == 0 {
+                errors.push(format!("{name} must be at least 1"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            bind: self
+                .bind
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port))),
+            database_url: self.database_url.clone(),
+            db_max_connections: self.db_max_connections,
+            redis_url: self.redis_url.clone(),
+            redis_pool_size: self.redis_pool_size,
+            rate_limiter_type: self.rate_limiter_type,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
+            admin_api_key: self.admin_api_key.clone(),
+            allow_anonymous_heartbeats: self.allow_anonymous_heartbeats,
+            trusted_proxies: trusted,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            api_key_cache: Duration::from_secs(self.api_key_cache_seconds),
+            role: self.role,
+            limits: RateLimits {
+                heartbeat: self.rate_limit_heartbeat_requests,
+                management: self.rate_limit_management_requests,
+                health: self.rate_limit_health_requests,
+                metrics: self.rate_limit_metrics_requests,
+                docs: self.rate_limit_docs_requests,
+            },
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: SQLite at `database_url`, defaults elsewhere.
+    pub fn for_database(database_url: &str) -> Self {
+        let cli = Cli::parse_from_sources(["medic-server"], |_| None, None)
+            .unwrap_or_else(|e| panic!("default settings must parse: {e}"));
+        let mut cfg = cli
+            .settings
+            .validate()
+            .unwrap_or_else(|e| panic!("default settings must validate: {e:?}"));
+        cfg.database_url = Secret(database_url.to_owned());
+        cfg
+    }
+}
+
+/// Why the command line or file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Clap(#[from] clap::Error),
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl Cli {
+    /// Parses flags and environment (clap), with defaults supplied by the TOML `file_text` when
+    /// given. `env` looks up environment variables (injectable for tests) — it is only used to
+    /// find `MEDIC_CONFIG`; clap reads the rest of the environment itself.
+    pub fn parse_from_sources<I, T>(
+        args: I,
+        env: impl Fn(&str) -> Option<String>,
+        file_text: Option<&str>,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut cmd = Cli::command();
+        let text = match file_text {
+            Some(t) => Some(t.to_owned()),
+            None => match config_path(&args, &env) {
+                Some(path) => {
+                    Some(
+                        std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?,
+                    )
+                }
+                None => None,
+            },
+        };
+        if let Some(text) = text {
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: "config".into(),
+                reason: e.to_string(),
+            })?;
+            let known: Vec<String> = cmd
+                .get_arguments()
+                .map(|a| a.get_id().as_str().to_owned())
+                .collect();
+            for (key, value) in table {
+                if !known.contains(&key) || key == "config" {
+                    return Err(ConfigError::File {
+                        path: "config".into(),
+                        reason: format!("unknown setting {key:?}"),
+                    });
+                }
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|v| match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                cmd = cmd.mut_arg(key, |a| a.default_value(value));
+            }
+        }
+        let matches = cmd.try_get_matches_from(args)?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
+}
+
+fn config_path(
+    args: &[std::ffi::OsString],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    env("MEDIC_CONFIG").map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], file: Option<&str>) -> Result<Cli, ConfigError> {
+        let mut full = vec!["medic-server"];
+        full.extend_from_slice(args);
+        Cli::parse_from_sources(full, |_| None, file)
+    }
+
+    #[test]
+    fn defaults_run_on_sqlite_port_8080() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert_eq!(cfg.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(cfg.database_url.expose(), "sqlite://medic.db");
+        assert_eq!(cfg.limits.health, 1000);
+        assert_eq!(cfg.limits.metrics, 100);
+        assert_eq!(cfg.limits.docs, 60);
+        assert_eq!(cfg.role, Role::All);
+    }
+
+    #[test]
+    fn file_supplies_defaults_and_flags_win() {
+        let file = "port = 9000\nlog_format = \"text\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\n";
+        let cfg = parse(&[], Some(file)).unwrap().settings.validate().unwrap();
+        assert_eq!(cfg.bind.port(), 9000);
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.trusted_proxies.len(), 2);
+        let cfg = parse(&["--port", "7000"], Some(file))
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.bind.port(), 7000);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        assert!(parse(&[], Some("prot = 1\n")).is_err());
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let cli = parse(
+            &[
+                "--database-url",
+                "mysql://x",
+                "--trusted-proxies",
+                "10.0.0.0/8,nonsense",
+                "--admin-api-key",
+                "short",
+                "--rate-limiter-type",
+                "redis",
+                "--rate-limit-docs-requests",
+                "0",
+            ],
+            None,
+        )
+        .unwrap();
+        let errors = cli.settings.validate().unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("DATABASE_URL")));
+        assert!(errors.iter().any(|e| e.contains("nonsense")));
+        assert!(errors.iter().any(|e| e.contains("REDIS_URL")));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cli = parse(
+            &["--admin-api-key", "super-secret-value-that-is-long-enough"],
+            None,
+        )
+        .unwrap();
+        let shown = format!("{:?}", cli.settings);
+        assert!(!shown.contains("super-secret"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The JSON envelope and the one error type every handler returns.
+//!
+//! Every v1/v2 response body is `{"success": bool, "message": string, "results": value}`; on
+//! errors `results` is `""`. [`ApiError`] carries a status and a client-safe message; internal
+//! detail is logged once where the error is created and never returned.
+
+use axum::Json;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// A successful envelope.
+pub fn ok<T: Serialize>(status: StatusCode, message: &str, results: T) -> Response {
+    (
+        status,
+        Json(json!({ "success": true, "message": message, "results": results })),
+    )
+        .into_response()
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// A failure outside the caller's control. Logs `detail` once; the client sees only a
+    /// generic message.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error. The request was not completed.",
+        )
+    }
+
+    /// The database is unreachable right now.
+    pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "database unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The database is unavailable. The request was not completed; retry later.",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Self::conflict("A conflicting record already exists."),
+            StoreError::Unavailable(_) => Self::internal(&e),
+            StoreError::Config(_) | StoreError::Migration(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(json!({ "success": false, "message": self.message, "results": "" })),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;

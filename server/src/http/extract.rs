@@ -1,0 +1,255 @@
+//! Request extractors that answer with the JSON envelope instead of axum's plain-text
+//! rejections: bodies, query parameters, path ids, the caller's identity and the actor name.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::auth::{AuthError, Principal};
+use crate::domain::{Scope, Timestamp};
+
+/// A JSON request body. The `Content-Type` is not checked (legacy clients send none or
+/// `text/plain`); a body that is not valid JSON for `T` is a 400, an oversized one a 413.
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body gives `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+        } else {
+            ApiError::bad_request("Could not read the request body.")
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() {
+            "Request body is not valid JSON"
+        } else {
+            "Invalid request body"
+        };
+        ApiError::bad_request(format!("{what}: {e}"))
+    })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "Request body is empty; a JSON object is required.",
+            ));
+        }
+        parse_json(&bytes).map(Self)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Query parameters, validated by the handler through typed accessors.
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("Malformed query string."))?;
+        Ok(Self(map))
+    }
+}
+
+impl Params {
+    /// A non-empty string parameter.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// An integer within `range`; absent gives `None`.
+    pub fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(format!(
+                    "Query parameter {name} must be an integer between {min} and {max}."
+                ))),
+            },
+        }
+    }
+
+    /// A 0/1 flag (also `true`/`false`).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some("1" | "true") => Ok(Some(true)),
+            Some("0" | "false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "Query parameter {name} must be 0 or 1."
+            ))),
+        }
+    }
+
+    /// An RFC 3339 timestamp (a plain date `YYYY-MM-DD` means its midnight UTC).
+    pub fn time(&self, name: &str) -> Result<Option<Timestamp>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(v) => Timestamp::parse(v)
+                .or_else(|| Timestamp::parse(&format!("{v}T00:00:00Z")))
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Query parameter {name} must be an RFC 3339 timestamp."
+                    ))
+                }),
+        }
+    }
+
+    /// `limit` (1..=max, default `default`) and `offset` (≥ 0).
+    pub fn page(&self, default: u32, max: u32) -> Result<crate::store::PageRequest, ApiError> {
+        let limit = self
+            .int("limit", 1, i64::from(max))?
+            .unwrap_or(i64::from(default));
+        let offset = self.int("offset", 0, i64::from(i32::MAX))?.unwrap_or(0);
+        Ok(crate::store::PageRequest {
+            limit: limit as u32,
+            offset: offset as u32,
+        })
+    }
+}
+
+/// Parses a numeric path id.
+pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("{what} must be a positive integer.")))
+}
+
+/// The caller, as established by the gate middleware.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    Key(Principal),
+    /// A credential was presented and refused (only reaches open routes).
+    Invalid(AuthError),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous))
+    }
+}
+
+pub fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message).with_header(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    )
+}
+
+impl Caller {
+    /// The principal, if it holds `scope`; 401 without a key, 403 with too little scope.
+    pub fn require(&self, scope: Scope) -> Result<&Principal, ApiError> {
+        match self {
+            Self::Key(p) if p.scopes.allows(scope) => Ok(p),
+            Self::Key(_) => {
+                metrics::counter!("medic_auth_failures_total", "reason" => "insufficient_scope")
+                    .increment(1);
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("This API key lacks the {} scope.", scope.as_str()),
+                ))
+            }
+            Self::Anonymous => {
+                metrics::counter!("medic_auth_failures_total", "reason" => "missing").increment(1);
+                Err(unauthorized(
+                    "Authentication required: send Authorization: Bearer <api key>.",
+                ))
+            }
+            Self::Invalid(e) => Err(unauthorized(e.message())),
+        }
+    }
+
+    /// Like [`Self::require`], but anonymous callers pass when `anonymous_ok`.
+    pub fn require_or_anonymous(
+        &self,
+        scope: Scope,
+        anonymous_ok: bool,
+    ) -> Result<Option<&Principal>, ApiError> {
+        match self {
+            Self::Anonymous if anonymous_ok => Ok(None),
+            other => other.require(scope).map(Some),
+        }
+    }
+}
+
+/// Longest accepted `X-Actor` header.
+pub const MAX_ACTOR_LEN: usize = 255;
+
+/// Who is acting: the `X-Actor` header when valid, else the key's name, else "anonymous".
+pub fn actor(parts_headers: &axum::http::HeaderMap, caller: &Caller) -> Result<String, ApiError> {
+    if let Some(v) = parts_headers.get("x-actor") {
+        let s = v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|s| {
+                !s.is_empty() && s.len() <= MAX_ACTOR_LEN && s.chars().all(|c| !c.is_control())
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "X-Actor must be 1 to {MAX_ACTOR_LEN} printable characters."
+                ))
+            })?;
+        return Ok(s.to_owned());
+    }
+    Ok(match caller {
+        Caller::Key(p) => p.actor(),
+        _ => "anonymous".to_owned(),
+    })
+}
+
+/// The pagination envelope of v2 lists: `{entries, total_count, limit, offset, has_more}`.
+pub fn paginated<T: serde::Serialize>(
+    entries: &[T],
+    total_count: i64,
+    page: crate::store::PageRequest,
+) -> serde_json::Value {
+    let shown = i64::from(page.offset) + entries.len() as i64;
+    serde_json::json!({
+        "entries": entries,
+        "total_count": total_count,
+        "limit": page.limit,
+        "offset": page.offset,
+        "has_more": shown < total_count,
+    })
+}

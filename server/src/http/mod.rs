@@ -1,0 +1,155 @@
+//! The HTTP API: the legacy v1 contract of COMPAT.md, the v2 management API, health, metrics and
+//! docs.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests can drive it over a real
+//! socket. One module per resource, each with its handlers; the cross-cutting layers (request
+//! id, tracing, panics, metrics, timeout, authentication and rate limiting) live in
+//! [`middleware`]. Handlers call the [`Store`](crate::store::Store) through use-case-sized
+//! methods and never see SQL.
+
+pub mod api_keys;
+pub mod audit;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod legacy;
+pub mod middleware;
+pub mod services;
+pub mod signals;
+pub mod snapshots;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+use crate::store::batch::HeartbeatWriter;
+use error::ApiError;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub writer: HeartbeatWriter,
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub config: Config,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Medic API",
+        description = "Heartbeat monitoring and auto-remediation. v1 routes keep the legacy \
+            contract; v2 routes need `Authorization: Bearer <api key>`.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "heartbeats", description = "Heartbeat ingestion and job signals"),
+        (name = "services", description = "Registered services"),
+        (name = "alerts", description = "Alerts"),
+        (name = "snapshots", description = "Undo for service changes"),
+        (name = "audit", description = "Audit log"),
+        (name = "api-keys", description = "API keys"),
+        (name = "operations", description = "Health, metrics and documentation"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// All routes with their OpenAPI descriptions.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(legacy::router())
+        .merge(signals::router())
+        .merge(services::router())
+        .merge(snapshots::router())
+        .merge(audit::router())
+        .merge(api_keys::router())
+        .merge(health::router())
+        .merge(docs::router())
+}
+
+/// The OpenAPI document describing every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// Builds the application.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    let body_limit = state.config.max_body_bytes;
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_id))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
+                .layer(CatchPanicLayer::custom(middleware::panic_response)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such route.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed for this route.",
+    )
+}

@@ -1,0 +1,524 @@
+//! v2 services: list, create, read, update, delete (restorable), mute/unmute, and each
+//! service's heartbeats and runs. Intervals are seconds, booleans are booleans.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
+use super::legacy::{MAX_TEXT_LEN, action_for, clean_text, parse_priority};
+use crate::domain::{HeartbeatName, Priority, Scope, ServiceId, ServiceState, Timestamp};
+use crate::store::{
+    ChangeMeta, CreateOutcome, HeartbeatQuery, MuteChange, NewService, Service, ServiceFilter,
+    ServicePatch,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, patch, delete))
+        .routes(routes!(mute))
+        .routes(routes!(unmute))
+        .routes(routes!(heartbeats))
+        .routes(routes!(runs))
+}
+
+/// Bounds for v2 numeric settings.
+const MAX_INTERVAL_SECONDS: i64 = 366 * 24 * 3600;
+const MAX_THRESHOLD: i32 = 10_000;
+const MAX_PAGE: u32 = 250;
+const DEFAULT_PAGE: u32 = 50;
+/// Longest mute reason.
+const MAX_REASON_LEN: usize = 500;
+
+/// The v2 representation of a service.
+pub fn v2_service(s: &Service) -> Value {
+    json!({
+        "service_id": s.id,
+        "heartbeat_name": s.heartbeat_name,
+        "service_name": s.service_name,
+        "environment": s.environment,
+        "active": s.active,
+        "interval_seconds": s.interval_seconds,
+        "grace_seconds": s.grace_seconds,
+        "threshold": s.threshold,
+        "team": s.team,
+        "priority": s.priority,
+        "runbook": s.runbook,
+        "state": s.state,
+        "muted": s.mute.is_some(),
+        "mute": s.mute,
+        "max_duration_ms": s.max_duration_ms,
+        "last_heartbeat_at": s.last_heartbeat_at,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    })
+}
+
+fn check_interval(v: i64) -> Result<i64, ApiError> {
+    if (1..=MAX_INTERVAL_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "interval_seconds must be between 1 and {MAX_INTERVAL_SECONDS}."
+        )))
+    }
+}
+
+fn check_grace(v: i64) -> Result<i64, ApiError> {
+    if (0..=MAX_INTERVAL_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "grace_seconds must be between 0 and {MAX_INTERVAL_SECONDS}."
+        )))
+    }
+}
+
+fn check_threshold(v: i32) -> Result<i32, ApiError> {
+    if (1..=MAX_THRESHOLD).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "threshold must be between 1 and {MAX_THRESHOLD}."
+        )))
+    }
+}
+
+fn check_max_duration(v: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match v {
+        Some(m) if m <= 0 => Err(ApiError::bad_request("max_duration_ms must be positive.")),
+        other => Ok(other),
+    }
+}
+
+async fn load(app: &AppState, raw: &str) -> Result<Service, ApiError> {
+    let id = ServiceId(path_id(raw, "service_id")?);
+    app.store
+        .get_service(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Service {id} was not found.")))
+}
+
+/// List services with filters and pagination.
+#[utoipa::path(get, path = "/v2/services", tag = "services",
+    params(("name" = Option<String>, Query, description = "Substring of the heartbeat name (case-insensitive)"),
+           ("service_name" = Option<String>, Query), ("team" = Option<String>, Query),
+           ("active" = Option<bool>, Query), ("muted" = Option<bool>, Query),
+           ("state" = Option<String>, Query, description = "new, up, late or down"),
+           ("priority" = Option<String>, Query),
+           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "A page of services"), (status = 400, description = "Bad filter")),
+    security(("bearer" = [])))]
+async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let page = params.page(DEFAULT_PAGE, MAX_PAGE)?;
+    let state = params
+        .text("state")
+        .map(|s| {
+            ServiceState::parse(s)
+                .ok_or_else(|| ApiError::bad_request("state must be one of new, up, late, down."))
+        })
+        .transpose()?;
+    let filter = ServiceFilter {
+        name_contains: params.text("name").map(str::to_owned),
+        service_name: params.text("service_name").map(str::to_owned),
+        team: params.text("team").map(str::to_owned),
+        active: params.flag("active")?,
+        muted: params.flag("muted")?,
+        state,
+        priority: params.text("priority").map(parse_priority).transpose()?,
+    };
+    let found = app.store.list_services(&filter, page).await?;
+    let entries: Vec<Value> = found.entries.iter().map(v2_service).collect();
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        paginated(&entries, found.total_count, page),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceIn {
+    heartbeat_name: String,
+    /// Expected seconds between heartbeats.
+    interval_seconds: i64,
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    threshold: Option<i32>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    runbook: Option<String>,
+    #[serde(default)]
+    max_duration_ms: Option<i64>,
+}
+
+/// Register a service (409 if the name is taken, case-insensitively).
+#[utoipa::path(post, path = "/v2/services", tag = "services", request_body = CreateServiceIn,
+    responses((status = 201, description = "Created"), (status = 400, description = "Invalid"),
+              (status = 409, description = "Name already registered")),
+    security(("bearer" = [])))]
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateServiceIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let heartbeat_name = HeartbeatName::parse(&body.heartbeat_name)
+        .map_err(|e| ApiError::bad_request(format!("heartbeat_name {e}.")))?;
+    let new = NewService {
+        heartbeat_name,
+        service_name: body
+            .service_name
+            .as_deref()
+            .map(|s| clean_text(s, "service_name", MAX_TEXT_LEN))
+            .transpose()?
+            .unwrap_or_default(),
+        environment: body
+            .environment
+            .as_deref()
+            .map(|s| clean_text(s, "environment", 64))
+            .transpose()?
+            .filter(|s| !s.is_empty()),
+        interval_seconds: check_interval(body.interval_seconds)?,
+        threshold: check_threshold(body.threshold.unwrap_or(1))?,
+        grace_seconds: check_grace(body.grace_seconds.unwrap_or(0))?,
+        team: match body.team.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => clean_text(t, "team", 255)?,
+            _ => "site-reliability".to_owned(),
+        },
+        priority: body
+            .priority
+            .as_deref()
+            .map(parse_priority)
+            .transpose()?
+            .unwrap_or(Priority::P3),
+        runbook: body
+            .runbook
+            .as_deref()
+            .map(|s| clean_text(s, "runbook", MAX_TEXT_LEN))
+            .transpose()?
+            .filter(|s| !s.is_empty()),
+        max_duration_ms: check_max_duration(body.max_duration_ms)?,
+        at: Timestamp::now(),
+    };
+    match app.store.create_service(&new).await? {
+        CreateOutcome::Created(s) => {
+            Ok(ok(StatusCode::CREATED, "Service created.", v2_service(&s)))
+        }
+        CreateOutcome::Exists(s) => Err(ApiError::conflict(format!(
+            "A service named {} is already registered (service_id {}).",
+            s.heartbeat_name, s.id
+        ))),
+    }
+}
+
+/// Fetch one service.
+#[utoipa::path(get, path = "/v2/services/{service_id}", tag = "services",
+    params(("service_id" = i64, Path)),
+    responses((status = 200, description = "The service"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let s = load(&app, &id).await?;
+    Ok(ok(StatusCode::OK, "", v2_service(&s)))
+}
+
+/// Distinguishes an absent field from an explicit `null` (which clears it).
+fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchServiceIn {
+    #[serde(default)]
+    heartbeat_name: Option<String>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    interval_seconds: Option<i64>,
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+    #[serde(default)]
+    threshold: Option<i32>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    /// `null` clears the runbook.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    runbook: Option<Option<String>>,
+    /// `null` clears the limit.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<i64>)]
+    max_duration_ms: Option<Option<i64>>,
+}
+
+/// Change a service (a snapshot of the previous state is kept).
+#[utoipa::path(patch, path = "/v2/services/{service_id}", tag = "services",
+    params(("service_id" = i64, Path)), request_body = PatchServiceIn,
+    responses((status = 200, description = "Updated"), (status = 400, description = "Invalid"),
+              (status = 404, description = "Not found"), (status = 409, description = "Name taken")),
+    security(("bearer" = [])))]
+async fn patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchServiceIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let mut p = ServicePatch {
+        heartbeat_name: body
+            .heartbeat_name
+            .as_deref()
+            .map(|n| {
+                HeartbeatName::parse(n)
+                    .map_err(|e| ApiError::bad_request(format!("heartbeat_name {e}.")))
+            })
+            .transpose()?,
+        service_name: body
+            .service_name
+            .as_deref()
+            .map(|s| clean_text(s, "service_name", MAX_TEXT_LEN))
+            .transpose()?,
+        active: body.active,
+        interval_seconds: body.interval_seconds.map(check_interval).transpose()?,
+        grace_seconds: body.grace_seconds.map(check_grace).transpose()?,
+        threshold: body.threshold.map(check_threshold).transpose()?,
+        priority: body.priority.as_deref().map(parse_priority).transpose()?,
+        ..ServicePatch::default()
+    };
+    if let Some(t) = &body.team {
+        let t = clean_text(t, "team", 255)?;
+        if t.is_empty() {
+            return Err(ApiError::bad_request("team must not be empty."));
+        }
+        p.team = Some(t);
+    }
+    if let Some(r) = body.runbook {
+        p.runbook = Some(
+            r.as_deref()
+                .map(|r| clean_text(r, "runbook", MAX_TEXT_LEN))
+                .transpose()?
+                .filter(|r| !r.is_empty()),
+        );
+    }
+    if let Some(m) = body.max_duration_ms {
+        p.max_duration_ms = Some(check_max_duration(m)?);
+    }
+    if p == ServicePatch::default() {
+        return Err(ApiError::bad_request("No updatable fields were supplied."));
+    }
+    let before = load(&app, &id).await?;
+    let change = ChangeMeta {
+        action: action_for(&before, &p),
+        actor: who,
+        at: Timestamp::now(),
+    };
+    let after = app
+        .store
+        .update_service(before.id, &p, &change)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => {
+                ApiError::conflict("Another service already has that heartbeat_name.")
+            }
+            other => other.into(),
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("Service {} was not found.", before.id)))?;
+    Ok(ok(StatusCode::OK, "Service updated.", v2_service(&after)))
+}
+
+/// Delete a service (restorable from the snapshot it leaves).
+#[utoipa::path(delete, path = "/v2/services/{service_id}", tag = "services",
+    params(("service_id" = i64, Path)),
+    responses((status = 200, description = "Deleted; results carry the snapshot id"),
+              (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let id = ServiceId(path_id(&id, "service_id")?);
+    let snap = app
+        .store
+        .delete_service(id, &who)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Service {id} was not found.")))?;
+    Ok(ok(
+        StatusCode::OK,
+        "Service deleted. Restore it with POST /v2/snapshots/{snapshot_id}/restore.",
+        json!({ "service_id": id, "snapshot_id": snap }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuteIn {
+    /// RFC 3339; the mute ends by itself at this time. Absent: until unmuted.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    until: Option<Timestamp>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Mute a service (optionally until a time).
+#[utoipa::path(post, path = "/v2/services/{service_id}/mute", tag = "services",
+    params(("service_id" = i64, Path)), request_body(content = MuteIn, description = "Optional"),
+    responses((status = 200, description = "Muted"), (status = 400, description = "Invalid"),
+              (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn mute(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<MuteIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let now = Timestamp::now();
+    if body.until.is_some_and(|u| u <= now) {
+        return Err(ApiError::bad_request("until must be in the future."));
+    }
+    let reason = body
+        .reason
+        .as_deref()
+        .map(|r| clean_text(r, "reason", MAX_REASON_LEN))
+        .transpose()?
+        .filter(|r| !r.is_empty());
+    let s = load(&app, &id).await?;
+    let patch = ServicePatch {
+        mute: Some(MuteChange::Mute {
+            until: body.until,
+            reason,
+        }),
+        ..ServicePatch::default()
+    };
+    change(&app, s, patch, who, now).await
+}
+
+/// Unmute a service.
+#[utoipa::path(post, path = "/v2/services/{service_id}/unmute", tag = "services",
+    params(("service_id" = i64, Path)),
+    responses((status = 200, description = "Unmuted"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn unmute(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let s = load(&app, &id).await?;
+    let patch = ServicePatch {
+        mute: Some(MuteChange::Unmute),
+        ..ServicePatch::default()
+    };
+    change(&app, s, patch, who, Timestamp::now()).await
+}
+
+async fn change(
+    app: &AppState,
+    before: Service,
+    patch: ServicePatch,
+    actor: String,
+    at: Timestamp,
+) -> ApiResult {
+    let meta = ChangeMeta {
+        action: action_for(&before, &patch),
+        actor,
+        at,
+    };
+    let after = app
+        .store
+        .update_service(before.id, &patch, &meta)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Service {} was not found.", before.id)))?;
+    Ok(ok(StatusCode::OK, "Service updated.", v2_service(&after)))
+}
+
+/// A service's heartbeats, newest first.
+#[utoipa::path(get, path = "/v2/services/{service_id}/heartbeats", tag = "services",
+    params(("service_id" = i64, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "Heartbeats: {entries, limit, offset, has_more}"),
+              (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn heartbeats(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let s = load(&app, &id).await?;
+    let page = params.page(DEFAULT_PAGE, MAX_PAGE)?;
+    // One extra row tells whether there is more, without counting a large table.
+    let mut rows = app
+        .store
+        .list_heartbeats(&HeartbeatQuery {
+            service_id: Some(s.id),
+            limit: page.limit + 1,
+            offset: page.offset,
+            ..HeartbeatQuery::default()
+        })
+        .await?;
+    let has_more = rows.len() > page.limit as usize;
+    rows.truncate(page.limit as usize);
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        json!({ "entries": rows, "limit": page.limit, "offset": page.offset, "has_more": has_more }),
+    ))
+}
+
+/// A service's job runs, newest first.
+#[utoipa::path(get, path = "/v2/services/{service_id}/runs", tag = "services",
+    params(("service_id" = i64, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "A page of runs"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn runs(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let s = load(&app, &id).await?;
+    let page = params.page(DEFAULT_PAGE, MAX_PAGE)?;
+    let found = app.store.list_runs(s.id, page).await?;
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        paginated(&found.entries, found.total_count, page),
+    ))
+}

@@ -1,0 +1,224 @@
+//! Job signals (`POST /v2/heartbeat/{service_id}/start|complete|fail`) and run statistics
+//! (`GET /v2/services/{service_id}/stats`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{Caller, OptionalJsonBody, path_id};
+use super::legacy::RunIdValue;
+use crate::domain::stats::{STATS_WINDOW, duration_stats};
+use crate::domain::{Scope, ServiceId, Timestamp};
+use crate::store::{JobSignal, JobSignalOutcome, RunStatus, SignalKind};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
+        .routes(routes!(stats))
+}
+
+/// Largest job output body kept with a run, in bytes. Longer bodies keep their last
+/// `MAX_RUN_BODY_BYTES` (the end of a log is usually what matters) and are flagged truncated.
+pub const MAX_RUN_BODY_BYTES: usize = 10 * 1024;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalIn {
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    run_id: Option<RunIdValue>,
+    /// Process exit code; non-zero marks the run failed.
+    #[serde(default)]
+    exit_code: Option<i32>,
+    /// Short text output (capped at 10 KiB; longer keeps the tail).
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Keeps at most the last `max` bytes of `s`, on a character boundary.
+pub fn tail(s: &str, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s.to_owned(), false);
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    (s[start..].to_owned(), true)
+}
+
+async fn signal(
+    app: AppState,
+    caller: Caller,
+    raw_id: String,
+    kind: SignalKind,
+    body: SignalIn,
+) -> ApiResult {
+    caller.require_or_anonymous(Scope::Write, app.config.allow_anonymous_heartbeats)?;
+    let id = ServiceId(path_id(&raw_id, "service_id")?);
+    let run_id = body
+        .run_id
+        .map(RunIdValue::into_text)
+        .transpose()?
+        .flatten();
+    let (text, truncated) = match body.body.as_deref() {
+        Some(b) => {
+            let (t, cut) = tail(b, MAX_RUN_BODY_BYTES);
+            (Some(t), cut)
+        }
+        None => (None, false),
+    };
+    let outcome = app
+        .store
+        .record_job_signal(&JobSignal {
+            service_id: id,
+            kind,
+            run_id,
+            exit_code: body.exit_code,
+            body: text,
+            body_truncated: truncated,
+            at: Timestamp::now(),
+        })
+        .await?;
+    match outcome {
+        JobSignalOutcome::UnknownService => {
+            metrics::counter!("medic_heartbeats_received_total", "outcome" => "unknown_service")
+                .increment(1);
+            Err(ApiError::not_found(format!(
+                "Service {id} is not a registered service."
+            )))
+        }
+        JobSignalOutcome::Inactive { heartbeat_name } => {
+            metrics::counter!("medic_heartbeats_received_total", "outcome" => "inactive")
+                .increment(1);
+            Err(ApiError::bad_request(format!(
+                "{heartbeat_name} was located, but is marked inactive. Does this need to be re-enabled?"
+            )))
+        }
+        JobSignalOutcome::Recorded { service, run } => {
+            metrics::counter!("medic_heartbeats_received_total", "outcome" => "accepted")
+                .increment(1);
+            let status = match (kind, run.status) {
+                (SignalKind::Start, _) | (_, RunStatus::Running) => "STARTED",
+                (_, RunStatus::Failed) => "FAILED",
+                (_, RunStatus::Completed) => "COMPLETED",
+            };
+            let duration_alert = match (run.duration_ms, service.max_duration_ms) {
+                (Some(d), Some(max)) => Some(d > max),
+                _ => None,
+            };
+            let mut results = json!({
+                "service_id": service.id,
+                "heartbeat_name": service.heartbeat_name,
+                "status": status,
+                "run_id": run.run_id,
+                "exit_code": run.exit_code,
+                "body_truncated": run.body_truncated,
+            });
+            if let Some(d) = run.duration_ms {
+                results["duration_ms"] = json!(d);
+            }
+            if let Some(a) = duration_alert {
+                results["duration_alert"] = json!(a);
+            }
+            Ok(ok(StatusCode::CREATED, "Job signal recorded.", results))
+        }
+    }
+}
+
+/// Signal that a job run started.
+#[utoipa::path(post, path = "/v2/heartbeat/{service_id}/start", tag = "heartbeats",
+    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
+    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+              (status = 400, description = "Invalid body or inactive service")))]
+async fn start(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<SignalIn>,
+) -> ApiResult {
+    signal(app, caller, id, SignalKind::Start, body).await
+}
+
+/// Signal that a job run completed (a non-zero `exit_code` records it as failed).
+#[utoipa::path(post, path = "/v2/heartbeat/{service_id}/complete", tag = "heartbeats",
+    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
+    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+              (status = 400, description = "Invalid body or inactive service")))]
+async fn complete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<SignalIn>,
+) -> ApiResult {
+    signal(app, caller, id, SignalKind::Complete, body).await
+}
+
+/// Signal that a job run failed.
+#[utoipa::path(post, path = "/v2/heartbeat/{service_id}/fail", tag = "heartbeats",
+    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
+    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+              (status = 400, description = "Invalid body or inactive service")))]
+async fn fail(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<SignalIn>,
+) -> ApiResult {
+    signal(app, caller, id, SignalKind::Fail, body).await
+}
+
+/// Run-duration statistics over the last 100 finished runs (null below 5 runs).
+#[utoipa::path(get, path = "/v2/services/{service_id}/stats", tag = "services",
+    params(("service_id" = i64, Path)),
+    responses((status = 200, description = "Statistics"), (status = 404, description = "Unknown service")),
+    security(("bearer" = [])))]
+async fn stats(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let id = ServiceId(path_id(&id, "service_id")?);
+    if app.store.get_service(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("Service {id} was not found.")));
+    }
+    let durations = app
+        .store
+        .recent_run_durations(id, STATS_WINDOW as u32)
+        .await?;
+    let s = duration_stats(&durations);
+    let field = |f: fn(&crate::domain::stats::DurationStats) -> serde_json::Value| {
+        s.as_ref().map_or(serde_json::Value::Null, f)
+    };
+    let results = json!({
+        "service_id": id,
+        "run_count": durations.len(),
+        "avg_duration_ms": field(|s| json!(s.avg_duration_ms)),
+        "p50_duration_ms": field(|s| json!(s.p50_duration_ms)),
+        "p95_duration_ms": field(|s| json!(s.p95_duration_ms)),
+        "p99_duration_ms": field(|s| json!(s.p99_duration_ms)),
+        "min_duration_ms": field(|s| json!(s.min_duration_ms)),
+        "max_duration_ms": field(|s| json!(s.max_duration_ms)),
+    });
+    Ok(ok(StatusCode::OK, "", results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("short", 10), ("short".to_owned(), false));
+        let (t, cut) = tail("abcdéf", 3);
+        assert!(cut);
+        assert_eq!(t, "éf");
+        // Never splits a character: 2 bytes from the end falls inside "é".
+        assert_eq!(tail("abcdéf", 2), ("f".to_owned(), true));
+    }
+}

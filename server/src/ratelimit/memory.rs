@@ -1,0 +1,282 @@
+//! In-process GCRA backend: one `DashMap` entry (the bucket's TAT) per
+//! `(class, limit, key)`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use super::{Decision, RateClass, gcra};
+
+/// How often (at most) expired buckets are swept out of the map.
+const PURGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Source of monotonic time in microseconds. Injectable so tests can move
+/// time forward without sleeping.
+pub(crate) trait Clock: Send + Sync + fmt::Debug {
+    fn now_us(&self) -> u64;
+}
+
+/// Production clock: microseconds elapsed since the limiter was created.
+#[derive(Debug)]
+pub(crate) struct MonotonicClock {
+    origin: Instant,
+}
+
+impl MonotonicClock {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Manually advanced clock for tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct FakeClock {
+    now: AtomicU64,
+}
+
+#[cfg(test)]
+impl FakeClock {
+    pub(crate) fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.now.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+impl Clock for FakeClock {
+    fn now_us(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    class: RateClass,
+    limit: u32,
+    key: Box<str>,
+}
+
+/// Keyed in-memory GCRA limiter.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    buckets: DashMap<BucketKey, u64>,
+    clock: Arc<dyn Clock>,
+    /// Clock reading (µs) of the last purge.
+    last_purge_us: AtomicU64,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new() -> Self {
+        Self::with_clock(Arc::new(MonotonicClock::new()))
+    }
+
+    pub(crate) fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now_us();
+        Self {
+            buckets: DashMap::new(),
+            clock,
+            last_purge_us: AtomicU64::new(now),
+        }
+    }
+
+    pub(crate) fn check(&self, class: RateClass, key: &str, limit: u32) -> Decision {
+        let now = self.clock.now_us();
+        self.maybe_purge(now);
+        if limit == 0 {
+            return gcra::deny_all();
+        }
+        let bucket = BucketKey {
+            class,
+            limit,
+            key: key.into(),
+        };
+        match self.buckets.entry(bucket) {
+            Entry::Occupied(mut entry) => {
+                let out = gcra::check(Some(*entry.get()), now, limit);
+                if let Some(tat) = out.new_tat {
+                    *entry.get_mut() = tat;
+                }
+                out.decision
+            }
+            Entry::Vacant(entry) => {
+                let out = gcra::check(None, now, limit);
+                if let Some(tat) = out.new_tat {
+                    entry.insert(tat);
+                }
+                out.decision
+            }
+        }
+    }
+
+    /// Removes buckets whose TAT has passed (they are equivalent to absent
+    /// buckets). Runs at most once per [`PURGE_INTERVAL`], on the calling
+    /// thread of whichever check wins the race.
+    fn maybe_purge(&self, now: u64) {
+        let last = self.last_purge_us.load(Ordering::Relaxed);
+        let interval = u64::try_from(PURGE_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < interval {
+            return;
+        }
+        if self
+            .last_purge_us
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.purge_expired(now);
+        }
+    }
+
+    pub(crate) fn purge_expired(&self, now: u64) {
+        self.buckets.retain(|_, tat| *tat > now);
+    }
+
+    /// Number of live buckets (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> (Arc<FakeClock>, MemoryLimiter) {
+        let clock = Arc::new(FakeClock::default());
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        (clock, limiter)
+    }
+
+    #[test]
+    fn burst_then_denied_with_retry_after() {
+        let (_clock, l) = limiter();
+        for i in 0..10u32 {
+            let d = l.check(RateClass::Heartbeat, "key:a", 10);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 9 - i);
+            assert_eq!(d.limit, 10);
+        }
+        let d = l.check(RateClass::Heartbeat, "key:a", 10);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.retry_after, Some(Duration::from_secs(6)));
+        assert_eq!(d.reset_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn keys_classes_and_limits_are_independent() {
+        let (_clock, l) = limiter();
+        assert!(l.check(RateClass::Heartbeat, "ip:1.2.3.4", 1).allowed);
+        assert!(!l.check(RateClass::Heartbeat, "ip:1.2.3.4", 1).allowed);
+        // Other key, same class.
+        assert!(l.check(RateClass::Heartbeat, "ip:5.6.7.8", 1).allowed);
+        // Same key, other classes.
+        for class in [
+            RateClass::Management,
+            RateClass::Health,
+            RateClass::Metrics,
+            RateClass::Docs,
+        ] {
+            assert!(l.check(class, "ip:1.2.3.4", 1).allowed, "{class:?}");
+            assert!(!l.check(class, "ip:1.2.3.4", 1).allowed, "{class:?}");
+        }
+        // Same key and class, different tier.
+        assert!(l.check(RateClass::Heartbeat, "ip:1.2.3.4", 2).allowed);
+    }
+
+    #[test]
+    fn refills_as_time_passes() {
+        let (clock, l) = limiter();
+        for _ in 0..60 {
+            assert!(l.check(RateClass::Management, "key:k", 60).allowed);
+        }
+        assert!(!l.check(RateClass::Management, "key:k", 60).allowed);
+        clock.advance(Duration::from_millis(500));
+        let d = l.check(RateClass::Management, "key:k", 60);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Some(Duration::from_millis(500)));
+        clock.advance(Duration::from_millis(500));
+        assert!(l.check(RateClass::Management, "key:k", 60).allowed);
+        assert!(!l.check(RateClass::Management, "key:k", 60).allowed);
+        // After ten seconds, ten more requests.
+        clock.advance(Duration::from_secs(10));
+        let allowed = (0..20)
+            .filter(|_| l.check(RateClass::Management, "key:k", 60).allowed)
+            .count();
+        assert_eq!(allowed, 10);
+        // After a full minute the bucket is full again.
+        clock.advance(Duration::from_secs(60));
+        let d = l.check(RateClass::Management, "key:k", 60);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 59);
+    }
+
+    #[test]
+    fn expired_buckets_are_purged() {
+        let (clock, l) = limiter();
+        for i in 0..1_000 {
+            l.check(RateClass::Heartbeat, &format!("ip:{i}"), 100);
+        }
+        assert_eq!(l.len(), 1_000);
+        // Interval is 0.6 s, so every bucket is expired after 1 s; the purge
+        // itself is throttled to once per PURGE_INTERVAL.
+        clock.advance(Duration::from_secs(1));
+        l.check(RateClass::Heartbeat, "ip:new", 100);
+        assert_eq!(l.len(), 1_001, "purge must be throttled");
+        clock.advance(PURGE_INTERVAL);
+        l.check(RateClass::Heartbeat, "ip:new", 100);
+        assert_eq!(l.len(), 1, "only the live bucket remains");
+    }
+
+    #[test]
+    fn live_buckets_survive_purge() {
+        let (clock, l) = limiter();
+        // limit 1 → TAT one minute ahead.
+        assert!(l.check(RateClass::Docs, "ip:x", 1).allowed);
+        clock.advance(PURGE_INTERVAL);
+        l.purge_expired(clock.now_us());
+        assert_eq!(l.len(), 1);
+        assert!(!l.check(RateClass::Docs, "ip:x", 1).allowed);
+    }
+
+    #[test]
+    fn denied_first_request_creates_no_state() {
+        let (_clock, l) = limiter();
+        assert!(!l.check(RateClass::Docs, "ip:x", 0).allowed);
+        assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn concurrent_checks_allow_exactly_limit() {
+        let (_clock, l) = limiter();
+        let l = Arc::new(l);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let l = Arc::clone(&l);
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| l.check(RateClass::Heartbeat, "key:shared", 50).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let total: usize = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .sum();
+        assert_eq!(total, 50);
+    }
+}

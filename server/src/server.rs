@@ -1,0 +1,172 @@
+//! Process lifecycle: connect, migrate, start background tasks, serve, drain.
+//!
+//! [`start`] takes an already-bound listener (tests bind port 0) and returns a [`Running`]
+//! server; [`Running::shutdown`] (or a cancelled token) stops accepting connections, lets
+//! in-flight requests finish within the grace period, then stops background tasks (the
+//! heartbeat writer commits what it holds) and closes the database pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, RateLimiterType};
+use crate::http::{self, AppState, Inner};
+use crate::ratelimit::{LimiterKind, RateLimiter};
+use crate::store::batch::HeartbeatWriter;
+use crate::store::{self, Backend, PoolOptions, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("rate limiter: {0}")]
+    RateLimiter(String),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured store (without migrating).
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    store::connect(
+        cfg.database_url.expose(),
+        &PoolOptions {
+            max_connections: cfg.db_max_connections,
+            ..PoolOptions::default()
+        },
+    )
+    .await
+}
+
+/// Largest group commit.
+const MAX_BATCH: usize = 1024;
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the server to stop and waits until it has drained and closed its pool.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after `trigger` is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn trigger(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects, migrates and starts serving on `listener`.
+pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartError> {
+    let store = open_store(&cfg).await?;
+    store.migrate().await?;
+    let limiter = match (cfg.rate_limiter_type, &cfg.redis_url) {
+        (RateLimiterType::Memory, _) | (RateLimiterType::Auto, None) => RateLimiter::memory(),
+        (kind, url) => {
+            let kind = if kind == RateLimiterType::Redis {
+                LimiterKind::Redis
+            } else {
+                LimiterKind::Auto
+            };
+            RateLimiter::new(kind, url.as_ref().map(|u| u.expose()), cfg.redis_pool_size)
+                .await
+                .map_err(|e| StartError::RateLimiter(e.to_string()))?
+        }
+    };
+    let metrics = crate::telemetry::metrics_handle();
+    let tracker = TaskTracker::new();
+    let background = CancellationToken::new();
+    let writers = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    };
+    let writer = HeartbeatWriter::spawn(
+        store.clone(),
+        writers,
+        MAX_BATCH,
+        &tracker,
+        background.clone(),
+    );
+    let state = AppState::new(Inner {
+        auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
+        store: store.clone(),
+        writer,
+        limiter,
+        metrics,
+        started: Instant::now(),
+        config: cfg.clone(),
+    });
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let app = http::app(state);
+    let stop = shutdown.clone();
+    let grace = cfg.shutdown_grace;
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let mut serve = tokio::spawn(serve.into_future());
+        stop.cancelled().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        match tokio::time::timeout(grace, &mut serve).await {
+            Ok(_) => tracing::info!("in-flight requests drained"),
+            Err(_) => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "drain timed out");
+                serve.abort();
+            }
+        }
+        background.cancel();
+        tracker.close();
+        tracker.wait().await;
+        store.close().await;
+        tracing::info!("stopped");
+    });
+    tracing::info!(%addr, backend = cfg_backend(&cfg), "medic-server listening");
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+fn cfg_backend(cfg: &Config) -> &'static str {
+    Backend::from_url(cfg.database_url.expose()).map_or("unknown", Backend::as_str)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,109 @@
+//! Logs and metrics.
+//!
+//! Logs are `tracing` events, JSON by default (`MEDIC_LOG_FORMAT=text` for humans), carrying the
+//! request id. Nothing here logs keys, secrets or request bodies. Metrics go through the
+//! `metrics` facade into one process-wide Prometheus recorder; [`metrics_handle`] renders them for
+//! `/metrics`. Every metric is described here, and each one is recorded somewhere in the server.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber. Safe to call more than once (later calls are no-ops).
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("medic_heartbeat_batch_size".to_owned()),
+                        BATCH_BUCKETS,
+                    )
+                })
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder is already installed (then ours stays unused).
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            metrics::gauge!("medic_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "medic_http_requests_total",
+        "HTTP requests by method, route template and status"
+    );
+    describe_histogram!(
+        "medic_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template"
+    );
+    describe_counter!(
+        "medic_heartbeats_received_total",
+        "Heartbeats received, by outcome (accepted, unknown_service, inactive, invalid)"
+    );
+    describe_histogram!(
+        "medic_heartbeat_batch_size",
+        "Heartbeats written per group commit"
+    );
+    describe_counter!(
+        "medic_rate_limit_rejections_total",
+        "Requests refused with 429, by route class"
+    );
+    describe_counter!(
+        "medic_auth_failures_total",
+        "Rejected credentials, by reason"
+    );
+    describe_gauge!(
+        "medic_db_pool_connections",
+        "Database connections by state (idle, in_use)"
+    );
+    describe_gauge!(
+        "medic_db_pool_max_connections",
+        "Configured maximum database connections"
+    );
+    describe_gauge!("medic_build_info", "Build information; always 1");
+    describe_counter!(
+        "medic_rate_limiter_fallback_total",
+        "Rate-limit checks answered by the in-memory limiter because Redis failed"
+    );
+    describe_gauge!(
+        "medic_rate_limiter_backend",
+        "1 for the rate-limit backend in use (redis or memory)"
+    );
+}
