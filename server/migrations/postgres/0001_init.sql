@@ -29,8 +29,10 @@ CREATE TABLE services (
     CHECK (muted_until IS NULL OR muted_at IS NOT NULL)
 );
 CREATE UNIQUE INDEX services_name_key_live ON services (name_key) WHERE deleted_at IS NULL;
-CREATE INDEX services_team ON services (lower(team)) WHERE deleted_at IS NULL;
-CREATE INDEX services_service_name ON services (lower(service_name)) WHERE deleted_at IS NULL;
+-- lower(... COLLATE "C") folds ASCII only, like SQLite's lower(), whatever the cluster's locale.
+CREATE INDEX services_team ON services (lower(team COLLATE "C")) WHERE deleted_at IS NULL;
+CREATE INDEX services_service_name ON services (lower(service_name COLLATE "C"))
+    WHERE deleted_at IS NULL;
 
 CREATE TABLE heartbeat_events (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

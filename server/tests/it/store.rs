@@ -55,6 +55,7 @@ conformance! {
     create_and_find_services,
     concurrent_creates_of_one_name,
     list_services_filters,
+    team_and_service_name_fold_ascii_only,
     list_services_paging,
     update_service_snapshots_before_image,
     update_service_mute_and_clear,
@@ -1064,6 +1065,48 @@ async fn list_services_filters(s: &dyn Store) {
     );
 }
 
+/// SQL `lower()` folds ASCII only on both backends (SQLite's built-in one does nothing else, and
+/// the PostgreSQL store matches it whatever the cluster's locale). Heartbeat names, which need
+/// full Unicode folding, are folded in Rust instead (`name_key`).
+async fn team_and_service_name_fold_ascii_only(s: &dyn Store) {
+    let mut new = new_service("Unicode-team");
+    new.team = "Équipe-Ops".into();
+    new.service_name = "Zürich API".into();
+    let svc = service_with(s, new).await;
+    let count =
+        |f: ServiceFilter| async move { s.list_services(&f, ALL).await.unwrap().total_count };
+    let team = |v: &str| ServiceFilter {
+        team: Some(v.into()),
+        ..Default::default()
+    };
+    let name = |v: &str| ServiceFilter {
+        service_name: Some(v.into()),
+        ..Default::default()
+    };
+    assert_eq!(count(team("ÉQUIPE-OPS")).await, 1);
+    assert_eq!(count(team("Équipe-ops")).await, 1);
+    assert_eq!(count(team("équipe-ops")).await, 0);
+    assert_eq!(count(name("ZüRICH api")).await, 1);
+    assert_eq!(count(name("ZÜRICH API")).await, 0);
+    s.record_heartbeats(&[hb("unicode-team", "UP", t(1))])
+        .await
+        .unwrap();
+    let rows = |v: &str| {
+        let q = HeartbeatQuery {
+            service_name: Some(v.into()),
+            limit: 10,
+            ..Default::default()
+        };
+        async move { s.list_heartbeats(&q).await.unwrap().len() }
+    };
+    assert_eq!(rows("zürich API").await, 1);
+    assert_eq!(rows("ZÜRICH API").await, 0);
+    assert_eq!(
+        s.get_service(svc.id).await.unwrap().unwrap().team,
+        "Équipe-Ops"
+    );
+}
+
 async fn list_services_paging(s: &dyn Store) {
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -1782,7 +1825,12 @@ async fn audit_log_filters_and_paging(s: &dyn Store) {
             actor: actor.into(),
             service_id,
             execution_id,
-            details: json!({"i": i, "nested": {"list": [1, 2.5, "x"], "none": null}, "text": "ünï ☃"}),
+            details: json!({
+                "i": i,
+                "nested": {"list": [1, 2.5, "x"], "none": null},
+                "text": "ünï ☃ \"quoted\" \\",
+                "numbers": [1.0, -0.5, 1e300, u64::MAX, i64::MIN, 0.1]
+            }),
             at: t(at),
         })
         .await
@@ -1815,8 +1863,15 @@ async fn audit_log_filters_and_paging(s: &dyn Store) {
     assert_eq!(e.timestamp, t(200));
     assert_eq!(
         e.details,
-        json!({"i": 1, "nested": {"list": [1, 2.5, "x"], "none": null}, "text": "ünï ☃"})
+        json!({
+            "i": 1,
+            "nested": {"list": [1, 2.5, "x"], "none": null},
+            "text": "ünï ☃ \"quoted\" \\",
+            "numbers": [1.0, -0.5, 1e300, u64::MAX, i64::MIN, 0.1]
+        })
     );
+    assert!(e.details["numbers"][0].is_f64(), "1.0 stays a float");
+    assert!(e.details["numbers"][3].is_u64());
     assert!(all.windows(2).all(|w| w[0].id != w[1].id));
 
     let check = |f: AuditFilter, expected: &'static [i64]| {

@@ -6,6 +6,9 @@
 //! - Timestamps are `timestamptz`; the server only ever writes whole milliseconds, so values
 //!   round-trip exactly. Flags are `boolean`; snapshot payloads and audit details are `jsonb`
 //!   (sent and read as text, cast in SQL).
+//! - Case-insensitive matches of team and service name use `lower(… COLLATE "C")`, which folds
+//!   ASCII only — exactly what SQLite's `lower()` does — so results do not depend on the
+//!   cluster's locale. (Heartbeat names fold fully, in Rust, through `name_key`.)
 //! - Several server replicas may write at once, so every read-modify-write locks what it is about
 //!   to change: `FOR NO KEY UPDATE` on `services` rows (the strongest lock that still lets
 //!   other transactions insert rows referencing the service — we never change a service's id)
@@ -341,14 +344,14 @@ fn push_service_filter(qb: &mut QueryBuilder<Postgres>, f: &ServiceFilter) {
             .push(" ESCAPE '\\'");
     }
     if let Some(v) = &f.service_name {
-        qb.push(" AND lower(service_name) = lower(")
+        qb.push(" AND lower(service_name COLLATE \"C\") = lower(")
             .push_bind(v.clone())
-            .push(")");
+            .push(" COLLATE \"C\")");
     }
     if let Some(v) = &f.team {
-        qb.push(" AND lower(team) = lower(")
+        qb.push(" AND lower(team COLLATE \"C\") = lower(")
             .push_bind(v.clone())
-            .push(")");
+            .push(" COLLATE \"C\")");
     }
     if let Some(v) = f.active {
         qb.push(" AND active = ").push_bind(v);
@@ -565,9 +568,9 @@ impl Store for PgStore {
             qb.push(" AND s.name_key = ").push_bind(k.clone());
         }
         if let Some(n) = &q.service_name {
-            qb.push(" AND lower(s.service_name) = lower(")
+            qb.push(" AND lower(s.service_name COLLATE \"C\") = lower(")
                 .push_bind(n.clone())
-                .push(")");
+                .push(" COLLATE \"C\")");
         }
         qb.push(" ORDER BY e.received_at DESC, e.id DESC LIMIT ")
             .push_bind(i64::from(q.limit))
