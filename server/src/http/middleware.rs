@@ -149,7 +149,12 @@ fn set_rate_headers(headers: &mut HeaderMap, d: &Decision) {
 /// Authenticates the caller (if a key is presented) and applies the rate limit: per API key when
 /// one is valid, else per client IP. Rate-limit headers go on every response.
 pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let class = classify(req.uri().path());
+    let class = match classify(req.uri().path()) {
+        // Only ingestion counts against the heartbeat limit; reading `GET /heartbeat` is a
+        // management request.
+        RateClass::Heartbeat if req.method() == axum::http::Method::GET => RateClass::Management,
+        class => class,
+    };
     let open_route = matches!(
         class,
         RateClass::Health | RateClass::Metrics | RateClass::Docs
