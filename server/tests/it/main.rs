@@ -1,4 +1,12 @@
 //! Medic server integration tests: one binary, one module per feature.
 
 mod db;
+mod http_auth;
+mod http_durability;
+mod http_jobs;
+mod http_legacy;
+mod http_ops;
+mod http_ratelimit;
+mod http_services;
 mod store;
+mod support;

@@ -1,0 +1,392 @@
+//! Operations: health, liveness, readiness, metrics, request ids, the OpenAPI document and docs
+//! page, and graceful shutdown.
+//!
+//! Readiness turning 503 when the database goes away is covered against PostgreSQL through a
+//! proxy that can be cut (see `recovery`); a SQLite file cannot be made unreachable under a
+//! running pool, so it is not repeated here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use medic_server::domain::service::name_key;
+use medic_server::store::HeartbeatQuery;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{TestApp, assert_ok, metric, send};
+
+#[tokio::test]
+async fn health_reports_the_database_and_only_configured_components() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/health").await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
+    let h = r.json();
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["uptime_seconds"].is_u64());
+    let db = &h["components"]["database"];
+    assert_eq!(db["status"], "healthy");
+    assert_eq!(db["backend"], "sqlite");
+    assert!(db["latency_ms"].as_f64().is_some_and(|l| l >= 0.0), "{h}");
+    assert!(
+        h["components"].get("redis").is_none(),
+        "no Redis configured: {h}"
+    );
+    assert_eq!(h["components"]["rate_limiter"]["backend"], "memory");
+}
+
+#[tokio::test]
+async fn an_unreachable_configured_redis_degrades_health_and_falls_back_to_memory() {
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.redis_url = Some("redis://127.0.0.1:1".parse().expect("secret"));
+            c.rate_limiter_type = medic_server::config::RateLimiterType::Auto;
+        })
+        .spawn()
+        .await;
+    let before = metric(
+        &app.metrics().await,
+        "medic_rate_limiter_fallback_total",
+        &[],
+    )
+    .unwrap_or(0.0);
+    let r = app.get("/health").await;
+    assert_eq!(r.status.as_u16(), 200, "degraded is still 200: {}", r.body);
+    let h = r.json();
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["components"]["redis"]["status"], "unhealthy");
+    assert_eq!(h["components"]["database"]["status"], "healthy");
+    assert_eq!(h["components"]["rate_limiter"]["backend"], "memory");
+    // Limits still apply, from memory.
+    assert!(r.header("x-ratelimit-limit").is_some());
+    let after = metric(
+        &app.metrics().await,
+        "medic_rate_limiter_fallback_total",
+        &[],
+    )
+    .unwrap_or(0.0);
+    assert!(after >= before + 2.0, "{before} -> {after}");
+}
+
+#[tokio::test]
+async fn live_and_ready_answer_200() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/health/live").await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.json(), json!({ "status": "alive" }));
+    let r = app.get("/health/ready").await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.json(), json!({ "status": "ready" }));
+}
+
+/// Metric names described in `telemetry.rs`, read from the source so a new metric cannot be
+/// added without this test noticing.
+fn described_metrics() -> Vec<String> {
+    let src = include_str!("../../src/telemetry.rs");
+    let mut names = Vec::new();
+    for macro_name in [
+        "describe_counter!(",
+        "describe_gauge!(",
+        "describe_histogram!(",
+    ] {
+        for (i, _) in src.match_indices(macro_name) {
+            let rest = src[i + macro_name.len()..].trim_start();
+            if let Some(rest) = rest.strip_prefix('"') {
+                let name = rest.split('"').next().unwrap_or_default();
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn every_described_metric_is_recorded_after_traffic() {
+    let names = described_metrics();
+    assert!(names.len() >= 9, "parsed {names:?}");
+
+    // Redis configured but unreachable, so the fallback counter has something to count.
+    let app = TestApp::builder()
+        .anonymous(true)
+        .limits(medic_server::config::RateLimits {
+            docs: 1,
+            ..crate::support::GENEROUS
+        })
+        .configure(|c| {
+            c.redis_url = Some("redis://127.0.0.1:1".parse().expect("secret"));
+            c.rate_limiter_type = medic_server::config::RateLimiterType::Auto;
+        })
+        .spawn()
+        .await;
+    app.register("metered", 5).await;
+    assert_ok(
+        &app.post_json(
+            "/heartbeat",
+            &json!({ "heartbeat_name": "metered", "status": "UP" }),
+        )
+        .await,
+        201,
+    );
+    let r = app.with_key("not-a-key").get("/v2/services").await;
+    assert_eq!(r.status.as_u16(), 401);
+    assert_eq!(app.get("/docs").await.status.as_u16(), 200);
+    assert_eq!(app.get("/docs").await.status.as_u16(), 429);
+
+    let text = app.metrics().await;
+    for name in &names {
+        let found = [name.clone(), format!("{name}_count")]
+            .iter()
+            .any(|n| metric(&text, n, &[]).is_some());
+        assert!(found, "{name} is described but never recorded:\n{text}");
+    }
+    let at_least_one = |name: &str, labels: &[(&str, &str)]| {
+        let v = metric(&text, name, labels).unwrap_or(0.0);
+        assert!(v >= 1.0, "{name}{labels:?} = {v}");
+    };
+    at_least_one(
+        "medic_http_requests_total",
+        &[
+            ("method", "POST"),
+            ("route", "/heartbeat"),
+            ("status", "201"),
+        ],
+    );
+    at_least_one(
+        "medic_http_request_duration_seconds_count",
+        &[("route", "/heartbeat")],
+    );
+    at_least_one(
+        "medic_heartbeats_received_total",
+        &[("outcome", "accepted")],
+    );
+    at_least_one("medic_heartbeat_batch_size_count", &[]);
+    at_least_one("medic_auth_failures_total", &[("reason", "malformed")]);
+    at_least_one("medic_rate_limit_rejections_total", &[("class", "docs")]);
+    at_least_one(
+        "medic_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    );
+    at_least_one("medic_db_pool_max_connections", &[]);
+    at_least_one("medic_rate_limiter_fallback_total", &[]);
+    assert!(metric(&text, "medic_db_pool_connections", &[("state", "idle")]).is_some());
+    assert!(metric(&text, "medic_db_pool_connections", &[("state", "in_use")]).is_some());
+    assert!(
+        metric(
+            &text,
+            "medic_rate_limiter_backend",
+            &[("backend", "memory")]
+        )
+        .is_some()
+    );
+    // Unmatched paths are one label value, not one per URL.
+    let r = app.get("/nope/12345").await;
+    assert_eq!(r.status.as_u16(), 404);
+    let text = app.metrics().await;
+    assert!(!text.contains("/nope/12345"));
+    assert!(
+        metric(
+            &text,
+            "medic_http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        )
+        .is_some()
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_well_formed_and_generated_otherwise() {
+    let app = TestApp::spawn().await;
+    let with_id = |path: &str, id: &str| {
+        send(
+            app.anon()
+                .request(Method::GET, path)
+                .header("X-Request-Id", id),
+        )
+    };
+    for path in ["/health/live", "/v2/services", "/missing"] {
+        let r = with_id(path, "req-42.a:b_C").await;
+        assert_eq!(r.header("x-request-id"), Some("req-42.a:b_C"), "{path}");
+    }
+    let long = "a".repeat(129);
+    for bad in ["has spaces", "semi;colon", long.as_str(), ""] {
+        let r = with_id("/health/live", bad).await;
+        let id = r.header("x-request-id").expect("generated id");
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+    let a = app.get("/health/live").await;
+    let b = app.get("/health/live").await;
+    let (a, b) = (
+        a.header("x-request-id").unwrap(),
+        b.header("x-request-id").unwrap(),
+    );
+    assert!(uuid::Uuid::parse_str(a).is_ok());
+    assert_ne!(a, b);
+}
+
+/// Every route this server serves, with its methods. Adding a route without adding it here
+/// (and testing it) fails `openapi_lists_every_served_route`.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/heartbeat", &["get", "post"]),
+    ("/service", &["get", "post"]),
+    ("/service/{heartbeat_name}", &["get", "post"]),
+    ("/alerts", &["get"]),
+    ("/v1/healthcheck/network", &["get"]),
+    ("/v2/heartbeat/{service_id}/start", &["post"]),
+    ("/v2/heartbeat/{service_id}/complete", &["post"]),
+    ("/v2/heartbeat/{service_id}/fail", &["post"]),
+    ("/v2/services", &["get", "post"]),
+    ("/v2/services/{service_id}", &["delete", "get", "patch"]),
+    ("/v2/services/{service_id}/mute", &["post"]),
+    ("/v2/services/{service_id}/unmute", &["post"]),
+    ("/v2/services/{service_id}/heartbeats", &["get"]),
+    ("/v2/services/{service_id}/runs", &["get"]),
+    ("/v2/services/{service_id}/stats", &["get"]),
+    ("/v2/snapshots", &["get"]),
+    ("/v2/snapshots/{snapshot_id}", &["get"]),
+    ("/v2/snapshots/{snapshot_id}/restore", &["post"]),
+    ("/v2/audit-logs", &["get"]),
+    ("/v2/api-keys", &["get", "post"]),
+    ("/v2/api-keys/{key_id}", &["delete"]),
+    ("/health", &["get"]),
+    ("/health/live", &["get"]),
+    ("/health/ready", &["get"]),
+    ("/metrics", &["get"]),
+    ("/openapi.json", &["get"]),
+    ("/docs", &["get"]),
+];
+
+#[tokio::test]
+async fn openapi_lists_every_served_route() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    let documented: BTreeMap<&str, BTreeSet<&str>> = paths
+        .iter()
+        .map(|(p, ops)| {
+            let methods = ops
+                .as_object()
+                .expect("operations")
+                .keys()
+                .map(String::as_str)
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(m))
+                .collect();
+            (p.as_str(), methods)
+        })
+        .collect();
+    let expected: BTreeMap<&str, BTreeSet<&str>> = ROUTES
+        .iter()
+        .map(|(p, ms)| (*p, ms.iter().copied().collect()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    // And every documented operation is really served (not the 404/405 fallbacks).
+    for (path, methods) in ROUTES {
+        let concrete = path
+            .replace("{heartbeat_name}", "x")
+            .replace("{service_id}", "1")
+            .replace("{snapshot_id}", "1")
+            .replace("{key_id}", "000000000000");
+        for m in *methods {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+            let r = send(app.admin().request(method, &concrete).json(&json!({}))).await;
+            assert!(
+                !(r.status.as_u16() == 404 && r.body.contains("No such route."))
+                    && r.status.as_u16() != 405,
+                "{m} {concrete}: {} {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn docs_page_is_self_contained_html() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/docs").await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(r.body.to_lowercase().contains("<html"));
+    assert!(
+        r.body.contains("openapi.json"),
+        "the page renders the served document"
+    );
+    let lower = r.body.to_lowercase();
+    assert!(
+        !lower.contains("http://") && !lower.contains("https://"),
+        "external URL in /docs"
+    );
+    assert!(
+        !lower.contains("src=\"//") && !lower.contains("href=\"//"),
+        "protocol-relative URL in /docs"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_keeps_every_acknowledged_heartbeat() {
+    let app = TestApp::builder().anonymous(true).spawn().await;
+    app.register("durable", 5).await;
+    let mut tasks = Vec::new();
+    for i in 0..25 {
+        let client = app.client.clone();
+        let url = app.url("/heartbeat");
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({ "heartbeat_name": "durable", "status": format!("s{i}") }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    let mut acknowledged = 0;
+    for t in tasks {
+        if t.await.expect("task").is_ok_and(|s| s == 201) {
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(acknowledged, 25);
+    let base = app.base.clone();
+    let client = app.client.clone();
+    let stopped = tokio::time::timeout(Duration::from_secs(15), app.shutdown())
+        .await
+        .expect("shutdown completes");
+    assert!(
+        client
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+    let store = stopped.store().await;
+    let rows = store
+        .list_heartbeats(&HeartbeatQuery {
+            name_key: Some(name_key("durable")),
+            limit: 1000,
+            ..HeartbeatQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(rows.len(), 25);
+    store.close().await;
+}
