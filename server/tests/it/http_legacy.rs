@@ -148,6 +148,7 @@ async fn post_heartbeat_rejects_missing_and_invalid_fields() {
         json!({ "heartbeat_name": "job", "status": "UP", "colour": "red" }),
         json!({ "heartbeat_name": "job", "status": "UP", "run_id": ["x"] }),
         json!("job"),
+        json!(["job", "UP"]),
     ];
     for body in &cases {
         let r = app.post_json("/heartbeat", body).await;
@@ -466,6 +467,10 @@ async fn post_service_rejects_invalid_bodies_and_registers_nothing() {
     ));
     cases.push((with("heartbeat_name", json!("  ")), "heartbeat_name"));
     cases.push((with("unexpected", json!(true)), "unknown field"));
+    cases.push((
+        json!(["x", "s", 5]),
+        "expected a JSON object, not an array.",
+    ));
     for (body, message) in &cases {
         let r = app.post_json("/service", body).await;
         assert_error_contains(&r, 400, message);

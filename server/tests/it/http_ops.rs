@@ -1,9 +1,9 @@
 //! Operations: health, liveness, readiness, metrics, request ids, the OpenAPI document and docs
 //! page, and graceful shutdown.
 //!
-//! Readiness turning 503 when the database goes away is covered against PostgreSQL through a
-//! proxy that can be cut (see `recovery`); a SQLite file cannot be made unreachable under a
-//! running pool, so it is not repeated here.
+//! Readiness turning 503 when the database goes away is not covered here: a SQLite file cannot
+//! be made unreachable under a running pool. It needs a database behind a connection that can
+//! be cut (PostgreSQL through a proxy).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

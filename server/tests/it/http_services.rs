@@ -224,6 +224,7 @@ async fn create_is_201_and_a_duplicate_name_is_409_in_any_case() {
             json!({ "heartbeat_name": "x", "interval_seconds": 60, "alert_interval": 1 }),
             "unknown field",
         ),
+        (json!(["x", 60]), "expected a JSON object, not an array."),
     ] {
         let r = app.admin().post_json("/v2/services", &body).await;
         assert_error_contains(&r, 400, message);
