@@ -390,3 +390,55 @@ async fn shutdown_drains_and_keeps_every_acknowledged_heartbeat() {
     assert_eq!(rows.len(), 25);
     store.close().await;
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_a_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::builder().anonymous(true).spawn().await;
+    app.register("draining", 5).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let body = r#"{"heartbeat_name": "draining", "status": "LAST"}"#;
+    let (head, tail) = body.split_at(10);
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /heartbeat HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    );
+    sock.write_all(request.as_bytes())
+        .await
+        .expect("write head");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The request is half-sent; shutdown must wait for it.
+    let shutdown = tokio::spawn(app.shutdown());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the request in flight"
+    );
+    sock.write_all(tail.as_bytes()).await.expect("write tail");
+    let mut response = String::new();
+    sock.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let stopped = tokio::time::timeout(Duration::from_secs(15), shutdown)
+        .await
+        .expect("shutdown completes")
+        .expect("task");
+    let store = stopped.store().await;
+    let rows = store
+        .list_heartbeats(&HeartbeatQuery {
+            name_key: Some(name_key("draining")),
+            limit: 10,
+            ..HeartbeatQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "LAST");
+    store.close().await;
+}
