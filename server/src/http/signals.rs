@@ -69,6 +69,11 @@ async fn signal(
         .map(RunIdValue::into_text)
         .transpose()?
         .flatten();
+    if body.body.as_deref().is_some_and(|b| b.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "body must not contain NUL characters.",
+        ));
+    }
     let (text, truncated) = match body.body.as_deref() {
         Some(b) => {
             let (t, cut) = tail(b, MAX_RUN_BODY_BYTES);

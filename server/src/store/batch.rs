@@ -1,20 +1,27 @@
 //! Group commit for heartbeats.
 //!
-//! Handlers hand each heartbeat to a [`HeartbeatWriter`] and wait. A few writer tasks take
-//! whatever is queued (up to `max_batch`), write it with one [`Store::record_heartbeats`]
-//! transaction, and only then answer every waiting handler. One commit (and one fsync) thus
-//! serves many requests, and a heartbeat is acknowledged only after it is durable.
+//! Handlers hand each heartbeat to a [`HeartbeatWriter`] and wait. A writer task takes whatever
+//! is queued (up to `max_batch`), writes it with one [`Store::record_heartbeats`] transaction,
+//! and only then answers every waiting handler. One commit (and one fsync) thus serves many
+//! requests, and a heartbeat is acknowledged only after it is durable.
+//!
+//! With several writers (PostgreSQL), heartbeats are sharded by service name: each service
+//! always goes to the same writer, so concurrent transactions touch disjoint service rows and
+//! never wait on each other's row locks, while their commits overlap (and PostgreSQL flushes
+//! them together).
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use std::hash::{BuildHasher, RandomState};
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{HeartbeatOutcome, NewHeartbeat, Store, StoreError};
 
-/// Capacity of the queue in front of the writers; a full queue pushes back on handlers.
-const QUEUE_CAPACITY: usize = 16_384;
+/// Capacity of each writer's queue; a full queue pushes back on handlers.
+const QUEUE_CAPACITY: usize = 8_192;
 
 struct Pending {
     heartbeat: NewHeartbeat,
@@ -31,7 +38,8 @@ pub enum WriteError {
 
 #[derive(Clone)]
 pub struct HeartbeatWriter {
-    tx: mpsc::Sender<Pending>,
+    shards: Arc<[mpsc::Sender<Pending>]>,
+    hasher: RandomState,
 }
 
 impl HeartbeatWriter {
@@ -44,21 +52,29 @@ impl HeartbeatWriter {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..writers.max(1) {
-            let store = store.clone();
-            let rx = rx.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(writer_loop(store, rx, max_batch.max(1), shutdown));
+        let shards: Vec<_> = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                tracker.spawn(writer_loop(
+                    store.clone(),
+                    rx,
+                    max_batch.max(1),
+                    shutdown.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Self {
+            shards: shards.into(),
+            hasher: RandomState::new(),
         }
-        Self { tx }
     }
 
     /// Queues one heartbeat and waits until its batch is committed.
     pub async fn record(&self, heartbeat: NewHeartbeat) -> Result<HeartbeatOutcome, WriteError> {
         let (reply, wait) = oneshot::channel();
-        self.tx
+        let shard = (self.hasher.hash_one(&heartbeat.name_key) % self.shards.len() as u64) as usize;
+        self.shards[shard]
             .send(Pending { heartbeat, reply })
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
@@ -68,30 +84,27 @@ impl HeartbeatWriter {
 
 async fn writer_loop(
     store: Arc<dyn Store>,
-    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    mut rx: mpsc::Receiver<Pending>,
     max_batch: usize,
     shutdown: CancellationToken,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            let first = tokio::select! {
-                biased;
-                item = rx.recv() => item,
-                () = shutdown.cancelled() => {
-                    // Stop accepting, then drain what is already queued.
-                    rx.close();
-                    rx.recv().await
-                }
-            };
-            let Some(first) = first else { return };
-            batch.push(first);
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            () = shutdown.cancelled() => {
+                // Stop accepting, then drain what is already queued.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
             }
         }
         let inputs: Vec<NewHeartbeat> = batch.iter().map(|p| p.heartbeat.clone()).collect();

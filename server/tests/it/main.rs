@@ -8,5 +8,6 @@ mod http_legacy;
 mod http_ops;
 mod http_ratelimit;
 mod http_services;
+mod recovery;
 mod store;
 mod support;

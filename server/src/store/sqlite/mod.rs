@@ -8,6 +8,7 @@
 //! SQLite is for one server process. Several processes on one file would each run a monitor;
 //! multi-replica deployments need PostgreSQL.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{
@@ -19,6 +20,9 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 use super::*;
 use crate::domain::service::name_key;
 use crate::domain::{Priority, ServiceState, SnapshotAction, Timestamp};
+
+/// Bound parameters per statement when batching (SQLite allows 32,766).
+const SQLITE_CHUNK: usize = 800;
 
 pub struct SqliteStore {
     write: SqlitePool,
@@ -397,53 +401,101 @@ impl Store for SqliteStore {
         &self,
         batch: &[NewHeartbeat],
     ) -> StoreResult<Vec<HeartbeatOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for hb in batch {
-            let row: Option<(i64, i64, String)> = sqlx::query_as(
-                "SELECT id, active, heartbeat_name FROM services \
-                 WHERE name_key = ? AND deleted_at IS NULL",
-            )
-            .bind(&hb.name_key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let outcome = match row {
-                None => HeartbeatOutcome::UnknownService,
-                Some((_, 0, name)) => HeartbeatOutcome::Inactive {
-                    heartbeat_name: name,
-                },
-                Some((id, _, _)) => {
-                    let event_id: i64 = sqlx::query_scalar(
-                        "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
-                         VALUES (?, ?, ?, ?) RETURNING id",
-                    )
-                    .bind(id)
-                    .bind(&hb.status)
-                    .bind(&hb.run_id)
-                    .bind(hb.received_at.millis())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    sqlx::query(
-                        "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), ?) \
-                         WHERE id = ?",
-                    )
-                    .bind(hb.received_at.millis())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    HeartbeatOutcome::Recorded {
-                        service_id: ServiceId(id),
-                        event_id,
-                    }
-                }
-            };
-            out.push(outcome);
+        // 1. Resolve every distinct name with one query per chunk.
+        let mut keys: Vec<&str> = batch.iter().map(|h| h.name_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut services: HashMap<String, (i64, bool, String)> = HashMap::new();
+        for chunk in keys.chunks(SQLITE_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT id, active, heartbeat_name, name_key FROM services \
+                 WHERE deleted_at IS NULL AND name_key IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for k in chunk {
+                sep.push_bind(k.to_string());
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *tx).await.map_err(unavailable)? {
+                let key: String = row.try_get(3).map_err(unavailable)?;
+                let id: i64 = row.try_get(0).map_err(unavailable)?;
+                let active: i64 = row.try_get(1).map_err(unavailable)?;
+                let name: String = row.try_get(2).map_err(unavailable)?;
+                services.insert(key, (id, active != 0, name));
+            }
+        }
+        // 2. Insert the events of active services, several rows per statement.
+        let accepted: Vec<(usize, i64)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match services.get(&h.name_key) {
+                Some((id, true, _)) => Some((i, *id)),
+                _ => None,
+            })
+            .collect();
+        let mut event_ids: Vec<i64> = Vec::with_capacity(accepted.len());
+        for chunk in accepted.chunks(SQLITE_CHUNK / 4) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) ",
+            );
+            qb.push_values(chunk, |mut row, (i, id)| {
+                let h = &batch[*i];
+                row.push_bind(*id)
+                    .push_bind(h.status.clone())
+                    .push_bind(h.run_id.clone())
+                    .push_bind(h.received_at.millis());
+            });
+            qb.push(" RETURNING id");
+            let mut ids: Vec<i64> = qb
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            // Row ids grow in insertion order within one statement.
+            ids.sort_unstable();
+            event_ids.extend(ids);
+        }
+        // 3. Move each service's last_heartbeat_at forward, once per service.
+        let mut latest: HashMap<i64, i64> = HashMap::new();
+        for (i, id) in &accepted {
+            let at = batch[*i].received_at.millis();
+            latest
+                .entry(*id)
+                .and_modify(|m| *m = (*m).max(at))
+                .or_insert(at);
+        }
+        let latest: Vec<(i64, i64)> = latest.into_iter().collect();
+        for chunk in latest.chunks(SQLITE_CHUNK / 2) {
+            let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, at) AS (");
+            qb.push_values(chunk, |mut row, (id, at)| {
+                row.push_bind(*id).push_bind(*at);
+            });
+            qb.push(
+                ") UPDATE services SET last_heartbeat_at = \
+                 max(coalesce(last_heartbeat_at, 0), (SELECT at FROM v WHERE v.id = services.id)) \
+                 WHERE id IN (SELECT id FROM v)",
+            );
+            qb.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
-        Ok(out)
+        let mut ids = event_ids.into_iter();
+        Ok(batch
+            .iter()
+            .map(|h| match services.get(&h.name_key) {
+                None => HeartbeatOutcome::UnknownService,
+                Some((_, false, name)) => HeartbeatOutcome::Inactive {
+                    heartbeat_name: name.clone(),
+                },
+                Some((id, true, _)) => HeartbeatOutcome::Recorded {
+                    service_id: ServiceId(*id),
+                    event_id: ids.next().unwrap_or_default(),
+                },
+            })
+            .collect())
     }
 
     async fn list_heartbeats(&self, q: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>> {
