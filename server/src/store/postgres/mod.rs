@@ -18,7 +18,7 @@
 //!   size: one lookup-and-lock of every named service, one `INSERT … SELECT FROM unnest(…)` of
 //!   all events, one `UPDATE … FROM unnest(…)` of `last_heartbeat_at`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -215,6 +215,11 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(opts.acquire_timeout)
+            // No ping before every acquire (a round trip per query); a connection that broke
+            // while idle fails its next query once and is discarded, and idle connections are
+            // recycled after a minute.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(60))
             .connect_with(conn)
             .await
             .map_err(unavailable)?;
@@ -451,108 +456,90 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut keys: Vec<&str> = batch.iter().map(|h| h.name_key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // 1. Every named service, locked in id order (concurrent batches lock in the same
-        //    order, so they queue instead of deadlocking).
+        let keys: Vec<&str> = batch.iter().map(|h| h.name_key.as_str()).collect();
+        let statuses: Vec<&str> = batch.iter().map(|h| h.status.as_str()).collect();
+        let run_ids: Vec<Option<&str>> = batch.iter().map(|h| h.run_id.as_deref()).collect();
+        let times: Vec<DateTime<Utc>> = batch.iter().map(|h| dt(h.received_at)).collect();
+        // One statement, so one round trip and an implicit transaction:
+        // - `svc` locks every named live service in id order (concurrent batches, also from
+        //   other replicas, lock in the same order, so they queue instead of deadlocking;
+        //   NO KEY UPDATE does not conflict with the KEY SHARE lock the event insert's foreign
+        //   key check takes);
+        // - `ins` records the events of active services in input order (identity values are
+        //   drawn in that order, so the sorted ids map one-to-one onto the accepted inputs);
+        // - `upd` moves each service's last_heartbeat_at forward once.
         let rows = sqlx::query(
-            "SELECT id, name_key, active, heartbeat_name FROM services \
-             WHERE name_key = ANY($1) AND deleted_at IS NULL ORDER BY id FOR NO KEY UPDATE",
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+                     WITH ORDINALITY AS t(name_key, status, run_id, received_at, ord)), \
+             svc AS ( \
+                 SELECT id, name_key, active, heartbeat_name FROM services \
+                 WHERE name_key = ANY($1) AND deleted_at IS NULL \
+                 ORDER BY id FOR NO KEY UPDATE), \
+             ins AS ( \
+                 INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
+                 SELECT svc.id, i.status, i.run_id, i.received_at \
+                 FROM input i JOIN svc ON svc.name_key = i.name_key \
+                 WHERE svc.active ORDER BY i.ord RETURNING id), \
+             upd AS ( \
+                 UPDATE services s SET last_heartbeat_at = n.at \
+                 FROM (SELECT svc.id, max(i.received_at) AS at \
+                       FROM input i JOIN svc ON svc.name_key = i.name_key \
+                       WHERE svc.active GROUP BY svc.id) n \
+                 WHERE s.id = n.id AND (s.last_heartbeat_at IS NULL OR s.last_heartbeat_at < n.at)) \
+             SELECT false AS event, id, name_key, active, heartbeat_name FROM svc \
+             UNION ALL \
+             SELECT true, id, NULL, NULL, NULL FROM ins",
         )
         .bind(&keys)
-        .fetch_all(&mut *tx)
+        .bind(&statuses)
+        .bind(&run_ids)
+        .bind(&times)
+        .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         let mut services: HashMap<String, (i64, bool, String)> = HashMap::new();
+        let mut event_ids: Vec<i64> = Vec::with_capacity(batch.len());
         for r in &rows {
-            let key: String = r.try_get("name_key").map_err(unavailable)?;
-            let entry = (
-                r.try_get("id").map_err(unavailable)?,
-                r.try_get("active").map_err(unavailable)?,
-                r.try_get("heartbeat_name").map_err(unavailable)?,
-            );
-            services.insert(key, entry);
+            let id: i64 = r.try_get("id").map_err(unavailable)?;
+            if r.try_get::<bool, _>("event").map_err(unavailable)? {
+                event_ids.push(id);
+            } else {
+                services.insert(
+                    r.try_get("name_key").map_err(unavailable)?,
+                    (
+                        id,
+                        r.try_get("active").map_err(unavailable)?,
+                        r.try_get("heartbeat_name").map_err(unavailable)?,
+                    ),
+                );
+            }
         }
-
-        let mut out = Vec::with_capacity(batch.len());
-        // Inputs to record, in input order, and where their outcome goes.
-        let mut slots = Vec::new();
-        let mut service_ids = Vec::new();
-        let mut statuses = Vec::new();
-        let mut run_ids = Vec::new();
-        let mut times = Vec::new();
-        let mut newest: BTreeMap<i64, DateTime<Utc>> = BTreeMap::new();
-        for hb in batch {
-            match services.get(hb.name_key.as_str()) {
-                None => out.push(HeartbeatOutcome::UnknownService),
-                Some((_, false, name)) => out.push(HeartbeatOutcome::Inactive {
+        event_ids.sort_unstable();
+        let accepted = batch
+            .iter()
+            .filter(|h| services.get(&h.name_key).is_some_and(|s| s.1))
+            .count();
+        if accepted != event_ids.len() {
+            return Err(StoreError::Unavailable(format!(
+                "inserted {} heartbeat events for {accepted} inputs",
+                event_ids.len()
+            )));
+        }
+        let mut ids = event_ids.into_iter();
+        Ok(batch
+            .iter()
+            .map(|h| match services.get(&h.name_key) {
+                None => HeartbeatOutcome::UnknownService,
+                Some((_, false, name)) => HeartbeatOutcome::Inactive {
                     heartbeat_name: name.clone(),
-                }),
-                Some((id, true, _)) => {
-                    let at = dt(hb.received_at);
-                    slots.push(out.len());
-                    out.push(HeartbeatOutcome::UnknownService); // replaced below
-                    service_ids.push(*id);
-                    statuses.push(hb.status.as_str());
-                    run_ids.push(hb.run_id.as_deref());
-                    times.push(at);
-                    let e = newest.entry(*id).or_insert(at);
-                    *e = (*e).max(at);
-                }
-            }
-        }
-
-        if !slots.is_empty() {
-            // 2. All events in one statement. Identity values are drawn as rows are inserted,
-            //    in `ord` order, so the sorted returned ids map one-to-one onto the inputs.
-            let mut ids: Vec<i64> = sqlx::query_scalar(
-                "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
-                 SELECT service_id, status, run_id, received_at \
-                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) \
-                      WITH ORDINALITY AS t(service_id, status, run_id, received_at, ord) \
-                 ORDER BY ord RETURNING id",
-            )
-            .bind(&service_ids)
-            .bind(&statuses)
-            .bind(&run_ids)
-            .bind(&times)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if ids.len() != slots.len() {
-                return Err(StoreError::Unavailable(format!(
-                    "inserted {} heartbeat events for {} inputs",
-                    ids.len(),
-                    slots.len()
-                )));
-            }
-            ids.sort_unstable();
-            for ((slot, service_id), event_id) in slots.into_iter().zip(service_ids).zip(ids) {
-                out[slot] = HeartbeatOutcome::Recorded {
-                    service_id: ServiceId(service_id),
-                    event_id,
-                };
-            }
-
-            // 3. One update per service, with the newest heartbeat of the batch.
-            let (ids, newest): (Vec<i64>, Vec<DateTime<Utc>>) = newest.into_iter().unzip();
-            sqlx::query(
-                "UPDATE services s SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, n.at) \
-                 FROM unnest($1::bigint[], $2::timestamptz[]) AS n(id, at) \
-                 WHERE s.id = n.id \
-                   AND (s.last_heartbeat_at IS NULL OR s.last_heartbeat_at < n.at)",
-            )
-            .bind(&ids)
-            .bind(&newest)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(out)
+                },
+                Some((id, true, _)) => HeartbeatOutcome::Recorded {
+                    service_id: ServiceId(*id),
+                    event_id: ids.next().unwrap_or_default(),
+                },
+            })
+            .collect())
     }
 
     async fn list_heartbeats(&self, q: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>> {
