@@ -1,0 +1,174 @@
+//! The `medic-server` binary as an operator runs it: subcommands, exit codes, signals.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medic-server");
+
+/// A command with a clean environment (only what the test sets reaches the binary).
+fn medic(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MEDIC_LOG_FORMAT", "text")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/medic.db", dir.display()),
+        )
+        .current_dir(dir);
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("medic-server runs")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn check_config_accepts_defaults_and_rejects_bad_settings_with_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = run(medic(dir.path()).arg("check-config"));
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
+
+    let bad = run(medic(dir.path())
+        .arg("check-config")
+        .env("DATABASE_URL", "mysql://nope")
+        .env("MEDIC_TRUSTED_PROXIES", "10.0.0.0/8,not-a-cidr")
+        .env("MEDIC_ADMIN_API_KEY", "too-short"));
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(err.contains("not-a-cidr"), "{err}");
+    assert!(err.contains("MEDIC_ADMIN_API_KEY"), "{err}");
+    assert!(
+        !err.contains("too-short"),
+        "secrets must not be echoed: {err}"
+    );
+
+    // serve refuses the same configuration instead of starting half-working.
+    let bad_serve = run(medic(dir.path()).env("MEDIC_RATE_LIMITER_TYPE", "redis"));
+    assert_eq!(bad_serve.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad_serve.stderr).contains("REDIS_URL"));
+
+    let unknown_key = dir.path().join("medic.toml");
+    std::fs::write(&unknown_key, "prot = 8080\n").unwrap();
+    let bad_file = run(medic(dir.path())
+        .arg("--config")
+        .arg(&unknown_key)
+        .arg("check-config"));
+    assert_eq!(bad_file.status.code(), Some(64));
+}
+
+#[test]
+fn config_file_values_apply_and_environment_overrides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medic.toml");
+    std::fs::write(&file, "port = 9123\nrole = \"worker\"\n").unwrap();
+    let out = run(medic(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0.0.0.0:9123"), "{text}");
+    assert!(text.contains("Worker"), "{text}");
+    let out = run(medic(dir.path())
+        .env("PORT", "9124")
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:9124"));
+}
+
+#[tokio::test]
+async fn migrate_then_api_key_create_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = run(medic(dir.path()).arg("migrate"));
+    assert_eq!(m.status.code(), Some(0), "{m:?}");
+    assert!(dir.path().join("medic.db").exists());
+
+    let created = run(medic(dir.path()).args([
+        "api-key",
+        "create",
+        "--name",
+        "ops",
+        "--scopes",
+        "read,write",
+    ]));
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    let key = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert!(key.starts_with("mdk_") && key.len() == 81, "{key}");
+
+    let bad =
+        run(medic(dir.path()).args(["api-key", "create", "--name", "x", "--scopes", "read,root"]));
+    assert_ne!(bad.status.code(), Some(0));
+
+    // The key works against a server on the same database.
+    let port = free_port();
+    let mut server = medic(dir.path())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_healthy(dir.path(), port);
+    let status = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v2/services"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "server did not become healthy");
+    assert_eq!(status.ok(), Some(200));
+}
+
+fn wait_healthy(dir: &std::path::Path, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let probe = run(medic(dir).args(["healthcheck", "--url", &format!("127.0.0.1:{port}")]));
+        if probe.status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn healthcheck_fails_without_a_server_and_sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nothing =
+        run(medic(dir.path()).args(["healthcheck", "--url", &format!("127.0.0.1:{port}")]));
+    assert_eq!(nothing.status.code(), Some(1));
+
+    let server = medic(dir.path())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_healthy(dir.path(), port),
+        "server did not become healthy"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = server.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "exit after SIGTERM");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("draining"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
