@@ -29,6 +29,11 @@ pub enum StartError {
     RateLimiter(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "another medic-server is already serving the SQLite database {0}; \
+         SQLite supports one server process — run several replicas on PostgreSQL"
+    )]
+    SqliteInUse(String),
 }
 
 /// Opens the configured store (without migrating).
@@ -71,7 +76,43 @@ impl Running {
 }
 
 /// Connects, migrates and starts serving on `listener`.
+/// Where an SQLite URL keeps its data, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Holds an exclusive lock next to an SQLite database file for the life of the server, so a
+/// second server process on the same file is refused with a clear message (both would run a
+/// monitor, and SQLite has no way to share that work).
+fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, StartError> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(None);
+    };
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::SqliteInUse(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartError> {
+    let sqlite_lock = lock_sqlite(cfg.database_url.expose())?;
     let store = open_store(&cfg).await?;
     store.migrate().await?;
     let limiter = match (cfg.rate_limiter_type, &cfg.redis_url) {
@@ -134,6 +175,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         tracker.close();
         tracker.wait().await;
         store.close().await;
+        drop(sqlite_lock);
         tracing::info!("stopped");
     });
     tracing::info!(%addr, backend = cfg_backend(&cfg), "medic-server listening");

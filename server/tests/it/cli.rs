@@ -172,3 +172,23 @@ fn healthcheck_fails_without_a_server_and_sigterm_stops_the_server_cleanly() {
     assert!(log.contains("draining"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn a_second_server_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = medic(dir.path())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_healthy(dir.path(), port);
+    let second = run(medic(dir.path()).env("PORT", free_port().to_string()));
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(up, "first server did not become healthy");
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("PostgreSQL"), "{err}");
+}
