@@ -36,8 +36,11 @@ cluster = eks.create_cluster(
     resourcesVpcConfig={"subnetIds": subnets, "securityGroupIds": [node_sg]},
 )["cluster"]
 issuer = cluster["identity"]["oidc"]["issuer"]
-iam.create_open_id_connect_provider(
-    Url=issuer, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"])
+try:
+    iam.create_open_id_connect_provider(
+        Url=issuer, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"])
+except iam.exceptions.EntityAlreadyExistsException:
+    pass  # moto gives every cluster of one server the same issuer
 
 # moto's replication groups have no member clusters, while the AWS provider
 # reads them (<group>-001, -002) after creating the group: create them here.
