@@ -6,6 +6,7 @@
 //! (time is always a parameter).
 
 pub mod apikey;
+pub mod schedule;
 pub mod service;
 pub mod stats;
 pub mod time;
