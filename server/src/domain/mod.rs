@@ -6,6 +6,7 @@
 //! (time is always a parameter).
 
 pub mod apikey;
+pub mod monitor;
 pub mod schedule;
 pub mod service;
 pub mod stats;
