@@ -33,6 +33,7 @@ data "aws_secretsmanager_random_password" "auth_token" {
 }
 
 resource "aws_elasticache_replication_group" "this" {
+  #checkov:skip=CKV2_AWS_50:Automatic failover follows num_cache_clusters: on in prod (2 nodes), off in dev (1 node of disposable rate-limit counters).
   replication_group_id = var.name
   description          = "Medic rate limiter (${var.name})"
 
