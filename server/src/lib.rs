@@ -3,12 +3,14 @@
 //! # Layout
 //!
 //! - [`config`] — the typed configuration (flags, environment, TOML file) and its validation.
-//! - [`domain`] — pure types and decisions (names, priorities, states, key scopes, statistics).
+//! - [`domain`] — pure types and decisions (names, priorities, states, key scopes, statistics,
+//!   calendars, liveness and alert transitions).
 //! - [`store`] — the storage trait and its SQLite and PostgreSQL implementations; all SQL, plus
 //!   the group-commit heartbeat writer.
 //! - [`auth`] — API key verification and the short-lived key cache.
 //! - [`ratelimit`] — per-class GCRA rate limiting, in memory or shared through Redis.
 //! - [`http`] — the router, middleware and one module per resource.
+//! - [`notify`] — outbound notifications; today the SSRF guard for user-set URLs.
 //! - [`telemetry`] — logging and the Prometheus recorder.
 //! - [`server`] — process lifecycle: start on a bound listener, drain on shutdown.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod notify;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
