@@ -112,6 +112,8 @@ fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, StartError> {
 }
 
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartError> {
+    // The recorder first, so everything set during start-up is exported.
+    let metrics = crate::telemetry::metrics_handle();
     let sqlite_lock = lock_sqlite(cfg.database_url.expose())?;
     let store = open_store(&cfg).await?;
     store.migrate().await?;
@@ -128,7 +130,6 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
                 .map_err(|e| StartError::RateLimiter(e.to_string()))?
         }
     };
-    let metrics = crate::telemetry::metrics_handle();
     let tracker = TaskTracker::new();
     let background = CancellationToken::new();
     // One writer per process: bigger batches (fewer commits) measured faster than several

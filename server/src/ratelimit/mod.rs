@@ -186,7 +186,9 @@ impl fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// In-memory limiter; never touches Redis.
     pub fn memory() -> Self {
-        Self::from_parts(MemoryLimiter::new(), None)
+        let limiter = Self::from_parts(MemoryLimiter::new(), None);
+        limiter.inner.publish_backend();
+        limiter
     }
 
     /// In-memory limiter with an injected clock.
