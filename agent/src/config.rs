@@ -26,7 +26,9 @@ use medic_protocol::validate::{
     RESERVED_PARAMETER_NAMES, RESERVED_PARAMETER_PREFIXES, validate_agent_id, validate_label_key,
     validate_label_value, validate_script_name, validate_sha256_hex,
 };
-use medic_protocol::{AgentId, MAX_CONCURRENT_RUNS, MAX_LABELS, MAX_OUTPUT_BYTES};
+use medic_protocol::{
+    AgentId, DEFAULT_OUTPUT_CAP_BYTES, MAX_CONCURRENT_RUNS, MAX_LABELS, MAX_OUTPUT_BYTES,
+};
 use serde::Deserialize;
 
 use crate::exec::{Allowlist, ResourceLimits};
@@ -410,8 +412,9 @@ impl Layers<'_> {
 
     fn boolean(&mut self, setting: Setting, file: Option<bool>) -> Option<bool> {
         match self.override_of(setting) {
+            Some((text, _)) if text.trim().is_empty() => file,
             Some((text, origin)) => match text.trim() {
-                "" | "1" | "true" | "yes" | "on" => Some(true),
+                "1" | "true" | "yes" | "on" => Some(true),
                 "0" | "false" | "no" | "off" => Some(false),
                 _ => {
                     self.problems
@@ -598,7 +601,7 @@ impl Config {
 
         let cap = layers
             .number(Setting::OutputCap, file.output_cap_bytes)
-            .unwrap_or(MAX_OUTPUT_BYTES.min(64 * 1024));
+            .unwrap_or(DEFAULT_OUTPUT_CAP_BYTES);
         let output_cap_bytes =
             in_range(&mut problems, "output_cap_bytes", cap, 1, MAX_OUTPUT_BYTES).unwrap_or(1);
 
@@ -710,11 +713,19 @@ impl Config {
             readable("client_cert", &identity.cert);
             readable("client_key", &identity.key);
         }
-        if self.work_dir.exists() && !self.work_dir.is_dir() {
-            problems.push(format!(
-                "work_dir {} is not a directory",
-                self.work_dir.display()
-            ));
+        if let Ok(meta) = std::fs::metadata(&self.work_dir) {
+            use std::os::unix::fs::PermissionsExt;
+            if !meta.is_dir() {
+                problems.push(format!(
+                    "work_dir {} is not a directory",
+                    self.work_dir.display()
+                ));
+            } else if meta.permissions().mode() & 0o022 != 0 {
+                problems.push(format!(
+                    "work_dir {} is writable by group or others; make it 0700 or 0711",
+                    self.work_dir.display()
+                ));
+            }
         }
         problems
     }
@@ -853,7 +864,13 @@ sha256 = "XYZ"
         let file = "server_url = \"ws://localhost:8080\"\ncredential = \"k\"\n";
         assert!(Config::from_sources(&sources(file)).is_err());
         let mut s = sources(file);
-        s.flags.insert(Setting::AllowInsecureWs, String::new());
+        s.env
+            .insert("MEDIC_AGENT_ALLOW_INSECURE_WS".into(), String::new());
+        assert!(
+            Config::from_sources(&s).is_err(),
+            "empty is unset, not true"
+        );
+        s.flags.insert(Setting::AllowInsecureWs, "true".into());
         let config = Config::from_sources(&s).unwrap();
         assert!(!config.server_url.is_tls());
     }

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
@@ -307,12 +307,26 @@ impl Executor {
     /// An executor for `settings`. `parent_env` is the agent's own environment, from which only
     /// [`BASE_ENV`] and `pass_env` are ever read; taking it as a map keeps tests free of global
     /// state. Creates the work directory if it is missing.
+    ///
+    /// Refuses a work directory that other users may write to: they could swap a run directory
+    /// between the script being written and being executed.
     pub fn new(settings: ExecSettings, parent_env: BTreeMap<String, String>) -> io::Result<Self> {
         if !settings.work_dir.is_dir() {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o711)
                 .create(&settings.work_dir)?;
+        }
+        let mode = std::fs::metadata(&settings.work_dir)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "work_dir {} is writable by group or others (mode {:o}); make it 0700 or 0711",
+                    settings.work_dir.display(),
+                    mode & 0o7777
+                ),
+            ));
         }
         let state = State {
             running: HashSet::new(),
@@ -628,12 +642,17 @@ impl Permit {
         // Wait for the exit without reaping, so the process group id cannot be reused by another
         // process before the group is killed below.
         let (exited_tx, exited_rx) = mpsc::channel();
-        thread::Builder::new()
+        let waiter = thread::Builder::new()
             .name("medic-run-wait".to_owned())
             .spawn(move || {
                 let _ = wait_without_reaping(pid);
                 let _ = exited_tx.send(());
-            })?;
+            });
+        if let Err(e) = waiter {
+            kill_group(pid);
+            let _ = reap(&mut child);
+            return Err(e);
+        }
         let timeout = Duration::from_secs(u64::from(self.request.timeout_seconds));
         let timed_out = match exited_rx.recv_timeout(timeout) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => false,

@@ -539,3 +539,26 @@ fn as_root_scripts_run_as_the_configured_user() {
     assert!(lines[2].starts_with("nobody "), "{result:?}");
     assert_eq!(lines[3], "readable");
 }
+
+#[test]
+fn a_work_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::create();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let settings = ExecSettings {
+        agent_id: AgentId::new("a"),
+        allowlist: Allowlist::default(),
+        work_dir: dir.path().to_owned(),
+        output_cap_bytes: 1,
+        max_concurrent_runs: 1,
+        pass_env: Vec::new(),
+        limits: ResourceLimits::default(),
+        run_as: None,
+        interpreter_dirs: Vec::new(),
+    };
+    let err = Executor::new(settings, BTreeMap::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("writable by group or others"),
+        "{err}"
+    );
+}
