@@ -2,6 +2,7 @@
 
 mod cli;
 mod exec;
+mod footprint;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
