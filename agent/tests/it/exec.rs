@@ -562,3 +562,25 @@ fn a_work_dir_others_can_write_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn runs_python3_scripts_when_installed() {
+    let host = Host::new(Options::default());
+    if !INTERPRETER_DIRS
+        .iter()
+        .any(|dir| std::path::Path::new(dir).join("python3").is_file())
+    {
+        eprintln!("skipped: no python3 in the trusted directories");
+        return;
+    }
+    let mut r = request(
+        "r1",
+        "import os, sys\nprint(len(sys.argv), os.environ['MEDIC_PARAM_X'])\nsys.exit(4)\n",
+    );
+    r.interpreter = Interpreter::Python3;
+    r.parameters.insert("X".to_owned(), "$(id)".to_owned());
+    let result = host.run(&r);
+    assert_eq!(result.stdout, "1 $(id)\n", "{result:?}");
+    assert_eq!(result.exit_code, Some(4));
+    assert_eq!(result.status, RunStatus::Failed);
+}
