@@ -1,0 +1,49 @@
+//! The Medic host agent: runs remediation scripts that were approved centrally **and** allowed
+//! locally, pinned by content hash, in a scrubbed environment with a timeout, an output cap and
+//! resource limits.
+//!
+//! This build is the agent without networking: configuration, the executor, and the
+//! `check-config` and `version` commands. The WebSocket session (dial, handshake, heartbeats,
+//! reconnect) arrives next and drives the same [`exec::Executor`].
+//!
+//! # Layout
+//!
+//! - [`config`] — [`Config`](config::Config) from the TOML file, `MEDIC_AGENT_*` variables and
+//!   flags; a pure [`Config::from_sources`](config::Config::from_sources) that returns every
+//!   problem; the credential as a redacted [`Secret`](config::Secret).
+//! - [`exec`] — the security core: [`Executor::admit`](exec::Executor::admit) decides
+//!   refuse-or-run, [`Permit::run`](exec::Permit::run) runs one script and returns the
+//!   protocol's `RunResult`.
+//! - [`cli`] — the command line: subcommands and flags, parsed by hand.
+//! - `main.rs` — reads the sources (file, environment, host name), runs a subcommand, maps
+//!   failures to exit codes (64 for bad usage or configuration).
+//!
+//! # Dependencies
+//!
+//! The shipping binary must stay at or below 2.5 MB stripped once the TLS WebSocket client is in,
+//! so every dependency is small and on a budget:
+//!
+//! - `medic-protocol` (serde + serde_json) — the wire types;
+//! - `toml` without default features (`std`, `parse`, `serde`: no writer);
+//! - `sha2` — the content hash;
+//! - `rustix` (`process`, `system`) — `kill(-pgid)`, `waitid(WNOWAIT)`, `prlimit`, `uname`, all
+//!   as safe functions, so the crate keeps `forbid(unsafe_code)`. `libc` would need `unsafe` at
+//!   every call and `nix` brings more than we use; rustix on Linux makes raw system calls and
+//!   links only what is called.
+//!
+//! There is no argument-parsing crate: the agent has two subcommands and a dozen `--key value`
+//! flags that mirror the file's keys one to one ([`config::Setting`]), which a 60-line parser
+//! handles with exact error messages; clap alone would add several hundred kilobytes.
+//!
+//! # Invariants
+//!
+//! - No script runs without passing every check in [`exec`], in the documented order.
+//! - No shell ever interprets text built from a request: the interpreter gets a file path.
+//! - No variable of the agent's environment reaches a script unless it is in
+//!   [`exec::BASE_ENV`] or the configured `pass_env`.
+//! - The credential is never formatted: [`config::Secret`] has no `Display` and redacts `Debug`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod exec;
