@@ -11,4 +11,5 @@ mod http_ratelimit;
 mod http_services;
 mod recovery;
 mod store;
+mod store_monitor;
 mod support;
