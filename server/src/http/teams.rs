@@ -578,3 +578,19 @@ async fn delete_target(
         json!({ "target_id": id }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn mask_keeps_only_the_last_four_characters() {
+        assert_eq!(mask("0123456789abcdef"), "****cdef");
+        assert_eq!(mask("abcde"), "****bcde");
+        // Too short to show anything.
+        assert_eq!(mask("abcd"), "****");
+        assert_eq!(mask(""), "****");
+        // Characters, not bytes.
+        assert_eq!(mask("ключ-секрет"), "****крет");
+    }
+}
