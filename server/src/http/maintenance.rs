@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, path_id};
 use super::legacy::clean_text;
@@ -53,6 +54,13 @@ pub fn v2_window(w: &MaintenanceWindowRecord, now: Timestamp) -> Value {
         "created_by": w.created_by,
         "created_at": w.created_at,
     })
+}
+
+fn service_of(w: &MaintenanceWindowRecord) -> Option<ServiceId> {
+    match w.scope {
+        WindowScope::Service(s) => Some(s),
+        _ => None,
+    }
 }
 
 fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -186,6 +194,14 @@ async fn create(
         WindowScope::Global => {}
     }
     let w = app.store.create_window(&new).await?;
+    record(
+        &app,
+        "maintenance_window_created",
+        &w.created_by,
+        service_of(&w),
+        v2_window(&w, now),
+    )
+    .await?;
     Ok(ok(
         StatusCode::CREATED,
         "Maintenance window created.",
@@ -213,14 +229,33 @@ async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<Str
     params(("window_id" = i64, Path)),
     responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn delete(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let id = WindowId(path_id(&id, "window_id")?);
+    let Some(w) = app.store.get_window(id).await? else {
+        return Err(ApiError::not_found(format!(
+            "Maintenance window {id} was not found."
+        )));
+    };
     if !app.store.delete_window(id).await? {
         return Err(ApiError::not_found(format!(
             "Maintenance window {id} was not found."
         )));
     }
+    record(
+        &app,
+        "maintenance_window_deleted",
+        &who,
+        service_of(&w),
+        json!({ "window_id": id }),
+    )
+    .await?;
     Ok(ok(
         StatusCode::OK,
         "Maintenance window deleted.",
@@ -273,6 +308,14 @@ async fn snooze(
             at: now,
         })
         .await?;
+    record(
+        &app,
+        "service_snoozed",
+        &rec.created_by,
+        Some(s.id),
+        v2_window(&rec, now),
+    )
+    .await?;
     Ok(ok(
         StatusCode::CREATED,
         &format!("Service snoozed for {} minutes.", body.minutes),

@@ -8,7 +8,7 @@
 //! module only records configuration; it sends nothing.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
@@ -16,8 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, JsonBody, path_id};
+use super::extract::{Caller, JsonBody, actor, path_id};
 use super::legacy::clean_text;
 use super::services::{load as load_service, some};
 use crate::domain::Scope;
@@ -98,6 +99,13 @@ pub fn v2_target(t: &NotificationTarget) -> Value {
     })
 }
 
+fn service_of(t: &NotificationTarget) -> Option<crate::domain::ServiceId> {
+    match t.owner {
+        TargetOwner::Service(s) => Some(s),
+        TargetOwner::Team(_) => None,
+    }
+}
+
 fn team_name(raw: &str) -> Result<String, ApiError> {
     let n = clean_text(raw, "name", MAX_TEAM_NAME)?;
     if n.is_empty() {
@@ -168,9 +176,11 @@ pub struct CreateTeamIn {
 async fn create_team(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateTeamIn>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let new = NewTeam {
         name: team_name(&body.name)?,
         working_hours: body.working_hours.map(working_hours).transpose()?,
@@ -182,6 +192,7 @@ async fn create_team(
         at: Timestamp::now(),
     };
     let team = app.store.create_team(&new).await.map_err(conflict_name)?;
+    record(&app, "team_created", &who, None, v2_team(&team)).await?;
     Ok(ok(StatusCode::CREATED, "Team created.", v2_team(&team)))
 }
 
@@ -224,10 +235,12 @@ pub struct PatchTeamIn {
 async fn patch_team(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PatchTeamIn>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let id = TeamId(path_id(&id, "team_id")?);
     let patch = TeamPatch {
         name: body.name.as_deref().map(team_name).transpose()?,
@@ -253,6 +266,7 @@ async fn patch_team(
         .await
         .map_err(conflict_name)?
         .ok_or_else(|| ApiError::not_found(format!("Team {id} was not found.")))?;
+    record(&app, "team_updated", &who, None, v2_team(&team)).await?;
     Ok(ok(StatusCode::OK, "Team updated.", v2_team(&team)))
 }
 
@@ -264,13 +278,16 @@ async fn patch_team(
 async fn delete_team(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let id = TeamId(path_id(&id, "team_id")?);
     if !app.store.delete_team(id).await? {
         return Err(ApiError::not_found(format!("Team {id} was not found.")));
     }
+    record(&app, "team_deleted", &who, None, json!({ "team_id": id })).await?;
     Ok(ok(
         StatusCode::OK,
         "Team deleted, with its notification targets and maintenance windows.",
@@ -402,7 +419,12 @@ fn target_config(kind: &str, raw: &Value, allowlist: &[String]) -> Result<Target
     }
 }
 
-async fn create_target(app: &AppState, owner: TargetOwner, body: CreateTargetIn) -> ApiResult {
+async fn create_target(
+    app: &AppState,
+    owner: TargetOwner,
+    body: CreateTargetIn,
+    who: &str,
+) -> ApiResult {
     let new = NewTarget {
         owner,
         config: target_config(
@@ -421,6 +443,7 @@ async fn create_target(app: &AppState, owner: TargetOwner, body: CreateTargetIn)
         at: Timestamp::now(),
     };
     let t = app.store.create_target(&new).await?;
+    record(app, "target_created", who, service_of(&t), v2_target(&t)).await?;
     Ok(ok(
         StatusCode::CREATED,
         "Notification target created.",
@@ -465,12 +488,14 @@ async fn list_team_targets(
 async fn create_team_target(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CreateTargetIn>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let team = load_team(&app, &id).await?;
-    create_target(&app, TargetOwner::Team(team.id), body).await
+    create_target(&app, TargetOwner::Team(team.id), body, &who).await
 }
 
 /// A service's own notification targets, in notification order.
@@ -504,12 +529,14 @@ async fn list_service_targets(
 async fn create_service_target(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CreateTargetIn>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let s = load_service(&app, &id).await?;
-    create_target(&app, TargetOwner::Service(s.id), body).await
+    create_target(&app, TargetOwner::Service(s.id), body, &who).await
 }
 
 /// Change a notification target (its kind and owner stay).
@@ -521,10 +548,12 @@ async fn create_service_target(
 async fn patch_target(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PatchTargetIn>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let id = TargetId(path_id(&id, "target_id")?);
     let before =
         app.store.get_target(id).await?.ok_or_else(|| {
@@ -548,6 +577,14 @@ async fn patch_target(
         .update_target(id, &patch, Timestamp::now())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Notification target {id} was not found.")))?;
+    record(
+        &app,
+        "target_updated",
+        &who,
+        service_of(&after),
+        v2_target(&after),
+    )
+    .await?;
     Ok(ok(
         StatusCode::OK,
         "Notification target updated.",
@@ -563,15 +600,25 @@ async fn patch_target(
 async fn delete_target(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
     caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
     let id = TargetId(path_id(&id, "target_id")?);
     if !app.store.delete_target(id).await? {
         return Err(ApiError::not_found(format!(
             "Notification target {id} was not found."
         )));
     }
+    record(
+        &app,
+        "target_deleted",
+        &who,
+        None,
+        json!({ "target_id": id }),
+    )
+    .await?;
     Ok(ok(
         StatusCode::OK,
         "Notification target deleted.",

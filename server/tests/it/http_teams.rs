@@ -275,6 +275,26 @@ async fn targets_validate_and_never_return_secrets() {
     assert_ok(&app.admin().delete(&pd_path).await, 200);
     assert_eq!(app.admin().delete(&pd_path).await.status.as_u16(), 404);
 
+    // Changes are audited, never with a secret in the details.
+    let r = app
+        .admin()
+        .get("/v2/audit-logs?action_type=target_created")
+        .await;
+    assert!(
+        !r.body.contains(ROUTING_KEY) && !r.body.contains(WEBHOOK_SECRET),
+        "{}",
+        r.body
+    );
+    let audit = assert_ok(&r, 200);
+    assert_eq!(audit["total_count"], 3, "{audit}");
+    let r = app
+        .admin()
+        .get(&format!(
+            "/v2/audit-logs?action_type=target_updated&service_id={svc}"
+        ))
+        .await;
+    assert_eq!(assert_ok(&r, 200)["total_count"], 0);
+
     // Deleting the team takes its targets with it.
     assert_ok(&app.admin().delete(&format!("/v2/teams/{tm}")).await, 200);
     let r = app
@@ -529,4 +549,14 @@ async fn snooze_creates_a_service_window_from_now() {
     assert_error(&r, 404, "Service 9999 was not found.");
     let all = assert_ok(&app.admin().get("/v2/maintenance-windows").await, 200);
     assert_eq!(len(&all), 1, "{all}");
+    let audit = assert_ok(
+        &app.admin()
+            .get(&format!(
+                "/v2/audit-logs?action_type=service_snoozed&service_id={svc}"
+            ))
+            .await,
+        200,
+    );
+    assert_eq!(audit["total_count"], 1, "{audit}");
+    assert_eq!(audit["entries"][0]["details"]["reason"], "reboot");
 }
