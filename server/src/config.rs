@@ -168,6 +168,15 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<String>,
+    /// Comma-separated hosts that webhook targets may call (`*.example.com` matches
+    /// subdomains). Empty: any public host. Never allows a private or internal address.
+    #[arg(
+        long,
+        env = "MEDIC_ALLOWED_WEBHOOK_HOSTS",
+        default_value = "",
+        global = true
+    )]
+    pub allowed_webhook_hosts: String,
     /// Largest accepted request body, in bytes.
     #[arg(
         long,
@@ -257,6 +266,8 @@ pub struct Config {
     pub admin_api_key: Option<Secret>,
     pub allow_anonymous_heartbeats: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// Webhook host allowlist ([`crate::notify::ssrf::check_url`]); empty allows any public host.
+    pub allowed_webhook_hosts: Vec<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -378,6 +389,9 @@ impl Settings {
             admin_api_key: self.admin_api_key.clone(),
             allow_anonymous_heartbeats: self.allow_anonymous_heartbeats,
             trusted_proxies: trusted,
+            allowed_webhook_hosts: crate::notify::ssrf::parse_allowlist(
+                &self.allowed_webhook_hosts,
+            ),
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),

@@ -381,6 +381,25 @@ pub enum PagingPeriod {
     AfterHours,
 }
 
+impl PagingPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::DuringHours => "during_hours",
+            Self::AfterHours => "after_hours",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "during_hours" => Some(Self::DuringHours),
+            "after_hours" => Some(Self::AfterHours),
+            _ => None,
+        }
+    }
+}
+
 /// Why a page waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldReason {

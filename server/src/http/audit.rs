@@ -16,6 +16,28 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
+/// Appends one entry for a configuration change made through the API. `details` must never
+/// hold a secret.
+pub async fn record(
+    app: &AppState,
+    action: &str,
+    actor: &str,
+    service_id: Option<ServiceId>,
+    details: serde_json::Value,
+) -> Result<(), super::error::ApiError> {
+    app.store
+        .append_audit(&crate::store::NewAuditEntry {
+            action_type: action.to_owned(),
+            actor: actor.to_owned(),
+            service_id,
+            execution_id: None,
+            details,
+            at: crate::domain::Timestamp::now(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Query the audit log (CSV when `Accept` contains `text/csv`).
 #[utoipa::path(get, path = "/v2/audit-logs", tag = "audit",
     params(("execution_id" = Option<i64>, Query), ("service_id" = Option<i64>, Query),

@@ -14,10 +14,12 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod legacy;
+pub mod maintenance;
 pub mod middleware;
 pub mod services;
 pub mod signals;
 pub mod snapshots;
+pub mod teams;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +80,8 @@ impl std::ops::Deref for AppState {
         (name = "heartbeats", description = "Heartbeat ingestion and job signals"),
         (name = "services", description = "Registered services"),
         (name = "alerts", description = "Alerts"),
+        (name = "teams", description = "Teams and notification targets"),
+        (name = "maintenance", description = "Maintenance windows and snoozes"),
         (name = "snapshots", description = "Undo for service changes"),
         (name = "audit", description = "Audit log"),
         (name = "api-keys", description = "API keys"),
@@ -105,6 +109,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(legacy::router())
         .merge(signals::router())
         .merge(services::router())
+        .merge(teams::router())
+        .merge(maintenance::router())
         .merge(snapshots::router())
         .merge(audit::router())
         .merge(api_keys::router())

@@ -98,7 +98,7 @@ fn check_max_duration(v: Option<i64>) -> Result<Option<i64>, ApiError> {
     }
 }
 
-async fn load(app: &AppState, raw: &str) -> Result<Service, ApiError> {
+pub(super) async fn load(app: &AppState, raw: &str) -> Result<Service, ApiError> {
     let id = ServiceId(path_id(raw, "service_id")?);
     app.store
         .get_service(id)
@@ -240,7 +240,7 @@ async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<Str
 }
 
 /// Distinguishes an absent field from an explicit `null` (which clears it).
-fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

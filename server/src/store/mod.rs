@@ -182,4 +182,51 @@ pub trait Store: Send + Sync + 'static {
         filter: &AuditFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AuditEntry>>;
+
+    // ---- teams ------------------------------------------------------------------------------
+
+    /// Creates a team. A name already taken (case-insensitively) is a [`StoreError::Conflict`].
+    async fn create_team(&self, new: &NewTeam) -> StoreResult<Team>;
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>>;
+    /// The team whose case-folded name is `name_key` (how a service's `team` finds its team).
+    async fn find_team(&self, name_key: &str) -> StoreResult<Option<Team>>;
+    /// Every team, ordered by id.
+    async fn list_teams(&self) -> StoreResult<Vec<Team>>;
+    /// `None` when the team does not exist; a rename onto a taken name is a Conflict.
+    async fn update_team(
+        &self,
+        id: TeamId,
+        patch: &TeamPatch,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<Option<Team>>;
+    /// Deletes a team together with its notification targets and team-scoped maintenance
+    /// windows (they mean nothing without it). `false` when no such team exists.
+    async fn delete_team(&self, id: TeamId) -> StoreResult<bool>;
+
+    // ---- notification targets ---------------------------------------------------------------
+
+    /// The owning team or service must exist (callers check; a dangling owner is refused by the
+    /// database).
+    async fn create_target(&self, new: &NewTarget) -> StoreResult<NotificationTarget>;
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>>;
+    /// Ordered by priority, then id (the order in which targets are notified).
+    async fn list_targets(&self, filter: &TargetFilter) -> StoreResult<Vec<NotificationTarget>>;
+    async fn update_target(
+        &self,
+        id: TargetId,
+        patch: &TargetPatch,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<Option<NotificationTarget>>;
+    async fn delete_target(&self, id: TargetId) -> StoreResult<bool>;
+
+    // ---- maintenance windows ----------------------------------------------------------------
+
+    async fn create_window(&self, new: &NewWindow) -> StoreResult<MaintenanceWindowRecord>;
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>>;
+    /// Ordered by id.
+    async fn list_windows(
+        &self,
+        filter: &WindowFilter,
+    ) -> StoreResult<Vec<MaintenanceWindowRecord>>;
+    async fn delete_window(&self, id: WindowId) -> StoreResult<bool>;
 }

@@ -9,6 +9,8 @@ mod http_legacy;
 mod http_ops;
 mod http_ratelimit;
 mod http_services;
+mod http_teams;
 mod recovery;
 mod store;
+mod store_monitor;
 mod support;

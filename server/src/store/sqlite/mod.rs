@@ -8,6 +8,8 @@
 //! SQLite is for one server process. Several processes on one file would each run a monitor;
 //! multi-replica deployments need PostgreSQL.
 
+mod teams;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -1114,5 +1116,78 @@ impl Store for SqliteStore {
             entries,
             total_count: total,
         })
+    }
+
+    async fn create_team(&self, new: &NewTeam) -> StoreResult<Team> {
+        self.create_team_impl(new).await
+    }
+
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
+        self.get_team_impl(id).await
+    }
+
+    async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
+        self.find_team_impl(key).await
+    }
+
+    async fn list_teams(&self) -> StoreResult<Vec<Team>> {
+        self.list_teams_impl().await
+    }
+
+    async fn update_team(
+        &self,
+        id: TeamId,
+        patch: &TeamPatch,
+        at: Timestamp,
+    ) -> StoreResult<Option<Team>> {
+        self.update_team_impl(id, patch, at).await
+    }
+
+    async fn delete_team(&self, id: TeamId) -> StoreResult<bool> {
+        self.delete_team_impl(id).await
+    }
+
+    async fn create_target(&self, new: &NewTarget) -> StoreResult<NotificationTarget> {
+        self.create_target_impl(new).await
+    }
+
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
+        self.get_target_impl(id).await
+    }
+
+    async fn list_targets(&self, filter: &TargetFilter) -> StoreResult<Vec<NotificationTarget>> {
+        self.list_targets_impl(filter).await
+    }
+
+    async fn update_target(
+        &self,
+        id: TargetId,
+        patch: &TargetPatch,
+        at: Timestamp,
+    ) -> StoreResult<Option<NotificationTarget>> {
+        self.update_target_impl(id, patch, at).await
+    }
+
+    async fn delete_target(&self, id: TargetId) -> StoreResult<bool> {
+        self.delete_target_impl(id).await
+    }
+
+    async fn create_window(&self, new: &NewWindow) -> StoreResult<MaintenanceWindowRecord> {
+        self.create_window_impl(new).await
+    }
+
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
+        self.get_window_impl(id).await
+    }
+
+    async fn list_windows(
+        &self,
+        filter: &WindowFilter,
+    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+        self.list_windows_impl(filter).await
+    }
+
+    async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
+        self.delete_window_impl(id).await
     }
 }

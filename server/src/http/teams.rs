@@ -1,0 +1,643 @@
+//! v2 teams and notification targets: who is told about a service's alerts, how, and when.
+//!
+//! A team applies to the services whose `team` matches its name case-insensitively. Targets
+//! belong to one team or one service; secrets in their configuration (PagerDuty routing keys,
+//! webhook signing secrets) are stored as given and never returned in full — responses show
+//! only their last four characters. Webhook URLs pass the SSRF guard
+//! ([`crate::notify::ssrf::check_url`]) with the `MEDIC_ALLOWED_WEBHOOK_HOSTS` allowlist. This
+//! module only records configuration; it sends nothing.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::audit::record;
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{Caller, JsonBody, actor, path_id};
+use super::legacy::clean_text;
+use super::services::{load as load_service, some};
+use crate::domain::Scope;
+use crate::domain::Timestamp;
+use crate::domain::monitor::PagingPeriod;
+use crate::domain::schedule::{WorkingHours, WorkingHoursSpec};
+use crate::notify::ssrf;
+use crate::store::{
+    NewTarget, NewTeam, NotificationTarget, StoreError, TargetConfig, TargetFilter, TargetId,
+    TargetOwner, TargetPatch, Team, TeamId, TeamPatch,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_teams, create_team))
+        .routes(routes!(get_team, patch_team, delete_team))
+        .routes(routes!(list_team_targets, create_team_target))
+        .routes(routes!(list_service_targets, create_service_target))
+        .routes(routes!(patch_target, delete_target))
+}
+
+/// Longest team name.
+const MAX_TEAM_NAME: usize = 255;
+/// Longest Slack channel (id or `#name`).
+const MAX_CHANNEL: usize = 80;
+/// Longest PagerDuty routing key (they are 32 characters).
+const MAX_ROUTING_KEY: usize = 64;
+/// Webhook signing secret bounds.
+const MIN_SECRET: usize = 16;
+const MAX_SECRET: usize = 256;
+/// Target priorities (lower first).
+const MAX_TARGET_PRIORITY: i32 = 10_000;
+
+/// Shows only the last four characters of a secret.
+pub fn mask(secret: &str) -> String {
+    let n = secret.chars().count();
+    if n <= 4 {
+        return "****".to_owned();
+    }
+    let tail: String = secret.chars().skip(n - 4).collect();
+    format!("****{tail}")
+}
+
+/// The v2 representation of a team.
+pub fn v2_team(t: &Team) -> Value {
+    json!({
+        "team_id": t.id,
+        "name": t.name,
+        "working_hours": t.working_hours.as_ref().map(WorkingHours::spec),
+        "slack_channel": t.slack_channel,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+    })
+}
+
+/// The v2 representation of a target, secrets masked.
+pub fn v2_target(t: &NotificationTarget) -> Value {
+    let (team_id, service_id) = match t.owner {
+        TargetOwner::Team(id) => (Some(id.0), None),
+        TargetOwner::Service(id) => (None, Some(id.0)),
+    };
+    let config = match &t.config {
+        TargetConfig::Slack { channel } => json!({ "channel": channel }),
+        TargetConfig::Pagerduty { routing_key } => json!({ "routing_key": mask(routing_key) }),
+        TargetConfig::Webhook { url, secret } => json!({ "url": url, "secret": mask(secret) }),
+    };
+    json!({
+        "target_id": t.id,
+        "team_id": team_id,
+        "service_id": service_id,
+        "kind": t.config.kind(),
+        "priority": t.priority,
+        "period": t.period,
+        "enabled": t.enabled,
+        "config": config,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+    })
+}
+
+fn service_of(t: &NotificationTarget) -> Option<crate::domain::ServiceId> {
+    match t.owner {
+        TargetOwner::Service(s) => Some(s),
+        TargetOwner::Team(_) => None,
+    }
+}
+
+fn team_name(raw: &str) -> Result<String, ApiError> {
+    let n = clean_text(raw, "name", MAX_TEAM_NAME)?;
+    if n.is_empty() {
+        return Err(ApiError::bad_request("name must not be empty."));
+    }
+    Ok(n)
+}
+
+fn working_hours(spec: WorkingHoursSpec) -> Result<WorkingHours, ApiError> {
+    WorkingHours::parse(spec).map_err(|e| ApiError::bad_request(format!("working_hours: {e}.")))
+}
+
+fn channel(raw: &str, field: &str) -> Result<String, ApiError> {
+    let c = clean_text(raw, field, MAX_CHANNEL)?;
+    if c.is_empty() || c.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_CHANNEL} characters without spaces."
+        )));
+    }
+    Ok(c)
+}
+
+fn conflict_name(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => ApiError::conflict("A team with that name already exists."),
+        other => other.into(),
+    }
+}
+
+async fn load_team(app: &AppState, raw: &str) -> Result<Team, ApiError> {
+    let id = TeamId(path_id(raw, "team_id")?);
+    app.store
+        .get_team(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Team {id} was not found.")))
+}
+
+/// List teams.
+#[utoipa::path(get, path = "/v2/teams", tag = "teams",
+    responses((status = 200, description = "Every team, by id")),
+    security(("bearer" = [])))]
+async fn list_teams(State(app): State<AppState>, caller: Caller) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let teams = app.store.list_teams().await?;
+    let entries: Vec<Value> = teams.iter().map(v2_team).collect();
+    Ok(ok(StatusCode::OK, "", entries))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTeamIn {
+    /// Unique case-insensitively; matches services' `team`.
+    name: String,
+    /// `{"timezone": "Europe/Berlin", "ranges": [{"days": ["mon","tue"], "start": "09:00", "end": "17:00"}]}`;
+    /// a range may cross midnight (`"start": "22:00", "end": "06:00"`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    working_hours: Option<WorkingHoursSpec>,
+    #[serde(default)]
+    slack_channel: Option<String>,
+}
+
+/// Create a team (409 if the name is taken, case-insensitively).
+#[utoipa::path(post, path = "/v2/teams", tag = "teams", request_body = CreateTeamIn,
+    responses((status = 201, description = "Created"), (status = 400, description = "Invalid"),
+              (status = 409, description = "Name taken")),
+    security(("bearer" = [])))]
+async fn create_team(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateTeamIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let new = NewTeam {
+        name: team_name(&body.name)?,
+        working_hours: body.working_hours.map(working_hours).transpose()?,
+        slack_channel: body
+            .slack_channel
+            .as_deref()
+            .map(|c| channel(c, "slack_channel"))
+            .transpose()?,
+        at: Timestamp::now(),
+    };
+    let team = app.store.create_team(&new).await.map_err(conflict_name)?;
+    record(&app, "team_created", &who, None, v2_team(&team)).await?;
+    Ok(ok(StatusCode::CREATED, "Team created.", v2_team(&team)))
+}
+
+/// Fetch one team.
+#[utoipa::path(get, path = "/v2/teams/{team_id}", tag = "teams",
+    params(("team_id" = i64, Path)),
+    responses((status = 200, description = "The team"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn get_team(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let t = load_team(&app, &id).await?;
+    Ok(ok(StatusCode::OK, "", v2_team(&t)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTeamIn {
+    #[serde(default)]
+    name: Option<String>,
+    /// `null` removes the working hours.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<Object>)]
+    working_hours: Option<Option<WorkingHoursSpec>>,
+    /// `null` removes the channel.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    slack_channel: Option<Option<String>>,
+}
+
+/// Change a team.
+#[utoipa::path(patch, path = "/v2/teams/{team_id}", tag = "teams",
+    params(("team_id" = i64, Path)), request_body = PatchTeamIn,
+    responses((status = 200, description = "Updated"), (status = 400, description = "Invalid"),
+              (status = 404, description = "Not found"), (status = 409, description = "Name taken")),
+    security(("bearer" = [])))]
+async fn patch_team(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchTeamIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let id = TeamId(path_id(&id, "team_id")?);
+    let patch = TeamPatch {
+        name: body.name.as_deref().map(team_name).transpose()?,
+        working_hours: body
+            .working_hours
+            .map(|h| h.map(working_hours).transpose())
+            .transpose()?,
+        slack_channel: body
+            .slack_channel
+            .map(|c| {
+                c.as_deref()
+                    .map(|c| channel(c, "slack_channel"))
+                    .transpose()
+            })
+            .transpose()?,
+    };
+    if patch == TeamPatch::default() {
+        return Err(ApiError::bad_request("No updatable fields were supplied."));
+    }
+    let team = app
+        .store
+        .update_team(id, &patch, Timestamp::now())
+        .await
+        .map_err(conflict_name)?
+        .ok_or_else(|| ApiError::not_found(format!("Team {id} was not found.")))?;
+    record(&app, "team_updated", &who, None, v2_team(&team)).await?;
+    Ok(ok(StatusCode::OK, "Team updated.", v2_team(&team)))
+}
+
+/// Delete a team, with its notification targets and team maintenance windows.
+#[utoipa::path(delete, path = "/v2/teams/{team_id}", tag = "teams",
+    params(("team_id" = i64, Path)),
+    responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn delete_team(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let id = TeamId(path_id(&id, "team_id")?);
+    if !app.store.delete_team(id).await? {
+        return Err(ApiError::not_found(format!("Team {id} was not found.")));
+    }
+    record(&app, "team_deleted", &who, None, json!({ "team_id": id })).await?;
+    Ok(ok(
+        StatusCode::OK,
+        "Team deleted, with its notification targets and maintenance windows.",
+        json!({ "team_id": id }),
+    ))
+}
+
+// ---- targets ------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTargetIn {
+    /// `slack`, `pagerduty` or `webhook`.
+    kind: String,
+    /// slack: `{"channel"}`; pagerduty: `{"routing_key"}`; webhook: `{"url", "secret"}`.
+    #[schema(value_type = Object)]
+    config: Value,
+    /// Lower is notified first (0..10000, default 0).
+    #[serde(default)]
+    priority: Option<i32>,
+    /// `always` (default), `during_hours` or `after_hours` (of the team's working hours).
+    #[serde(default)]
+    period: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTargetIn {
+    /// The whole configuration, for the target's kind (secrets included).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    config: Option<Value>,
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    period: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+fn period(raw: &str) -> Result<PagingPeriod, ApiError> {
+    PagingPeriod::parse(raw.trim()).ok_or_else(|| {
+        ApiError::bad_request("period must be one of always, during_hours, after_hours.")
+    })
+}
+
+fn priority(v: i32) -> Result<i32, ApiError> {
+    if (0..=MAX_TARGET_PRIORITY).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "priority must be between 0 and {MAX_TARGET_PRIORITY}."
+        )))
+    }
+}
+
+/// The string field `name` of a target configuration.
+fn config_str<'a>(config: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
+    match config.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "config.{name} must be a string."
+        ))),
+        None => Err(ApiError::bad_request(format!("config.{name} is required."))),
+    }
+}
+
+/// Validates a target configuration of `kind`.
+fn target_config(kind: &str, raw: &Value, allowlist: &[String]) -> Result<TargetConfig, ApiError> {
+    let Value::Object(config) = raw else {
+        return Err(ApiError::bad_request("config must be a JSON object."));
+    };
+    let allowed: &[&str] = match kind {
+        "slack" => &["channel"],
+        "pagerduty" => &["routing_key"],
+        "webhook" => &["url", "secret"],
+        _ => {
+            return Err(ApiError::bad_request(
+                "kind must be one of slack, pagerduty, webhook.",
+            ));
+        }
+    };
+    if let Some(extra) = config.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "config.{extra} is not a setting of a {kind} target."
+        )));
+    }
+    match kind {
+        "slack" => Ok(TargetConfig::Slack {
+            channel: channel(config_str(config, "channel")?, "config.channel")?,
+        }),
+        "pagerduty" => {
+            let key = config_str(config, "routing_key")?.trim();
+            if key.is_empty()
+                || key.len() > MAX_ROUTING_KEY
+                || !key.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "config.routing_key must be 1 to {MAX_ROUTING_KEY} printable characters."
+                )));
+            }
+            Ok(TargetConfig::Pagerduty {
+                routing_key: key.to_owned(),
+            })
+        }
+        _ => {
+            let url = config_str(config, "url")?.trim();
+            if let Err(e) = ssrf::check_url(url, allowlist) {
+                tracing::info!(reason = e.reason(), "webhook URL refused");
+                return Err(ApiError::bad_request(format!(
+                    "config.url: {}.",
+                    ssrf::INVALID_WEBHOOK_URL
+                )));
+            }
+            let secret = config_str(config, "secret")?;
+            let n = secret.chars().count();
+            if !(MIN_SECRET..=MAX_SECRET).contains(&n) || secret.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(format!(
+                    "config.secret must be {MIN_SECRET} to {MAX_SECRET} printable characters."
+                )));
+            }
+            Ok(TargetConfig::Webhook {
+                url: url.to_owned(),
+                secret: secret.to_owned(),
+            })
+        }
+    }
+}
+
+async fn create_target(
+    app: &AppState,
+    owner: TargetOwner,
+    body: CreateTargetIn,
+    who: &str,
+) -> ApiResult {
+    let new = NewTarget {
+        owner,
+        config: target_config(
+            body.kind.trim(),
+            &body.config,
+            &app.config.allowed_webhook_hosts,
+        )?,
+        priority: priority(body.priority.unwrap_or(0))?,
+        period: body
+            .period
+            .as_deref()
+            .map(period)
+            .transpose()?
+            .unwrap_or(PagingPeriod::Always),
+        enabled: body.enabled.unwrap_or(true),
+        at: Timestamp::now(),
+    };
+    let t = app.store.create_target(&new).await?;
+    record(app, "target_created", who, service_of(&t), v2_target(&t)).await?;
+    Ok(ok(
+        StatusCode::CREATED,
+        "Notification target created.",
+        v2_target(&t),
+    ))
+}
+
+async fn list_targets(app: &AppState, filter: TargetFilter) -> ApiResult {
+    let targets = app.store.list_targets(&filter).await?;
+    let entries: Vec<Value> = targets.iter().map(v2_target).collect();
+    Ok(ok(StatusCode::OK, "", entries))
+}
+
+/// A team's notification targets, in notification order.
+#[utoipa::path(get, path = "/v2/teams/{team_id}/targets", tag = "teams",
+    params(("team_id" = i64, Path)),
+    responses((status = 200, description = "Targets (secrets masked)"), (status = 404, description = "No such team")),
+    security(("bearer" = [])))]
+async fn list_team_targets(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let team = load_team(&app, &id).await?;
+    list_targets(
+        &app,
+        TargetFilter {
+            team: Some(team.id),
+            service: None,
+        },
+    )
+    .await
+}
+
+/// Add a notification target to a team.
+#[utoipa::path(post, path = "/v2/teams/{team_id}/targets", tag = "teams",
+    params(("team_id" = i64, Path)), request_body = CreateTargetIn,
+    responses((status = 201, description = "Created (secrets masked)"), (status = 400, description = "Invalid"),
+              (status = 404, description = "No such team")),
+    security(("bearer" = [])))]
+async fn create_team_target(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CreateTargetIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let team = load_team(&app, &id).await?;
+    create_target(&app, TargetOwner::Team(team.id), body, &who).await
+}
+
+/// A service's own notification targets, in notification order.
+#[utoipa::path(get, path = "/v2/services/{service_id}/targets", tag = "teams",
+    params(("service_id" = i64, Path)),
+    responses((status = 200, description = "Targets (secrets masked)"), (status = 404, description = "No such service")),
+    security(("bearer" = [])))]
+async fn list_service_targets(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let s = load_service(&app, &id).await?;
+    list_targets(
+        &app,
+        TargetFilter {
+            team: None,
+            service: Some(s.id),
+        },
+    )
+    .await
+}
+
+/// Add a notification target to one service.
+#[utoipa::path(post, path = "/v2/services/{service_id}/targets", tag = "teams",
+    params(("service_id" = i64, Path)), request_body = CreateTargetIn,
+    responses((status = 201, description = "Created (secrets masked)"), (status = 400, description = "Invalid"),
+              (status = 404, description = "No such service")),
+    security(("bearer" = [])))]
+async fn create_service_target(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CreateTargetIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let s = load_service(&app, &id).await?;
+    create_target(&app, TargetOwner::Service(s.id), body, &who).await
+}
+
+/// Change a notification target (its kind and owner stay).
+#[utoipa::path(patch, path = "/v2/targets/{target_id}", tag = "teams",
+    params(("target_id" = i64, Path)), request_body = PatchTargetIn,
+    responses((status = 200, description = "Updated (secrets masked)"), (status = 400, description = "Invalid"),
+              (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn patch_target(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchTargetIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let id = TargetId(path_id(&id, "target_id")?);
+    let before =
+        app.store.get_target(id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("Notification target {id} was not found."))
+        })?;
+    let patch = TargetPatch {
+        config: body
+            .config
+            .as_ref()
+            .map(|c| target_config(before.config.kind(), c, &app.config.allowed_webhook_hosts))
+            .transpose()?,
+        priority: body.priority.map(priority).transpose()?,
+        period: body.period.as_deref().map(period).transpose()?,
+        enabled: body.enabled,
+    };
+    if patch == TargetPatch::default() {
+        return Err(ApiError::bad_request("No updatable fields were supplied."));
+    }
+    let after = app
+        .store
+        .update_target(id, &patch, Timestamp::now())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Notification target {id} was not found.")))?;
+    record(
+        &app,
+        "target_updated",
+        &who,
+        service_of(&after),
+        v2_target(&after),
+    )
+    .await?;
+    Ok(ok(
+        StatusCode::OK,
+        "Notification target updated.",
+        v2_target(&after),
+    ))
+}
+
+/// Delete a notification target.
+#[utoipa::path(delete, path = "/v2/targets/{target_id}", tag = "teams",
+    params(("target_id" = i64, Path)),
+    responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
+    security(("bearer" = [])))]
+async fn delete_target(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let id = TargetId(path_id(&id, "target_id")?);
+    if !app.store.delete_target(id).await? {
+        return Err(ApiError::not_found(format!(
+            "Notification target {id} was not found."
+        )));
+    }
+    record(
+        &app,
+        "target_deleted",
+        &who,
+        None,
+        json!({ "target_id": id }),
+    )
+    .await?;
+    Ok(ok(
+        StatusCode::OK,
+        "Notification target deleted.",
+        json!({ "target_id": id }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn mask_keeps_only_the_last_four_characters() {
+        assert_eq!(mask("0123456789abcdef"), "****cdef");
+        assert_eq!(mask("abcde"), "****bcde");
+        // Too short to show anything.
+        assert_eq!(mask("abcd"), "****");
+        assert_eq!(mask(""), "****");
+        // Characters, not bytes.
+        assert_eq!(mask("ключ-секрет"), "****крет");
+    }
+}

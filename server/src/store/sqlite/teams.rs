@@ -1,0 +1,382 @@
+//! Teams, notification targets and maintenance windows on SQLite.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{SqliteStore, decode, unavailable};
+use crate::domain::monitor::PagingPeriod;
+use crate::domain::service::name_key;
+use crate::domain::{ServiceId, Timestamp};
+use crate::store::*;
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Result<T, sqlx::Error> {
+    let raw: String = r.try_get(col)?;
+    serde_json::from_str(&raw).map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(e.into()))
+}
+
+fn team_from_row(r: &SqliteRow) -> Result<Team, sqlx::Error> {
+    let hours: Option<String> = r.try_get("working_hours")?;
+    Ok(Team {
+        id: TeamId(r.try_get("id")?),
+        name: r.try_get("name")?,
+        working_hours: hours
+            .map(|h| serde_json::from_str(&h))
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+        slack_channel: r.try_get("slack_channel")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
+    })
+}
+
+fn target_from_row(r: &SqliteRow) -> Result<NotificationTarget, sqlx::Error> {
+    let team: Option<i64> = r.try_get("team_id")?;
+    let service: Option<i64> = r.try_get("service_id")?;
+    let owner = match (team, service) {
+        (Some(t), None) => TargetOwner::Team(TeamId(t)),
+        (None, Some(s)) => TargetOwner::Service(ServiceId(s)),
+        _ => return Err(sqlx::Error::Decode("target owner in database".into())),
+    };
+    Ok(NotificationTarget {
+        id: TargetId(r.try_get("id")?),
+        owner,
+        config: json_col(r, "config")?,
+        priority: r.try_get("priority")?,
+        period: decode("period", PagingPeriod::parse(r.try_get("period")?))?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
+    })
+}
+
+fn window_from_row(r: &SqliteRow) -> Result<MaintenanceWindowRecord, sqlx::Error> {
+    let scope: String = r.try_get("scope")?;
+    let scope = match scope.as_str() {
+        "service" => WindowScope::Service(ServiceId(r.try_get("service_id")?)),
+        "team" => WindowScope::Team(TeamId(r.try_get("team_id")?)),
+        "global" => WindowScope::Global,
+        _ => return Err(sqlx::Error::Decode("window scope in database".into())),
+    };
+    Ok(MaintenanceWindowRecord {
+        id: WindowId(r.try_get("id")?),
+        scope,
+        window: json_col(r, "spec")?,
+        reason: r.try_get("reason")?,
+        created_by: r.try_get("created_by")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+    })
+}
+
+fn collect<T>(
+    rows: &[SqliteRow],
+    f: fn(&SqliteRow) -> Result<T, sqlx::Error>,
+) -> StoreResult<Vec<T>> {
+    rows.iter()
+        .map(f)
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)
+}
+
+fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
+    match o {
+        TargetOwner::Team(t) => (Some(t.0), None),
+        TargetOwner::Service(s) => (None, Some(s.0)),
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn create_team_impl(&self, new: &NewTeam) -> StoreResult<Team> {
+        let hours = new
+            .working_hours
+            .as_ref()
+            .map(to_json)
+            .transpose()
+            .map_err(unavailable)?;
+        let r = sqlx::query(
+            "INSERT INTO teams (name, name_key, working_hours, slack_channel, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&new.name)
+        .bind(name_key(&new.name))
+        .bind(hours)
+        .bind(&new.slack_channel)
+        .bind(new.at.millis())
+        .bind(new.at.millis())
+        .fetch_one(&self.write)
+        .await
+        .map_err(unavailable)?;
+        team_from_row(&r).map_err(unavailable)
+    }
+
+    pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
+        sqlx::query("SELECT * FROM teams WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| team_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn find_team_impl(&self, key: &str) -> StoreResult<Option<Team>> {
+        sqlx::query("SELECT * FROM teams WHERE name_key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| team_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_teams_impl(&self) -> StoreResult<Vec<Team>> {
+        let rows = sqlx::query("SELECT * FROM teams ORDER BY id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        collect(&rows, team_from_row)
+    }
+
+    pub(super) async fn update_team_impl(
+        &self,
+        id: TeamId,
+        patch: &TeamPatch,
+        at: Timestamp,
+    ) -> StoreResult<Option<Team>> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let mut team = team_from_row(&row).map_err(unavailable)?;
+        team = patch.apply(&team, at);
+        let hours = team
+            .working_hours
+            .as_ref()
+            .map(to_json)
+            .transpose()
+            .map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE teams SET name = ?, name_key = ?, working_hours = ?, slack_channel = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(&team.name)
+        .bind(name_key(&team.name))
+        .bind(hours)
+        .bind(&team.slack_channel)
+        .bind(at.millis())
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(team))
+    }
+
+    pub(super) async fn delete_team_impl(&self, id: TeamId) -> StoreResult<bool> {
+        // Targets and team windows go with it (ON DELETE CASCADE; foreign keys are on).
+        let done = sqlx::query("DELETE FROM teams WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.write)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn create_target_impl(
+        &self,
+        new: &NewTarget,
+    ) -> StoreResult<NotificationTarget> {
+        let (team, service) = owner_ids(new.owner);
+        let r = sqlx::query(
+            "INSERT INTO notification_targets (team_id, service_id, kind, priority, period, \
+             enabled, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING *",
+        )
+        .bind(team)
+        .bind(service)
+        .bind(new.config.kind())
+        .bind(new.priority)
+        .bind(new.period.as_str())
+        .bind(i64::from(new.enabled))
+        .bind(to_json(&new.config).map_err(unavailable)?)
+        .bind(new.at.millis())
+        .bind(new.at.millis())
+        .fetch_one(&self.write)
+        .await
+        .map_err(unavailable)?;
+        target_from_row(&r).map_err(unavailable)
+    }
+
+    pub(super) async fn get_target_impl(
+        &self,
+        id: TargetId,
+    ) -> StoreResult<Option<NotificationTarget>> {
+        sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| target_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_targets_impl(
+        &self,
+        f: &TargetFilter,
+    ) -> StoreResult<Vec<NotificationTarget>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM notification_targets WHERE 1 = 1");
+        if let Some(t) = f.team {
+            qb.push(" AND team_id = ").push_bind(t.0);
+        }
+        if let Some(s) = f.service {
+            qb.push(" AND service_id = ").push_bind(s.0);
+        }
+        qb.push(" ORDER BY priority, id");
+        let rows = qb
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        collect(&rows, target_from_row)
+    }
+
+    pub(super) async fn update_target_impl(
+        &self,
+        id: TargetId,
+        patch: &TargetPatch,
+        at: Timestamp,
+    ) -> StoreResult<Option<NotificationTarget>> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let mut t = target_from_row(&row).map_err(unavailable)?;
+        t = patch.apply(&t, at);
+        sqlx::query(
+            "UPDATE notification_targets SET kind = ?, priority = ?, period = ?, enabled = ?, \
+             config = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(t.config.kind())
+        .bind(t.priority)
+        .bind(t.period.as_str())
+        .bind(i64::from(t.enabled))
+        .bind(to_json(&t.config).map_err(unavailable)?)
+        .bind(at.millis())
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(t))
+    }
+
+    pub(super) async fn delete_target_impl(&self, id: TargetId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM notification_targets WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.write)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn create_window_impl(
+        &self,
+        new: &NewWindow,
+    ) -> StoreResult<MaintenanceWindowRecord> {
+        let (service, team) = match new.scope {
+            WindowScope::Service(s) => (Some(s.0), None),
+            WindowScope::Team(t) => (None, Some(t.0)),
+            WindowScope::Global => (None, None),
+        };
+        let bounds = one_time_bounds(&new.window);
+        let r = sqlx::query(
+            "INSERT INTO maintenance_windows (scope, service_id, team_id, spec, starts_at, \
+             ends_at, reason, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING *",
+        )
+        .bind(new.scope.as_str())
+        .bind(service)
+        .bind(team)
+        .bind(to_json(&new.window).map_err(unavailable)?)
+        .bind(bounds.map(|b| b.0.millis()))
+        .bind(bounds.map(|b| b.1.millis()))
+        .bind(&new.reason)
+        .bind(&new.created_by)
+        .bind(new.at.millis())
+        .fetch_one(&self.write)
+        .await
+        .map_err(unavailable)?;
+        window_from_row(&r).map_err(unavailable)
+    }
+
+    pub(super) async fn get_window_impl(
+        &self,
+        id: WindowId,
+    ) -> StoreResult<Option<MaintenanceWindowRecord>> {
+        sqlx::query("SELECT * FROM maintenance_windows WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| window_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_windows_impl(
+        &self,
+        f: &WindowFilter,
+    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM maintenance_windows WHERE 1 = 1");
+        if let Some(k) = f.scope {
+            qb.push(" AND scope = ").push_bind(k.as_str());
+        }
+        if let Some(s) = f.service {
+            qb.push(" AND service_id = ").push_bind(s.0);
+        }
+        if let Some(t) = f.team {
+            qb.push(" AND team_id = ").push_bind(t.0);
+        }
+        if let Some(at) = f.active_at {
+            // One-time windows are narrowed here; recurring ones need their schedule.
+            qb.push(" AND (ends_at IS NULL OR (starts_at <= ")
+                .push_bind(at.millis())
+                .push(" AND ends_at > ")
+                .push_bind(at.millis())
+                .push("))");
+        }
+        qb.push(" ORDER BY id");
+        let rows = qb
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        let all = collect(&rows, window_from_row)?;
+        Ok(all.into_iter().filter(|w| f.matches(w)).collect())
+    }
+
+    pub(super) async fn delete_window_impl(&self, id: WindowId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.write)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
