@@ -16,6 +16,7 @@ pub mod health;
 pub mod legacy;
 pub mod maintenance;
 pub mod middleware;
+pub mod scripts;
 pub mod services;
 pub mod signals;
 pub mod snapshots;
@@ -86,6 +87,7 @@ impl std::ops::Deref for AppState {
         (name = "audit", description = "Audit log"),
         (name = "api-keys", description = "API keys"),
         (name = "operations", description = "Health, metrics and documentation"),
+        (name = "scripts", description = "Registered remediation scripts and their approval"),
     )
 )]
 struct ApiDoc;
@@ -116,6 +118,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(api_keys::router())
         .merge(health::router())
         .merge(docs::router())
+        .merge(scripts::router())
 }
 
 /// The OpenAPI document describing every route.

@@ -229,4 +229,31 @@ pub trait Store: Send + Sync + 'static {
         filter: &WindowFilter,
     ) -> StoreResult<Vec<MaintenanceWindowRecord>>;
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool>;
+
+    // ---- scripts ----------------------------------------------------------------------------
+
+    /// Adds the named script's next version (pending), creating the script on first use; when
+    /// the content hashes like the latest version's, returns that version and writes nothing.
+    async fn register_script_version(&self, new: &NewScriptVersion)
+    -> StoreResult<RegisterOutcome>;
+    /// The script with every version, oldest first.
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>>;
+    /// Scripts by id, each with only its latest version.
+    async fn list_scripts(
+        &self,
+        filter: &ScriptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Script>>;
+    async fn get_script_version(
+        &self,
+        id: ScriptId,
+        version: i32,
+    ) -> StoreResult<Option<ScriptVersion>>;
+    /// Approves or rejects a pending version (by its row id). A version is decided once, and
+    /// never by the key that registered it.
+    async fn decide_script_version(
+        &self,
+        version_id: i64,
+        decision: &ScriptDecision,
+    ) -> StoreResult<DecideOutcome>;
 }

@@ -753,3 +753,150 @@ pub fn one_time_bounds(w: &MaintenanceWindow) -> Option<(Timestamp, Timestamp)> 
         MaintenanceWindow::Recurring { .. } => None,
     }
 }
+
+// ---- scripts ----------------------------------------------------------------------------------
+
+pub use medic_protocol::Interpreter;
+
+/// Database id of a registered script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScriptId(pub i64);
+display_id!(ScriptId);
+
+/// The interpreter named `s` on the wire (`bash`, `sh`, `python3`).
+pub fn parse_interpreter(s: &str) -> Option<Interpreter> {
+    [Interpreter::Bash, Interpreter::Sh, Interpreter::Python3]
+        .into_iter()
+        .find(|i| i.as_str() == s)
+}
+
+/// Where a script version stands in review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ScriptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// A registration: the named script's next version, unless its content equals the latest's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewScriptVersion {
+    /// Already validated with [`medic_protocol::validate::validate_script_name`].
+    pub name: String,
+    pub interpreter: Interpreter,
+    pub content: String,
+    /// SHA-256 of `content`, 64 lowercase hex digits.
+    pub sha256: String,
+    pub description: Option<String>,
+    pub created_by: String,
+    /// `None` for the bootstrap admin key.
+    pub created_by_key: Option<ApiKeyId>,
+    pub at: Timestamp,
+}
+
+/// One version of a script.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptVersion {
+    pub id: i64,
+    pub script_id: ScriptId,
+    pub version: i32,
+    pub interpreter: Interpreter,
+    pub content: String,
+    pub sha256: String,
+    pub description: Option<String>,
+    pub status: ScriptStatus,
+    pub created_by: String,
+    pub created_by_key: Option<ApiKeyId>,
+    pub created_at: Timestamp,
+    pub decided_by: Option<String>,
+    pub decided_by_key: Option<ApiKeyId>,
+    pub decided_at: Option<Timestamp>,
+    pub decision_reason: Option<String>,
+}
+
+/// A script with its versions, oldest first ([`Store::list_scripts`] gives only the latest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    pub id: ScriptId,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub versions: Vec<ScriptVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegisterOutcome {
+    /// A new version (of a new or existing script).
+    Created {
+        name: String,
+        version: ScriptVersion,
+    },
+    /// The content hashes like the latest version's: that version, unchanged.
+    Unchanged {
+        name: String,
+        version: ScriptVersion,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScriptFilter {
+    /// Status of each script's latest version.
+    pub status: Option<ScriptStatus>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    pub fn status(self) -> ScriptStatus {
+        match self {
+            Self::Approve => ScriptStatus::Approved,
+            Self::Reject => ScriptStatus::Rejected,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptDecision {
+    pub decision: Decision,
+    pub actor: String,
+    /// `None` for the bootstrap admin key, which counts as a key of its own.
+    pub key_id: Option<ApiKeyId>,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecideOutcome {
+    Decided(ScriptVersion),
+    /// Approved or rejected before; unchanged.
+    AlreadyDecided(ScriptVersion),
+    NotFound,
+    /// The deciding key registered the version; unchanged.
+    SameKey,
+}

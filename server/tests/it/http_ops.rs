@@ -268,6 +268,18 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
     ("/docs", &["get"]),
+    ("/v2/scripts", &["get", "post"]),
+    ("/v2/scripts/{script_id}", &["get"]),
+    ("/v2/scripts/{script_id}/approve", &["post"]),
+    ("/v2/scripts/{script_id}/reject", &["post"]),
+    (
+        "/v2/scripts/{script_id}/versions/{version}/approve",
+        &["post"],
+    ),
+    (
+        "/v2/scripts/{script_id}/versions/{version}/reject",
+        &["post"],
+    ),
 ];
 
 #[tokio::test]

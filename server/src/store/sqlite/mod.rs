@@ -8,6 +8,7 @@
 //! SQLite is for one server process. Several processes on one file would each run a monitor;
 //! multi-replica deployments need PostgreSQL.
 
+mod scripts;
 mod teams;
 
 use std::collections::HashMap;
@@ -1189,5 +1190,40 @@ impl Store for SqliteStore {
 
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
         self.delete_window_impl(id).await
+    }
+
+    async fn register_script_version(
+        &self,
+        new: &NewScriptVersion,
+    ) -> StoreResult<RegisterOutcome> {
+        self.register_script_version_impl(new).await
+    }
+
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+        self.get_script_impl(id).await
+    }
+
+    async fn list_scripts(
+        &self,
+        filter: &ScriptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Script>> {
+        self.list_scripts_impl(filter, page).await
+    }
+
+    async fn get_script_version(
+        &self,
+        id: ScriptId,
+        version: i32,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        self.get_script_version_impl(id, version).await
+    }
+
+    async fn decide_script_version(
+        &self,
+        version_id: i64,
+        decision: &ScriptDecision,
+    ) -> StoreResult<DecideOutcome> {
+        self.decide_script_version_impl(version_id, decision).await
     }
 }

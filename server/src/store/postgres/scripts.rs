@@ -1,0 +1,268 @@
+//! Registered scripts and their versions on PostgreSQL. A registration locks the script's row
+//! and a decision the version's (`FOR UPDATE`), so concurrent replicas neither number two
+//! versions alike nor decide one version twice.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+
+use super::{PgStore, decode, dt, ts, tso, unavailable};
+use crate::domain::service::name_key;
+use crate::domain::{ApiKeyId, Timestamp};
+use crate::store::sqlite::escape_like;
+use crate::store::*;
+
+const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
+    description, status, created_by, created_by_key, created_at, decided_by, decided_by_key, \
+    decided_at, decision_reason";
+
+/// [`VERSION_COLUMNS`] qualified with the alias `v`, for joins.
+fn qualified() -> String {
+    VERSION_COLUMNS
+        .split(", ")
+        .map(|c| format!("v.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn version_from_row(r: &PgRow) -> Result<ScriptVersion, sqlx::Error> {
+    let key = |col: &str| -> Result<Option<ApiKeyId>, sqlx::Error> {
+        Ok(r.try_get::<Option<String>, _>(col)?.map(ApiKeyId))
+    };
+    Ok(ScriptVersion {
+        id: r.try_get("id")?,
+        script_id: ScriptId(r.try_get("script_id")?),
+        version: r.try_get("version")?,
+        interpreter: decode("interpreter", parse_interpreter(r.try_get("interpreter")?))?,
+        content: r.try_get("content")?,
+        sha256: r.try_get("sha256")?,
+        description: r.try_get("description")?,
+        status: decode("script status", ScriptStatus::parse(r.try_get("status")?))?,
+        created_by: r.try_get("created_by")?,
+        created_by_key: key("created_by_key")?,
+        created_at: ts(r, "created_at")?,
+        decided_by: r.try_get("decided_by")?,
+        decided_by_key: key("decided_by_key")?,
+        decided_at: tso(r, "decided_at")?,
+        decision_reason: r.try_get("decision_reason")?,
+    })
+}
+
+fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ScriptFilter) {
+    qb.push(
+        " FROM scripts s JOIN script_versions v ON v.script_id = s.id AND v.version = \
+         (SELECT max(version) FROM script_versions WHERE script_id = s.id) WHERE 1 = 1",
+    );
+    if let Some(st) = filter.status {
+        qb.push(" AND v.status = ").push_bind(st.as_str());
+    }
+    if let Some(n) = &filter.name_contains {
+        qb.push(" AND s.name_key LIKE ")
+            .push_bind(format!("%{}%", escape_like(&name_key(n))))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+impl PgStore {
+    pub(super) async fn register_script_version_impl(
+        &self,
+        new: &NewScriptVersion,
+    ) -> StoreResult<RegisterOutcome> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO scripts (name, name_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(&new.name)
+        .bind(name_key(&new.name))
+        .bind(dt(new.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (script_id, name): (i64, String) =
+            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = $1 FOR UPDATE")
+                .bind(name_key(&new.name))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
+             ORDER BY version DESC LIMIT 1"
+        );
+        let latest = sqlx::query(AssertSqlSafe(sql))
+            .bind(script_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)?;
+        if let Some(v) = latest.as_ref().filter(|v| v.sha256 == new.sha256) {
+            return Ok(RegisterOutcome::Unchanged {
+                name,
+                version: v.clone(),
+            });
+        }
+        let next = latest.map_or(1, |v| v.version + 1);
+        let sql = format!(
+            "INSERT INTO script_versions (script_id, version, interpreter, content, sha256, \
+             description, created_by, created_by_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {VERSION_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(script_id)
+            .bind(next)
+            .bind(new.interpreter.as_str())
+            .bind(&new.content)
+            .bind(&new.sha256)
+            .bind(&new.description)
+            .bind(&new.created_by)
+            .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
+            .bind(dt(new.at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let version = version_from_row(&r).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RegisterOutcome::Created { name, version })
+    }
+
+    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some((name, created_at)) = sqlx::query_as::<_, (String, DateTime<Utc>)>(
+            "SELECT name, created_at FROM scripts WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
+             ORDER BY version"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let versions = rows
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        Ok(Some(Script {
+            id,
+            name,
+            created_at: Timestamp::from_datetime(created_at),
+            versions,
+        }))
+    }
+
+    pub(super) async fn list_scripts_impl(
+        &self,
+        filter: &ScriptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Script>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*)");
+        push_filter(&mut count, filter);
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT s.name AS script_name, s.created_at AS script_created_at, {}",
+            qualified()
+        ));
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY s.id LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                let v = version_from_row(r)?;
+                Ok(Script {
+                    id: v.script_id,
+                    name: r.try_get("script_name")?,
+                    created_at: ts(r, "script_created_at")?,
+                    versions: vec![v],
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count: total,
+        })
+    }
+
+    pub(super) async fn get_script_version_impl(
+        &self,
+        id: ScriptId,
+        version: i32,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
+             AND version = $2"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn decide_script_version_impl(
+        &self,
+        version_id: i64,
+        d: &ScriptDecision,
+    ) -> StoreResult<DecideOutcome> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = $1 FOR UPDATE");
+        let Some(current) = sqlx::query(AssertSqlSafe(sql))
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)?
+        else {
+            return Ok(DecideOutcome::NotFound);
+        };
+        if current.status != ScriptStatus::Pending {
+            return Ok(DecideOutcome::AlreadyDecided(current));
+        }
+        if current.created_by_key == d.key_id {
+            return Ok(DecideOutcome::SameKey);
+        }
+        let sql = format!(
+            "UPDATE script_versions SET status = $1, decided_by = $2, decided_by_key = $3, \
+             decided_at = $4, decision_reason = $5 WHERE id = $6 RETURNING {VERSION_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(d.decision.status().as_str())
+            .bind(&d.actor)
+            .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
+            .bind(dt(d.at))
+            .bind(&d.reason)
+            .bind(version_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let v = version_from_row(&r).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(DecideOutcome::Decided(v))
+    }
+}

@@ -1,0 +1,269 @@
+//! Registered scripts and their versions on SQLite. Writes go through the single writer
+//! connection, so a transaction's read-then-write cannot interleave with another writer.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::{SqliteStore, decode, escape_like, unavailable};
+use crate::domain::service::name_key;
+use crate::domain::{ApiKeyId, Timestamp};
+use crate::store::*;
+
+const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
+    description, status, created_by, created_by_key, created_at, decided_by, decided_by_key, \
+    decided_at, decision_reason";
+
+/// [`VERSION_COLUMNS`] qualified with the alias `v`, for joins.
+fn qualified() -> String {
+    VERSION_COLUMNS
+        .split(", ")
+        .map(|c| format!("v.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn version_from_row(r: &SqliteRow) -> Result<ScriptVersion, sqlx::Error> {
+    let key = |col: &str| -> Result<Option<ApiKeyId>, sqlx::Error> {
+        Ok(r.try_get::<Option<String>, _>(col)?.map(ApiKeyId))
+    };
+    Ok(ScriptVersion {
+        id: r.try_get("id")?,
+        script_id: ScriptId(r.try_get("script_id")?),
+        version: r.try_get("version")?,
+        interpreter: decode("interpreter", parse_interpreter(r.try_get("interpreter")?))?,
+        content: r.try_get("content")?,
+        sha256: r.try_get("sha256")?,
+        description: r.try_get("description")?,
+        status: decode("script status", ScriptStatus::parse(r.try_get("status")?))?,
+        created_by: r.try_get("created_by")?,
+        created_by_key: key("created_by_key")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        decided_by: r.try_get("decided_by")?,
+        decided_by_key: key("decided_by_key")?,
+        decided_at: r
+            .try_get::<Option<i64>, _>("decided_at")?
+            .map(Timestamp::from_millis),
+        decision_reason: r.try_get("decision_reason")?,
+    })
+}
+
+fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ScriptFilter) {
+    qb.push(
+        " FROM scripts s JOIN script_versions v ON v.script_id = s.id AND v.version = \
+         (SELECT max(version) FROM script_versions WHERE script_id = s.id) WHERE 1 = 1",
+    );
+    if let Some(st) = filter.status {
+        qb.push(" AND v.status = ").push_bind(st.as_str());
+    }
+    if let Some(n) = &filter.name_contains {
+        qb.push(" AND s.name_key LIKE ")
+            .push_bind(format!("%{}%", escape_like(&name_key(n))))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn register_script_version_impl(
+        &self,
+        new: &NewScriptVersion,
+    ) -> StoreResult<RegisterOutcome> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let existing: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = ?")
+                .bind(name_key(&new.name))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let (script_id, name) = match existing {
+            Some(found) => found,
+            None => sqlx::query_as(
+                "INSERT INTO scripts (name, name_key, created_at) VALUES (?, ?, ?) \
+                 RETURNING id, name",
+            )
+            .bind(&new.name)
+            .bind(name_key(&new.name))
+            .bind(new.at.millis())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?,
+        };
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+             ORDER BY version DESC LIMIT 1"
+        );
+        let latest = sqlx::query(AssertSqlSafe(sql))
+            .bind(script_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)?;
+        if let Some(v) = latest.as_ref().filter(|v| v.sha256 == new.sha256) {
+            return Ok(RegisterOutcome::Unchanged {
+                name,
+                version: v.clone(),
+            });
+        }
+        let next = latest.map_or(1, |v| v.version + 1);
+        let sql = format!(
+            "INSERT INTO script_versions (script_id, version, interpreter, content, sha256, \
+             description, created_by, created_by_key, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(script_id)
+            .bind(next)
+            .bind(new.interpreter.as_str())
+            .bind(&new.content)
+            .bind(&new.sha256)
+            .bind(&new.description)
+            .bind(&new.created_by)
+            .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
+            .bind(new.at.millis())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let version = version_from_row(&r).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RegisterOutcome::Created { name, version })
+    }
+
+    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+        let mut tx = self.read.begin().await.map_err(unavailable)?;
+        let Some((name, created_at)) =
+            sqlx::query_as::<_, (String, i64)>("SELECT name, created_at FROM scripts WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+             ORDER BY version"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let versions = rows
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        Ok(Some(Script {
+            id,
+            name,
+            created_at: Timestamp::from_millis(created_at),
+            versions,
+        }))
+    }
+
+    pub(super) async fn list_scripts_impl(
+        &self,
+        filter: &ScriptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Script>> {
+        let mut tx = self.read.begin().await.map_err(unavailable)?;
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*)");
+        push_filter(&mut count, filter);
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT s.name AS script_name, s.created_at AS script_created_at, {}",
+            qualified()
+        ));
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY s.id LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                let v = version_from_row(r)?;
+                Ok(Script {
+                    id: v.script_id,
+                    name: r.try_get("script_name")?,
+                    created_at: Timestamp::from_millis(r.try_get("script_created_at")?),
+                    versions: vec![v],
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count: total,
+        })
+    }
+
+    pub(super) async fn get_script_version_impl(
+        &self,
+        id: ScriptId,
+        version: i32,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+             AND version = ?"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(version)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn decide_script_version_impl(
+        &self,
+        version_id: i64,
+        d: &ScriptDecision,
+    ) -> StoreResult<DecideOutcome> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = ?");
+        let Some(current) = sqlx::query(AssertSqlSafe(sql))
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .map(|r| version_from_row(&r))
+            .transpose()
+            .map_err(unavailable)?
+        else {
+            return Ok(DecideOutcome::NotFound);
+        };
+        if current.status != ScriptStatus::Pending {
+            return Ok(DecideOutcome::AlreadyDecided(current));
+        }
+        if current.created_by_key == d.key_id {
+            return Ok(DecideOutcome::SameKey);
+        }
+        let sql = format!(
+            "UPDATE script_versions SET status = ?, decided_by = ?, decided_by_key = ?, \
+             decided_at = ?, decision_reason = ? WHERE id = ? RETURNING {VERSION_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(d.decision.status().as_str())
+            .bind(&d.actor)
+            .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
+            .bind(d.at.millis())
+            .bind(&d.reason)
+            .bind(version_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let v = version_from_row(&r).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(DecideOutcome::Decided(v))
+    }
+}
