@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod monitor;
 pub mod notify;
 pub mod ratelimit;
 pub mod server;

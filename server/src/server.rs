@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, RateLimiterType};
+use crate::config::{Config, RateLimiterType, Role};
 use crate::http::{self, AppState, Inner};
+use crate::monitor::{self, MonitorSettings, OutboxSignal};
 use crate::ratelimit::{LimiterKind, RateLimiter};
 use crate::store::batch::HeartbeatWriter;
 use crate::store::{self, Backend, PoolOptions, Store, StoreError};
@@ -142,6 +143,10 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         &tracker,
         background.clone(),
     );
+    let outbox = Arc::new(OutboxSignal::default());
+    if cfg.role != Role::Api {
+        spawn_workers(&cfg, &store, &outbox, &tracker, &background);
+    }
     let state = AppState::new(Inner {
         auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
         store: store.clone(),
@@ -150,6 +155,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         metrics,
         started: Instant::now(),
         config: cfg.clone(),
+        outbox,
     });
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -185,6 +191,23 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         shutdown,
         task,
     })
+}
+
+/// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
+fn spawn_workers(
+    cfg: &Config,
+    store: &Arc<dyn Store>,
+    outbox: &Arc<OutboxSignal>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let _ = cfg;
+    tracker.spawn(monitor::run_monitor(
+        store.clone(),
+        MonitorSettings::default(),
+        outbox.clone(),
+        stop.clone(),
+    ));
 }
 
 fn cfg_backend(cfg: &Config) -> &'static str {

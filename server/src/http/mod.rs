@@ -7,6 +7,7 @@
 //! [`middleware`]. Handlers call the [`Store`](crate::store::Store) through use-case-sized
 //! methods and never see SQL.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod docs;
@@ -54,6 +55,8 @@ pub struct Inner {
     pub config: Config,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    /// Wakes the notification dispatcher after an operator changes an alert.
+    pub outbox: Arc<crate::monitor::OutboxSignal>,
 }
 
 impl AppState {
@@ -119,6 +122,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(docs::router())
         .merge(scripts::router())
+        .merge(alerts::router())
 }
 
 /// The OpenAPI document describing every route.

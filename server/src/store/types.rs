@@ -427,6 +427,8 @@ pub struct Alert {
     pub created_at: Timestamp,
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
+    #[serde(flatten)]
+    pub details: super::AlertDetails,
 }
 
 // ---- API keys ---------------------------------------------------------------------------------

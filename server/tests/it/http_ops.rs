@@ -280,6 +280,12 @@ const ROUTES: &[(&str, &[&str])] = &[
         "/v2/scripts/{script_id}/versions/{version}/reject",
         &["post"],
     ),
+    ("/v2/alerts", &["get"]),
+    ("/v2/alerts/{alert_id}", &["get"]),
+    ("/v2/alerts/{alert_id}/ack", &["post"]),
+    ("/v2/alerts/{alert_id}/resolve", &["post"]),
+    ("/v2/services/{service_id}/alerts", &["get"]),
+    ("/v2/webhooks/{target_id}/deliveries", &["get"]),
 ];
 
 #[tokio::test]

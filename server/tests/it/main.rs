@@ -13,6 +13,7 @@ mod http_services;
 mod http_teams;
 mod recovery;
 mod store;
+mod store_alerting;
 mod store_monitor;
 mod store_scripts;
 mod support;

@@ -18,6 +18,7 @@
 //!   size: one lookup-and-lock of every named service, one `INSERT … SELECT FROM unnest(…)` of
 //!   all events, one `UPDATE … FROM unnest(…)` of `last_heartbeat_at`.
 
+mod alerting;
 mod scripts;
 mod teams;
 
@@ -85,7 +86,8 @@ const RUN_COLUMNS: &str = "id, service_id, run_id, status, started_at, finished_
     exit_code, body, body_truncated";
 
 const ALERT_COLUMNS: &str = "id, service_id, kind, name, state, dedup_key, \
-    external_reference_id, alert_cycle, created_at, acknowledged_at, resolved_at";
+    external_reference_id, alert_cycle, created_at, acknowledged_at, resolved_at, priority, team, \
+    down_since, last_notified_at, acknowledged_by, resolved_by, resolve_reason, run_id, summary";
 
 const SNAPSHOT_COLUMNS: &str = "id, service_id, action_type, snapshot_data::text AS snapshot_data, \
     actor, created_at, restored_at, restored_by";
@@ -154,6 +156,19 @@ fn alert_from_row(r: &PgRow) -> Result<Alert, sqlx::Error> {
         created_at: ts(r, "created_at")?,
         acknowledged_at: tso(r, "acknowledged_at")?,
         resolved_at: tso(r, "resolved_at")?,
+        details: AlertDetails {
+            priority: r
+                .try_get::<Option<String>, _>("priority")?
+                .and_then(|p| Priority::parse(&p)),
+            team: r.try_get("team")?,
+            down_since: tso(r, "down_since")?,
+            last_notified_at: tso(r, "last_notified_at")?,
+            acknowledged_by: r.try_get("acknowledged_by")?,
+            resolved_by: r.try_get("resolved_by")?,
+            resolve_reason: r.try_get("resolve_reason")?,
+            run_id: r.try_get("run_id")?,
+            summary: r.try_get("summary")?,
+        },
     })
 }
 
@@ -279,7 +294,7 @@ impl PgStore {
              environment = $4, active = $5, interval_seconds = $6, threshold = $7, \
              grace_seconds = $8, team = $9, priority = $10, runbook = $11, state = $12, \
              muted_at = $13, muted_until = $14, mute_reason = $15, max_duration_ms = $16, \
-             updated_at = $17{} WHERE id = $18",
+             updated_at = $17, deadline_at = $17{} WHERE id = $18",
             if undelete { ", deleted_at = NULL" } else { "" }
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -485,11 +500,16 @@ impl Store for PgStore {
                  FROM input i JOIN svc ON svc.name_key = i.name_key \
                  WHERE svc.active ORDER BY i.ord RETURNING id), \
              upd AS ( \
-                 UPDATE services s SET last_heartbeat_at = n.at \
+                 UPDATE services s SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, n.at), \
+                     deadline_at = CASE WHEN s.state = 'up' AND s.threshold = 1 \
+                         AND s.schedule IS NULL AND s.muted_at IS NULL \
+                     THEN GREATEST(s.last_heartbeat_at, n.at) \
+                         + s.interval_seconds * interval '1 second' \
+                     ELSE LEAST(s.deadline_at, n.at) END \
                  FROM (SELECT svc.id, max(i.received_at) AS at \
                        FROM input i JOIN svc ON svc.name_key = i.name_key \
                        WHERE svc.active GROUP BY svc.id) n \
-                 WHERE s.id = n.id AND (s.last_heartbeat_at IS NULL OR s.last_heartbeat_at < n.at)) \
+                 WHERE s.id = n.id) \
              SELECT false AS event, id, name_key, active, heartbeat_name FROM svc \
              UNION ALL \
              SELECT true, id, NULL, NULL, NULL FROM ins",
@@ -721,8 +741,8 @@ impl Store for PgStore {
         .await
         .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE services SET last_heartbeat_at = GREATEST(last_heartbeat_at, $1) \
-             WHERE id = $2",
+            "UPDATE services SET last_heartbeat_at = GREATEST(last_heartbeat_at, $1), \
+             deadline_at = LEAST(deadline_at, $1) WHERE id = $2",
         )
         .bind(at)
         .bind(service.id.0)
@@ -773,8 +793,9 @@ impl Store for PgStore {
         let sql = format!(
             "INSERT INTO services (heartbeat_name, name_key, service_name, environment, \
              interval_seconds, threshold, grace_seconds, team, priority, runbook, \
-             max_duration_ms, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+             max_duration_ms, created_at, updated_at, deadline_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, \
+                     $12 + $5 * interval '1 second') \
              ON CONFLICT (name_key) WHERE deleted_at IS NULL DO NOTHING \
              RETURNING {SERVICE_COLUMNS}"
         );
@@ -1018,6 +1039,73 @@ impl Store for PgStore {
             .await
             .map_err(unavailable)?;
         collect(&rows, alert_from_row)
+    }
+
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
+        self.get_alert_impl(id).await
+    }
+
+    async fn list_alerts_filtered(
+        &self,
+        filter: &AlertFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Alert>> {
+        self.list_alerts_filtered_impl(filter, page).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert_impl(id, actor, at, false).await
+    }
+
+    async fn resolve_alert(&self, id: i64, actor: &str, at: Timestamp) -> StoreResult<AlertChange> {
+        self.change_alert_impl(id, actor, at, true).await
+    }
+
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
+        self.open_alert_counts_impl().await
+    }
+
+    async fn monitor_pass(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        judge: &Judge<'_>,
+    ) -> StoreResult<PassReport> {
+        self.monitor_pass_impl(now, limit, judge).await
+    }
+
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
+        self.next_deadline_impl().await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.claim_deliveries_impl(now, lease_until, limit).await
+    }
+
+    async fn finish_delivery(&self, id: i64, result: &DeliveryResult) -> StoreResult<()> {
+        self.finish_delivery_impl(id, result).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        target: TargetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        self.list_deliveries_impl(target, page).await
+    }
+
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
+        self.next_delivery_at_impl().await
     }
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {

@@ -8,6 +8,7 @@
 //! SQLite is for one server process. Several processes on one file would each run a monitor;
 //! multi-replica deployments need PostgreSQL.
 
+mod alerting;
 mod scripts;
 mod teams;
 
@@ -116,6 +117,19 @@ fn alert_from_row(r: &SqliteRow) -> Result<Alert, sqlx::Error> {
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         acknowledged_at: ts(r.try_get("acknowledged_at")?),
         resolved_at: ts(r.try_get("resolved_at")?),
+        details: AlertDetails {
+            priority: r
+                .try_get::<Option<String>, _>("priority")?
+                .and_then(|p| Priority::parse(&p)),
+            team: r.try_get("team")?,
+            down_since: ts(r.try_get("down_since")?),
+            last_notified_at: ts(r.try_get("last_notified_at")?),
+            acknowledged_by: r.try_get("acknowledged_by")?,
+            resolved_by: r.try_get("resolved_by")?,
+            resolve_reason: r.try_get("resolve_reason")?,
+            run_id: r.try_get("run_id")?,
+            summary: r.try_get("summary")?,
+        },
     })
 }
 
@@ -250,7 +264,7 @@ impl SqliteStore {
             "UPDATE services SET heartbeat_name = ?, name_key = ?, service_name = ?, \
              environment = ?, active = ?, interval_seconds = ?, threshold = ?, grace_seconds = ?, \
              team = ?, priority = ?, runbook = ?, state = ?, muted_at = ?, muted_until = ?, \
-             mute_reason = ?, max_duration_ms = ?, updated_at = ?{} WHERE id = ?",
+             mute_reason = ?, max_duration_ms = ?, updated_at = ?, deadline_at = ?{} WHERE id = ?",
             if undelete { ", deleted_at = NULL" } else { "" }
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -270,6 +284,7 @@ impl SqliteStore {
             .bind(s.mute.as_ref().and_then(|m| ms(m.until)))
             .bind(s.mute.as_ref().and_then(|m| m.reason.clone()))
             .bind(s.max_duration_ms)
+            .bind(s.updated_at.millis())
             .bind(s.updated_at.millis())
             .bind(s.id.0)
             .execute(&mut **tx)
@@ -479,7 +494,13 @@ impl Store for SqliteStore {
             });
             qb.push(
                 ") UPDATE services SET last_heartbeat_at = \
-                 max(coalesce(last_heartbeat_at, 0), (SELECT at FROM v WHERE v.id = services.id)) \
+                 max(coalesce(last_heartbeat_at, 0), (SELECT at FROM v WHERE v.id = services.id)), \
+                 deadline_at = CASE WHEN state = 'up' AND threshold = 1 AND schedule IS NULL \
+                   AND muted_at IS NULL \
+                 THEN max(coalesce(last_heartbeat_at, 0), (SELECT at FROM v WHERE v.id = services.id)) \
+                   + interval_seconds * 1000 \
+                 ELSE min(coalesce(deadline_at, (SELECT at FROM v WHERE v.id = services.id)), \
+                   (SELECT at FROM v WHERE v.id = services.id)) END \
                  WHERE id IN (SELECT id FROM v)",
             );
             qb.build().execute(&mut *tx).await.map_err(unavailable)?;
@@ -669,8 +690,8 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), ?) \
-             WHERE id = ?",
+            "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), ?1), \
+             deadline_at = min(coalesce(deadline_at, ?1), ?1) WHERE id = ?2",
         )
         .bind(at)
         .bind(service.id.0)
@@ -741,8 +762,8 @@ impl Store for SqliteStore {
         let sql = format!(
             "INSERT INTO services (heartbeat_name, name_key, service_name, environment, \
              interval_seconds, threshold, grace_seconds, team, priority, runbook, \
-             max_duration_ms, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SERVICE_COLUMNS}"
+             max_duration_ms, created_at, updated_at, deadline_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ? * 1000) RETURNING {SERVICE_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(new.heartbeat_name.as_str())
@@ -758,6 +779,8 @@ impl Store for SqliteStore {
             .bind(new.max_duration_ms)
             .bind(new.at.millis())
             .bind(new.at.millis())
+            .bind(new.at.millis())
+            .bind(new.interval_seconds)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -1014,6 +1037,73 @@ impl Store for SqliteStore {
             .map(alert_from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
+    }
+
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
+        self.get_alert_impl(id).await
+    }
+
+    async fn list_alerts_filtered(
+        &self,
+        filter: &AlertFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Alert>> {
+        self.list_alerts_filtered_impl(filter, page).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert_impl(id, actor, at, false).await
+    }
+
+    async fn resolve_alert(&self, id: i64, actor: &str, at: Timestamp) -> StoreResult<AlertChange> {
+        self.change_alert_impl(id, actor, at, true).await
+    }
+
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
+        self.open_alert_counts_impl().await
+    }
+
+    async fn monitor_pass(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        judge: &Judge<'_>,
+    ) -> StoreResult<PassReport> {
+        self.monitor_pass_impl(now, limit, judge).await
+    }
+
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
+        self.next_deadline_impl().await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.claim_deliveries_impl(now, lease_until, limit).await
+    }
+
+    async fn finish_delivery(&self, id: i64, result: &DeliveryResult) -> StoreResult<()> {
+        self.finish_delivery_impl(id, result).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        target: TargetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        self.list_deliveries_impl(target, page).await
+    }
+
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
+        self.next_delivery_at_impl().await
     }
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {

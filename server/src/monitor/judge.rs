@@ -1,0 +1,562 @@
+//! Turns a due service into a [`Verdict`]: the pure glue between the store's view of a service
+//! and the rules in [`crate::domain::monitor`], plus routing (who is told).
+
+use crate::domain::monitor::{
+    AlertPhase, Decision, Expectation, MuteView, Paging, Renotify, ResolveReason, ServiceView,
+    Suppression, Transition, evaluate, next_renotify_at, should_page, transition,
+};
+use crate::domain::schedule::{CronSchedule, MaintenanceWindow};
+use crate::domain::service::name_key;
+use crate::domain::{ServiceId, Timestamp};
+use crate::notify::event::Destination;
+use crate::store::{
+    AlertKind, AlertOp, AlertState, DueService, MonitorContext, NewSuppression, Routed,
+    SuppressionReason, TargetConfig, TargetOwner, Team, Verdict, WindowScope,
+};
+
+/// How long a child whose alert folded into its down parent waits before looking again.
+pub const PARENT_RECHECK_MS: i64 = 30_000;
+
+/// Where alerts go when a service and its team have no notification targets: the legacy
+/// deployment-wide settings (`SLACK_CHANNEL_ID` with `SLACK_API_TOKEN`, `PAGERDUTY_ROUTING_KEY`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub destinations: Vec<Destination>,
+}
+
+/// The dedup key of one heartbeat incident: the service and the moment it went down. Stable
+/// while no heartbeat arrives, so every pass (and every replica) names the incident alike, and
+/// different from every other incident and alert kind.
+pub fn incident_key(service: ServiceId, down_since: Timestamp) -> String {
+    format!(
+        "medic-{}-heartbeat_missing-{}",
+        service.0,
+        down_since.millis()
+    )
+}
+
+fn team_of<'a>(ctx: &'a MonitorContext, d: &DueService) -> Option<&'a Team> {
+    let key = name_key(&d.service.team);
+    ctx.teams.iter().find(|t| name_key(&t.name) == key)
+}
+
+fn view(d: &DueService, team: Option<&Team>, ctx: &MonitorContext) -> ServiceView {
+    let expectation = d
+        .schedule
+        .as_ref()
+        .and_then(|(expr, tz)| CronSchedule::parse(expr, tz).ok())
+        .map_or(
+            Expectation::Interval {
+                interval_ms: d.service.interval_seconds.saturating_mul(1000),
+                threshold: u32::try_from(d.service.threshold).unwrap_or(1),
+            },
+            Expectation::Schedule,
+        );
+    let maintenance: Vec<MaintenanceWindow> = ctx
+        .windows
+        .iter()
+        .filter(|w| match w.scope {
+            WindowScope::Service(id) => id == d.service.id,
+            WindowScope::Team(id) => team.is_some_and(|t| t.id == id),
+            WindowScope::Global => true,
+        })
+        .map(|w| w.window.clone())
+        .collect();
+    ServiceView {
+        active: d.service.active,
+        created_at: d.service.created_at,
+        expectation,
+        grace_ms: d.service.grace_seconds.saturating_mul(1000),
+        recent_beats: d.recent_beats.clone(),
+        mute: d.service.mute.as_ref().map(|m| MuteView { until: m.until }),
+        maintenance,
+    }
+}
+
+/// The destinations for an alert of this service at `now`, in notification order: the
+/// service's own targets and its team's, by priority, each only in its paging period; the
+/// team's Slack channel when none of them is a Slack target; the deployment defaults when the
+/// service and its team have nothing configured at all.
+pub fn route(
+    ctx: &MonitorContext,
+    team: Option<&Team>,
+    service: ServiceId,
+    now: Timestamp,
+    defaults: &Defaults,
+) -> Vec<Routed> {
+    let mut targets: Vec<_> = ctx
+        .targets
+        .iter()
+        .filter(|t| match t.owner {
+            TargetOwner::Service(id) => id == service,
+            TargetOwner::Team(id) => team.is_some_and(|tm| tm.id == id),
+        })
+        .collect();
+    targets.sort_by_key(|t| (t.priority, t.id));
+    let team_channel = team.and_then(|t| t.slack_channel.clone());
+    if targets.is_empty() && team_channel.is_none() {
+        return defaults
+            .destinations
+            .iter()
+            .map(|d| Routed {
+                target_id: None,
+                destination: d.clone(),
+            })
+            .collect();
+    }
+    let hours = team.and_then(|t| t.working_hours.as_ref());
+    let has_slack = targets
+        .iter()
+        .any(|t| matches!(t.config, TargetConfig::Slack { .. }));
+    let mut out: Vec<Routed> = targets
+        .into_iter()
+        .filter(|t| should_page(t.period, hours, now) == Paging::Send)
+        .map(|t| Routed {
+            target_id: Some(t.id),
+            destination: match &t.config {
+                TargetConfig::Slack { channel } => Destination::Slack {
+                    channel: channel.clone(),
+                },
+                TargetConfig::Pagerduty { routing_key } => Destination::Pagerduty {
+                    routing_key: routing_key.clone(),
+                },
+                TargetConfig::Webhook { url, secret } => Destination::Webhook {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                },
+            },
+        })
+        .collect();
+    if let (false, Some(channel)) = (has_slack, team_channel) {
+        out.push(Routed {
+            target_id: None,
+            destination: Destination::Slack { channel },
+        });
+    }
+    out
+}
+
+fn human(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn summary(d: &DueService) -> String {
+    let name = &d.service.heartbeat_name;
+    let expected = match &d.schedule {
+        Some((expr, tz)) => format!("expected on \"{expr}\" ({tz})"),
+        None => format!(
+            "expected every {}",
+            human(d.service.interval_seconds * 1000)
+        ),
+    };
+    match d.service.last_heartbeat_at {
+        Some(at) => format!("{name}: no heartbeat since {at} ({expected})"),
+        None => format!("{name}: never sent a heartbeat ({expected})"),
+    }
+}
+
+/// Judges one due service at `now`.
+pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueService) -> Verdict {
+    let team = team_of(ctx, d);
+    let view = view(d, team, ctx);
+    let decision = evaluate(now, &view);
+    let phase = match &d.live_alert {
+        None => AlertPhase::Clear,
+        Some(a) if a.state == AlertState::Acknowledged => AlertPhase::Acknowledged {
+            since: a.created_at,
+        },
+        Some(a) => AlertPhase::Open {
+            since: a.created_at,
+            last_notified_at: a.last_notified_at.unwrap_or(a.created_at),
+        },
+    };
+    let renotify = match d.renotify_seconds {
+        Some(0) => Renotify::Never,
+        Some(s) => Renotify::Every {
+            interval_ms: s.saturating_mul(1000),
+        },
+        None => Renotify::Every {
+            interval_ms: d.service.interval_seconds.saturating_mul(1000),
+        },
+    };
+    let mut verdict = Verdict {
+        state: decision.state(),
+        ..Verdict::default()
+    };
+    let mut wake = decision.wake_at();
+    let mut phase_after = phase;
+    match transition(now, phase, &decision, renotify) {
+        Some(Transition::Open { since }) => {
+            let key = incident_key(d.service.id, since);
+            let parent_alert = d.parent_id.and_then(|p| {
+                ctx.down_parents
+                    .iter()
+                    .find(|(sid, _)| *sid == p)
+                    .map(|(_, alert)| *alert)
+            });
+            if d.last_incident_key.as_deref() == Some(key.as_str()) {
+                // An operator resolved this very incident: wait for a heartbeat.
+            } else if let Some(parent_alert_id) = parent_alert {
+                verdict.suppressions.push(NewSuppression {
+                    kind: AlertKind::HeartbeatMissing,
+                    reason: SuppressionReason::Parent,
+                    incident_key: key,
+                    parent_alert_id: Some(parent_alert_id),
+                });
+                wake = Some(now.plus_millis(PARENT_RECHECK_MS));
+            } else {
+                verdict.alerts.push(AlertOp::Open {
+                    kind: AlertKind::HeartbeatMissing,
+                    name: format!("{} heartbeat missing", d.service.heartbeat_name),
+                    dedup_key: key,
+                    priority: d.service.priority,
+                    team: d.service.team.clone(),
+                    down_since: since,
+                    summary: summary(d),
+                    notify: route(ctx, team, d.service.id, now, defaults),
+                });
+                phase_after = AlertPhase::Open {
+                    since: now,
+                    last_notified_at: now,
+                };
+            }
+        }
+        Some(Transition::Renotify) => {
+            if let Some(a) = &d.live_alert {
+                let notify = route(ctx, team, d.service.id, now, defaults)
+                    .into_iter()
+                    .filter(|r| !matches!(r.destination, Destination::Pagerduty { .. }))
+                    .collect();
+                verdict.alerts.push(AlertOp::Renotify {
+                    alert_id: a.id,
+                    notify,
+                });
+                phase_after = AlertPhase::Open {
+                    since: a.created_at,
+                    last_notified_at: now,
+                };
+            }
+        }
+        Some(Transition::Resolve { reason }) => {
+            if let Some(a) = &d.live_alert {
+                verdict.alerts.push(AlertOp::Resolve {
+                    alert_id: a.id,
+                    reason: match reason {
+                        ResolveReason::Recovered => "recovered",
+                        ResolveReason::Deactivated => "deactivated",
+                    }
+                    .to_owned(),
+                });
+                phase_after = AlertPhase::Clear;
+            }
+        }
+        None => {}
+    }
+    // A mute or a window holds back an alert that would otherwise open: record it once.
+    if let (Decision::Suppressed(s), AlertPhase::Clear) = (decision, phase) {
+        let reason = match s {
+            Suppression::Muted { .. } => Some(SuppressionReason::Muted),
+            Suppression::InMaintenance { .. } => Some(SuppressionReason::Maintenance),
+            Suppression::Inactive => None,
+        };
+        if let Some(reason) = reason {
+            let bare = ServiceView {
+                mute: None,
+                maintenance: Vec::new(),
+                ..view
+            };
+            if let Decision::Down { since } = evaluate(now, &bare) {
+                verdict.suppressions.push(NewSuppression {
+                    kind: AlertKind::HeartbeatMissing,
+                    reason,
+                    incident_key: incident_key(d.service.id, since),
+                    parent_alert_id: None,
+                });
+            } else if let Some(next) = evaluate(now, &bare).wake_at() {
+                // Look again when it would go down, to record the suppression then.
+                wake = Some(wake.map_or(next, |w| w.min(next)));
+            }
+        }
+    }
+    let renotify_at = next_renotify_at(phase_after, renotify);
+    verdict.deadline_at = match (wake, renotify_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::monitor::PagingPeriod;
+    use crate::domain::schedule::{WorkingHours, WorkingHoursSpec};
+    use crate::domain::{Priority, ServiceState};
+    use crate::store::{LiveAlert, NotificationTarget, Service, TargetId, TeamId};
+
+    const MIN: i64 = 60_000;
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_millis(1_700_000_000_000 + ms)
+    }
+
+    fn due(last_beat: Option<i64>) -> DueService {
+        DueService {
+            service: Service {
+                id: ServiceId(7),
+                heartbeat_name: "nightly".into(),
+                service_name: String::new(),
+                environment: None,
+                active: true,
+                interval_seconds: 300,
+                threshold: 1,
+                grace_seconds: 60,
+                team: "Ops".into(),
+                priority: Priority::P2,
+                runbook: None,
+                state: ServiceState::Up,
+                mute: None,
+                max_duration_ms: None,
+                last_heartbeat_at: last_beat.map(t),
+                created_at: t(0),
+                updated_at: t(0),
+            },
+            deadline_at: None,
+            schedule: None,
+            renotify_seconds: None,
+            parent_id: None,
+            recent_beats: last_beat.map(t).into_iter().collect(),
+            live_alert: None,
+            last_incident_key: None,
+        }
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            destinations: vec![Destination::Pagerduty {
+                routing_key: "legacy".into(),
+            }],
+        }
+    }
+
+    fn team(hours: Option<WorkingHours>) -> Team {
+        Team {
+            id: TeamId(1),
+            name: "ops".into(),
+            working_hours: hours,
+            slack_channel: None,
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    }
+
+    fn target(
+        id: i64,
+        priority: i32,
+        period: PagingPeriod,
+        config: TargetConfig,
+    ) -> NotificationTarget {
+        NotificationTarget {
+            id: TargetId(id),
+            owner: TargetOwner::Team(TeamId(1)),
+            config,
+            priority,
+            period,
+            enabled: true,
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    }
+
+    #[test]
+    fn healthy_service_sleeps_until_its_deadline() {
+        let v = judge(
+            t(MIN),
+            &defaults(),
+            &MonitorContext::default(),
+            &due(Some(0)),
+        );
+        assert_eq!(v.state, Some(ServiceState::Up));
+        assert_eq!(v.deadline_at, Some(t(5 * MIN)));
+        assert!(v.alerts.is_empty());
+    }
+
+    #[test]
+    fn down_service_opens_one_alert_routed_to_the_defaults() {
+        let v = judge(
+            t(6 * MIN),
+            &defaults(),
+            &MonitorContext::default(),
+            &due(Some(0)),
+        );
+        assert_eq!(v.state, Some(ServiceState::Down));
+        let [
+            AlertOp::Open {
+                dedup_key,
+                down_since,
+                notify,
+                ..
+            },
+        ] = v.alerts.as_slice()
+        else {
+            panic!("expected one open: {:?}", v.alerts);
+        };
+        assert_eq!(*down_since, t(6 * MIN));
+        assert_eq!(dedup_key, &incident_key(ServiceId(7), t(6 * MIN)));
+        assert_eq!(notify.len(), 1);
+        assert_eq!(notify[0].target_id, None);
+        // Next look: the renotify cadence (the interval).
+        assert_eq!(v.deadline_at, Some(t(11 * MIN)));
+    }
+
+    #[test]
+    fn an_incident_resolved_by_an_operator_is_not_reopened() {
+        let mut d = due(Some(0));
+        d.last_incident_key = Some(incident_key(ServiceId(7), t(6 * MIN)));
+        let v = judge(t(7 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.is_empty());
+        assert_eq!(v.deadline_at, None);
+    }
+
+    #[test]
+    fn open_alert_renotifies_chat_but_not_pagerduty_and_resolves_on_recovery() {
+        let mut d = due(Some(0));
+        d.live_alert = Some(LiveAlert {
+            id: 3,
+            state: AlertState::Open,
+            created_at: t(6 * MIN),
+            last_notified_at: Some(t(6 * MIN)),
+        });
+        let mut ctx = MonitorContext {
+            teams: vec![team(None)],
+            ..MonitorContext::default()
+        };
+        ctx.targets = vec![
+            target(
+                1,
+                0,
+                PagingPeriod::Always,
+                TargetConfig::Pagerduty {
+                    routing_key: "k".into(),
+                },
+            ),
+            target(
+                2,
+                1,
+                PagingPeriod::Always,
+                TargetConfig::Slack {
+                    channel: "#ops".into(),
+                },
+            ),
+        ];
+        let v = judge(t(11 * MIN), &defaults(), &ctx, &d);
+        let [
+            AlertOp::Renotify {
+                alert_id: 3,
+                notify,
+            },
+        ] = v.alerts.as_slice()
+        else {
+            panic!("expected renotify: {:?}", v.alerts);
+        };
+        assert_eq!(notify.len(), 1);
+        assert_eq!(notify[0].target_id, Some(TargetId(2)));
+        // A heartbeat arrived: resolve.
+        d.recent_beats = vec![t(12 * MIN)];
+        let v = judge(t(12 * MIN), &defaults(), &ctx, &d);
+        assert!(matches!(
+            v.alerts.as_slice(),
+            [AlertOp::Resolve { alert_id: 3, .. }]
+        ));
+        assert_eq!(v.state, Some(ServiceState::Up));
+    }
+
+    #[test]
+    fn routing_orders_by_priority_and_honours_working_hours() {
+        let spec: WorkingHoursSpec = serde_json::from_value(serde_json::json!({
+            "timezone": "UTC",
+            "ranges": [{"days": ["mon","tue","wed","thu","fri","sat","sun"], "start": "09:00", "end": "17:00"}]
+        }))
+        .expect("spec");
+        let hours = WorkingHours::parse(spec).expect("hours");
+        let ctx = MonitorContext {
+            teams: vec![team(Some(hours))],
+            targets: vec![
+                target(
+                    5,
+                    2,
+                    PagingPeriod::AfterHours,
+                    TargetConfig::Pagerduty {
+                        routing_key: "night".into(),
+                    },
+                ),
+                target(
+                    4,
+                    1,
+                    PagingPeriod::DuringHours,
+                    TargetConfig::Slack {
+                        channel: "#day".into(),
+                    },
+                ),
+                target(
+                    3,
+                    0,
+                    PagingPeriod::Always,
+                    TargetConfig::Webhook {
+                        url: "https://x.example".into(),
+                        secret: "s".into(),
+                    },
+                ),
+            ],
+            ..MonitorContext::default()
+        };
+        let noon = Timestamp::parse("2026-12-01T12:00:00Z").expect("ts");
+        let ids: Vec<_> = route(&ctx, ctx.teams.first(), ServiceId(7), noon, &defaults())
+            .iter()
+            .map(|r| r.target_id)
+            .collect();
+        assert_eq!(ids, vec![Some(TargetId(3)), Some(TargetId(4))]);
+        let night = Timestamp::parse("2026-12-01T23:00:00Z").expect("ts");
+        let ids: Vec<_> = route(&ctx, ctx.teams.first(), ServiceId(7), night, &defaults())
+            .iter()
+            .map(|r| r.target_id)
+            .collect();
+        assert_eq!(ids, vec![Some(TargetId(3)), Some(TargetId(5))]);
+    }
+
+    #[test]
+    fn muted_down_service_records_a_suppression_not_an_alert() {
+        let mut d = due(Some(0));
+        d.service.mute = Some(crate::store::Mute {
+            at: t(MIN),
+            until: None,
+            reason: None,
+        });
+        let v = judge(t(10 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.is_empty());
+        assert_eq!(v.suppressions.len(), 1);
+        assert_eq!(v.suppressions[0].reason, SuppressionReason::Muted);
+        assert_eq!(v.state, None);
+    }
+
+    #[test]
+    fn child_of_a_down_parent_folds_into_the_parent() {
+        let mut d = due(Some(0));
+        d.parent_id = Some(ServiceId(1));
+        let ctx = MonitorContext {
+            down_parents: vec![(ServiceId(1), 99)],
+            ..MonitorContext::default()
+        };
+        let v = judge(t(6 * MIN), &defaults(), &ctx, &d);
+        assert!(v.alerts.is_empty());
+        assert_eq!(v.suppressions[0].reason, SuppressionReason::Parent);
+        assert_eq!(v.suppressions[0].parent_alert_id, Some(99));
+        assert_eq!(v.deadline_at, Some(t(6 * MIN + PARENT_RECHECK_MS)));
+    }
+}

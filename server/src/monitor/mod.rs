@@ -1,0 +1,382 @@
+//! The monitor and the notification dispatcher: the server's background workers.
+//!
+//! **Monitor.** Every service row carries `deadline_at`, the next moment anything about it can
+//! change without a heartbeat or an operator (it becomes late, down, is due a re-notification,
+//! or a mute or window ends). Heartbeat batches keep it (see the stores' `record_heartbeats`);
+//! the monitor sleeps until the earliest deadline (at most [`MonitorSettings::max_sleep`], so a
+//! deadline moved by another replica is seen promptly), then runs a pass: the store takes the
+//! due services with one indexed query, [`judge::judge`] decides each one purely, and the store
+//! writes states, deadlines, alert changes and the outbox rows in the same transaction.
+//!
+//! **Dispatcher.** Leases due outbox rows, delivers them through a [`Deliver`] implementation,
+//! and records each outcome (delivered, retry later with backoff, failed). A crash between the
+//! alert's commit and the delivery loses nothing: the row stays pending and is delivered after
+//! the restart (or by another replica once the lease runs out).
+
+pub mod judge;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Timestamp;
+use crate::notify::event::{
+    AlertEvent, AlertRef, Destination, EventKind, Outcome, ServiceRef, WEBHOOK_SCHEMA_VERSION,
+};
+use crate::store::{ClaimedDelivery, DeliveryResult, DeliveryState, Store};
+
+pub use judge::Defaults;
+
+/// Delivers one notification (implemented by [`crate::notify::Notifiers`]; tests may use
+/// anything that speaks to a local recording server).
+#[async_trait::async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    async fn deliver(&self, destination: &Destination, event: &AlertEvent) -> Outcome;
+}
+
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    /// Due services judged per transaction.
+    pub batch: u32,
+    /// The longest the monitor sleeps without looking at the deadlines.
+    pub max_sleep: Duration,
+    pub defaults: Defaults,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            max_sleep: Duration::from_millis(500),
+            defaults: Defaults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// How long a claimed delivery is held before another dispatcher may take it.
+    pub lease: Duration,
+    pub batch: u32,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Attempts before a retryable failure becomes final.
+    pub max_attempts: u32,
+    /// The first retry's delay; doubles per attempt (full jitter), capped at `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest the dispatcher sleeps without looking at the outbox.
+    pub max_sleep: Duration,
+    pub public_url: Option<String>,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            batch: 50,
+            concurrency: 8,
+            max_attempts: 8,
+            base_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(600),
+            max_sleep: Duration::from_secs(1),
+            public_url: None,
+        }
+    }
+}
+
+/// Wakes the dispatcher when the outbox gains rows (a pass opened or resolved alerts, an
+/// operator acknowledged one).
+#[derive(Debug, Default)]
+pub struct OutboxSignal(Notify);
+
+impl OutboxSignal {
+    pub fn poke(&self) {
+        self.0.notify_one();
+    }
+}
+
+fn sleep_until(t: Option<Timestamp>, now: Timestamp, cap: Duration) -> Duration {
+    let cap_ms = i64::try_from(cap.as_millis()).unwrap_or(i64::MAX);
+    let ms = t.map_or(cap_ms, |t| (t.millis() - now.millis()).clamp(0, cap_ms));
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Runs monitor passes until `shutdown`.
+pub async fn run_monitor(
+    store: Arc<dyn Store>,
+    settings: MonitorSettings,
+    outbox: Arc<OutboxSignal>,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(batch = settings.batch, "monitor started");
+    loop {
+        let now = Timestamp::now();
+        let started = Instant::now();
+        let defaults = &settings.defaults;
+        let judge = |ctx: &_, d: &_| judge::judge(now, defaults, ctx, d);
+        let pause = match store.monitor_pass(now, settings.batch, &judge).await {
+            Ok(report) => {
+                let took = started.elapsed();
+                metrics::histogram!("medic_monitor_pass_seconds").record(took.as_secs_f64());
+                if report.examined > 0 {
+                    metrics::counter!("medic_monitor_services_judged_total")
+                        .increment(report.examined as u64);
+                }
+                for (kind, priority, team, down_since) in &report.opened {
+                    metrics::counter!("medic_alerts_opened_total",
+                        "kind" => kind.as_str(), "priority" => priority.as_str(),
+                        "team" => team.clone())
+                    .increment(1);
+                    let lag = (Timestamp::now().millis() - down_since.millis()).max(0);
+                    metrics::histogram!("medic_monitor_detection_lag_seconds")
+                        .record(lag as f64 / 1000.0);
+                    tracing::warn!(kind = kind.as_str(), priority = priority.as_str(),
+                        team = %team, lag_ms = lag, "alert opened");
+                }
+                for reason in &report.suppressed {
+                    metrics::counter!("medic_alerts_suppressed_total", "reason" => reason.as_str())
+                        .increment(1);
+                }
+                if !report.opened.is_empty() || report.renotified > 0 || report.resolved > 0 {
+                    outbox.poke();
+                }
+                if report.examined >= settings.batch as usize {
+                    Duration::ZERO
+                } else {
+                    // Rows another replica holds stay due; do not spin on them.
+                    sleep_until(report.next_deadline, Timestamp::now(), settings.max_sleep)
+                        .max(Duration::from_millis(20))
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "monitor pass failed");
+                metrics::counter!("medic_monitor_pass_errors_total").increment(1);
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!("monitor stopped");
+}
+
+/// The webhook body / notification content for a claimed delivery.
+pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
+    let d = &c.delivery;
+    let a = &c.alert;
+    let s = &c.service;
+    let summary = a
+        .details
+        .summary
+        .clone()
+        .unwrap_or_else(|| a.alert_name.clone());
+    let summary = match d.event {
+        EventKind::Triggered | EventKind::Renotified => summary,
+        EventKind::Acknowledged => format!(
+            "Acknowledged by {}: {summary}",
+            d.actor.as_deref().unwrap_or("someone")
+        ),
+        EventKind::Resolved => match d.actor.as_deref() {
+            Some(actor) => format!("Resolved by {actor}: {summary}"),
+            None => format!("Resolved: {} is beating again", s.heartbeat_name),
+        },
+    };
+    AlertEvent {
+        schema_version: WEBHOOK_SCHEMA_VERSION,
+        event_id: format!("medic-delivery-{}", d.id),
+        event: d.event,
+        at: d.created_at,
+        alert: AlertRef {
+            id: a.alert_id,
+            kind: a.kind,
+            state: a.state,
+            dedup_key: a.dedup_key.clone(),
+            opened_at: a.created_at,
+            actor: d.actor.clone(),
+        },
+        service: ServiceRef {
+            id: s.id.0,
+            name: s.heartbeat_name.clone(),
+            service_name: s.service_name.clone(),
+            environment: s.environment.clone(),
+            team: s.team.clone(),
+            priority: a.details.priority.unwrap_or(s.priority),
+            runbook: s.runbook.clone(),
+        },
+        summary,
+        url: public_url.map(|u| format!("{}/v2/alerts/{}", u.trim_end_matches('/'), a.alert_id)),
+    }
+}
+
+/// The delay before retry number `attempt` (1-based): exponential with full jitter.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(cap);
+    let ms = u64::try_from(ceiling.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(rand::random_range(ms / 2..=ms))
+}
+
+fn result_for(outcome: &Outcome, attempts_before: i32, s: &DispatchSettings) -> DeliveryResult {
+    let at = Timestamp::now();
+    let attempt = u32::try_from(attempts_before).unwrap_or(0) + 1;
+    match outcome {
+        Outcome::Delivered {
+            status,
+            external_ref,
+        } => DeliveryResult {
+            at,
+            state: DeliveryState::Delivered,
+            next_attempt_at: None,
+            status: Some(i32::from(*status)),
+            error: None,
+            external_ref: external_ref.clone(),
+        },
+        Outcome::Retry { status, error } if attempt < s.max_attempts => {
+            let delay = backoff(attempt, s.base_backoff, s.max_backoff);
+            DeliveryResult {
+                at,
+                state: DeliveryState::Pending,
+                next_attempt_at: Some(
+                    at.plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                status: status.map(i32::from),
+                error: Some(error.clone()),
+                external_ref: None,
+            }
+        }
+        Outcome::Retry { status, error } | Outcome::Failed { status, error } => DeliveryResult {
+            at,
+            state: DeliveryState::Failed,
+            next_attempt_at: None,
+            status: status.map(i32::from),
+            error: Some(error.clone()),
+            external_ref: None,
+        },
+    }
+}
+
+async fn deliver_one(
+    store: &dyn Store,
+    deliver: &dyn Deliver,
+    settings: &DispatchSettings,
+    c: ClaimedDelivery,
+) {
+    let event = event_for(&c, settings.public_url.as_deref());
+    let channel = c.delivery.destination.channel();
+    let outcome = deliver.deliver(&c.delivery.destination, &event).await;
+    let result = result_for(&outcome, c.delivery.attempts, settings);
+    let label = match (&outcome, result.state) {
+        (Outcome::Delivered { .. }, _) => "delivered",
+        (_, DeliveryState::Pending) => "retry",
+        _ => "failed",
+    };
+    metrics::counter!("medic_notifications_total", "channel" => channel, "outcome" => label)
+        .increment(1);
+    if result.state == DeliveryState::Delivered {
+        let latency = (result.at.millis() - c.delivery.created_at.millis()).max(0);
+        metrics::histogram!("medic_notification_delivery_seconds", "channel" => channel)
+            .record(latency as f64 / 1000.0);
+    } else {
+        tracing::warn!(
+            delivery = c.delivery.id,
+            channel,
+            outcome = label,
+            error = result.error.as_deref().unwrap_or(""),
+            "notification not delivered"
+        );
+    }
+    if let Err(e) = store.finish_delivery(c.delivery.id, &result).await {
+        // The lease runs out and the delivery is retried: a rare duplicate, never a loss.
+        tracing::error!(delivery = c.delivery.id, error = %e, "could not record a delivery");
+    }
+}
+
+/// Delivers the outbox until `shutdown`.
+pub async fn run_dispatcher(
+    store: Arc<dyn Store>,
+    deliver: Arc<dyn Deliver>,
+    settings: DispatchSettings,
+    outbox: Arc<OutboxSignal>,
+    shutdown: CancellationToken,
+) {
+    tracing::info!("dispatcher started");
+    let lease_ms = i64::try_from(settings.lease.as_millis()).unwrap_or(30_000);
+    loop {
+        let now = Timestamp::now();
+        let claimed = store
+            .claim_deliveries(now, now.plus_millis(lease_ms), settings.batch)
+            .await;
+        let pause = match claimed {
+            Ok(batch) if !batch.is_empty() => {
+                let full = batch.len() >= settings.batch as usize;
+                futures::stream::iter(batch)
+                    .for_each_concurrent(settings.concurrency, |c| {
+                        deliver_one(store.as_ref(), deliver.as_ref(), &settings, c)
+                    })
+                    .await;
+                if full {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(1)
+                }
+            }
+            Ok(_) => match store.next_delivery_at().await {
+                Ok(next) => sleep_until(next, Timestamp::now(), settings.max_sleep)
+                    .max(Duration::from_millis(10)),
+                Err(_) => settings.max_sleep,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "claiming deliveries failed");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = outbox.0.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!("dispatcher stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_under_the_cap() {
+        let base = Duration::from_secs(5);
+        let cap = Duration::from_secs(600);
+        for attempt in 1..=12 {
+            let d = backoff(attempt, base, cap);
+            let ceiling = (base * 2u32.pow(attempt - 1)).min(cap);
+            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn retries_end_in_failure_after_the_last_attempt() {
+        let s = DispatchSettings::default();
+        let retry = Outcome::Retry {
+            status: Some(500),
+            error: "boom".into(),
+        };
+        assert_eq!(result_for(&retry, 0, &s).state, DeliveryState::Pending);
+        assert!(result_for(&retry, 0, &s).next_attempt_at.is_some());
+        let last = i32::try_from(s.max_attempts).expect("small") - 1;
+        assert_eq!(result_for(&retry, last, &s).state, DeliveryState::Failed);
+        let failed = Outcome::Failed {
+            status: Some(400),
+            error: "bad".into(),
+        };
+        assert_eq!(result_for(&failed, 0, &s).state, DeliveryState::Failed);
+    }
+}

@@ -1,0 +1,271 @@
+//! Values crossing the store boundary for the monitor, alerts and the notification outbox.
+
+use serde::Serialize;
+
+use super::{
+    Alert, AlertKind, AlertState, MaintenanceWindowRecord, NotificationTarget, Service, TargetId,
+    Team,
+};
+use crate::domain::{Priority, ServiceId, Timestamp};
+use crate::notify::event::{Destination, EventKind};
+
+/// An alert's extra columns (added with the monitor), read with every alert.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct AlertDetails {
+    pub priority: Option<Priority>,
+    pub team: Option<String>,
+    pub down_since: Option<Timestamp>,
+    pub last_notified_at: Option<Timestamp>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolve_reason: Option<String>,
+    pub run_id: Option<String>,
+    pub summary: Option<String>,
+}
+
+/// The live heartbeat alert of a service, as the monitor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveAlert {
+    pub id: i64,
+    pub state: AlertState,
+    pub created_at: Timestamp,
+    pub last_notified_at: Option<Timestamp>,
+}
+
+/// A service whose deadline has passed, with what judging it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueService {
+    pub service: Service,
+    pub deadline_at: Option<Timestamp>,
+    pub schedule: Option<(String, String)>,
+    pub renotify_seconds: Option<i64>,
+    pub parent_id: Option<ServiceId>,
+    /// The newest heartbeats (at most `threshold` of them), newest first.
+    pub recent_beats: Vec<Timestamp>,
+    /// The open or acknowledged `heartbeat_missing` alert, if any.
+    pub live_alert: Option<LiveAlert>,
+    /// The dedup key of the newest `heartbeat_missing` alert in any state (an incident an
+    /// operator resolved by hand is not opened again).
+    pub last_incident_key: Option<String>,
+}
+
+/// What a monitor pass reads once, in its transaction, besides the due services.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MonitorContext {
+    pub teams: Vec<Team>,
+    /// Enabled targets only, ordered by priority then id.
+    pub targets: Vec<NotificationTarget>,
+    /// Recurring windows and one-time windows that ended less than a day ago or later.
+    pub windows: Vec<MaintenanceWindowRecord>,
+    /// Services (among all) whose state is `down` with a live alert: the possible parents.
+    pub down_parents: Vec<(ServiceId, i64)>,
+}
+
+/// One notification to queue: where, and for which target (`None`: deployment defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub target_id: Option<TargetId>,
+    pub destination: Destination,
+}
+
+/// What to do with the alert of a judged service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOp {
+    Open {
+        kind: AlertKind,
+        name: String,
+        dedup_key: String,
+        priority: Priority,
+        team: String,
+        down_since: Timestamp,
+        summary: String,
+        notify: Vec<Routed>,
+    },
+    Renotify {
+        alert_id: i64,
+        notify: Vec<Routed>,
+    },
+    /// Closes the alert and tells everyone who was told it opened.
+    Resolve {
+        alert_id: i64,
+        reason: String,
+    },
+}
+
+/// An alert held back: recorded once per incident and reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSuppression {
+    pub kind: AlertKind,
+    pub reason: SuppressionReason,
+    pub incident_key: String,
+    pub parent_alert_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    Maintenance,
+    Muted,
+    Parent,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintenance => "maintenance",
+            Self::Muted => "muted",
+            Self::Parent => "parent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "maintenance" => Some(Self::Maintenance),
+            "muted" => Some(Self::Muted),
+            "parent" => Some(Self::Parent),
+            _ => None,
+        }
+    }
+}
+
+/// The monitor's verdict on one due service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Verdict {
+    /// The state to store; `None` keeps it.
+    pub state: Option<crate::domain::ServiceState>,
+    /// The next moment to look; `None` waits for a heartbeat or an operator.
+    pub deadline_at: Option<Timestamp>,
+    pub alerts: Vec<AlertOp>,
+    pub suppressions: Vec<NewSuppression>,
+}
+
+/// Judges one due service (pure; called inside the pass's transaction).
+pub type Judge<'a> = dyn Fn(&MonitorContext, &DueService) -> Verdict + Send + Sync + 'a;
+
+/// What one pass did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PassReport {
+    pub examined: usize,
+    /// (kind, priority, team, down_since) of every alert opened.
+    pub opened: Vec<(AlertKind, Priority, String, Timestamp)>,
+    pub renotified: usize,
+    pub resolved: usize,
+    pub suppressed: Vec<SuppressionReason>,
+    /// The earliest deadline left after the pass (any service, also ones not due).
+    pub next_deadline: Option<Timestamp>,
+}
+
+// ---- the outbox -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A row of the delivery log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub alert_id: i64,
+    pub target_id: Option<TargetId>,
+    pub event: EventKind,
+    pub destination: Destination,
+    pub actor: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: i32,
+    pub next_attempt_at: Timestamp,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub external_ref: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// A delivery a dispatcher has leased, with the alert and service it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub delivery: DeliveryRecord,
+    pub alert: Alert,
+    pub service: Service,
+}
+
+/// How an attempt ended, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryResult {
+    pub at: Timestamp,
+    pub state: DeliveryState,
+    /// For `Pending`: when to try again.
+    pub next_attempt_at: Option<Timestamp>,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub external_ref: Option<String>,
+}
+
+/// Filters for `GET /v2/alerts` (AND-combined). Newest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertFilter {
+    pub states: Vec<AlertState>,
+    pub kind: Option<AlertKind>,
+    pub service: Option<ServiceId>,
+    /// Case-insensitive.
+    pub team: Option<String>,
+    pub priority: Option<Priority>,
+    pub since: Option<Timestamp>,
+}
+
+/// What an operator's acknowledge or resolve did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertChange {
+    NotFound,
+    /// Already in (or past) the requested state.
+    Unchanged(Alert),
+    Changed(Alert),
+}
+
+/// Open alerts by (priority, team), for the gauge.
+pub type OpenAlertCounts = Vec<(Option<Priority>, Option<String>, i64)>;
+
+/// Retention ages for housekeeping (milliseconds); each table is trimmed in small batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub heartbeats_ms: i64,
+    pub deliveries_ms: i64,
+    pub resolved_alerts_ms: i64,
+    pub snapshots_ms: i64,
+    pub audit_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: i64 = 86_400_000;
+        Self {
+            heartbeats_ms: 30 * DAY,
+            deliveries_ms: 90 * DAY,
+            resolved_alerts_ms: 90 * DAY,
+            snapshots_ms: 90 * DAY,
+            audit_ms: 90 * DAY,
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! The monitor's pass, alert changes and the notification outbox on SQLite.
+//!
+//! One server process owns a SQLite file (see the module docs of [`super`]), so a pass needs no
+//! row locks: it runs in one write transaction on the single writer connection.
+
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
+
+use super::{
+    SERVICE_COLUMNS, SqliteStore, alert_from_row, decode, service_from_row, ts, unavailable,
+};
+use crate::domain::{ServiceId, ServiceState, Timestamp};
+use crate::notify::event::{Destination, EventKind};
+use crate::store::*;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
+    let dest: String = r.try_get("destination")?;
+    Ok(DeliveryRecord {
+        id: r.try_get("id")?,
+        alert_id: r.try_get("alert_id")?,
+        target_id: r.try_get::<Option<i64>, _>("target_id")?.map(TargetId),
+        event: decode("event", EventKind::parse(r.try_get("event")?))?,
+        destination: serde_json::from_str(&dest).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        actor: r.try_get("actor")?,
+        state: decode("delivery state", DeliveryState::parse(r.try_get("state")?))?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: Timestamp::from_millis(r.try_get("next_attempt_at")?),
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        external_ref: r.try_get("external_ref")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        finished_at: ts(r.try_get("finished_at")?),
+    })
+}
+
+fn to_json(d: &Destination) -> Result<String, StoreError> {
+    serde_json::to_string(d).map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+async fn queue(
+    tx: &mut Transaction<'_, Sqlite>,
+    alert_id: i64,
+    event: EventKind,
+    routed: &[Routed],
+    actor: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    for r in routed {
+        sqlx::query(
+            "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
+             next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(alert_id)
+        .bind(r.target_id.map(|t| t.0))
+        .bind(event.as_str())
+        .bind(r.destination.channel())
+        .bind(to_json(&r.destination)?)
+        .bind(actor)
+        .bind(now.millis())
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Queues `event` to every destination the alert's trigger went to.
+async fn queue_follow_up(
+    tx: &mut Transaction<'_, Sqlite>,
+    alert_id: i64,
+    event: EventKind,
+    actor: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
+         next_attempt_at, created_at) \
+         SELECT DISTINCT alert_id, target_id, ?1, channel, destination, ?2, ?3, ?3 \
+         FROM deliveries WHERE alert_id = ?4 AND event = 'triggered'",
+    )
+    .bind(event.as_str())
+    .bind(actor)
+    .bind(now.millis())
+    .bind(alert_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(super) async fn monitor_pass_impl(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        judge: &Judge<'_>,
+    ) -> StoreResult<PassReport> {
+        let mut report = PassReport::default();
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {SERVICE_COLUMNS}, deadline_at, schedule, schedule_tz, renotify_seconds, \
+             parent_id FROM services WHERE deleted_at IS NULL AND deadline_at <= ? \
+             ORDER BY deadline_at LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now.millis())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if !rows.is_empty() {
+            let mut due = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let schedule: Option<String> = r.try_get("schedule").map_err(unavailable)?;
+                let tz: Option<String> = r.try_get("schedule_tz").map_err(unavailable)?;
+                due.push(DueService {
+                    service: service_from_row(r).map_err(unavailable)?,
+                    deadline_at: ts(r.try_get("deadline_at").map_err(unavailable)?),
+                    schedule: schedule.map(|s| (s, tz.unwrap_or_else(|| "UTC".into()))),
+                    renotify_seconds: r.try_get("renotify_seconds").map_err(unavailable)?,
+                    parent_id: r
+                        .try_get::<Option<i64>, _>("parent_id")
+                        .map_err(unavailable)?
+                        .map(ServiceId),
+                    recent_beats: Vec::new(),
+                    live_alert: None,
+                    last_incident_key: None,
+                });
+            }
+            let ids: Vec<i64> = due.iter().map(|d| d.service.id.0).collect();
+            let index: HashMap<i64, usize> =
+                ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            // The newest beats: the stored last heartbeat is enough for a threshold of 1.
+            for d in &mut due {
+                let n = d.service.threshold.max(1);
+                if n == 1 {
+                    d.recent_beats.extend(d.service.last_heartbeat_at);
+                } else {
+                    let beats: Vec<i64> = sqlx::query_scalar(
+                        "SELECT received_at FROM heartbeat_events WHERE service_id = ? \
+                         ORDER BY received_at DESC LIMIT ?",
+                    )
+                    .bind(d.service.id.0)
+                    .bind(i64::from(n))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    d.recent_beats = beats.into_iter().map(Timestamp::from_millis).collect();
+                }
+            }
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT id, service_id, state, created_at, last_notified_at, dedup_key, \
+                 state <> 'resolved' AS live FROM alerts a WHERE kind = 'heartbeat_missing' \
+                 AND id = (SELECT max(id) FROM alerts b WHERE b.service_id = a.service_id \
+                 AND b.kind = 'heartbeat_missing') AND service_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in &ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut *tx).await.map_err(unavailable)? {
+                let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+                let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+                    continue;
+                };
+                d.last_incident_key = Some(r.try_get("dedup_key").map_err(unavailable)?);
+                if r.try_get::<bool, _>("live").map_err(unavailable)? {
+                    d.live_alert = Some(LiveAlert {
+                        id: r.try_get("id").map_err(unavailable)?,
+                        state: decode(
+                            "alert state",
+                            AlertState::parse(r.try_get("state").map_err(unavailable)?),
+                        )
+                        .map_err(unavailable)?,
+                        created_at: Timestamp::from_millis(
+                            r.try_get("created_at").map_err(unavailable)?,
+                        ),
+                        last_notified_at: ts(r.try_get("last_notified_at").map_err(unavailable)?),
+                    });
+                }
+            }
+            let ctx = self.monitor_context(&mut tx, now, &due).await?;
+            for d in &due {
+                let verdict = judge(&ctx, d);
+                apply(&mut tx, d, verdict, now, &mut report).await?;
+            }
+            report.examined = due.len();
+        }
+        report.next_deadline = next_deadline_in(&mut tx).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(report)
+    }
+
+    async fn monitor_context(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        now: Timestamp,
+        due: &[DueService],
+    ) -> StoreResult<MonitorContext> {
+        let mut ctx = MonitorContext {
+            teams: self.list_teams_impl().await?,
+            targets: self
+                .list_targets_impl(&TargetFilter::default())
+                .await?
+                .into_iter()
+                .filter(|t| t.enabled)
+                .collect(),
+            windows: self
+                .list_windows_impl(&WindowFilter::default())
+                .await?
+                .into_iter()
+                .filter(|w| {
+                    one_time_bounds(&w.window)
+                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
+                })
+                .collect(),
+            down_parents: Vec::new(),
+        };
+        if due.iter().any(|d| d.parent_id.is_some()) {
+            let rows = sqlx::query(
+                "SELECT service_id, id FROM alerts \
+                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            for r in rows {
+                ctx.down_parents.push((
+                    ServiceId(r.try_get(0).map_err(unavailable)?),
+                    r.try_get(1).map_err(unavailable)?,
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    pub(super) async fn next_deadline_impl(&self) -> StoreResult<Option<Timestamp>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
+             AND deadline_at IS NOT NULL",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(ts(v))
+    }
+
+    pub(super) async fn get_alert_impl(&self, id: i64) -> StoreResult<Option<Alert>> {
+        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| alert_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_alerts_filtered_impl(
+        &self,
+        f: &AlertFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Alert>> {
+        let push = |qb: &mut QueryBuilder<Sqlite>| {
+            qb.push(" FROM alerts WHERE 1 = 1");
+            if !f.states.is_empty() {
+                qb.push(" AND state IN (");
+                let mut sep = qb.separated(", ");
+                for s in &f.states {
+                    sep.push_bind(s.as_str());
+                }
+                qb.push(")");
+            }
+            if let Some(k) = f.kind {
+                qb.push(" AND kind = ").push_bind(k.as_str());
+            }
+            if let Some(s) = f.service {
+                qb.push(" AND service_id = ").push_bind(s.0);
+            }
+            if let Some(t) = &f.team {
+                qb.push(" AND lower(team) = lower(")
+                    .push_bind(t.clone())
+                    .push(")");
+            }
+            if let Some(p) = f.priority {
+                qb.push(" AND priority = ").push_bind(p.as_str());
+            }
+            if let Some(since) = f.since {
+                qb.push(" AND created_at >= ").push_bind(since.millis());
+            }
+        };
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*)");
+        push(&mut qb);
+        let total: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.read)
+            .await
+            .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT *");
+        push(&mut qb);
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(alert_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count: total,
+        })
+    }
+
+    pub(super) async fn change_alert_impl(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        resolve: bool,
+    ) -> StoreResult<AlertChange> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(AlertChange::NotFound);
+        };
+        let alert = alert_from_row(&row).map_err(unavailable)?;
+        let applies = if resolve {
+            alert.state != AlertState::Resolved
+        } else {
+            alert.state == AlertState::Open
+        };
+        if !applies {
+            return Ok(AlertChange::Unchanged(alert));
+        }
+        let (sql, event) = if resolve {
+            (
+                "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_by = ?2, \
+                 resolve_reason = 'operator' WHERE id = ?3 RETURNING *",
+                EventKind::Resolved,
+            )
+        } else {
+            (
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?1, \
+                 acknowledged_by = ?2 WHERE id = ?3 RETURNING *",
+                EventKind::Acknowledged,
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(at.millis())
+            .bind(actor)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AlertChange::Changed(
+            alert_from_row(&row).map_err(unavailable)?,
+        ))
+    }
+
+    pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {
+        let rows = sqlx::query(
+            "SELECT priority, team, count(*) FROM alerts WHERE state <> 'resolved' \
+             GROUP BY priority, team",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Option<String>, _>(0)?
+                        .and_then(|p| crate::domain::Priority::parse(&p)),
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn claim_deliveries_impl(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?2 \
+                 AND (lease_until IS NULL OR lease_until <= ?2) \
+                 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING *",
+        )
+        .bind(lease_until.millis())
+        .bind(now.millis())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let delivery = delivery_from_row(r).map_err(unavailable)?;
+            let alert = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+                .bind(delivery.alert_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let alert = alert_from_row(&alert).map_err(unavailable)?;
+            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?");
+            let service = sqlx::query(AssertSqlSafe(sql))
+                .bind(alert.service_id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            out.push(ClaimedDelivery {
+                delivery,
+                alert,
+                service: service_from_row(&service).map_err(unavailable)?,
+            });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        out.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.id));
+        Ok(out)
+    }
+
+    pub(super) async fn finish_delivery_impl(
+        &self,
+        id: i64,
+        res: &DeliveryResult,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let done = res.state != DeliveryState::Pending;
+        let row = sqlx::query(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, \
+             next_attempt_at = coalesce(?2, next_attempt_at), lease_until = NULL, \
+             last_status = ?3, last_error = ?4, external_ref = coalesce(?5, external_ref), \
+             finished_at = ?6 WHERE id = ?7 RETURNING alert_id, event, channel",
+        )
+        .bind(res.state.as_str())
+        .bind(res.next_attempt_at.map(Timestamp::millis))
+        .bind(res.status)
+        .bind(&res.error)
+        .bind(&res.external_ref)
+        .bind(done.then_some(res.at.millis()))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let (Some(r), DeliveryState::Delivered, Some(ext)) =
+            (row, res.state, res.external_ref.as_deref())
+        {
+            let channel: String = r.try_get("channel").map_err(unavailable)?;
+            if channel == "pagerduty" {
+                sqlx::query(
+                    "UPDATE alerts SET external_reference_id = coalesce(external_reference_id, ?) \
+                     WHERE id = ?",
+                )
+                .bind(ext)
+                .bind(r.try_get::<i64, _>("alert_id").map_err(unavailable)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    pub(super) async fn list_deliveries_impl(
+        &self,
+        target: TargetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE target_id = ?")
+            .bind(target.0)
+            .fetch_one(&self.read)
+            .await
+            .map_err(unavailable)?;
+        let rows = sqlx::query(
+            "SELECT * FROM deliveries WHERE target_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(target.0)
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count: total,
+        })
+    }
+
+    pub(super) async fn next_delivery_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM deliveries \
+             WHERE state = 'pending'",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(ts(v))
+    }
+}
+
+async fn next_deadline_in(tx: &mut Transaction<'_, Sqlite>) -> StoreResult<Option<Timestamp>> {
+    let v: Option<i64> = sqlx::query_scalar(
+        "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
+         AND deadline_at IS NOT NULL",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(ts(v))
+}
+
+async fn apply(
+    tx: &mut Transaction<'_, Sqlite>,
+    d: &DueService,
+    v: Verdict,
+    now: Timestamp,
+    report: &mut PassReport,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE services SET state = coalesce(?, state), deadline_at = ? WHERE id = ?")
+        .bind(v.state.map(ServiceState::as_str))
+        .bind(v.deadline_at.map(Timestamp::millis))
+        .bind(d.service.id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    for op in v.alerts {
+        match op {
+            AlertOp::Open {
+                kind,
+                name,
+                dedup_key,
+                priority,
+                team,
+                down_since,
+                summary,
+                notify,
+            } => {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO alerts (service_id, kind, name, state, dedup_key, created_at, \
+                     priority, team, down_since, last_notified_at, summary) \
+                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?5, ?9) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(d.service.id.0)
+                .bind(kind.as_str())
+                .bind(&name)
+                .bind(&dedup_key)
+                .bind(now.millis())
+                .bind(priority.as_str())
+                .bind(&team)
+                .bind(down_since.millis())
+                .bind(&summary)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+                if let Some(id) = id {
+                    queue(tx, id, EventKind::Triggered, &notify, None, now).await?;
+                    report.opened.push((kind, priority, team, down_since));
+                }
+            }
+            AlertOp::Renotify { alert_id, notify } => {
+                let changed = sqlx::query(
+                    "UPDATE alerts SET last_notified_at = ? WHERE id = ? AND state = 'open'",
+                )
+                .bind(now.millis())
+                .bind(alert_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+                if changed == 1 {
+                    queue(tx, alert_id, EventKind::Renotified, &notify, None, now).await?;
+                    report.renotified += 1;
+                }
+            }
+            AlertOp::Resolve { alert_id, reason } => {
+                let changed = sqlx::query(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = ?, resolve_reason = ? \
+                     WHERE id = ? AND state <> 'resolved'",
+                )
+                .bind(now.millis())
+                .bind(&reason)
+                .bind(alert_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+                if changed == 1 {
+                    queue_follow_up(tx, alert_id, EventKind::Resolved, None, now).await?;
+                    report.resolved += 1;
+                }
+            }
+        }
+    }
+    for s in v.suppressions {
+        let inserted = sqlx::query(
+            "INSERT INTO alert_suppressions (service_id, kind, reason, incident_key, \
+             parent_alert_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.service.id.0)
+        .bind(s.kind.as_str())
+        .bind(s.reason.as_str())
+        .bind(&s.incident_key)
+        .bind(s.parent_alert_id)
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if inserted == 1 {
+            report.suppressed.push(s.reason);
+        }
+    }
+    Ok(())
+}
