@@ -331,6 +331,7 @@ async fn post_service(
             .transpose()?
             .filter(|r| !r.is_empty()),
         max_duration_ms: body.max_duration_ms,
+        monitoring: Default::default(),
         at: Timestamp::now(),
     };
     match app.store.create_service(&new).await? {

@@ -13,10 +13,11 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::legacy::{MAX_TEXT_LEN, action_for, clean_text, parse_priority};
+use crate::domain::schedule::CronSchedule;
 use crate::domain::{HeartbeatName, Priority, Scope, ServiceId, ServiceState, Timestamp};
 use crate::store::{
-    ChangeMeta, CreateOutcome, HeartbeatQuery, MuteChange, NewService, Service, ServiceFilter,
-    ServicePatch,
+    ChangeMeta, CreateOutcome, HeartbeatQuery, Monitoring, MuteChange, NewService, ScheduleSpec,
+    Service, ServiceFilter, ServicePatch,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,6 +56,10 @@ pub fn v2_service(s: &Service) -> Value {
         "muted": s.mute.is_some(),
         "mute": s.mute,
         "max_duration_ms": s.max_duration_ms,
+        "schedule": s.monitoring.schedule,
+        "renotify_seconds": s.monitoring.renotify_seconds,
+        "parent_id": s.monitoring.parent_id,
+        "alert_on_failure": s.monitoring.alert_on_failure,
         "last_heartbeat_at": s.last_heartbeat_at,
         "created_at": s.created_at,
         "updated_at": s.updated_at,
@@ -166,6 +171,76 @@ pub struct CreateServiceIn {
     runbook: Option<String>,
     #[serde(default)]
     max_duration_ms: Option<i64>,
+    /// Expected schedule instead of the interval: `{"cron": "0 3 * * *", "timezone": "Europe/Berlin"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    schedule: Option<Value>,
+    /// Re-notify an unacknowledged alert this often (default: the interval; 0: never).
+    #[serde(default)]
+    renotify_seconds: Option<i64>,
+    /// A service whose open alert absorbs this one's.
+    #[serde(default)]
+    parent_id: Option<i64>,
+    /// Open a `job_failed` alert when a run fails (default true).
+    #[serde(default)]
+    alert_on_failure: Option<bool>,
+}
+
+/// Parses and checks an expected schedule.
+fn check_schedule(raw: Value) -> Result<ScheduleSpec, ApiError> {
+    let spec: ScheduleSpec = serde_json::from_value(raw).map_err(|_| {
+        ApiError::bad_request("schedule must be an object {\"cron\": \"…\", \"timezone\": \"…\"}.")
+    })?;
+    let tz = spec.timezone.trim();
+    let tz = if tz.is_empty() { "UTC" } else { tz };
+    crate::domain::schedule::parse_timezone(tz)
+        .map_err(|e| ApiError::bad_request(format!("schedule.timezone: {e}.")))?;
+    CronSchedule::parse(spec.cron.trim(), tz)
+        .map_err(|e| ApiError::bad_request(format!("schedule.cron: {e}.")))?;
+    Ok(ScheduleSpec {
+        cron: spec.cron.trim().to_owned(),
+        timezone: tz.to_owned(),
+    })
+}
+
+fn check_renotify(v: i64) -> Result<i64, ApiError> {
+    if (0..=7 * 86_400).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(
+            "renotify_seconds must be between 0 (never) and 604800.",
+        ))
+    }
+}
+
+/// A parent must exist and must not lead back to the child.
+async fn check_parent(
+    app: &AppState,
+    child: Option<ServiceId>,
+    parent: i64,
+) -> Result<ServiceId, ApiError> {
+    let mut next = Some(ServiceId(parent));
+    let mut depth = 0;
+    while let Some(id) = next {
+        if Some(id) == child {
+            return Err(ApiError::bad_request(
+                "parent_id would make the service its own ancestor.",
+            ));
+        }
+        let Some(s) = app.store.get_service(id).await? else {
+            return Err(ApiError::bad_request(format!(
+                "parent_id: service {id} was not found."
+            )));
+        };
+        depth += 1;
+        if depth > 16 {
+            return Err(ApiError::bad_request(
+                "parent_id: the chain of parents is too deep.",
+            ));
+        }
+        next = s.monitoring.parent_id;
+    }
+    Ok(ServiceId(parent))
 }
 
 /// Register a service (409 if the name is taken, case-insensitively).
@@ -215,6 +290,15 @@ async fn create(
             .transpose()?
             .filter(|s| !s.is_empty()),
         max_duration_ms: check_max_duration(body.max_duration_ms)?,
+        monitoring: Monitoring {
+            schedule: body.schedule.map(check_schedule).transpose()?,
+            renotify_seconds: body.renotify_seconds.map(check_renotify).transpose()?,
+            parent_id: match body.parent_id {
+                Some(p) => Some(check_parent(&app, None, p).await?),
+                None => None,
+            },
+            alert_on_failure: body.alert_on_failure.unwrap_or(true),
+        },
         at: Timestamp::now(),
     };
     match app.store.create_service(&new).await? {
@@ -273,6 +357,20 @@ pub struct PatchServiceIn {
     #[serde(default, deserialize_with = "some")]
     #[schema(value_type = Option<i64>)]
     max_duration_ms: Option<Option<i64>>,
+    /// `null` returns to the fixed interval.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<Object>)]
+    schedule: Option<Option<Value>>,
+    /// `null` returns to the default cadence (the interval).
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<i64>)]
+    renotify_seconds: Option<Option<i64>>,
+    /// `null` removes the parent.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<i64>)]
+    parent_id: Option<Option<i64>>,
+    #[serde(default)]
+    alert_on_failure: Option<bool>,
 }
 
 /// Change a service (a snapshot of the previous state is kept).
@@ -329,10 +427,24 @@ async fn patch(
     if let Some(m) = body.max_duration_ms {
         p.max_duration_ms = Some(check_max_duration(m)?);
     }
-    if p == ServicePatch::default() {
+    if let Some(v) = body.schedule {
+        p.schedule = Some(v.map(check_schedule).transpose()?);
+    }
+    if let Some(v) = body.renotify_seconds {
+        p.renotify_seconds = Some(v.map(check_renotify).transpose()?);
+    }
+    p.alert_on_failure = body.alert_on_failure;
+    let parent = body.parent_id;
+    if p == ServicePatch::default() && parent.is_none() {
         return Err(ApiError::bad_request("No updatable fields were supplied."));
     }
     let before = load(&app, &id).await?;
+    if let Some(v) = parent {
+        p.parent_id = Some(match v {
+            Some(pid) => Some(check_parent(&app, Some(before.id), pid).await?),
+            None => None,
+        });
+    }
     let change = ChangeMeta {
         action: action_for(&before, &p),
         actor: who,

@@ -10,7 +10,7 @@ use crate::domain::service::name_key;
 use crate::domain::{ServiceId, Timestamp};
 use crate::notify::event::Destination;
 use crate::store::{
-    AlertKind, AlertOp, AlertState, DueService, MonitorContext, NewSuppression, Routed,
+    AlertKind, AlertOp, AlertState, DueService, MonitorContext, NewSuppression, Routed, RunStatus,
     SuppressionReason, TargetConfig, TargetOwner, Team, Verdict, WindowScope,
 };
 
@@ -42,9 +42,11 @@ fn team_of<'a>(ctx: &'a MonitorContext, d: &DueService) -> Option<&'a Team> {
 
 fn view(d: &DueService, team: Option<&Team>, ctx: &MonitorContext) -> ServiceView {
     let expectation = d
+        .service
+        .monitoring
         .schedule
         .as_ref()
-        .and_then(|(expr, tz)| CronSchedule::parse(expr, tz).ok())
+        .and_then(|s| CronSchedule::parse(&s.cron, &s.timezone).ok())
         .map_or(
             Expectation::Interval {
                 interval_ms: d.service.interval_seconds.saturating_mul(1000),
@@ -148,8 +150,8 @@ fn human(ms: i64) -> String {
 
 fn summary(d: &DueService) -> String {
     let name = &d.service.heartbeat_name;
-    let expected = match &d.schedule {
-        Some((expr, tz)) => format!("expected on \"{expr}\" ({tz})"),
+    let expected = match &d.service.monitoring.schedule {
+        Some(s) => format!("expected on \"{}\" ({})", s.cron, s.timezone),
         None => format!(
             "expected every {}",
             human(d.service.interval_seconds * 1000)
@@ -158,6 +160,148 @@ fn summary(d: &DueService) -> String {
     match d.service.last_heartbeat_at {
         Some(at) => format!("{name}: no heartbeat since {at} ({expected})"),
         None => format!("{name}: never sent a heartbeat ({expected})"),
+    }
+}
+
+/// The dedup key of a job alert: one per service, kind and run.
+pub fn job_key(service: ServiceId, kind: AlertKind, run_id: &str) -> String {
+    format!("medic-{}-{}-{run_id}", service.0, kind.as_str())
+}
+
+/// Job alerts: `job_failed` for the latest finished run when it failed (unless the service
+/// opts out), resolved when a later run completes; `job_overdue` once per run that outlives
+/// `max_duration_ms`, resolved when that run ends. A mute or window holds them back (and
+/// records the suppression); deactivating the service resolves them.
+#[allow(clippy::too_many_arguments)]
+fn judge_jobs(
+    now: Timestamp,
+    defaults: &Defaults,
+    ctx: &MonitorContext,
+    team: Option<&Team>,
+    d: &DueService,
+    decision: &Decision,
+    verdict: &mut Verdict,
+    wake: &mut Option<Timestamp>,
+) {
+    let held = match decision {
+        Decision::Suppressed(Suppression::Inactive) => {
+            for a in d
+                .job_alerts
+                .iter()
+                .filter(|a| a.state != AlertState::Resolved)
+            {
+                verdict.alerts.push(AlertOp::Resolve {
+                    alert_id: a.id,
+                    reason: "deactivated".to_owned(),
+                });
+            }
+            return;
+        }
+        Decision::Suppressed(Suppression::Muted { .. }) => Some(SuppressionReason::Muted),
+        Decision::Suppressed(Suppression::InMaintenance { .. }) => {
+            Some(SuppressionReason::Maintenance)
+        }
+        _ => None,
+    };
+    let known = |key: &str| d.job_alerts.iter().any(|a| a.dedup_key == key);
+    let open =
+        |verdict: &mut Verdict, kind: AlertKind, run_id: &str, since: Timestamp, text: String| {
+            let key = job_key(d.service.id, kind, run_id);
+            if known(&key) {
+                return;
+            }
+            if let Some(reason) = held {
+                verdict.suppressions.push(NewSuppression {
+                    kind,
+                    reason,
+                    incident_key: key,
+                    parent_alert_id: None,
+                });
+                return;
+            }
+            verdict.alerts.push(AlertOp::Open {
+                kind,
+                name: format!(
+                    "{} {}",
+                    d.service.heartbeat_name,
+                    kind.as_str().replace('_', " ")
+                ),
+                dedup_key: key,
+                priority: d.service.priority,
+                team: d.service.team.clone(),
+                down_since: since,
+                summary: text,
+                run_id: Some(run_id.to_owned()),
+                notify: route(ctx, team, d.service.id, now, defaults),
+            });
+        };
+    let name = &d.service.heartbeat_name;
+    if let Some(last) = d
+        .runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Running)
+        .max_by_key(|r| r.finished_at)
+    {
+        match last.status {
+            RunStatus::Failed if d.service.monitoring.alert_on_failure => open(
+                verdict,
+                AlertKind::JobFailed,
+                &last.run_id,
+                last.finished_at.unwrap_or(now),
+                format!("{name}: run {} failed", last.run_id),
+            ),
+            RunStatus::Completed => {
+                for a in d
+                    .job_alerts
+                    .iter()
+                    .filter(|a| a.kind == AlertKind::JobFailed && a.state != AlertState::Resolved)
+                {
+                    verdict.alerts.push(AlertOp::Resolve {
+                        alert_id: a.id,
+                        reason: "recovered".to_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(max) = d.service.max_duration_ms {
+        for r in d.runs.iter().filter(|r| r.status == RunStatus::Running) {
+            let Some(started) = r.started_at else {
+                continue;
+            };
+            let due_at = started.plus_millis(max);
+            if due_at <= now {
+                open(
+                    verdict,
+                    AlertKind::JobOverdue,
+                    &r.run_id,
+                    due_at,
+                    format!(
+                        "{name}: run {} has run longer than {}",
+                        r.run_id,
+                        human(max)
+                    ),
+                );
+            } else {
+                *wake = Some(wake.map_or(due_at, |w| w.min(due_at)));
+            }
+        }
+    }
+    for a in d
+        .job_alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::JobOverdue && a.state != AlertState::Resolved)
+    {
+        let still_running = d.runs.iter().any(|r| {
+            r.status == RunStatus::Running && a.run_id.as_deref() == Some(r.run_id.as_str())
+        });
+        if !still_running {
+            verdict.alerts.push(AlertOp::Resolve {
+                alert_id: a.id,
+                reason: "finished".to_owned(),
+            });
+        }
     }
 }
 
@@ -176,7 +320,7 @@ pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueS
             last_notified_at: a.last_notified_at.unwrap_or(a.created_at),
         },
     };
-    let renotify = match d.renotify_seconds {
+    let renotify = match d.service.monitoring.renotify_seconds {
         Some(0) => Renotify::Never,
         Some(s) => Renotify::Every {
             interval_ms: s.saturating_mul(1000),
@@ -194,7 +338,7 @@ pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueS
     match transition(now, phase, &decision, renotify) {
         Some(Transition::Open { since }) => {
             let key = incident_key(d.service.id, since);
-            let parent_alert = d.parent_id.and_then(|p| {
+            let parent_alert = d.service.monitoring.parent_id.and_then(|p| {
                 ctx.down_parents
                     .iter()
                     .find(|(sid, _)| *sid == p)
@@ -219,6 +363,7 @@ pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueS
                     team: d.service.team.clone(),
                     down_since: since,
                     summary: summary(d),
+                    run_id: None,
                     notify: route(ctx, team, d.service.id, now, defaults),
                 });
                 phase_after = AlertPhase::Open {
@@ -284,6 +429,16 @@ pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueS
             }
         }
     }
+    judge_jobs(
+        now,
+        defaults,
+        ctx,
+        team,
+        d,
+        &decision,
+        &mut verdict,
+        &mut wake,
+    );
     let renotify_at = next_renotify_at(phase_after, renotify);
     verdict.deadline_at = match (wake, renotify_at) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -326,14 +481,14 @@ mod tests {
                 last_heartbeat_at: last_beat.map(t),
                 created_at: t(0),
                 updated_at: t(0),
+                monitoring: crate::store::Monitoring::default(),
             },
             deadline_at: None,
-            schedule: None,
-            renotify_seconds: None,
-            parent_id: None,
             recent_beats: last_beat.map(t).into_iter().collect(),
             live_alert: None,
             last_incident_key: None,
+            runs: Vec::new(),
+            job_alerts: Vec::new(),
         }
     }
 
@@ -548,7 +703,7 @@ mod tests {
     #[test]
     fn child_of_a_down_parent_folds_into_the_parent() {
         let mut d = due(Some(0));
-        d.parent_id = Some(ServiceId(1));
+        d.service.monitoring.parent_id = Some(ServiceId(1));
         let ctx = MonitorContext {
             down_parents: vec![(ServiceId(1), 99)],
             ..MonitorContext::default()
@@ -558,5 +713,107 @@ mod tests {
         assert_eq!(v.suppressions[0].reason, SuppressionReason::Parent);
         assert_eq!(v.suppressions[0].parent_alert_id, Some(99));
         assert_eq!(v.deadline_at, Some(t(6 * MIN + PARENT_RECHECK_MS)));
+    }
+
+    fn run(
+        id: &str,
+        status: RunStatus,
+        started: i64,
+        finished: Option<i64>,
+    ) -> crate::store::RunView {
+        crate::store::RunView {
+            run_id: id.into(),
+            status,
+            started_at: Some(t(started)),
+            finished_at: finished.map(t),
+        }
+    }
+
+    #[test]
+    fn a_failed_run_opens_one_job_alert_and_a_good_run_resolves_it() {
+        let mut d = due(Some(MIN));
+        d.runs = vec![run("r1", RunStatus::Failed, 0, Some(MIN))];
+        let v = judge(t(MIN + 1), &defaults(), &MonitorContext::default(), &d);
+        let opened: Vec<_> = v
+            .alerts
+            .iter()
+            .filter_map(|a| match a {
+                AlertOp::Open {
+                    kind,
+                    dedup_key,
+                    run_id,
+                    ..
+                } => Some((*kind, dedup_key.clone(), run_id.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            opened,
+            vec![(
+                AlertKind::JobFailed,
+                job_key(ServiceId(7), AlertKind::JobFailed, "r1"),
+                Some("r1".into())
+            )]
+        );
+        // Already alerted for r1: nothing new.
+        d.job_alerts = vec![crate::store::JobAlertView {
+            id: 4,
+            kind: AlertKind::JobFailed,
+            run_id: Some("r1".into()),
+            state: AlertState::Open,
+            dedup_key: job_key(ServiceId(7), AlertKind::JobFailed, "r1"),
+        }];
+        let v = judge(t(MIN + 2), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.is_empty(), "{:?}", v.alerts);
+        // Opting out: no alert for a new failure.
+        let mut quiet = d.clone();
+        quiet.service.monitoring.alert_on_failure = false;
+        quiet.runs = vec![run("r2", RunStatus::Failed, 0, Some(2 * MIN))];
+        assert!(
+            judge(t(2 * MIN), &defaults(), &MonitorContext::default(), &quiet)
+                .alerts
+                .is_empty()
+        );
+        // The next run completes: resolve.
+        d.runs = vec![run("r3", RunStatus::Completed, 2 * MIN, Some(3 * MIN))];
+        let v = judge(t(3 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(matches!(
+            v.alerts.as_slice(),
+            [AlertOp::Resolve { alert_id: 4, .. }]
+        ));
+    }
+
+    #[test]
+    fn an_overdue_run_alerts_once_and_wakes_the_monitor_at_its_limit() {
+        let mut d = due(Some(MIN));
+        d.service.max_duration_ms = Some(10 * MIN);
+        d.runs = vec![run("long", RunStatus::Running, MIN, None)];
+        let v = judge(t(2 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.is_empty());
+        assert_eq!(v.deadline_at, Some(t(6 * MIN)).min(Some(t(11 * MIN))));
+        let v = judge(t(11 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.iter().any(|a| matches!(
+            a,
+            AlertOp::Open {
+                kind: AlertKind::JobOverdue,
+                ..
+            }
+        )));
+        // It ends: the overdue alert resolves.
+        d.job_alerts = vec![crate::store::JobAlertView {
+            id: 9,
+            kind: AlertKind::JobOverdue,
+            run_id: Some("long".into()),
+            state: AlertState::Open,
+            dedup_key: job_key(ServiceId(7), AlertKind::JobOverdue, "long"),
+        }];
+        d.runs = vec![run("long", RunStatus::Completed, MIN, Some(12 * MIN))];
+        d.recent_beats = vec![t(12 * MIN)];
+        let v = judge(t(12 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(
+            v.alerts
+                .iter()
+                .any(|a| matches!(a, AlertOp::Resolve { alert_id: 9, .. }))
+        );
     }
 }

@@ -37,9 +37,6 @@ pub struct LiveAlert {
 pub struct DueService {
     pub service: Service,
     pub deadline_at: Option<Timestamp>,
-    pub schedule: Option<(String, String)>,
-    pub renotify_seconds: Option<i64>,
-    pub parent_id: Option<ServiceId>,
     /// The newest heartbeats (at most `threshold` of them), newest first.
     pub recent_beats: Vec<Timestamp>,
     /// The open or acknowledged `heartbeat_missing` alert, if any.
@@ -47,6 +44,29 @@ pub struct DueService {
     /// The dedup key of the newest `heartbeat_missing` alert in any state (an incident an
     /// operator resolved by hand is not opened again).
     pub last_incident_key: Option<String>,
+    /// The service's running job runs and its latest finished one.
+    pub runs: Vec<RunView>,
+    /// Live job alerts, and any job alert about one of `runs`.
+    pub job_alerts: Vec<JobAlertView>,
+}
+
+/// A job run, as the monitor needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunView {
+    pub run_id: String,
+    pub status: super::RunStatus,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// A `job_failed` or `job_overdue` alert, as the monitor needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobAlertView {
+    pub id: i64,
+    pub kind: AlertKind,
+    pub run_id: Option<String>,
+    pub state: AlertState,
+    pub dedup_key: String,
 }
 
 /// What a monitor pass reads once, in its transaction, besides the due services.
@@ -79,6 +99,8 @@ pub enum AlertOp {
         team: String,
         down_since: Timestamp,
         summary: String,
+        /// The job run a job alert is about.
+        run_id: Option<String>,
         notify: Vec<Routed>,
     },
     Renotify {

@@ -190,6 +190,50 @@ pub struct Service {
     pub last_heartbeat_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How the monitor watches the service beyond the interval (added with the monitor;
+    /// snapshots taken before it read as the defaults).
+    #[serde(default)]
+    pub monitoring: Monitoring,
+}
+
+/// An expected schedule: a cron expression in an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub timezone: String,
+}
+
+/// The monitor's per-service settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Monitoring {
+    /// Expected schedule instead of the fixed interval (the interval still sets the default
+    /// re-notification cadence).
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+    /// Re-notify an open, unacknowledged alert this often; `None`: every interval; 0: never.
+    #[serde(default)]
+    pub renotify_seconds: Option<i64>,
+    /// While this service's parent has an open alert, this service's alerts fold into it.
+    #[serde(default)]
+    pub parent_id: Option<ServiceId>,
+    /// Open a `job_failed` alert when a run fails.
+    #[serde(default = "yes")]
+    pub alert_on_failure: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            renotify_seconds: None,
+            parent_id: None,
+            alert_on_failure: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +248,7 @@ pub struct NewService {
     pub priority: Priority,
     pub runbook: Option<String>,
     pub max_duration_ms: Option<i64>,
+    pub monitoring: Monitoring,
     pub at: Timestamp,
 }
 
@@ -252,6 +297,10 @@ pub struct ServicePatch {
     pub max_duration_ms: Option<Option<i64>>,
     pub state: Option<ServiceState>,
     pub mute: Option<MuteChange>,
+    pub schedule: Option<Option<ScheduleSpec>>,
+    pub renotify_seconds: Option<Option<i64>>,
+    pub parent_id: Option<Option<ServiceId>>,
+    pub alert_on_failure: Option<bool>,
 }
 
 impl ServicePatch {
@@ -290,6 +339,18 @@ impl ServicePatch {
         }
         if let Some(v) = self.state {
             out.state = v;
+        }
+        if let Some(v) = &self.schedule {
+            out.monitoring.schedule.clone_from(v);
+        }
+        if let Some(v) = self.renotify_seconds {
+            out.monitoring.renotify_seconds = v;
+        }
+        if let Some(v) = self.parent_id {
+            out.monitoring.parent_id = v;
+        }
+        if let Some(v) = self.alert_on_failure {
+            out.monitoring.alert_on_failure = v;
         }
         match &self.mute {
             Some(MuteChange::Mute { until, reason }) => {

@@ -100,6 +100,7 @@ fn new_service(name: &str) -> NewService {
         priority: Priority::P3,
         runbook: None,
         max_duration_ms: None,
+        monitoring: Default::default(),
         at: t(0),
     }
 }

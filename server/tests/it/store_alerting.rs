@@ -80,6 +80,7 @@ async fn service(store: &dyn Store, name: &str, interval_s: i64) -> Service {
             priority: Priority::P1,
             runbook: Some("https://runbooks.example/x".into()),
             max_duration_ms: None,
+            monitoring: Default::default(),
             at: t(0),
         })
         .await

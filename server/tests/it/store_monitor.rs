@@ -85,6 +85,7 @@ async fn service(s: &dyn Store, name: &str) -> ServiceId {
         priority: Priority::P3,
         runbook: None,
         max_duration_ms: None,
+        monitoring: Default::default(),
         at: t(0),
     };
     match s.create_service(&new).await.unwrap() {

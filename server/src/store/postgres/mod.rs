@@ -80,7 +80,8 @@ fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
 
 const SERVICE_COLUMNS: &str = "id, heartbeat_name, service_name, environment, active, \
     interval_seconds, threshold, grace_seconds, team, priority, runbook, state, muted_at, \
-    muted_until, mute_reason, max_duration_ms, last_heartbeat_at, created_at, updated_at";
+    muted_until, mute_reason, max_duration_ms, last_heartbeat_at, created_at, updated_at, \
+    schedule, schedule_tz, renotify_seconds, parent_id, alert_on_failure";
 
 const RUN_COLUMNS: &str = "id, service_id, run_id, status, started_at, finished_at, duration_ms, \
     exit_code, body, body_truncated";
@@ -125,6 +126,22 @@ fn service_from_row(r: &PgRow) -> Result<Service, sqlx::Error> {
         last_heartbeat_at: tso(r, "last_heartbeat_at")?,
         created_at: ts(r, "created_at")?,
         updated_at: ts(r, "updated_at")?,
+        monitoring: Monitoring {
+            schedule: r
+                .try_get::<Option<String>, _>("schedule")?
+                .map(|cron| -> Result<ScheduleSpec, sqlx::Error> {
+                    Ok(ScheduleSpec {
+                        cron,
+                        timezone: r
+                            .try_get::<Option<String>, _>("schedule_tz")?
+                            .unwrap_or_else(|| "UTC".to_owned()),
+                    })
+                })
+                .transpose()?,
+            renotify_seconds: r.try_get("renotify_seconds")?,
+            parent_id: r.try_get::<Option<i64>, _>("parent_id")?.map(ServiceId),
+            alert_on_failure: r.try_get("alert_on_failure")?,
+        },
     })
 }
 
@@ -294,7 +311,8 @@ impl PgStore {
              environment = $4, active = $5, interval_seconds = $6, threshold = $7, \
              grace_seconds = $8, team = $9, priority = $10, runbook = $11, state = $12, \
              muted_at = $13, muted_until = $14, mute_reason = $15, max_duration_ms = $16, \
-             updated_at = $17, deadline_at = $17{} WHERE id = $18",
+             updated_at = $17, deadline_at = $17, schedule = $19, schedule_tz = $20, \
+             renotify_seconds = $21, parent_id = $22, alert_on_failure = $23{} WHERE id = $18",
             if undelete { ", deleted_at = NULL" } else { "" }
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -316,6 +334,11 @@ impl PgStore {
             .bind(s.max_duration_ms)
             .bind(dt(s.updated_at))
             .bind(s.id.0)
+            .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
+            .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
+            .bind(s.monitoring.renotify_seconds)
+            .bind(s.monitoring.parent_id.map(|p| p.0))
+            .bind(s.monitoring.alert_on_failure)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -793,9 +816,10 @@ impl Store for PgStore {
         let sql = format!(
             "INSERT INTO services (heartbeat_name, name_key, service_name, environment, \
              interval_seconds, threshold, grace_seconds, team, priority, runbook, \
-             max_duration_ms, created_at, updated_at, deadline_at) \
+             max_duration_ms, created_at, updated_at, deadline_at, schedule, schedule_tz, \
+             renotify_seconds, parent_id, alert_on_failure) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, \
-                     $12 + $5 * interval '1 second') \
+                     $12 + $5 * interval '1 second', $13, $14, $15, $16, $17) \
              ON CONFLICT (name_key) WHERE deleted_at IS NULL DO NOTHING \
              RETURNING {SERVICE_COLUMNS}"
         );
@@ -812,6 +836,11 @@ impl Store for PgStore {
             .bind(&new.runbook)
             .bind(new.max_duration_ms)
             .bind(dt(new.at))
+            .bind(new.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
+            .bind(new.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
+            .bind(new.monitoring.renotify_seconds)
+            .bind(new.monitoring.parent_id.map(|p| p.0))
+            .bind(new.monitoring.alert_on_failure)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;

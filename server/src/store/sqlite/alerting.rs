@@ -103,8 +103,7 @@ impl SqliteStore {
         let mut report = PassReport::default();
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let sql = format!(
-            "SELECT {SERVICE_COLUMNS}, deadline_at, schedule, schedule_tz, renotify_seconds, \
-             parent_id FROM services WHERE deleted_at IS NULL AND deadline_at <= ? \
+            "SELECT {SERVICE_COLUMNS}, deadline_at FROM services WHERE deleted_at IS NULL AND deadline_at <= ? \
              ORDER BY deadline_at LIMIT ?"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -116,20 +115,14 @@ impl SqliteStore {
         if !rows.is_empty() {
             let mut due = Vec::with_capacity(rows.len());
             for r in &rows {
-                let schedule: Option<String> = r.try_get("schedule").map_err(unavailable)?;
-                let tz: Option<String> = r.try_get("schedule_tz").map_err(unavailable)?;
                 due.push(DueService {
                     service: service_from_row(r).map_err(unavailable)?,
                     deadline_at: ts(r.try_get("deadline_at").map_err(unavailable)?),
-                    schedule: schedule.map(|s| (s, tz.unwrap_or_else(|| "UTC".into()))),
-                    renotify_seconds: r.try_get("renotify_seconds").map_err(unavailable)?,
-                    parent_id: r
-                        .try_get::<Option<i64>, _>("parent_id")
-                        .map_err(unavailable)?
-                        .map(ServiceId),
                     recent_beats: Vec::new(),
                     live_alert: None,
                     last_incident_key: None,
+                    runs: Vec::new(),
+                    job_alerts: Vec::new(),
                 });
             }
             let ids: Vec<i64> = due.iter().map(|d| d.service.id.0).collect();
@@ -185,6 +178,7 @@ impl SqliteStore {
                     });
                 }
             }
+            load_jobs(&mut tx, &ids, &index, &mut due).await?;
             let ctx = self.monitor_context(&mut tx, now, &due).await?;
             for d in &due {
                 let verdict = judge(&ctx, d);
@@ -222,7 +216,7 @@ impl SqliteStore {
                 .collect(),
             down_parents: Vec::new(),
         };
-        if due.iter().any(|d| d.parent_id.is_some()) {
+        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
             let rows = sqlx::query(
                 "SELECT service_id, id FROM alerts \
                  WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
@@ -561,12 +555,13 @@ async fn apply(
                 team,
                 down_since,
                 summary,
+                run_id,
                 notify,
             } => {
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO alerts (service_id, kind, name, state, dedup_key, created_at, \
-                     priority, team, down_since, last_notified_at, summary) \
-                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?5, ?9) \
+                     priority, team, down_since, last_notified_at, summary, run_id) \
+                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?5, ?9, ?10) \
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(d.service.id.0)
@@ -578,6 +573,7 @@ async fn apply(
                 .bind(&team)
                 .bind(down_since.millis())
                 .bind(&summary)
+                .bind(&run_id)
                 .fetch_optional(&mut **tx)
                 .await
                 .map_err(unavailable)?;
@@ -638,6 +634,83 @@ async fn apply(
         if inserted == 1 {
             report.suppressed.push(s.reason);
         }
+    }
+    Ok(())
+}
+
+async fn load_jobs(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[i64],
+    index: &HashMap<i64, usize>,
+    due: &mut [DueService],
+) -> StoreResult<()> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT service_id, run_id, status, started_at, finished_at FROM job_runs j \
+         WHERE (status = 'running' OR finished_at = \
+           (SELECT max(finished_at) FROM job_runs k \
+            WHERE k.service_id = j.service_id AND k.status <> 'running')) AND service_id IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(") ORDER BY service_id, id DESC");
+    let mut run_ids: Vec<String> = Vec::new();
+    for r in qb.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+        let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+        let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+            continue;
+        };
+        let run = RunView {
+            run_id: r.try_get("run_id").map_err(unavailable)?,
+            status: decode(
+                "run status",
+                RunStatus::parse(r.try_get("status").map_err(unavailable)?),
+            )
+            .map_err(unavailable)?,
+            started_at: ts(r.try_get("started_at").map_err(unavailable)?),
+            finished_at: ts(r.try_get("finished_at").map_err(unavailable)?),
+        };
+        if d.runs.len() < 50 {
+            run_ids.push(run.run_id.clone());
+            d.runs.push(run);
+        }
+    }
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT id, service_id, kind, run_id, state, dedup_key FROM alerts \
+         WHERE kind <> 'heartbeat_missing' AND service_id IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(") AND (state <> 'resolved' OR run_id IN (");
+    let mut sep = qb.separated(", ");
+    sep.push_bind(String::new());
+    for r in run_ids.iter().take(2000) {
+        sep.push_bind(r.clone());
+    }
+    qb.push("))");
+    for r in qb.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+        let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+        let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+            continue;
+        };
+        d.job_alerts.push(JobAlertView {
+            id: r.try_get("id").map_err(unavailable)?,
+            kind: decode(
+                "alert kind",
+                AlertKind::parse(r.try_get("kind").map_err(unavailable)?),
+            )
+            .map_err(unavailable)?,
+            run_id: r.try_get("run_id").map_err(unavailable)?,
+            state: decode(
+                "alert state",
+                AlertState::parse(r.try_get("state").map_err(unavailable)?),
+            )
+            .map_err(unavailable)?,
+            dedup_key: r.try_get("dedup_key").map_err(unavailable)?,
+        });
     }
     Ok(())
 }

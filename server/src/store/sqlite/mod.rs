@@ -57,7 +57,8 @@ fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
 
 const SERVICE_COLUMNS: &str = "id, heartbeat_name, service_name, environment, active, \
     interval_seconds, threshold, grace_seconds, team, priority, runbook, state, muted_at, \
-    muted_until, mute_reason, max_duration_ms, last_heartbeat_at, created_at, updated_at";
+    muted_until, mute_reason, max_duration_ms, last_heartbeat_at, created_at, updated_at, \
+    schedule, schedule_tz, renotify_seconds, parent_id, alert_on_failure";
 
 fn service_from_row(r: &SqliteRow) -> Result<Service, sqlx::Error> {
     let muted_at: Option<i64> = r.try_get("muted_at")?;
@@ -86,6 +87,19 @@ fn service_from_row(r: &SqliteRow) -> Result<Service, sqlx::Error> {
         last_heartbeat_at: ts(r.try_get("last_heartbeat_at")?),
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
+        monitoring: Monitoring {
+            schedule: schedule_from(r.try_get("schedule")?, r.try_get("schedule_tz")?),
+            renotify_seconds: r.try_get("renotify_seconds")?,
+            parent_id: r.try_get::<Option<i64>, _>("parent_id")?.map(ServiceId),
+            alert_on_failure: r.try_get::<i64, _>("alert_on_failure")? != 0,
+        },
+    })
+}
+
+fn schedule_from(cron: Option<String>, tz: Option<String>) -> Option<ScheduleSpec> {
+    cron.map(|cron| ScheduleSpec {
+        cron,
+        timezone: tz.unwrap_or_else(|| "UTC".to_owned()),
     })
 }
 
@@ -264,7 +278,8 @@ impl SqliteStore {
             "UPDATE services SET heartbeat_name = ?, name_key = ?, service_name = ?, \
              environment = ?, active = ?, interval_seconds = ?, threshold = ?, grace_seconds = ?, \
              team = ?, priority = ?, runbook = ?, state = ?, muted_at = ?, muted_until = ?, \
-             mute_reason = ?, max_duration_ms = ?, updated_at = ?, deadline_at = ?{} WHERE id = ?",
+             mute_reason = ?, max_duration_ms = ?, updated_at = ?, deadline_at = ?, schedule = ?, \
+             schedule_tz = ?, renotify_seconds = ?, parent_id = ?, alert_on_failure = ?{} WHERE id = ?",
             if undelete { ", deleted_at = NULL" } else { "" }
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -286,6 +301,11 @@ impl SqliteStore {
             .bind(s.max_duration_ms)
             .bind(s.updated_at.millis())
             .bind(s.updated_at.millis())
+            .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
+            .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
+            .bind(s.monitoring.renotify_seconds)
+            .bind(s.monitoring.parent_id.map(|p| p.0))
+            .bind(i64::from(s.monitoring.alert_on_failure))
             .bind(s.id.0)
             .execute(&mut **tx)
             .await?;
@@ -762,8 +782,10 @@ impl Store for SqliteStore {
         let sql = format!(
             "INSERT INTO services (heartbeat_name, name_key, service_name, environment, \
              interval_seconds, threshold, grace_seconds, team, priority, runbook, \
-             max_duration_ms, created_at, updated_at, deadline_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ? * 1000) RETURNING {SERVICE_COLUMNS}"
+             max_duration_ms, created_at, updated_at, deadline_at, schedule, schedule_tz, \
+             renotify_seconds, parent_id, alert_on_failure) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ? * 1000, ?, ?, ?, ?, ?) \
+             RETURNING {SERVICE_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(new.heartbeat_name.as_str())
@@ -781,6 +803,11 @@ impl Store for SqliteStore {
             .bind(new.at.millis())
             .bind(new.at.millis())
             .bind(new.interval_seconds)
+            .bind(new.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
+            .bind(new.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
+            .bind(new.monitoring.renotify_seconds)
+            .bind(new.monitoring.parent_id.map(|p| p.0))
+            .bind(i64::from(new.monitoring.alert_on_failure))
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
