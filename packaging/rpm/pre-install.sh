@@ -1,0 +1,7 @@
+# medic-agent %pre ($1: 1 = install, 2 = upgrade). The user must exist before the files are
+# laid down, because /etc/medic-agent and agent.toml belong to the group medic-agent.
+getent group medic-agent >/dev/null || groupadd --system medic-agent || exit 1
+getent passwd medic-agent >/dev/null || useradd --system --gid medic-agent \
+    --home-dir /var/lib/medic-agent --no-create-home --shell /sbin/nologin \
+    --comment "Medic agent" medic-agent || exit 1
+exit 0
