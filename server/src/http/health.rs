@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::domain::Priority;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -108,6 +109,27 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
     metrics::gauge!("medic_db_pool_connections", "state" => "in_use")
         .set(f64::from(pool.size.saturating_sub(pool.idle)));
     metrics::gauge!("medic_db_pool_max_connections").set(f64::from(pool.max));
+    // Open alerts come from the database, so every replica reports the same truth (aggregate
+    // with max, not sum) and a restart does not reset them.
+    match app.store.open_alert_counts().await {
+        Ok(counts) => {
+            for p in [
+                Priority::P1,
+                Priority::P2,
+                Priority::P3,
+                Priority::P4,
+                Priority::P5,
+            ] {
+                let n: i64 = counts
+                    .iter()
+                    .filter(|(prio, _, _)| *prio == Some(p))
+                    .map(|(_, _, n)| n)
+                    .sum();
+                metrics::gauge!("medic_alerts_open", "priority" => p.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting open alerts failed"),
+    }
     app.metrics.run_upkeep();
     (
         [(

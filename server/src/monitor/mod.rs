@@ -26,7 +26,7 @@ use crate::domain::Timestamp;
 use crate::notify::event::{
     AlertEvent, AlertRef, Destination, EventKind, Outcome, ServiceRef, WEBHOOK_SCHEMA_VERSION,
 };
-use crate::store::{ClaimedDelivery, DeliveryResult, DeliveryState, Store};
+use crate::store::{ClaimedDelivery, DeliveryResult, DeliveryState, PurgeTable, Retention, Store};
 
 pub use judge::Defaults;
 
@@ -345,6 +345,74 @@ pub async fn run_dispatcher(
         }
     }
     tracing::info!("dispatcher stopped");
+}
+
+/// Rows deleted per housekeeping statement: small, so no lock is held for long.
+pub const PURGE_BATCH: u32 = 1000;
+
+fn age_of(r: &Retention, t: PurgeTable) -> i64 {
+    match t {
+        PurgeTable::HeartbeatEvents => r.heartbeats_ms,
+        PurgeTable::Deliveries => r.deliveries_ms,
+        PurgeTable::ResolvedAlerts | PurgeTable::Suppressions => r.resolved_alerts_ms,
+        PurgeTable::Snapshots => r.snapshots_ms,
+        PurgeTable::AuditEntries => r.audit_ms,
+    }
+}
+
+/// One housekeeping round: trims every table to its retention age, batch by batch, pausing
+/// between batches so writers are never kept waiting. Returns the rows deleted per table.
+pub async fn housekeep(
+    store: &dyn Store,
+    retention: &Retention,
+    now: Timestamp,
+    shutdown: &CancellationToken,
+) -> Vec<(PurgeTable, u64)> {
+    let mut out = Vec::new();
+    for table in PurgeTable::ALL {
+        let before = now.plus_millis(-age_of(retention, table));
+        let mut total = 0;
+        loop {
+            match store.purge_batch(table, before, PURGE_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(PURGE_BATCH) || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(table = table.as_str(), error = %e, "housekeeping failed");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if total > 0 {
+            metrics::counter!("medic_housekeeping_deleted_total", "table" => table.as_str())
+                .increment(total);
+            tracing::info!(table = table.as_str(), deleted = total, "housekeeping");
+        }
+        out.push((table, total));
+    }
+    out
+}
+
+/// Runs [`housekeep`] every `every` until `shutdown` (first round one minute after start).
+pub async fn run_housekeeping(
+    store: Arc<dyn Store>,
+    retention: Retention,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut pause = Duration::from_secs(60).min(every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        housekeep(store.as_ref(), &retention, Timestamp::now(), &shutdown).await;
+        pause = every;
+    }
 }
 
 #[cfg(test)]

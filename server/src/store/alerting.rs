@@ -291,3 +291,75 @@ impl Default for Retention {
         }
     }
 }
+
+/// What housekeeping trims, oldest rows first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeTable {
+    /// `heartbeat_events` received before the cutoff.
+    HeartbeatEvents,
+    /// Finished (delivered or failed) deliveries created before the cutoff.
+    Deliveries,
+    /// Alerts resolved before the cutoff, with their deliveries.
+    ResolvedAlerts,
+    /// Alert suppression records created before the cutoff.
+    Suppressions,
+    Snapshots,
+    AuditEntries,
+}
+
+impl PurgeTable {
+    pub const ALL: [Self; 6] = [
+        Self::HeartbeatEvents,
+        Self::Deliveries,
+        Self::ResolvedAlerts,
+        Self::Suppressions,
+        Self::Snapshots,
+        Self::AuditEntries,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeartbeatEvents => "heartbeat_events",
+            Self::Deliveries => "deliveries",
+            Self::ResolvedAlerts => "alerts",
+            Self::Suppressions => "alert_suppressions",
+            Self::Snapshots => "snapshots",
+            Self::AuditEntries => "audit_log",
+        }
+    }
+
+    /// The statements deleting one batch (`?1`/`$1`: cutoff, `?2`/`$2`: batch size), for the
+    /// backends to run in order in one short transaction; the last one's row count is the
+    /// batch's. Placeholders are written `$1`/`$2`; SQLite accepts them too.
+    pub fn statements(self) -> &'static [&'static str] {
+        match self {
+            Self::HeartbeatEvents => &[
+                "DELETE FROM heartbeat_events WHERE id IN (SELECT id FROM heartbeat_events \
+                 WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+            ],
+            Self::Deliveries => &[
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                 WHERE state <> 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2)",
+            ],
+            Self::ResolvedAlerts => &[
+                "DELETE FROM deliveries WHERE state <> 'pending' AND alert_id IN (SELECT id FROM alerts \
+                 WHERE state = 'resolved' AND resolved_at < $1 ORDER BY resolved_at LIMIT $2)",
+                "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts a WHERE state = 'resolved' \
+                 AND resolved_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.alert_id = a.id) ORDER BY resolved_at LIMIT $2)",
+            ],
+            Self::Suppressions => &[
+                "DELETE FROM alert_suppressions WHERE id IN (SELECT id FROM \
+                 alert_suppressions WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            ],
+            Self::Snapshots => &[
+                "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots \
+                 WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            ],
+            Self::AuditEntries => &[
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
+                 WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            ],
+        }
+    }
+}

@@ -225,6 +225,17 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending delivery is due (now or later), if any.
     async fn next_delivery_at(&self) -> StoreResult<Option<crate::domain::Timestamp>>;
 
+    // ---- housekeeping -----------------------------------------------------------------------
+
+    /// Deletes up to `limit` of the oldest rows of `table` older than `before`, in one short
+    /// transaction; returns how many went.
+    async fn purge_batch(
+        &self,
+        table: PurgeTable,
+        before: crate::domain::Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64>;
+
     // ---- API keys ---------------------------------------------------------------------------
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;

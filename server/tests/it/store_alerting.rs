@@ -39,6 +39,7 @@ conformance! {
     operator_ack_and_resolve_queue_follow_ups,
     outbox_leases_retries_and_log,
     suppressions_are_recorded_once,
+    housekeeping_trims_old_rows_in_batches,
 }
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -404,4 +405,47 @@ async fn suppressions_are_recorded_once(store: Arc<dyn Store>) {
             .total_count,
         0
     );
+}
+
+async fn housekeeping_trims_old_rows_in_batches(store: Arc<dyn Store>) {
+    service(&*store, "old", 60).await;
+    for i in 0..25 {
+        beat(&*store, "old", t(i * 1000)).await;
+    }
+    beat(&*store, "old", t(40 * 86_400_000)).await;
+    // Alert opened and resolved long ago, with a delivered notification.
+    pass(&*store, t(40 * 86_400_000 - 1)).await;
+    let retention = Retention {
+        heartbeats_ms: 30 * 86_400_000,
+        ..Retention::default()
+    };
+    let now = t(40 * 86_400_000 + 1000);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let report = medic_server::monitor::housekeep(&*store, &retention, now, &stop).await;
+    let hb = report
+        .iter()
+        .find(|(t, _)| *t == PurgeTable::HeartbeatEvents)
+        .expect("heartbeats")
+        .1;
+    assert_eq!(hb, 25);
+    let left = store
+        .list_heartbeats(&HeartbeatQuery {
+            service_id: None,
+            name_key: None,
+            service_name: None,
+            limit: 100,
+            offset: 0,
+        })
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 1);
+    // Batches: a limit of 10 deletes 10 at a time.
+    for i in 0..15 {
+        beat(&*store, "old", t(i)).await;
+    }
+    let n = store
+        .purge_batch(PurgeTable::HeartbeatEvents, t(1000), 10)
+        .await
+        .expect("purge");
+    assert_eq!(n, 10);
 }

@@ -1137,6 +1137,27 @@ impl Store for PgStore {
         self.next_delivery_at_impl().await
     }
 
+    async fn purge_batch(
+        &self,
+        table: PurgeTable,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut n = 0;
+        for sql in table.statements() {
+            n = sqlx::query(AssertSqlSafe(*sql))
+                .bind(dt(before))
+                .bind(i64::from(limit))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(n)
+    }
+
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let sql = format!(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
