@@ -601,3 +601,62 @@ async fn the_alert_state_in_the_body_matches_the_event() {
     );
     assert_eq!(event(EventKind::Resolved).alert.state, AlertState::Resolved);
 }
+
+/// The Python verifier printed in `docs/alerts.md`, run against a real delivery: it must
+/// accept it, and refuse it with a changed body or an old timestamp.
+#[tokio::test]
+async fn the_documented_python_verifier_accepts_real_deliveries() {
+    let Ok(probe) = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("python3 is not installed; skipping the documented-verifier check");
+        return;
+    };
+    assert!(probe.status.success());
+    let doc = include_str!("../../../docs/alerts.md");
+    let snippet = doc
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/alerts.md has a Python snippet");
+
+    let rec = Recorder::start().await;
+    let n = notifiers(&rec, private_ok);
+    let outcome = n
+        .deliver(&webhook(rec.url("/hook")), &event(EventKind::Triggered))
+        .await;
+    assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
+    let req = rec.only_request();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let body_path = dir.path().join("body.json");
+    std::fs::write(&body_path, &req.body).expect("write the body");
+    let script = format!(
+        "{snippet}\n\
+import sys\n\
+body = open(sys.argv[1], 'rb').read()\n\
+headers = {{'X-Medic-Timestamp': sys.argv[2], 'X-Medic-Signature': sys.argv[3]}}\n\
+old = {{'X-Medic-Timestamp': str(int(sys.argv[2]) - 600), 'X-Medic-Signature': sys.argv[3]}}\n\
+print(verify_medic_signature('whsec-test-0123456789', headers, body),\n\
+      verify_medic_signature('whsec-test-0123456789', headers, body + b' '),\n\
+      verify_medic_signature('wrong-secret', headers, body),\n\
+      verify_medic_signature('whsec-test-0123456789', old, body))\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&body_path)
+        .arg(req.header("x-medic-timestamp").unwrap_or_default())
+        .arg(req.header("x-medic-signature").unwrap_or_default())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "True False False False"
+    );
+}
