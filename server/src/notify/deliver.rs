@@ -143,7 +143,21 @@ impl Notifiers {
         outcome
     }
 
+    /// `event` for Slack and PagerDuty, which link back to Medic: when the event has no link of
+    /// its own, the server's public URL. (Webhooks get the event unchanged.)
+    fn linked(&self, event: &AlertEvent) -> Option<AlertEvent> {
+        match (&event.url, &self.settings.public_url) {
+            (None, Some(base)) => Some(AlertEvent {
+                url: Some(base.clone()),
+                ..event.clone()
+            }),
+            _ => None,
+        }
+    }
+
     async fn slack(&self, channel: &str, event: &AlertEvent) -> Outcome {
+        let linked = self.linked(event);
+        let event = linked.as_ref().unwrap_or(event);
         let Some(token) = self
             .settings
             .slack_token
@@ -182,6 +196,8 @@ impl Notifiers {
     }
 
     async fn pagerduty(&self, routing_key: &str, event: &AlertEvent) -> Outcome {
+        let linked = self.linked(event);
+        let event = linked.as_ref().unwrap_or(event);
         if routing_key.trim().is_empty() {
             return failed("PagerDuty is not configured (no routing key)");
         }

@@ -370,6 +370,39 @@ async fn pagerduty_answers_map_to_outcomes() {
     assert_eq!(rec.requests().len(), 6);
 }
 
+#[tokio::test]
+async fn slack_and_pagerduty_link_to_the_public_url_when_the_event_has_no_link() {
+    let rec = Recorder::start().await;
+    let n = notifiers(&rec, |s| {
+        s.public_url = Some("https://medic.example.net".into());
+    });
+    let mut ev = event(EventKind::Triggered);
+    ev.url = None;
+    rec.push(Answer::json(200, json!({"ok": true, "ts": "1.2"})));
+    n.deliver(&slack(), &ev).await;
+    rec.push(pd_accepted("k"));
+    n.deliver(&pagerduty(), &ev).await;
+    let seen = rec.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[0]
+            .body_text()
+            .contains("<https://medic.example.net/|View in Medic>"),
+        "{}",
+        seen[0].body_text()
+    );
+    assert_eq!(seen[1].json()["client_url"], "https://medic.example.net/");
+    // The event's own link wins.
+    rec.clear();
+    let ev = event(EventKind::Triggered);
+    rec.push(pd_accepted("k"));
+    n.deliver(&pagerduty(), &ev).await;
+    assert_eq!(
+        rec.only_request().json()["client_url"],
+        "https://medic.example.com/alerts/42"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Webhooks
 
