@@ -117,11 +117,25 @@ impl Notifiers {
 
     /// One attempt to deliver `event` to `dest`.
     pub async fn deliver(&self, dest: &Destination, event: &AlertEvent) -> Outcome {
+        let started = std::time::Instant::now();
         let outcome = match dest {
             Destination::Slack { channel } => self.slack(channel, event).await,
             Destination::Pagerduty { routing_key } => self.pagerduty(routing_key, event).await,
             Destination::Webhook { url, secret } => self.webhook(url, secret, event).await,
         };
+        let result = match outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { .. } => "failed",
+        };
+        metrics::counter!(
+            "medic_notification_attempts_total",
+            "channel" => dest.channel(),
+            "outcome" => result,
+        )
+        .increment(1);
+        metrics::histogram!("medic_notification_duration_seconds", "channel" => dest.channel())
+            .record(started.elapsed().as_secs_f64());
         match &outcome {
             Outcome::Delivered { status, .. } => tracing::debug!(
                 channel = dest.channel(),

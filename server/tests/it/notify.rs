@@ -693,3 +693,39 @@ print(verify_medic_signature('whsec-test-0123456789', headers, body),\n\
         "True False False False"
     );
 }
+
+#[tokio::test]
+async fn every_attempt_is_counted_by_channel_and_outcome() {
+    let handle = medic_server::telemetry::metrics_handle();
+    let rec = Recorder::start().await;
+    let n = notifiers(&rec, private_ok);
+    rec.push(Answer::status(200));
+    n.deliver(&webhook(rec.url("/hook")), &event(EventKind::Triggered))
+        .await;
+    rec.push(Answer::json(
+        200,
+        json!({"ok": false, "error": "ratelimited"}),
+    ));
+    n.deliver(&slack(), &event(EventKind::Triggered)).await;
+    rec.push(Answer::status(400));
+    n.deliver(&pagerduty(), &event(EventKind::Triggered)).await;
+    let text = handle.render();
+    let counted = |channel: &str, outcome: &str| {
+        text.lines().any(|l| {
+            l.starts_with("medic_notification_attempts_total{")
+                && l.contains(&format!("channel=\"{channel}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        })
+    };
+    assert!(counted("webhook", "delivered"), "{text}");
+    assert!(counted("slack", "retry"), "{text}");
+    assert!(counted("pagerduty", "failed"), "{text}");
+    assert!(
+        text.contains("medic_notification_duration_seconds_bucket{channel=\"webhook\""),
+        "{text}"
+    );
+}
