@@ -116,4 +116,16 @@ fn describe() {
         Unit::Seconds,
         "Time one notification delivery attempt took, by channel"
     );
+    // Every channel and outcome from the start, so rates and alerts see a zero, not a gap.
+    for channel in ["slack", "pagerduty", "webhook"] {
+        for outcome in ["delivered", "retry", "failed"] {
+            metrics::counter!(
+                "medic_notification_attempts_total",
+                "channel" => channel,
+                "outcome" => outcome,
+            )
+            .absolute(0);
+        }
+        let _ = metrics::histogram!("medic_notification_duration_seconds", "channel" => channel);
+    }
 }
