@@ -187,9 +187,10 @@ impl Notifiers {
             "{}/chat.postMessage",
             self.settings.slack_api_url.trim_end_matches('/')
         );
-        let Ok(auth) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {token}")) else {
             return failed("the Slack token is not a valid header value");
         };
+        auth.set_sensitive(true);
         let body = slack::message(channel.trim(), event);
         let request = self
             .client
