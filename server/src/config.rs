@@ -177,6 +177,46 @@ pub struct Settings {
         global = true
     )]
     pub allowed_webhook_hosts: String,
+    /// Let webhook targets reach private, loopback and internal addresses. Only for receivers
+    /// on a private network and for local testing: it turns off the SSRF guard's network checks.
+    #[arg(long, env = "MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub allow_private_webhook_targets: bool,
+    /// Slack Web API base URL (`chat.postMessage` is appended).
+    #[arg(
+        long,
+        env = "SLACK_API_URL",
+        default_value = crate::notify::DEFAULT_SLACK_API_URL,
+        global = true
+    )]
+    pub slack_api_url: String,
+    /// Slack bot token (`xoxb-…`) used to post alert messages.
+    #[arg(long, env = "SLACK_API_TOKEN", global = true)]
+    pub slack_api_token: Option<Secret>,
+    /// Slack channel id for alerts of teams without a Slack target (legacy default).
+    #[arg(long, env = "SLACK_CHANNEL_ID", global = true)]
+    pub slack_channel_id: Option<String>,
+    /// PagerDuty Events API v2 endpoint.
+    #[arg(
+        long,
+        env = "PAGERDUTY_EVENTS_URL",
+        default_value = crate::notify::DEFAULT_PAGERDUTY_EVENTS_URL,
+        global = true
+    )]
+    pub pagerduty_events_url: String,
+    /// PagerDuty routing key for alerts of teams without a PagerDuty target (legacy default).
+    #[arg(long, env = "PAGERDUTY_ROUTING_KEY", global = true)]
+    pub pagerduty_routing_key: Option<Secret>,
+    /// The server's public base URL, for links in notifications (e.g. https://medic.example.com).
+    #[arg(long, env = "MEDIC_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Time limit on each notification request (Slack, PagerDuty, webhooks), in seconds.
+    #[arg(
+        long,
+        env = "MEDIC_NOTIFY_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub notify_timeout_seconds: u64,
     /// Largest accepted request body, in bytes.
     #[arg(
         long,
@@ -268,6 +308,12 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Webhook host allowlist ([`crate::notify::ssrf::check_url`]); empty allows any public host.
     pub allowed_webhook_hosts: Vec<String>,
+    /// How notifications are delivered (endpoints, Slack token, webhook guard, timeout).
+    pub notify: crate::notify::NotifySettings,
+    /// Legacy default Slack channel (`SLACK_CHANNEL_ID`) for teams without a Slack target.
+    pub slack_channel_id: Option<String>,
+    /// Legacy default PagerDuty routing key (`PAGERDUTY_ROUTING_KEY`).
+    pub pagerduty_routing_key: Option<Secret>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -343,6 +389,13 @@ impl Settings {
                 )),
             }
         }
+        let notify = self.notify_settings(&mut errors);
+        let slack_channel_id = non_empty(self.slack_channel_id.as_deref());
+        let pagerduty_routing_key =
+            non_empty(self.pagerduty_routing_key.as_ref().map(Secret::expose)).map(Secret);
+        if slack_channel_id.is_some() && notify.slack_token.is_none() {
+            errors.push("SLACK_CHANNEL_ID is set but SLACK_API_TOKEN is not".to_owned());
+        }
         if self.max_body_bytes < 1024 {
             errors.push("MEDIC_MAX_BODY_BYTES must be at least 1024".to_owned());
         }
@@ -392,6 +445,9 @@ impl Settings {
             allowed_webhook_hosts: crate::notify::ssrf::parse_allowlist(
                 &self.allowed_webhook_hosts,
             ),
+            notify,
+            slack_channel_id,
+            pagerduty_routing_key,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -406,6 +462,53 @@ impl Settings {
             },
         })
     }
+}
+
+/// Longest accepted `MEDIC_NOTIFY_TIMEOUT_SECONDS`.
+pub const MAX_NOTIFY_TIMEOUT_SECONDS: u64 = 300;
+
+impl Settings {
+    /// The notification settings, with a message in `errors` for each bad value. Empty values
+    /// (as container environments often set) count as unset.
+    fn notify_settings(&self, errors: &mut Vec<String>) -> crate::notify::NotifySettings {
+        let mut http_url = |name: &str, raw: &str| -> String {
+            let raw = raw.trim();
+            match url::Url::parse(raw) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => errors.push(format!("{name} must be an http:// or https:// URL")),
+            }
+            raw.trim_end_matches('/').to_owned()
+        };
+        let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url);
+        let pagerduty_events_url = http_url("PAGERDUTY_EVENTS_URL", &self.pagerduty_events_url);
+        let public_url =
+            non_empty(self.public_url.as_deref()).map(|u| http_url("MEDIC_PUBLIC_URL", &u));
+        if self.notify_timeout_seconds == 0
+            || self.notify_timeout_seconds > MAX_NOTIFY_TIMEOUT_SECONDS
+        {
+            errors.push(format!(
+                "MEDIC_NOTIFY_TIMEOUT_SECONDS must be between 1 and {MAX_NOTIFY_TIMEOUT_SECONDS}"
+            ));
+        }
+        crate::notify::NotifySettings {
+            slack_api_url,
+            slack_token: non_empty(self.slack_api_token.as_ref().map(Secret::expose)),
+            pagerduty_events_url,
+            allowed_webhook_hosts: crate::notify::ssrf::parse_allowlist(
+                &self.allowed_webhook_hosts,
+            ),
+            allow_private_webhook_targets: self.allow_private_webhook_targets,
+            timeout: Duration::from_secs(self.notify_timeout_seconds),
+            public_url,
+        }
+    }
+}
+
+fn non_empty(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 impl Config {
@@ -581,11 +684,102 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let cli = parse(
-            &["--admin-api-key", "super-secret-value-that-is-long-enough"],
+            &[
+                "--admin-api-key",
+                "super-secret-value-that-is-long-enough",
+                "--slack-api-token",
+                "xoxb-super-secret-token",
+                "--slack-channel-id",
+                "C0123",
+                "--pagerduty-routing-key",
+                "super-secret-routing-key",
+            ],
             None,
         )
         .unwrap();
         let shown = format!("{:?}", cli.settings);
-        assert!(!shown.contains("super-secret"));
+        assert!(!shown.contains("super-secret"), "{shown}");
+        let cfg = cli.settings.validate().unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("super-secret"), "{shown}");
+        assert_eq!(
+            cfg.notify.slack_token.as_deref(),
+            Some("xoxb-super-secret-token")
+        );
+        assert_eq!(
+            cfg.pagerduty_routing_key.as_ref().map(Secret::expose),
+            Some("super-secret-routing-key")
+        );
+    }
+
+    #[test]
+    fn notification_defaults_and_overrides() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert_eq!(cfg.notify.slack_api_url, "https://slack.com/api");
+        assert_eq!(
+            cfg.notify.pagerduty_events_url,
+            "https://events.pagerduty.com/v2/enqueue"
+        );
+        assert_eq!(cfg.notify.slack_token, None);
+        assert_eq!(cfg.notify.timeout, Duration::from_secs(10));
+        assert!(!cfg.notify.allow_private_webhook_targets);
+        assert_eq!(cfg.notify.public_url, None);
+        assert_eq!(cfg.slack_channel_id, None);
+        assert!(cfg.pagerduty_routing_key.is_none());
+
+        let file = "slack_api_url = \"http://127.0.0.1:9/api/\"\npublic_url = \"https://medic.example.com/\"\nallow_private_webhook_targets = true\nnotify_timeout_seconds = 3\nallowed_webhook_hosts = \"hooks.example.com\"\n";
+        let cfg = parse(
+            &["--slack-api-token", "  ", "--slack-channel-id", ""],
+            Some(file),
+        )
+        .unwrap()
+        .settings
+        .validate()
+        .unwrap();
+        assert_eq!(cfg.notify.slack_api_url, "http://127.0.0.1:9/api");
+        assert_eq!(
+            cfg.notify.public_url.as_deref(),
+            Some("https://medic.example.com")
+        );
+        assert!(cfg.notify.allow_private_webhook_targets);
+        assert_eq!(cfg.notify.timeout, Duration::from_secs(3));
+        assert_eq!(cfg.notify.allowed_webhook_hosts, ["hooks.example.com"]);
+        // Blank values, as container environments set them, are unset.
+        assert_eq!(cfg.notify.slack_token, None);
+        assert_eq!(cfg.slack_channel_id, None);
+    }
+
+    #[test]
+    fn bad_notification_settings_are_reported() {
+        let cli = parse(
+            &[
+                "--slack-api-url",
+                "slack.com/api",
+                "--pagerduty-events-url",
+                "ftp://events.pagerduty.com",
+                "--public-url",
+                "medic.example.com",
+                "--notify-timeout-seconds",
+                "0",
+                "--slack-channel-id",
+                "C0123",
+            ],
+            None,
+        )
+        .unwrap();
+        let errors = cli.settings.validate().unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        for name in [
+            "SLACK_API_URL",
+            "PAGERDUTY_EVENTS_URL",
+            "MEDIC_PUBLIC_URL",
+            "MEDIC_NOTIFY_TIMEOUT_SECONDS",
+            "SLACK_API_TOKEN",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.contains(name)),
+                "{name}: {errors:?}"
+            );
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! - [`auth`] — API key verification and the short-lived key cache.
 //! - [`ratelimit`] — per-class GCRA rate limiting, in memory or shared through Redis.
 //! - [`http`] — the router, middleware and one module per resource.
-//! - [`notify`] — outbound notifications; today the SSRF guard for user-set URLs.
+//! - [`notify`] — outbound notifications: Slack, PagerDuty and signed webhooks, one delivery
+//!   attempt at a time, retry backoff, and the SSRF guard for user-set URLs.
 //! - [`telemetry`] — logging and the Prometheus recorder.
 //! - [`server`] — process lifecycle: start on a bound listener, drain on shutdown.
 #![forbid(unsafe_code)]

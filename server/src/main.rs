@@ -53,6 +53,32 @@ fn main() -> ExitCode {
             );
             println!("  role:         {:?}", cfg.role);
             println!("  anonymous v1: {}", cfg.allow_anonymous_heartbeats);
+            println!(
+                "  slack:        {}",
+                match (&cfg.notify.slack_token, &cfg.slack_channel_id) {
+                    (None, _) => "not configured".to_owned(),
+                    (Some(_), None) => "token set, no default channel".to_owned(),
+                    (Some(_), Some(c)) => format!("token set, default channel {c}"),
+                }
+            );
+            println!(
+                "  pagerduty:    {}",
+                if cfg.pagerduty_routing_key.is_some() {
+                    "default routing key set"
+                } else {
+                    "no default routing key"
+                }
+            );
+            println!(
+                "  webhooks:     {}",
+                if cfg.notify.allow_private_webhook_targets {
+                    "private targets ALLOWED (MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS)".to_owned()
+                } else if cfg.notify.allowed_webhook_hosts.is_empty() {
+                    "any public host".to_owned()
+                } else {
+                    format!("only {}", cfg.notify.allowed_webhook_hosts.join(", "))
+                }
+            );
             ExitCode::SUCCESS
         }
         Command::Healthcheck { url } => healthcheck(&cfg, url.as_deref()),

@@ -106,4 +106,26 @@ fn describe() {
         "medic_rate_limiter_backend",
         "1 for the rate-limit backend in use (redis or memory)"
     );
+    describe_counter!(
+        "medic_notification_attempts_total",
+        "Notification delivery attempts, by channel (slack, pagerduty, webhook) and outcome \
+         (delivered, retry, failed)"
+    );
+    describe_histogram!(
+        "medic_notification_duration_seconds",
+        Unit::Seconds,
+        "Time one notification delivery attempt took, by channel"
+    );
+    // Every channel and outcome from the start, so rates and alerts see a zero, not a gap.
+    for channel in ["slack", "pagerduty", "webhook"] {
+        for outcome in ["delivered", "retry", "failed"] {
+            metrics::counter!(
+                "medic_notification_attempts_total",
+                "channel" => channel,
+                "outcome" => outcome,
+            )
+            .absolute(0);
+        }
+        let _ = metrics::histogram!("medic_notification_duration_seconds", "channel" => channel);
+    }
 }

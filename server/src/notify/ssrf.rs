@@ -126,6 +126,22 @@ pub fn parse_allowlist(raw: &str) -> Vec<String> {
 
 /// Validates a user-supplied outbound URL without touching the network.
 pub fn check_url(raw: &str, allowlist: &[String]) -> Result<ParsedTarget, SsrfError> {
+    check(raw, allowlist, true)
+}
+
+/// [`check_url`] for a deployment that opted into private targets
+/// (`MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS`): the same shape checks (`http`/`https`, no
+/// credentials, a host and a port, the allowlist when one is set) but internal names and
+/// private, loopback or link-local addresses are accepted. Meant for receivers on a private
+/// network and for local testing only.
+pub fn check_url_allowing_private(
+    raw: &str,
+    allowlist: &[String],
+) -> Result<ParsedTarget, SsrfError> {
+    check(raw, allowlist, false)
+}
+
+fn check(raw: &str, allowlist: &[String], guard_network: bool) -> Result<ParsedTarget, SsrfError> {
     if raw.len() > MAX_URL_LEN {
         return Err(SsrfError::Malformed);
     }
@@ -141,7 +157,7 @@ pub fn check_url(raw: &str, allowlist: &[String]) -> Result<ParsedTarget, SsrfEr
     let host = match url.host().ok_or(SsrfError::Malformed)? {
         Host::Domain(d) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
-            if is_internal_name(&d) {
+            if guard_network && is_internal_name(&d) {
                 return Err(SsrfError::InternalHostname);
             }
             TargetHost::Domain(d)
@@ -150,6 +166,7 @@ pub fn check_url(raw: &str, allowlist: &[String]) -> Result<ParsedTarget, SsrfEr
         Host::Ipv6(v6) => TargetHost::Ip(IpAddr::V6(v6)),
     };
     if let TargetHost::Ip(ip) = host
+        && guard_network
         && is_forbidden_ip(ip)
     {
         return Err(SsrfError::ForbiddenAddress);
@@ -309,6 +326,19 @@ pub async fn resolve_checked(target: &ParsedTarget) -> Result<SocketAddr, SsrfEr
                 .map_err(|_| SsrfError::Unresolvable)?;
             pick_address(addrs)
         }
+    }
+}
+
+/// Resolves a target once *without* the address check, for targets accepted by
+/// [`check_url_allowing_private`]; the caller still pins the connection to the returned address.
+pub async fn resolve_unchecked(target: &ParsedTarget) -> Result<SocketAddr, SsrfError> {
+    match &target.host {
+        TargetHost::Ip(ip) => Ok(SocketAddr::new(*ip, target.port)),
+        TargetHost::Domain(name) => tokio::net::lookup_host((name.as_str(), target.port))
+            .await
+            .map_err(|_| SsrfError::Unresolvable)?
+            .next()
+            .ok_or(SsrfError::Unresolvable),
     }
 }
 
@@ -607,6 +637,30 @@ mod tests {
         );
         // An empty list allows every public host.
         assert!(check_url("https://attacker.net/", &parse_allowlist(" , ")).is_ok());
+    }
+
+    #[test]
+    fn private_targets_keep_the_shape_checks() {
+        let ok = |u: &str, list: &[String]| check_url_allowing_private(u, list).map(|t| t.port());
+        assert_eq!(ok("http://127.0.0.1:9000/hook", &[]), Ok(9000));
+        assert_eq!(ok("http://localhost/hook", &[]), Ok(80));
+        assert_eq!(ok("https://10.1.2.3/", &[]), Ok(443));
+        assert_eq!(ok("http://receiver:8080/", &[]), Ok(8080));
+        assert_eq!(
+            ok("ftp://10.1.2.3/", &[]),
+            Err(SsrfError::UnsupportedScheme)
+        );
+        assert_eq!(
+            ok("http://user:pw@10.1.2.3/", &[]),
+            Err(SsrfError::Credentials)
+        );
+        assert_eq!(ok("not a url", &[]), Err(SsrfError::Malformed));
+        let list = parse_allowlist("hooks.internal");
+        assert!(ok("http://hooks.internal/", &list).is_ok());
+        assert_eq!(
+            ok("http://10.1.2.3/", &list),
+            Err(SsrfError::NotAllowlisted)
+        );
     }
 
     #[test]
