@@ -217,6 +217,55 @@ pub struct Settings {
         global = true
     )]
     pub notify_timeout_seconds: u64,
+    /// How long a dispatcher holds a claimed notification before another replica may take it
+    /// over (seconds); a crashed replica's notifications are delivered after this.
+    #[arg(
+        long,
+        env = "MEDIC_DISPATCH_LEASE_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub dispatch_lease_seconds: u64,
+    /// Days of heartbeat events kept.
+    #[arg(
+        long,
+        env = "MEDIC_RETENTION_HEARTBEAT_DAYS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub retention_heartbeat_days: u32,
+    /// Days of finished notification deliveries kept.
+    #[arg(
+        long,
+        env = "MEDIC_RETENTION_DELIVERY_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub retention_delivery_days: u32,
+    /// Days resolved alerts (and suppression records) are kept.
+    #[arg(
+        long,
+        env = "MEDIC_RETENTION_ALERT_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub retention_alert_days: u32,
+    /// Days of snapshots kept.
+    #[arg(
+        long,
+        env = "MEDIC_RETENTION_SNAPSHOT_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub retention_snapshot_days: u32,
+    /// Days of audit entries kept.
+    #[arg(
+        long,
+        env = "MEDIC_RETENTION_AUDIT_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub retention_audit_days: u32,
     /// Largest accepted request body, in bytes.
     #[arg(
         long,
@@ -320,6 +369,8 @@ pub struct Config {
     pub api_key_cache: Duration,
     pub role: Role,
     pub limits: RateLimits,
+    pub dispatch_lease: Duration,
+    pub retention: crate::store::Retention,
 }
 
 /// Requests per minute per client, by route class.
@@ -396,6 +447,29 @@ impl Settings {
         if slack_channel_id.is_some() && notify.slack_token.is_none() {
             errors.push("SLACK_CHANNEL_ID is set but SLACK_API_TOKEN is not".to_owned());
         }
+        if !(1..=3600).contains(&self.dispatch_lease_seconds) {
+            errors.push("MEDIC_DISPATCH_LEASE_SECONDS must be between 1 and 3600".to_owned());
+        }
+        for (name, days) in [
+            (
+                "MEDIC_RETENTION_HEARTBEAT_DAYS",
+                self.retention_heartbeat_days,
+            ),
+            (
+                "MEDIC_RETENTION_DELIVERY_DAYS",
+                self.retention_delivery_days,
+            ),
+            ("MEDIC_RETENTION_ALERT_DAYS", self.retention_alert_days),
+            (
+                "MEDIC_RETENTION_SNAPSHOT_DAYS",
+                self.retention_snapshot_days,
+            ),
+            ("MEDIC_RETENTION_AUDIT_DAYS", self.retention_audit_days),
+        ] {
+            if !(1..=36_500).contains(&days) {
+                errors.push(format!("{name} must be between 1 and 36500"));
+            }
+        }
         if self.max_body_bytes < 1024 {
             errors.push("MEDIC_MAX_BODY_BYTES must be at least 1024".to_owned());
         }
@@ -460,8 +534,20 @@ impl Settings {
                 metrics: self.rate_limit_metrics_requests,
                 docs: self.rate_limit_docs_requests,
             },
+            dispatch_lease: Duration::from_secs(self.dispatch_lease_seconds),
+            retention: crate::store::Retention {
+                heartbeats_ms: days_ms(self.retention_heartbeat_days),
+                deliveries_ms: days_ms(self.retention_delivery_days),
+                resolved_alerts_ms: days_ms(self.retention_alert_days),
+                snapshots_ms: days_ms(self.retention_snapshot_days),
+                audit_ms: days_ms(self.retention_audit_days),
+            },
         })
     }
+}
+
+fn days_ms(days: u32) -> i64 {
+    i64::from(days) * 86_400_000
 }
 
 /// Longest accepted `MEDIC_NOTIFY_TIMEOUT_SECONDS`.

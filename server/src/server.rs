@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::{Config, RateLimiterType, Role};
 use crate::http::{self, AppState, Inner};
-use crate::monitor::{self, MonitorSettings, OutboxSignal};
+use crate::monitor::{self, DispatchSettings, MonitorSettings, OutboxSignal};
+use crate::notify::{Destination, Notifiers};
 use crate::ratelimit::{LimiterKind, RateLimiter};
 use crate::store::batch::HeartbeatWriter;
 use crate::store::{self, Backend, PoolOptions, Store, StoreError};
@@ -28,6 +29,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("rate limiter: {0}")]
     RateLimiter(String),
+    #[error("notifications: {0}")]
+    Notifications(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     #[error(
@@ -145,7 +148,9 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
     );
     let outbox = Arc::new(OutboxSignal::default());
     if cfg.role != Role::Api {
-        spawn_workers(&cfg, &store, &outbox, &tracker, &background);
+        let notifiers = Notifiers::new(cfg.notify.clone())
+            .map_err(|e| StartError::Notifications(e.to_string()))?;
+        spawn_workers(&cfg, notifiers, &store, &outbox, &tracker, &background);
     }
     let state = AppState::new(Inner {
         auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
@@ -196,16 +201,48 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
 /// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
 fn spawn_workers(
     cfg: &Config,
+    notifiers: Notifiers,
     store: &Arc<dyn Store>,
     outbox: &Arc<OutboxSignal>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
-    let _ = cfg;
+    let mut destinations = Vec::new();
+    if let Some(key) = &cfg.pagerduty_routing_key {
+        destinations.push(Destination::Pagerduty {
+            routing_key: key.expose().to_owned(),
+        });
+    }
+    if let Some(channel) = &cfg.slack_channel_id {
+        destinations.push(Destination::Slack {
+            channel: channel.clone(),
+        });
+    }
     tracker.spawn(monitor::run_monitor(
         store.clone(),
-        MonitorSettings::default(),
+        MonitorSettings {
+            defaults: monitor::Defaults { destinations },
+            ..MonitorSettings::default()
+        },
         outbox.clone(),
+        stop.clone(),
+    ));
+    let deliver: Arc<dyn monitor::Deliver> = Arc::new(notifiers);
+    tracker.spawn(monitor::run_dispatcher(
+        store.clone(),
+        deliver,
+        DispatchSettings {
+            lease: cfg.dispatch_lease,
+            public_url: cfg.notify.public_url.clone(),
+            ..DispatchSettings::default()
+        },
+        outbox.clone(),
+        stop.clone(),
+    ));
+    tracker.spawn(monitor::run_housekeeping(
+        store.clone(),
+        cfg.retention,
+        Duration::from_secs(3600),
         stop.clone(),
     ));
 }

@@ -358,7 +358,12 @@ fn config_str<'a>(config: &'a Map<String, Value>, name: &str) -> Result<&'a str,
 }
 
 /// Validates a target configuration of `kind`.
-fn target_config(kind: &str, raw: &Value, allowlist: &[String]) -> Result<TargetConfig, ApiError> {
+fn target_config(
+    kind: &str,
+    raw: &Value,
+    allowlist: &[String],
+    allow_private: bool,
+) -> Result<TargetConfig, ApiError> {
     let Value::Object(config) = raw else {
         return Err(ApiError::bad_request("config must be a JSON object."));
     };
@@ -397,7 +402,12 @@ fn target_config(kind: &str, raw: &Value, allowlist: &[String]) -> Result<Target
         }
         _ => {
             let url = config_str(config, "url")?.trim();
-            if let Err(e) = ssrf::check_url(url, allowlist) {
+            let checked = if allow_private {
+                ssrf::check_url_allowing_private(url, allowlist)
+            } else {
+                ssrf::check_url(url, allowlist)
+            };
+            if let Err(e) = checked {
                 tracing::info!(reason = e.reason(), "webhook URL refused");
                 return Err(ApiError::bad_request(format!(
                     "config.url: {}.",
@@ -431,6 +441,7 @@ async fn create_target(
             body.kind.trim(),
             &body.config,
             &app.config.allowed_webhook_hosts,
+            app.config.notify.allow_private_webhook_targets,
         )?,
         priority: priority(body.priority.unwrap_or(0))?,
         period: body
@@ -563,7 +574,14 @@ async fn patch_target(
         config: body
             .config
             .as_ref()
-            .map(|c| target_config(before.config.kind(), c, &app.config.allowed_webhook_hosts))
+            .map(|c| {
+                target_config(
+                    before.config.kind(),
+                    c,
+                    &app.config.allowed_webhook_hosts,
+                    app.config.notify.allow_private_webhook_targets,
+                )
+            })
             .transpose()?,
         priority: body.priority.map(priority).transpose()?,
         period: body.period.as_deref().map(period).transpose()?,

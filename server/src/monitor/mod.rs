@@ -37,6 +37,13 @@ pub trait Deliver: Send + Sync + 'static {
     async fn deliver(&self, destination: &Destination, event: &AlertEvent) -> Outcome;
 }
 
+#[async_trait::async_trait]
+impl Deliver for crate::notify::Notifiers {
+    async fn deliver(&self, destination: &Destination, event: &AlertEvent) -> Outcome {
+        crate::notify::Notifiers::deliver(self, destination, event).await
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
     /// Due services judged per transaction.
@@ -65,9 +72,6 @@ pub struct DispatchSettings {
     pub concurrency: usize,
     /// Attempts before a retryable failure becomes final.
     pub max_attempts: u32,
-    /// The first retry's delay; doubles per attempt (full jitter), capped at `max_backoff`.
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
     /// The longest the dispatcher sleeps without looking at the outbox.
     pub max_sleep: Duration,
     pub public_url: Option<String>,
@@ -79,9 +83,7 @@ impl Default for DispatchSettings {
             lease: Duration::from_secs(30),
             batch: 50,
             concurrency: 8,
-            max_attempts: 8,
-            base_backoff: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(600),
+            max_attempts: crate::notify::MAX_ATTEMPTS,
             max_sleep: Duration::from_secs(1),
             public_url: None,
         }
@@ -214,16 +216,6 @@ pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
     }
 }
 
-/// The delay before retry number `attempt` (1-based): exponential with full jitter.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let ceiling = exp.min(cap);
-    let ms = u64::try_from(ceiling.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    Duration::from_millis(rand::random_range(ms / 2..=ms))
-}
-
 fn result_for(outcome: &Outcome, attempts_before: i32, s: &DispatchSettings) -> DeliveryResult {
     let at = Timestamp::now();
     let attempt = u32::try_from(attempts_before).unwrap_or(0) + 1;
@@ -240,7 +232,7 @@ fn result_for(outcome: &Outcome, attempts_before: i32, s: &DispatchSettings) -> 
             external_ref: external_ref.clone(),
         },
         Outcome::Retry { status, error } if attempt < s.max_attempts => {
-            let delay = backoff(attempt, s.base_backoff, s.max_backoff);
+            let delay = crate::notify::retry_delay(attempt, &mut rand::rng());
             DeliveryResult {
                 at,
                 state: DeliveryState::Pending,
@@ -418,17 +410,6 @@ pub async fn run_housekeeping(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_stays_under_the_cap() {
-        let base = Duration::from_secs(5);
-        let cap = Duration::from_secs(600);
-        for attempt in 1..=12 {
-            let d = backoff(attempt, base, cap);
-            let ceiling = (base * 2u32.pow(attempt - 1)).min(cap);
-            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
-        }
-    }
 
     #[test]
     fn retries_end_in_failure_after_the_last_attempt() {

@@ -1,5 +1,6 @@
 //! Medic server integration tests: one binary, one module per feature.
 
+mod alerting;
 mod cli;
 mod db;
 mod http_auth;
