@@ -127,5 +127,58 @@ fn describe() {
             .absolute(0);
         }
         let _ = metrics::histogram!("medic_notification_duration_seconds", "channel" => channel);
+        for outcome in ["delivered", "failed"] {
+            metrics::counter!("medic_notifications_total", "channel" => channel, "outcome" => outcome)
+                .absolute(0);
+        }
+        let _ = metrics::histogram!("medic_notification_delivery_seconds", "channel" => channel);
     }
+    describe_counter!(
+        "medic_notifications_total",
+        "Notifications that reached a final outcome, by channel and outcome (delivered, or failed \
+         after a permanent error or the last retry)"
+    );
+    describe_histogram!(
+        "medic_notification_delivery_seconds",
+        Unit::Seconds,
+        "Time from an alert event to its delivery, retries included, by channel"
+    );
+    describe_gauge!(
+        "medic_alerts_open",
+        "Open and acknowledged alerts by priority, counted by the database at scrape time"
+    );
+    describe_counter!(
+        "medic_alerts_suppressed_total",
+        "Alerts held back, by reason (muted, maintenance, parent)"
+    );
+    describe_histogram!(
+        "medic_monitor_detection_lag_seconds",
+        Unit::Seconds,
+        "Time from a service's deadline (down since) to its alert being opened"
+    );
+    describe_histogram!(
+        "medic_monitor_pass_seconds",
+        Unit::Seconds,
+        "Duration of one monitor pass over the due services"
+    );
+    describe_counter!(
+        "medic_monitor_pass_errors_total",
+        "Monitor passes that failed (the database did not answer)"
+    );
+    describe_counter!(
+        "medic_housekeeping_deleted_total",
+        "Rows deleted by retention housekeeping, by table"
+    );
+    // Not described (its team label is open-ended, so it has no zero series to start from):
+    // medic_alerts_opened_total{kind, priority, team}, medic_monitor_services_judged_total.
+    for reason in ["muted", "maintenance", "parent"] {
+        metrics::counter!("medic_alerts_suppressed_total", "reason" => reason).absolute(0);
+    }
+    for table in crate::store::PurgeTable::ALL {
+        metrics::counter!("medic_housekeeping_deleted_total", "table" => table.as_str())
+            .absolute(0);
+    }
+    metrics::counter!("medic_monitor_pass_errors_total").absolute(0);
+    let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
+    let _ = metrics::histogram!("medic_monitor_pass_seconds");
 }

@@ -265,13 +265,15 @@ async fn deliver_one(
     let channel = c.delivery.destination.channel();
     let outcome = deliver.deliver(&c.delivery.destination, &event).await;
     let result = result_for(&outcome, c.delivery.attempts, settings);
-    let label = match (&outcome, result.state) {
-        (Outcome::Delivered { .. }, _) => "delivered",
-        (_, DeliveryState::Pending) => "retry",
-        _ => "failed",
+    let label = match result.state {
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Pending => "retry",
+        DeliveryState::Failed => "failed",
     };
-    metrics::counter!("medic_notifications_total", "channel" => channel, "outcome" => label)
-        .increment(1);
+    if result.state != DeliveryState::Pending {
+        metrics::counter!("medic_notifications_total", "channel" => channel, "outcome" => label)
+            .increment(1);
+    }
     if result.state == DeliveryState::Delivered {
         let latency = (result.at.millis() - c.delivery.created_at.millis()).max(0);
         metrics::histogram!("medic_notification_delivery_seconds", "channel" => channel)
