@@ -232,7 +232,7 @@ async fn a_failing_receiver_is_retried_with_backoff_and_the_monitor_keeps_going(
     assert!(
         metric(
             &text,
-            "medic_notifications_total",
+            "medic_notification_attempts_total",
             &[("channel", "pagerduty"), ("outcome", "retry")]
         )
         .is_some_and(|v| v >= 1.0),
