@@ -195,6 +195,10 @@ pub struct Settings {
     /// Slack channel id for alerts of teams without a Slack target (legacy default).
     #[arg(long, env = "SLACK_CHANNEL_ID", global = true)]
     pub slack_channel_id: Option<String>,
+    /// Slack app signing secret: verifies `POST /v2/slack/interactions` (the Acknowledge
+    /// button); without it that route refuses every request.
+    #[arg(long, env = "SLACK_SIGNING_SECRET", global = true)]
+    pub slack_signing_secret: Option<Secret>,
     /// PagerDuty Events API v2 endpoint.
     #[arg(
         long,
@@ -361,6 +365,8 @@ pub struct Config {
     pub notify: crate::notify::NotifySettings,
     /// Legacy default Slack channel (`SLACK_CHANNEL_ID`) for teams without a Slack target.
     pub slack_channel_id: Option<String>,
+    /// Verifies Slack's interactivity callbacks.
+    pub slack_signing_secret: Option<Secret>,
     /// Legacy default PagerDuty routing key (`PAGERDUTY_ROUTING_KEY`).
     pub pagerduty_routing_key: Option<Secret>,
     pub max_body_bytes: usize,
@@ -521,6 +527,8 @@ impl Settings {
             ),
             notify,
             slack_channel_id,
+            slack_signing_secret: non_empty(self.slack_signing_secret.as_ref().map(Secret::expose))
+                .map(Secret),
             pagerduty_routing_key,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),

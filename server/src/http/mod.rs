@@ -20,6 +20,7 @@ pub mod middleware;
 pub mod scripts;
 pub mod services;
 pub mod signals;
+pub mod slack;
 pub mod snapshots;
 pub mod teams;
 
@@ -123,6 +124,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(docs::router())
         .merge(scripts::router())
         .merge(alerts::router())
+        .merge(slack::router())
 }
 
 /// The OpenAPI document describing every route.

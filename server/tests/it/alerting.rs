@@ -321,6 +321,57 @@ async fn a_child_of_a_down_parent_does_not_page_separately() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slack_acknowledge_button_acknowledges_with_a_valid_signature_only() {
+    let pd = Recorder::start().await;
+    pd.answer(pd_ok());
+    let pd_url = pd.url("/v2/enqueue");
+    let app = TestApp::builder()
+        .configure(move |c| {
+            c.notify.pagerduty_events_url = pd_url;
+            c.pagerduty_routing_key = Some("legacy-routing-key".parse::<Secret>().expect("key"));
+            c.slack_signing_secret = Some("slack-signing-secret".parse::<Secret>().expect("s"));
+        })
+        .spawn()
+        .await;
+    app.create_service(&json!({"heartbeat_name": "slacky", "interval_seconds": 1}))
+        .await;
+    let alert = wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
+    let id = alert[0]["alert_id"].as_i64().expect("id");
+    let payload = json!({"type": "block_actions", "user": {"id": "U1", "username": "dana"},
+        "actions": [{"action_id": "ack_alert", "value": id.to_string()}]});
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let post = |secret: &'static str, body: String| {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("v0:{ts}:{body}").as_bytes());
+        app.client
+            .post(app.url("/v2/slack/interactions"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header(
+                "x-slack-signature",
+                format!("v0={}", hex::encode(mac.finalize().into_bytes())),
+            )
+            .body(body)
+    };
+    let r = crate::support::send(post("wrong-secret", body.clone())).await;
+    assert_eq!(r.status.as_u16(), 401);
+    let r = app.admin().get(&format!("/v2/alerts/{id}")).await;
+    assert_eq!(assert_ok(&r, 200)["state"], "open", "nothing changed");
+    let r = crate::support::send(post("slack-signing-secret", body)).await;
+    let acked = assert_ok(&r, 200);
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "slack:dana");
+    let seen = pd.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(events(&seen, "acknowledge").len(), 1);
+}
+
 // ---- the binary: crashes and replicas ---------------------------------------------------------
 
 fn free_port() -> u16 {

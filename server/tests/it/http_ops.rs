@@ -286,6 +286,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v2/alerts/{alert_id}/resolve", &["post"]),
     ("/v2/services/{service_id}/alerts", &["get"]),
     ("/v2/webhooks/{target_id}/deliveries", &["get"]),
+    ("/v2/slack/interactions", &["post"]),
 ];
 
 #[tokio::test]
