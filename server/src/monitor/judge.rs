@@ -816,4 +816,34 @@ mod tests {
                 .any(|a| matches!(a, AlertOp::Resolve { alert_id: 9, .. }))
         );
     }
+
+    #[test]
+    fn a_scheduled_job_is_expected_right_after_a_skipped_dst_hour() {
+        // 02:30 every night in Berlin; 2026-03-29 has no 02:30 (clocks jump 02:00 → 03:00).
+        let mut d = due(None);
+        d.service.grace_seconds = 600;
+        d.service.monitoring.schedule = Some(crate::store::ScheduleSpec {
+            cron: "30 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+        });
+        let beat = Timestamp::parse("2026-03-28T01:30:05Z").expect("ts"); // 02:30 CET
+        d.service.created_at = Timestamp::parse("2026-03-01T00:00:00Z").expect("ts");
+        d.recent_beats = vec![beat];
+        d.service.last_heartbeat_at = Some(beat);
+        let now = Timestamp::parse("2026-03-28T12:00:00Z").expect("ts");
+        let v = judge(now, &defaults(), &MonitorContext::default(), &d);
+        assert_eq!(v.state, Some(ServiceState::Up));
+        // Expected at 03:00 CEST (01:00Z), the first moment after the gap.
+        let expected = Timestamp::parse("2026-03-29T01:00:00Z").expect("ts");
+        assert_eq!(v.deadline_at, Some(expected));
+        // Ten minutes of grace later with no beat: down, one alert.
+        let v = judge(
+            expected.plus_millis(600_000),
+            &defaults(),
+            &MonitorContext::default(),
+            &d,
+        );
+        assert_eq!(v.state, Some(ServiceState::Down));
+        assert!(matches!(v.alerts.as_slice(), [AlertOp::Open { .. }]));
+    }
 }
