@@ -9,6 +9,7 @@
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
 //! is down, who may do what); it records what it is told and answers queries.
 
+mod agents;
 pub mod batch;
 pub mod postgres;
 pub mod sqlite;
@@ -17,6 +18,7 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use agents::*;
 pub use types::*;
 
 use crate::domain::{ApiKeyId, ServiceId, SnapshotId};
@@ -229,6 +231,41 @@ pub trait Store: Send + Sync + 'static {
         filter: &WindowFilter,
     ) -> StoreResult<Vec<MaintenanceWindowRecord>>;
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool>;
+
+    // ---- agents -----------------------------------------------------------------------------
+
+    /// Registers the agent (or updates its row) and marks it connected by `session_id`, in one
+    /// transaction; a revoked agent is refused and nothing changes.
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome>;
+    /// Records that the session is alive. `false` when the agent was revoked or the session is
+    /// no longer its current one: the session must close.
+    async fn agent_seen(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+    /// Marks the agent disconnected, if `session_id` is still its current session.
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<()>;
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+    /// Ordered by id.
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>>;
+    /// Marks the agent revoked (and disconnected). `false` when no such unrevoked agent exists.
+    async fn revoke_agent(
+        &self,
+        id: &str,
+        by: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
 
     // ---- scripts ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@
 //!   size: one lookup-and-lock of every named service, one `INSERT … SELECT FROM unnest(…)` of
 //!   all events, one `UPDATE … FROM unnest(…)` of `last_heartbeat_at`.
 
+mod agents;
 mod scripts;
 mod teams;
 
@@ -1179,6 +1180,39 @@ impl Store for PgStore {
 
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
         self.delete_window_impl(id).await
+    }
+
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
+        self.agent_connected_impl(conn).await
+    }
+
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
+        self.agent_seen_impl(id, session_id, at).await
+    }
+
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.agent_disconnected_impl(id, session_id, at).await
+    }
+
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        self.get_agent_impl(id).await
+    }
+
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>> {
+        self.list_agents_impl(filter, page).await
+    }
+
+    async fn revoke_agent(&self, id: &str, by: &str, at: Timestamp) -> StoreResult<bool> {
+        self.revoke_agent_impl(id, by, at).await
     }
 
     async fn register_script_version(

@@ -8,6 +8,7 @@
 //! SQLite is for one server process. Several processes on one file would each run a monitor;
 //! multi-replica deployments need PostgreSQL.
 
+mod agents;
 mod scripts;
 mod teams;
 
@@ -1190,6 +1191,39 @@ impl Store for SqliteStore {
 
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
         self.delete_window_impl(id).await
+    }
+
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
+        self.agent_connected_impl(conn).await
+    }
+
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
+        self.agent_seen_impl(id, session_id, at).await
+    }
+
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.agent_disconnected_impl(id, session_id, at).await
+    }
+
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        self.get_agent_impl(id).await
+    }
+
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>> {
+        self.list_agents_impl(filter, page).await
+    }
+
+    async fn revoke_agent(&self, id: &str, by: &str, at: Timestamp) -> StoreResult<bool> {
+        self.revoke_agent_impl(id, by, at).await
     }
 
     async fn register_script_version(
