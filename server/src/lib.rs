@@ -9,6 +9,7 @@
 //!   the group-commit heartbeat writer.
 //! - [`auth`] — API key verification and the short-lived key cache.
 //! - [`ratelimit`] — per-class GCRA rate limiting, in memory or shared through Redis.
+//! - [`gateway`] — the agents' WebSocket sessions: handshake, heartbeats, drain, revocation.
 //! - [`http`] — the router, middleware and one module per resource.
 //! - [`notify`] — outbound notifications; today the SSRF guard for user-set URLs.
 //! - [`telemetry`] — logging and the Prometheus recorder.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod http;
 pub mod notify;
 pub mod ratelimit;

@@ -7,6 +7,7 @@
 //! [`middleware`]. Handlers call the [`Store`](crate::store::Store) through use-case-sized
 //! methods and never see SQL.
 
+pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod docs;
@@ -54,6 +55,7 @@ pub struct Inner {
     pub config: Config,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl std::ops::Deref for AppState {
         (name = "api-keys", description = "API keys"),
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "scripts", description = "Registered remediation scripts and their approval"),
+        (name = "agents", description = "Host agents: the WebSocket gateway and the registry"),
     )
 )]
 struct ApiDoc;
@@ -119,6 +122,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(docs::router())
         .merge(scripts::router())
+        .merge(agents::router())
 }
 
 /// The OpenAPI document describing every route.
