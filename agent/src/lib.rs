@@ -44,6 +44,9 @@
 //! - The credential is never formatted: [`config::Secret`] has no `Display` and redacts `Debug`.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod log;
+pub mod session;
