@@ -200,10 +200,10 @@ impl Gateway {
     async fn session(&self, ctx: SessionContext, mut socket: WebSocket) {
         let hello = match read_hello(&mut socket).await {
             Ok(hello) => hello,
-            Err(Some((code, message))) => {
+            Err(Some((code, message, close))) => {
                 metrics::counter!("medic_agent_sessions_refused_total", "reason" => code_str(code))
                     .increment(1);
-                let _ = refuse(&mut socket, code, &message, close_code(code)).await;
+                let _ = refuse(&mut socket, code, &message, close).await;
                 return;
             }
             Err(None) => return,
@@ -465,8 +465,11 @@ pub struct SessionContext {
     pub remote: Option<SocketAddr>,
 }
 
+/// A refusal: the error code, its message and the close code.
+type Refusal = (ErrorCode, String, u16);
+
 /// Waits for the first frame, which must be a `hello`. `Err(None)`: the connection went away.
-async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<(ErrorCode, String)>> {
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<Refusal>> {
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
         let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
@@ -474,6 +477,7 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<(ErrorCode, 
                 return Err(Some((
                     ErrorCode::HandshakeTimeout,
                     format!("no hello within {} seconds", HANDSHAKE_TIMEOUT.as_secs()),
+                    close_code(ErrorCode::HandshakeTimeout),
                 )));
             }
             Ok(None | Some(Err(_))) => return Err(None),
@@ -487,6 +491,7 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<(ErrorCode, 
                 return Err(Some((
                     ErrorCode::Malformed,
                     "binary frames are not used; send JSON text frames".to_owned(),
+                    1003,
                 )));
             }
         };
@@ -495,10 +500,11 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<(ErrorCode, 
             Ok(other) => Err(Some((
                 ErrorCode::UnexpectedMessage,
                 format!("the first frame must be hello, not {}", other.kind()),
+                close_code(ErrorCode::UnexpectedMessage),
             ))),
             Err(e) => {
                 let m = e.to_error_message();
-                Err(Some((m.code, m.message)))
+                Err(Some((m.code, m.message, close_code(m.code))))
             }
         };
     }

@@ -1,5 +1,6 @@
 //! Medic server integration tests: one binary, one module per feature.
 
+mod agents;
 mod cli;
 mod db;
 mod http_auth;
@@ -13,6 +14,7 @@ mod http_services;
 mod http_teams;
 mod recovery;
 mod store;
+mod store_agents;
 mod store_monitor;
 mod store_scripts;
 mod support;
