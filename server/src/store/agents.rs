@@ -52,7 +52,7 @@ pub struct AgentConnection {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentConnectOutcome {
     /// The agent is registered (created or updated) and marked connected.
-    Connected(AgentRecord),
+    Connected(Box<AgentRecord>),
     /// The agent was revoked; nothing changed.
     Revoked,
 }

@@ -60,7 +60,7 @@ fn conn(id: &str, session: &str, at: i64) -> AgentConnection {
 #[track_caller]
 fn connected(outcome: AgentConnectOutcome) -> AgentRecord {
     match outcome {
-        AgentConnectOutcome::Connected(r) => r,
+        AgentConnectOutcome::Connected(r) => *r,
         AgentConnectOutcome::Revoked => panic!("agent unexpectedly revoked"),
     }
 }

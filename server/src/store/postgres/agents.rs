@@ -110,7 +110,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let record = agent_from_row(&row).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(AgentConnectOutcome::Connected(record))
+        Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
 
     pub(super) async fn agent_seen_impl(
