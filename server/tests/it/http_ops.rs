@@ -280,6 +280,9 @@ const ROUTES: &[(&str, &[&str])] = &[
         "/v2/scripts/{script_id}/versions/{version}/reject",
         &["post"],
     ),
+    ("/v2/agents", &["get"]),
+    ("/v2/agents/connect", &["get"]),
+    ("/v2/agents/{agent_id}", &["get", "delete"]),
 ];
 
 #[tokio::test]
@@ -320,7 +323,8 @@ async fn openapi_lists_every_served_route() {
             .replace("{heartbeat_name}", "x")
             .replace("{service_id}", "1")
             .replace("{snapshot_id}", "1")
-            .replace("{key_id}", "000000000000");
+            .replace("{key_id}", "000000000000")
+            .replace("{agent_id}", "x");
         for m in *methods {
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
             let r = send(app.admin().request(method, &concrete).json(&json!({}))).await;
