@@ -468,7 +468,10 @@ impl Agent {
                             log::info("the server is draining", &[("reason", &d.reason)]);
                             drain = Some(after);
                         }
-                        other => return self.control(other),
+                        other => {
+                            let _ = ws.close(None).await;
+                            return self.control(other);
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
