@@ -153,8 +153,9 @@ pub type Socket = WebSocketStream<Box<dyn Io>>;
 /// Why a dial failed.
 #[derive(Debug)]
 pub enum DialError {
-    /// The server answered the upgrade with an HTTP status (401, 403, 429, 503…).
-    Refused(u16),
+    /// The server answered the upgrade with an HTTP status (401, 403, 429, 503…) and, when it
+    /// sent one, its `Retry-After` in seconds.
+    Refused(u16, Option<Duration>),
     /// Anything else: DNS, TCP, TLS, a bad URL.
     Failed(String),
 }
@@ -162,7 +163,9 @@ pub enum DialError {
 impl std::fmt::Display for DialError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Refused(status) => write!(f, "the server refused the connection (HTTP {status})"),
+            Self::Refused(status, _) => {
+                write!(f, "the server refused the connection (HTTP {status})")
+            }
             Self::Failed(e) => f.write_str(e),
         }
     }
@@ -211,7 +214,15 @@ pub async fn dial(settings: &SessionSettings) -> Result<Socket, DialError> {
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     match tokio_tungstenite::client_async_with_config(request, io, Some(ws_config)).await {
         Ok((socket, _)) => Ok(socket),
-        Err(tungstenite::Error::Http(resp)) => Err(DialError::Refused(resp.status().as_u16())),
+        Err(tungstenite::Error::Http(resp)) => {
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(DialError::Refused(resp.status().as_u16(), retry_after))
+        }
         Err(e) => Err(failed(&e)),
     }
 }
@@ -304,6 +315,8 @@ impl Agent {
             let opened = Instant::now();
             let ended = match dial(&self.settings).await {
                 Ok(socket) => self.session(socket, &mut shutdown).await,
+                // 429 or 503 with Retry-After: the server says when to come back.
+                Err(e @ DialError::Refused(_, Some(after))) => Ended::After(after, e.to_string()),
                 Err(e) => Ended::Failed(e.to_string()),
             };
             if opened.elapsed() >= backoff::STABLE_SESSION {
