@@ -27,3 +27,36 @@ CREATE TABLE agents (
 );
 
 CREATE INDEX agents_connected ON agents (connected);
+
+-- Script runs dispatched to agents. `id` is the protocol's run_id. A run is `queued` until a
+-- session sends it (`sent`), `running` once the agent accepts it, and ends `succeeded`,
+-- `failed`, `timed_out` or `skipped` (the agent refused it; `skip_reason` says why). The first
+-- report of an ending is kept; a resent report changes nothing.
+CREATE TABLE agent_runs (
+    id               text        PRIMARY KEY,
+    agent_id         text        NOT NULL REFERENCES agents (id),
+    script_id        bigint      NOT NULL REFERENCES scripts (id),
+    script_version   integer     NOT NULL,
+    -- JSON object of string parameters.
+    parameters       jsonb       NOT NULL DEFAULT '{}',
+    timeout_seconds  integer     NOT NULL CHECK (timeout_seconds > 0),
+    status           text        NOT NULL DEFAULT 'queued'
+                     CHECK (status IN ('queued', 'sent', 'running', 'succeeded', 'failed',
+                                       'timed_out', 'skipped')),
+    requested_by     text        NOT NULL,
+    created_at       timestamptz NOT NULL,
+    sent_at          timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    exit_code        integer,
+    signal           integer,
+    stdout           text,
+    stderr           text,
+    stdout_truncated boolean,
+    stderr_truncated boolean,
+    duration_ms      bigint,
+    skip_reason      text,
+    skip_detail      text
+);
+
+CREATE INDEX agent_runs_by_agent ON agent_runs (agent_id, status);

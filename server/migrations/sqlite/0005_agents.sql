@@ -25,3 +25,36 @@ CREATE TABLE agents (
 );
 
 CREATE INDEX agents_connected ON agents (connected);
+
+-- Script runs dispatched to agents. `id` is the protocol's run_id. A run is `queued` until a
+-- session sends it (`sent`), `running` once the agent accepts it, and ends `succeeded`,
+-- `failed`, `timed_out` or `skipped` (the agent refused it; `skip_reason` says why). The first
+-- report of an ending is kept; a resent report changes nothing.
+CREATE TABLE agent_runs (
+    id               TEXT    PRIMARY KEY,
+    agent_id         TEXT    NOT NULL REFERENCES agents (id),
+    script_id        INTEGER NOT NULL REFERENCES scripts (id),
+    script_version   INTEGER NOT NULL,
+    -- JSON object of string parameters.
+    parameters       TEXT    NOT NULL DEFAULT '{}',
+    timeout_seconds  INTEGER NOT NULL CHECK (timeout_seconds > 0),
+    status           TEXT    NOT NULL DEFAULT 'queued'
+                     CHECK (status IN ('queued', 'sent', 'running', 'succeeded', 'failed',
+                                       'timed_out', 'skipped')),
+    requested_by     TEXT    NOT NULL,
+    created_at       INTEGER NOT NULL,
+    sent_at          INTEGER,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    exit_code        INTEGER,
+    signal           INTEGER,
+    stdout           TEXT,
+    stderr           TEXT,
+    stdout_truncated INTEGER,
+    stderr_truncated INTEGER,
+    duration_ms      INTEGER,
+    skip_reason      TEXT,
+    skip_detail      TEXT
+);
+
+CREATE INDEX agent_runs_by_agent ON agent_runs (agent_id, status);

@@ -17,6 +17,8 @@
 //! revocation at the agent's next heartbeat, when
 //! [`Store::agent_seen`](crate::store::Store::agent_seen) answers `false`.
 
+mod runs;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use medic_protocol::{
-    AgentMessage, Drain, ErrorCode, ErrorMessage, HANDSHAKE_TIMEOUT, Hello, ServerMessage,
+    AgentMessage, Drain, ErrorCode, ErrorMessage, HANDSHAKE_TIMEOUT, Hello, RunId, ServerMessage,
     SessionId, VersionRange, Welcome,
 };
 use tokio::sync::mpsc;
@@ -65,6 +67,8 @@ const CONNECTED_METRIC: &str = "medic_agents_connected";
 #[derive(Debug, Clone)]
 enum Control {
     Close(ErrorCode, String),
+    /// A run was queued for this agent: send what is pending.
+    Dispatch,
 }
 
 struct Live {
@@ -131,6 +135,15 @@ impl Gateway {
                 .try_send(Control::Close(ErrorCode::Unauthorized, why.to_owned()))
                 .is_ok(),
             None => false,
+        }
+    }
+
+    /// Tells the agent's session on this replica, if any, that a run was queued for it. Sessions
+    /// on other replicas pick it up at the agent's next heartbeat.
+    pub fn notify_run(&self, agent_id: &str) {
+        let control = self.sessions().get(agent_id).map(|l| l.control.clone());
+        if let Some(c) = control {
+            let _ = c.try_send(Control::Dispatch);
         }
     }
 
@@ -238,6 +251,7 @@ impl Gateway {
                 &agent_id,
                 &session_id,
                 record_service,
+                &hello.running,
             )
             .await
         };
@@ -351,14 +365,30 @@ impl Gateway {
         agent_id: &str,
         session_id: &str,
         service_key: String,
+        running: &[RunId],
     ) -> &'static str {
+        let store = &*ctx.store;
+        if runs::dispatch(store, socket, agent_id, true, running)
+            .await
+            .is_err()
+        {
+            return "send failed";
+        }
         loop {
             let frame = tokio::select! {
                 frame = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => frame,
-                Some(Control::Close(code, why)) = control.recv() => {
-                    let _ = refuse(socket, code, &why, close_code(code)).await;
-                    return code_str(code);
-                }
+                Some(control) = control.recv() => match control {
+                    Control::Close(code, why) => {
+                        let _ = refuse(socket, code, &why, close_code(code)).await;
+                        return code_str(code);
+                    }
+                    Control::Dispatch => {
+                        if runs::dispatch(store, socket, agent_id, false, &[]).await.is_err() {
+                            return "send failed";
+                        }
+                        continue;
+                    }
+                },
                 () = self.shared.drain.cancelled() => {
                     let drain = ServerMessage::Drain(Drain {
                         reason: "shutdown".to_owned(),
@@ -431,6 +461,13 @@ impl Gateway {
                         }
                         Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
                     }
+                    // Runs queued through another replica reach the agent within a heartbeat.
+                    if runs::dispatch(store, socket, agent_id, false, &[])
+                        .await
+                        .is_err()
+                    {
+                        return "send failed";
+                    }
                 }
                 AgentMessage::Hello(_) => {
                     let code = ErrorCode::UnexpectedMessage;
@@ -447,10 +484,10 @@ impl Gateway {
                     tracing::warn!(agent_id, code = ?e.code, message = e.message, "agent reported an error");
                     return "error from the agent";
                 }
-                // Runs are not dispatched by this server yet; reports of runs are logged and
-                // not acknowledged, so the agent keeps them until a server that stores them.
-                other => {
-                    tracing::info!(agent_id, kind = other.kind(), "run report not handled");
+                report => {
+                    if runs::report(store, socket, agent_id, report).await.is_err() {
+                        return "send failed";
+                    }
                 }
             }
         }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod legacy;
 pub mod maintenance;
 pub mod middleware;
+pub mod runs;
 pub mod scripts;
 pub mod services;
 pub mod signals;
@@ -123,6 +124,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(docs::router())
         .merge(scripts::router())
         .merge(agents::router())
+        .merge(runs::router())
 }
 
 /// The OpenAPI document describing every route.

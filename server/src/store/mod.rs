@@ -12,6 +12,7 @@
 mod agents;
 pub mod batch;
 pub mod postgres;
+mod runs;
 pub mod sqlite;
 mod types;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use agents::*;
+pub use runs::*;
 pub use types::*;
 
 use crate::domain::{ApiKeyId, ServiceId, SnapshotId};
@@ -266,6 +268,39 @@ pub trait Store: Send + Sync + 'static {
         by: &str,
         at: crate::domain::Timestamp,
     ) -> StoreResult<bool>;
+
+    // ---- agent runs -------------------------------------------------------------------------
+
+    /// Queues a run. The agent and the script version must exist (the database refuses a
+    /// dangling reference).
+    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun>;
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>>;
+    /// Newest first; all agents' when `agent_id` is `None`.
+    async fn list_agent_runs(
+        &self,
+        agent_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRun>>;
+    /// The agent's runs waiting to be sent, oldest first: the queued ones, and with `resend`
+    /// also those sent to an earlier session and never accepted.
+    async fn pending_agent_runs(&self, agent_id: &str, resend: bool) -> StoreResult<Vec<AgentRun>>;
+    /// A queued (or already sent) run was sent to the agent.
+    async fn agent_run_sent(&self, run_id: &str, at: crate::domain::Timestamp) -> StoreResult<()>;
+    /// The agent accepted the run. `false` when it is not this agent's, or not waiting.
+    async fn agent_run_started(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+    /// Stores how the run ended unless an ending is already stored. The run's final status, or
+    /// `None` when the agent has no such run.
+    async fn finish_agent_run(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        end: &AgentRunEnd,
+    ) -> StoreResult<Option<AgentRunStatus>>;
 
     // ---- scripts ----------------------------------------------------------------------------
 
