@@ -59,13 +59,18 @@ fn agent_binary() -> &'static Path {
 }
 
 /// A running `medic-agent`, killed when dropped.
-struct AgentProcess {
+pub struct AgentProcess {
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl AgentProcess {
-    fn start(server: &str, key: &str, agent_id: &str) -> Self {
+    pub fn start(server: &str, key: &str, agent_id: &str) -> Self {
+        Self::start_with(server, key, agent_id, "")
+    }
+
+    /// Starts an agent whose configuration file ends with `extra` (e.g. `[[allow]]` entries).
+    pub fn start_with(server: &str, key: &str, agent_id: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("agent directory");
         let credential = dir.path().join("credential");
         std::fs::write(&credential, key).unwrap();
@@ -83,7 +88,8 @@ impl AgentProcess {
              work_dir = \"{}\"\n\
              {run_as}\
              [labels]\n\
-             role = \"it\"\n",
+             role = \"it\"\n\
+             {extra}",
             credential.display(),
             dir.path().join("work").display(),
         );
@@ -119,7 +125,7 @@ fn is_root() -> bool {
 }
 
 /// GET with the admin key; the `results` of a 200 envelope, or `None` for a 404.
-async fn admin_get(client: &reqwest::Client, base: &str, path: &str) -> Option<Value> {
+pub async fn admin_get(client: &reqwest::Client, base: &str, path: &str) -> Option<Value> {
     let r = client
         .get(format!("{base}{path}"))
         .bearer_auth(ADMIN_KEY)
@@ -134,7 +140,7 @@ async fn admin_get(client: &reqwest::Client, base: &str, path: &str) -> Option<V
 }
 
 /// Polls `GET /v2/agents/{id}` until `check` holds, or fails after `timeout`.
-async fn wait_for_agent(
+pub async fn wait_for_agent(
     client: &reqwest::Client,
     base: &str,
     id: &str,

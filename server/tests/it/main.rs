@@ -1,5 +1,6 @@
 //! Medic server integration tests: one binary, one module per feature.
 
+mod agent_runs;
 mod agents;
 mod cli;
 mod db;
