@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use medic_server::domain::Timestamp;
+use medic_server::domain::{ApiKeyId, Timestamp};
 use medic_server::store::*;
 
 macro_rules! conformance {
@@ -34,6 +34,8 @@ conformance! {
     agents_older_session_cannot_disconnect_newer,
     agents_revoked_are_refused,
     agents_list_filters_and_paging,
+    runs_queue_send_start_and_finish_once,
+    runs_pending_and_listing,
 }
 
 const T0: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
@@ -214,4 +216,175 @@ async fn agents_list_filters_and_paging(store: &dyn Store) {
         ids(&store.list_agents(&unrevoked, page(50, 0)).await.unwrap()),
         ["b"]
     );
+}
+
+async fn script(store: &dyn Store) -> ScriptId {
+    let outcome = store
+        .register_script_version(&NewScriptVersion {
+            name: "fix-it".into(),
+            interpreter: Interpreter::Sh,
+            content: "echo fixed\n".into(),
+            sha256: "ab".repeat(32),
+            description: None,
+            created_by: "alice".into(),
+            created_by_key: Some(ApiKeyId("aaaaaaaaaaaa".into())),
+            at: t(0),
+        })
+        .await
+        .unwrap();
+    match outcome {
+        RegisterOutcome::Created { version, .. } | RegisterOutcome::Unchanged { version, .. } => {
+            version.script_id
+        }
+    }
+}
+
+fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
+    NewAgentRun {
+        id: id.into(),
+        agent_id: agent.into(),
+        script_id,
+        script_version: 1,
+        parameters: BTreeMap::from([("WHO".to_owned(), "world".to_owned())]),
+        timeout_seconds: 30,
+        requested_by: "alice".into(),
+        at: t(at),
+    }
+}
+
+fn finished_end(stdout: &str) -> AgentRunEnd {
+    AgentRunEnd::Finished {
+        status: AgentRunStatus::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        stdout: stdout.into(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: true,
+        started_at: t(100),
+        finished_at: t(150),
+        duration_ms: 50,
+    }
+}
+
+async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
+    connected(store.agent_connected(&conn("w-1", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    let run = store
+        .create_agent_run(&new_run("r-1", "w-1", script_id, 10))
+        .await
+        .unwrap();
+    assert_eq!(run.status, AgentRunStatus::Queued);
+    assert_eq!(run.parameters["WHO"], "world");
+    assert_eq!(run.created_at, t(10));
+    // A run for an unknown agent is refused by the database.
+    assert!(
+        store
+            .create_agent_run(&new_run("r-x", "nobody", script_id, 10))
+            .await
+            .is_err()
+    );
+
+    store.agent_run_sent("r-1", t(20)).await.unwrap();
+    assert_eq!(
+        store.get_agent_run("r-1").await.unwrap().unwrap().status,
+        AgentRunStatus::Sent
+    );
+    // Another agent cannot start or finish it.
+    assert!(!store.agent_run_started("w-2", "r-1", t(30)).await.unwrap());
+    assert_eq!(
+        store
+            .finish_agent_run("w-2", "r-1", &finished_end("x"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.agent_run_started("w-1", "r-1", t(100)).await.unwrap());
+    assert!(!store.agent_run_started("w-1", "r-1", t(101)).await.unwrap());
+    assert_eq!(
+        store
+            .finish_agent_run("w-1", "r-1", &finished_end("fixed\n"))
+            .await
+            .unwrap(),
+        Some(AgentRunStatus::Succeeded)
+    );
+    // A resent report, or a different one, changes nothing.
+    let skip = AgentRunEnd::Skipped {
+        reason: "duplicate".into(),
+        detail: "again".into(),
+        at: t(200),
+    };
+    assert_eq!(
+        store.finish_agent_run("w-1", "r-1", &skip).await.unwrap(),
+        Some(AgentRunStatus::Succeeded)
+    );
+    let run = store.get_agent_run("r-1").await.unwrap().unwrap();
+    assert_eq!(run.status, AgentRunStatus::Succeeded);
+    assert_eq!(run.stdout.as_deref(), Some("fixed\n"));
+    assert_eq!(run.stderr_truncated, Some(true));
+    assert_eq!(run.started_at, Some(t(100)));
+    assert_eq!(run.finished_at, Some(t(150)));
+    assert_eq!(run.duration_ms, Some(50));
+    assert_eq!(run.skip_reason, None);
+    assert!(store.get_agent_run("nope").await.unwrap().is_none());
+    // A run can also end skipped, without starting.
+    store
+        .create_agent_run(&new_run("r-2", "w-1", script_id, 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.finish_agent_run("w-1", "r-2", &skip).await.unwrap(),
+        Some(AgentRunStatus::Skipped)
+    );
+    let run = store.get_agent_run("r-2").await.unwrap().unwrap();
+    assert_eq!(run.skip_reason.as_deref(), Some("duplicate"));
+    assert_eq!(run.skip_detail.as_deref(), Some("again"));
+    assert_eq!(run.started_at, None);
+}
+
+async fn runs_pending_and_listing(store: &dyn Store) {
+    connected(store.agent_connected(&conn("p-1", "s1", 0)).await.unwrap());
+    connected(store.agent_connected(&conn("p-2", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    for (id, agent, at) in [
+        ("a", "p-1", 1),
+        ("b", "p-1", 2),
+        ("c", "p-2", 3),
+        ("d", "p-1", 4),
+    ] {
+        store
+            .create_agent_run(&new_run(id, agent, script_id, at))
+            .await
+            .unwrap();
+    }
+    store.agent_run_sent("a", t(10)).await.unwrap();
+    assert!(store.agent_run_started("p-1", "d", t(11)).await.unwrap());
+    let ids = |runs: Vec<AgentRun>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.pending_agent_runs("p-1", false).await.unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        ids(store.pending_agent_runs("p-1", true).await.unwrap()),
+        ["a", "b"]
+    );
+    let page = PageRequest {
+        limit: 2,
+        offset: 0,
+    };
+    let mine = store.list_agent_runs(Some("p-1"), page).await.unwrap();
+    assert_eq!(mine.total_count, 3);
+    assert_eq!(ids(mine.entries), ["d", "b"]);
+    let all = store
+        .list_agent_runs(
+            None,
+            PageRequest {
+                limit: 50,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.total_count, 4);
+    assert_eq!(ids(all.entries), ["d", "c", "b", "a"]);
 }
