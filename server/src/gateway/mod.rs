@@ -7,6 +7,11 @@
 //! through the same [`HeartbeatWriter`](crate::store::batch::HeartbeatWriter) as
 //! `POST /heartbeat`, so the monitor treats a silent host like any silent service.
 //!
+//! Runs queued through `POST /v2/runs` are sent as `run_request`s and the agent's reports stored
+//! and acknowledged ([`runs`]): at the start of a session, when a run is queued for a connected
+//! agent ([`Gateway::notify_run`]), and at every heartbeat (so runs queued on another replica
+//! arrive within one heartbeat interval).
+//!
 //! Every refusal is an `error` frame with a protocol [`ErrorCode`] followed by a close frame
 //! whose reason is that code, and ends only that one session. It does not authenticate (the
 //! HTTP gate did, before the upgrade) and it never runs SQL itself.
@@ -244,16 +249,13 @@ impl Gateway {
         let ended = if send(&mut socket, &welcome).await.is_err() {
             "send failed"
         } else {
-            self.converse(
-                &ctx,
-                &mut socket,
-                &mut control,
-                &agent_id,
-                &session_id,
-                record_service,
-                &hello.running,
-            )
-            .await
+            let open = Open {
+                agent_id: &agent_id,
+                session_id: &session_id,
+                service_key: record_service,
+                running: &hello.running,
+            };
+            self.converse(&ctx, &mut socket, &mut control, open).await
         };
         self.unregister(&agent_id, &session_id);
         if let Err(e) = ctx
@@ -362,11 +364,14 @@ impl Gateway {
         ctx: &SessionContext,
         socket: &mut WebSocket,
         control: &mut mpsc::Receiver<Control>,
-        agent_id: &str,
-        session_id: &str,
-        service_key: String,
-        running: &[RunId],
+        open: Open<'_>,
     ) -> &'static str {
+        let Open {
+            agent_id,
+            session_id,
+            service_key,
+            running,
+        } = open;
         let store = &*ctx.store;
         if runs::dispatch(store, socket, agent_id, true, running)
             .await
@@ -492,6 +497,16 @@ impl Gateway {
             }
         }
     }
+}
+
+/// An open session: who it is and what its hello said.
+struct Open<'a> {
+    agent_id: &'a str,
+    session_id: &'a str,
+    /// The heartbeat key of the agent's service.
+    service_key: String,
+    /// Runs the agent said are still executing.
+    running: &'a [RunId],
 }
 
 /// What a session needs from the application.
