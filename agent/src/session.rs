@@ -43,6 +43,9 @@ use crate::config::{Config, Secret};
 use crate::exec::{Executor, Refusal};
 use crate::log;
 
+/// How long SIGTERM waits for runs in flight to finish and their reports to be acknowledged.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
 /// The path of the agent endpoint, appended to the configured server URL.
 pub const CONNECT_PATH: &str = "/v2/agents/connect";
 
@@ -428,6 +431,8 @@ impl Agent {
         let mut seq: u64 = 0;
         let mut last_heard = Instant::now();
         let mut drain: Option<Duration> = None;
+        // Set by SIGTERM while runs are in flight or unacknowledged: when to give up waiting.
+        let mut stopping: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 frame = ws.next() => {
@@ -463,7 +468,8 @@ impl Agent {
                     };
                     match message {
                         ServerMessage::RunRequest(request) => {
-                            for reply in self.request(request, drain.is_some()) {
+                            let draining = drain.is_some() || stopping.is_some();
+                            for reply in self.request(request, draining) {
                                 if let Err(e) = send(&mut ws, &reply).await {
                                     return Ended::Failed(format!("sending a report: {e}"));
                                 }
@@ -515,15 +521,29 @@ impl Agent {
                         return Ended::Failed(format!("sending a result: {e}"));
                     }
                 }
-                changed = shutdown.changed() => {
+                changed = shutdown.changed(), if stopping.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
-                        let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
-                            code: CloseCode::Away,
-                            reason: "shutdown".into(),
-                        })).await;
-                        return Ended::Shutdown;
+                        // Take no new runs; finish, report and hear the acks of the current
+                        // ones, within the grace period.
+                        stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                        log::info(
+                            "stopping",
+                            &[
+                                ("running", &self.executor.running().to_string()),
+                                ("unacknowledged", &self.reports.len().to_string()),
+                            ],
+                        );
                     }
                 }
+                () = sleep_until_or_never(stopping) => {
+                    log::warn("stopping before every run was reported", &[]);
+                    let _ = close_away(&mut ws).await;
+                    return Ended::Shutdown;
+                }
+            }
+            if stopping.is_some() && self.executor.running() == 0 && self.reports.is_empty() {
+                let _ = close_away(&mut ws).await;
+                return Ended::Shutdown;
             }
             // Drained: leave once nothing is running and everything was acknowledged.
             if let Some(after) = drain
@@ -608,6 +628,23 @@ impl Agent {
             }
         }
     }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Closes with 1001 (going away), as on shutdown.
+async fn close_away(ws: &mut Socket) -> Result<(), tungstenite::Error> {
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: CloseCode::Away,
+        reason: "shutdown".into(),
+    }))
+    .await
 }
 
 /// The next protocol message, skipping pings and pongs.

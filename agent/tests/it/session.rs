@@ -56,7 +56,9 @@ fn start_agent(port: u16) -> Agent {
          env = \"test\"\n\
          [[allow]]\n\
          script = \"greet\"\n\
-         sha256 = \"{}\"\n",
+         sha256 = \"{}\"\n\
+         [[allow]]\n\
+         script = \"slow\"\n",
         credential.display(),
         dir.path().join("work").display(),
         sha256_hex(SCRIPT.as_bytes()),
@@ -132,9 +134,13 @@ fn welcome(session: &str) -> Value {
 }
 
 fn request(run_id: &str, script: &str) -> Value {
+    request_with(run_id, script, SCRIPT)
+}
+
+fn request_with(run_id: &str, script: &str, content: &str) -> Value {
     json!({
         "type": "run_request", "run_id": run_id, "script": script, "version": 1,
-        "interpreter": "sh", "content": SCRIPT, "sha256": sha256_hex(SCRIPT.as_bytes()),
+        "interpreter": "sh", "content": content, "sha256": sha256_hex(content.as_bytes()),
         "approved": true, "timeout_seconds": 30,
     })
 }
@@ -271,4 +277,49 @@ async fn the_agent_waits_after_a_drain_and_backs_off_when_refused() {
     drop(ws);
     let (mut ws, _) = accept(&listener).await;
     assert_eq!(next(&mut ws).await["type"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_run_in_flight_reports_it_then_exits() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut agent = start_agent(listener.local_addr().unwrap().port());
+    let (mut ws, _) = accept(&listener).await;
+    handshake(&mut ws, "s1").await;
+    send(
+        &mut ws,
+        request_with("slow-1", "slow", "sleep 2; echo done\n"),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["type"], "run_accepted");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stopping: new work is refused, the run in flight finishes and is reported.
+    send(&mut ws, request("late-1", "greet")).await;
+    let mut reports = [next(&mut ws).await, next(&mut ws).await];
+    reports.sort_by_key(|v| v["run_id"].as_str().unwrap().to_owned());
+    assert_eq!(reports[0]["type"], "run_skipped", "{reports:?}");
+    assert_eq!(reports[0]["reason"], "draining");
+    assert_eq!(reports[1]["type"], "run_result", "{reports:?}");
+    assert_eq!(reports[1]["stdout"], "done\n");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent left before its reports were acknowledged"
+    );
+    send(&mut ws, json!({"type": "ack", "run_id": "late-1"})).await;
+    send(&mut ws, json!({"type": "ack", "run_id": "slow-1"})).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
 }
