@@ -32,6 +32,10 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("agent.log"));
+            eprintln!("--- medic-agent log ---\n{}", log.unwrap_or_default());
+        }
     }
 }
 
@@ -65,6 +69,8 @@ fn start_agent(port: u16) -> Agent {
     );
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, config).unwrap();
+    // The agent's log goes to a file, shown only when the test fails.
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
         .arg("--config")
         .arg(&path)
@@ -72,7 +78,7 @@ fn start_agent(port: u16) -> Agent {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
     Agent { child, _dir: dir }

@@ -22,6 +22,9 @@ CREATE TABLE agents (
     last_seen_at    timestamptz NOT NULL,
     revoked_at      timestamptz,
     revoked_by      text,
+    -- The API key the agent last connected with; another key may take the id over only once
+    -- that key is revoked or expired.
+    key_id          text,
     -- The service the agent's heartbeats are recorded on (`agent:<id>`).
     service_id      bigint      REFERENCES services (id)
 );

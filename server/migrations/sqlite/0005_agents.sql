@@ -20,6 +20,9 @@ CREATE TABLE agents (
     last_seen_at    INTEGER NOT NULL,
     revoked_at      INTEGER,
     revoked_by      TEXT,
+    -- The API key the agent last connected with; another key may take the id over only once
+    -- that key is revoked or expired.
+    key_id          TEXT,
     -- The service the agent's heartbeats are recorded on (`agent:<id>`).
     service_id      INTEGER REFERENCES services (id)
 );

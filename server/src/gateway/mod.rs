@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::service::HeartbeatName;
-use crate::domain::{Priority, Timestamp};
+use crate::domain::{ApiKeyId, Priority, Timestamp};
 use crate::store::batch::HeartbeatWriter;
 use crate::store::{
     AgentConnectOutcome, AgentConnection, CreateOutcome, HeartbeatOutcome, NewHeartbeat,
@@ -300,18 +300,38 @@ impl Gateway {
                 "the server could not register the agent; try again later".to_owned(),
             )
         };
-        // A revoked agent gets no service either: check before creating anything.
+        let now = Timestamp::now();
+        // A refused agent gets no service either: check before creating anything.
         if let Some(existing) = ctx
             .store
             .get_agent(agent_id)
             .await
             .map_err(|e| internal(&e))?
-            && existing.revoked_at.is_some()
         {
-            return Err((ErrorCode::Unauthorized, "this agent was revoked".to_owned()));
+            if existing.revoked_at.is_some() {
+                return Err((ErrorCode::Unauthorized, "this agent was revoked".to_owned()));
+            }
+            // An agent id belongs to the key it connected with until that key can no longer be
+            // used (revoked or expired): another agent key cannot take a live host's id.
+            if let Some(bound) = existing.key_id.filter(|k| Some(k) != ctx.key_id.as_ref()) {
+                let holder = ctx
+                    .store
+                    .get_api_key(&ApiKeyId(bound))
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let usable = holder.is_some_and(|k| {
+                    k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now)
+                });
+                if usable {
+                    return Err((
+                        ErrorCode::Unauthorized,
+                        "this agent id belongs to another API key; revoke that key to move it"
+                            .to_owned(),
+                    ));
+                }
+            }
         }
         let name = HeartbeatName::parse(&service_name(agent_id)).map_err(|e| internal(&e))?;
-        let now = Timestamp::now();
         let service = match ctx
             .store
             .create_service(&NewService {
@@ -344,6 +364,7 @@ impl Gateway {
                 labels: hello.labels.clone(),
                 session_id: session_id.clone(),
                 remote_addr: ctx.remote.map(|a| a.to_string()),
+                key_id: ctx.key_id.clone(),
                 service_id: Some(service.id),
                 at: now,
             })
@@ -515,6 +536,8 @@ pub struct SessionContext {
     pub writer: HeartbeatWriter,
     /// The client's address (after trusted proxies).
     pub remote: Option<SocketAddr>,
+    /// The id of the API key the connection authenticated with.
+    pub key_id: Option<String>,
 }
 
 /// A refusal: the error code, its message and the close code.

@@ -68,6 +68,7 @@ fn v2_agent(app: &AppState, a: &AgentRecord, now: Timestamp) -> Value {
         "last_seen_at": a.last_seen_at,
         "revoked_at": a.revoked_at,
         "revoked_by": a.revoked_by,
+        "key_id": a.key_id,
         "service_id": a.service_id,
     })
 }
@@ -86,7 +87,8 @@ async fn connect(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Agent)?;
+    let principal = caller.require(Scope::Agent)?;
+    let key_id = principal.key_id.as_ref().map(|k| k.0.clone());
     let upgrade = upgrade.map_err(|e| {
         ApiError::bad_request(format!(
             "This route expects a WebSocket upgrade ({}).",
@@ -101,6 +103,7 @@ async fn connect(
         store: app.store.clone(),
         writer: app.writer.clone(),
         remote: Some(remote),
+        key_id,
     };
     let gateway = app.gateway.clone();
     // Frames up to twice the protocol's limit are read and answered with `frame_too_large`;

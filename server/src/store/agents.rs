@@ -29,6 +29,8 @@ pub struct AgentRecord {
     pub last_seen_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
     pub revoked_by: Option<String>,
+    /// The API key the agent last connected with.
+    pub key_id: Option<String>,
     /// The service the agent's heartbeats are recorded on.
     pub service_id: Option<ServiceId>,
 }
@@ -44,6 +46,8 @@ pub struct AgentConnection {
     pub labels: BTreeMap<String, String>,
     pub session_id: String,
     pub remote_addr: Option<String>,
+    /// The API key the session authenticated with.
+    pub key_id: Option<String>,
     pub service_id: Option<ServiceId>,
     pub at: Timestamp,
 }

@@ -95,6 +95,8 @@ impl AgentProcess {
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config).unwrap();
+        // The agent's log goes to a file, shown only when the test fails.
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = Command::new(agent_binary())
             .arg("--config")
             .arg(&path)
@@ -102,7 +104,7 @@ impl AgentProcess {
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start medic-agent");
         Self { child, _dir: dir }
@@ -113,6 +115,10 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("agent.log"));
+            eprintln!("--- medic-agent log ---\n{}", log.unwrap_or_default());
+        }
     }
 }
 
@@ -482,4 +488,55 @@ async fn revoked_agents_are_refused_after_the_hello() {
     );
     let r = app.admin().delete("/v2/agents/gone-1").await;
     assert_eq!(assert_ok(&r, 200)["status"], "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_id_stays_with_its_key_until_that_key_is_revoked() {
+    let app = TestApp::spawn().await;
+    let first = app
+        .create_key_with(&json!({ "name": "host-a", "scopes": ["agent"] }))
+        .await;
+    let second = app
+        .create_key_with(&json!({ "name": "host-b", "scopes": ["agent"] }))
+        .await;
+    let (first_key, first_id) = (
+        first["key"].as_str().unwrap(),
+        first["id"].as_str().unwrap(),
+    );
+    let (second_key, second_id) = (
+        second["key"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+
+    let mut ws = dial(&app, Some(first_key)).await.unwrap();
+    ws.send(Message::Text(hello("bound-1", 1, 1).into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws.close(None).await.unwrap();
+    let agent = assert_ok(&app.admin().get("/v2/agents/bound-1").await, 200);
+    assert_eq!(agent["key_id"], first_id);
+
+    // Another agent key cannot take the id while the first key is usable.
+    let mut thief = dial(&app, Some(second_key)).await.unwrap();
+    thief
+        .send(Message::Text(hello("bound-1", 1, 1).into()))
+        .await
+        .unwrap();
+    expect_refusal(&mut thief, "unauthorized", 1008).await;
+
+    // Rotation: once the first key is revoked, the new key takes the id over.
+    let r = app
+        .admin()
+        .delete(&format!("/v2/api-keys/{first_id}"))
+        .await;
+    assert_ok(&r, 200);
+    let mut moved = dial(&app, Some(second_key)).await.unwrap();
+    moved
+        .send(Message::Text(hello("bound-1", 1, 1).into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut moved).await["type"], "welcome");
+    let agent = assert_ok(&app.admin().get("/v2/agents/bound-1").await, 200);
+    assert_eq!(agent["key_id"], second_id);
 }

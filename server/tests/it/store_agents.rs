@@ -54,6 +54,7 @@ fn conn(id: &str, session: &str, at: i64) -> AgentConnection {
         labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
         session_id: session.into(),
         remote_addr: Some("192.0.2.7:40000".into()),
+        key_id: Some("0123456789ab".into()),
         service_id: None,
         at: t(at),
     }
@@ -81,6 +82,7 @@ async fn agents_register_update_and_disconnect(store: &dyn Store) {
     assert_eq!(first.last_seen_at, t(0));
     assert_eq!(first.labels["env"], "prod");
     assert_eq!(first.remote_addr.as_deref(), Some("192.0.2.7:40000"));
+    assert_eq!(first.key_id.as_deref(), Some("0123456789ab"));
 
     assert!(store.agent_seen("web-1", "s1", t(500)).await.unwrap());
     // A wrong session is not this agent's current one.
@@ -101,12 +103,14 @@ async fn agents_register_update_and_disconnect(store: &dyn Store) {
     let mut again = conn("web-1", "s2", 1000);
     again.agent_version = "0.2.0".into();
     again.labels.clear();
+    again.key_id = Some("ba9876543210".into());
     let back = connected(store.agent_connected(&again).await.unwrap());
     assert!(back.connected);
     assert_eq!(back.agent_version, "0.2.0");
     assert!(back.labels.is_empty());
     assert_eq!(back.first_seen_at, t(0));
     assert_eq!(back.connected_at, Some(t(1000)));
+    assert_eq!(back.key_id.as_deref(), Some("ba9876543210"));
     assert!(store.get_agent("nobody").await.unwrap().is_none());
 }
 

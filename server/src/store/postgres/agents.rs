@@ -13,7 +13,7 @@ use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels::text AS labels, \
     connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, \
-    last_seen_at, revoked_at, revoked_by, service_id";
+    last_seen_at, revoked_at, revoked_by, key_id, service_id";
 
 fn agent_from_row(r: &PgRow) -> Result<AgentRecord, sqlx::Error> {
     let labels: String = r.try_get("labels")?;
@@ -33,6 +33,7 @@ fn agent_from_row(r: &PgRow) -> Result<AgentRecord, sqlx::Error> {
         last_seen_at: ts(r, "last_seen_at")?,
         revoked_at: tso(r, "revoked_at")?,
         revoked_by: r.try_get("revoked_by")?,
+        key_id: r.try_get("key_id")?,
         service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
     })
 }
@@ -91,7 +92,8 @@ impl PgStore {
         let sql = format!(
             "UPDATE agents SET hostname = $2, agent_version = $3, os = $4, arch = $5, \
              labels = $6::jsonb, connected = true, session_id = $7, remote_addr = $8, \
-             connected_at = $9, last_seen_at = $9, service_id = coalesce($10, service_id) \
+             connected_at = $9, last_seen_at = $9, service_id = coalesce($10, service_id), \
+             key_id = $11 \
              WHERE id = $1 RETURNING {AGENT_COLUMNS}"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -105,6 +107,7 @@ impl PgStore {
             .bind(&c.remote_addr)
             .bind(dt(c.at))
             .bind(c.service_id.map(|s| s.0))
+            .bind(&c.key_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;

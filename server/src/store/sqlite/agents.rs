@@ -11,7 +11,7 @@ use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels, connected, \
     session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, \
-    revoked_at, revoked_by, service_id";
+    revoked_at, revoked_by, key_id, service_id";
 
 fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
     let labels: String = r.try_get("labels")?;
@@ -31,6 +31,7 @@ fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
         last_seen_at: Timestamp::from_millis(r.try_get("last_seen_at")?),
         revoked_at: ts(r.try_get("revoked_at")?),
         revoked_by: r.try_get("revoked_by")?,
+        key_id: r.try_get("key_id")?,
         service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
     })
 }
@@ -71,13 +72,13 @@ impl SqliteStore {
         let at = c.at.millis();
         let sql = format!(
             "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
-             session_id, remote_addr, first_seen_at, connected_at, last_seen_at, service_id) \
-             VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) \
+             session_id, remote_addr, first_seen_at, connected_at, last_seen_at, key_id, \
+             service_id) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
              agent_version = excluded.agent_version, os = excluded.os, arch = excluded.arch, \
              labels = excluded.labels, connected = 1, session_id = excluded.session_id, \
              remote_addr = excluded.remote_addr, connected_at = excluded.connected_at, \
-             last_seen_at = excluded.last_seen_at, \
+             last_seen_at = excluded.last_seen_at, key_id = excluded.key_id, \
              service_id = coalesce(excluded.service_id, agents.service_id) \
              RETURNING {AGENT_COLUMNS}"
         );
@@ -93,6 +94,7 @@ impl SqliteStore {
             .bind(at)
             .bind(at)
             .bind(at)
+            .bind(&c.key_id)
             .bind(c.service_id.map(|s| s.0))
             .fetch_one(&mut *tx)
             .await
