@@ -479,11 +479,22 @@ impl Gateway {
                     match ctx.store.agent_seen(agent_id, session_id, now).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            let code = ErrorCode::Unauthorized;
-                            let _ =
-                                refuse(socket, code, "this agent was revoked", close_code(code))
-                                    .await;
-                            return "revoked";
+                            // Revoked, or a newer session (here or on another replica) took
+                            // over the agent.
+                            let revoked = matches!(
+                                ctx.store.get_agent(agent_id).await,
+                                Ok(Some(a)) if a.revoked_at.is_some()
+                            );
+                            let (code, why) = if revoked {
+                                (ErrorCode::Unauthorized, "this agent was revoked")
+                            } else {
+                                (
+                                    ErrorCode::SessionReplaced,
+                                    "a newer connection of this agent replaced this one",
+                                )
+                            };
+                            let _ = refuse(socket, code, why, close_code(code)).await;
+                            return code_str(code);
                         }
                         Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
                     }
