@@ -46,6 +46,9 @@ use crate::log;
 /// How long SIGTERM waits for runs in flight to finish and their reports to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
+/// How long one dial (TCP, TLS, WebSocket upgrade) may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The path of the agent endpoint, appended to the configured server URL.
 pub const CONNECT_PATH: &str = "/v2/agents/connect";
 
@@ -316,7 +319,13 @@ impl Agent {
                 return;
             }
             let opened = Instant::now();
-            let ended = match dial(&self.settings).await {
+            let dialled = tokio::select! {
+                dialled = tokio::time::timeout(DIAL_TIMEOUT, dial(&self.settings)) => dialled
+                    .unwrap_or_else(|_| Err(DialError::Failed("dialling timed out".into()))),
+                // The only change ever sent is the shutdown.
+                _ = shutdown.changed() => return,
+            };
+            let ended = match dialled {
                 Ok(socket) => self.session(socket, &mut shutdown).await,
                 // 429 or 503 with Retry-After: the server says when to come back.
                 Err(e @ DialError::Refused(_, Some(after))) => Ended::After(after, e.to_string()),
