@@ -40,6 +40,14 @@ impl Drop for Agent {
 }
 
 fn start_agent(port: u16) -> Agent {
+    start_agent_with(
+        &format!("ws://127.0.0.1:{port}"),
+        "allow_insecure_ws = true\n",
+    )
+}
+
+/// An agent dialling `server_url`, with `settings` (top-level keys) added to its file.
+fn start_agent_with(server_url: &str, settings: &str) -> Agent {
     let dir = TempDir::create();
     let credential = dir.path().join("credential");
     std::fs::write(&credential, format!("{KEY}\n")).unwrap();
@@ -49,8 +57,8 @@ fn start_agent(port: u16) -> Agent {
         ""
     };
     let config = format!(
-        "server_url = \"ws://127.0.0.1:{port}\"\n\
-         allow_insecure_ws = true\n\
+        "server_url = \"{server_url}\"\n\
+         {settings}\
          credential_file = \"{}\"\n\
          agent_id = \"session-test\"\n\
          heartbeat_interval_seconds = 1\n\
@@ -328,4 +336,80 @@ async fn sigterm_finishes_the_run_in_flight_reports_it_then_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The test CA and the `localhost` / 127.0.0.1 certificate it signed (`tests/fixtures/tls/`,
+/// test-only keys).
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(fixture("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The handshake callback's error type is tungstenite's (an HTTP response), not ours to shrink.
+#[allow(clippy::result_large_err)]
+async fn wss_trusts_the_configured_ca_and_only_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tls_acceptor();
+
+    // With the CA bundle configured: TLS, the upgrade with the credential, then the hello.
+    let ca = format!("ca_file = \"{}\"\n", fixture("ca.pem").display());
+    let agent = start_agent_with(&format!("wss://localhost:{port}"), &ca);
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let tls = acceptor.accept(tcp).await.expect("TLS handshake");
+    let mut auth = String::new();
+    let mut ws = tokio_tungstenite::accept_hdr_async(tls, |req: &Request, resp: Response| {
+        auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok(resp)
+    })
+    .await
+    .unwrap();
+    assert_eq!(auth, format!("Bearer {KEY}"));
+    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let hello: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(hello["type"], "hello");
+    drop(agent);
+
+    // With the public roots only, the test CA is not trusted: the agent aborts the handshake.
+    let _agent = start_agent_with(&format!("wss://localhost:{port}"), "");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        acceptor.accept(tcp).await.is_err(),
+        "an untrusted server was accepted"
+    );
 }
