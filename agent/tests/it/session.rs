@@ -346,22 +346,36 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+/// A TLS server with the fixture certificate; with `client_auth`, it demands a client
+/// certificate signed by the test CA.
+fn tls_acceptor(client_auth: bool) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
     let certs = CertificateDer::pem_file_iter(fixture("server.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
         .unwrap();
-    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(certs, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +384,7 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
 async fn wss_trusts_the_configured_ca_and_only_it() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = tls_acceptor();
+    let acceptor = tls_acceptor(false);
 
     // With the CA bundle configured: TLS, the upgrade with the credential, then the hello.
     let ca = format!("ca_file = \"{}\"\n", fixture("ca.pem").display());
@@ -411,5 +425,40 @@ async fn wss_trusts_the_configured_ca_and_only_it() {
     assert!(
         acceptor.accept(tcp).await.is_err(),
         "an untrusted server was accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_presents_the_configured_client_certificate() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tls_acceptor(true);
+    let ca = format!("ca_file = \"{}\"\n", fixture("ca.pem").display());
+    let mtls = format!(
+        "{ca}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        fixture("client.pem").display(),
+        fixture("client.key").display()
+    );
+
+    let agent = start_agent_with(&format!("wss://127.0.0.1:{port}"), &mtls);
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let tls = acceptor.accept(tcp).await.expect("mutual TLS handshake");
+    let presented = tls.get_ref().1.peer_certificates().map_or(0, <[_]>::len);
+    assert_eq!(presented, 1, "the agent sent its client certificate");
+    drop(tls);
+    drop(agent);
+
+    // Without a client certificate the server refuses the handshake.
+    let _agent = start_agent_with(&format!("wss://127.0.0.1:{port}"), &ca);
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        acceptor.accept(tcp).await.is_err(),
+        "a client without a certificate got in"
     );
 }
