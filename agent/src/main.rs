@@ -141,7 +141,8 @@ fn run(loaded: Loaded) -> ExitCode {
         run_as,
         interpreter_dirs: INTERPRETER_DIRS.iter().map(PathBuf::from).collect(),
     };
-    let executor = match Executor::new(exec, env) {
+    let journal = config.work_dir.join("recent-run-ids");
+    let executor = match Executor::new(exec, env).and_then(|e| e.with_journal(&journal)) {
         Ok(executor) => executor,
         Err(e) => return report(&[format!("work_dir {}: {e}", config.work_dir.display())]),
     };
