@@ -1,7 +1,7 @@
 //! The command line, parsed by hand (see the crate documentation for why).
 //!
 //! ```text
-//! medic-agent [--config PATH] [--<setting> VALUE ...] <check-config | version>
+//! medic-agent [--config PATH] [--<setting> VALUE ...] <run | check-config | version>
 //! ```
 //!
 //! Every [`Setting`] except the credential has a flag named after its file key
@@ -19,6 +19,8 @@ use crate::config::Setting;
 pub enum Command {
     /// Load and check the configuration; exit 0, or print every problem and exit 64.
     CheckConfig,
+    /// Connect to the server and serve until SIGTERM or SIGINT.
+    Run,
     /// Print the version.
     Version,
     /// Print the usage.
@@ -53,6 +55,7 @@ pub fn usage() -> String {
     let mut text = String::from(
         "usage: medic-agent [--config PATH] [OPTIONS] <COMMAND>\n\n\
          commands:\n  \
+         run           connect to the server and serve until SIGTERM\n  \
          check-config  check the configuration; exit 64 listing every problem\n  \
          version       print the version\n\n\
          options (each also MEDIC_AGENT_<KEY> or a key in the config file):\n  \
@@ -96,8 +99,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
             "-h" | "--help" => command = Some(Command::Help),
             "-V" | "--version" => command = Some(Command::Version),
             "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
-            "check-config" | "version" | "help" if command.is_none() => {
+            "run" | "check-config" | "version" | "help" if command.is_none() => {
                 command = Some(match name.as_str() {
+                    "run" => Command::Run,
                     "check-config" => Command::CheckConfig,
                     "version" => Command::Version,
                     _ => Command::Help,
@@ -122,18 +126,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
                 };
                 flags.insert(setting, v);
             }
-            "run" => {
-                return Err(UsageError(
-                    "`run` is not available in this build: the agent's network session is not \
-                     implemented yet"
-                        .to_owned(),
-                ));
-            }
             other => return Err(UsageError(format!("unexpected argument {other:?}"))),
         }
     }
     let command = command
-        .ok_or_else(|| UsageError("missing command (check-config or version)".to_owned()))?;
+        .ok_or_else(|| UsageError("missing command (run, check-config or version)".to_owned()))?;
     Ok(Cli {
         command,
         config,
@@ -189,11 +186,12 @@ mod tests {
                 .0
                 .contains("needs a value")
         );
+        assert_eq!(parse_strs(&["run"]).unwrap().command, Command::Run);
         assert!(
-            parse_strs(&["run"])
+            parse_strs(&["run", "version"])
                 .unwrap_err()
                 .0
-                .contains("not available")
+                .contains("unexpected")
         );
         assert_eq!(
             parse_strs(&["--version"]).unwrap().command,

@@ -163,7 +163,7 @@ pub struct Config {
     pub server_url: ServerUrl,
     /// The API key with the agent scope.
     pub credential: Credential,
-    /// A PEM bundle of CAs to trust instead of the system roots.
+    /// A PEM bundle of CAs to trust instead of the built-in Mozilla roots (`webpki-roots`).
     pub ca_file: Option<PathBuf>,
     /// A client certificate for mutual TLS.
     pub client_identity: Option<ClientIdentity>,

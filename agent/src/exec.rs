@@ -271,6 +271,8 @@ impl RecentRuns {
 struct State {
     running: HashSet<RunId>,
     recent: RecentRuns,
+    /// Where admitted run ids are appended, so they survive a restart of the agent.
+    journal: Option<std::fs::File>,
 }
 
 /// Decides and runs scripts. A cheap handle: clones share the same state, so a [`Permit`] can
@@ -335,6 +337,7 @@ impl Executor {
                 ids: HashSet::new(),
                 capacity: RECENT_RUN_IDS,
             },
+            journal: None,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -344,6 +347,46 @@ impl Executor {
                 next_dir: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Remembers admitted run ids in the file at `path` across restarts: loads the most recent
+    /// [`RECENT_RUN_IDS`] recorded there, and appends (and syncs) every id admitted from now on.
+    /// The file is compacted when it has grown to twice that many lines.
+    pub fn with_journal(self, path: &Path) -> io::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        let keep = &lines[lines.len().saturating_sub(RECENT_RUN_IDS)..];
+        if lines.len() >= 2 * RECENT_RUN_IDS {
+            let compacted = path.with_extension("compact");
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&compacted)?;
+            for id in keep {
+                writeln!(file, "{id}")?;
+            }
+            file.sync_all()?;
+            std::fs::rename(&compacted, path)?;
+        }
+        let journal = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        {
+            let mut state = self.lock();
+            for id in keep {
+                state.recent.insert(RunId::new(*id));
+            }
+            state.journal = Some(journal);
+        }
+        Ok(self)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -451,6 +494,11 @@ impl Executor {
         }
         state.running.insert(request.run_id.clone());
         state.recent.insert(request.run_id.clone());
+        if let Some(journal) = &mut state.journal {
+            // Best effort: the in-memory record above already refuses redeliveries to this
+            // process; the journal extends that across restarts. Run ids hold no newline.
+            let _ = writeln!(journal, "{}", request.run_id).and_then(|()| journal.sync_data());
+        }
         drop(state);
 
         let local_cap = self.inner.settings.output_cap_bytes;

@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use medic_agent::cli::{self, Command};
 use medic_agent::config::{self, Config, Sources};
-use medic_agent::exec::RunAs;
+use medic_agent::exec::{ExecSettings, Executor, INTERPRETER_DIRS, RunAs};
+use medic_agent::log;
+use medic_agent::session::{Agent, SessionSettings};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -31,12 +34,36 @@ fn main() -> ExitCode {
             println!("medic-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => check_config(&cli),
+        Command::CheckConfig => match load(&cli) {
+            Ok(loaded) => {
+                println!(
+                    "{}: configuration OK (agent {}, server {}, {} allowed script(s))",
+                    loaded.path.display(),
+                    loaded.config.agent_id,
+                    loaded.config.server_url.as_str(),
+                    loaded.config.allowlist.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => report(&problems),
+        },
+        Command::Run => match load(&cli) {
+            Ok(loaded) => run(loaded),
+            Err(problems) => report(&problems),
+        },
     }
 }
 
-/// Loads the configuration and checks everything a start would need; prints every problem.
-fn check_config(cli: &cli::Cli) -> ExitCode {
+/// A configuration that passed every check.
+struct Loaded {
+    path: PathBuf,
+    config: Config,
+    env: BTreeMap<String, String>,
+    run_as: Option<RunAs>,
+}
+
+/// Loads the configuration and checks everything a start would need; returns every problem.
+fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -61,27 +88,106 @@ fn check_config(cli: &cli::Cli) -> ExitCode {
             problems.extend(config.check_files());
             let euid = rustix::process::geteuid().as_raw();
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            if let Err(e) = RunAs::resolve(config.run_as.as_deref(), euid, &passwd) {
-                problems.push(e);
-            }
+            let run_as = match RunAs::resolve(config.run_as.as_deref(), euid, &passwd) {
+                Ok(run_as) => run_as,
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            };
             if problems.is_empty() {
-                println!(
-                    "{}: configuration OK (agent {}, server {}, {} allowed script(s))",
-                    path.display(),
-                    config.agent_id,
-                    config.server_url.as_str(),
-                    config.allowlist.len()
-                );
-                return ExitCode::SUCCESS;
+                return Ok(Loaded {
+                    path,
+                    config,
+                    env: sources.env,
+                    run_as,
+                });
             }
         }
         Err(found) => problems.extend(found.0),
     }
+    Err(problems)
+}
+
+/// Prints every configuration problem; exit 64.
+fn report(problems: &[String]) -> ExitCode {
     eprintln!("medic-agent: {} configuration problem(s):", problems.len());
-    for problem in &problems {
+    for problem in problems {
         eprintln!("  - {problem}");
     }
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Builds the executor and the session and serves until SIGTERM or SIGINT.
+fn run(loaded: Loaded) -> ExitCode {
+    let Loaded {
+        config,
+        env,
+        run_as,
+        ..
+    } = loaded;
+    let settings = match SessionSettings::from_config(&config, hostname()) {
+        Ok(settings) => settings,
+        Err(e) => return report(&[e]),
+    };
+    let exec = ExecSettings {
+        agent_id: config.agent_id.clone(),
+        allowlist: config.allowlist.clone(),
+        work_dir: config.work_dir.clone(),
+        output_cap_bytes: config.output_cap_bytes,
+        max_concurrent_runs: config.max_concurrent_runs,
+        pass_env: config.pass_env.clone(),
+        limits: config.limits,
+        run_as,
+        interpreter_dirs: INTERPRETER_DIRS.iter().map(PathBuf::from).collect(),
+    };
+    let journal = config.work_dir.join("recent-run-ids");
+    let executor = match Executor::new(exec, env).and_then(|e| e.with_journal(&journal)) {
+        Ok(executor) => executor,
+        Err(e) => return report(&[format!("work_dir {}: {e}", config.work_dir.display())]),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("medic-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info(
+        "starting",
+        &[
+            ("agent_id", config.agent_id.as_str()),
+            ("server", config.server_url.as_str()),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+    );
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let agent = tokio::spawn(Agent::new(settings, executor).run(stopped));
+        termination_signal().await;
+        log::info("stopping", &[]);
+        let _ = stop.send(true);
+        let _ = agent.await;
+    });
+    ExitCode::SUCCESS
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// The host name as the kernel reports it.

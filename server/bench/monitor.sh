@@ -5,7 +5,8 @@
 #   SIZES="10000" BACKENDS="sqlite" server/bench/monitor.sh
 #
 # For each backend and size: starts a release medic-server, registers the services (interval
-# INTERVAL seconds, default 60, grace 0), keeps them all beating at a random phase, silences 1%
+# INTERVAL seconds, default 60, grace GRACE, default 5), keeps them all beating once per interval
+# at a random phase, silences 1%
 # at random moments, and after DURATION seconds (default 240) prints detection lag p50/p99
 # (deadline → alert opened), missed and false alerts, the monitor's pass durations and time per
 # minute, and the server's CPU seconds per minute and RSS. On PostgreSQL the API and the monitor
@@ -20,6 +21,7 @@ SIZES=${SIZES:-"100000 10000"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 DURATION=${DURATION:-240}
 INTERVAL=${INTERVAL:-60}
+GRACE=${GRACE:-5}
 PG_ADMIN_URL=${MEDIC_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${BENCH_PORT:-18182}
 WPORT=$((PORT + 1))
@@ -69,7 +71,7 @@ for size in $SIZES; do
     esac
     echo "== $backend, $size services, interval ${INTERVAL}s, ${DURATION}s (pids $pids: api first)"
     "$LOAD" --base "http://127.0.0.1:$PORT" --metrics-base "$metrics" --key "$ADMIN_KEY" \
-      --services "$size" --interval "$INTERVAL" --duration "$DURATION" --pids "$pids" \
+      --services "$size" --interval "$INTERVAL" --grace "$GRACE" --duration "$DURATION" --pids "$pids" \
       | sed "s/^RESULT/[$backend $size]/"
     for p in "${PIDS[@]}"; do kill -TERM "$p"; wait "$p" || true; done
     PIDS=()

@@ -1,6 +1,6 @@
 //! Load and measurement tool for the monitor benchmark (`server/bench/monitor.sh` drives it).
 //!
-//! Registers `--services` services with interval `--interval` (grace 0), keeps every one
+//! Registers `--services` services with interval `--interval` and grace `--grace`, keeps every one
 //! beating once per interval at a random phase through `POST /heartbeat`, silences
 //! `--silent-percent` of them at random moments, and after `--duration` seconds reads the
 //! alerts back and prints:
@@ -9,8 +9,8 @@
 //!   deadline (the service's last accepted heartbeat plus the interval, as the server recorded
 //!   it in `down_since`), and the same from the client's clock (last acknowledged beat plus the
 //!   interval → alert opened);
-//! - missed alerts (silenced, no alert) and false alerts (an alert for a service that never
-//!   stopped beating);
+//! - missed alerts (silenced, no alert) and false alerts (an alert, after the first interval,
+//!   for a service that was still beating);
 //! - the server processes' CPU seconds per minute and RSS (from `/proc`, `--pids`), and the
 //!   monitor's pass durations from `/metrics` (`medic_monitor_pass_seconds`).
 //!
@@ -32,6 +32,7 @@ struct Args {
     key: String,
     services: usize,
     interval: u64,
+    grace: u64,
     duration: u64,
     silent_percent: f64,
     pids: Vec<u32>,
@@ -44,6 +45,7 @@ fn args() -> Args {
         key: String::new(),
         services: 10_000,
         interval: 60,
+        grace: 5,
         duration: 240,
         silent_percent: 1.0,
         pids: Vec::new(),
@@ -58,6 +60,7 @@ fn args() -> Args {
             "--key" => a.key = v,
             "--services" => a.services = v.parse().expect("--services"),
             "--interval" => a.interval = v.parse().expect("--interval"),
+            "--grace" => a.grace = v.parse().expect("--grace"),
             "--duration" => a.duration = v.parse().expect("--duration"),
             "--silent-percent" => a.silent_percent = v.parse().expect("--silent-percent"),
             "--pids" => {
@@ -163,7 +166,7 @@ async fn main() {
             let (client, auth, base, prefix) = (&client, &auth, &a.base, &prefix);
             async move {
                 let body = json!({"heartbeat_name": format!("{prefix}-{i}"),
-                                  "interval_seconds": a.interval, "grace_seconds": 0});
+                                  "interval_seconds": a.interval, "grace_seconds": a.grace});
                 for _ in 0..5 {
                     match client
                         .post(format!("{base}/v2/services"))
@@ -203,6 +206,10 @@ async fn main() {
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let start_epoch = now_ms();
+    // Services registered long before the first beat may alert once at the start: only
+    // alerts after the first full interval and grace count as false.
+    let warmup_end = start_epoch + interval_ms + a.grace as i64 * 1000;
     let before: Vec<(f64, f64)> = a.pids.iter().filter_map(|p| proc_sample(*p)).collect();
     let metrics_base = a.metrics_base.clone().unwrap_or_else(|| a.base.clone());
     let metrics_before = client
@@ -286,6 +293,8 @@ async fn main() {
     for w in workers {
         let _ = w.await;
     }
+    // Every service stops beating now; alerts for deadlines after this are the run ending.
+    let end_epoch = now_ms();
     // Give the last deadlines (at most one interval after the last silence) time to fire.
     let after: Vec<(f64, f64)> = a.pids.iter().filter_map(|p| proc_sample(*p)).collect();
     let minutes = start.elapsed().as_secs_f64() / 60.0;
@@ -381,14 +390,20 @@ async fn main() {
         else {
             continue;
         };
-        if !silent.contains_key(&i) {
-            false_alerts += 1;
+        if down >= end_epoch {
+            continue;
+        }
+        let silenced_at = silent.get(&i).map(|stop| start_epoch + stop);
+        if silenced_at.is_none_or(|at| down < at) {
+            if down > warmup_end {
+                false_alerts += 1;
+            }
             continue;
         }
         alerted.insert(i);
         server_lag.push(created - down);
         if let Some(ack) = acks.get(&i) {
-            client_lag.push(created - (ack + interval_ms));
+            client_lag.push(created - (ack + interval_ms + a.grace as i64 * 1000));
         }
     }
     let missed = silent.keys().filter(|i| !alerted.contains(i)).count();

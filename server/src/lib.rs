@@ -9,6 +9,7 @@
 //!   the group-commit heartbeat writer.
 //! - [`auth`] — API key verification and the short-lived key cache.
 //! - [`ratelimit`] — per-class GCRA rate limiting, in memory or shared through Redis.
+//! - [`gateway`] — the agents' WebSocket sessions: handshake, heartbeats, drain, revocation.
 //! - [`http`] — the router, middleware and one module per resource.
 //! - [`notify`] — outbound notifications: Slack, PagerDuty and signed webhooks, one delivery
 //!   attempt at a time, retry backoff, and the SSRF guard for user-set URLs.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod http;
 pub mod monitor;
 pub mod notify;

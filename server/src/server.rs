@@ -152,6 +152,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
             .map_err(|e| StartError::Notifications(e.to_string()))?;
         spawn_workers(&cfg, notifiers, &store, &outbox, &tracker, &background);
     }
+    let gateway = crate::gateway::Gateway::new();
     let state = AppState::new(Inner {
         auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
         store: store.clone(),
@@ -161,6 +162,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         started: Instant::now(),
         config: cfg.clone(),
         outbox,
+        gateway: gateway.clone(),
     });
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -176,12 +178,17 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         let mut serve = tokio::spawn(serve.into_future());
         stop.cancelled().await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Agents are told to go (and dial again later) while HTTP requests drain.
+        gateway.drain();
         match tokio::time::timeout(grace, &mut serve).await {
             Ok(_) => tracing::info!("in-flight requests drained"),
             Err(_) => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "drain timed out");
                 serve.abort();
             }
+        }
+        if tokio::time::timeout(grace, gateway.wait()).await.is_err() {
+            tracing::warn!("agent sessions did not close within the grace period");
         }
         background.cancel();
         tracker.close();

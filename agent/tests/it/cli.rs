@@ -91,7 +91,7 @@ fn check_config_lists_every_problem_and_exits_64() {
 fn usage_errors_exit_64() {
     for args in [
         &[][..],
-        &["run"],
+        &["run", "version"],
         &["--bogus", "version"],
         &["--credential", "x", "check-config"],
     ] {

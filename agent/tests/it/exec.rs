@@ -467,6 +467,29 @@ fn a_run_id_never_runs_twice() {
 }
 
 #[test]
+fn admitted_run_ids_survive_a_restart_through_the_journal() {
+    let host = Host::new(Options::default());
+    let journal = host.dir.path().join("recent-run-ids");
+    let executor = host.executor.clone().with_journal(&journal).unwrap();
+    let counter = host.dir.path().join("count");
+    let r = request("r1", &format!("echo x >> '{}'\n", counter.display()));
+    assert_eq!(
+        executor.execute(&r, SystemTime::now()).unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "r1\n");
+
+    // A new executor (the agent restarted) over the same journal refuses the redelivery.
+    let restarted = Host::new(Options::default())
+        .executor
+        .with_journal(&journal)
+        .unwrap();
+    let refusal = restarted.admit(&r, SystemTime::now()).unwrap_err();
+    assert_eq!(refusal.reason, SkipReason::Duplicate);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "x\n");
+}
+
+#[test]
 fn concurrency_is_bounded() {
     let host = Host::new(Options {
         max_concurrent_runs: 2,

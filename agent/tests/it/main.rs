@@ -3,6 +3,7 @@
 mod cli;
 mod exec;
 mod footprint;
+mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,6 +7,7 @@
 //! [`middleware`]. Handlers call the [`Store`](crate::store::Store) through use-case-sized
 //! methods and never see SQL.
 
+pub mod agents;
 pub mod alerts;
 pub mod api_keys;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod legacy;
 pub mod maintenance;
 pub mod middleware;
+pub mod runs;
 pub mod scripts;
 pub mod services;
 pub mod signals;
@@ -58,6 +60,7 @@ pub struct Inner {
     pub started: Instant,
     /// Wakes the notification dispatcher after an operator changes an alert.
     pub outbox: Arc<crate::monitor::OutboxSignal>,
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl std::ops::Deref for AppState {
         (name = "api-keys", description = "API keys"),
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "scripts", description = "Registered remediation scripts and their approval"),
+        (name = "agents", description = "Host agents: the WebSocket gateway and the registry"),
     )
 )]
 struct ApiDoc;
@@ -125,6 +129,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(scripts::router())
         .merge(alerts::router())
         .merge(slack::router())
+        .merge(agents::router())
+        .merge(runs::router())
 }
 
 /// The OpenAPI document describing every route.

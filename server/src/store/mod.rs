@@ -9,16 +9,20 @@
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
 //! is down, who may do what); it records what it is told and answers queries.
 
+mod agents;
 mod alerting;
 pub mod batch;
 pub mod postgres;
+mod runs;
 pub mod sqlite;
 mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use agents::*;
 pub use alerting::*;
+pub use runs::*;
 pub use types::*;
 
 use crate::domain::{ApiKeyId, ServiceId, SnapshotId};
@@ -303,6 +307,74 @@ pub trait Store: Send + Sync + 'static {
         filter: &WindowFilter,
     ) -> StoreResult<Vec<MaintenanceWindowRecord>>;
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool>;
+
+    // ---- agents -----------------------------------------------------------------------------
+
+    /// Registers the agent (or updates its row) and marks it connected by `session_id`, in one
+    /// transaction; a revoked agent is refused and nothing changes.
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome>;
+    /// Records that the session is alive. `false` when the agent was revoked or the session is
+    /// no longer its current one: the session must close.
+    async fn agent_seen(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+    /// Marks the agent disconnected, if `session_id` is still its current session.
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<()>;
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+    /// Ordered by id.
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>>;
+    /// Marks the agent revoked (and disconnected). `false` when no such unrevoked agent exists.
+    async fn revoke_agent(
+        &self,
+        id: &str,
+        by: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+
+    // ---- agent runs -------------------------------------------------------------------------
+
+    /// Queues a run. The agent and the script version must exist (the database refuses a
+    /// dangling reference).
+    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun>;
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>>;
+    /// Newest first; all agents' when `agent_id` is `None`.
+    async fn list_agent_runs(
+        &self,
+        agent_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRun>>;
+    /// The agent's runs waiting to be sent, oldest first: the queued ones, and with `resend`
+    /// also those sent to an earlier session and never accepted.
+    async fn pending_agent_runs(&self, agent_id: &str, resend: bool) -> StoreResult<Vec<AgentRun>>;
+    /// A queued (or already sent) run was sent to the agent.
+    async fn agent_run_sent(&self, run_id: &str, at: crate::domain::Timestamp) -> StoreResult<()>;
+    /// The agent accepted the run. `false` when it is not this agent's, or not waiting.
+    async fn agent_run_started(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        at: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+    /// Stores how the run ended unless an ending is already stored. The run's final status, or
+    /// `None` when the agent has no such run.
+    async fn finish_agent_run(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        end: &AgentRunEnd,
+    ) -> StoreResult<Option<AgentRunStatus>>;
 
     // ---- scripts ----------------------------------------------------------------------------
 

@@ -287,6 +287,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v2/services/{service_id}/alerts", &["get"]),
     ("/v2/webhooks/{target_id}/deliveries", &["get"]),
     ("/v2/slack/interactions", &["post"]),
+    ("/v2/agents", &["get"]),
+    ("/v2/agents/connect", &["get"]),
+    ("/v2/agents/{agent_id}", &["get", "delete"]),
+    ("/v2/runs", &["get", "post"]),
+    ("/v2/runs/{run_id}", &["get"]),
 ];
 
 #[tokio::test]
@@ -327,7 +332,9 @@ async fn openapi_lists_every_served_route() {
             .replace("{heartbeat_name}", "x")
             .replace("{service_id}", "1")
             .replace("{snapshot_id}", "1")
-            .replace("{key_id}", "000000000000");
+            .replace("{key_id}", "000000000000")
+            .replace("{agent_id}", "x")
+            .replace("{run_id}", "x");
         for m in *methods {
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
             let r = send(app.admin().request(method, &concrete).json(&json!({}))).await;

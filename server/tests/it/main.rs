@@ -1,5 +1,7 @@
 //! Medic server integration tests: one binary, one module per feature.
 
+mod agent_runs;
+mod agents;
 mod alerting;
 mod cli;
 mod db;
@@ -15,6 +17,7 @@ mod http_teams;
 mod notify;
 mod recovery;
 mod store;
+mod store_agents;
 mod store_alerting;
 mod store_monitor;
 mod store_scripts;

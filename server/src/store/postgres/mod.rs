@@ -18,7 +18,9 @@
 //!   size: one lookup-and-lock of every named service, one `INSERT … SELECT FROM unnest(…)` of
 //!   all events, one `UPDATE … FROM unnest(…)` of `last_heartbeat_at`.
 
+mod agents;
 mod alerting;
+mod runs;
 mod scripts;
 mod teams;
 
@@ -1317,6 +1319,81 @@ impl Store for PgStore {
 
     async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
         self.delete_window_impl(id).await
+    }
+
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
+        self.agent_connected_impl(conn).await
+    }
+
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
+        self.agent_seen_impl(id, session_id, at).await
+    }
+
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.agent_disconnected_impl(id, session_id, at).await
+    }
+
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        self.get_agent_impl(id).await
+    }
+
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>> {
+        self.list_agents_impl(filter, page).await
+    }
+
+    async fn revoke_agent(&self, id: &str, by: &str, at: Timestamp) -> StoreResult<bool> {
+        self.revoke_agent_impl(id, by, at).await
+    }
+
+    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
+        self.create_agent_run_impl(new).await
+    }
+
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+        self.get_agent_run_impl(run_id).await
+    }
+
+    async fn list_agent_runs(
+        &self,
+        agent_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRun>> {
+        self.list_agent_runs_impl(agent_id, page).await
+    }
+
+    async fn pending_agent_runs(&self, agent_id: &str, resend: bool) -> StoreResult<Vec<AgentRun>> {
+        self.pending_agent_runs_impl(agent_id, resend).await
+    }
+
+    async fn agent_run_sent(&self, run_id: &str, at: Timestamp) -> StoreResult<()> {
+        self.agent_run_sent_impl(run_id, at).await
+    }
+
+    async fn agent_run_started(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        self.agent_run_started_impl(agent_id, run_id, at).await
+    }
+
+    async fn finish_agent_run(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        end: &AgentRunEnd,
+    ) -> StoreResult<Option<AgentRunStatus>> {
+        self.finish_agent_run_impl(agent_id, run_id, end).await
     }
 
     async fn register_script_version(

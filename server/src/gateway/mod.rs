@@ -1,0 +1,654 @@
+//! The agent gateway: one WebSocket session per connected agent (`GET /v2/agents/connect`).
+//!
+//! This module owns the live sessions of this replica and the conversation of
+//! `docs/protocol.md`: it reads the agent's `hello`, negotiates the version, registers the agent
+//! ([`Store::agent_connected`](crate::store::Store::agent_connected)), answers `welcome`, then
+//! records every agent heartbeat as a heartbeat of the agent's own service (`agent:<id>`)
+//! through the same [`HeartbeatWriter`](crate::store::batch::HeartbeatWriter) as
+//! `POST /heartbeat`, so the monitor treats a silent host like any silent service.
+//!
+//! Runs queued through `POST /v2/runs` are sent as `run_request`s and the agent's reports stored
+//! and acknowledged ([`runs`]): at the start of a session, when a run is queued for a connected
+//! agent ([`Gateway::notify_run`]), and at every heartbeat (so runs queued on another replica
+//! arrive within one heartbeat interval).
+//!
+//! Every refusal is an `error` frame with a protocol [`ErrorCode`] followed by a close frame
+//! whose reason is that code, and ends only that one session. It does not authenticate (the
+//! HTTP gate did, before the upgrade) and it never runs SQL itself.
+//!
+//! Sessions are tracked: [`Gateway::drain`] (server shutdown) sends `drain` to every agent and
+//! closes; [`Gateway::wait`] waits until each session has marked its agent disconnected.
+//! [`Gateway::kick`] closes one agent's session (revocation). Another replica learns of a
+//! revocation at the agent's next heartbeat, when
+//! [`Store::agent_seen`](crate::store::Store::agent_seen) answers `false`.
+
+mod runs;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use medic_protocol::{
+    AgentMessage, Drain, ErrorCode, ErrorMessage, HANDSHAKE_TIMEOUT, Hello, RunId, ServerMessage,
+    SessionId, VersionRange, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::service::HeartbeatName;
+use crate::domain::{ApiKeyId, Priority, Timestamp};
+use crate::store::batch::HeartbeatWriter;
+use crate::store::{
+    AgentConnectOutcome, AgentConnection, CreateOutcome, HeartbeatOutcome, NewHeartbeat,
+    NewService, Store,
+};
+
+/// How often agents send heartbeats, as announced in `welcome`. An agent configured for a
+/// shorter interval keeps its own.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+
+/// A session that sends nothing for this long is closed (three missed heartbeats).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3 * 20);
+
+/// How long agents wait before dialling again after a `drain`.
+pub const DRAIN_RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// The alert interval of an agent's service: an agent that misses this many seconds of
+/// heartbeats is down.
+pub const AGENT_SERVICE_INTERVAL_SECONDS: i64 = 60;
+
+/// The service name an agent's heartbeats are recorded under.
+pub fn service_name(agent_id: &str) -> String {
+    format!("agent:{agent_id}")
+}
+
+/// The gauge of sessions open on this replica.
+const CONNECTED_METRIC: &str = "medic_agents_connected";
+
+/// Why the gateway closes a session from the outside.
+#[derive(Debug, Clone)]
+enum Control {
+    Close(ErrorCode, String),
+    /// A run was queued for this agent: send what is pending.
+    Dispatch,
+}
+
+struct Live {
+    session_id: String,
+    control: mpsc::Sender<Control>,
+}
+
+struct Shared {
+    sessions: Mutex<HashMap<String, Live>>,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The live sessions of this replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gateway {
+    pub fn new() -> Self {
+        metrics::describe_gauge!(
+            CONNECTED_METRIC,
+            "Agent sessions open on this replica (past the handshake)"
+        );
+        metrics::gauge!(CONNECTED_METRIC).set(0.0);
+        Self {
+            shared: Arc::new(Shared {
+                sessions: Mutex::new(HashMap::new()),
+                drain: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the agent has a session open on this replica.
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.sessions().contains_key(agent_id)
+    }
+
+    /// How many agents have a session open on this replica.
+    pub fn connected(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Closes the agent's session on this replica, if it has one, with `unauthorized`.
+    pub fn kick(&self, agent_id: &str, why: &str) -> bool {
+        let control = self.sessions().get(agent_id).map(|l| l.control.clone());
+        match control {
+            Some(c) => c
+                .try_send(Control::Close(ErrorCode::Unauthorized, why.to_owned()))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Tells the agent's session on this replica, if any, that a run was queued for it. Sessions
+    /// on other replicas pick it up at the agent's next heartbeat.
+    pub fn notify_run(&self, agent_id: &str) {
+        let control = self.sessions().get(agent_id).map(|l| l.control.clone());
+        if let Some(c) = control {
+            let _ = c.try_send(Control::Dispatch);
+        }
+    }
+
+    /// Tells every session to send `drain` and close; new connections are refused.
+    pub fn drain(&self) {
+        self.shared.drain.cancel();
+    }
+
+    /// Waits until every session has ended (after [`Self::drain`]).
+    pub async fn wait(&self) {
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+
+    /// Registers a session past its handshake; an older session of the same agent is told to
+    /// close with `session_replaced`.
+    fn register(&self, agent_id: &str, session_id: &str, control: mpsc::Sender<Control>) {
+        let mut sessions = self.sessions();
+        let old = sessions.insert(
+            agent_id.to_owned(),
+            Live {
+                session_id: session_id.to_owned(),
+                control,
+            },
+        );
+        metrics::gauge!(CONNECTED_METRIC).set(sessions.len() as f64);
+        drop(sessions);
+        if let Some(old) = old {
+            let _ = old.control.try_send(Control::Close(
+                ErrorCode::SessionReplaced,
+                "a newer connection of this agent replaced this one".to_owned(),
+            ));
+        }
+    }
+
+    fn unregister(&self, agent_id: &str, session_id: &str) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(agent_id)
+            .is_some_and(|l| l.session_id == session_id)
+        {
+            sessions.remove(agent_id);
+        }
+        metrics::gauge!(CONNECTED_METRIC).set(sessions.len() as f64);
+    }
+
+    /// Runs one upgraded connection to its end. Tracked, so [`Self::wait`] waits for it.
+    pub async fn serve(&self, ctx: SessionContext, socket: WebSocket) {
+        if self.shared.drain.is_cancelled() {
+            let mut socket = socket;
+            let _ = refuse(
+                &mut socket,
+                ErrorCode::Internal,
+                "the server is shutting down",
+                1012,
+            )
+            .await;
+            return;
+        }
+        let gateway = self.clone();
+        self.shared
+            .tracker
+            .track_future(async move { gateway.session(ctx, socket).await })
+            .await;
+    }
+
+    async fn session(&self, ctx: SessionContext, mut socket: WebSocket) {
+        let hello = match read_hello(&mut socket).await {
+            Ok(hello) => hello,
+            Err(Some((code, message, close))) => {
+                metrics::counter!("medic_agent_sessions_refused_total", "reason" => code_str(code))
+                    .increment(1);
+                let _ = refuse(&mut socket, code, &message, close).await;
+                return;
+            }
+            Err(None) => return,
+        };
+        let (record_service, session_id, version) = match self.open(&ctx, &hello).await {
+            Ok(opened) => opened,
+            Err((code, message)) => {
+                metrics::counter!("medic_agent_sessions_refused_total", "reason" => code_str(code))
+                    .increment(1);
+                let _ = refuse(&mut socket, code, &message, close_code(code)).await;
+                return;
+            }
+        };
+        let agent_id = hello.agent_id.as_str().to_owned();
+        let (control_tx, mut control) = mpsc::channel(4);
+        self.register(&agent_id, &session_id, control_tx);
+        tracing::info!(agent_id, session_id, version, remote = ?ctx.remote, "agent connected");
+        let welcome = ServerMessage::Welcome(Welcome {
+            protocol_version: version,
+            session_id: SessionId::new(session_id.clone()),
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
+            server_time: medic_protocol::Timestamp::from_unix_millis(Timestamp::now().millis()),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        });
+        let ended = if send(&mut socket, &welcome).await.is_err() {
+            "send failed"
+        } else {
+            let open = Open {
+                agent_id: &agent_id,
+                session_id: &session_id,
+                service_key: record_service,
+                running: &hello.running,
+            };
+            self.converse(&ctx, &mut socket, &mut control, open).await
+        };
+        self.unregister(&agent_id, &session_id);
+        if let Err(e) = ctx
+            .store
+            .agent_disconnected(&agent_id, &session_id, Timestamp::now())
+            .await
+        {
+            tracing::warn!(agent_id, error = %e, "could not mark the agent disconnected");
+        }
+        tracing::info!(agent_id, session_id, ended, "agent disconnected");
+    }
+
+    /// Negotiates, registers the agent's service and the agent itself. Returns the service's
+    /// heartbeat key, the session id and the negotiated version.
+    async fn open(
+        &self,
+        ctx: &SessionContext,
+        hello: &Hello,
+    ) -> Result<(String, String, u32), (ErrorCode, String)> {
+        if let Err(e) = hello.validate() {
+            return Err((ErrorCode::Malformed, e.to_string()));
+        }
+        let agent_range = VersionRange {
+            min: hello.min_protocol_version,
+            max: hello.protocol_version,
+        };
+        let server = VersionRange::SUPPORTED;
+        let Some(version) = server.negotiate(agent_range) else {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "the agent speaks protocol versions {}..={}, this server {}..={}",
+                    agent_range.min, agent_range.max, server.min, server.max
+                ),
+            ));
+        };
+        let agent_id = hello.agent_id.as_str();
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::warn!(agent_id, error = %e, "agent registration failed");
+            (
+                ErrorCode::Internal,
+                "the server could not register the agent; try again later".to_owned(),
+            )
+        };
+        let now = Timestamp::now();
+        // A refused agent gets no service either: check before creating anything.
+        if let Some(existing) = ctx
+            .store
+            .get_agent(agent_id)
+            .await
+            .map_err(|e| internal(&e))?
+        {
+            if existing.revoked_at.is_some() {
+                return Err((ErrorCode::Unauthorized, "this agent was revoked".to_owned()));
+            }
+            // An agent id belongs to the key it connected with until that key can no longer be
+            // used (revoked or expired): another agent key cannot take a live host's id.
+            if let Some(bound) = existing.key_id.filter(|k| Some(k) != ctx.key_id.as_ref()) {
+                let holder = ctx
+                    .store
+                    .get_api_key(&ApiKeyId(bound))
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let usable = holder.is_some_and(|k| {
+                    k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now)
+                });
+                if usable {
+                    return Err((
+                        ErrorCode::Unauthorized,
+                        "this agent id belongs to another API key; revoke that key to move it"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        let name = HeartbeatName::parse(&service_name(agent_id)).map_err(|e| internal(&e))?;
+        let service = match ctx
+            .store
+            .create_service(&NewService {
+                heartbeat_name: name.clone(),
+                service_name: "medic-agent".to_owned(),
+                environment: None,
+                interval_seconds: AGENT_SERVICE_INTERVAL_SECONDS,
+                threshold: 1,
+                grace_seconds: 0,
+                team: "site-reliability".to_owned(),
+                priority: Priority::P3,
+                runbook: None,
+                max_duration_ms: None,
+                monitoring: crate::store::Monitoring::default(),
+                at: now,
+            })
+            .await
+            .map_err(|e| internal(&e))?
+        {
+            CreateOutcome::Created(s) | CreateOutcome::Exists(s) => s,
+        };
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let outcome = ctx
+            .store
+            .agent_connected(&AgentConnection {
+                id: agent_id.to_owned(),
+                hostname: hello.hostname.clone(),
+                agent_version: hello.agent_version.clone(),
+                os: hello.os.clone(),
+                arch: hello.arch.clone(),
+                labels: hello.labels.clone(),
+                session_id: session_id.clone(),
+                remote_addr: ctx.remote.map(|a| a.to_string()),
+                key_id: ctx.key_id.clone(),
+                service_id: Some(service.id),
+                at: now,
+            })
+            .await
+            .map_err(|e| internal(&e))?;
+        match outcome {
+            AgentConnectOutcome::Connected(_) => Ok((name.key(), session_id, version)),
+            AgentConnectOutcome::Revoked => {
+                Err((ErrorCode::Unauthorized, "this agent was revoked".to_owned()))
+            }
+        }
+    }
+
+    /// The session after `welcome`: heartbeats in, control and drain from the gateway. Returns
+    /// why it ended, for the log.
+    async fn converse(
+        &self,
+        ctx: &SessionContext,
+        socket: &mut WebSocket,
+        control: &mut mpsc::Receiver<Control>,
+        open: Open<'_>,
+    ) -> &'static str {
+        let Open {
+            agent_id,
+            session_id,
+            service_key,
+            running,
+        } = open;
+        let store = &*ctx.store;
+        if runs::dispatch(store, socket, agent_id, true, running)
+            .await
+            .is_err()
+        {
+            return "send failed";
+        }
+        loop {
+            let frame = tokio::select! {
+                frame = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => frame,
+                Some(control) = control.recv() => match control {
+                    Control::Close(code, why) => {
+                        let _ = refuse(socket, code, &why, close_code(code)).await;
+                        return code_str(code);
+                    }
+                    Control::Dispatch => {
+                        if runs::dispatch(store, socket, agent_id, false, &[]).await.is_err() {
+                            return "send failed";
+                        }
+                        continue;
+                    }
+                },
+                () = self.shared.drain.cancelled() => {
+                    let drain = ServerMessage::Drain(Drain {
+                        reason: "shutdown".to_owned(),
+                        reconnect_after_ms: Some(DRAIN_RECONNECT_AFTER.as_millis() as u64),
+                    });
+                    let _ = send(socket, &drain).await;
+                    let _ = close(socket, 1012, "drain").await;
+                    return "drain";
+                }
+            };
+            let text = match frame {
+                Err(_) => {
+                    let _ = close(socket, 1001, "idle").await;
+                    return "idle";
+                }
+                Ok(None) | Ok(Some(Err(_))) => return "connection lost",
+                Ok(Some(Ok(Message::Close(_)))) => return "closed by the agent",
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    let _ = refuse(
+                        socket,
+                        ErrorCode::Malformed,
+                        "binary frames are not used; send JSON text frames",
+                        1003,
+                    )
+                    .await;
+                    return "malformed";
+                }
+                Ok(Some(Ok(Message::Text(text)))) => text,
+            };
+            let message = match medic_protocol::decode::<AgentMessage>(text.as_str()) {
+                Ok(m) => m,
+                Err(e) => {
+                    let error = e.to_error_message();
+                    let _ =
+                        refuse(socket, error.code, &error.message, close_code(error.code)).await;
+                    return code_str(error.code);
+                }
+            };
+            match message {
+                AgentMessage::Heartbeat(_) => {
+                    let now = Timestamp::now();
+                    match ctx
+                        .writer
+                        .record(NewHeartbeat {
+                            name_key: service_key.clone(),
+                            status: "UP".to_owned(),
+                            run_id: None,
+                            received_at: now,
+                        })
+                        .await
+                    {
+                        Ok(HeartbeatOutcome::Recorded { .. }) => {
+                            metrics::counter!("medic_heartbeats_received_total", "outcome" => "accepted")
+                                .increment(1);
+                        }
+                        Ok(other) => {
+                            tracing::warn!(agent_id, ?other, "agent heartbeat not recorded");
+                        }
+                        Err(e) => tracing::warn!(agent_id, error = %e, "agent heartbeat failed"),
+                    }
+                    match ctx.store.agent_seen(agent_id, session_id, now).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Revoked, or a newer session (here or on another replica) took
+                            // over the agent.
+                            let revoked = matches!(
+                                ctx.store.get_agent(agent_id).await,
+                                Ok(Some(a)) if a.revoked_at.is_some()
+                            );
+                            let (code, why) = if revoked {
+                                (ErrorCode::Unauthorized, "this agent was revoked")
+                            } else {
+                                (
+                                    ErrorCode::SessionReplaced,
+                                    "a newer connection of this agent replaced this one",
+                                )
+                            };
+                            let _ = refuse(socket, code, why, close_code(code)).await;
+                            return code_str(code);
+                        }
+                        Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
+                    }
+                    // Runs queued through another replica reach the agent within a heartbeat.
+                    if runs::dispatch(store, socket, agent_id, false, &[])
+                        .await
+                        .is_err()
+                    {
+                        return "send failed";
+                    }
+                }
+                AgentMessage::Hello(_) => {
+                    let code = ErrorCode::UnexpectedMessage;
+                    let _ = refuse(
+                        socket,
+                        code,
+                        "hello is only valid as the first frame",
+                        close_code(code),
+                    )
+                    .await;
+                    return "unexpected_message";
+                }
+                AgentMessage::Error(e) => {
+                    tracing::warn!(agent_id, code = ?e.code, message = e.message, "agent reported an error");
+                    return "error from the agent";
+                }
+                report => {
+                    if runs::report(store, socket, agent_id, report).await.is_err() {
+                        return "send failed";
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An open session: who it is and what its hello said.
+struct Open<'a> {
+    agent_id: &'a str,
+    session_id: &'a str,
+    /// The heartbeat key of the agent's service.
+    service_key: String,
+    /// Runs the agent said are still executing.
+    running: &'a [RunId],
+}
+
+/// What a session needs from the application.
+pub struct SessionContext {
+    pub store: Arc<dyn Store>,
+    pub writer: HeartbeatWriter,
+    /// The client's address (after trusted proxies).
+    pub remote: Option<SocketAddr>,
+    /// The id of the API key the connection authenticated with.
+    pub key_id: Option<String>,
+}
+
+/// A refusal: the error code, its message and the close code.
+type Refusal = (ErrorCode, String, u16);
+
+/// Waits for the first frame, which must be a `hello`. `Err(None)`: the connection went away.
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, Option<Refusal>> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => {
+                return Err(Some((
+                    ErrorCode::HandshakeTimeout,
+                    format!("no hello within {} seconds", HANDSHAKE_TIMEOUT.as_secs()),
+                    close_code(ErrorCode::HandshakeTimeout),
+                )));
+            }
+            Ok(None | Some(Err(_))) => return Err(None),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let text = match frame {
+            Message::Text(text) => text,
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return Err(None),
+            Message::Binary(_) => {
+                return Err(Some((
+                    ErrorCode::Malformed,
+                    "binary frames are not used; send JSON text frames".to_owned(),
+                    1003,
+                )));
+            }
+        };
+        return match medic_protocol::decode::<AgentMessage>(text.as_str()) {
+            Ok(AgentMessage::Hello(hello)) => Ok(hello),
+            Ok(other) => Err(Some((
+                ErrorCode::UnexpectedMessage,
+                format!("the first frame must be hello, not {}", other.kind()),
+                close_code(ErrorCode::UnexpectedMessage),
+            ))),
+            Err(e) => {
+                let m = e.to_error_message();
+                Err(Some((m.code, m.message, close_code(m.code))))
+            }
+        };
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
+    let text = medic_protocol::encode(message).map_err(axum::Error::new)?;
+    socket.send(Message::Text(Utf8Bytes::from(text))).await
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await
+}
+
+/// Sends `error` and closes with `code` and the error code as the reason.
+async fn refuse(
+    socket: &mut WebSocket,
+    code: ErrorCode,
+    message: &str,
+    close_code: u16,
+) -> Result<(), axum::Error> {
+    let error = ServerMessage::Error(ErrorMessage {
+        code,
+        message: message.to_owned(),
+    });
+    send(socket, &error).await?;
+    close(socket, close_code, code_str(code)).await
+}
+
+/// The WebSocket close code for a protocol error.
+fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::FrameTooLarge => 1009,
+        ErrorCode::Malformed | ErrorCode::UnexpectedMessage => 1002,
+        ErrorCode::Internal => 1011,
+        ErrorCode::RateLimited => 1013,
+        _ => 1008,
+    }
+}
+
+/// The protocol's name of an error code (its `"code"` on the wire).
+pub fn code_str(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::FrameTooLarge => "frame_too_large",
+        ErrorCode::Malformed => "malformed",
+        ErrorCode::UnexpectedMessage => "unexpected_message",
+        ErrorCode::HandshakeTimeout => "handshake_timeout",
+        ErrorCode::SessionReplaced => "session_replaced",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::Internal => "internal",
+        ErrorCode::Unknown => "unknown",
+    }
+}

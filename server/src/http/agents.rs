@@ -1,0 +1,216 @@
+//! v2 agents: the WebSocket endpoint agents dial, and the registry of agents.
+//!
+//! `GET /v2/agents/connect` upgrades to the agent protocol for a key with the `agent` scope;
+//! everything after the upgrade is the [`gateway`](crate::gateway)'s. The registry routes read
+//! what the gateway recorded; `DELETE /v2/agents/{id}` revokes an agent: its session closes and
+//! every later connection with its id is refused.
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use medic_protocol::MAX_FRAME_BYTES;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::audit::record;
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{Caller, Params, actor, paginated};
+use super::middleware::client_ip;
+use crate::domain::{Scope, Timestamp};
+use crate::gateway::{IDLE_TIMEOUT, SessionContext};
+use crate::store::{AgentFilter, AgentRecord};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(connect))
+        .routes(routes!(list_agents))
+        .routes(routes!(get_agent, revoke_agent))
+}
+
+/// Whether the agent is connected: its session is open here, or the registry says connected
+/// and another replica heard from it recently (a replica that died leaves `connected` set).
+fn is_connected(app: &AppState, a: &AgentRecord, now: Timestamp) -> bool {
+    app.gateway.is_connected(&a.id)
+        || (a.connected
+            && a.revoked_at.is_none()
+            && a.last_seen_at.millis() + IDLE_TIMEOUT.as_millis() as i64 >= now.millis())
+}
+
+/// The v2 representation of an agent.
+fn v2_agent(app: &AppState, a: &AgentRecord, now: Timestamp) -> Value {
+    let connected = is_connected(app, a, now);
+    let status = if a.revoked_at.is_some() {
+        "revoked"
+    } else if connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    json!({
+        "agent_id": a.id,
+        "hostname": a.hostname,
+        "agent_version": a.agent_version,
+        "os": a.os,
+        "arch": a.arch,
+        "labels": a.labels,
+        "status": status,
+        "connected": connected,
+        "session_id": a.session_id,
+        "remote_addr": a.remote_addr,
+        "first_seen_at": a.first_seen_at,
+        "connected_at": a.connected_at,
+        "disconnected_at": a.disconnected_at,
+        "last_seen_at": a.last_seen_at,
+        "revoked_at": a.revoked_at,
+        "revoked_by": a.revoked_by,
+        "key_id": a.key_id,
+        "service_id": a.service_id,
+    })
+}
+
+/// Open an agent session (WebSocket, `docs/protocol.md`).
+#[utoipa::path(get, path = "/v2/agents/connect", tag = "agents",
+    responses((status = 101, description = "Switching to the agent protocol"),
+              (status = 400, description = "Not a WebSocket upgrade"),
+              (status = 401, description = "Missing or invalid API key"),
+              (status = 403, description = "The key lacks the agent scope")),
+    security(("bearer" = [])))]
+async fn connect(
+    State(app): State<AppState>,
+    caller: Caller,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let principal = caller.require(Scope::Agent)?;
+    let key_id = principal.key_id.as_ref().map(|k| k.0.clone());
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::bad_request(format!(
+            "This route expects a WebSocket upgrade ({}).",
+            e.body_text()
+        ))
+    })?;
+    let remote = SocketAddr::new(
+        client_ip(peer.ip(), &headers, &app.config.trusted_proxies),
+        peer.port(),
+    );
+    let ctx = SessionContext {
+        store: app.store.clone(),
+        writer: app.writer.clone(),
+        remote: Some(remote),
+        key_id,
+    };
+    let gateway = app.gateway.clone();
+    // Frames up to twice the protocol's limit are read and answered with `frame_too_large`;
+    // beyond that the WebSocket layer drops the connection before buffering more.
+    Ok(upgrade
+        .max_message_size(2 * MAX_FRAME_BYTES)
+        .max_frame_size(2 * MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move { gateway.serve(ctx, socket).await })
+        .into_response())
+}
+
+/// List agents.
+#[utoipa::path(get, path = "/v2/agents", tag = "agents",
+    params(("connected" = Option<bool>, Query, description = "0/1 or true/false: only agents whose registry entry is (dis)connected"),
+           ("revoked" = Option<bool>, Query, description = "only revoked (1) or unrevoked (0) agents"),
+           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "A page of agents"), (status = 400, description = "Bad filter")),
+    security(("bearer" = [])))]
+async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let page = params.page(50, 250)?;
+    let filter = AgentFilter {
+        connected: params.flag("connected")?,
+        revoked: params.flag("revoked")?,
+    };
+    let found = app.store.list_agents(&filter, page).await?;
+    let now = Timestamp::now();
+    let entries: Vec<Value> = found
+        .entries
+        .iter()
+        .map(|a| v2_agent(&app, a, now))
+        .collect();
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        paginated(&entries, found.total_count, page),
+    ))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/v2/agents/{agent_id}", tag = "agents",
+    params(("agent_id" = String, Path)),
+    responses((status = 200, description = "The agent"), (status = 404, description = "Unknown agent")),
+    security(("bearer" = [])))]
+async fn get_agent(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(agent_id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let agent = app
+        .store
+        .get_agent(&agent_id)
+        .await?
+        .ok_or_else(|| unknown(&agent_id))?;
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        v2_agent(&app, &agent, Timestamp::now()),
+    ))
+}
+
+/// Revoke an agent: its session closes and it may not connect again.
+#[utoipa::path(delete, path = "/v2/agents/{agent_id}", tag = "agents",
+    params(("agent_id" = String, Path)),
+    responses((status = 200, description = "Revoked (or already revoked)"), (status = 404, description = "Unknown agent")),
+    security(("bearer" = [])))]
+async fn revoke_agent(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Admin)?;
+    let who = actor(&headers, &caller)?;
+    let revoked = app
+        .store
+        .revoke_agent(&agent_id, &who, Timestamp::now())
+        .await?;
+    let agent = app
+        .store
+        .get_agent(&agent_id)
+        .await?
+        .ok_or_else(|| unknown(&agent_id))?;
+    app.gateway.kick(&agent_id, "this agent was revoked");
+    if !revoked {
+        return Ok(ok(
+            StatusCode::OK,
+            "Agent was already revoked.",
+            v2_agent(&app, &agent, Timestamp::now()),
+        ));
+    }
+    record(
+        &app,
+        "agent_revoked",
+        &who,
+        agent.service_id,
+        json!({ "agent_id": agent_id }),
+    )
+    .await?;
+    Ok(ok(
+        StatusCode::OK,
+        "Agent revoked.",
+        v2_agent(&app, &agent, Timestamp::now()),
+    ))
+}
+
+fn unknown(agent_id: &str) -> ApiError {
+    ApiError::not_found(format!("No agent {agent_id:?} is registered."))
+}

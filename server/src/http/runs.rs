@@ -1,0 +1,218 @@
+//! v2 agent runs: run an approved script version on one agent, and read how it went.
+//!
+//! `POST /v2/runs` queues the run durably and tells the agent's session (if it is connected to
+//! this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
+//! acknowledges them. A run waits in the queue while its agent is disconnected. Only approved
+//! versions can be queued; the agent checks approval, its allowlist and the hash again, and a
+//! refusal is stored as a `skipped` run with the agent's reason.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use medic_protocol::{Interpreter, RunId, RunRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::audit::record;
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{Caller, JsonBody, Params, actor, paginated};
+use crate::domain::{Scope, Timestamp};
+use crate::store::{AgentRun, NewAgentRun, ScriptId, ScriptStatus};
+
+/// Timeout of a run that names none.
+const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_runs, create_run))
+        .routes(routes!(get_run))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunIn {
+    /// The agent to run on.
+    agent_id: String,
+    /// The registered script.
+    script_id: i64,
+    /// The version to run; the latest approved one when absent.
+    #[serde(default)]
+    version: Option<i32>,
+    /// Passed to the script as `MEDIC_PARAM_<NAME>` variables.
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    /// 1..=3600, default 300.
+    #[serde(default)]
+    timeout_seconds: Option<u32>,
+}
+
+fn v2_run(r: &AgentRun) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "agent_id": r.agent_id,
+        "script_id": r.script_id,
+        "script_version": r.script_version,
+        "parameters": r.parameters,
+        "timeout_seconds": r.timeout_seconds,
+        "status": r.status,
+        "requested_by": r.requested_by,
+        "created_at": r.created_at,
+        "sent_at": r.sent_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "exit_code": r.exit_code,
+        "signal": r.signal,
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "stdout_truncated": r.stdout_truncated,
+        "stderr_truncated": r.stderr_truncated,
+        "duration_ms": r.duration_ms,
+        "skip_reason": r.skip_reason,
+        "skip_detail": r.skip_detail,
+    })
+}
+
+/// Run an approved script version on an agent.
+#[utoipa::path(post, path = "/v2/runs", tag = "agents", request_body = CreateRunIn,
+    responses((status = 201, description = "Queued"), (status = 400, description = "Invalid parameters or timeout"),
+              (status = 404, description = "Unknown agent, script or version"),
+              (status = 409, description = "Revoked agent, or the version is not approved")),
+    security(("bearer" = [])))]
+async fn create_run(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateRunIn>,
+) -> ApiResult {
+    caller.require(Scope::Write)?;
+    let who = actor(&headers, &caller)?;
+    let agent = app.store.get_agent(&body.agent_id).await?.ok_or_else(|| {
+        ApiError::not_found(format!("No agent {:?} is registered.", body.agent_id))
+    })?;
+    if agent.revoked_at.is_some() {
+        return Err(ApiError::conflict(format!(
+            "Agent {:?} is revoked.",
+            agent.id
+        )));
+    }
+    let script = app
+        .store
+        .get_script(ScriptId(body.script_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No script {}.", body.script_id)))?;
+    let version = match body.version {
+        Some(n) => script
+            .versions
+            .iter()
+            .find(|v| v.version == n)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("Script {} has no version {n}.", script.id.0))
+            })?,
+        None => script
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.status == ScriptStatus::Approved)
+            .ok_or_else(|| {
+                ApiError::conflict(format!("Script {:?} has no approved version.", script.name))
+            })?,
+    };
+    if version.status != ScriptStatus::Approved {
+        return Err(ApiError::conflict(format!(
+            "Version {} of script {:?} is not approved.",
+            version.version, script.name
+        )));
+    }
+    let timeout = body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+    let run_id = uuid::Uuid::new_v4().to_string();
+    // The agent would refuse what the protocol's rules refuse; say so now instead.
+    let probe = RunRequest {
+        run_id: RunId::new(run_id.clone()),
+        script: script.name.clone(),
+        version: u32::try_from(version.version).unwrap_or(0),
+        interpreter: Interpreter::Sh,
+        content: version.content.clone(),
+        sha256: version.sha256.clone(),
+        approved: true,
+        parameters: body.parameters.clone(),
+        timeout_seconds: timeout,
+        output_cap_bytes: None,
+        stream_output: false,
+        expires_at: None,
+    };
+    probe
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    let run = app
+        .store
+        .create_agent_run(&NewAgentRun {
+            id: run_id,
+            agent_id: agent.id.clone(),
+            script_id: script.id,
+            script_version: version.version,
+            parameters: body.parameters,
+            timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
+            requested_by: who.clone(),
+            at: Timestamp::now(),
+        })
+        .await?;
+    app.gateway.notify_run(&agent.id);
+    let out = v2_run(&run);
+    record(
+        &app,
+        "agent_run_requested",
+        &who,
+        agent.service_id,
+        json!({
+            "run_id": run.run_id, "agent_id": run.agent_id, "script_id": run.script_id,
+            "script": script.name, "version": run.script_version,
+        }),
+    )
+    .await?;
+    Ok(ok(StatusCode::CREATED, "Run queued.", out))
+}
+
+/// List runs, newest first.
+#[utoipa::path(get, path = "/v2/runs", tag = "agents",
+    params(("agent_id" = Option<String>, Query, description = "Only this agent's runs"),
+           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "A page of runs"), (status = 400, description = "Bad filter")),
+    security(("bearer" = [])))]
+async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let page = params.page(50, 250)?;
+    let found = app
+        .store
+        .list_agent_runs(params.text("agent_id"), page)
+        .await?;
+    let entries: Vec<Value> = found.entries.iter().map(v2_run).collect();
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        paginated(&entries, found.total_count, page),
+    ))
+}
+
+/// One run, with its output once it has ended.
+#[utoipa::path(get, path = "/v2/runs/{run_id}", tag = "agents",
+    params(("run_id" = String, Path)),
+    responses((status = 200, description = "The run"), (status = 404, description = "Unknown run")),
+    security(("bearer" = [])))]
+async fn get_run(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+) -> ApiResult {
+    caller.require(Scope::Read)?;
+    let run = app
+        .store
+        .get_agent_run(&run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No run {run_id:?}.")))?;
+    Ok(ok(StatusCode::OK, "", v2_run(&run)))
+}

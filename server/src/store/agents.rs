@@ -1,0 +1,71 @@
+//! The agent registry's records: what the gateway writes when an agent connects, is seen and
+//! leaves, and what the agents routes read. SQL for them lives in `sqlite/agents.rs` and
+//! `postgres/agents.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::domain::{ServiceId, Timestamp};
+
+/// One agent as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRecord {
+    /// The agent's own id (`hello.agent_id`).
+    pub id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub os: String,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    /// Whether a session was open when it last changed. A replica that died without closing
+    /// its sessions leaves this set; readers also look at `last_seen_at`.
+    pub connected: bool,
+    pub session_id: Option<String>,
+    pub remote_addr: Option<String>,
+    pub first_seen_at: Timestamp,
+    pub connected_at: Option<Timestamp>,
+    pub disconnected_at: Option<Timestamp>,
+    pub last_seen_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_by: Option<String>,
+    /// The API key the agent last connected with.
+    pub key_id: Option<String>,
+    /// The service the agent's heartbeats are recorded on.
+    pub service_id: Option<ServiceId>,
+}
+
+/// A session that passed the handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConnection {
+    pub id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub os: String,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    pub session_id: String,
+    pub remote_addr: Option<String>,
+    /// The API key the session authenticated with.
+    pub key_id: Option<String>,
+    pub service_id: Option<ServiceId>,
+    pub at: Timestamp,
+}
+
+/// What [`Store::agent_connected`](super::Store::agent_connected) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentConnectOutcome {
+    /// The agent is registered (created or updated) and marked connected.
+    Connected(Box<AgentRecord>),
+    /// The agent was revoked; nothing changed.
+    Revoked,
+}
+
+/// Which agents to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentFilter {
+    /// Only agents whose stored `connected` flag is this.
+    pub connected: Option<bool>,
+    /// Include revoked agents (default: yes).
+    pub revoked: Option<bool>,
+}

@@ -1,0 +1,223 @@
+//! The agent registry on PostgreSQL. Several replicas may serve agents at once: a connection
+//! locks the agent's row (`FOR UPDATE`) before it checks revocation and marks the agent
+//! connected, so a revocation on another replica either happens first (and refuses the
+//! connection) or after (and the session learns of it at its next heartbeat, through
+//! [`agent_seen`](crate::store::Store::agent_seen)).
+
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+
+use super::{PgStore, dt, ts, tso, unavailable};
+use crate::domain::{ServiceId, Timestamp};
+use crate::store::*;
+
+const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels::text AS labels, \
+    connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, \
+    last_seen_at, revoked_at, revoked_by, key_id, service_id";
+
+fn agent_from_row(r: &PgRow) -> Result<AgentRecord, sqlx::Error> {
+    let labels: String = r.try_get("labels")?;
+    Ok(AgentRecord {
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        agent_version: r.try_get("agent_version")?,
+        os: r.try_get("os")?,
+        arch: r.try_get("arch")?,
+        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        connected: r.try_get("connected")?,
+        session_id: r.try_get("session_id")?,
+        remote_addr: r.try_get("remote_addr")?,
+        first_seen_at: ts(r, "first_seen_at")?,
+        connected_at: tso(r, "connected_at")?,
+        disconnected_at: tso(r, "disconnected_at")?,
+        last_seen_at: ts(r, "last_seen_at")?,
+        revoked_at: tso(r, "revoked_at")?,
+        revoked_by: r.try_get("revoked_by")?,
+        key_id: r.try_get("key_id")?,
+        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
+    })
+}
+
+fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
+    qb.push(" FROM agents WHERE true");
+    if let Some(c) = filter.connected {
+        qb.push(" AND connected = ").push_bind(c);
+    }
+    match filter.revoked {
+        Some(true) => {
+            qb.push(" AND revoked_at IS NOT NULL");
+        }
+        Some(false) => {
+            qb.push(" AND revoked_at IS NULL");
+        }
+        None => {}
+    }
+}
+
+impl PgStore {
+    pub(super) async fn agent_connected_impl(
+        &self,
+        c: &AgentConnection,
+    ) -> StoreResult<AgentConnectOutcome> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let labels =
+            serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Insert first (a no-op when the row exists), then lock the row and look at it: two
+        // replicas racing on a new agent serialise on the primary key.
+        sqlx::query(
+            "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
+             first_seen_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, false, $7, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.hostname)
+        .bind(&c.agent_version)
+        .bind(&c.os)
+        .bind(&c.arch)
+        .bind(&labels)
+        .bind(dt(c.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let revoked: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1 FOR UPDATE")
+                .bind(&c.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if revoked.is_some() {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(AgentConnectOutcome::Revoked);
+        }
+        let sql = format!(
+            "UPDATE agents SET hostname = $2, agent_version = $3, os = $4, arch = $5, \
+             labels = $6::jsonb, connected = true, session_id = $7, remote_addr = $8, \
+             connected_at = $9, last_seen_at = $9, service_id = coalesce($10, service_id), \
+             key_id = $11 \
+             WHERE id = $1 RETURNING {AGENT_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&c.id)
+            .bind(&c.hostname)
+            .bind(&c.agent_version)
+            .bind(&c.os)
+            .bind(&c.arch)
+            .bind(&labels)
+            .bind(&c.session_id)
+            .bind(&c.remote_addr)
+            .bind(dt(c.at))
+            .bind(c.service_id.map(|s| s.0))
+            .bind(&c.key_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let record = agent_from_row(&row).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AgentConnectOutcome::Connected(Box::new(record)))
+    }
+
+    pub(super) async fn agent_seen_impl(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agents SET last_seen_at = greatest(last_seen_at, $1) \
+             WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(dt(at))
+        .bind(id)
+        .bind(session_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    pub(super) async fn agent_disconnected_impl(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET connected = false, disconnected_at = $1 \
+             WHERE id = $2 AND session_id = $3",
+        )
+        .bind(dt(at))
+        .bind(id)
+        .bind(session_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref()
+            .map(agent_from_row)
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_agents_impl(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>> {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*)");
+        push_filter(&mut count, filter);
+        let total_count: i64 = count
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {AGENT_COLUMNS}"));
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count,
+        })
+    }
+
+    pub(super) async fn revoke_agent_impl(
+        &self,
+        id: &str,
+        by: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agents SET revoked_at = $1, revoked_by = $2, connected = false, \
+             disconnected_at = CASE WHEN connected THEN $1 ELSE disconnected_at END \
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(dt(at))
+        .bind(by)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+}

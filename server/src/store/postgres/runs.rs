@@ -1,0 +1,242 @@
+//! Script runs dispatched to agents, on PostgreSQL. State changes are guarded `UPDATE`s
+//! (`WHERE status IN (…)`); finishing locks the run's row (`FOR UPDATE`), so two replicas
+//! storing the same resent report keep only the first.
+
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{PgStore, decode, dt, ts, tso, unavailable};
+use crate::domain::Timestamp;
+use crate::store::*;
+
+const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
+    timeout_seconds, status, requested_by, created_at, sent_at, started_at, finished_at, \
+    exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
+    skip_reason, skip_detail";
+
+fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
+    let parameters: String = r.try_get("parameters")?;
+    Ok(AgentRun {
+        run_id: r.try_get("id")?,
+        agent_id: r.try_get("agent_id")?,
+        script_id: ScriptId(r.try_get("script_id")?),
+        script_version: r.try_get("script_version")?,
+        parameters: serde_json::from_str(&parameters).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        timeout_seconds: r.try_get("timeout_seconds")?,
+        status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
+        requested_by: r.try_get("requested_by")?,
+        created_at: ts(r, "created_at")?,
+        sent_at: tso(r, "sent_at")?,
+        started_at: tso(r, "started_at")?,
+        finished_at: tso(r, "finished_at")?,
+        exit_code: r.try_get("exit_code")?,
+        signal: r.try_get("signal")?,
+        stdout: r.try_get("stdout")?,
+        stderr: r.try_get("stderr")?,
+        stdout_truncated: r.try_get("stdout_truncated")?,
+        stderr_truncated: r.try_get("stderr_truncated")?,
+        duration_ms: r.try_get("duration_ms")?,
+        skip_reason: r.try_get("skip_reason")?,
+        skip_detail: r.try_get("skip_detail")?,
+    })
+}
+
+impl PgStore {
+    pub(super) async fn create_agent_run_impl(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
+        let parameters = serde_json::to_string(&new.parameters)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let sql = format!(
+            "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
+             timeout_seconds, requested_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&new.id)
+            .bind(&new.agent_id)
+            .bind(new.script_id.0)
+            .bind(new.script_version)
+            .bind(parameters)
+            .bind(new.timeout_seconds)
+            .bind(&new.requested_by)
+            .bind(dt(new.at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        run_from_row(&row).map_err(unavailable)
+    }
+
+    pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref()
+            .map(run_from_row)
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_agent_runs_impl(
+        &self,
+        agent_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRun>> {
+        let total_count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_runs WHERE ($1::text IS NULL OR agent_id = $1)",
+        )
+        .bind(agent_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE ($1::text IS NULL OR agent_id = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(agent_id)
+            .bind(i64::from(page.limit))
+            .bind(i64::from(page.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count,
+        })
+    }
+
+    pub(super) async fn pending_agent_runs_impl(
+        &self,
+        agent_id: &str,
+        resend: bool,
+    ) -> StoreResult<Vec<AgentRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 \
+             AND (status = 'queued' OR ($2 AND status = 'sent')) ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(agent_id)
+            .bind(resend)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn agent_run_sent_impl(&self, run_id: &str, at: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agent_runs SET status = 'sent', sent_at = $1 \
+             WHERE id = $2 AND status IN ('queued', 'sent')",
+        )
+        .bind(dt(at))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn agent_run_started_impl(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1) \
+             WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'sent')",
+        )
+        .bind(dt(at))
+        .bind(run_id)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    pub(super) async fn finish_agent_run_impl(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        end: &AgentRunEnd,
+    ) -> StoreResult<Option<AgentRunStatus>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
+        )
+        .bind(run_id)
+        .bind(agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(status) = found.as_deref().and_then(AgentRunStatus::parse) else {
+            return Ok(None);
+        };
+        if status.is_final() {
+            return Ok(Some(status));
+        }
+        let stored = match end {
+            AgentRunEnd::Finished {
+                status,
+                exit_code,
+                signal,
+                stdout,
+                stderr,
+                stdout_truncated,
+                stderr_truncated,
+                started_at,
+                finished_at,
+                duration_ms,
+            } => {
+                sqlx::query(
+                    "UPDATE agent_runs SET status = $1, exit_code = $2, signal = $3, \
+                     stdout = $4, stderr = $5, stdout_truncated = $6, stderr_truncated = $7, \
+                     started_at = coalesce(started_at, $8), finished_at = $9, \
+                     duration_ms = $10 WHERE id = $11",
+                )
+                .bind(status.as_str())
+                .bind(exit_code)
+                .bind(signal)
+                .bind(stdout)
+                .bind(stderr)
+                .bind(stdout_truncated)
+                .bind(stderr_truncated)
+                .bind(dt(*started_at))
+                .bind(dt(*finished_at))
+                .bind(duration_ms)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                *status
+            }
+            AgentRunEnd::Skipped { reason, detail, at } => {
+                sqlx::query(
+                    "UPDATE agent_runs SET status = 'skipped', skip_reason = $1, \
+                     skip_detail = $2, finished_at = $3 WHERE id = $4",
+                )
+                .bind(reason)
+                .bind(detail)
+                .bind(dt(*at))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                AgentRunStatus::Skipped
+            }
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(stored))
+    }
+}

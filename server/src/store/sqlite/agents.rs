@@ -1,0 +1,209 @@
+//! The agent registry on SQLite. Writes go through the single writer connection, so the
+//! revoked-check and the upsert of [`agent_connected`](crate::store::Store::agent_connected)
+//! cannot interleave with a revocation.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::{SqliteStore, ts, unavailable};
+use crate::domain::{ServiceId, Timestamp};
+use crate::store::*;
+
+const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels, connected, \
+    session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, \
+    revoked_at, revoked_by, key_id, service_id";
+
+fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
+    let labels: String = r.try_get("labels")?;
+    Ok(AgentRecord {
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        agent_version: r.try_get("agent_version")?,
+        os: r.try_get("os")?,
+        arch: r.try_get("arch")?,
+        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        connected: r.try_get::<i64, _>("connected")? != 0,
+        session_id: r.try_get("session_id")?,
+        remote_addr: r.try_get("remote_addr")?,
+        first_seen_at: Timestamp::from_millis(r.try_get("first_seen_at")?),
+        connected_at: ts(r.try_get("connected_at")?),
+        disconnected_at: ts(r.try_get("disconnected_at")?),
+        last_seen_at: Timestamp::from_millis(r.try_get("last_seen_at")?),
+        revoked_at: ts(r.try_get("revoked_at")?),
+        revoked_by: r.try_get("revoked_by")?,
+        key_id: r.try_get("key_id")?,
+        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
+    })
+}
+
+fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
+    qb.push(" FROM agents WHERE 1 = 1");
+    if let Some(c) = filter.connected {
+        qb.push(" AND connected = ").push_bind(i64::from(c));
+    }
+    match filter.revoked {
+        Some(true) => {
+            qb.push(" AND revoked_at IS NOT NULL");
+        }
+        Some(false) => {
+            qb.push(" AND revoked_at IS NULL");
+        }
+        None => {}
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn agent_connected_impl(
+        &self,
+        c: &AgentConnection,
+    ) -> StoreResult<AgentConnectOutcome> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let revoked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = ?")
+                .bind(&c.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if matches!(revoked, Some(Some(_))) {
+            return Ok(AgentConnectOutcome::Revoked);
+        }
+        let labels =
+            serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let at = c.at.millis();
+        let sql = format!(
+            "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
+             session_id, remote_addr, first_seen_at, connected_at, last_seen_at, key_id, \
+             service_id) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
+             agent_version = excluded.agent_version, os = excluded.os, arch = excluded.arch, \
+             labels = excluded.labels, connected = 1, session_id = excluded.session_id, \
+             remote_addr = excluded.remote_addr, connected_at = excluded.connected_at, \
+             last_seen_at = excluded.last_seen_at, key_id = excluded.key_id, \
+             service_id = coalesce(excluded.service_id, agents.service_id) \
+             RETURNING {AGENT_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&c.id)
+            .bind(&c.hostname)
+            .bind(&c.agent_version)
+            .bind(&c.os)
+            .bind(&c.arch)
+            .bind(labels)
+            .bind(&c.session_id)
+            .bind(&c.remote_addr)
+            .bind(at)
+            .bind(at)
+            .bind(at)
+            .bind(&c.key_id)
+            .bind(c.service_id.map(|s| s.0))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let record = agent_from_row(&row).map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AgentConnectOutcome::Connected(Box::new(record)))
+    }
+
+    pub(super) async fn agent_seen_impl(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agents SET last_seen_at = max(last_seen_at, ?) \
+             WHERE id = ? AND session_id = ? AND revoked_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id)
+        .bind(session_id)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    pub(super) async fn agent_disconnected_impl(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET connected = 0, disconnected_at = ? \
+             WHERE id = ? AND session_id = ?",
+        )
+        .bind(at.millis())
+        .bind(id)
+        .bind(session_id)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref()
+            .map(agent_from_row)
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn list_agents_impl(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>> {
+        let mut tx = self.read.begin().await.map_err(unavailable)?;
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*)");
+        push_filter(&mut count, filter);
+        let total_count: i64 = count
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {AGENT_COLUMNS}"));
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
+        let entries = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Page {
+            entries,
+            total_count,
+        })
+    }
+
+    pub(super) async fn revoke_agent_impl(
+        &self,
+        id: &str,
+        by: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agents SET revoked_at = ?, revoked_by = ?, connected = 0, \
+             disconnected_at = CASE WHEN connected = 1 THEN ? ELSE disconnected_at END \
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(by)
+        .bind(at.millis())
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+}

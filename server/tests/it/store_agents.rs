@@ -1,0 +1,394 @@
+//! Store conformance for the agent registry (SQLite always, PostgreSQL when configured). Every
+//! check runs once per backend.
+
+use std::collections::BTreeMap;
+
+use medic_server::domain::{ApiKeyId, Timestamp};
+use medic_server::store::*;
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = crate::db::sqlite().await;
+                    super::$check(&*db.store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    super::$check(&*db.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    agents_register_update_and_disconnect,
+    agents_older_session_cannot_disconnect_newer,
+    agents_revoked_are_refused,
+    agents_list_filters_and_paging,
+    runs_queue_send_start_and_finish_once,
+    runs_pending_and_listing,
+}
+
+const T0: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
+
+fn t(offset_ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + offset_ms)
+}
+
+fn conn(id: &str, session: &str, at: i64) -> AgentConnection {
+    AgentConnection {
+        id: id.into(),
+        hostname: format!("{id}.example.com"),
+        agent_version: "0.1.0".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        session_id: session.into(),
+        remote_addr: Some("192.0.2.7:40000".into()),
+        key_id: Some("0123456789ab".into()),
+        service_id: None,
+        at: t(at),
+    }
+}
+
+#[track_caller]
+fn connected(outcome: AgentConnectOutcome) -> AgentRecord {
+    match outcome {
+        AgentConnectOutcome::Connected(r) => *r,
+        AgentConnectOutcome::Revoked => panic!("agent unexpectedly revoked"),
+    }
+}
+
+async fn agents_register_update_and_disconnect(store: &dyn Store) {
+    let first = connected(
+        store
+            .agent_connected(&conn("web-1", "s1", 0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.id, "web-1");
+    assert!(first.connected);
+    assert_eq!(first.session_id.as_deref(), Some("s1"));
+    assert_eq!(first.first_seen_at, t(0));
+    assert_eq!(first.last_seen_at, t(0));
+    assert_eq!(first.labels["env"], "prod");
+    assert_eq!(first.remote_addr.as_deref(), Some("192.0.2.7:40000"));
+    assert_eq!(first.key_id.as_deref(), Some("0123456789ab"));
+
+    assert!(store.agent_seen("web-1", "s1", t(500)).await.unwrap());
+    // A wrong session is not this agent's current one.
+    assert!(!store.agent_seen("web-1", "other", t(600)).await.unwrap());
+    assert!(!store.agent_seen("nobody", "s1", t(600)).await.unwrap());
+    let seen = store.get_agent("web-1").await.unwrap().unwrap();
+    assert_eq!(seen.last_seen_at, t(500));
+
+    store
+        .agent_disconnected("web-1", "s1", t(700))
+        .await
+        .unwrap();
+    let gone = store.get_agent("web-1").await.unwrap().unwrap();
+    assert!(!gone.connected);
+    assert_eq!(gone.disconnected_at, Some(t(700)));
+
+    // Reconnecting updates what the hello said, keeps the first sighting.
+    let mut again = conn("web-1", "s2", 1000);
+    again.agent_version = "0.2.0".into();
+    again.labels.clear();
+    again.key_id = Some("ba9876543210".into());
+    let back = connected(store.agent_connected(&again).await.unwrap());
+    assert!(back.connected);
+    assert_eq!(back.agent_version, "0.2.0");
+    assert!(back.labels.is_empty());
+    assert_eq!(back.first_seen_at, t(0));
+    assert_eq!(back.connected_at, Some(t(1000)));
+    assert_eq!(back.key_id.as_deref(), Some("ba9876543210"));
+    assert!(store.get_agent("nobody").await.unwrap().is_none());
+}
+
+async fn agents_older_session_cannot_disconnect_newer(store: &dyn Store) {
+    connected(
+        store
+            .agent_connected(&conn("db-1", "old", 0))
+            .await
+            .unwrap(),
+    );
+    connected(
+        store
+            .agent_connected(&conn("db-1", "new", 10))
+            .await
+            .unwrap(),
+    );
+    store
+        .agent_disconnected("db-1", "old", t(20))
+        .await
+        .unwrap();
+    let row = store.get_agent("db-1").await.unwrap().unwrap();
+    assert!(
+        row.connected,
+        "the old session's end must not disconnect the new one"
+    );
+    assert_eq!(row.session_id.as_deref(), Some("new"));
+}
+
+async fn agents_revoked_are_refused(store: &dyn Store) {
+    connected(
+        store
+            .agent_connected(&conn("bad-1", "s1", 0))
+            .await
+            .unwrap(),
+    );
+    assert!(store.revoke_agent("bad-1", "alice", t(5)).await.unwrap());
+    // Revoking twice, or an unknown agent, changes nothing.
+    assert!(!store.revoke_agent("bad-1", "bob", t(6)).await.unwrap());
+    assert!(!store.revoke_agent("nobody", "bob", t(6)).await.unwrap());
+    let row = store.get_agent("bad-1").await.unwrap().unwrap();
+    assert_eq!(row.revoked_at, Some(t(5)));
+    assert_eq!(row.revoked_by.as_deref(), Some("alice"));
+    assert!(!row.connected);
+    assert_eq!(row.disconnected_at, Some(t(5)));
+    // The live session learns at its next heartbeat; new connections are refused.
+    assert!(!store.agent_seen("bad-1", "s1", t(10)).await.unwrap());
+    assert_eq!(
+        store
+            .agent_connected(&conn("bad-1", "s2", 20))
+            .await
+            .unwrap(),
+        AgentConnectOutcome::Revoked
+    );
+    let row = store.get_agent("bad-1").await.unwrap().unwrap();
+    assert_eq!(row.session_id.as_deref(), Some("s1"));
+    assert!(!row.connected);
+}
+
+async fn agents_list_filters_and_paging(store: &dyn Store) {
+    for (i, id) in ["c", "a", "d", "b"].iter().enumerate() {
+        connected(
+            store
+                .agent_connected(&conn(id, &format!("s-{id}"), i as i64))
+                .await
+                .unwrap(),
+        );
+    }
+    store.agent_disconnected("b", "s-b", t(50)).await.unwrap();
+    store.revoke_agent("d", "alice", t(60)).await.unwrap();
+    let page = |limit, offset| PageRequest { limit, offset };
+    let ids = |p: &Page<AgentRecord>| p.entries.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+
+    let all = store
+        .list_agents(&AgentFilter::default(), page(50, 0))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+    assert_eq!(all.total_count, 4);
+
+    let second = store
+        .list_agents(&AgentFilter::default(), page(2, 2))
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["c", "d"]);
+    assert_eq!(second.total_count, 4);
+
+    let on = AgentFilter {
+        connected: Some(true),
+        ..AgentFilter::default()
+    };
+    assert_eq!(
+        ids(&store.list_agents(&on, page(50, 0)).await.unwrap()),
+        ["a", "c"]
+    );
+    let revoked = AgentFilter {
+        revoked: Some(true),
+        ..AgentFilter::default()
+    };
+    let r = store.list_agents(&revoked, page(50, 0)).await.unwrap();
+    assert_eq!(ids(&r), ["d"]);
+    assert_eq!(r.total_count, 1);
+    let unrevoked = AgentFilter {
+        revoked: Some(false),
+        connected: Some(false),
+    };
+    assert_eq!(
+        ids(&store.list_agents(&unrevoked, page(50, 0)).await.unwrap()),
+        ["b"]
+    );
+}
+
+async fn script(store: &dyn Store) -> ScriptId {
+    let outcome = store
+        .register_script_version(&NewScriptVersion {
+            name: "fix-it".into(),
+            interpreter: Interpreter::Sh,
+            content: "echo fixed\n".into(),
+            sha256: "ab".repeat(32),
+            description: None,
+            created_by: "alice".into(),
+            created_by_key: Some(ApiKeyId("aaaaaaaaaaaa".into())),
+            at: t(0),
+        })
+        .await
+        .unwrap();
+    match outcome {
+        RegisterOutcome::Created { version, .. } | RegisterOutcome::Unchanged { version, .. } => {
+            version.script_id
+        }
+    }
+}
+
+fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
+    NewAgentRun {
+        id: id.into(),
+        agent_id: agent.into(),
+        script_id,
+        script_version: 1,
+        parameters: BTreeMap::from([("WHO".to_owned(), "world".to_owned())]),
+        timeout_seconds: 30,
+        requested_by: "alice".into(),
+        at: t(at),
+    }
+}
+
+fn finished_end(stdout: &str) -> AgentRunEnd {
+    AgentRunEnd::Finished {
+        status: AgentRunStatus::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        stdout: stdout.into(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: true,
+        started_at: t(100),
+        finished_at: t(150),
+        duration_ms: 50,
+    }
+}
+
+async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
+    connected(store.agent_connected(&conn("w-1", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    let run = store
+        .create_agent_run(&new_run("r-1", "w-1", script_id, 10))
+        .await
+        .unwrap();
+    assert_eq!(run.status, AgentRunStatus::Queued);
+    assert_eq!(run.parameters["WHO"], "world");
+    assert_eq!(run.created_at, t(10));
+    // A run for an unknown agent is refused by the database.
+    assert!(
+        store
+            .create_agent_run(&new_run("r-x", "nobody", script_id, 10))
+            .await
+            .is_err()
+    );
+
+    store.agent_run_sent("r-1", t(20)).await.unwrap();
+    assert_eq!(
+        store.get_agent_run("r-1").await.unwrap().unwrap().status,
+        AgentRunStatus::Sent
+    );
+    // Another agent cannot start or finish it.
+    assert!(!store.agent_run_started("w-2", "r-1", t(30)).await.unwrap());
+    assert_eq!(
+        store
+            .finish_agent_run("w-2", "r-1", &finished_end("x"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.agent_run_started("w-1", "r-1", t(100)).await.unwrap());
+    assert!(!store.agent_run_started("w-1", "r-1", t(101)).await.unwrap());
+    assert_eq!(
+        store
+            .finish_agent_run("w-1", "r-1", &finished_end("fixed\n"))
+            .await
+            .unwrap(),
+        Some(AgentRunStatus::Succeeded)
+    );
+    // A resent report, or a different one, changes nothing.
+    let skip = AgentRunEnd::Skipped {
+        reason: "duplicate".into(),
+        detail: "again".into(),
+        at: t(200),
+    };
+    assert_eq!(
+        store.finish_agent_run("w-1", "r-1", &skip).await.unwrap(),
+        Some(AgentRunStatus::Succeeded)
+    );
+    let run = store.get_agent_run("r-1").await.unwrap().unwrap();
+    assert_eq!(run.status, AgentRunStatus::Succeeded);
+    assert_eq!(run.stdout.as_deref(), Some("fixed\n"));
+    assert_eq!(run.stderr_truncated, Some(true));
+    assert_eq!(run.started_at, Some(t(100)));
+    assert_eq!(run.finished_at, Some(t(150)));
+    assert_eq!(run.duration_ms, Some(50));
+    assert_eq!(run.skip_reason, None);
+    assert!(store.get_agent_run("nope").await.unwrap().is_none());
+    // A run can also end skipped, without starting.
+    store
+        .create_agent_run(&new_run("r-2", "w-1", script_id, 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.finish_agent_run("w-1", "r-2", &skip).await.unwrap(),
+        Some(AgentRunStatus::Skipped)
+    );
+    let run = store.get_agent_run("r-2").await.unwrap().unwrap();
+    assert_eq!(run.skip_reason.as_deref(), Some("duplicate"));
+    assert_eq!(run.skip_detail.as_deref(), Some("again"));
+    assert_eq!(run.started_at, None);
+}
+
+async fn runs_pending_and_listing(store: &dyn Store) {
+    connected(store.agent_connected(&conn("p-1", "s1", 0)).await.unwrap());
+    connected(store.agent_connected(&conn("p-2", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    for (id, agent, at) in [
+        ("a", "p-1", 1),
+        ("b", "p-1", 2),
+        ("c", "p-2", 3),
+        ("d", "p-1", 4),
+    ] {
+        store
+            .create_agent_run(&new_run(id, agent, script_id, at))
+            .await
+            .unwrap();
+    }
+    store.agent_run_sent("a", t(10)).await.unwrap();
+    assert!(store.agent_run_started("p-1", "d", t(11)).await.unwrap());
+    let ids = |runs: Vec<AgentRun>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.pending_agent_runs("p-1", false).await.unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        ids(store.pending_agent_runs("p-1", true).await.unwrap()),
+        ["a", "b"]
+    );
+    let page = PageRequest {
+        limit: 2,
+        offset: 0,
+    };
+    let mine = store.list_agent_runs(Some("p-1"), page).await.unwrap();
+    assert_eq!(mine.total_count, 3);
+    assert_eq!(ids(mine.entries), ["d", "b"]);
+    let all = store
+        .list_agent_runs(
+            None,
+            PageRequest {
+                limit: 50,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.total_count, 4);
+    assert_eq!(ids(all.entries), ["d", "c", "b", "a"]);
+}
