@@ -16,11 +16,13 @@
 //! - **Scheduled services.** With a cron schedule, the next beat is expected at the first fire
 //!   time after the last beat; the service is late from then and down one grace period later.
 //!   The threshold does not apply.
-//! - **Watching starts** at the latest of: creation, the end of the latest maintenance window
-//!   that has closed, and the expiry of a mute that has expired. Until enough beats arrive after
-//!   that moment, deadlines count from it (the service is [`Decision::Waiting`]), so a service is
-//!   never down straight after registration, maintenance or a mute — it gets one interval (or
-//!   one scheduled fire time) plus grace.
+//! - **Watching starts** at creation, or when a timed mute expires, whichever is later. Until
+//!   enough beats arrive after that moment, deadlines count from it (the service is
+//!   [`Decision::Waiting`]), so a service is never down straight after registration or a mute
+//!   — it gets one interval (or one scheduled fire time) plus grace.
+//! - **Maintenance windows** only hold alerts back while they are open: a service whose
+//!   deadline passed during the window (and that has not beaten since) is down, and alerts, the
+//!   moment the window closes — for the same incident it would have had without the window.
 //! - **Suppression** comes first: an inactive service, an active maintenance window, or an
 //!   unexpired mute yields [`Decision::Suppressed`], in that order of precedence.
 //! - **Alerts** open on `Down`, re-notify on a cadence until acknowledged, and resolve only on
@@ -206,18 +208,15 @@ pub fn schedule_deadlines(
         .map(|late_at| Deadlines::from_late(late_at, grace_ms))
 }
 
-/// The moment judging starts: creation, or the end of the latest closed maintenance window
-/// or expired mute, whichever is latest (see the module rules).
+/// The moment judging starts: creation, or the expiry of a mute that has expired, whichever
+/// is later (see the module rules). Maintenance windows do not move it: a service still down
+/// when its window closes alerts then.
 pub fn watched_since(view: &ServiceView, now: Timestamp) -> Timestamp {
     let expired_mute = view
         .mute
         .and_then(|m| m.until)
         .filter(|until| *until <= now);
-    view.maintenance
-        .iter()
-        .filter_map(|w| w.last_closed_at_or_before(now))
-        .chain(expired_mute)
-        .fold(view.created_at, Timestamp::max)
+    expired_mute.map_or(view.created_at, |m| m.max(view.created_at))
 }
 
 fn suppression(view: &ServiceView, now: Timestamp) -> Option<Suppression> {
@@ -655,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn maintenance_suppresses_and_then_grants_one_interval() {
+    fn maintenance_suppresses_and_a_service_still_down_alerts_when_it_ends() {
         let mut v = interval(60, 1, 0, &[]);
         v.maintenance = vec![
             MaintenanceWindow::one_time(at(100), at(200)).unwrap(),
@@ -671,11 +670,13 @@ mod tests {
             evaluate(at(160), &v),
             Decision::Suppressed(Suppression::InMaintenance { until: at(300) })
         );
+        assert_eq!(evaluate(at(300), &v), Decision::Down { since: at(60) });
+        // A beat during the window counts: healthy when it closes.
+        v.recent_beats = vec![at(250)];
         assert_eq!(
             evaluate(at(300), &v),
-            Decision::Waiting { late_at: at(360) }
+            Decision::Healthy { late_at: at(310) }
         );
-        assert_eq!(evaluate(at(360), &v), Decision::Down { since: at(360) });
     }
 
     #[test]
@@ -693,21 +694,16 @@ mod tests {
             last_notified_at: ts("2026-11-23T02:30:00Z"),
         };
         let after = evaluate(ts("2026-11-23T04:05:00Z"), &v);
+        // Still the same incident: the open alert goes on (no new alert, no resolve).
         assert_eq!(
             after,
-            Decision::Waiting {
-                late_at: ts("2026-11-23T05:00:00Z")
+            Decision::Down {
+                since: ts("2026-11-22T11:00:00Z")
             }
         );
         assert_eq!(
             transition(ts("2026-11-23T04:05:00Z"), open, &after, Renotify::Never),
             None
-        );
-        assert_eq!(
-            evaluate(ts("2026-11-23T05:00:00Z"), &v),
-            Decision::Down {
-                since: ts("2026-11-23T05:00:00Z")
-            }
         );
     }
 

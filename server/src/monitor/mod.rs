@@ -128,12 +128,12 @@ pub async fn run_monitor(
                     metrics::counter!("medic_monitor_services_judged_total")
                         .increment(report.examined as u64);
                 }
-                for (kind, priority, team, down_since) in &report.opened {
+                for (kind, priority, team, due) in &report.opened {
                     metrics::counter!("medic_alerts_opened_total",
                         "kind" => kind.as_str(), "priority" => priority.as_str(),
                         "team" => team.clone())
                     .increment(1);
-                    let lag = (Timestamp::now().millis() - down_since.millis()).max(0);
+                    let lag = (Timestamp::now().millis() - due.millis()).max(0);
                     metrics::histogram!("medic_monitor_detection_lag_seconds")
                         .record(lag as f64 / 1000.0);
                     tracing::warn!(kind = kind.as_str(), priority = priority.as_str(),

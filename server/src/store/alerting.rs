@@ -168,7 +168,8 @@ pub type Judge<'a> = dyn Fn(&MonitorContext, &DueService) -> Verdict + Send + Sy
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PassReport {
     pub examined: usize,
-    /// (kind, priority, team, down_since) of every alert opened.
+    /// (kind, priority, team, due) of every alert opened; `due` is when it became due (the
+    /// later of the service's down time and the deadline the pass woke for).
     pub opened: Vec<(AlertKind, Priority, String, Timestamp)>,
     pub renotified: usize,
     pub resolved: usize,

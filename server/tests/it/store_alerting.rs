@@ -40,6 +40,7 @@ conformance! {
     outbox_leases_retries_and_log,
     suppressions_are_recorded_once,
     housekeeping_trims_old_rows_in_batches,
+    a_service_down_through_a_window_alerts_when_it_closes,
 }
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -448,4 +449,47 @@ async fn housekeeping_trims_old_rows_in_batches(store: Arc<dyn Store>) {
         .await
         .expect("purge");
     assert_eq!(n, 10);
+}
+
+async fn a_service_down_through_a_window_alerts_when_it_closes(store: Arc<dyn Store>) {
+    let s = service(&*store, "maint", 60).await;
+    store
+        .create_window(&NewWindow {
+            scope: WindowScope::Service(s.id),
+            window: medic_server::domain::schedule::MaintenanceWindow::one_time(
+                t(30_000),
+                t(5 * MIN),
+            )
+            .expect("window"),
+            reason: Some("upgrade".into()),
+            created_by: "alice".into(),
+            at: t(0),
+        })
+        .await
+        .expect("window");
+    let r = pass(&*store, t(2 * MIN)).await;
+    assert!(r.opened.is_empty());
+    assert_eq!(r.suppressed, vec![SuppressionReason::Maintenance]);
+    // The pass sleeps until the window closes, then alerts for the same incident.
+    assert_eq!(store.next_deadline().await.expect("next"), Some(t(5 * MIN)));
+    let r = pass(&*store, t(5 * MIN)).await;
+    assert_eq!(r.opened.len(), 1);
+    assert_eq!(
+        r.opened[0].3,
+        t(5 * MIN),
+        "lag counts from the window's end"
+    );
+    let a = store
+        .list_alerts_filtered(
+            &AlertFilter::default(),
+            PageRequest {
+                limit: 1,
+                offset: 0,
+            },
+        )
+        .await
+        .expect("list")
+        .entries
+        .remove(0);
+    assert_eq!(a.details.down_since, Some(t(MIN)));
 }

@@ -580,7 +580,10 @@ async fn apply(
                 .map_err(unavailable)?;
                 if let Some(id) = id {
                     queue(tx, id, EventKind::Triggered, &notify, None, now).await?;
-                    report.opened.push((kind, priority, team, down_since));
+                    // Lag counts from when the alert became due: the deadline the monitor woke
+                    // for (a window's end, say), never before the service went down.
+                    let due = d.deadline_at.map_or(down_since, |t| t.max(down_since));
+                    report.opened.push((kind, priority, team, due));
                 }
             }
             AlertOp::Renotify { alert_id, notify } => {
