@@ -14,6 +14,9 @@ use crate::store::{
     SuppressionReason, TargetConfig, TargetOwner, Team, Verdict, WindowScope,
 };
 
+/// The default re-notification cadence is the service's interval, but at least this.
+pub const MIN_DEFAULT_RENOTIFY_SECONDS: i64 = 60;
+
 /// How long a child whose alert folded into its down parent waits before looking again.
 pub const PARENT_RECHECK_MS: i64 = 30_000;
 
@@ -325,8 +328,13 @@ pub fn judge(now: Timestamp, defaults: &Defaults, ctx: &MonitorContext, d: &DueS
         Some(s) => Renotify::Every {
             interval_ms: s.saturating_mul(1000),
         },
+        // The interval, but not more often than once a minute unless asked for explicitly.
         None => Renotify::Every {
-            interval_ms: d.service.interval_seconds.saturating_mul(1000),
+            interval_ms: d
+                .service
+                .interval_seconds
+                .max(MIN_DEFAULT_RENOTIFY_SECONDS)
+                .saturating_mul(1000),
         },
     };
     let mut verdict = Verdict {

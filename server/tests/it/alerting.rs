@@ -242,6 +242,82 @@ async fn a_failing_receiver_is_retried_with_backoff_and_the_monitor_keeps_going(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_times_out_shows_in_the_delivery_log_and_is_retried() {
+    let pd = Recorder::start().await;
+    let hook = Recorder::start().await;
+    // Slower than the notification timeout, every time.
+    hook.answer(Answer::status(200).after(Duration::from_secs(5)));
+    let pd_url = pd.url("/v2/enqueue");
+    let app = TestApp::builder()
+        .configure(move |c| {
+            c.notify.pagerduty_events_url = pd_url;
+            c.notify.allow_private_webhook_targets = true;
+            c.notify.timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
+    let svc = app
+        .create_service(&json!({"heartbeat_name": "slowhook", "interval_seconds": 1}))
+        .await;
+    let target = assert_ok(
+        &app.admin()
+            .post_json(
+                &format!("/v2/services/{}/targets", svc["service_id"]),
+                &json!({"kind": "webhook", "config": {"url": hook.url("/slow"), "secret": "0123456789abcdef"}}),
+            )
+            .await,
+        201,
+    );
+    let target_id = target["target_id"].as_i64().expect("target id");
+    wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let r = app
+            .admin()
+            .get(&format!("/v2/webhooks/{target_id}/deliveries"))
+            .await;
+        let log = assert_ok(&r, 200);
+        let entries = log["entries"].as_array().cloned().unwrap_or_default();
+        // The trigger, and at most one re-notification waiting behind it.
+        assert!(entries.len() <= 2, "{entries:?}");
+        let first = entries
+            .iter()
+            .find(|d| d["event"] == "triggered")
+            .cloned()
+            .unwrap_or_default();
+        if first["attempts"].as_i64().unwrap_or(0) >= 1 || Instant::now() > deadline {
+            break first;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(entry["state"], "pending", "{entry}");
+    assert!(entry["attempts"].as_i64().unwrap_or(0) >= 1, "{entry}");
+    assert!(entry["next_attempt_at"].is_string());
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("time")),
+        "{entry}"
+    );
+    assert_eq!(entry["destination"]["url"], hook.url("/slow"));
+    assert!(entry["destination"].get("secret").is_none(), "never shown");
+    let text = app.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "medic_notification_attempts_total",
+            &[("channel", "webhook"), ("outcome", "retry")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // The monitor is not held up by the slow receiver.
+    app.create_service(&json!({"heartbeat_name": "another", "interval_seconds": 1}))
+        .await;
+    wait_alerts(&app, "state=open", 2, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_settings_are_validated_and_kept() {
     let pd = Recorder::start().await;
     let app = app_with(&pd, None).await;

@@ -59,21 +59,30 @@ async fn queue(
     actor: Option<&str>,
     now: Timestamp,
 ) -> StoreResult<()> {
+    // A re-notification is not queued behind one still pending for the same destination: a
+    // slow or failing receiver gets one message to retry, not a growing backlog.
+    let guard = if event == EventKind::Renotified {
+        " WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = $1 \
+         AND destination = $5::jsonb AND state = 'pending')"
+    } else {
+        ""
+    };
     for r in routed {
-        sqlx::query(
+        let sql = format!(
             "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
-             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $7)",
-        )
-        .bind(alert_id)
-        .bind(r.target_id.map(|t| t.0))
-        .bind(event.as_str())
-        .bind(r.destination.channel())
-        .bind(to_json(&r.destination)?)
-        .bind(actor)
-        .bind(dt(now))
-        .execute(&mut **tx)
-        .await
-        .map_err(unavailable)?;
+             next_attempt_at, created_at) SELECT $1, $2, $3, $4, $5::jsonb, $6, $7, $7{guard}"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(alert_id)
+            .bind(r.target_id.map(|t| t.0))
+            .bind(event.as_str())
+            .bind(r.destination.channel())
+            .bind(to_json(&r.destination)?)
+            .bind(actor)
+            .bind(dt(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
     }
     Ok(())
 }
