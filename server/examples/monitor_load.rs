@@ -159,13 +159,11 @@ async fn main() {
     let auth = format!("Bearer {}", a.key);
     let prefix = format!("mb{}", now_ms() % 1_000_000);
 
-    // 1. Register, and beat once right away, so no service is overdue before the load starts.
+    // 1. Register, and beat once right away.
     let t = Instant::now();
-    let registered: Arc<Mutex<HashMap<usize, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     futures::stream::iter(0..a.services)
         .for_each_concurrent(32, |i| {
-            let (client, auth, base, prefix, registered) =
-                (&client, &auth, &a.base, &prefix, &registered);
+            let (client, auth, base, prefix) = (&client, &auth, &a.base, &prefix);
             async move {
                 let body = json!({"heartbeat_name": format!("{prefix}-{i}"),
                                   "interval_seconds": a.interval, "grace_seconds": a.grace});
@@ -178,14 +176,11 @@ async fn main() {
                         .await
                     {
                         Ok(r) if r.status().as_u16() == 201 || r.status().as_u16() == 409 => {
-                            let beat = client
+                            let _ = client
                                 .post(format!("{base}/heartbeat"))
                                 .json(&json!({"heartbeat_name": format!("{prefix}-{i}"), "status": "up"}))
                                 .send()
                                 .await;
-                            if beat.is_ok_and(|r| r.status().is_success()) {
-                                registered.lock().await.insert(i, now_ms());
-                            }
                             return;
                         }
                         _ => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -233,14 +228,11 @@ async fn main() {
         .await
         .unwrap_or_default();
     // A schedule of (due offset ms, service): phases spread over one interval.
-    // The first scheduled beat comes before the deadline of the registration beat.
-    let registered = registered.lock().await.clone();
+    // Phases spread evenly over one interval, so beats never come in bursts. (A service
+    // registered more than a grace period before the start may alert once during the warm-up;
+    // such alerts are not counted.)
     let phases: Vec<i64> = (0..a.services)
-        .map(|i| {
-            let since_reg = registered.get(&i).map_or(0, |r| start_epoch - r);
-            let room = (interval_ms - since_reg).clamp(1, interval_ms);
-            rand::random_range(0..room)
-        })
+        .map(|_| rand::random_range(0..interval_ms))
         .collect();
     let mut peak_rss = vec![0.0f64; a.pids.len()];
     let ticker_ms = 50;
