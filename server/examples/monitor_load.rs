@@ -161,9 +161,10 @@ async fn main() {
 
     // 1. Register, and beat once right away.
     let t = Instant::now();
+    let ids: Arc<Mutex<HashMap<i64, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     futures::stream::iter(0..a.services)
         .for_each_concurrent(32, |i| {
-            let (client, auth, base, prefix) = (&client, &auth, &a.base, &prefix);
+            let (client, auth, base, prefix, ids) = (&client, &auth, &a.base, &prefix, &ids);
             async move {
                 let body = json!({"heartbeat_name": format!("{prefix}-{i}"),
                                   "interval_seconds": a.interval, "grace_seconds": a.grace});
@@ -175,7 +176,11 @@ async fn main() {
                         .send()
                         .await
                     {
-                        Ok(r) if r.status().as_u16() == 201 || r.status().as_u16() == 409 => {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            let v: Value = r.json().await.unwrap_or_default();
+                            if let Some(id) = v["results"]["service_id"].as_i64() {
+                                ids.lock().await.insert(id, i);
+                            }
                             let _ = client
                                 .post(format!("{base}/heartbeat"))
                                 .json(&json!({"heartbeat_name": format!("{prefix}-{i}"), "status": "up"}))
@@ -324,8 +329,12 @@ async fn main() {
     loop {
         let page: Value = client
             .get(format!(
-                "{}/v2/alerts?kind=heartbeat_missing&limit=250&offset={offset}",
-                a.base
+                "{}/v2/alerts?kind=heartbeat_missing&limit=250&offset={offset}&since={}",
+                a.base,
+                chrono::DateTime::from_timestamp_millis(warmup_end)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default()
+                    .replace('+', "%2B")
             ))
             .header("Authorization", &auth)
             .send()
@@ -345,44 +354,7 @@ async fn main() {
         }
         offset += 250;
     }
-    // service id → index: names carry the index.
-    let mut by_name: HashMap<i64, usize> = HashMap::new();
-    let names: Vec<(i64, String)> = {
-        let mut out = Vec::new();
-        let ids: HashSet<i64> = alerts
-            .iter()
-            .filter_map(|x| x["service_id"].as_i64())
-            .collect();
-        for id in ids {
-            let s: Value = client
-                .get(format!("{}/v2/services/{id}", a.base))
-                .header("Authorization", &auth)
-                .send()
-                .await
-                .expect("service")
-                .json()
-                .await
-                .expect("service json");
-            out.push((
-                id,
-                s["results"]["heartbeat_name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-            ));
-        }
-        out
-    };
-    for (id, name) in names {
-        if let Some(i) = name
-            .rsplit('-')
-            .next()
-            .and_then(|n| n.parse::<usize>().ok())
-            && name.starts_with(&prefix)
-        {
-            by_name.insert(id, i);
-        }
-    }
+    let by_name = ids.lock().await.clone();
     let acks = last_ack.lock().await;
     let mut server_lag = Vec::new();
     let mut client_lag = Vec::new();
