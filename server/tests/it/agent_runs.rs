@@ -467,3 +467,174 @@ async fn parameters_reach_the_script_verbatim_and_the_agents_secrets_never_do() 
         );
     }
 }
+
+/// A `medic-server` process on `database_url`, killed when dropped.
+struct Replica(std::process::Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const REPLICA_ADMIN: &str = crate::support::ADMIN_KEY;
+
+fn replica(database_url: &str, port: u16, dir: &std::path::Path) -> Replica {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medic-server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("PORT", port.to_string())
+        .env("MEDIC_ADMIN_API_KEY", REPLICA_ADMIN)
+        .env("MEDIC_LOG_FORMAT", "text")
+        .env("MEDIC_LOG_LEVEL", "warn")
+        .env("RATE_LIMIT_MANAGEMENT_REQUESTS", "1000000")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("medic-server starts");
+    Replica(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A JSON request to a replica; the response's `results`.
+async fn call(
+    client: &reqwest::Client,
+    port: u16,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut rb = client
+        .request(method, format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.expect("request");
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert!(status.is_success(), "{path}: {status} {body:#}");
+    body["results"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
+    let Some(db) = crate::db::postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let client = reqwest::Client::new();
+    let (pa, pb) = (free_port(), free_port());
+    let _a = replica(&db.url, pa, dir.path());
+    let _b = replica(&db.url, pb, dir.path());
+    for port in [pa, pb] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "replica on {port} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let post = reqwest::Method::POST;
+    let key = |scope: &str| {
+        let client = &client;
+        let scope = scope.to_owned();
+        async move {
+            let body = json!({ "name": format!("replica-{scope}"), "scopes": [scope] });
+            let r = call(
+                client,
+                pa,
+                REPLICA_ADMIN,
+                reqwest::Method::POST,
+                "/v2/api-keys",
+                Some(body),
+            )
+            .await;
+            r["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let agent_key = key("agent").await;
+    let writer = key("write").await;
+    let script = call(
+        &client,
+        pa,
+        &writer,
+        post.clone(),
+        "/v2/scripts",
+        Some(json!({ "name": "greet", "interpreter": "sh", "content": GREET })),
+    )
+    .await;
+    let script_id = script["script_id"].as_i64().unwrap();
+    call(
+        &client,
+        pa,
+        REPLICA_ADMIN,
+        post.clone(),
+        &format!("/v2/scripts/{script_id}/approve"),
+        Some(json!({})),
+    )
+    .await;
+
+    // The agent talks to B only, heartbeating every 20 s (the server's interval caps its 30),
+    // so only B's queue poll can bring it a run queued on A within seconds.
+    let _agent = AgentProcess::start_with_env(
+        &format!("127.0.0.1:{pb}"),
+        &agent_key,
+        "far-1",
+        "[[allow]]\nscript = \"greet\"\n",
+        &[("MEDIC_AGENT_HEARTBEAT_INTERVAL_SECONDS", "30")],
+    );
+    wait_for_agent(
+        &client,
+        &format!("http://127.0.0.1:{pa}"),
+        "far-1",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued_at = Instant::now();
+    let run = call(
+        &client,
+        pa,
+        &writer,
+        post.clone(),
+        "/v2/runs",
+        Some(json!({ "agent_id": "far-1", "script_id": script_id, "parameters": { "WHO": "B" } })),
+    )
+    .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let done = |r: &Value| r["status"] == "succeeded";
+    let run = run_until(
+        &format!("http://127.0.0.1:{pa}"),
+        &client,
+        &run_id,
+        "succeeded",
+        done,
+    )
+    .await;
+    assert_eq!(run["stdout"], "hello B\n");
+    assert!(
+        queued_at.elapsed() < Duration::from_secs(10),
+        "took {:?}: not the queue poll",
+        queued_at.elapsed()
+    );
+}
