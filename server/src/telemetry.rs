@@ -193,6 +193,14 @@ fn describe() {
         metrics::counter!(crate::gateway::RUNS_METRIC, "status" => status.as_str()).absolute(0);
     }
     let _ = metrics::histogram!(crate::gateway::LATENCY_METRIC);
+    describe_counter!(
+        crate::gateway::SKIPPED_METRIC,
+        "Agent runs the agent refused, by the protocol's skip reason (not_in_allowlist, \
+         not_approved, hash_mismatch, invalid_name, …)"
+    );
+    for reason in crate::gateway::SKIP_REASONS {
+        metrics::counter!(crate::gateway::SKIPPED_METRIC, "reason" => reason).absolute(0);
+    }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");
 }

@@ -26,7 +26,7 @@
 
 mod runs;
 
-pub use runs::{LATENCY_METRIC, RUNS_METRIC, sweep_runs};
+pub use runs::{LATENCY_METRIC, RUNS_METRIC, SKIP_REASONS, SKIPPED_METRIC, sweep_runs};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

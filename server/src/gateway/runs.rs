@@ -25,6 +25,25 @@ use crate::store::{AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
 /// Runs that reached each status (`status` label), counted once by the replica that stored it.
 pub const RUNS_METRIC: &str = "medic_agent_runs_total";
 
+/// Refusals by the agent, by its reason (`reason` label).
+pub const SKIPPED_METRIC: &str = "medic_agent_runs_skipped_total";
+
+/// The protocol's skip reasons, for a counter that starts at zero.
+pub const SKIP_REASONS: [&str; 12] = [
+    "not_in_allowlist",
+    "not_approved",
+    "hash_mismatch",
+    "invalid_name",
+    "invalid_parameters",
+    "invalid_request",
+    "unsupported_interpreter",
+    "expired",
+    "busy",
+    "duplicate",
+    "draining",
+    "unknown",
+];
+
 /// Time from sending a run to storing the agent's report about it.
 pub const LATENCY_METRIC: &str = "medic_agent_run_result_seconds";
 
@@ -117,6 +136,7 @@ pub(super) async fn report(
     message: AgentMessage,
     grace: Duration,
 ) -> Result<(), axum::Error> {
+    let mut skipped = None;
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
             let base = lost_base(Timestamp::now(), grace);
@@ -161,6 +181,7 @@ pub(super) async fn report(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".to_owned());
             tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run skipped by the agent");
+            skipped = Some(reason.clone());
             let end = AgentRunEnd::Skipped {
                 reason,
                 detail: s.detail,
@@ -178,6 +199,14 @@ pub(super) async fn report(
         Ok(Some(finish)) => {
             if finish.stored {
                 metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);
+                if let Some(reason) = skipped {
+                    let reason = if SKIP_REASONS.contains(&reason.as_str()) {
+                        reason
+                    } else {
+                        "unknown".to_owned()
+                    };
+                    metrics::counter!(SKIPPED_METRIC, "reason" => reason).increment(1);
+                }
                 if let Some(sent) = finish.sent_at {
                     let took = Timestamp::now().millis().saturating_sub(sent.millis());
                     metrics::histogram!(LATENCY_METRIC).record(took.max(0) as f64 / 1000.0);

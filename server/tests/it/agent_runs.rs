@@ -136,6 +136,20 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "hello again\n");
 
+    let text = app.metrics().await;
+    let n = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
+    assert!(
+        n(
+            "medic_agent_runs_skipped_total",
+            &[("reason", "not_in_allowlist")]
+        ) >= 1.0
+    );
+    assert!(n("medic_agent_runs_total", &[("status", "succeeded")]) >= 2.0);
+    assert!(
+        n("medic_agent_run_result_seconds_count", &[]) >= 3.0,
+        "{text}"
+    );
+
     let list = admin_get(&app.client, &app.base, "/v2/runs?agent_id=runner-1")
         .await
         .unwrap();
