@@ -109,14 +109,21 @@ pub(super) async fn dispatch(
             // Only a queued run expires: one already sent may be running on the agent.
             expires_at: None,
         });
-        send(socket, &request).await?;
+        // Claimed before it is sent, so a run that expired (or ended) since it was read is
+        // never sent; a claimed run whose send fails is sent again to the next session.
         let now = Timestamp::now();
-        if let Err(e) = store
+        match store
             .agent_run_sent(&run.run_id, now, lost_base(now, grace))
             .await
         {
-            tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not mark a run sent");
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not mark a run sent");
+                return Ok(());
+            }
         }
+        send(socket, &request).await?;
         metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Sent.as_str()).increment(1);
         tracing::info!(
             agent_id,

@@ -363,14 +363,15 @@ pub trait Store: Send + Sync + 'static {
         resend: bool,
         now: crate::domain::Timestamp,
     ) -> StoreResult<Vec<AgentRun>>;
-    /// A queued (or already sent) run was sent to the agent at `at`. It is lost unless the
-    /// agent reports by `lost_base` + the run's timeout.
+    /// Claims a queued run (not expired at `at`) or an already sent one for sending to the
+    /// agent at `at`; it is lost unless the agent reports by `lost_base` + the run's timeout.
+    /// `false`: the run ended meanwhile (expired, or finished elsewhere) and must not be sent.
     async fn agent_run_sent(
         &self,
         run_id: &str,
         at: crate::domain::Timestamp,
         lost_base: crate::domain::Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// The agent accepted the run (it is lost unless a result arrives by `lost_base` + the
     /// run's timeout). `false` when it is not this agent's, or not waiting.
     async fn agent_run_started(

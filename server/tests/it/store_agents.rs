@@ -291,7 +291,7 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
             .is_err()
     );
 
-    store.agent_run_sent("r-1", t(20), t(20)).await.unwrap();
+    assert!(store.agent_run_sent("r-1", t(20), t(20)).await.unwrap());
     assert_eq!(
         store.get_agent_run("r-1").await.unwrap().unwrap().status,
         AgentRunStatus::Sent
@@ -390,7 +390,7 @@ async fn runs_pending_and_listing(store: &dyn Store) {
             .await
             .unwrap();
     }
-    store.agent_run_sent("a", t(10), t(10)).await.unwrap();
+    assert!(store.agent_run_sent("a", t(10), t(10)).await.unwrap());
     assert!(
         store
             .agent_run_started("p-1", "d", t(11), t(11))
@@ -444,7 +444,7 @@ async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn S
     );
     // timeout 30 s: sent at 100 with a 5 s grace → lost after 35 100.
     for id in ["sent", "running", "orphan", "kept", "dup"] {
-        store.agent_run_sent(id, t(100), t(5_100)).await.unwrap();
+        assert!(store.agent_run_sent(id, t(100), t(5_100)).await.unwrap());
     }
     for id in ["running", "orphan", "kept"] {
         assert!(
@@ -468,6 +468,13 @@ async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn S
             .await
             .unwrap()
             .is_empty()
+    );
+    // Not claimable for sending either, even before the sweep.
+    assert!(
+        !store
+            .agent_run_sent("queued", t(1_000), t(1_000))
+            .await
+            .unwrap()
     );
     let swept = store.sweep_agent_runs(t(1_000)).await.unwrap();
     assert_eq!(

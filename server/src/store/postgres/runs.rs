@@ -144,11 +144,12 @@ impl PgStore {
         run_id: &str,
         at: Timestamp,
         lost_base: Timestamp,
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'sent', sent_at = $1, \
              lost_after = $3 + make_interval(secs => timeout_seconds) \
-             WHERE id = $2 AND status IN ('queued', 'sent')",
+             WHERE id = $2 AND (status = 'sent' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
         .bind(dt(at))
         .bind(run_id)
@@ -156,7 +157,7 @@ impl PgStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(updated.rows_affected() == 1)
     }
 
     pub(super) async fn agent_run_started_impl(

@@ -1395,7 +1395,7 @@ impl Store for SqliteStore {
         run_id: &str,
         at: Timestamp,
         lost_base: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.agent_run_sent_impl(run_id, at, lost_base).await
     }
 

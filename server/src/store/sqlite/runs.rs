@@ -149,11 +149,12 @@ impl SqliteStore {
         run_id: &str,
         at: Timestamp,
         lost_base: Timestamp,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE agent_runs SET status = 'sent', sent_at = ?, \
-             lost_after = ? + timeout_seconds * 1000 \
-             WHERE id = ? AND status IN ('queued', 'sent')",
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET status = 'sent', sent_at = ?1, \
+             lost_after = ?2 + timeout_seconds * 1000 \
+             WHERE id = ?3 AND (status = 'sent' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > ?1)))",
         )
         .bind(at.millis())
         .bind(lost_base.millis())
@@ -161,7 +162,7 @@ impl SqliteStore {
         .execute(&self.write)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(updated.rows_affected() == 1)
     }
 
     pub(super) async fn agent_run_started_impl(
