@@ -230,6 +230,15 @@ pub struct Settings {
         global = true
     )]
     pub dispatch_lease_seconds: u64,
+    /// Seconds past a run's timeout (counted from when it was sent or started), or past the
+    /// agent's reconnection without it, after which a run the agent has not reported is `lost`.
+    #[arg(
+        long,
+        env = "MEDIC_AGENT_RUN_GRACE_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub agent_run_grace_seconds: u64,
     /// Days of heartbeat events kept.
     #[arg(
         long,
@@ -376,6 +385,7 @@ pub struct Config {
     pub role: Role,
     pub limits: RateLimits,
     pub dispatch_lease: Duration,
+    pub agent_run_grace: Duration,
     pub retention: crate::store::Retention,
 }
 
@@ -455,6 +465,9 @@ impl Settings {
         }
         if !(1..=3600).contains(&self.dispatch_lease_seconds) {
             errors.push("MEDIC_DISPATCH_LEASE_SECONDS must be between 1 and 3600".to_owned());
+        }
+        if !(1..=86_400).contains(&self.agent_run_grace_seconds) {
+            errors.push("MEDIC_AGENT_RUN_GRACE_SECONDS must be between 1 and 86400".to_owned());
         }
         for (name, days) in [
             (
@@ -543,6 +556,7 @@ impl Settings {
                 docs: self.rate_limit_docs_requests,
             },
             dispatch_lease: Duration::from_secs(self.dispatch_lease_seconds),
+            agent_run_grace: Duration::from_secs(self.agent_run_grace_seconds),
             retention: crate::store::Retention {
                 heartbeats_ms: days_ms(self.retention_heartbeat_days),
                 deliveries_ms: days_ms(self.retention_delivery_days),

@@ -152,7 +152,13 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
             .map_err(|e| StartError::Notifications(e.to_string()))?;
         spawn_workers(&cfg, notifiers, &store, &outbox, &tracker, &background);
     }
-    let gateway = crate::gateway::Gateway::new();
+    let gateway = crate::gateway::Gateway::with_run_grace(cfg.agent_run_grace);
+    // Every replica serves agents, so every replica polls the queue for its own sessions.
+    tracker.spawn(
+        gateway
+            .clone()
+            .poll_queue(store.clone(), background.clone()),
+    );
     let state = AppState::new(Inner {
         auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
         store: store.clone(),
@@ -246,6 +252,8 @@ fn spawn_workers(
         outbox.clone(),
         stop.clone(),
     ));
+    // Ends expired and lost agent runs; guarded UPDATEs, so several workers may sweep.
+    tracker.spawn(crate::gateway::sweep_runs(store.clone(), stop.clone()));
     tracker.spawn(monitor::run_housekeeping(
         store.clone(),
         cfg.retention,

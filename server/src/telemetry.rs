@@ -179,6 +179,28 @@ fn describe() {
             .absolute(0);
     }
     metrics::counter!("medic_monitor_pass_errors_total").absolute(0);
+    describe_counter!(
+        crate::gateway::RUNS_METRIC,
+        "Agent runs that reached each status (queued, sent, running, succeeded, failed, \
+         timed_out, skipped, expired, lost), counted by the replica that stored the change"
+    );
+    describe_histogram!(
+        crate::gateway::LATENCY_METRIC,
+        Unit::Seconds,
+        "Time from sending a run to an agent to storing its result or refusal"
+    );
+    for status in crate::store::AgentRunStatus::ALL {
+        metrics::counter!(crate::gateway::RUNS_METRIC, "status" => status.as_str()).absolute(0);
+    }
+    let _ = metrics::histogram!(crate::gateway::LATENCY_METRIC);
+    describe_counter!(
+        crate::gateway::SKIPPED_METRIC,
+        "Agent runs the agent refused, by the protocol's skip reason (not_in_allowlist, \
+         not_approved, hash_mismatch, invalid_name, …)"
+    );
+    for reason in crate::gateway::SKIP_REASONS {
+        metrics::counter!(crate::gateway::SKIPPED_METRIC, "reason" => reason).absolute(0);
+    }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");
 }

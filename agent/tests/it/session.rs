@@ -462,3 +462,44 @@ async fn wss_presents_the_configured_client_certificate() {
         "a client without a certificate got in"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_process_refuses_and_reports_what_it_must_not_run() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _agent = start_agent(listener.local_addr().unwrap().port());
+    let (mut ws, _) = accept(&listener).await;
+    handshake(&mut ws, "s1").await;
+    let marks = TempDir::create();
+    let marker = marks.path().join("ran");
+    let touch = format!("touch '{}'\n", marker.display());
+
+    let mut unapproved = request_with("r-unapproved", "slow", &touch);
+    unapproved["approved"] = json!(false);
+    let mut tampered = request_with("r-tampered", "slow", &touch);
+    tampered["sha256"] = json!(sha256_hex(b"what was approved"));
+    let cases = [
+        (unapproved, "not_approved"),
+        (tampered, "hash_mismatch"),
+        // Approved centrally, but not what the local allowlist pins for this name.
+        (request_with("r-unpinned", "greet", &touch), "hash_mismatch"),
+        (
+            request_with("r-unlisted", "rm-everything", &touch),
+            "not_in_allowlist",
+        ),
+        (request_with("r-path", "../greet", &touch), "invalid_name"),
+        (request_with("r-abs", "/bin/greet", &touch), "invalid_name"),
+    ];
+    for (request, reason) in cases {
+        let run_id = request["run_id"].clone();
+        send(&mut ws, request).await;
+        let reply = next(&mut ws).await;
+        assert_eq!(reply["type"], "run_skipped", "{reply}");
+        assert_eq!(reply["run_id"], run_id);
+        assert_eq!(reply["reason"], reason, "{reply}");
+        assert!(
+            !reply["detail"].as_str().unwrap_or("").is_empty(),
+            "{reply}"
+        );
+    }
+    assert!(!marker.exists(), "a refused script ran");
+}

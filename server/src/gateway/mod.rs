@@ -8,9 +8,11 @@
 //! `POST /heartbeat`, so the monitor treats a silent host like any silent service.
 //!
 //! Runs queued through `POST /v2/runs` are sent as `run_request`s and the agent's reports stored
-//! and acknowledged ([`runs`]): at the start of a session, when a run is queued for a connected
-//! agent ([`Gateway::notify_run`]), and at every heartbeat (so runs queued on another replica
-//! arrive within one heartbeat interval).
+//! and acknowledged ([`runs`]): at the start of a session, when a run is queued for an agent
+//! connected here ([`Gateway::notify_run`]), when this replica's queue poll finds runs queued
+//! (on any replica) for an agent connected here ([`Gateway::poll_queue`], every second), and at
+//! every heartbeat. [`sweep_runs`] ends runs that expired in the queue or were lost with their
+//! agent.
 //!
 //! Every refusal is an `error` frame with a protocol [`ErrorCode`] followed by a close frame
 //! whose reason is that code, and ends only that one session. It does not authenticate (the
@@ -23,6 +25,8 @@
 //! [`Store::agent_seen`](crate::store::Store::agent_seen) answers `false`.
 
 mod runs;
+
+pub use runs::{LATENCY_METRIC, RUNS_METRIC, SKIP_REASONS, SKIPPED_METRIC, sweep_runs};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,6 +89,8 @@ struct Shared {
     sessions: Mutex<HashMap<String, Live>>,
     drain: CancellationToken,
     tracker: TaskTracker,
+    /// Added to a run's timeout to make its deadline (see [`Gateway::with_run_grace`]).
+    run_grace: Duration,
 }
 
 /// The live sessions of this replica. Cheap to clone.
@@ -99,8 +105,21 @@ impl Default for Gateway {
     }
 }
 
+/// The default of [`Gateway::with_run_grace`].
+pub const DEFAULT_RUN_GRACE: Duration = Duration::from_secs(60);
+
+/// How often each replica looks for runs queued (on any replica) for its connected agents.
+pub const QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Gateway {
     pub fn new() -> Self {
+        Self::with_run_grace(DEFAULT_RUN_GRACE)
+    }
+
+    /// A gateway whose runs are lost when the agent has not reported `grace` after the run's
+    /// timeout (counted from when it was sent, and again from when it started), or `grace`
+    /// after the agent reconnected without it.
+    pub fn with_run_grace(grace: Duration) -> Self {
         metrics::describe_gauge!(
             CONNECTED_METRIC,
             "Agent sessions open on this replica (past the handshake)"
@@ -111,6 +130,7 @@ impl Gateway {
                 sessions: Mutex::new(HashMap::new()),
                 drain: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                run_grace: grace,
             }),
         }
     }
@@ -143,12 +163,38 @@ impl Gateway {
         }
     }
 
-    /// Tells the agent's session on this replica, if any, that a run was queued for it. Sessions
-    /// on other replicas pick it up at the agent's next heartbeat.
+    /// Tells the agent's session on this replica, if any, that a run was queued for it. A
+    /// session on another replica picks it up at that replica's next queue poll
+    /// ([`Self::poll_queue`]).
     pub fn notify_run(&self, agent_id: &str) {
         let control = self.sessions().get(agent_id).map(|l| l.control.clone());
         if let Some(c) = control {
             let _ = c.try_send(Control::Dispatch);
+        }
+    }
+
+    /// Until `stop`, every [`QUEUE_POLL_INTERVAL`] asks the store which agents have queued
+    /// runs and tells those with a session here to send them: how a run queued on another
+    /// replica reaches its agent. Skips the query while no agent is connected here.
+    pub async fn poll_queue(self, store: Arc<dyn Store>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(QUEUE_POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.connected() == 0 {
+                continue;
+            }
+            match store.agents_with_queued_runs(Timestamp::now()).await {
+                Ok(agents) => {
+                    for agent_id in agents {
+                        self.notify_run(&agent_id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not poll the run queue"),
+            }
         }
     }
 
@@ -395,7 +441,18 @@ impl Gateway {
             running,
         } = open;
         let store = &*ctx.store;
-        if runs::dispatch(store, socket, agent_id, true, running)
+        let grace = self.shared.run_grace;
+        // Runs this agent was running that its hello no longer lists: a result still held by
+        // the agent arrives right after `welcome`; otherwise they end `lost` after the grace.
+        let still: Vec<String> = running.iter().map(|r| r.as_str().to_owned()).collect();
+        let lost_after =
+            Timestamp::now().plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        match store.orphan_agent_runs(agent_id, &still, lost_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(agent_id, runs = n, "runs the agent no longer runs"),
+            Err(e) => tracing::warn!(agent_id, error = %e, "could not check the agent's runs"),
+        }
+        if runs::dispatch(store, socket, agent_id, true, running, grace)
             .await
             .is_err()
         {
@@ -410,7 +467,7 @@ impl Gateway {
                         return code_str(code);
                     }
                     Control::Dispatch => {
-                        if runs::dispatch(store, socket, agent_id, false, &[]).await.is_err() {
+                        if runs::dispatch(store, socket, agent_id, false, &[], grace).await.is_err() {
                             return "send failed";
                         }
                         continue;
@@ -500,7 +557,7 @@ impl Gateway {
                         Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
                     }
                     // Runs queued through another replica reach the agent within a heartbeat.
-                    if runs::dispatch(store, socket, agent_id, false, &[])
+                    if runs::dispatch(store, socket, agent_id, false, &[], grace)
                         .await
                         .is_err()
                     {
@@ -523,7 +580,10 @@ impl Gateway {
                     return "error from the agent";
                 }
                 report => {
-                    if runs::report(store, socket, agent_id, report).await.is_err() {
+                    if runs::report(store, socket, agent_id, report, grace)
+                        .await
+                        .is_err()
+                    {
                         return "send failed";
                     }
                 }

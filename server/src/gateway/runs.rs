@@ -5,7 +5,15 @@
 //! A run is sent at most once per session: the first dispatch of a session also resends runs
 //! that an earlier session sent but the agent never accepted (the agent's own run-id memory makes
 //! that safe), except those the agent lists in `hello.running`; later dispatches (a new run was
-//! queued, or a heartbeat arrived) send only queued runs.
+//! queued, or a heartbeat arrived) send only queued runs, and never one past its expiry.
+//!
+//! A run that ends without a report is ended here too, by [`sweep_runs`]: `expired` when it
+//! was still queued at its expiry, `lost` when it was sent or running and the agent did not
+//! report by its deadline (timeout + grace after it was sent or started, or a grace after the
+//! agent came back without it). A `duplicate` refusal of a resent run (the agent's journal
+//! knows the id but nothing else) is `lost` at once.
+
+use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMessage};
@@ -13,6 +21,36 @@ use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMess
 use super::send;
 use crate::domain::Timestamp;
 use crate::store::{AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
+
+/// Runs that reached each status (`status` label), counted once by the replica that stored it.
+pub const RUNS_METRIC: &str = "medic_agent_runs_total";
+
+/// Refusals by the agent, by its reason (`reason` label).
+pub const SKIPPED_METRIC: &str = "medic_agent_runs_skipped_total";
+
+/// The protocol's skip reasons, for a counter that starts at zero.
+pub const SKIP_REASONS: [&str; 12] = [
+    "not_in_allowlist",
+    "not_approved",
+    "hash_mismatch",
+    "invalid_name",
+    "invalid_parameters",
+    "invalid_request",
+    "unsupported_interpreter",
+    "expired",
+    "busy",
+    "duplicate",
+    "draining",
+    "unknown",
+];
+
+/// Time from sending a run to storing the agent's report about it.
+pub const LATENCY_METRIC: &str = "medic_agent_run_result_seconds";
+
+/// A run sent or started at `now` is lost unless reported by this plus its timeout.
+fn lost_base(now: Timestamp, grace: Duration) -> Timestamp {
+    now.plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX))
+}
 
 fn at(t: &medic_protocol::Timestamp) -> Timestamp {
     Timestamp::from_millis(t.unix_millis())
@@ -25,8 +63,12 @@ pub(super) async fn dispatch(
     agent_id: &str,
     resend: bool,
     running: &[RunId],
+    grace: Duration,
 ) -> Result<(), axum::Error> {
-    let pending = match store.pending_agent_runs(agent_id, resend).await {
+    let pending = match store
+        .pending_agent_runs(agent_id, resend, Timestamp::now())
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(agent_id, error = %e, "could not load pending runs");
@@ -64,12 +106,25 @@ pub(super) async fn dispatch(
             timeout_seconds: u32::try_from(run.timeout_seconds).unwrap_or(1),
             output_cap_bytes: None,
             stream_output: false,
+            // Only a queued run expires: one already sent may be running on the agent.
             expires_at: None,
         });
-        send(socket, &request).await?;
-        if let Err(e) = store.agent_run_sent(&run.run_id, Timestamp::now()).await {
-            tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not mark a run sent");
+        // Claimed before it is sent, so a run that expired (or ended) since it was read is
+        // never sent; a claimed run whose send fails is sent again to the next session.
+        let now = Timestamp::now();
+        match store
+            .agent_run_sent(&run.run_id, now, lost_base(now, grace))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not mark a run sent");
+                return Ok(());
+            }
         }
+        send(socket, &request).await?;
+        metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Sent.as_str()).increment(1);
         tracing::info!(
             agent_id,
             run_id = run.run_id,
@@ -86,14 +141,24 @@ pub(super) async fn report(
     socket: &mut WebSocket,
     agent_id: &str,
     message: AgentMessage,
+    grace: Duration,
 ) -> Result<(), axum::Error> {
+    let mut skipped = None;
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
-            if let Err(e) = store
-                .agent_run_started(agent_id, a.run_id.as_str(), at(&a.started_at))
+            let base = lost_base(Timestamp::now(), grace);
+            match store
+                .agent_run_started(agent_id, a.run_id.as_str(), at(&a.started_at), base)
                 .await
             {
-                tracing::warn!(agent_id, run_id = %a.run_id, error = %e, "could not mark a run started");
+                Ok(true) => {
+                    metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Running.as_str())
+                        .increment(1);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(agent_id, run_id = %a.run_id, error = %e, "could not mark a run started");
+                }
             }
             return Ok(());
         }
@@ -123,6 +188,7 @@ pub(super) async fn report(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".to_owned());
             tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run skipped by the agent");
+            skipped = Some(reason.clone());
             let end = AgentRunEnd::Skipped {
                 reason,
                 detail: s.detail,
@@ -137,9 +203,22 @@ pub(super) async fn report(
         .finish_agent_run(agent_id, run_id.as_str(), &end)
         .await
     {
-        Ok(Some(status)) => {
-            metrics::counter!("medic_agent_runs_finished_total", "status" => status.as_str())
-                .increment(1);
+        Ok(Some(finish)) => {
+            if finish.stored {
+                metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);
+                if let Some(reason) = skipped {
+                    let reason = if SKIP_REASONS.contains(&reason.as_str()) {
+                        reason
+                    } else {
+                        "unknown".to_owned()
+                    };
+                    metrics::counter!(SKIPPED_METRIC, "reason" => reason).increment(1);
+                }
+                if let Some(sent) = finish.sent_at {
+                    let took = Timestamp::now().millis().saturating_sub(sent.millis());
+                    metrics::histogram!(LATENCY_METRIC).record(took.max(0) as f64 / 1000.0);
+                }
+            }
         }
         // A run this server never queued for this agent: nothing to keep, and the agent should
         // stop resending it.
@@ -151,4 +230,42 @@ pub(super) async fn report(
         }
     }
     send(socket, &ServerMessage::Ack(Ack { run_id })).await
+}
+
+/// How often [`sweep_runs`] looks for expired and lost runs.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Until `stop`, ends runs that waited in the queue past their expiry (`expired`) and runs sent
+/// or running past their deadline (`lost`). Each pass is two guarded `UPDATE`s, so any number
+/// of replicas may sweep at once and a run still ends once.
+pub async fn sweep_runs(
+    store: std::sync::Arc<dyn Store>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.sweep_agent_runs(Timestamp::now()).await {
+            Ok(swept) => {
+                for (status, n) in [
+                    (AgentRunStatus::Expired, swept.expired),
+                    (AgentRunStatus::Lost, swept.lost),
+                ] {
+                    if n > 0 {
+                        metrics::counter!(RUNS_METRIC, "status" => status.as_str()).increment(n);
+                        tracing::warn!(
+                            runs = n,
+                            status = status.as_str(),
+                            "runs ended by the sweep"
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not sweep runs"),
+        }
+    }
 }

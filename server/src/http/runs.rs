@@ -4,7 +4,9 @@
 //! this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
 //! acknowledges them. A run waits in the queue while its agent is disconnected. Only approved
 //! versions can be queued; the agent checks approval, its allowlist and the hash again, and a
-//! refusal is stored as a `skipped` run with the agent's reason.
+//! refusal is stored as a `skipped` run with the agent's reason. A run still queued at its
+//! expiry (`expires_in_seconds`) ends `expired`; one whose agent vanished mid-run ends `lost`
+//! (see [`gateway`](crate::gateway)).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,12 @@ use crate::store::{AgentRun, NewAgentRun, ScriptId, ScriptStatus};
 
 /// Timeout of a run that names none.
 const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
+
+/// How long a run may wait in the queue for its agent when the request names no expiry.
+const DEFAULT_EXPIRES_IN_SECONDS: u32 = 3600;
+
+/// The longest a run may wait in the queue (7 days).
+const MAX_EXPIRES_IN_SECONDS: u32 = 7 * 86_400;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -49,6 +57,10 @@ pub struct CreateRunIn {
     /// 1..=3600, default 300.
     #[serde(default)]
     timeout_seconds: Option<u32>,
+    /// How long the run may wait for its agent before it is `expired` and never sent:
+    /// 1..=604800, default 3600.
+    #[serde(default)]
+    expires_in_seconds: Option<u32>,
 }
 
 fn v2_run(r: &AgentRun) -> Value {
@@ -74,12 +86,13 @@ fn v2_run(r: &AgentRun) -> Value {
         "duration_ms": r.duration_ms,
         "skip_reason": r.skip_reason,
         "skip_detail": r.skip_detail,
+        "expires_at": r.expires_at,
     })
 }
 
 /// Run an approved script version on an agent.
 #[utoipa::path(post, path = "/v2/runs", tag = "agents", request_body = CreateRunIn,
-    responses((status = 201, description = "Queued"), (status = 400, description = "Invalid parameters or timeout"),
+    responses((status = 201, description = "Queued"), (status = 400, description = "Invalid parameters, timeout or expiry"),
               (status = 404, description = "Unknown agent, script or version"),
               (status = 409, description = "Revoked agent, or the version is not approved")),
     security(("bearer" = [])))]
@@ -129,6 +142,14 @@ async fn create_run(
         )));
     }
     let timeout = body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+    let expires_in = body
+        .expires_in_seconds
+        .unwrap_or(DEFAULT_EXPIRES_IN_SECONDS);
+    if !(1..=MAX_EXPIRES_IN_SECONDS).contains(&expires_in) {
+        return Err(ApiError::bad_request(format!(
+            "expires_in_seconds must be between 1 and {MAX_EXPIRES_IN_SECONDS}."
+        )));
+    }
     let run_id = uuid::Uuid::new_v4().to_string();
     // The agent would refuse what the protocol's rules refuse; say so now instead.
     let probe = RunRequest {
@@ -148,6 +169,7 @@ async fn create_run(
     probe
         .validate()
         .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    let now = Timestamp::now();
     let run = app
         .store
         .create_agent_run(&NewAgentRun {
@@ -158,9 +180,11 @@ async fn create_run(
             parameters: body.parameters,
             timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
             requested_by: who.clone(),
-            at: Timestamp::now(),
+            at: now,
+            expires_at: now.plus_millis(i64::from(expires_in) * 1000),
         })
         .await?;
+    metrics::counter!(crate::gateway::RUNS_METRIC, "status" => "queued").increment(1);
     app.gateway.notify_run(&agent.id);
     let out = v2_run(&run);
     record(

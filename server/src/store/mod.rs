@@ -355,26 +355,57 @@ pub trait Store: Send + Sync + 'static {
         agent_id: Option<&str>,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>>;
-    /// The agent's runs waiting to be sent, oldest first: the queued ones, and with `resend`
-    /// also those sent to an earlier session and never accepted.
-    async fn pending_agent_runs(&self, agent_id: &str, resend: bool) -> StoreResult<Vec<AgentRun>>;
-    /// A queued (or already sent) run was sent to the agent.
-    async fn agent_run_sent(&self, run_id: &str, at: crate::domain::Timestamp) -> StoreResult<()>;
-    /// The agent accepted the run. `false` when it is not this agent's, or not waiting.
+    /// The agent's runs waiting to be sent, oldest first: the queued ones not yet expired at
+    /// `now`, and with `resend` also those sent to an earlier session and never accepted.
+    async fn pending_agent_runs(
+        &self,
+        agent_id: &str,
+        resend: bool,
+        now: crate::domain::Timestamp,
+    ) -> StoreResult<Vec<AgentRun>>;
+    /// Claims a queued run (not expired at `at`) or an already sent one for sending to the
+    /// agent at `at`; it is lost unless the agent reports by `lost_base` + the run's timeout.
+    /// `false`: the run ended meanwhile (expired, or finished elsewhere) and must not be sent.
+    async fn agent_run_sent(
+        &self,
+        run_id: &str,
+        at: crate::domain::Timestamp,
+        lost_base: crate::domain::Timestamp,
+    ) -> StoreResult<bool>;
+    /// The agent accepted the run (it is lost unless a result arrives by `lost_base` + the
+    /// run's timeout). `false` when it is not this agent's, or not waiting.
     async fn agent_run_started(
         &self,
         agent_id: &str,
         run_id: &str,
         at: crate::domain::Timestamp,
+        lost_base: crate::domain::Timestamp,
     ) -> StoreResult<bool>;
-    /// Stores how the run ended unless an ending is already stored. The run's final status, or
-    /// `None` when the agent has no such run.
+    /// Stores how the run ended unless an ending is already stored (a result replaces only
+    /// `lost`). `None` when the agent has no such run.
     async fn finish_agent_run(
         &self,
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
-    ) -> StoreResult<Option<AgentRunStatus>>;
+    ) -> StoreResult<Option<RunFinish>>;
+    /// The agent connected again and runs none of its `running` runs except `still_running`:
+    /// each of the others is lost unless its result arrives by `lost_after`. Returns how many.
+    async fn orphan_agent_runs(
+        &self,
+        agent_id: &str,
+        still_running: &[String],
+        lost_after: crate::domain::Timestamp,
+    ) -> StoreResult<u64>;
+    /// Ends, in single guarded `UPDATE`s (safe on several replicas at once), the queued runs
+    /// whose expiry has passed (`expired`) and the sent or running runs past their deadline
+    /// (`lost`).
+    async fn sweep_agent_runs(&self, now: crate::domain::Timestamp) -> StoreResult<RunSweep>;
+    /// Agents that have runs queued and not expired at `now`.
+    async fn agents_with_queued_runs(
+        &self,
+        now: crate::domain::Timestamp,
+    ) -> StoreResult<Vec<String>>;
 
     // ---- scripts ----------------------------------------------------------------------------
 

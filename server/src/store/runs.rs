@@ -23,6 +23,12 @@ pub enum AgentRunStatus {
     TimedOut,
     /// The agent refused it (see the skip reason).
     Skipped,
+    /// Still queued when its expiry passed; never sent.
+    Expired,
+    /// Sent or running, and the agent did not report within the run's deadline (its timeout
+    /// plus a grace), or came back as a new process that no longer knew the run. A result the
+    /// agent reports later still replaces it.
+    Lost,
 }
 
 impl AgentRunStatus {
@@ -35,6 +41,8 @@ impl AgentRunStatus {
             Self::Failed => "failed",
             Self::TimedOut => "timed_out",
             Self::Skipped => "skipped",
+            Self::Expired => "expired",
+            Self::Lost => "lost",
         }
     }
 
@@ -47,6 +55,8 @@ impl AgentRunStatus {
             "failed" => Self::Failed,
             "timed_out" => Self::TimedOut,
             "skipped" => Self::Skipped,
+            "expired" => Self::Expired,
+            "lost" => Self::Lost,
             _ => return None,
         })
     }
@@ -55,9 +65,27 @@ impl AgentRunStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Skipped
+            Self::Succeeded
+                | Self::Failed
+                | Self::TimedOut
+                | Self::Skipped
+                | Self::Expired
+                | Self::Lost
         )
     }
+
+    /// Every status, for metrics that start at zero.
+    pub const ALL: [Self; 9] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Skipped,
+        Self::Expired,
+        Self::Lost,
+    ];
 }
 
 /// A run to queue.
@@ -72,6 +100,8 @@ pub struct NewAgentRun {
     pub timeout_seconds: i32,
     pub requested_by: String,
     pub at: Timestamp,
+    /// Unsent by then, the run expires.
+    pub expires_at: Timestamp,
 }
 
 /// One run.
@@ -98,6 +128,26 @@ pub struct AgentRun {
     pub duration_ms: Option<i64>,
     pub skip_reason: Option<String>,
     pub skip_detail: Option<String>,
+    /// When a run still queued expires (absent on runs queued before expiry existed).
+    pub expires_at: Option<Timestamp>,
+}
+
+/// What storing a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunFinish {
+    /// The run's status after the report.
+    pub status: AgentRunStatus,
+    /// Whether this report ended the run (`false`: an ending was already stored).
+    pub stored: bool,
+    /// When the run was last sent to the agent.
+    pub sent_at: Option<Timestamp>,
+}
+
+/// Runs the sweep ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSweep {
+    pub expired: u64,
+    pub lost: u64,
 }
 
 /// How a run ended, as the agent reported it.
@@ -121,4 +171,21 @@ pub enum AgentRunEnd {
         detail: String,
         at: Timestamp,
     },
+}
+
+impl AgentRunEnd {
+    /// The status this ending stores. A refusal because the agent already knew the run id
+    /// (`duplicate`) while it neither runs it nor holds its result means a previous process of
+    /// the agent took the run and died with it: `lost`. A refusal because the run had expired
+    /// on arrival is `expired`.
+    pub fn status(&self) -> AgentRunStatus {
+        match self {
+            Self::Finished { status, .. } => *status,
+            Self::Skipped { reason, .. } => match reason.as_str() {
+                "duplicate" => AgentRunStatus::Lost,
+                "expired" => AgentRunStatus::Expired,
+                _ => AgentRunStatus::Skipped,
+            },
+        }
+    }
 }

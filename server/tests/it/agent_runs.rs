@@ -1,13 +1,17 @@
 //! Runs on a real agent: an approved script queued through `POST /v2/runs` runs on a real
 //! `medic-agent` and its output comes back; the agent's refusals are stored as skipped runs;
-//! a run queued while the agent is away runs when it returns.
+//! a run queued while the agent is away runs when it returns; it expires if the agent stays
+//! away; a run whose agent is killed ends `lost`; a run cut off by a server restart is
+//! reported after the agent reconnects and runs once; parameters reach the script verbatim and
+//! the agent's own secrets never do; with two replicas on PostgreSQL a run queued on one
+//! reaches the agent connected to the other.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::agents::{AgentProcess, admin_get, wait_for_agent};
-use crate::support::{TestApp, assert_error_contains, assert_ok};
+use crate::support::{TestApp, assert_error_contains, assert_ok, metric};
 
 const GREET: &str = "echo \"hello $MEDIC_PARAM_WHO\"\n";
 
@@ -36,8 +40,15 @@ async fn finished(app: &TestApp, run_id: &str) -> Value {
         let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{run_id}"))
             .await
             .expect("the run exists");
-        if ["succeeded", "failed", "timed_out", "skipped"]
-            .contains(&run["status"].as_str().unwrap())
+        if [
+            "succeeded",
+            "failed",
+            "timed_out",
+            "skipped",
+            "expired",
+            "lost",
+        ]
+        .contains(&run["status"].as_str().unwrap())
         {
             return run;
         }
@@ -125,6 +136,20 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "hello again\n");
 
+    let text = app.metrics().await;
+    let n = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
+    assert!(
+        n(
+            "medic_agent_runs_skipped_total",
+            &[("reason", "not_in_allowlist")]
+        ) >= 1.0
+    );
+    assert!(n("medic_agent_runs_total", &[("status", "succeeded")]) >= 2.0);
+    assert!(
+        n("medic_agent_run_result_seconds_count", &[]) >= 3.0,
+        "{text}"
+    );
+
     let list = admin_get(&app.client, &app.base, "/v2/runs?agent_id=runner-1")
         .await
         .unwrap();
@@ -209,4 +234,421 @@ async fn runs_are_refused_when_they_could_not_run() {
     let r = post(json!({ "agent_id": "known-1", "script_id": greet })).await;
     assert_error_contains(&r, 409, "revoked");
     drop(agent);
+}
+
+/// Polls the run until `pred` holds.
+async fn run_until(
+    app_base: &str,
+    client: &reqwest::Client,
+    run_id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = admin_get(client, app_base, &format!("/v2/runs/{run_id}"))
+            .await
+            .expect("the run exists");
+        if pred(&run) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run never {what}: {run:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connected(app: &TestApp, agent_id: &str) {
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        agent_id,
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+}
+
+/// A directory any user can write to (the agent drops to `nobody` when the tests run as root).
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() {
+    let app = TestApp::builder()
+        .configure(|c| c.agent_run_grace = Duration::from_secs(1))
+        .spawn()
+        .await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let sleepy = approved_script(&app, &writer, "sleepy", "sleep 20\n").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"sleepy\"\n";
+    let running = |r: &Value| r["status"] == "running";
+    let lost = |r: &Value| r["status"] == "lost";
+
+    // Killed mid-run and never back: lost once its timeout and the grace have passed.
+    let agent = AgentProcess::start_with(&addr, &agent_key, "doomed-1", allow);
+    connected(&app, "doomed-1").await;
+    let run_id = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "doomed-1", "script_id": sleepy, "timeout_seconds": 2 }),
+    )
+    .await;
+    run_until(&app.base, &app.client, &run_id, "started", running).await;
+    drop(agent); // SIGKILL
+    let run = run_until(&app.base, &app.client, &run_id, "lost", lost).await;
+    assert!(
+        run["exit_code"].is_null() && run["finished_at"].is_string(),
+        "{run:#}"
+    );
+
+    // Killed mid-run with a long timeout, and a new agent process comes back without the run:
+    // lost a grace after the reconnection, not after the timeout.
+    let agent = AgentProcess::start_with(&addr, &agent_key, "doomed-1", allow);
+    connected(&app, "doomed-1").await;
+    let run_id = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "doomed-1", "script_id": sleepy, "timeout_seconds": 3600 }),
+    )
+    .await;
+    run_until(&app.base, &app.client, &run_id, "started", running).await;
+    let killed_at = Instant::now();
+    drop(agent);
+    let _agent = AgentProcess::start_with(&addr, &agent_key, "doomed-1", allow);
+    run_until(&app.base, &app.client, &run_id, "lost", lost).await;
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+
+    // Queued for an agent that stays away past the expiry: expired, and never sent when the
+    // agent comes back.
+    let away = AgentProcess::start_with(&addr, &agent_key, "away-1", allow);
+    connected(&app, "away-1").await;
+    drop(away);
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        "away-1",
+        Duration::from_secs(90),
+        "disconnect",
+        |a| a["status"] == "disconnected",
+    )
+    .await;
+    let r = app
+        .with_key(&writer)
+        .post_json(
+            "/v2/runs",
+            &json!({ "agent_id": "away-1", "script_id": sleepy, "expires_in_seconds": 1 }),
+        )
+        .await;
+    let queued = assert_ok(&r, 201);
+    assert!(queued["expires_at"].is_string(), "{queued:#}");
+    let expiring = queued["run_id"].as_str().unwrap().to_owned();
+    let expired = |r: &Value| r["status"] == "expired";
+    run_until(&app.base, &app.client, &expiring, "expired", expired).await;
+    let _back = AgentProcess::start_with(&addr, &agent_key, "away-1", allow);
+    connected(&app, "away-1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{expiring}"))
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "expired");
+    assert!(run["sent_at"].is_null(), "an expired run was sent: {run:#}");
+
+    // Counted by status.
+    let text = app.metrics().await;
+    for (status, at_least) in [("lost", 2.0), ("expired", 1.0), ("queued", 3.0)] {
+        let n = metric(&text, "medic_agent_runs_total", &[("status", status)]).unwrap_or(0.0);
+        assert!(
+            n >= at_least,
+            "{status}: {n}
+{text}"
+        );
+    }
+
+    // The expiry is bounded.
+    let r = app
+        .with_key(&writer)
+        .post_json(
+            "/v2/runs",
+            &json!({ "agent_id": "doomed-1", "script_id": sleepy, "expires_in_seconds": 0 }),
+        )
+        .await;
+    assert_error_contains(&r, 400, "expires_in_seconds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_once() {
+    let app = TestApp::spawn().await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let once = approved_script(
+        &app,
+        &writer,
+        "once",
+        "echo ran >> \"$MEDIC_PARAM_LOG\"\nsleep 3\necho done\n",
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"once\"\n";
+    let _agent = AgentProcess::start_with(&addr, &agent_key, "cut-1", allow);
+    connected(&app, "cut-1").await;
+    let dir = shared_dir();
+    let log = dir.path().join("ran.log");
+    let run_id = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "cut-1", "script_id": once,
+                "parameters": { "LOG": log.display().to_string() } }),
+    )
+    .await;
+    let running = |r: &Value| r["status"] == "running";
+    run_until(&app.base, &app.client, &run_id, "started", running).await;
+
+    // The server goes away mid-run (its sessions are dropped) and comes back on the same
+    // address and database.
+    let client = app.client.clone();
+    let stopped = app.shutdown().await;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .expect("rebind the same port");
+    let restarted = medic_server::server::start(stopped.config.clone(), listener)
+        .await
+        .expect("server restarts");
+    let base = format!("http://{}", restarted.addr);
+    let ended = |r: &Value| r["status"] != "running" && r["status"] != "sent";
+    let run = run_until(&base, &client, &run_id, "reported", ended).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["stdout"], "done\n");
+    // Give a redelivery every chance to happen: the script ran once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ran = std::fs::read_to_string(&log).expect("the script wrote its log");
+    assert_eq!(ran, "ran\n", "the run was executed more than once");
+    let run = admin_get(&client, &base, &format!("/v2/runs/{run_id}"))
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "succeeded");
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_reach_the_script_verbatim_and_the_agents_secrets_never_do() {
+    let app = TestApp::spawn().await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let show = approved_script(
+        &app,
+        &writer,
+        "show",
+        "printf '%s' \"$MEDIC_PARAM_WHO\" > \"$MEDIC_PARAM_OUT\"\nenv\n",
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"show\"\n";
+    let secrets = [
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-value-1"),
+        ("DATABASE_URL", "postgres://u:db-secret-value-2@db/x"),
+        ("SECRET_API_TOKEN", "token-secret-value-3"),
+        ("GITHUB_TOKEN", "gh-secret-value-4"),
+    ];
+    let _agent = AgentProcess::start_with_env(&addr, &agent_key, "env-1", allow, &secrets);
+    connected(&app, "env-1").await;
+    let dir = shared_dir();
+    let out = dir.path().join("who");
+    let nasty = "a; rm -rf / && $(id) `id` | cat > /tmp/x 'q' \"dq\" * ~ $HOME \\ %s {} !";
+    let run_id = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "env-1", "script_id": show,
+                "parameters": { "WHO": nasty, "OUT": out.display().to_string() } }),
+    )
+    .await;
+    let run = finished(&app, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), nasty);
+    let env = run["stdout"].as_str().unwrap();
+    assert!(env.contains("MEDIC_PARAM_WHO="), "{env}");
+    for (name, value) in secrets {
+        assert!(!env.contains(name), "{name} reached the script:\n{env}");
+        assert!(
+            !env.contains(value),
+            "the value of {name} reached the script:\n{env}"
+        );
+    }
+}
+
+/// A `medic-server` process on `database_url`, killed when dropped.
+struct Replica(std::process::Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const REPLICA_ADMIN: &str = crate::support::ADMIN_KEY;
+
+fn replica(database_url: &str, port: u16, dir: &std::path::Path) -> Replica {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medic-server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("PORT", port.to_string())
+        .env("MEDIC_ADMIN_API_KEY", REPLICA_ADMIN)
+        .env("MEDIC_LOG_FORMAT", "text")
+        .env("MEDIC_LOG_LEVEL", "warn")
+        .env("RATE_LIMIT_MANAGEMENT_REQUESTS", "1000000")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("medic-server starts");
+    Replica(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A JSON request to a replica; the response's `results`.
+async fn call(
+    client: &reqwest::Client,
+    port: u16,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut rb = client
+        .request(method, format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.expect("request");
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert!(status.is_success(), "{path}: {status} {body:#}");
+    body["results"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
+    let Some(db) = crate::db::postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let client = reqwest::Client::new();
+    let (pa, pb) = (free_port(), free_port());
+    let _a = replica(&db.url, pa, dir.path());
+    let _b = replica(&db.url, pb, dir.path());
+    for port in [pa, pb] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "replica on {port} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let post = reqwest::Method::POST;
+    let key = |scope: &str| {
+        let client = &client;
+        let scope = scope.to_owned();
+        async move {
+            let body = json!({ "name": format!("replica-{scope}"), "scopes": [scope] });
+            let r = call(
+                client,
+                pa,
+                REPLICA_ADMIN,
+                reqwest::Method::POST,
+                "/v2/api-keys",
+                Some(body),
+            )
+            .await;
+            r["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let agent_key = key("agent").await;
+    let writer = key("write").await;
+    let script = call(
+        &client,
+        pa,
+        &writer,
+        post.clone(),
+        "/v2/scripts",
+        Some(json!({ "name": "greet", "interpreter": "sh", "content": GREET })),
+    )
+    .await;
+    let script_id = script["script_id"].as_i64().unwrap();
+    call(
+        &client,
+        pa,
+        REPLICA_ADMIN,
+        post.clone(),
+        &format!("/v2/scripts/{script_id}/approve"),
+        Some(json!({})),
+    )
+    .await;
+
+    // The agent talks to B only, heartbeating every 20 s (the server's interval caps its 30),
+    // so only B's queue poll can bring it a run queued on A within seconds.
+    let _agent = AgentProcess::start_with_env(
+        &format!("127.0.0.1:{pb}"),
+        &agent_key,
+        "far-1",
+        "[[allow]]\nscript = \"greet\"\n",
+        &[("MEDIC_AGENT_HEARTBEAT_INTERVAL_SECONDS", "30")],
+    );
+    wait_for_agent(
+        &client,
+        &format!("http://127.0.0.1:{pa}"),
+        "far-1",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued_at = Instant::now();
+    let run = call(
+        &client,
+        pa,
+        &writer,
+        post.clone(),
+        "/v2/runs",
+        Some(json!({ "agent_id": "far-1", "script_id": script_id, "parameters": { "WHO": "B" } })),
+    )
+    .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let done = |r: &Value| r["status"] == "succeeded";
+    let run = run_until(
+        &format!("http://127.0.0.1:{pa}"),
+        &client,
+        &run_id,
+        "succeeded",
+        done,
+    )
+    .await;
+    assert_eq!(run["stdout"], "hello B\n");
+    assert!(
+        queued_at.elapsed() < Duration::from_secs(10),
+        "took {:?}: not the queue poll",
+        queued_at.elapsed()
+    );
 }

@@ -71,6 +71,17 @@ impl AgentProcess {
 
     /// Starts an agent whose configuration file ends with `extra` (e.g. `[[allow]]` entries).
     pub fn start_with(server: &str, key: &str, agent_id: &str, extra: &str) -> Self {
+        Self::start_with_env(server, key, agent_id, extra, &[])
+    }
+
+    /// Like [`Self::start_with`], with these variables in the agent's own environment.
+    pub fn start_with_env(
+        server: &str,
+        key: &str,
+        agent_id: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("agent directory");
         let credential = dir.path().join("credential");
         std::fs::write(&credential, key).unwrap();
@@ -103,6 +114,7 @@ impl AgentProcess {
             .arg("run")
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -36,6 +36,7 @@ conformance! {
     agents_list_filters_and_paging,
     runs_queue_send_start_and_finish_once,
     runs_pending_and_listing,
+    runs_expire_in_the_queue_and_are_lost_past_their_deadline,
 }
 
 const T0: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
@@ -253,6 +254,7 @@ fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
         timeout_seconds: 30,
         requested_by: "alice".into(),
         at: t(at),
+        expires_at: t(at + 3_600_000),
     }
 }
 
@@ -289,13 +291,18 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
             .is_err()
     );
 
-    store.agent_run_sent("r-1", t(20)).await.unwrap();
+    assert!(store.agent_run_sent("r-1", t(20), t(20)).await.unwrap());
     assert_eq!(
         store.get_agent_run("r-1").await.unwrap().unwrap().status,
         AgentRunStatus::Sent
     );
     // Another agent cannot start or finish it.
-    assert!(!store.agent_run_started("w-2", "r-1", t(30)).await.unwrap());
+    assert!(
+        !store
+            .agent_run_started("w-2", "r-1", t(30), t(30))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .finish_agent_run("w-2", "r-1", &finished_end("x"))
@@ -303,24 +310,42 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
             .unwrap(),
         None
     );
-    assert!(store.agent_run_started("w-1", "r-1", t(100)).await.unwrap());
-    assert!(!store.agent_run_started("w-1", "r-1", t(101)).await.unwrap());
+    assert!(
+        store
+            .agent_run_started("w-1", "r-1", t(100), t(100))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .agent_run_started("w-1", "r-1", t(101), t(101))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .finish_agent_run("w-1", "r-1", &finished_end("fixed\n"))
             .await
             .unwrap(),
-        Some(AgentRunStatus::Succeeded)
+        Some(RunFinish {
+            status: AgentRunStatus::Succeeded,
+            stored: true,
+            sent_at: Some(t(20)),
+        })
     );
     // A resent report, or a different one, changes nothing.
     let skip = AgentRunEnd::Skipped {
-        reason: "duplicate".into(),
+        reason: "not_in_allowlist".into(),
         detail: "again".into(),
         at: t(200),
     };
     assert_eq!(
-        store.finish_agent_run("w-1", "r-1", &skip).await.unwrap(),
-        Some(AgentRunStatus::Succeeded)
+        store
+            .finish_agent_run("w-1", "r-1", &skip)
+            .await
+            .unwrap()
+            .map(|f| (f.status, f.stored)),
+        Some((AgentRunStatus::Succeeded, false))
     );
     let run = store.get_agent_run("r-1").await.unwrap().unwrap();
     assert_eq!(run.status, AgentRunStatus::Succeeded);
@@ -337,11 +362,15 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.finish_agent_run("w-1", "r-2", &skip).await.unwrap(),
-        Some(AgentRunStatus::Skipped)
+        store
+            .finish_agent_run("w-1", "r-2", &skip)
+            .await
+            .unwrap()
+            .map(|f| (f.status, f.stored, f.sent_at)),
+        Some((AgentRunStatus::Skipped, true, None))
     );
     let run = store.get_agent_run("r-2").await.unwrap().unwrap();
-    assert_eq!(run.skip_reason.as_deref(), Some("duplicate"));
+    assert_eq!(run.skip_reason.as_deref(), Some("not_in_allowlist"));
     assert_eq!(run.skip_detail.as_deref(), Some("again"));
     assert_eq!(run.started_at, None);
 }
@@ -361,15 +390,20 @@ async fn runs_pending_and_listing(store: &dyn Store) {
             .await
             .unwrap();
     }
-    store.agent_run_sent("a", t(10)).await.unwrap();
-    assert!(store.agent_run_started("p-1", "d", t(11)).await.unwrap());
+    assert!(store.agent_run_sent("a", t(10), t(10)).await.unwrap());
+    assert!(
+        store
+            .agent_run_started("p-1", "d", t(11), t(11))
+            .await
+            .unwrap()
+    );
     let ids = |runs: Vec<AgentRun>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.pending_agent_runs("p-1", false).await.unwrap()),
+        ids(store.pending_agent_runs("p-1", false, t(20)).await.unwrap()),
         ["b"]
     );
     assert_eq!(
-        ids(store.pending_agent_runs("p-1", true).await.unwrap()),
+        ids(store.pending_agent_runs("p-1", true, t(20)).await.unwrap()),
         ["a", "b"]
     );
     let page = PageRequest {
@@ -391,4 +425,133 @@ async fn runs_pending_and_listing(store: &dyn Store) {
         .unwrap();
     assert_eq!(all.total_count, 4);
     assert_eq!(ids(all.entries), ["d", "c", "b", "a"]);
+}
+
+async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn Store) {
+    connected(store.agent_connected(&conn("x-1", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    let status =
+        |id: &'static str| async move { store.get_agent_run(id).await.unwrap().unwrap().status };
+    for id in ["queued", "sent", "running", "orphan", "kept", "dup"] {
+        let mut run = new_run(id, "x-1", script_id, 0);
+        run.expires_at = t(1_000);
+        store.create_agent_run(&run).await.unwrap();
+    }
+    // Not yet expired: pending and polled.
+    assert_eq!(
+        store.agents_with_queued_runs(t(999)).await.unwrap(),
+        ["x-1"]
+    );
+    // timeout 30 s: sent at 100 with a 5 s grace → lost after 35 100.
+    for id in ["sent", "running", "orphan", "kept", "dup"] {
+        assert!(store.agent_run_sent(id, t(100), t(5_100)).await.unwrap());
+    }
+    for id in ["running", "orphan", "kept"] {
+        assert!(
+            store
+                .agent_run_started("x-1", id, t(200), t(5_200))
+                .await
+                .unwrap()
+        );
+    }
+    // Past the expiry, a queued run is neither pending nor polled, and the sweep expires it.
+    assert!(
+        store
+            .pending_agent_runs("x-1", false, t(1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .agents_with_queued_runs(t(1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not claimable for sending either, even before the sweep.
+    assert!(
+        !store
+            .agent_run_sent("queued", t(1_000), t(1_000))
+            .await
+            .unwrap()
+    );
+    let swept = store.sweep_agent_runs(t(1_000)).await.unwrap();
+    assert_eq!(
+        swept,
+        RunSweep {
+            expired: 1,
+            lost: 0
+        }
+    );
+    assert_eq!(status("queued").await, AgentRunStatus::Expired);
+    // A run the agent's journal knows but no longer has: lost at once.
+    let dup = AgentRunEnd::Skipped {
+        reason: "duplicate".into(),
+        detail: "already admitted".into(),
+        at: t(1_100),
+    };
+    let f = store.finish_agent_run("x-1", "dup", &dup).await.unwrap();
+    assert_eq!(f.map(|f| f.status), Some(AgentRunStatus::Lost));
+    // The agent came back running "kept" and "running" only: "orphan" is lost after the grace
+    // (2 000).
+    assert_eq!(
+        store
+            .orphan_agent_runs("x-1", &["kept".to_owned(), "running".to_owned()], t(2_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.sweep_agent_runs(t(1_999)).await.unwrap(),
+        RunSweep::default()
+    );
+    assert_eq!(
+        store.sweep_agent_runs(t(2_000)).await.unwrap(),
+        RunSweep {
+            expired: 0,
+            lost: 1
+        }
+    );
+    assert_eq!(status("orphan").await, AgentRunStatus::Lost);
+    assert_eq!(status("running").await, AgentRunStatus::Running);
+    // The others, past timeout + grace.
+    assert_eq!(
+        store.sweep_agent_runs(t(35_099)).await.unwrap(),
+        RunSweep::default()
+    );
+    assert_eq!(
+        store.sweep_agent_runs(t(35_200)).await.unwrap(),
+        RunSweep {
+            expired: 0,
+            lost: 3
+        }
+    );
+    for id in ["sent", "running", "kept"] {
+        assert_eq!(status(id).await, AgentRunStatus::Lost, "{id}");
+    }
+    // A late real result replaces `lost`; a refusal does not.
+    let late = store
+        .finish_agent_run("x-1", "kept", &finished_end("late\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (late.status, late.stored),
+        (AgentRunStatus::Succeeded, true)
+    );
+    let refused = store
+        .finish_agent_run("x-1", "sent", &dup)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (refused.status, refused.stored),
+        (AgentRunStatus::Lost, false)
+    );
+    // Nothing left to sweep.
+    assert_eq!(
+        store.sweep_agent_runs(t(99_999)).await.unwrap(),
+        RunSweep::default()
+    );
 }

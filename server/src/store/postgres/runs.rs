@@ -12,7 +12,7 @@ use crate::store::*;
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
     timeout_seconds, status, requested_by, created_at, sent_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    skip_reason, skip_detail";
+    skip_reason, skip_detail, expires_at";
 
 fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
     let parameters: String = r.try_get("parameters")?;
@@ -38,6 +38,7 @@ fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
         duration_ms: r.try_get("duration_ms")?,
         skip_reason: r.try_get("skip_reason")?,
         skip_detail: r.try_get("skip_detail")?,
+        expires_at: tso(r, "expires_at")?,
     })
 }
 
@@ -47,8 +48,8 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
-             timeout_seconds, requested_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING {RUN_COLUMNS}"
+             timeout_seconds, requested_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) RETURNING {RUN_COLUMNS}"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&new.id)
@@ -59,6 +60,7 @@ impl PgStore {
             .bind(new.timeout_seconds)
             .bind(&new.requested_by)
             .bind(dt(new.at))
+            .bind(dt(new.expires_at))
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -116,14 +118,18 @@ impl PgStore {
         &self,
         agent_id: &str,
         resend: bool,
+        now: Timestamp,
     ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 \
-             AND (status = 'queued' OR ($2 AND status = 'sent')) ORDER BY created_at, id"
+             AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > $3)) \
+                  OR ($2 AND status = 'sent')) \
+             ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(agent_id)
             .bind(resend)
+            .bind(dt(now))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -133,17 +139,25 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn agent_run_sent_impl(&self, run_id: &str, at: Timestamp) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE agent_runs SET status = 'sent', sent_at = $1 \
-             WHERE id = $2 AND status IN ('queued', 'sent')",
+    pub(super) async fn agent_run_sent_impl(
+        &self,
+        run_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET status = 'sent', sent_at = $1, \
+             lost_after = $3 + make_interval(secs => timeout_seconds) \
+             WHERE id = $2 AND (status = 'sent' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
         .bind(dt(at))
         .bind(run_id)
+        .bind(dt(lost_base))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(updated.rows_affected() == 1)
     }
 
     pub(super) async fn agent_run_started_impl(
@@ -151,18 +165,78 @@ impl PgStore {
         agent_id: &str,
         run_id: &str,
         at: Timestamp,
+        lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1) \
+            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1), \
+             lost_after = $4 + make_interval(secs => timeout_seconds) \
              WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'sent')",
         )
         .bind(dt(at))
         .bind(run_id)
         .bind(agent_id)
+        .bind(dt(lost_base))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(updated.rows_affected() == 1)
+    }
+
+    pub(super) async fn orphan_agent_runs_impl(
+        &self,
+        agent_id: &str,
+        still_running: &[String],
+        lost_after: Timestamp,
+    ) -> StoreResult<u64> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET lost_after = least(coalesce(lost_after, $3), $3) \
+             WHERE agent_id = $1 AND status = 'running' AND id <> ALL($2::text[])",
+        )
+        .bind(agent_id)
+        .bind(still_running)
+        .bind(dt(lost_after))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected())
+    }
+
+    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+        // Each statement re-checks its WHERE on rows another replica changed meanwhile, so a
+        // run is ended by one sweep only.
+        let expired = sqlx::query(
+            "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
+             WHERE status = 'queued' AND expires_at <= $1",
+        )
+        .bind(dt(now))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let lost = sqlx::query(
+            "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
+             WHERE status IN ('sent', 'running') AND lost_after <= $1",
+        )
+        .bind(dt(now))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(RunSweep { expired, lost })
+    }
+
+    pub(super) async fn agents_with_queued_runs_impl(
+        &self,
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT agent_id FROM agent_runs \
+             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(dt(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)
     }
 
     pub(super) async fn finish_agent_run_impl(
@@ -170,21 +244,30 @@ impl PgStore {
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
-    ) -> StoreResult<Option<AgentRunStatus>> {
+    ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
+        let found: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+            "SELECT status, sent_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
         )
         .bind(run_id)
         .bind(agent_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some(status) = found.as_deref().and_then(AgentRunStatus::parse) else {
+        let Some((status, sent_at)) = found else {
             return Ok(None);
         };
-        if status.is_final() {
-            return Ok(Some(status));
+        let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
+        let sent_at = sent_at.map(Timestamp::from_datetime);
+        // An ending stays, except that a real result replaces `lost`.
+        let replaces =
+            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
+        if status.is_final() && !replaces {
+            return Ok(Some(RunFinish {
+                status,
+                stored: false,
+                sent_at,
+            }));
         }
         let stored = match end {
             AgentRunEnd::Finished {
@@ -223,20 +306,25 @@ impl PgStore {
             }
             AgentRunEnd::Skipped { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = 'skipped', skip_reason = $1, \
+                    "UPDATE agent_runs SET status = $5, skip_reason = $1, \
                      skip_detail = $2, finished_at = $3 WHERE id = $4",
                 )
                 .bind(reason)
                 .bind(detail)
                 .bind(dt(*at))
                 .bind(run_id)
+                .bind(end.status().as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                AgentRunStatus::Skipped
+                end.status()
             }
         };
         tx.commit().await.map_err(unavailable)?;
-        Ok(Some(stored))
+        Ok(Some(RunFinish {
+            status: stored,
+            stored: true,
+            sent_at,
+        }))
     }
 }

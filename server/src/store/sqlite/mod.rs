@@ -1381,12 +1381,22 @@ impl Store for SqliteStore {
         self.list_agent_runs_impl(agent_id, page).await
     }
 
-    async fn pending_agent_runs(&self, agent_id: &str, resend: bool) -> StoreResult<Vec<AgentRun>> {
-        self.pending_agent_runs_impl(agent_id, resend).await
+    async fn pending_agent_runs(
+        &self,
+        agent_id: &str,
+        resend: bool,
+        now: Timestamp,
+    ) -> StoreResult<Vec<AgentRun>> {
+        self.pending_agent_runs_impl(agent_id, resend, now).await
     }
 
-    async fn agent_run_sent(&self, run_id: &str, at: Timestamp) -> StoreResult<()> {
-        self.agent_run_sent_impl(run_id, at).await
+    async fn agent_run_sent(
+        &self,
+        run_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<bool> {
+        self.agent_run_sent_impl(run_id, at, lost_base).await
     }
 
     async fn agent_run_started(
@@ -1394,8 +1404,10 @@ impl Store for SqliteStore {
         agent_id: &str,
         run_id: &str,
         at: Timestamp,
+        lost_base: Timestamp,
     ) -> StoreResult<bool> {
-        self.agent_run_started_impl(agent_id, run_id, at).await
+        self.agent_run_started_impl(agent_id, run_id, at, lost_base)
+            .await
     }
 
     async fn finish_agent_run(
@@ -1403,8 +1415,26 @@ impl Store for SqliteStore {
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
-    ) -> StoreResult<Option<AgentRunStatus>> {
+    ) -> StoreResult<Option<RunFinish>> {
         self.finish_agent_run_impl(agent_id, run_id, end).await
+    }
+
+    async fn orphan_agent_runs(
+        &self,
+        agent_id: &str,
+        still_running: &[String],
+        lost_after: Timestamp,
+    ) -> StoreResult<u64> {
+        self.orphan_agent_runs_impl(agent_id, still_running, lost_after)
+            .await
+    }
+
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
+        self.sweep_agent_runs_impl(now).await
+    }
+
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
+        self.agents_with_queued_runs_impl(now).await
     }
 
     async fn register_script_version(

@@ -11,7 +11,7 @@ use crate::store::*;
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
     timeout_seconds, status, requested_by, created_at, sent_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    skip_reason, skip_detail";
+    skip_reason, skip_detail, expires_at";
 
 fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
     let parameters: String = r.try_get("parameters")?;
@@ -40,6 +40,7 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
         duration_ms: r.try_get("duration_ms")?,
         skip_reason: r.try_get("skip_reason")?,
         skip_detail: r.try_get("skip_detail")?,
+        expires_at: ts(r.try_get("expires_at")?),
     })
 }
 
@@ -49,7 +50,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
-             timeout_seconds, requested_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             timeout_seconds, requested_by, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              RETURNING {RUN_COLUMNS}"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -61,6 +63,7 @@ impl SqliteStore {
             .bind(new.timeout_seconds)
             .bind(&new.requested_by)
             .bind(new.at.millis())
+            .bind(new.expires_at.millis())
             .fetch_one(&self.write)
             .await
             .map_err(unavailable)?;
@@ -120,13 +123,17 @@ impl SqliteStore {
         &self,
         agent_id: &str,
         resend: bool,
+        now: Timestamp,
     ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? \
-             AND (status = 'queued' OR (? AND status = 'sent')) ORDER BY created_at, id"
+             AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > ?)) \
+                  OR (? AND status = 'sent')) \
+             ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(agent_id)
+            .bind(now.millis())
             .bind(resend)
             .fetch_all(&self.read)
             .await
@@ -137,17 +144,25 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn agent_run_sent_impl(&self, run_id: &str, at: Timestamp) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE agent_runs SET status = 'sent', sent_at = ? \
-             WHERE id = ? AND status IN ('queued', 'sent')",
+    pub(super) async fn agent_run_sent_impl(
+        &self,
+        run_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET status = 'sent', sent_at = ?1, \
+             lost_after = ?2 + timeout_seconds * 1000 \
+             WHERE id = ?3 AND (status = 'sent' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > ?1)))",
         )
         .bind(at.millis())
+        .bind(lost_base.millis())
         .bind(run_id)
         .execute(&self.write)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(updated.rows_affected() == 1)
     }
 
     pub(super) async fn agent_run_started_impl(
@@ -155,12 +170,15 @@ impl SqliteStore {
         agent_id: &str,
         run_id: &str,
         at: Timestamp,
+        lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, ?) \
+            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, ?), \
+             lost_after = ? + timeout_seconds * 1000 \
              WHERE id = ? AND agent_id = ? AND status IN ('queued', 'sent')",
         )
         .bind(at.millis())
+        .bind(lost_base.millis())
         .bind(run_id)
         .bind(agent_id)
         .execute(&self.write)
@@ -169,25 +187,92 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
+    pub(super) async fn orphan_agent_runs_impl(
+        &self,
+        agent_id: &str,
+        still_running: &[String],
+        lost_after: Timestamp,
+    ) -> StoreResult<u64> {
+        let ids = serde_json::to_string(still_running)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET lost_after = min(coalesce(lost_after, ?1), ?1) \
+             WHERE agent_id = ?2 AND status = 'running' \
+             AND id NOT IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(lost_after.millis())
+        .bind(agent_id)
+        .bind(ids)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected())
+    }
+
+    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+        let expired = sqlx::query(
+            "UPDATE agent_runs SET status = 'expired', finished_at = ?1 \
+             WHERE status = 'queued' AND expires_at <= ?1",
+        )
+        .bind(now.millis())
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let lost = sqlx::query(
+            "UPDATE agent_runs SET status = 'lost', finished_at = ?1 \
+             WHERE status IN ('sent', 'running') AND lost_after <= ?1",
+        )
+        .bind(now.millis())
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(RunSweep { expired, lost })
+    }
+
+    pub(super) async fn agents_with_queued_runs_impl(
+        &self,
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT agent_id FROM agent_runs \
+             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(now.millis())
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)
+    }
+
     pub(super) async fn finish_agent_run_impl(
         &self,
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
-    ) -> StoreResult<Option<AgentRunStatus>> {
+    ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = ? AND agent_id = ?")
+        let found: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT status, sent_at FROM agent_runs WHERE id = ? AND agent_id = ?")
                 .bind(run_id)
                 .bind(agent_id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-        let Some(status) = found.as_deref().and_then(AgentRunStatus::parse) else {
+        let Some((status, sent_at)) = found else {
             return Ok(None);
         };
-        if status.is_final() {
-            return Ok(Some(status));
+        let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
+        let sent_at = sent_at.map(Timestamp::from_millis);
+        // An ending stays, except that a real result replaces `lost`.
+        let replaces =
+            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
+        if status.is_final() && !replaces {
+            return Ok(Some(RunFinish {
+                status,
+                stored: false,
+                sent_at,
+            }));
         }
         let stored = match end {
             AgentRunEnd::Finished {
@@ -226,9 +311,10 @@ impl SqliteStore {
             }
             AgentRunEnd::Skipped { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = 'skipped', skip_reason = ?, \
+                    "UPDATE agent_runs SET status = ?, skip_reason = ?, \
                      skip_detail = ?, finished_at = ? WHERE id = ?",
                 )
+                .bind(end.status().as_str())
                 .bind(reason)
                 .bind(detail)
                 .bind(at.millis())
@@ -236,10 +322,14 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                AgentRunStatus::Skipped
+                end.status()
             }
         };
         tx.commit().await.map_err(unavailable)?;
-        Ok(Some(stored))
+        Ok(Some(RunFinish {
+            status: stored,
+            stored: true,
+            sent_at,
+        }))
     }
 }
