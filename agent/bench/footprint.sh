@@ -27,7 +27,9 @@ TLS=agent/tests/fixtures/tls
 
 command -v socat >/dev/null || { echo "socat is required (apt-get install socat)"; exit 1; }
 cargo build --profile release-agent --locked -p medic-agent >&2
-cargo build --release --locked -p medic-server --bin medic-server >&2
+# With an example, like the other benchmark scripts, so they all share one server build (building
+# examples turns on dev-dependency features, which would otherwise mean a second build).
+cargo build --release --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
 AGENT="$CARGO_TARGET_DIR/release-agent/medic-agent"
 SERVER="$CARGO_TARGET_DIR/release/medic-server"
 

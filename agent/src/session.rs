@@ -50,6 +50,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// How long one dial (TCP, TLS, WebSocket upgrade) may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The WebSocket's initial read buffer (server frames other than run requests are tiny).
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// The path of the agent endpoint, appended to the configured server URL.
 pub const CONNECT_PATH: &str = "/v2/agents/connect";
 
@@ -216,7 +219,10 @@ pub async fn dial(settings: &SessionSettings) -> Result<Socket, DialError> {
         }
         None => Box::new(tcp),
     };
+    // A small read buffer that grows for a large frame: tungstenite zero-fills all of it on
+    // every read, so its 128 KiB default would be 128 KiB of the agent's idle RSS.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     match tokio_tungstenite::client_async_with_config(request, io, Some(ws_config)).await {
