@@ -16,6 +16,8 @@
 //!   protocol's `RunResult`.
 //! - [`session`] — the network session: dial (TCP, rustls, WebSocket upgrade), hello/welcome,
 //!   heartbeats, pings, run requests, reports kept until acknowledged, the redial loop.
+//! - [`metrics`] — the agent's Prometheus counters, run-duration histogram and connection
+//!   gauge, and the optional loopback `GET /metrics` responder (hand-written HTTP/1.1).
 //! - [`backoff`] — reconnect delays: capped exponential backoff with full jitter, server hints.
 //! - [`log`] — JSON log lines on standard error.
 //! - [`cli`] — the command line: subcommands and flags, parsed by hand.
@@ -59,4 +61,5 @@ pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod log;
+pub mod metrics;
 pub mod session;

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use medic_agent::cli::{self, Command};
 use medic_agent::config::{self, Config, Sources};
 use medic_agent::exec::{ExecSettings, Executor, INTERPRETER_DIRS, RunAs};
-use medic_agent::log;
 use medic_agent::session::{Agent, SessionSettings};
+use medic_agent::{log, metrics};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -164,15 +164,31 @@ fn run(loaded: Loaded) -> ExitCode {
             ("version", env!("CARGO_PKG_VERSION")),
         ],
     );
+    let metrics_listen = config.metrics_listen;
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        if let Some(addr) = metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    log::info("serving metrics", &[("listen", &addr.to_string())]);
+                    tokio::spawn(metrics::serve(listener, stopped.clone()));
+                }
+                Err(e) => {
+                    log::warn(
+                        "cannot serve metrics",
+                        &[("listen", &addr.to_string()), ("error", &e.to_string())],
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let agent = tokio::spawn(Agent::new(settings, executor).run(stopped));
         termination_signal().await;
         log::info("stopping", &[]);
         let _ = stop.send(true);
         let _ = agent.await;
-    });
-    ExitCode::SUCCESS
+        ExitCode::SUCCESS
+    })
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

@@ -42,12 +42,16 @@ use crate::backoff::{self, Jitter};
 use crate::config::{Config, Secret};
 use crate::exec::{Executor, Refusal};
 use crate::log;
+use crate::metrics;
 
 /// How long SIGTERM waits for runs in flight to finish and their reports to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// How long one dial (TCP, TLS, WebSocket upgrade) may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The WebSocket's initial read buffer (server frames other than run requests are tiny).
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The path of the agent endpoint, appended to the configured server URL.
 pub const CONNECT_PATH: &str = "/v2/agents/connect";
@@ -215,7 +219,10 @@ pub async fn dial(settings: &SessionSettings) -> Result<Socket, DialError> {
         }
         None => Box::new(tcp),
     };
+    // A small read buffer that grows for a large frame: tungstenite zero-fills all of it on
+    // every read, so its 128 KiB default would be 128 KiB of the agent's idle RSS.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     match tokio_tungstenite::client_async_with_config(request, io, Some(ws_config)).await {
@@ -326,7 +333,11 @@ impl Agent {
                 _ = shutdown.changed() => return,
             };
             let ended = match dialled {
-                Ok(socket) => self.session(socket, &mut shutdown).await,
+                Ok(socket) => {
+                    let ended = self.session(socket, &mut shutdown).await;
+                    metrics::global().session_closed();
+                    ended
+                }
                 // 429 or 503 with Retry-After: the server says when to come back.
                 Err(e @ DialError::Refused(_, Some(after))) => Ended::After(after, e.to_string()),
                 Err(e) => Ended::Failed(e.to_string()),
@@ -413,6 +424,7 @@ impl Agent {
         let interval = Duration::from_millis(welcome.heartbeat_interval_ms)
             .min(self.settings.heartbeat_interval)
             .max(Duration::from_secs(1));
+        metrics::global().session_opened();
         log::info(
             "connected",
             &[
@@ -607,6 +619,7 @@ impl Agent {
         };
         match admitted {
             Err(refusal) => {
+                metrics::global().run_skipped(&request.script, refusal.reason);
                 log::info(
                     "run skipped",
                     &[
@@ -627,8 +640,15 @@ impl Agent {
                     &[("run_id", run_id.as_str()), ("script", &request.script)],
                 );
                 let results = self.results_tx.clone();
+                let script = request.script.clone();
                 tokio::task::spawn_blocking(move || {
-                    let _ = results.send(permit.run());
+                    let result = permit.run();
+                    metrics::global().run_finished(
+                        &script,
+                        result.status,
+                        Duration::from_millis(result.duration_ms),
+                    );
+                    let _ = results.send(result);
                 });
                 vec![AgentMessage::RunAccepted(RunAccepted {
                     run_id,

@@ -3,6 +3,7 @@
 mod cli;
 mod exec;
 mod footprint;
+mod metrics;
 mod session;
 
 use std::path::{Path, PathBuf};

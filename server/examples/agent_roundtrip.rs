@@ -1,0 +1,183 @@
+//! Round-trip timer for runs on a real agent (`agent/bench/roundtrip.sh` drives it).
+//!
+//! Against a running medic-server with a real `medic-agent` connected as `--agent`, it
+//! registers a script whose whole content is `true`, has it approved by a second admin key
+//! (the key that registers a version may not approve it), then `--runs` times, one after the
+//! other: sends `POST /v2/runs` and reads `GET /v2/runs/{id}` back to back until the run is
+//! `succeeded` (or ends otherwise). It prints p50/p99/max of:
+//!
+//! - **created → result stored**, client clock: from sending the `POST /v2/runs` to the first
+//!   `GET` answer that shows the stored result. It overstates the true time by up to one `GET`
+//!   round trip (the poll's resolution, printed too);
+//! - **server clock**: `finished_at - created_at` of the stored run (the agent's end of the
+//!   script minus the server's creation time, both in milliseconds).
+//!
+//! By hand: `agent_roundtrip --base http://127.0.0.1:18191 --admin-key KEY --agent ID --runs 300`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "  {name:<36} n={:<5} p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        ms.len(),
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// RFC 3339 with milliseconds and `Z` → Unix milliseconds (enough for one day's arithmetic).
+fn millis(v: &Value) -> Option<i64> {
+    let s = v.as_str()?;
+    let (date, time) = s.split_once('T')?;
+    let time = time.trim_end_matches('Z');
+    let day: i64 = date.get(8..10)?.parse().ok()?;
+    let mut parts = time.split(':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.trim_end_matches("+00:00").parse().ok()?;
+    Some(((day * 24 + h) * 60 + m) * 60_000 + (sec * 1000.0).round() as i64)
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, &url).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut base = "http://127.0.0.1:18191".to_owned();
+    let mut key = String::new();
+    let mut agent = String::new();
+    let mut runs: usize = 300;
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    for pair in raw.chunks(2) {
+        let v = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--base" => base = v,
+            "--admin-key" => key = v,
+            "--agent" => agent = v,
+            "--runs" => runs = v.parse().expect("--runs"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(
+        !key.is_empty() && !agent.is_empty(),
+        "--admin-key and --agent are required"
+    );
+    let http = reqwest::Client::new();
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    let approver = call(
+        &http,
+        post.clone(),
+        format!("{base}/v2/api-keys"),
+        &key,
+        Some(json!({"name": "roundtrip-approver", "scopes": "admin"})),
+    )
+    .await["results"]["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let script = call(
+        &http,
+        post.clone(),
+        format!("{base}/v2/scripts"),
+        &key,
+        Some(json!({"name": "bench-true", "interpreter": "sh", "content": "true\n"})),
+    )
+    .await;
+    let script_id = script["results"]["script_id"].clone();
+    if script["results"]["status"] == "pending" {
+        call(
+            &http,
+            post.clone(),
+            format!("{base}/v2/scripts/{script_id}/approve"),
+            &approver,
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    let (mut client_ms, mut server_ms, mut poll_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failures = 0;
+    // A few unmeasured runs first: connections, caches, the agent's first fork.
+    for i in 0..runs + 10 {
+        let t0 = Instant::now();
+        let created = call(
+            &http,
+            post.clone(),
+            format!("{base}/v2/runs"),
+            &key,
+            Some(json!({"agent_id": agent, "script_id": script_id, "timeout_seconds": 30})),
+        )
+        .await;
+        let run_id = created["results"]["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        let run = loop {
+            let p0 = Instant::now();
+            let run = call(
+                &http,
+                get.clone(),
+                format!("{base}/v2/runs/{run_id}"),
+                &key,
+                None,
+            )
+            .await["results"]
+                .clone();
+            poll_ms.push(p0.elapsed().as_secs_f64() * 1000.0);
+            match run["status"].as_str() {
+                Some("queued" | "sent" | "running") => {}
+                _ => break run,
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "run {run_id} stuck: {run}"
+            );
+        };
+        let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
+        if run["status"] != "succeeded" {
+            failures += 1;
+            eprintln!("run {run_id}: {run}");
+            continue;
+        }
+        if i < 10 {
+            continue;
+        }
+        client_ms.push(elapsed);
+        if let (Some(c), Some(f)) = (millis(&run["created_at"]), millis(&run["finished_at"])) {
+            server_ms.push((f - c) as f64);
+        }
+    }
+    println!("runs of `true` on agent {agent}: {runs} measured, {failures} not succeeded");
+    summary("created -> result stored (client)", client_ms);
+    summary("created -> finished (server clock)", server_ms);
+    summary("poll GET /v2/runs/{id} (resolution)", poll_ms);
+}
