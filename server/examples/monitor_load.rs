@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -159,89 +159,32 @@ async fn main() {
     let auth = format!("Bearer {}", a.key);
     let prefix = format!("mb{}", now_ms() % 1_000_000);
 
-    // 1. Register, and beat once right away.
-    let t = Instant::now();
-    let ids: Arc<Mutex<HashMap<i64, usize>>> = Arc::new(Mutex::new(HashMap::new()));
-    futures::stream::iter(0..a.services)
-        .for_each_concurrent(32, |i| {
-            let (client, auth, base, prefix, ids) = (&client, &auth, &a.base, &prefix, &ids);
-            async move {
-                let body = json!({"heartbeat_name": format!("{prefix}-{i}"),
-                                  "interval_seconds": a.interval, "grace_seconds": a.grace});
-                for _ in 0..5 {
-                    match client
-                        .post(format!("{base}/v2/services"))
-                        .header("Authorization", auth)
-                        .json(&body)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().as_u16() == 201 => {
-                            let v: Value = r.json().await.unwrap_or_default();
-                            if let Some(id) = v["results"]["service_id"].as_i64() {
-                                ids.lock().await.insert(id, i);
-                            }
-                            let _ = client
-                                .post(format!("{base}/heartbeat"))
-                                .json(&json!({"heartbeat_name": format!("{prefix}-{i}"), "status": "up"}))
-                                .send()
-                                .await;
-                            return;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-                panic!("could not register service {i}");
-            }
-        })
-        .await;
-    eprintln!(
-        "registered {} services in {:.1}s",
-        a.services,
-        t.elapsed().as_secs_f64()
-    );
-
-    // 2. Beat. Each service beats once per interval at its own phase; the silenced ones stop
-    // at a random moment after their first beat.
     let interval_ms = a.interval as i64 * 1000;
     let duration_ms = a.duration as i64 * 1000;
+    let t0 = Instant::now();
+    let rel = move || t0.elapsed().as_millis() as i64;
+    // When each service beats next (ms since t0; never until registered), when the measured
+    // period starts (after registration), and whether the load has ended.
+    let next: Arc<Vec<AtomicI64>> =
+        Arc::new((0..a.services).map(|_| AtomicI64::new(i64::MAX)).collect());
+    let start_rel = Arc::new(AtomicI64::new(i64::MAX));
+    let done = Arc::new(AtomicBool::new(false));
+    // Silenced services stop at a random moment of the measured period, so that their deadline
+    // (last beat + interval + grace) falls well inside it.
     let silent_count = ((a.services as f64) * a.silent_percent / 100.0).round() as usize;
     let mut silent: HashMap<usize, i64> = HashMap::new();
     while silent.len() < silent_count {
         let i = rand::random_range(0..a.services);
-        // Stop so that the deadline (last beat + interval) falls well inside the run.
         let stop_at =
             rand::random_range(interval_ms..(duration_ms - 2 * interval_ms).max(interval_ms + 1));
         silent.insert(i, stop_at);
     }
+    let silent = Arc::new(silent);
     let last_ack: Arc<Mutex<HashMap<usize, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let start_epoch = now_ms();
-    // Services registered long before the first beat may alert once at the start: only
-    // alerts after the first full interval and grace count as false.
-    let warmup_end = start_epoch + interval_ms + a.grace as i64 * 1000;
-    let before: Vec<(f64, f64)> = a.pids.iter().filter_map(|p| proc_sample(*p)).collect();
-    let metrics_base = a.metrics_base.clone().unwrap_or_else(|| a.base.clone());
-    let metrics_before = client
-        .get(format!("{metrics_base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    // A schedule of (due offset ms, service): phases spread over one interval.
-    // Phases spread evenly over one interval, so beats never come in bursts. (A service
-    // registered more than a grace period before the start may alert once during the warm-up;
-    // such alerts are not counted.)
-    let phases: Vec<i64> = (0..a.services)
-        .map(|_| rand::random_range(0..interval_ms))
-        .collect();
-    let mut peak_rss = vec![0.0f64; a.pids.len()];
-    let ticker_ms = 50;
-    let mut next_round: Vec<i64> = phases.clone();
+
+    // Senders: 64 connections posting heartbeats.
     let (tx, rx) = tokio::sync::mpsc::channel::<usize>(200_000);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();
@@ -277,34 +220,109 @@ async fn main() {
             }
         }));
     }
-    let mut last_sample = Instant::now();
-    loop {
-        let elapsed = start.elapsed().as_millis() as i64;
-        if elapsed >= duration_ms {
-            break;
-        }
-        for (i, due) in next_round.iter_mut().enumerate() {
-            if *due <= elapsed {
-                *due += interval_ms;
-                if silent.get(&i).is_some_and(|stop| elapsed >= *stop) {
-                    continue;
+    // Scheduler: every service beats once per interval from its registration on, so none is
+    // ever overdue while the others are still being registered.
+    let scheduler = {
+        let (next, start_rel, done, silent, failed) = (
+            next.clone(),
+            start_rel.clone(),
+            done.clone(),
+            silent.clone(),
+            failed.clone(),
+        );
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let now = rel();
+                let start = start_rel.load(Ordering::Relaxed);
+                for (i, due) in next.iter().enumerate() {
+                    let d = due.load(Ordering::Relaxed);
+                    if d > now {
+                        continue;
+                    }
+                    due.store(d + interval_ms, Ordering::Relaxed);
+                    if start != i64::MAX && silent.get(&i).is_some_and(|stop| now >= start + stop) {
+                        continue;
+                    }
+                    if tx.try_send(i).is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                if tx.try_send(i).is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // 1. Register; the registration's own beat starts each service's schedule.
+    let t = Instant::now();
+    let ids: Arc<Mutex<HashMap<i64, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    futures::stream::iter(0..a.services)
+        .for_each_concurrent(32, |i| {
+            let (client, auth, base, prefix, ids, next) =
+                (&client, &auth, &a.base, &prefix, &ids, &next);
+            async move {
+                let body = json!({"heartbeat_name": format!("{prefix}-{i}"),
+                                  "interval_seconds": a.interval, "grace_seconds": a.grace});
+                for _ in 0..5 {
+                    match client
+                        .post(format!("{base}/v2/services"))
+                        .header("Authorization", auth)
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            let v: Value = r.json().await.unwrap_or_default();
+                            if let Some(id) = v["results"]["service_id"].as_i64() {
+                                ids.lock().await.insert(id, i);
+                            }
+                            let _ = client
+                                .post(format!("{base}/heartbeat"))
+                                .json(&json!({"heartbeat_name": format!("{prefix}-{i}"), "status": "up"}))
+                                .send()
+                                .await;
+                            next[i].store(rel() + interval_ms, Ordering::Relaxed);
+                            return;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
                 }
+                panic!("could not register service {i}");
+            }
+        })
+        .await;
+    eprintln!(
+        "registered {} services in {:.1}s",
+        a.services,
+        t.elapsed().as_secs_f64()
+    );
+
+    // 2. The measured period.
+    let start = Instant::now();
+    let start_epoch = now_ms();
+    start_rel.store(rel(), Ordering::Relaxed);
+    // Only alerts after the first full interval and grace of the period count as false.
+    let warmup_end = start_epoch + interval_ms + a.grace as i64 * 1000;
+    let before: Vec<(f64, f64)> = a.pids.iter().filter_map(|p| proc_sample(*p)).collect();
+    let metrics_base = a.metrics_base.clone().unwrap_or_else(|| a.base.clone());
+    let metrics_before = client
+        .get(format!("{metrics_base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let mut peak_rss = vec![0.0f64; a.pids.len()];
+    while (start.elapsed().as_millis() as i64) < duration_ms {
+        for (k, p) in a.pids.iter().enumerate() {
+            if let Some((_, rss)) = proc_sample(*p) {
+                peak_rss[k] = peak_rss[k].max(rss);
             }
         }
-        if last_sample.elapsed() >= Duration::from_secs(1) {
-            last_sample = Instant::now();
-            for (k, p) in a.pids.iter().enumerate() {
-                if let Some((_, rss)) = proc_sample(*p) {
-                    peak_rss[k] = peak_rss[k].max(rss);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(ticker_ms)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    drop(tx);
+    done.store(true, Ordering::Relaxed);
+    let _ = scheduler.await;
     for w in workers {
         let _ = w.await;
     }
