@@ -164,10 +164,12 @@ impl PgStore {
                 }
             }
             let rows = sqlx::query(
-                "SELECT DISTINCT ON (service_id) id, service_id, state, created_at, \
-                 last_notified_at, dedup_key, state <> 'resolved' AS live FROM alerts \
-                 WHERE kind = 'heartbeat_missing' AND service_id = ANY($1) \
-                 ORDER BY service_id, id DESC",
+                // One index probe per service (alerts_service), not a scan of every alert.
+                "SELECT a.id, a.service_id, a.state, a.created_at, a.last_notified_at, \
+                 a.dedup_key, a.state <> 'resolved' AS live \
+                 FROM unnest($1::bigint[]) AS s(id) CROSS JOIN LATERAL ( \
+                     SELECT * FROM alerts WHERE service_id = s.id \
+                     AND kind = 'heartbeat_missing' ORDER BY created_at DESC, id DESC LIMIT 1) a",
             )
             .bind(&ids)
             .fetch_all(&mut *tx)

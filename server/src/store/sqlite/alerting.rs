@@ -155,16 +155,15 @@ impl SqliteStore {
                 }
             }
             let mut qb = QueryBuilder::<Sqlite>::new(
+                // One index probe per service (alerts_service), not a scan of every alert.
                 "SELECT id, service_id, state, created_at, last_notified_at, dedup_key, \
-                 state <> 'resolved' AS live FROM alerts a WHERE kind = 'heartbeat_missing' \
-                 AND id = (SELECT max(id) FROM alerts b WHERE b.service_id = a.service_id \
-                 AND b.kind = 'heartbeat_missing') AND service_id IN (",
+                 state <> 'resolved' AS live FROM alerts a WHERE id IN ( \
+                 SELECT (SELECT b.id FROM alerts b WHERE b.service_id = s.value \
+                 AND b.kind = 'heartbeat_missing' ORDER BY b.created_at DESC, b.id DESC LIMIT 1) \
+                 FROM json_each(",
             );
-            let mut sep = qb.separated(", ");
-            for id in &ids {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
+            qb.push_bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
+            qb.push(") s)");
             for r in qb.build().fetch_all(&mut *tx).await.map_err(unavailable)? {
                 let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
                 let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
