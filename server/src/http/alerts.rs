@@ -17,6 +17,7 @@ use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated, path_id};
 use super::services::load as load_service;
+use super::teams::mask;
 use crate::domain::{Priority, Scope, Timestamp};
 use crate::notify::event::Destination;
 use crate::store::{
@@ -246,22 +247,6 @@ async fn history(
         "",
         paginated(&entries, found.total_count, page),
     ))
-}
-
-fn mask(secret: &str) -> String {
-    let tail: String = secret
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if secret.chars().count() <= 8 {
-        "****".to_owned()
-    } else {
-        format!("****{tail}")
-    }
 }
 
 fn v2_delivery(d: &DeliveryRecord) -> Value {
