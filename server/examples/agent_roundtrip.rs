@@ -37,17 +37,11 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// RFC 3339 with milliseconds and `Z` → Unix milliseconds (enough for one day's arithmetic).
+/// An RFC 3339 timestamp → Unix milliseconds.
 fn millis(v: &Value) -> Option<i64> {
-    let s = v.as_str()?;
-    let (date, time) = s.split_once('T')?;
-    let time = time.trim_end_matches('Z');
-    let day: i64 = date.get(8..10)?.parse().ok()?;
-    let mut parts = time.split(':');
-    let h: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let sec: f64 = parts.next()?.trim_end_matches("+00:00").parse().ok()?;
-    Some(((day * 24 + h) * 60 + m) * 60_000 + (sec * 1000.0).round() as i64)
+    chrono::DateTime::parse_from_rfc3339(v.as_str()?)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 async fn call(
@@ -154,7 +148,7 @@ async fn main() {
                 .clone();
             poll_ms.push(p0.elapsed().as_secs_f64() * 1000.0);
             match run["status"].as_str() {
-                Some("queued" | "sent" | "running") => {}
+                Some("queued" | "dispatched" | "running") => {}
                 _ => break run,
             }
             assert!(

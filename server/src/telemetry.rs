@@ -194,12 +194,20 @@ fn describe() {
     }
     let _ = metrics::histogram!(crate::gateway::LATENCY_METRIC);
     describe_counter!(
-        crate::gateway::SKIPPED_METRIC,
-        "Agent runs the agent refused, by the protocol's skip reason (not_in_allowlist, \
+        crate::gateway::REFUSED_METRIC,
+        "Agent runs the agent refused, by the protocol's reason (not_in_allowlist, \
          not_approved, hash_mismatch, invalid_name, …)"
     );
-    for reason in crate::gateway::SKIP_REASONS {
-        metrics::counter!(crate::gateway::SKIPPED_METRIC, "reason" => reason).absolute(0);
+    describe_counter!(
+        crate::gateway::SESSIONS_REFUSED_METRIC,
+        "Agent connections refused at the handshake, by the protocol error code sent"
+    );
+    for code in crate::gateway::ERROR_CODES {
+        metrics::counter!(crate::gateway::SESSIONS_REFUSED_METRIC, "reason" => crate::gateway::code_str(code))
+            .absolute(0);
+    }
+    for reason in crate::gateway::REFUSAL_REASONS {
+        metrics::counter!(crate::gateway::REFUSED_METRIC, "reason" => reason).absolute(0);
     }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");

@@ -26,7 +26,7 @@
 
 mod runs;
 
-pub use runs::{LATENCY_METRIC, RUNS_METRIC, SKIP_REASONS, SKIPPED_METRIC, sweep_runs};
+pub use runs::{LATENCY_METRIC, REFUSAL_REASONS, REFUSED_METRIC, RUNS_METRIC, sweep_runs};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -265,8 +265,7 @@ impl Gateway {
         let hello = match read_hello(&mut socket).await {
             Ok(hello) => hello,
             Err(Some((code, message, close))) => {
-                metrics::counter!("medic_agent_sessions_refused_total", "reason" => code_str(code))
-                    .increment(1);
+                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code_str(code)).increment(1);
                 let _ = refuse(&mut socket, code, &message, close).await;
                 return;
             }
@@ -275,8 +274,7 @@ impl Gateway {
         let (record_service, session_id, version) = match self.open(&ctx, &hello).await {
             Ok(opened) => opened,
             Err((code, message)) => {
-                metrics::counter!("medic_agent_sessions_refused_total", "reason" => code_str(code))
-                    .increment(1);
+                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code_str(code)).increment(1);
                 let _ = refuse(&mut socket, code, &message, close_code(code)).await;
                 return;
             }
@@ -698,6 +696,23 @@ fn close_code(code: ErrorCode) -> u16 {
 }
 
 /// The protocol's name of an error code (its `"code"` on the wire).
+/// Connections refused before or at the handshake, by the protocol error code sent.
+pub const SESSIONS_REFUSED_METRIC: &str = "medic_agent_sessions_refused_total";
+
+/// Every protocol error code, for a counter that starts at zero.
+pub const ERROR_CODES: [ErrorCode; 10] = [
+    ErrorCode::UnsupportedVersion,
+    ErrorCode::Unauthorized,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::Malformed,
+    ErrorCode::UnexpectedMessage,
+    ErrorCode::HandshakeTimeout,
+    ErrorCode::SessionReplaced,
+    ErrorCode::RateLimited,
+    ErrorCode::Internal,
+    ErrorCode::Unknown,
+];
+
 pub fn code_str(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::UnsupportedVersion => "unsupported_version",

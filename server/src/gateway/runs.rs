@@ -26,10 +26,10 @@ use crate::store::{AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
 pub const RUNS_METRIC: &str = "medic_agent_runs_total";
 
 /// Refusals by the agent, by its reason (`reason` label).
-pub const SKIPPED_METRIC: &str = "medic_agent_runs_skipped_total";
+pub const REFUSED_METRIC: &str = "medic_agent_runs_refused_total";
 
 /// The protocol's skip reasons, for a counter that starts at zero.
-pub const SKIP_REASONS: [&str; 12] = [
+pub const REFUSAL_REASONS: [&str; 12] = [
     "not_in_allowlist",
     "not_approved",
     "hash_mismatch",
@@ -124,7 +124,8 @@ pub(super) async fn dispatch(
             }
         }
         send(socket, &request).await?;
-        metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Sent.as_str()).increment(1);
+        metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Dispatched.as_str())
+            .increment(1);
         tracing::info!(
             agent_id,
             run_id = run.run_id,
@@ -143,7 +144,7 @@ pub(super) async fn report(
     message: AgentMessage,
     grace: Duration,
 ) -> Result<(), axum::Error> {
-    let mut skipped = None;
+    let mut refused = None;
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
             let base = lost_base(Timestamp::now(), grace);
@@ -187,9 +188,9 @@ pub(super) async fn report(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".to_owned());
-            tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run skipped by the agent");
-            skipped = Some(reason.clone());
-            let end = AgentRunEnd::Skipped {
+            tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run refused by the agent");
+            refused = Some(reason.clone());
+            let end = AgentRunEnd::Refused {
                 reason,
                 detail: s.detail,
                 at: Timestamp::now(),
@@ -206,15 +207,15 @@ pub(super) async fn report(
         Ok(Some(finish)) => {
             if finish.stored {
                 metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);
-                if let Some(reason) = skipped {
-                    let reason = if SKIP_REASONS.contains(&reason.as_str()) {
+                if let Some(reason) = refused {
+                    let reason = if REFUSAL_REASONS.contains(&reason.as_str()) {
                         reason
                     } else {
                         "unknown".to_owned()
                     };
-                    metrics::counter!(SKIPPED_METRIC, "reason" => reason).increment(1);
+                    metrics::counter!(REFUSED_METRIC, "reason" => reason).increment(1);
                 }
-                if let Some(sent) = finish.sent_at {
+                if let Some(sent) = finish.dispatched_at {
                     let took = Timestamp::now().millis().saturating_sub(sent.millis());
                     metrics::histogram!(LATENCY_METRIC).record(took.max(0) as f64 / 1000.0);
                 }

@@ -83,7 +83,7 @@ fn filter(params: &Params) -> Result<AlertFilter, ApiError> {
         .map(|k| {
             AlertKind::parse(k.trim()).ok_or_else(|| {
                 ApiError::bad_request(
-                    "kind must be one of heartbeat_missing, job_failed, job_overdue.",
+                    "kind must be one of heartbeat_missing, job_failed, job_overdue, run_refused.",
                 )
             })
         })
@@ -112,7 +112,7 @@ fn filter(params: &Params) -> Result<AlertFilter, ApiError> {
 /// List alerts, newest first.
 #[utoipa::path(get, path = "/v2/alerts", tag = "alerts",
     params(("state" = Option<String>, Query, description = "open, acknowledged, resolved or active (comma-separated)"),
-           ("kind" = Option<String>, Query, description = "heartbeat_missing, job_failed, job_overdue"),
+           ("kind" = Option<String>, Query, description = "heartbeat_missing, job_failed, job_overdue, run_refused"),
            ("service_id" = Option<i64>, Query), ("team" = Option<String>, Query),
            ("priority" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339; opened at or after"),
            ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),

@@ -4,7 +4,7 @@
 //! this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
 //! acknowledges them. A run waits in the queue while its agent is disconnected. Only approved
 //! versions can be queued; the agent checks approval, its allowlist and the hash again, and a
-//! refusal is stored as a `skipped` run with the agent's reason. A run still queued at its
+//! refusal is stored as a `refused` run with the agent's reason. A run still queued at its
 //! expiry (`expires_in_seconds`) ends `expired`; one whose agent vanished mid-run ends `lost`
 //! (see [`gateway`](crate::gateway)).
 
@@ -74,7 +74,7 @@ fn v2_run(r: &AgentRun) -> Value {
         "status": r.status,
         "requested_by": r.requested_by,
         "created_at": r.created_at,
-        "sent_at": r.sent_at,
+        "dispatched_at": r.dispatched_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
         "exit_code": r.exit_code,
@@ -84,8 +84,8 @@ fn v2_run(r: &AgentRun) -> Value {
         "stdout_truncated": r.stdout_truncated,
         "stderr_truncated": r.stderr_truncated,
         "duration_ms": r.duration_ms,
-        "skip_reason": r.skip_reason,
-        "skip_detail": r.skip_detail,
+        "refusal_reason": r.refusal_reason,
+        "refusal_detail": r.refusal_detail,
         "expires_at": r.expires_at,
     })
 }

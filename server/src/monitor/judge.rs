@@ -268,6 +268,26 @@ fn judge_jobs(
             _ => {}
         }
     }
+    // A refusal is an event, not a condition: its alert stays until an operator acknowledges
+    // or resolves it.
+    for r in &d.refusals {
+        let detail = r
+            .detail
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        open(
+            verdict,
+            AlertKind::RunRefused,
+            &r.run_id,
+            r.at,
+            format!(
+                "agent {} refused run {} of script {} ({}){detail}",
+                r.agent_id, r.run_id, r.script, r.reason
+            ),
+        );
+    }
     if let Some(max) = d.service.max_duration_ms {
         for r in d.runs.iter().filter(|r| r.status == RunStatus::Running) {
             let Some(started) = r.started_at else {
@@ -497,6 +517,7 @@ mod tests {
             last_incident_key: None,
             runs: Vec::new(),
             job_alerts: Vec::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -789,6 +810,68 @@ mod tests {
             v.alerts.as_slice(),
             [AlertOp::Resolve { alert_id: 4, .. }]
         ));
+    }
+
+    #[test]
+    fn a_refused_run_alerts_once_and_stays_until_an_operator_acts() {
+        let mut d = due(Some(MIN));
+        d.service.heartbeat_name = "agent:web-1".into();
+        d.refusals = vec![crate::store::RefusalView {
+            run_id: "r9".into(),
+            agent_id: "web-1".into(),
+            script: "restart-nginx".into(),
+            reason: "hash_mismatch".into(),
+            detail: Some("content differs".into()),
+            at: t(MIN + 5),
+        }];
+        let v = judge(t(MIN + 10), &defaults(), &MonitorContext::default(), &d);
+        let key = job_key(ServiceId(7), AlertKind::RunRefused, "r9");
+        match v.alerts.as_slice() {
+            [
+                AlertOp::Open {
+                    kind: AlertKind::RunRefused,
+                    dedup_key,
+                    run_id,
+                    summary,
+                    notify,
+                    ..
+                },
+            ] => {
+                assert_eq!(dedup_key, &key);
+                assert_eq!(run_id.as_deref(), Some("r9"));
+                assert_eq!(
+                    summary,
+                    "agent web-1 refused run r9 of script restart-nginx (hash_mismatch): \
+                     content differs"
+                );
+                assert!(!notify.is_empty(), "routed like any alert");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Already alerted (open or resolved by hand): never again, and never resolved by the
+        // monitor.
+        for state in [AlertState::Open, AlertState::Resolved] {
+            d.job_alerts = vec![crate::store::JobAlertView {
+                id: 11,
+                kind: AlertKind::RunRefused,
+                run_id: Some("r9".into()),
+                state,
+                dedup_key: key.clone(),
+            }];
+            let v = judge(t(2 * MIN), &defaults(), &MonitorContext::default(), &d);
+            assert!(v.alerts.is_empty(), "{state:?}: {:?}", v.alerts);
+        }
+        // Muted: recorded as suppressed instead.
+        d.job_alerts.clear();
+        d.service.mute = Some(crate::store::Mute {
+            at: t(0),
+            until: None,
+            reason: None,
+        });
+        let v = judge(t(2 * MIN), &defaults(), &MonitorContext::default(), &d);
+        assert!(v.alerts.is_empty(), "{:?}", v.alerts);
+        assert_eq!(v.suppressions.len(), 1);
+        assert_eq!(v.suppressions[0].kind, AlertKind::RunRefused);
     }
 
     #[test]

@@ -46,8 +46,22 @@ pub struct DueService {
     pub last_incident_key: Option<String>,
     /// The service's running job runs and its latest finished one.
     pub runs: Vec<RunView>,
-    /// Live job alerts, and any job alert about one of `runs`.
+    /// Live job alerts, and any job or refusal alert about one of `runs` or `refusals`.
     pub job_alerts: Vec<JobAlertView>,
+    /// Runs the service's agent (an `agent:<id>` service) refused in the last day for a reason
+    /// that raises an alert, newest first.
+    pub refusals: Vec<RefusalView>,
+}
+
+/// A run an agent refused, as the monitor needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusalView {
+    pub run_id: String,
+    pub agent_id: String,
+    pub script: String,
+    pub reason: String,
+    pub detail: Option<String>,
+    pub at: Timestamp,
 }
 
 /// A job run, as the monitor needs it.

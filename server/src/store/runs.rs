@@ -15,17 +15,17 @@ pub enum AgentRunStatus {
     /// Waiting for a session of its agent.
     Queued,
     /// Sent to the agent; not yet accepted.
-    Sent,
+    Dispatched,
     /// The agent accepted it and started the script.
     Running,
     Succeeded,
     Failed,
     TimedOut,
-    /// The agent refused it (see the skip reason).
-    Skipped,
+    /// The agent refused it (see the refusal reason).
+    Refused,
     /// Still queued when its expiry passed; never sent.
     Expired,
-    /// Sent or running, and the agent did not report within the run's deadline (its timeout
+    /// Dispatched or running, and the agent did not report within the run's deadline (its timeout
     /// plus a grace), or came back as a new process that no longer knew the run. A result the
     /// agent reports later still replaces it.
     Lost,
@@ -35,12 +35,12 @@ impl AgentRunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
-            Self::Sent => "sent",
+            Self::Dispatched => "dispatched",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::TimedOut => "timed_out",
-            Self::Skipped => "skipped",
+            Self::Refused => "refused",
             Self::Expired => "expired",
             Self::Lost => "lost",
         }
@@ -49,12 +49,12 @@ impl AgentRunStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => Self::Queued,
-            "sent" => Self::Sent,
+            "dispatched" => Self::Dispatched,
             "running" => Self::Running,
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "timed_out" => Self::TimedOut,
-            "skipped" => Self::Skipped,
+            "refused" => Self::Refused,
             "expired" => Self::Expired,
             "lost" => Self::Lost,
             _ => return None,
@@ -68,7 +68,7 @@ impl AgentRunStatus {
             Self::Succeeded
                 | Self::Failed
                 | Self::TimedOut
-                | Self::Skipped
+                | Self::Refused
                 | Self::Expired
                 | Self::Lost
         )
@@ -77,12 +77,12 @@ impl AgentRunStatus {
     /// Every status, for metrics that start at zero.
     pub const ALL: [Self; 9] = [
         Self::Queued,
-        Self::Sent,
+        Self::Dispatched,
         Self::Running,
         Self::Succeeded,
         Self::Failed,
         Self::TimedOut,
-        Self::Skipped,
+        Self::Refused,
         Self::Expired,
         Self::Lost,
     ];
@@ -116,7 +116,7 @@ pub struct AgentRun {
     pub status: AgentRunStatus,
     pub requested_by: String,
     pub created_at: Timestamp,
-    pub sent_at: Option<Timestamp>,
+    pub dispatched_at: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub exit_code: Option<i32>,
@@ -126,8 +126,8 @@ pub struct AgentRun {
     pub stdout_truncated: Option<bool>,
     pub stderr_truncated: Option<bool>,
     pub duration_ms: Option<i64>,
-    pub skip_reason: Option<String>,
-    pub skip_detail: Option<String>,
+    pub refusal_reason: Option<String>,
+    pub refusal_detail: Option<String>,
     /// When a run still queued expires (absent on runs queued before expiry existed).
     pub expires_at: Option<Timestamp>,
 }
@@ -140,7 +140,7 @@ pub struct RunFinish {
     /// Whether this report ended the run (`false`: an ending was already stored).
     pub stored: bool,
     /// When the run was last sent to the agent.
-    pub sent_at: Option<Timestamp>,
+    pub dispatched_at: Option<Timestamp>,
 }
 
 /// Runs the sweep ended.
@@ -166,14 +166,33 @@ pub enum AgentRunEnd {
         finished_at: Timestamp,
         duration_ms: i64,
     },
-    Skipped {
+    Refused {
         reason: String,
         detail: String,
         at: Timestamp,
     },
 }
 
+/// Refusal reasons that open a `run_refused` alert: the request and the host disagree about
+/// what may run, which an operator must look at. Not: `busy` and `draining` (the agent was full
+/// or stopping; queue the run again), `expired` and `duplicate` (stored as `expired` / `lost`).
+pub const ALERTING_REFUSALS: [&str; 8] = [
+    "not_in_allowlist",
+    "not_approved",
+    "hash_mismatch",
+    "invalid_name",
+    "invalid_parameters",
+    "invalid_request",
+    "unsupported_interpreter",
+    "unknown",
+];
+
 impl AgentRunEnd {
+    /// Whether storing this ending opens a `run_refused` alert on the agent's service.
+    pub fn raises_alert(&self) -> bool {
+        matches!(self, Self::Refused { reason, .. } if ALERTING_REFUSALS.contains(&reason.as_str()))
+    }
+
     /// The status this ending stores. A refusal because the agent already knew the run id
     /// (`duplicate`) while it neither runs it nor holds its result means a previous process of
     /// the agent took the run and died with it: `lost`. A refusal because the run had expired
@@ -181,10 +200,10 @@ impl AgentRunEnd {
     pub fn status(&self) -> AgentRunStatus {
         match self {
             Self::Finished { status, .. } => *status,
-            Self::Skipped { reason, .. } => match reason.as_str() {
+            Self::Refused { reason, .. } => match reason.as_str() {
                 "duplicate" => AgentRunStatus::Lost,
                 "expired" => AgentRunStatus::Expired,
-                _ => AgentRunStatus::Skipped,
+                _ => AgentRunStatus::Refused,
             },
         }
     }

@@ -418,6 +418,9 @@ pub enum AlertKind {
     HeartbeatMissing,
     JobFailed,
     JobOverdue,
+    /// An agent refused a run for a reason an operator must look at (see
+    /// [`super::AgentRunEnd::raises_alert`]).
+    RunRefused,
 }
 
 impl AlertKind {
@@ -426,6 +429,7 @@ impl AlertKind {
             Self::HeartbeatMissing => "heartbeat_missing",
             Self::JobFailed => "job_failed",
             Self::JobOverdue => "job_overdue",
+            Self::RunRefused => "run_refused",
         }
     }
 
@@ -434,6 +438,7 @@ impl AlertKind {
             "heartbeat_missing" => Some(Self::HeartbeatMissing),
             "job_failed" => Some(Self::JobFailed),
             "job_overdue" => Some(Self::JobOverdue),
+            "run_refused" => Some(Self::RunRefused),
             _ => None,
         }
     }

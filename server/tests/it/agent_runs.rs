@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::agents::{AgentProcess, admin_get, wait_for_agent};
 use crate::support::{TestApp, assert_error_contains, assert_ok, metric};
+use crate::support_recorder::{Answer, Recorder};
 
 const GREET: &str = "echo \"hello $MEDIC_PARAM_WHO\"\n";
 
@@ -44,7 +45,7 @@ async fn finished(app: &TestApp, run_id: &str) -> Value {
             "succeeded",
             "failed",
             "timed_out",
-            "skipped",
+            "refused",
             "expired",
             "lost",
         ]
@@ -62,6 +63,101 @@ async fn queue(app: &TestApp, key: &str, body: Value) -> String {
     let run = assert_ok(&r, 201);
     assert_eq!(run["status"], "queued");
     run["run_id"].as_str().unwrap().to_owned()
+}
+
+/// A refusal the operator must look at opens a `run_refused` alert on the agent's service,
+/// paged like any alert (here through the deployment's PagerDuty key), once per run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_opens_an_alert_and_pages() {
+    let pd = Recorder::start().await;
+    pd.answer(Answer::json(
+        202,
+        json!({"status": "success", "dedup_key": "x"}),
+    ));
+    let pd_url = pd.url("/v2/enqueue");
+    let app = TestApp::builder()
+        .configure(move |c| {
+            c.notify.pagerduty_events_url = pd_url;
+            c.pagerduty_routing_key = Some("refusal-key".parse().expect("key"));
+        })
+        .spawn()
+        .await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = AgentProcess::start_with(
+        &addr,
+        &agent_key,
+        "guarded-1",
+        "[[allow]]\nscript = \"greet\"\n",
+    );
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        "guarded-1",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    let run_id = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "guarded-1", "script_id": other }),
+    )
+    .await;
+    let run = finished(&app, &run_id).await;
+    assert_eq!(run["status"], "refused", "{run:#}");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let alert = loop {
+        let page = admin_get(&app.client, &app.base, "/v2/alerts?kind=run_refused")
+            .await
+            .unwrap();
+        if let Some(a) = page["entries"].as_array().and_then(|e| e.first()) {
+            assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page:#}");
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "no run_refused alert: {page:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(alert["state"], "open");
+    assert_eq!(alert["run_id"], run_id.as_str(), "{alert:#}");
+    let summary = alert["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("guarded-1") && summary.contains("not_in_allowlist"),
+        "{alert:#}"
+    );
+    let agent = admin_get(&app.client, &app.base, "/v2/agents/guarded-1")
+        .await
+        .unwrap();
+    assert_eq!(alert["service_id"], agent["service_id"], "{agent:#}");
+    assert_eq!(alert["name"], "agent:guarded-1 run refused", "{alert:#}");
+
+    let seen = pd.wait_for(1, Duration::from_secs(10)).await;
+    let triggers: Vec<Value> = seen
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["event_action"] == "trigger")
+        .collect();
+    assert_eq!(triggers.len(), 1, "{triggers:#?}");
+    assert_eq!(triggers[0]["routing_key"], "refusal-key");
+    assert_eq!(triggers[0]["dedup_key"], alert["dedup_key"]);
+
+    // More passes over the agent's service (it keeps beating) add nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let page = admin_get(&app.client, &app.base, "/v2/alerts?kind=run_refused")
+        .await
+        .unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page:#}");
+    assert_eq!(
+        pd.requests()
+            .iter()
+            .filter(|r| r.json()["event_action"] == "trigger")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,8 +202,8 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     )
     .await;
     let skipped = finished(&app, &skipped_id).await;
-    assert_eq!(skipped["status"], "skipped", "{skipped:#}");
-    assert_eq!(skipped["skip_reason"], "not_in_allowlist");
+    assert_eq!(skipped["status"], "refused", "{skipped:#}");
+    assert_eq!(skipped["refusal_reason"], "not_in_allowlist");
 
     // Queued while the agent is away, it runs when the agent is back.
     drop(agent);
@@ -140,7 +236,7 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     let n = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
     assert!(
         n(
-            "medic_agent_runs_skipped_total",
+            "medic_agent_runs_refused_total",
             &[("reason", "not_in_allowlist")]
         ) >= 1.0
     );
@@ -358,7 +454,10 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
         .await
         .unwrap();
     assert_eq!(run["status"], "expired");
-    assert!(run["sent_at"].is_null(), "an expired run was sent: {run:#}");
+    assert!(
+        run["dispatched_at"].is_null(),
+        "an expired run was sent: {run:#}"
+    );
 
     // Counted by status.
     let text = app.metrics().await;
@@ -421,7 +520,7 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
         .await
         .expect("server restarts");
     let base = format!("http://{}", restarted.addr);
-    let ended = |r: &Value| r["status"] != "running" && r["status"] != "sent";
+    let ended = |r: &Value| r["status"] != "running" && r["status"] != "dispatched";
     let run = run_until(&base, &client, &run_id, "reported", ended).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "done\n");

@@ -84,19 +84,42 @@ async fn open(url: &str) -> Arc<dyn Store> {
 
 /// A migrated SQLite store in a fresh temporary directory.
 pub async fn sqlite() -> TestDb {
-    let dir = tempfile::TempDir::new().expect("temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("medic.db").display());
-    let store = open(&url).await;
-    TestDb {
-        store,
-        url,
-        _guard: Guard::Sqlite { _dir: dir },
+    sqlite_empty().open().await
+}
+
+/// A database nothing has been applied to (for migration tests); dropped with the value.
+pub struct EmptyDb {
+    pub url: String,
+    guard: Guard,
+}
+
+impl EmptyDb {
+    /// Opens the store (applying every migration still pending).
+    pub async fn open(self) -> TestDb {
+        let store = open(&self.url).await;
+        TestDb {
+            store,
+            url: self.url,
+            _guard: self.guard,
+        }
     }
 }
 
-/// A migrated store in a fresh PostgreSQL database, or `None` (with a note) when
-/// `MEDIC_TEST_DATABASE_URL` is unset.
+pub fn sqlite_empty() -> EmptyDb {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("medic.db").display());
+    EmptyDb {
+        url,
+        guard: Guard::Sqlite { _dir: dir },
+    }
+}
+
 pub async fn postgres() -> Option<TestDb> {
+    Some(postgres_empty().await?.open().await)
+}
+
+/// A new, empty PostgreSQL database when one is configured (see [`postgres`]).
+pub async fn postgres_empty() -> Option<EmptyDb> {
     let Some(admin_url) = std::env::var(DATABASE_URL_VAR)
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -138,12 +161,7 @@ pub async fn postgres() -> Option<TestDb> {
         name: name.clone(),
     };
     let url = with_database(&admin_url, &name);
-    let store = open(&url).await;
-    Some(TestDb {
-        store,
-        url,
-        _guard: guard,
-    })
+    Some(EmptyDb { url, guard })
 }
 
 /// SQLite always, plus PostgreSQL when configured.

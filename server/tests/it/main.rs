@@ -14,6 +14,7 @@ mod http_ratelimit;
 mod http_scripts;
 mod http_services;
 mod http_teams;
+mod migrations;
 mod notify;
 mod recovery;
 mod store;

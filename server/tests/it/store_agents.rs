@@ -294,7 +294,7 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
     assert!(store.agent_run_sent("r-1", t(20), t(20)).await.unwrap());
     assert_eq!(
         store.get_agent_run("r-1").await.unwrap().unwrap().status,
-        AgentRunStatus::Sent
+        AgentRunStatus::Dispatched
     );
     // Another agent cannot start or finish it.
     assert!(
@@ -330,11 +330,11 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
         Some(RunFinish {
             status: AgentRunStatus::Succeeded,
             stored: true,
-            sent_at: Some(t(20)),
+            dispatched_at: Some(t(20)),
         })
     );
     // A resent report, or a different one, changes nothing.
-    let skip = AgentRunEnd::Skipped {
+    let skip = AgentRunEnd::Refused {
         reason: "not_in_allowlist".into(),
         detail: "again".into(),
         at: t(200),
@@ -354,7 +354,7 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
     assert_eq!(run.started_at, Some(t(100)));
     assert_eq!(run.finished_at, Some(t(150)));
     assert_eq!(run.duration_ms, Some(50));
-    assert_eq!(run.skip_reason, None);
+    assert_eq!(run.refusal_reason, None);
     assert!(store.get_agent_run("nope").await.unwrap().is_none());
     // A run can also end skipped, without starting.
     store
@@ -366,12 +366,12 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
             .finish_agent_run("w-1", "r-2", &skip)
             .await
             .unwrap()
-            .map(|f| (f.status, f.stored, f.sent_at)),
-        Some((AgentRunStatus::Skipped, true, None))
+            .map(|f| (f.status, f.stored, f.dispatched_at)),
+        Some((AgentRunStatus::Refused, true, None))
     );
     let run = store.get_agent_run("r-2").await.unwrap().unwrap();
-    assert_eq!(run.skip_reason.as_deref(), Some("not_in_allowlist"));
-    assert_eq!(run.skip_detail.as_deref(), Some("again"));
+    assert_eq!(run.refusal_reason.as_deref(), Some("not_in_allowlist"));
+    assert_eq!(run.refusal_detail.as_deref(), Some("again"));
     assert_eq!(run.started_at, None);
 }
 
@@ -486,7 +486,7 @@ async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn S
     );
     assert_eq!(status("queued").await, AgentRunStatus::Expired);
     // A run the agent's journal knows but no longer has: lost at once.
-    let dup = AgentRunEnd::Skipped {
+    let dup = AgentRunEnd::Refused {
         reason: "duplicate".into(),
         detail: "already admitted".into(),
         at: t(1_100),

@@ -141,6 +141,7 @@ impl PgStore {
                     last_incident_key: None,
                     runs: Vec::new(),
                     job_alerts: Vec::new(),
+                    refusals: Vec::new(),
                 });
             }
             let ids: Vec<i64> = due.iter().map(|d| d.service.id.0).collect();
@@ -194,7 +195,7 @@ impl PgStore {
                     });
                 }
             }
-            load_jobs(&mut tx, &ids, &index, &mut due).await?;
+            load_jobs(&mut tx, now, &ids, &index, &mut due).await?;
             let ctx = self.monitor_context(&mut tx, now, &due).await?;
             let mut states: Vec<Option<&'static str>> = Vec::with_capacity(due.len());
             let mut deadlines: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(due.len());
@@ -674,6 +675,7 @@ async fn apply(
 
 async fn load_jobs(
     tx: &mut Transaction<'static, Postgres>,
+    now: Timestamp,
     ids: &[i64],
     index: &HashMap<i64, usize>,
     due: &mut [DueService],
@@ -708,6 +710,39 @@ async fn load_jobs(
         if d.runs.len() < 50 {
             run_ids.push(run.run_id.clone());
             d.runs.push(run);
+        }
+    }
+    // Refusals by the agents these services stand for (`agent:<id>`), from the last day.
+    let rows = sqlx::query(
+        "SELECT a.service_id, r.id, r.agent_id, s.name AS script, r.refusal_reason, \
+         r.refusal_detail, r.finished_at FROM agents a \
+         JOIN agent_runs r ON r.agent_id = a.id AND r.status = 'refused' \
+         JOIN scripts s ON s.id = r.script_id \
+         WHERE a.service_id = ANY($1) AND r.finished_at >= $2 AND r.refusal_reason = ANY($3) \
+         ORDER BY r.finished_at DESC",
+    )
+    .bind(ids)
+    .bind(dt(Timestamp::from_millis(now.millis() - DAY_MS)))
+    .bind(&ALERTING_REFUSALS[..])
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    for r in rows {
+        let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+        let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+            continue;
+        };
+        if d.refusals.len() < 50 {
+            let run_id: String = r.try_get("id").map_err(unavailable)?;
+            run_ids.push(run_id.clone());
+            d.refusals.push(RefusalView {
+                run_id,
+                agent_id: r.try_get("agent_id").map_err(unavailable)?,
+                script: r.try_get("script").map_err(unavailable)?,
+                reason: r.try_get("refusal_reason").map_err(unavailable)?,
+                detail: r.try_get("refusal_detail").map_err(unavailable)?,
+                at: ts(&r, "finished_at").map_err(unavailable)?,
+            });
         }
     }
     let rows = sqlx::query(

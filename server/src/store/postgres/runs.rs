@@ -10,9 +10,9 @@ use crate::domain::Timestamp;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
-    timeout_seconds, status, requested_by, created_at, sent_at, started_at, finished_at, \
+    timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    skip_reason, skip_detail, expires_at";
+    refusal_reason, refusal_detail, expires_at";
 
 fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
     let parameters: String = r.try_get("parameters")?;
@@ -26,7 +26,7 @@ fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
         status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
         requested_by: r.try_get("requested_by")?,
         created_at: ts(r, "created_at")?,
-        sent_at: tso(r, "sent_at")?,
+        dispatched_at: tso(r, "dispatched_at")?,
         started_at: tso(r, "started_at")?,
         finished_at: tso(r, "finished_at")?,
         exit_code: r.try_get("exit_code")?,
@@ -36,8 +36,8 @@ fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
         stdout_truncated: r.try_get("stdout_truncated")?,
         stderr_truncated: r.try_get("stderr_truncated")?,
         duration_ms: r.try_get("duration_ms")?,
-        skip_reason: r.try_get("skip_reason")?,
-        skip_detail: r.try_get("skip_detail")?,
+        refusal_reason: r.try_get("refusal_reason")?,
+        refusal_detail: r.try_get("refusal_detail")?,
         expires_at: tso(r, "expires_at")?,
     })
 }
@@ -123,7 +123,7 @@ impl PgStore {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 \
              AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > $3)) \
-                  OR ($2 AND status = 'sent')) \
+                  OR ($2 AND status = 'dispatched')) \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -146,9 +146,9 @@ impl PgStore {
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'sent', sent_at = $1, \
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
              lost_after = $3 + make_interval(secs => timeout_seconds) \
-             WHERE id = $2 AND (status = 'sent' \
+             WHERE id = $2 AND (status = 'dispatched' \
                  OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
         .bind(dt(at))
@@ -170,7 +170,7 @@ impl PgStore {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1), \
              lost_after = $4 + make_interval(secs => timeout_seconds) \
-             WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'sent')",
+             WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'dispatched')",
         )
         .bind(dt(at))
         .bind(run_id)
@@ -215,7 +215,7 @@ impl PgStore {
         .rows_affected();
         let lost = sqlx::query(
             "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
-             WHERE status IN ('sent', 'running') AND lost_after <= $1",
+             WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
         )
         .bind(dt(now))
         .execute(&self.pool)
@@ -247,18 +247,18 @@ impl PgStore {
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let found: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-            "SELECT status, sent_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
+            "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
         )
         .bind(run_id)
         .bind(agent_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some((status, sent_at)) = found else {
+        let Some((status, dispatched_at)) = found else {
             return Ok(None);
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
-        let sent_at = sent_at.map(Timestamp::from_datetime);
+        let dispatched_at = dispatched_at.map(Timestamp::from_datetime);
         // An ending stays, except that a real result replaces `lost`.
         let replaces =
             status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
@@ -266,7 +266,7 @@ impl PgStore {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,
-                sent_at,
+                dispatched_at,
             }));
         }
         let stored = match end {
@@ -304,10 +304,10 @@ impl PgStore {
                 .map_err(unavailable)?;
                 *status
             }
-            AgentRunEnd::Skipped { reason, detail, at } => {
+            AgentRunEnd::Refused { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = $5, skip_reason = $1, \
-                     skip_detail = $2, finished_at = $3 WHERE id = $4",
+                    "UPDATE agent_runs SET status = $5, refusal_reason = $1, \
+                     refusal_detail = $2, finished_at = $3 WHERE id = $4",
                 )
                 .bind(reason)
                 .bind(detail)
@@ -317,6 +317,18 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+                if end.raises_alert() {
+                    // The monitor opens the `run_refused` alert on its next pass.
+                    sqlx::query(
+                        "UPDATE services SET deadline_at = least(coalesce(deadline_at, $1), $1) \
+                         WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
+                    )
+                    .bind(dt(*at))
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
                 end.status()
             }
         };
@@ -324,7 +336,7 @@ impl PgStore {
         Ok(Some(RunFinish {
             status: stored,
             stored: true,
-            sent_at,
+            dispatched_at,
         }))
     }
 }

@@ -9,9 +9,9 @@ use crate::domain::Timestamp;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
-    timeout_seconds, status, requested_by, created_at, sent_at, started_at, finished_at, \
+    timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    skip_reason, skip_detail, expires_at";
+    refusal_reason, refusal_detail, expires_at";
 
 fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
     let parameters: String = r.try_get("parameters")?;
@@ -28,7 +28,7 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
         status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
         requested_by: r.try_get("requested_by")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        sent_at: ts(r.try_get("sent_at")?),
+        dispatched_at: ts(r.try_get("dispatched_at")?),
         started_at: ts(r.try_get("started_at")?),
         finished_at: ts(r.try_get("finished_at")?),
         exit_code: r.try_get("exit_code")?,
@@ -38,8 +38,8 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
         stdout_truncated: flag("stdout_truncated")?,
         stderr_truncated: flag("stderr_truncated")?,
         duration_ms: r.try_get("duration_ms")?,
-        skip_reason: r.try_get("skip_reason")?,
-        skip_detail: r.try_get("skip_detail")?,
+        refusal_reason: r.try_get("refusal_reason")?,
+        refusal_detail: r.try_get("refusal_detail")?,
         expires_at: ts(r.try_get("expires_at")?),
     })
 }
@@ -128,7 +128,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? \
              AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > ?)) \
-                  OR (? AND status = 'sent')) \
+                  OR (? AND status = 'dispatched')) \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -151,9 +151,9 @@ impl SqliteStore {
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'sent', sent_at = ?1, \
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
              lost_after = ?2 + timeout_seconds * 1000 \
-             WHERE id = ?3 AND (status = 'sent' \
+             WHERE id = ?3 AND (status = 'dispatched' \
                  OR (status = 'queued' AND (expires_at IS NULL OR expires_at > ?1)))",
         )
         .bind(at.millis())
@@ -175,7 +175,7 @@ impl SqliteStore {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, ?), \
              lost_after = ? + timeout_seconds * 1000 \
-             WHERE id = ? AND agent_id = ? AND status IN ('queued', 'sent')",
+             WHERE id = ? AND agent_id = ? AND status IN ('queued', 'dispatched')",
         )
         .bind(at.millis())
         .bind(lost_base.millis())
@@ -221,7 +221,7 @@ impl SqliteStore {
         .rows_affected();
         let lost = sqlx::query(
             "UPDATE agent_runs SET status = 'lost', finished_at = ?1 \
-             WHERE status IN ('sent', 'running') AND lost_after <= ?1",
+             WHERE status IN ('dispatched', 'running') AND lost_after <= ?1",
         )
         .bind(now.millis())
         .execute(&self.write)
@@ -252,18 +252,19 @@ impl SqliteStore {
         end: &AgentRunEnd,
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let found: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT status, sent_at FROM agent_runs WHERE id = ? AND agent_id = ?")
-                .bind(run_id)
-                .bind(agent_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let Some((status, sent_at)) = found else {
+        let found: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT status, dispatched_at FROM agent_runs WHERE id = ? AND agent_id = ?",
+        )
+        .bind(run_id)
+        .bind(agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((status, dispatched_at)) = found else {
             return Ok(None);
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
-        let sent_at = sent_at.map(Timestamp::from_millis);
+        let dispatched_at = dispatched_at.map(Timestamp::from_millis);
         // An ending stays, except that a real result replaces `lost`.
         let replaces =
             status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
@@ -271,7 +272,7 @@ impl SqliteStore {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,
-                sent_at,
+                dispatched_at,
             }));
         }
         let stored = match end {
@@ -309,10 +310,10 @@ impl SqliteStore {
                 .map_err(unavailable)?;
                 *status
             }
-            AgentRunEnd::Skipped { reason, detail, at } => {
+            AgentRunEnd::Refused { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = ?, skip_reason = ?, \
-                     skip_detail = ?, finished_at = ? WHERE id = ?",
+                    "UPDATE agent_runs SET status = ?, refusal_reason = ?, \
+                     refusal_detail = ?, finished_at = ? WHERE id = ?",
                 )
                 .bind(end.status().as_str())
                 .bind(reason)
@@ -322,6 +323,18 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+                if end.raises_alert() {
+                    // The monitor opens the `run_refused` alert on its next pass.
+                    sqlx::query(
+                        "UPDATE services SET deadline_at = min(coalesce(deadline_at, ?1), ?1) \
+                         WHERE id = (SELECT service_id FROM agents WHERE id = ?2)",
+                    )
+                    .bind(at.millis())
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
                 end.status()
             }
         };
@@ -329,7 +342,7 @@ impl SqliteStore {
         Ok(Some(RunFinish {
             status: stored,
             stored: true,
-            sent_at,
+            dispatched_at,
         }))
     }
 }
