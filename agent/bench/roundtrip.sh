@@ -11,6 +11,9 @@
 # Every run really forks `sh` with the script file, as the agent always does.
 # Targets: p50 <= 5 ms, p99 <= 20 ms.
 #
+# To look inside, AGENT_WRAP / SERVER_WRAP prefix the agent / server command, e.g.
+# AGENT_WRAP="strace -f -tt -o /tmp/agent.trace" RUNS=30 agent/bench/roundtrip.sh
+#
 # Needs: curl, python3, sha256sum. Linux.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +32,9 @@ TIMER="$CARGO_TARGET_DIR/release/examples/agent_roundtrip"
 WORK=$(mktemp -d)
 chmod 0755 "$WORK"   # scripts run as `run_as` (nobody) when this runs as root
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { # (children too: a *_WRAP command leaves its child running when killed)
+  for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 api() { # method path [json]
@@ -40,7 +45,7 @@ field() { python3 -c "import json,sys; print(json.load(sys.stdin)['results']$1)"
 
 DATABASE_URL="sqlite://$WORK/medic.db" PORT=$PORT MEDIC_LOG_LEVEL=warn \
   MEDIC_ADMIN_API_KEY=$ADMIN_KEY RATE_LIMIT_MANAGEMENT_REQUESTS=1000000000 \
-  "$SERVER" >"$WORK/server.log" 2>&1 &
+  ${SERVER_WRAP:-} "$SERVER" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/health/live" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -59,7 +64,7 @@ $RUN_AS
 script = "bench-true"
 sha256 = "$(printf 'true\n' | sha256sum | cut -d' ' -f1)"
 TOML
-"$AGENT" --config "$WORK/agent.toml" run 2>"$WORK/agent.log" &
+${AGENT_WRAP:-} "$AGENT" --config "$WORK/agent.toml" run 2>"$WORK/agent.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do
   [ "$(api GET /v2/agents/roundtrip 2>/dev/null | field "['connected']" 2>/dev/null)" = True ] && break

@@ -10,7 +10,9 @@
 //!   `GET` answer that shows the stored result. It overstates the true time by up to one `GET`
 //!   round trip (the poll's resolution, printed too);
 //! - **server clock**: `finished_at - created_at` of the stored run (the agent's end of the
-//!   script minus the server's creation time, both in milliseconds).
+//!   script minus the server's creation time, both in milliseconds), split into created →
+//!   dispatched (the server), dispatched → started and started → finished (the agent's clock;
+//!   on one host the clocks agree).
 //!
 //! By hand: `agent_roundtrip --base http://127.0.0.1:18191 --admin-key KEY --agent ID --runs 300`.
 
@@ -119,6 +121,8 @@ async fn main() {
     }
 
     let (mut client_ms, mut server_ms, mut poll_ms) = (Vec::new(), Vec::new(), Vec::new());
+    // Where the time goes (millisecond timestamps, so each phase is ±1 ms).
+    let (mut to_dispatch, mut to_start, mut in_script) = (Vec::new(), Vec::new(), Vec::new());
     let mut failures = 0;
     // A few unmeasured runs first: connections, caches, the agent's first fork.
     for i in 0..runs + 10 {
@@ -168,10 +172,19 @@ async fn main() {
         client_ms.push(elapsed);
         if let (Some(c), Some(f)) = (millis(&run["created_at"]), millis(&run["finished_at"])) {
             server_ms.push((f - c) as f64);
+            if let (Some(d), Some(s)) = (millis(&run["dispatched_at"]), millis(&run["started_at"]))
+            {
+                to_dispatch.push((d - c) as f64);
+                to_start.push((s - d) as f64);
+                in_script.push((f - s) as f64);
+            }
         }
     }
     println!("runs of `true` on agent {agent}: {runs} measured, {failures} not succeeded");
     summary("created -> result stored (client)", client_ms);
     summary("created -> finished (server clock)", server_ms);
+    summary("  created -> dispatched (server)", to_dispatch);
+    summary("  dispatched -> started (agent clock)", to_start);
+    summary("  started -> finished (agent clock)", in_script);
     summary("poll GET /v2/runs/{id} (resolution)", poll_ms);
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -176,6 +177,13 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
     let stop = shutdown.clone();
     let grace = cfg.shutdown_grace;
     let task = tokio::spawn(async move {
+        // No Nagle delay: an agent session's small frames (a run request, an ack) must leave at
+        // once, not wait up to 40 ms for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
