@@ -330,6 +330,17 @@ impl Executor {
                 ),
             ));
         }
+        // Run directories a previous process left behind (killed mid-run, or stopped before its
+        // background clean-up finished).
+        if let Ok(entries) = std::fs::read_dir(&settings.work_dir) {
+            for entry in entries.flatten() {
+                let stale = entry.file_name().to_string_lossy().starts_with("run-")
+                    && entry.file_type().is_ok_and(|t| t.is_dir());
+                if stale {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let state = State {
             running: HashSet::new(),
             recent: RecentRuns {
@@ -657,7 +668,16 @@ impl Permit {
     fn spawn_and_wait(&self) -> io::Result<Outcome> {
         let (dir, script) = self.executor.write_script(&self.request.content)?;
         let result = self.run_in(&dir, &script);
-        let _ = std::fs::remove_dir_all(&dir);
+        // Off the result's path (removing the directory costs about as much as starting a
+        // shell); whatever a crash leaves is swept when the next process starts.
+        let cleanup = dir.clone();
+        if thread::Builder::new()
+            .name("medic-run-cleanup".to_owned())
+            .spawn(move || std::fs::remove_dir_all(cleanup))
+            .is_err()
+        {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         result
     }
 

@@ -95,12 +95,20 @@ impl Host {
         }
     }
 
-    /// Whether any run directory is left in the work directory.
+    /// Whether the work directory is (or, within 5 s, becomes) empty: a run's directory is
+    /// removed in the background once its result is ready.
     fn work_dir_is_empty(&self) -> bool {
-        std::fs::read_dir(self.dir.path().join("work"))
-            .unwrap()
-            .next()
-            .is_none()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let empty = std::fs::read_dir(self.dir.path().join("work"))
+                .unwrap()
+                .next()
+                .is_none();
+            if empty || Instant::now() > deadline {
+                return empty;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -606,4 +614,35 @@ fn runs_python3_scripts_when_installed() {
     assert_eq!(result.stdout, "1 $(id)\n", "{result:?}");
     assert_eq!(result.exit_code, Some(4));
     assert_eq!(result.status, RunStatus::Failed);
+}
+
+#[test]
+fn run_directories_left_by_an_earlier_process_are_swept_at_start() {
+    let dir = TempDir::create();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::create_dir_all(work.join("run-999-0-00000000")).unwrap();
+    std::fs::write(work.join("run-999-0-00000000/script"), "true\n").unwrap();
+    std::fs::write(work.join("recent-run-ids"), "r1\n").unwrap();
+    let settings = ExecSettings {
+        agent_id: AgentId::new("test-agent"),
+        allowlist: [("job", None::<&str>)].into_iter().collect(),
+        work_dir: work.clone(),
+        output_cap_bytes: 1024,
+        max_concurrent_runs: 1,
+        pass_env: Vec::new(),
+        limits: ResourceLimits::default(),
+        run_as: None,
+        interpreter_dirs: INTERPRETER_DIRS.iter().map(PathBuf::from).collect(),
+    };
+    let _executor = Executor::new(settings, BTreeMap::new()).unwrap();
+    assert!(
+        !work.join("run-999-0-00000000").exists(),
+        "stale run directory kept"
+    );
+    assert!(
+        work.join("recent-run-ids").exists(),
+        "other files are not touched"
+    );
 }
