@@ -30,7 +30,7 @@ SERVER="$CARGO_TARGET_DIR/release/medic-server"
 TIMER="$CARGO_TARGET_DIR/release/examples/agent_roundtrip"
 
 WORK=$(mktemp -d)
-chmod 0755 "$WORK"   # scripts run as `run_as` (nobody) when this runs as root
+chmod 0755 "$WORK"   # the agent runs as nobody when this runs as root
 PIDS=()
 cleanup() { # (children too: a *_WRAP command leaves its child running when killed)
   for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"
@@ -50,21 +50,29 @@ PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/health/live" >/dev/null 2>&1 && break; sleep 0.1; done
 
 api POST /v2/api-keys '{"name":"roundtrip-agent","scopes":"agent"}' | field "['key']" >"$WORK/credential"
-RUN_AS=""
-[ "$(id -u)" = 0 ] && RUN_AS='run_as = "nobody"'
+AS_USER=()
+if [ "$(id -u)" = 0 ]; then
+  # As the packaged systemd unit runs it: as its own unprivileged user, scripts as that user
+  # too (no `run_as`). Here that user is `nobody`, so the binary and its files move into $WORK.
+  cp "$AGENT" "$WORK/medic-agent"
+  AGENT="$WORK/medic-agent"
+  mkdir -m 0700 "$WORK/agent-work"
+  chmod 0600 "$WORK/credential"
+  chown nobody:nogroup "$WORK/agent-work" "$WORK/credential"
+  AS_USER=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+fi
 cat >"$WORK/agent.toml" <<TOML
 server_url = "ws://127.0.0.1:$PORT"
 allow_insecure_ws = true
 credential_file = "$WORK/credential"
 agent_id = "roundtrip"
 work_dir = "$WORK/agent-work"
-$RUN_AS
 
 [[allow]]
 script = "bench-true"
 sha256 = "$(printf 'true\n' | sha256sum | cut -d' ' -f1)"
 TOML
-${AGENT_WRAP:-} "$AGENT" --config "$WORK/agent.toml" run 2>"$WORK/agent.log" &
+${AGENT_WRAP:-} "${AS_USER[@]}" "$AGENT" --config "$WORK/agent.toml" run 2>"$WORK/agent.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do
   [ "$(api GET /v2/agents/roundtrip 2>/dev/null | field "['connected']" 2>/dev/null)" = True ] && break
