@@ -20,11 +20,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, Params, actor, paginated};
 use crate::domain::{Scope, Timestamp};
-use crate::store::{AgentRun, NewAgentRun, ScriptId, ScriptStatus};
+use crate::store::{AgentRun, NewAgentRun, NewAuditEntry, ScriptId, ScriptStatus};
 
 /// Timeout of a run that names none.
 const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
@@ -170,6 +169,17 @@ async fn create_run(
         .validate()
         .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
     let now = Timestamp::now();
+    let audit = NewAuditEntry {
+        action_type: "agent_run_requested".to_owned(),
+        actor: who.clone(),
+        service_id: agent.service_id,
+        execution_id: None,
+        details: json!({
+            "run_id": run_id, "agent_id": agent.id, "script_id": script.id,
+            "script": script.name, "version": version.version,
+        }),
+        at: now,
+    };
     let run = app
         .store
         .create_agent_run(&NewAgentRun {
@@ -182,23 +192,12 @@ async fn create_run(
             requested_by: who.clone(),
             at: now,
             expires_at: now.plus_millis(i64::from(expires_in) * 1000),
+            audit: Some(audit),
         })
         .await?;
     metrics::counter!(crate::gateway::RUNS_METRIC, "status" => "queued").increment(1);
     app.gateway.notify_run(&agent.id);
-    let out = v2_run(&run);
-    record(
-        &app,
-        "agent_run_requested",
-        &who,
-        agent.service_id,
-        json!({
-            "run_id": run.run_id, "agent_id": run.agent_id, "script_id": run.script_id,
-            "script": script.name, "version": run.script_version,
-        }),
-    )
-    .await?;
-    Ok(ok(StatusCode::CREATED, "Run queued.", out))
+    Ok(ok(StatusCode::CREATED, "Run queued.", v2_run(&run)))
 }
 
 /// List runs, newest first.

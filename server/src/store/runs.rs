@@ -102,6 +102,9 @@ pub struct NewAgentRun {
     pub at: Timestamp,
     /// Unsent by then, the run expires.
     pub expires_at: Timestamp,
+    /// The audit entry recording the request, written in the run's own transaction (so a queued
+    /// run always has it, and queueing costs one commit).
+    pub audit: Option<super::NewAuditEntry>,
 }
 
 /// One run.

@@ -255,6 +255,14 @@ fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
         requested_by: "alice".into(),
         at: t(at),
         expires_at: t(at + 3_600_000),
+        audit: Some(NewAuditEntry {
+            action_type: "agent_run_requested".into(),
+            actor: "alice".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({ "run_id": id }),
+            at: t(at),
+        }),
     }
 }
 
@@ -283,13 +291,29 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
     assert_eq!(run.status, AgentRunStatus::Queued);
     assert_eq!(run.parameters["WHO"], "world");
     assert_eq!(run.created_at, t(10));
-    // A run for an unknown agent is refused by the database.
+    // A run for an unknown agent is refused by the database, and so is its audit entry (one
+    // transaction): only r-1's request is in the log.
     assert!(
         store
             .create_agent_run(&new_run("r-x", "nobody", script_id, 10))
             .await
             .is_err()
     );
+    let audit = store
+        .list_audit(
+            &AuditFilter {
+                action_type: Some("agent_run_requested".into()),
+                ..AuditFilter::default()
+            },
+            PageRequest {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.total_count, 1);
+    assert_eq!(audit.entries[0].details["run_id"], "r-1");
 
     assert!(store.agent_run_sent("r-1", t(20), t(20)).await.unwrap());
     assert_eq!(

@@ -59,6 +59,24 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Appends an audit entry on `conn` (a pooled connection or an open transaction).
+async fn insert_audit(conn: &mut sqlx::PgConnection, e: &NewAuditEntry) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
+         created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+    )
+    .bind(&e.action_type)
+    .bind(&e.actor)
+    .bind(e.service_id.map(|s| s.0))
+    .bind(e.execution_id)
+    .bind(e.details.to_string())
+    .bind(dt(e.at))
+    .execute(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 fn dt(t: Timestamp) -> DateTime<Utc> {
     t.datetime()
 }
@@ -1216,20 +1234,8 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
-             created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-        )
-        .bind(&e.action_type)
-        .bind(&e.actor)
-        .bind(e.service_id.map(|s| s.0))
-        .bind(e.execution_id)
-        .bind(e.details.to_string())
-        .bind(dt(e.at))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        insert_audit(&mut conn, e).await
     }
 
     async fn list_audit(

@@ -51,6 +51,7 @@ impl PgStore {
              timeout_seconds, requested_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) RETURNING {RUN_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&new.id)
             .bind(&new.agent_id)
@@ -61,9 +62,13 @@ impl PgStore {
             .bind(&new.requested_by)
             .bind(dt(new.at))
             .bind(dt(new.expires_at))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+        if let Some(e) = &new.audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         run_from_row(&row).map_err(unavailable)
     }
 

@@ -379,6 +379,24 @@ fn push_snapshot_filter(qb: &mut QueryBuilder<Sqlite>, f: &SnapshotFilter) {
     }
 }
 
+/// Appends an audit entry on `conn` (a pooled connection or an open transaction).
+async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &NewAuditEntry) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.action_type)
+    .bind(&e.actor)
+    .bind(e.service_id.map(|s| s.0))
+    .bind(e.execution_id)
+    .bind(e.details.to_string())
+    .bind(e.at.millis())
+    .execute(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 fn push_audit_filter(qb: &mut QueryBuilder<Sqlite>, f: &AuditFilter) {
     qb.push(" WHERE 1 = 1");
     if let Some(v) = f.execution_id {
@@ -1209,20 +1227,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.action_type)
-        .bind(&e.actor)
-        .bind(e.service_id.map(|s| s.0))
-        .bind(e.execution_id)
-        .bind(e.details.to_string())
-        .bind(e.at.millis())
-        .execute(&self.write)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let mut conn = self.write.acquire().await.map_err(unavailable)?;
+        insert_audit(&mut conn, e).await
     }
 
     async fn list_audit(

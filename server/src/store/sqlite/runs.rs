@@ -54,6 +54,7 @@ impl SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              RETURNING {RUN_COLUMNS}"
         );
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&new.id)
             .bind(&new.agent_id)
@@ -64,9 +65,13 @@ impl SqliteStore {
             .bind(&new.requested_by)
             .bind(new.at.millis())
             .bind(new.expires_at.millis())
-            .fetch_one(&self.write)
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+        if let Some(e) = &new.audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         run_from_row(&row).map_err(unavailable)
     }
 
