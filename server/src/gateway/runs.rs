@@ -44,6 +44,35 @@ pub const REFUSAL_REASONS: [&str; 12] = [
     "unknown",
 ];
 
+/// Refusals that mean "not now" (the agent is at its concurrency limit, or stopping): the run
+/// goes back to the queue and is sent again (within about a second, or when the agent
+/// reconnects) until it runs or expires.
+pub const DEFERRING_REFUSALS: [&str; 2] = ["busy", "draining"];
+
+/// Puts a run the agent declined for now back in the queue, and acknowledges the refusal.
+async fn defer(
+    store: &dyn Store,
+    socket: &mut WebSocket,
+    agent_id: &str,
+    run_id: RunId,
+    reason: &str,
+) -> Result<(), axum::Error> {
+    match store.requeue_agent_run(agent_id, run_id.as_str()).await {
+        Ok(requeued) => {
+            if requeued {
+                metrics::counter!(REFUSED_METRIC, "reason" => reason.to_owned()).increment(1);
+            }
+            tracing::info!(agent_id, run_id = %run_id, reason, requeued, "run deferred by the agent");
+        }
+        // Not stored: no ack, so the agent resends the refusal after its next welcome.
+        Err(e) => {
+            tracing::warn!(agent_id, run_id = %run_id, error = %e, "could not requeue a run");
+            return Ok(());
+        }
+    }
+    send(socket, &ServerMessage::Ack(Ack { run_id })).await
+}
+
 /// Time from sending a run to storing the agent's report about it.
 pub const LATENCY_METRIC: &str = "medic_agent_run_result_seconds";
 
@@ -188,6 +217,9 @@ pub(super) async fn report(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".to_owned());
+            if DEFERRING_REFUSALS.contains(&reason.as_str()) {
+                return defer(store, socket, agent_id, s.run_id, &reason).await;
+            }
             tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run refused by the agent");
             refused = Some(reason.clone());
             let end = AgentRunEnd::Refused {

@@ -372,6 +372,10 @@ pub trait Store: Send + Sync + 'static {
         at: crate::domain::Timestamp,
         lost_base: crate::domain::Timestamp,
     ) -> StoreResult<bool>;
+    /// Puts a dispatched run of this agent back in the queue: the agent declined it for now
+    /// (`busy`, `draining`) without starting it. `false` when it is not this agent's, or not
+    /// dispatched (it started, or ended meanwhile).
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool>;
     /// The agent accepted the run (it is lost unless a result arrives by `lost_base` + the
     /// run's timeout). `false` when it is not this agent's, or not waiting.
     async fn agent_run_started(

@@ -65,6 +65,80 @@ async fn queue(app: &TestApp, key: &str, body: Value) -> String {
     run["run_id"].as_str().unwrap().to_owned()
 }
 
+/// An agent at its concurrency limit declines a run with `busy`: the run goes back to the queue
+/// and runs once the slot is free, instead of ending `refused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_agent_is_too_busy_for_waits_and_runs_later() {
+    let app = TestApp::spawn().await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let slow = approved_script(&app, &writer, "slow", "sleep 2\necho slow\n").await;
+    let quick = approved_script(&app, &writer, "quick", "echo quick\n").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = AgentProcess::start_with_env(
+        &addr,
+        &agent_key,
+        "single-1",
+        "[[allow]]\nscript = \"slow\"\n[[allow]]\nscript = \"quick\"\n",
+        &[("MEDIC_AGENT_MAX_CONCURRENT_RUNS", "1")],
+    );
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        "single-1",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    let first = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "single-1", "script_id": slow }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{first}"))
+            .await
+            .unwrap();
+        if run["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never started: {run:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "single-1", "script_id": quick }),
+    )
+    .await;
+    let slow_run = finished(&app, &first).await;
+    let quick_run = finished(&app, &second).await;
+    assert_eq!(slow_run["status"], "succeeded", "{slow_run:#}");
+    assert_eq!(quick_run["status"], "succeeded", "{quick_run:#}");
+    assert_eq!(quick_run["stdout"], "quick\n");
+    assert!(quick_run["refusal_reason"].is_null(), "{quick_run:#}");
+    assert!(
+        quick_run["started_at"].as_str() >= slow_run["finished_at"].as_str(),
+        "the second run waited for the slot: {slow_run:#} {quick_run:#}"
+    );
+    // It really was declined on the way (the path this test is about; the counter is shared by
+    // every test in this process, so only its presence is checked).
+    let text = app.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "medic_agent_runs_refused_total",
+            &[("reason", "busy")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+}
+
 /// A refusal the operator must look at opens a `run_refused` alert on the agent's service,
 /// paged like any alert (here through the deployment's PagerDuty key), once per run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -320,6 +320,20 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
         store.get_agent_run("r-1").await.unwrap().unwrap().status,
         AgentRunStatus::Dispatched
     );
+    // Declined for now (`busy`): back in the queue, to be sent again.
+    assert!(
+        !store.requeue_agent_run("w-2", "r-1").await.unwrap(),
+        "another agent's run"
+    );
+    assert!(store.requeue_agent_run("w-1", "r-1").await.unwrap());
+    let back = store.get_agent_run("r-1").await.unwrap().unwrap();
+    assert_eq!(back.status, AgentRunStatus::Queued);
+    assert_eq!(back.dispatched_at, None);
+    assert!(
+        !store.requeue_agent_run("w-1", "r-1").await.unwrap(),
+        "only a dispatched run goes back"
+    );
+    assert!(store.agent_run_sent("r-1", t(20), t(20)).await.unwrap());
     // Another agent cannot start or finish it.
     assert!(
         !store

@@ -1396,6 +1396,10 @@ impl Store for SqliteStore {
         self.pending_agent_runs_impl(agent_id, resend, now).await
     }
 
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
+        self.requeue_agent_run_impl(agent_id, run_id).await
+    }
+
     async fn agent_run_sent(
         &self,
         run_id: &str,

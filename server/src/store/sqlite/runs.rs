@@ -149,6 +149,23 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
+    pub(super) async fn requeue_agent_run_impl(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
+             WHERE id = ?1 AND agent_id = ?2 AND status = 'dispatched'",
+        )
+        .bind(run_id)
+        .bind(agent_id)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     pub(super) async fn agent_run_sent_impl(
         &self,
         run_id: &str,
