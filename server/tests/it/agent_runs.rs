@@ -82,15 +82,7 @@ async fn a_run_the_agent_is_too_busy_for_waits_and_runs_later() {
         "[[allow]]\nscript = \"slow\"\n[[allow]]\nscript = \"quick\"\n",
         &[("MEDIC_AGENT_MAX_CONCURRENT_RUNS", "1")],
     );
-    wait_for_agent(
-        &app.client,
-        &app.base,
-        "single-1",
-        Duration::from_secs(30),
-        "connect",
-        |a| a["status"] == "connected",
-    )
-    .await;
+    connected(&app, "single-1").await;
     let first = queue(
         &app,
         &writer,
@@ -166,15 +158,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
         "guarded-1",
         "[[allow]]\nscript = \"greet\"\n",
     );
-    wait_for_agent(
-        &app.client,
-        &app.base,
-        "guarded-1",
-        Duration::from_secs(30),
-        "connect",
-        |a| a["status"] == "connected",
-    )
-    .await;
+    connected(&app, "guarded-1").await;
     let run_id = queue(
         &app,
         &writer,
@@ -244,15 +228,7 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     let addr = app.base.trim_start_matches("http://").to_owned();
     let allow = "[[allow]]\nscript = \"greet\"\n";
     let agent = AgentProcess::start_with(&addr, &agent_key, "runner-1", allow);
-    wait_for_agent(
-        &app.client,
-        &app.base,
-        "runner-1",
-        Duration::from_secs(30),
-        "connect",
-        |a| a["status"] == "connected",
-    )
-    .await;
+    connected(&app, "runner-1").await;
 
     // An approved, allowlisted script runs, with its parameter as data.
     let run_id = queue(
@@ -357,15 +333,7 @@ async fn runs_are_refused_when_they_could_not_run() {
     // Register an agent through a raw session.
     let addr = app.base.trim_start_matches("http://").to_owned();
     let agent = AgentProcess::start(&addr, &agent_key, "known-1");
-    wait_for_agent(
-        &app.client,
-        &app.base,
-        "known-1",
-        Duration::from_secs(30),
-        "connect",
-        |a| a["status"] == "connected",
-    )
-    .await;
+    connected(&app, "known-1").await;
 
     let post = |body: Value| {
         let app = &app;
@@ -427,6 +395,7 @@ async fn run_until(
     }
 }
 
+/// Waits (up to 30 s) until the agent `agent_id` is connected.
 async fn connected(app: &TestApp, agent_id: &str) {
     wait_for_agent(
         &app.client,
