@@ -86,6 +86,7 @@ fn v2_run(r: &AgentRun) -> Value {
         "refusal_reason": r.refusal_reason,
         "refusal_detail": r.refusal_detail,
         "expires_at": r.expires_at,
+        "reported_at": r.reported_at,
     })
 }
 

@@ -133,6 +133,9 @@ pub struct AgentRun {
     pub refusal_detail: Option<String>,
     /// When a run still queued expires (absent on runs queued before expiry existed).
     pub expires_at: Option<Timestamp>,
+    /// When the server stored the agent's result or refusal (the server's clock; absent while
+    /// no report arrived, and for runs the server ended itself: `expired`, `lost`).
+    pub reported_at: Option<Timestamp>,
 }
 
 /// What storing a report did.

@@ -329,6 +329,7 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
     let back = store.get_agent_run("r-1").await.unwrap().unwrap();
     assert_eq!(back.status, AgentRunStatus::Queued);
     assert_eq!(back.dispatched_at, None);
+    assert_eq!(back.reported_at, None, "no report yet");
     assert!(
         !store.requeue_agent_run("w-1", "r-1").await.unwrap(),
         "only a dispatched run goes back"
@@ -388,6 +389,10 @@ async fn runs_queue_send_start_and_finish_once(store: &dyn Store) {
     let run = store.get_agent_run("r-1").await.unwrap().unwrap();
     assert_eq!(run.status, AgentRunStatus::Succeeded);
     assert_eq!(run.stdout.as_deref(), Some("fixed\n"));
+    // Stamped by the server when the result was stored (now, on its clock; the test's times
+    // are in 2023), and not moved by the refusal that changed nothing.
+    let reported = run.reported_at.expect("reported_at");
+    assert!(reported.millis() > t(3_600_000).millis(), "{reported:?}");
     assert_eq!(run.stderr_truncated, Some(true));
     assert_eq!(run.started_at, Some(t(100)));
     assert_eq!(run.finished_at, Some(t(150)));

@@ -11,7 +11,7 @@ use crate::store::*;
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
     timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    refusal_reason, refusal_detail, expires_at";
+    refusal_reason, refusal_detail, expires_at, reported_at";
 
 fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
     let parameters: String = r.try_get("parameters")?;
@@ -41,6 +41,7 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
         refusal_reason: r.try_get("refusal_reason")?,
         refusal_detail: r.try_get("refusal_detail")?,
         expires_at: ts(r.try_get("expires_at")?),
+        reported_at: ts(r.try_get("reported_at")?),
     })
 }
 
@@ -360,6 +361,13 @@ impl SqliteStore {
                 end.status()
             }
         };
+        // When the server stored the report (its own clock; `finished_at` is the agent's).
+        sqlx::query("UPDATE agent_runs SET reported_at = ? WHERE id = ?")
+            .bind(Timestamp::now().millis())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(RunFinish {
             status: stored,
