@@ -2,7 +2,6 @@
 //! session, and `GET /metrics` is read over a real socket after each step.
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -12,27 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{TempDir, is_root};
+use crate::Agent;
 
 const KEY: &str =
     "mdk_0123456789ab_0000000000000000000000000000000000000000000000000000000000000000";
 const OK: &str = "exit 0\n";
-
-struct Agent {
-    child: Child,
-    dir: TempDir,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("agent.log"));
-            eprintln!("--- medic-agent log ---\n{}", log.unwrap_or_default());
-        }
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,43 +26,20 @@ fn free_port() -> u16 {
 }
 
 fn start_agent(server_port: u16, metrics_port: u16) -> Agent {
-    let dir = TempDir::create();
-    let credential = dir.path().join("credential");
-    std::fs::write(&credential, format!("{KEY}\n")).unwrap();
-    let run_as = if is_root() {
-        "run_as = \"nobody\"\n"
-    } else {
-        ""
-    };
-    let config = format!(
-        "server_url = \"ws://127.0.0.1:{server_port}\"\n\
-         allow_insecure_ws = true\n\
-         metrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-         credential_file = \"{}\"\n\
-         agent_id = \"metrics-test\"\n\
-         work_dir = \"{}\"\n\
-         {run_as}\
-         [[allow]]\n\
-         script = \"ok\"\n\
-         sha256 = \"{}\"\n",
-        credential.display(),
-        dir.path().join("work").display(),
-        sha256_hex(OK.as_bytes()),
-    );
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
-        .arg("--config")
-        .arg(&path)
-        .arg("run")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Agent { child, dir }
+    Agent::start(KEY, |files| {
+        format!(
+            "server_url = \"ws://127.0.0.1:{server_port}\"\n\
+             allow_insecure_ws = true\n\
+             metrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+             agent_id = \"metrics-test\"\n\
+             {}\
+             [[allow]]\n\
+             script = \"ok\"\n\
+             sha256 = \"{}\"\n",
+            files.lines,
+            sha256_hex(OK.as_bytes()),
+        )
+    })
 }
 
 /// One HTTP request to the metrics listener: the status line and the body.

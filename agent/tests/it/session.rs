@@ -6,7 +6,7 @@
 //! re-report of unacknowledged results after a reconnection, `duplicate` after an ack, and the
 //! server's `reconnect` delay being honoured.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -17,27 +17,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
-use crate::{TempDir, is_root};
+use crate::{Agent, TempDir};
 
 const KEY: &str =
     "mdk_0123456789ab_0000000000000000000000000000000000000000000000000000000000000000";
 const SCRIPT: &str = "echo hello from the agent\n";
-
-struct Agent {
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self._dir.path().join("agent.log"));
-            eprintln!("--- medic-agent log ---\n{}", log.unwrap_or_default());
-        }
-    }
-}
 
 fn start_agent(port: u16) -> Agent {
     start_agent_with(
@@ -48,48 +32,24 @@ fn start_agent(port: u16) -> Agent {
 
 /// An agent dialling `server_url`, with `settings` (top-level keys) added to its file.
 fn start_agent_with(server_url: &str, settings: &str) -> Agent {
-    let dir = TempDir::create();
-    let credential = dir.path().join("credential");
-    std::fs::write(&credential, format!("{KEY}\n")).unwrap();
-    let run_as = if is_root() {
-        "run_as = \"nobody\"\n"
-    } else {
-        ""
-    };
-    let config = format!(
-        "server_url = \"{server_url}\"\n\
-         {settings}\
-         credential_file = \"{}\"\n\
-         agent_id = \"session-test\"\n\
-         heartbeat_interval_seconds = 1\n\
-         work_dir = \"{}\"\n\
-         {run_as}\
-         [labels]\n\
-         env = \"test\"\n\
-         [[allow]]\n\
-         script = \"greet\"\n\
-         sha256 = \"{}\"\n\
-         [[allow]]\n\
-         script = \"slow\"\n",
-        credential.display(),
-        dir.path().join("work").display(),
-        sha256_hex(SCRIPT.as_bytes()),
-    );
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config).unwrap();
-    // The agent's log goes to a file, shown only when the test fails.
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
-        .arg("--config")
-        .arg(&path)
-        .arg("run")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Agent { child, _dir: dir }
+    Agent::start(KEY, |files| {
+        format!(
+            "server_url = \"{server_url}\"\n\
+             {settings}\
+             agent_id = \"session-test\"\n\
+             heartbeat_interval_seconds = 1\n\
+             {}\
+             [labels]\n\
+             env = \"test\"\n\
+             [[allow]]\n\
+             script = \"greet\"\n\
+             sha256 = \"{}\"\n\
+             [[allow]]\n\
+             script = \"slow\"\n",
+            files.lines,
+            sha256_hex(SCRIPT.as_bytes()),
+        )
+    })
 }
 
 type Ws = WebSocketStream<TcpStream>;
