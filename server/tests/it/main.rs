@@ -1,5 +1,34 @@
 //! Medic server integration tests: one binary, one module per feature.
 
+/// Runs each store check once per backend (`<module>::sqlite::<check>` and
+/// `<module>::postgres::<check>`, PostgreSQL when configured), so a failure names the backend.
+/// A check is an async function of `&dyn Store`, or of the whole `&TestDb` when marked
+/// `check(db)`.
+macro_rules! conformance {
+    ($($check:ident $(($with_db:ident))?),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = crate::db::sqlite().await;
+                    conformance!(@call $check db $($with_db)?);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = crate::db::postgres().await else { return };
+                    conformance!(@call $check db $($with_db)?);
+                }
+            )*
+        }
+    };
+    (@call $check:ident $db:ident) => { super::$check(&*$db.store).await };
+    (@call $check:ident $db:ident db) => { super::$check(&$db).await };
+}
+
 mod agent_runs;
 mod agents;
 mod alerting;

@@ -17,31 +17,6 @@ use serde_json::json;
 
 use crate::db::TestDb;
 
-macro_rules! conformance {
-    ($($check:ident $(($with_db:ident))?),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = crate::db::sqlite().await;
-                    conformance!(@call $check db $($with_db)?);
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = crate::db::postgres().await else { return };
-                    conformance!(@call $check db $($with_db)?);
-                }
-            )*
-        }
-    };
-    (@call $check:ident $db:ident) => { super::$check(&*$db.store).await };
-    (@call $check:ident $db:ident db) => { super::$check(&$db).await };
-}
-
 conformance! {
     ping_and_pool_stats,
     heartbeats_batch_mixed_outcomes,

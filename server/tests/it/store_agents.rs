@@ -6,29 +6,6 @@ use std::collections::BTreeMap;
 use medic_server::domain::{ApiKeyId, Timestamp};
 use medic_server::store::*;
 
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = crate::db::sqlite().await;
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = crate::db::postgres().await else { return };
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-    };
-}
-
 conformance! {
     agents_register_update_and_disconnect,
     agents_older_session_cannot_disconnect_newer,

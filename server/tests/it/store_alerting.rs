@@ -2,36 +2,11 @@
 //! PostgreSQL when configured). Time is a parameter of every store call, so these checks walk
 //! a service through its life without sleeping.
 
-use std::sync::Arc;
-
 use medic_server::domain::service::name_key;
 use medic_server::domain::{HeartbeatName, Priority, ServiceState, Timestamp};
 use medic_server::monitor::judge::{self, Defaults};
 use medic_server::notify::event::{Destination, EventKind};
 use medic_server::store::*;
-
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = crate::db::sqlite().await;
-                    super::$check(db.store.clone()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = crate::db::postgres().await else { return };
-                    super::$check(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
 
 conformance! {
     a_silent_service_opens_one_alert_renotifies_and_resolves,
@@ -123,15 +98,15 @@ fn delivered(at: Timestamp) -> DeliveryResult {
     }
 }
 
-async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: Arc<dyn Store>) {
-    let s = service(&*store, "nightly", 60).await;
+async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: &dyn Store) {
+    let s = service(store, "nightly", 60).await;
     // Never heard from: due one interval after registration, not before.
-    assert_eq!(pass(&*store, t(30_000)).await.examined, 0);
-    let r = pass(&*store, t(MIN)).await;
+    assert_eq!(pass(store, t(30_000)).await.examined, 0);
+    let r = pass(store, t(MIN)).await;
     assert_eq!((r.examined, r.opened.len()), (1, 1));
     assert_eq!(r.opened[0].1, Priority::P1);
     // The next pass does not open it again.
-    let r = pass(&*store, t(MIN + 1000)).await;
+    let r = pass(store, t(MIN + 1000)).await;
     assert_eq!(r.opened.len(), 0);
     let alerts = store
         .list_alerts_filtered(
@@ -159,7 +134,7 @@ async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: Arc<dyn
         ServiceState::Down
     );
     // Two deliveries: PagerDuty and Slack, the defaults.
-    let claimed = claim_all(&*store, t(MIN + 1000)).await;
+    let claimed = claim_all(store, t(MIN + 1000)).await;
     assert_eq!(claimed.len(), 2);
     assert!(
         claimed
@@ -173,9 +148,9 @@ async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: Arc<dyn
             .expect("finish");
     }
     // One interval later: re-notify chat only (PagerDuty escalates on its own).
-    let r = pass(&*store, t(2 * MIN + 1000)).await;
+    let r = pass(store, t(2 * MIN + 1000)).await;
     assert_eq!(r.renotified, 1);
-    let claimed = claim_all(&*store, t(2 * MIN + 1000)).await;
+    let claimed = claim_all(store, t(2 * MIN + 1000)).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].delivery.event, EventKind::Renotified);
     assert_eq!(claimed[0].delivery.destination.channel(), "slack");
@@ -184,10 +159,10 @@ async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: Arc<dyn
         .await
         .expect("finish");
     // A heartbeat makes it due at once; the pass resolves and tells both destinations.
-    beat(&*store, "nightly", t(2 * MIN + 5000)).await;
-    let r = pass(&*store, t(2 * MIN + 5100)).await;
+    beat(store, "nightly", t(2 * MIN + 5000)).await;
+    let r = pass(store, t(2 * MIN + 5100)).await;
     assert_eq!(r.resolved, 1);
-    let claimed = claim_all(&*store, t(2 * MIN + 5100)).await;
+    let claimed = claim_all(store, t(2 * MIN + 5100)).await;
     assert_eq!(claimed.len(), 2);
     assert!(
         claimed
@@ -215,24 +190,24 @@ async fn a_silent_service_opens_one_alert_renotifies_and_resolves(store: Arc<dyn
     assert!(counts.is_empty(), "{counts:?}");
 }
 
-async fn heartbeats_move_the_deadline(store: Arc<dyn Store>) {
-    service(&*store, "web", 60).await;
+async fn heartbeats_move_the_deadline(store: &dyn Store) {
+    service(store, "web", 60).await;
     assert_eq!(store.next_deadline().await.expect("next"), Some(t(MIN)));
-    beat(&*store, "web", t(10_000)).await;
+    beat(store, "web", t(10_000)).await;
     // A new service's first beat makes it due now (state new → up is the monitor's call).
     assert_eq!(store.next_deadline().await.expect("next"), Some(t(10_000)));
-    let r = pass(&*store, t(10_100)).await;
+    let r = pass(store, t(10_100)).await;
     assert_eq!(r.examined, 1);
     assert_eq!(store.next_deadline().await.expect("next"), Some(t(70_000)));
     // An up service's beats push the deadline without waking the monitor.
-    beat(&*store, "web", t(40_000)).await;
+    beat(store, "web", t(40_000)).await;
     assert_eq!(store.next_deadline().await.expect("next"), Some(t(100_000)));
-    assert_eq!(pass(&*store, t(50_000)).await.examined, 0);
+    assert_eq!(pass(store, t(50_000)).await.examined, 0);
 }
 
-async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
-    service(&*store, "batch", 60).await;
-    pass(&*store, t(MIN)).await;
+async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
+    service(store, "batch", 60).await;
+    pass(store, t(MIN)).await;
     let a = store
         .list_alerts_filtered(
             &AlertFilter::default(),
@@ -245,7 +220,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
         .expect("list")
         .entries
         .remove(0);
-    for c in claim_all(&*store, t(MIN)).await {
+    for c in claim_all(store, t(MIN)).await {
         store
             .finish_delivery(c.delivery.id, &delivered(t(MIN)))
             .await
@@ -267,7 +242,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
             .expect("ack"),
         AlertChange::Unchanged(_)
     ));
-    let claimed = claim_all(&*store, t(MIN + 20)).await;
+    let claimed = claim_all(store, t(MIN + 20)).await;
     assert_eq!(claimed.len(), 2);
     assert!(
         claimed
@@ -276,7 +251,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
                 && c.delivery.actor.as_deref() == Some("alice"))
     );
     // Acknowledged: no re-notification.
-    assert_eq!(pass(&*store, t(3 * MIN)).await.renotified, 0);
+    assert_eq!(pass(store, t(3 * MIN)).await.renotified, 0);
     let AlertChange::Changed(resolved) = store
         .resolve_alert(a.alert_id, "alice", t(3 * MIN))
         .await
@@ -286,7 +261,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
     };
     assert_eq!(resolved.details.resolved_by.as_deref(), Some("alice"));
     // Still silent: the incident an operator resolved is not opened again.
-    let r = pass(&*store, t(10 * MIN)).await;
+    let r = pass(store, t(10 * MIN)).await;
     assert_eq!(r.opened.len(), 0);
     assert!(matches!(
         store
@@ -297,8 +272,8 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: Arc<dyn Store>) {
     ));
 }
 
-async fn outbox_leases_retries_and_log(store: Arc<dyn Store>) {
-    let s = service(&*store, "api", 60).await;
+async fn outbox_leases_retries_and_log(store: &dyn Store) {
+    let s = service(store, "api", 60).await;
     let target = store
         .create_target(&NewTarget {
             owner: TargetOwner::Service(s.id),
@@ -313,13 +288,13 @@ async fn outbox_leases_retries_and_log(store: Arc<dyn Store>) {
         })
         .await
         .expect("target");
-    pass(&*store, t(MIN)).await;
-    let first = claim_all(&*store, t(MIN)).await;
+    pass(store, t(MIN)).await;
+    let first = claim_all(store, t(MIN)).await;
     assert_eq!(first.len(), 1, "routed to the service's own target only");
     assert_eq!(first[0].delivery.target_id, Some(target.id));
     // Leased: a second dispatcher sees nothing until the lease runs out.
-    assert!(claim_all(&*store, t(MIN + 1000)).await.is_empty());
-    assert_eq!(claim_all(&*store, t(MIN + 31_000)).await.len(), 1);
+    assert!(claim_all(store, t(MIN + 1000)).await.is_empty());
+    assert_eq!(claim_all(store, t(MIN + 31_000)).await.len(), 1);
     store
         .finish_delivery(
             first[0].delivery.id,
@@ -334,12 +309,12 @@ async fn outbox_leases_retries_and_log(store: Arc<dyn Store>) {
         )
         .await
         .expect("retry");
-    assert!(claim_all(&*store, t(MIN + 39_000)).await.is_empty());
+    assert!(claim_all(store, t(MIN + 39_000)).await.is_empty());
     assert_eq!(
         store.next_delivery_at().await.expect("next"),
         Some(t(MIN + 40_000))
     );
-    let again = claim_all(&*store, t(MIN + 40_000)).await;
+    let again = claim_all(store, t(MIN + 40_000)).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.attempts, 1);
     store
@@ -365,8 +340,8 @@ async fn outbox_leases_retries_and_log(store: Arc<dyn Store>) {
     assert_eq!(store.next_delivery_at().await.expect("next"), None);
 }
 
-async fn suppressions_are_recorded_once(store: Arc<dyn Store>) {
-    let s = service(&*store, "muted", 60).await;
+async fn suppressions_are_recorded_once(store: &dyn Store) {
+    let s = service(store, "muted", 60).await;
     let patch = ServicePatch {
         mute: Some(MuteChange::Mute {
             until: None,
@@ -387,10 +362,10 @@ async fn suppressions_are_recorded_once(store: Arc<dyn Store>) {
         .await
         .expect("mute")
         .expect("service");
-    let r = pass(&*store, t(2 * MIN)).await;
+    let r = pass(store, t(2 * MIN)).await;
     assert_eq!(r.opened.len(), 0);
     assert_eq!(r.suppressed, vec![SuppressionReason::Muted]);
-    let r = pass(&*store, t(3 * MIN)).await;
+    let r = pass(store, t(3 * MIN)).await;
     assert!(r.suppressed.is_empty(), "recorded once per incident");
     assert_eq!(
         store
@@ -408,21 +383,21 @@ async fn suppressions_are_recorded_once(store: Arc<dyn Store>) {
     );
 }
 
-async fn housekeeping_trims_old_rows_in_batches(store: Arc<dyn Store>) {
-    service(&*store, "old", 60).await;
+async fn housekeeping_trims_old_rows_in_batches(store: &dyn Store) {
+    service(store, "old", 60).await;
     for i in 0..25 {
-        beat(&*store, "old", t(i * 1000)).await;
+        beat(store, "old", t(i * 1000)).await;
     }
-    beat(&*store, "old", t(40 * 86_400_000)).await;
+    beat(store, "old", t(40 * 86_400_000)).await;
     // Alert opened and resolved long ago, with a delivered notification.
-    pass(&*store, t(40 * 86_400_000 - 1)).await;
+    pass(store, t(40 * 86_400_000 - 1)).await;
     let retention = Retention {
         heartbeats_ms: 30 * 86_400_000,
         ..Retention::default()
     };
     let now = t(40 * 86_400_000 + 1000);
     let stop = tokio_util::sync::CancellationToken::new();
-    let report = medic_server::monitor::housekeep(&*store, &retention, now, &stop).await;
+    let report = medic_server::monitor::housekeep(store, &retention, now, &stop).await;
     let hb = report
         .iter()
         .find(|(t, _)| *t == PurgeTable::HeartbeatEvents)
@@ -442,7 +417,7 @@ async fn housekeeping_trims_old_rows_in_batches(store: Arc<dyn Store>) {
     assert_eq!(left.len(), 1);
     // Batches: a limit of 10 deletes 10 at a time.
     for i in 0..15 {
-        beat(&*store, "old", t(i)).await;
+        beat(store, "old", t(i)).await;
     }
     let n = store
         .purge_batch(PurgeTable::HeartbeatEvents, t(1000), 10)
@@ -451,8 +426,8 @@ async fn housekeeping_trims_old_rows_in_batches(store: Arc<dyn Store>) {
     assert_eq!(n, 10);
 }
 
-async fn a_service_down_through_a_window_alerts_when_it_closes(store: Arc<dyn Store>) {
-    let s = service(&*store, "maint", 60).await;
+async fn a_service_down_through_a_window_alerts_when_it_closes(store: &dyn Store) {
+    let s = service(store, "maint", 60).await;
     store
         .create_window(&NewWindow {
             scope: WindowScope::Service(s.id),
@@ -467,12 +442,12 @@ async fn a_service_down_through_a_window_alerts_when_it_closes(store: Arc<dyn St
         })
         .await
         .expect("window");
-    let r = pass(&*store, t(2 * MIN)).await;
+    let r = pass(store, t(2 * MIN)).await;
     assert!(r.opened.is_empty());
     assert_eq!(r.suppressed, vec![SuppressionReason::Maintenance]);
     // The pass sleeps until the window closes, then alerts for the same incident.
     assert_eq!(store.next_deadline().await.expect("next"), Some(t(5 * MIN)));
-    let r = pass(&*store, t(5 * MIN)).await;
+    let r = pass(store, t(5 * MIN)).await;
     assert_eq!(r.opened.len(), 1);
     assert_eq!(
         r.opened[0].3,

@@ -9,29 +9,6 @@ use medic_server::domain::service::name_key;
 use medic_server::domain::{HeartbeatName, Priority, Timestamp};
 use medic_server::store::*;
 
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = crate::db::sqlite().await;
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = crate::db::postgres().await else { return };
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-    };
-}
-
 conformance! {
     teams_crud_and_case_insensitive_names,
     targets_crud_order_and_filters,

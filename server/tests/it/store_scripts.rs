@@ -4,29 +4,6 @@
 use medic_server::domain::{ApiKeyId, Timestamp};
 use medic_server::store::*;
 
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = crate::db::sqlite().await;
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = crate::db::postgres().await else { return };
-                    super::$check(&*db.store).await;
-                }
-            )*
-        }
-    };
-}
-
 conformance! {
     scripts_versions_and_same_hash_no_op,
     scripts_list_filters_and_paging,
