@@ -66,7 +66,7 @@ pub const AGENT_SERVICE_INTERVAL_SECONDS: i64 = 60;
 
 /// The service name an agent's heartbeats are recorded under.
 pub fn service_name(agent_id: &str) -> String {
-    format!("agent:{agent_id}")
+    format!("{}{agent_id}", crate::store::AGENT_SERVICE_PREFIX)
 }
 
 /// The gauge of sessions open on this replica.

@@ -53,6 +53,9 @@ pub struct DueService {
     pub refusals: Vec<RefusalView>,
 }
 
+/// Heartbeat names of the services agents beat on are this prefix and the agent id.
+pub const AGENT_SERVICE_PREFIX: &str = "agent:";
+
 /// A run an agent refused, as the monitor needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefusalView {

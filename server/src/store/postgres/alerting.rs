@@ -712,37 +712,43 @@ async fn load_jobs(
             d.runs.push(run);
         }
     }
-    // Refusals by the agents these services stand for (`agent:<id>`), from the last day.
-    let rows = sqlx::query(
-        "SELECT a.service_id, r.id, r.agent_id, s.name AS script, r.refusal_reason, \
-         r.refusal_detail, r.finished_at FROM agents a \
-         JOIN agent_runs r ON r.agent_id = a.id AND r.status = 'refused' \
-         JOIN scripts s ON s.id = r.script_id \
-         WHERE a.service_id = ANY($1) AND r.finished_at >= $2 AND r.refusal_reason = ANY($3) \
-         ORDER BY r.finished_at DESC",
-    )
-    .bind(ids)
-    .bind(dt(Timestamp::from_millis(now.millis() - DAY_MS)))
-    .bind(&ALERTING_REFUSALS[..])
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    for r in rows {
-        let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
-        let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
-            continue;
-        };
-        if d.refusals.len() < 50 {
-            let run_id: String = r.try_get("id").map_err(unavailable)?;
-            run_ids.push(run_id.clone());
-            d.refusals.push(RefusalView {
-                run_id,
-                agent_id: r.try_get("agent_id").map_err(unavailable)?,
-                script: r.try_get("script").map_err(unavailable)?,
-                reason: r.try_get("refusal_reason").map_err(unavailable)?,
-                detail: r.try_get("refusal_detail").map_err(unavailable)?,
-                at: ts(&r, "finished_at").map_err(unavailable)?,
-            });
+    // Refusals by the agents these services stand for (`agent:<id>`), from the last day; not
+    // looked for when no due service is an agent's.
+    if due
+        .iter()
+        .any(|d| d.service.heartbeat_name.starts_with(AGENT_SERVICE_PREFIX))
+    {
+        let rows = sqlx::query(
+            "SELECT a.service_id, r.id, r.agent_id, s.name AS script, r.refusal_reason, \
+             r.refusal_detail, r.finished_at FROM agents a \
+             JOIN agent_runs r ON r.agent_id = a.id AND r.status = 'refused' \
+             JOIN scripts s ON s.id = r.script_id \
+             WHERE a.service_id = ANY($1) AND r.finished_at >= $2 AND r.refusal_reason = ANY($3) \
+             ORDER BY r.finished_at DESC",
+        )
+        .bind(ids)
+        .bind(dt(Timestamp::from_millis(now.millis() - DAY_MS)))
+        .bind(&ALERTING_REFUSALS[..])
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        for r in rows {
+            let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+            let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+                continue;
+            };
+            if d.refusals.len() < 50 {
+                let run_id: String = r.try_get("id").map_err(unavailable)?;
+                run_ids.push(run_id.clone());
+                d.refusals.push(RefusalView {
+                    run_id,
+                    agent_id: r.try_get("agent_id").map_err(unavailable)?,
+                    script: r.try_get("script").map_err(unavailable)?,
+                    reason: r.try_get("refusal_reason").map_err(unavailable)?,
+                    detail: r.try_get("refusal_detail").map_err(unavailable)?,
+                    at: ts(&r, "finished_at").map_err(unavailable)?,
+                });
+            }
         }
     }
     let rows = sqlx::query(

@@ -688,41 +688,47 @@ async fn load_jobs(
             d.runs.push(run);
         }
     }
-    // Refusals by the agents these services stand for (`agent:<id>`), from the last day.
-    let mut qb = QueryBuilder::<Sqlite>::new(
-        "SELECT a.service_id, r.id, r.agent_id, s.name AS script, r.refusal_reason, \
-         r.refusal_detail, r.finished_at FROM agents a \
-         JOIN agent_runs r ON r.agent_id = a.id AND r.status = 'refused' \
-         JOIN scripts s ON s.id = r.script_id WHERE r.finished_at >= ",
-    );
-    qb.push_bind(now.millis() - DAY_MS);
-    qb.push(" AND r.refusal_reason IN (");
-    let mut sep = qb.separated(", ");
-    for reason in ALERTING_REFUSALS {
-        sep.push_bind(reason);
-    }
-    qb.push(") AND a.service_id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(") ORDER BY r.finished_at DESC");
-    for r in qb.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
-        let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
-        let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
-            continue;
-        };
-        if d.refusals.len() < 50 {
-            let run_id: String = r.try_get("id").map_err(unavailable)?;
-            run_ids.push(run_id.clone());
-            d.refusals.push(RefusalView {
-                run_id,
-                agent_id: r.try_get("agent_id").map_err(unavailable)?,
-                script: r.try_get("script").map_err(unavailable)?,
-                reason: r.try_get("refusal_reason").map_err(unavailable)?,
-                detail: r.try_get("refusal_detail").map_err(unavailable)?,
-                at: Timestamp::from_millis(r.try_get("finished_at").map_err(unavailable)?),
-            });
+    // Refusals by the agents these services stand for (`agent:<id>`), from the last day; not
+    // looked for when no due service is an agent's.
+    if due
+        .iter()
+        .any(|d| d.service.heartbeat_name.starts_with(AGENT_SERVICE_PREFIX))
+    {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT a.service_id, r.id, r.agent_id, s.name AS script, r.refusal_reason, \
+             r.refusal_detail, r.finished_at FROM agents a \
+             JOIN agent_runs r ON r.agent_id = a.id AND r.status = 'refused' \
+             JOIN scripts s ON s.id = r.script_id WHERE r.finished_at >= ",
+        );
+        qb.push_bind(now.millis() - DAY_MS);
+        qb.push(" AND r.refusal_reason IN (");
+        let mut sep = qb.separated(", ");
+        for reason in ALERTING_REFUSALS {
+            sep.push_bind(reason);
+        }
+        qb.push(") AND a.service_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") ORDER BY r.finished_at DESC");
+        for r in qb.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+            let sid: i64 = r.try_get("service_id").map_err(unavailable)?;
+            let Some(d) = index.get(&sid).map(|i| &mut due[*i]) else {
+                continue;
+            };
+            if d.refusals.len() < 50 {
+                let run_id: String = r.try_get("id").map_err(unavailable)?;
+                run_ids.push(run_id.clone());
+                d.refusals.push(RefusalView {
+                    run_id,
+                    agent_id: r.try_get("agent_id").map_err(unavailable)?,
+                    script: r.try_get("script").map_err(unavailable)?,
+                    reason: r.try_get("refusal_reason").map_err(unavailable)?,
+                    detail: r.try_get("refusal_detail").map_err(unavailable)?,
+                    at: Timestamp::from_millis(r.try_get("finished_at").map_err(unavailable)?),
+                });
+            }
         }
     }
     let mut qb = QueryBuilder::<Sqlite>::new(
