@@ -7,7 +7,8 @@
 # (server/examples/agent_roundtrip.rs), starts the server on a fresh SQLite file, starts one real
 # agent dialling ws://127.0.0.1 (loopback, so no TLS) whose allowlist pins the script, then has
 # the timer register and approve the script and run it RUNS times, one after the other, each
-# timed from `POST /v2/runs` sent to the first `GET /v2/runs/{id}` that shows the stored result.
+# timed from `POST /v2/runs` sent to the answer of one `GET /v2/runs/{id}?wait_seconds=30`
+# (which the server gives as soon as the result is stored).
 # Every run really forks `sh` with the script file, as the agent always does.
 # Targets: p50 <= 5 ms, p99 <= 20 ms.
 #

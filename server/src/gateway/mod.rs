@@ -25,8 +25,10 @@
 //! [`Store::agent_seen`](crate::store::Store::agent_seen) answers `false`.
 
 mod runs;
+mod watch;
 
 pub use runs::{LATENCY_METRIC, REFUSAL_REASONS, REFUSED_METRIC, RUNS_METRIC, sweep_runs};
+pub use watch::{MAX_WAIT, RECHECK_INTERVAL, RunWatch};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -91,6 +93,8 @@ struct Shared {
     tracker: TaskTracker,
     /// Added to a run's timeout to make its deadline (see [`Gateway::with_run_grace`]).
     run_grace: Duration,
+    /// Callers waiting for runs to end.
+    runs_ended: Arc<RunWatch>,
 }
 
 /// The live sessions of this replica. Cheap to clone.
@@ -131,6 +135,7 @@ impl Gateway {
                 drain: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 run_grace: grace,
+                runs_ended: Arc::default(),
             }),
         }
     }
@@ -161,6 +166,11 @@ impl Gateway {
                 .is_ok(),
             None => false,
         }
+    }
+
+    /// Where callers wait for runs to end (`GET /v2/runs/{id}?wait_seconds=`).
+    pub fn runs_ended(&self) -> &Arc<RunWatch> {
+        &self.shared.runs_ended
     }
 
     /// Tells the agent's session on this replica, if any, that a run was queued for it. A
@@ -578,9 +588,16 @@ impl Gateway {
                     return "error from the agent";
                 }
                 report => {
-                    if runs::report(store, socket, agent_id, report, grace)
-                        .await
-                        .is_err()
+                    if runs::report(
+                        store,
+                        socket,
+                        agent_id,
+                        report,
+                        grace,
+                        &self.shared.runs_ended,
+                    )
+                    .await
+                    .is_err()
                     {
                         return "send failed";
                     }

@@ -172,6 +172,7 @@ pub(super) async fn report(
     agent_id: &str,
     message: AgentMessage,
     grace: Duration,
+    runs_ended: &super::RunWatch,
 ) -> Result<(), axum::Error> {
     let mut refused = None;
     let (run_id, end) = match message {
@@ -238,6 +239,7 @@ pub(super) async fn report(
     {
         Ok(Some(finish)) => {
             if finish.stored {
+                runs_ended.ended(run_id.as_str());
                 metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);
                 if let Some(reason) = refused {
                     let reason = if REFUSAL_REASONS.contains(&reason.as_str()) {

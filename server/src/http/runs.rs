@@ -222,21 +222,41 @@ async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) 
     ))
 }
 
-/// One run, with its output once it has ended.
+/// One run, with its output once it has ended. With `wait_seconds`, a run that has not ended
+/// is answered when it ends or when that many seconds have passed, whichever is first (the
+/// answer then shows the run as it is).
 #[utoipa::path(get, path = "/v2/runs/{run_id}", tag = "agents",
-    params(("run_id" = String, Path)),
-    responses((status = 200, description = "The run"), (status = 404, description = "Unknown run")),
+    params(("run_id" = String, Path),
+           ("wait_seconds" = Option<u32>, Query, description = "0..60: wait up to this long for the run to end (default 0)")),
+    responses((status = 200, description = "The run"), (status = 400, description = "Bad wait_seconds"),
+               (status = 404, description = "Unknown run")),
     security(("bearer" = [])))]
 async fn get_run(
     State(app): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
+    params: Params,
 ) -> ApiResult {
     caller.require(Scope::Read)?;
-    let run = app
-        .store
-        .get_agent_run(&run_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("No run {run_id:?}.")))?;
+    let max_wait = i64::try_from(crate::gateway::MAX_WAIT.as_secs()).unwrap_or(i64::MAX);
+    let wait = params.int("wait_seconds", 0, max_wait)?.unwrap_or(0);
+    let read = || async {
+        let run = app
+            .store
+            .get_agent_run(&run_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("No run {run_id:?}.")))?;
+        let ended = run.status.is_final();
+        Ok::<_, ApiError>((run, ended))
+    };
+    let run = if wait == 0 {
+        read().await?.0
+    } else {
+        let at_most = std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(0));
+        app.gateway
+            .runs_ended()
+            .wait_for(&run_id, at_most, read)
+            .await?
+    };
     Ok(ok(StatusCode::OK, "", v2_run(&run)))
 }

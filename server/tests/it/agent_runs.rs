@@ -34,28 +34,29 @@ async fn approved_script(app: &TestApp, writer: &str, name: &str, content: &str)
     id
 }
 
-/// Polls the run until it has ended.
+const ENDED: [&str; 6] = [
+    "succeeded",
+    "failed",
+    "timed_out",
+    "refused",
+    "expired",
+    "lost",
+];
+
+/// Waits (on the server, `wait_seconds`) until the run has ended.
 async fn finished(app: &TestApp, run_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{run_id}"))
-            .await
-            .expect("the run exists");
-        if [
-            "succeeded",
-            "failed",
-            "timed_out",
-            "refused",
-            "expired",
-            "lost",
-        ]
-        .contains(&run["status"].as_str().unwrap())
-        {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "run never ended: {run:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = admin_get(
+        &app.client,
+        &app.base,
+        &format!("/v2/runs/{run_id}?wait_seconds=30"),
+    )
+    .await
+    .expect("the run exists");
+    assert!(
+        ENDED.contains(&run["status"].as_str().unwrap()),
+        "run never ended: {run:#}"
+    );
+    run
 }
 
 async fn queue(app: &TestApp, key: &str, body: Value) -> String {
@@ -63,6 +64,74 @@ async fn queue(app: &TestApp, key: &str, body: Value) -> String {
     let run = assert_ok(&r, 201);
     assert_eq!(run["status"], "queued");
     run["run_id"].as_str().unwrap().to_owned()
+}
+
+/// `GET /v2/runs/{id}?wait_seconds=N` answers once the run has ended (one request, no polling),
+/// or after N seconds with the run as it is; a bad N is a 400 that names the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_can_wait_for_a_run_to_end() {
+    let app = TestApp::spawn().await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let nap = approved_script(
+        &app,
+        &writer,
+        "nap",
+        "sleep \"$MEDIC_PARAM_FOR\"\necho rested\n",
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = AgentProcess::start_with(
+        &addr,
+        &agent_key,
+        "waited-1",
+        "[[allow]]\nscript = \"nap\"\n",
+    );
+    connected(&app, "waited-1").await;
+
+    for bad in ["61", "-1", "soon"] {
+        let r = app
+            .admin()
+            .get(&format!("/v2/runs/nope?wait_seconds={bad}"))
+            .await;
+        assert_error_contains(&r, 400, "wait_seconds");
+    }
+    let r = app.admin().get("/v2/runs/nope?wait_seconds=1").await;
+    assert_error_contains(&r, 404, "nope");
+
+    // Ends while the caller waits: the one answer carries the result.
+    let quick = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "waited-1", "script_id": nap, "parameters": {"FOR": "1"} }),
+    )
+    .await;
+    let r = app
+        .admin()
+        .get(&format!("/v2/runs/{quick}?wait_seconds=30"))
+        .await;
+    let run = assert_ok(&r, 200);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["stdout"], "rested\n");
+
+    // Outlasts the wait: the answer shows the run still going, and the run goes on.
+    let slow = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "waited-1", "script_id": nap, "parameters": {"FOR": "4"} }),
+    )
+    .await;
+    let r = app
+        .admin()
+        .get(&format!("/v2/runs/{slow}?wait_seconds=1"))
+        .await;
+    let run = assert_ok(&r, 200);
+    assert!(
+        ["queued", "dispatched", "running"].contains(&run["status"].as_str().unwrap()),
+        "{run:#}"
+    );
+    let run = finished(&app, &slow).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
 }
 
 /// An agent at its concurrency limit declines a run with `busy`: the run goes back to the queue
