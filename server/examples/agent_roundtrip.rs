@@ -19,7 +19,7 @@
 //!
 //! By hand: `agent_roundtrip --base http://127.0.0.1:18191 --admin-key KEY --agent ID --runs 300`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
