@@ -20,7 +20,7 @@ use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMess
 
 use super::send;
 use crate::domain::Timestamp;
-use crate::store::{AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
+use crate::store::{AgentRun, AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
 
 /// Runs that reached each status (`status` label), counted once by the replica that stored it.
 pub const RUNS_METRIC: &str = "medic_agent_runs_total";
@@ -85,7 +85,10 @@ fn at(t: &medic_protocol::Timestamp) -> Timestamp {
     Timestamp::from_millis(t.unix_millis())
 }
 
-/// Sends the agent's pending runs. Store failures are logged; the runs stay queued.
+/// Sends the agent's pending runs: with `resend` (the start of a session) first those an
+/// earlier session sent and the agent never accepted, except the ones it says are `running`;
+/// then every queued run, claimed and read in one statement. Store failures are logged; the
+/// runs stay where they were.
 pub(super) async fn dispatch(
     store: &dyn Store,
     socket: &mut WebSocket,
@@ -94,52 +97,74 @@ pub(super) async fn dispatch(
     running: &[RunId],
     grace: Duration,
 ) -> Result<(), axum::Error> {
-    let pending = match store
-        .pending_agent_runs(agent_id, resend, Timestamp::now())
+    if resend {
+        resend_unaccepted(store, socket, agent_id, running, grace).await?;
+    }
+    let now = Timestamp::now();
+    // Claimed before they are sent, so a run that expired (or ended) meanwhile is never sent; a
+    // claimed run whose send fails is sent again to the next session.
+    let claimed = match store
+        .claim_agent_runs(agent_id, now, lost_base(now, grace))
         .await
     {
-        Ok(p) => p,
+        Ok(claimed) => claimed,
         Err(e) => {
-            tracing::warn!(agent_id, error = %e, "could not load pending runs");
+            tracing::warn!(agent_id, error = %e, "could not claim queued runs");
             return Ok(());
         }
     };
-    for run in pending {
+    for c in claimed {
+        let request = run_request(
+            &c.run,
+            c.script_name,
+            c.interpreter,
+            c.content,
+            c.sha256,
+            c.approved,
+        );
+        send_run(socket, agent_id, request).await?;
+    }
+    Ok(())
+}
+
+/// Sends again the runs an earlier session sent and the agent never accepted.
+async fn resend_unaccepted(
+    store: &dyn Store,
+    socket: &mut WebSocket,
+    agent_id: &str,
+    running: &[RunId],
+    grace: Duration,
+) -> Result<(), axum::Error> {
+    let unaccepted = match store.unaccepted_agent_runs(agent_id).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(agent_id, error = %e, "could not load runs to send again");
+            return Ok(());
+        }
+    };
+    for run in unaccepted {
         if running.iter().any(|r| r.as_str() == run.run_id) {
             continue;
         }
-        let script = match store.get_script(run.script_id).await {
-            Ok(Some(script)) => script,
-            Ok(None) => continue,
+        let (script, version) = match tokio::try_join!(
+            store.get_script(run.script_id),
+            store.get_script_version(run.script_id, run.script_version)
+        ) {
+            Ok((Some(script), Some(version))) => (script, version),
+            Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(agent_id, error = %e, "could not load a run's script");
                 return Ok(());
             }
         };
-        let Some(version) = script
-            .versions
-            .iter()
-            .find(|v| v.version == run.script_version)
-        else {
-            continue;
-        };
-        let request = ServerMessage::RunRequest(RunRequest {
-            run_id: RunId::new(run.run_id.clone()),
-            script: script.name.clone(),
-            version: u32::try_from(version.version).unwrap_or(0),
-            interpreter: version.interpreter,
-            content: version.content.clone(),
-            sha256: version.sha256.clone(),
-            approved: version.status == ScriptStatus::Approved,
-            parameters: run.parameters.clone(),
-            timeout_seconds: u32::try_from(run.timeout_seconds).unwrap_or(1),
-            output_cap_bytes: None,
-            stream_output: false,
-            // Only a queued run expires: one already sent may be running on the agent.
-            expires_at: None,
-        });
-        // Claimed before it is sent, so a run that expired (or ended) since it was read is
-        // never sent; a claimed run whose send fails is sent again to the next session.
+        let request = run_request(
+            &run,
+            script.name,
+            version.interpreter,
+            version.content,
+            version.sha256,
+            version.status == ScriptStatus::Approved,
+        );
         let now = Timestamp::now();
         match store
             .agent_run_sent(&run.run_id, now, lost_base(now, grace))
@@ -152,16 +177,45 @@ pub(super) async fn dispatch(
                 return Ok(());
             }
         }
-        send(socket, &request).await?;
-        metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Dispatched.as_str())
-            .increment(1);
-        tracing::info!(
-            agent_id,
-            run_id = run.run_id,
-            script = script.name,
-            "run sent"
-        );
+        send_run(socket, agent_id, request).await?;
     }
+    Ok(())
+}
+
+fn run_request(
+    run: &AgentRun,
+    script: String,
+    interpreter: medic_protocol::Interpreter,
+    content: String,
+    sha256: String,
+    approved: bool,
+) -> RunRequest {
+    RunRequest {
+        run_id: RunId::new(run.run_id.clone()),
+        script,
+        version: u32::try_from(run.script_version).unwrap_or(0),
+        interpreter,
+        content,
+        sha256,
+        approved,
+        parameters: run.parameters.clone(),
+        timeout_seconds: u32::try_from(run.timeout_seconds).unwrap_or(1),
+        output_cap_bytes: None,
+        stream_output: false,
+        // Only a queued run expires: one already sent may be running on the agent.
+        expires_at: None,
+    }
+}
+
+/// Sends a claimed run and counts it.
+async fn send_run(
+    socket: &mut WebSocket,
+    agent_id: &str,
+    request: RunRequest,
+) -> Result<(), axum::Error> {
+    tracing::info!(agent_id, run_id = %request.run_id, script = request.script, "sending a run");
+    send(socket, &ServerMessage::RunRequest(request)).await?;
+    metrics::counter!(RUNS_METRIC, "status" => AgentRunStatus::Dispatched.as_str()).increment(1);
     Ok(())
 }
 

@@ -355,15 +355,20 @@ pub trait Store: Send + Sync + 'static {
         agent_id: Option<&str>,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>>;
-    /// The agent's runs waiting to be sent, oldest first: the queued ones not yet expired at
-    /// `now`, and with `resend` also those sent to an earlier session and never accepted.
-    async fn pending_agent_runs(
+    /// The agent's runs sent to an earlier session and never accepted (still `dispatched`),
+    /// oldest first: sent again at the start of a session.
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>>;
+    /// Claims, in one statement, the agent's queued runs not expired at `at` for sending at
+    /// `at` (each lost unless the agent reports by `lost_base` + the run's timeout), oldest
+    /// first, each with its script version. A run is claimed once: a session racing this one
+    /// claims none of the same runs.
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
-        resend: bool,
-        now: crate::domain::Timestamp,
-    ) -> StoreResult<Vec<AgentRun>>;
-    /// Claims a queued run (not expired at `at`) or an already sent one for sending to the
+        at: crate::domain::Timestamp,
+        lost_base: crate::domain::Timestamp,
+    ) -> StoreResult<Vec<ClaimedRun>>;
+    /// Claims one queued run (not expired at `at`) or an already sent one for sending to the
     /// agent at `at`; it is lost unless the agent reports by `lost_base` + the run's timeout.
     /// `false`: the run ended meanwhile (expired, or finished elsewhere) and must not be sent.
     async fn agent_run_sent(

@@ -138,6 +138,20 @@ pub struct AgentRun {
     pub reported_at: Option<Timestamp>,
 }
 
+/// A run claimed for sending, with what the agent needs of its script version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// The run, already `dispatched`.
+    pub run: AgentRun,
+    pub script_name: String,
+    pub interpreter: medic_protocol::Interpreter,
+    pub content: String,
+    pub sha256: String,
+    /// Whether the version is approved (a run is only queued for an approved version, and a
+    /// decision is final, so this is `true` unless the database was edited by hand).
+    pub approved: bool,
+}
+
 /// What storing a report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunFinish {

@@ -419,13 +419,44 @@ async fn runs_pending_and_listing(store: &dyn Store) {
     );
     let ids = |runs: Vec<AgentRun>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.pending_agent_runs("p-1", false, t(20)).await.unwrap()),
-        ["b"]
+        ids(store.unaccepted_agent_runs("p-1").await.unwrap()),
+        ["a"]
+    );
+    // Claiming takes the queued runs with what the agent needs of the script, once.
+    let claimed = store.claim_agent_runs("p-1", t(20), t(25)).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:#?}");
+    let b = &claimed[0];
+    assert_eq!(b.run.run_id, "b");
+    assert_eq!(b.run.status, AgentRunStatus::Dispatched);
+    assert_eq!(b.run.dispatched_at, Some(t(20)));
+    assert_eq!(
+        (b.script_name.as_str(), b.interpreter, b.content.as_str()),
+        ("fix-it", Interpreter::Sh, "echo fixed\n")
+    );
+    assert_eq!(b.sha256, "ab".repeat(32));
+    // This store-level script was registered and never decided: the agent would refuse it.
+    assert!(!b.approved);
+    assert!(
+        store
+            .claim_agent_runs("p-1", t(21), t(21))
+            .await
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(
-        ids(store.pending_agent_runs("p-1", true, t(20)).await.unwrap()),
+        ids(store.unaccepted_agent_runs("p-1").await.unwrap()),
         ["a", "b"]
     );
+    // Several at once come oldest first.
+    for (id, at) in [("e", 31), ("f", 30)] {
+        store
+            .create_agent_run(&new_run(id, "p-2", script_id, at))
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_agent_runs("p-2", t(40), t(40)).await.unwrap();
+    let order: Vec<_> = claimed.iter().map(|c| c.run.run_id.as_str()).collect();
+    assert_eq!(order, ["c", "f", "e"]);
     let page = PageRequest {
         limit: 2,
         offset: 0,
@@ -443,8 +474,8 @@ async fn runs_pending_and_listing(store: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!(all.total_count, 4);
-    assert_eq!(ids(all.entries), ["d", "c", "b", "a"]);
+    assert_eq!(all.total_count, 6);
+    assert_eq!(ids(all.entries), ["e", "f", "d", "c", "b", "a"]);
 }
 
 async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn Store) {
@@ -474,10 +505,10 @@ async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn S
                 .unwrap()
         );
     }
-    // Past the expiry, a queued run is neither pending nor polled, and the sweep expires it.
+    // Past the expiry, a queued run is neither claimed nor polled, and the sweep expires it.
     assert!(
         store
-            .pending_agent_runs("x-1", false, t(1_000))
+            .claim_agent_runs("x-1", t(1_000), t(1_000))
             .await
             .unwrap()
             .is_empty()

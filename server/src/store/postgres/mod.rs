@@ -1376,13 +1376,17 @@ impl Store for PgStore {
         self.list_agent_runs_impl(agent_id, page).await
     }
 
-    async fn pending_agent_runs(
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
+        self.unaccepted_agent_runs_impl(agent_id).await
+    }
+
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
-        resend: bool,
-        now: Timestamp,
-    ) -> StoreResult<Vec<AgentRun>> {
-        self.pending_agent_runs_impl(agent_id, resend, now).await
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<Vec<ClaimedRun>> {
+        self.claim_agent_runs_impl(agent_id, at, lost_base).await
     }
 
     async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {

@@ -120,22 +120,16 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn pending_agent_runs_impl(
+    pub(super) async fn unaccepted_agent_runs_impl(
         &self,
         agent_id: &str,
-        resend: bool,
-        now: Timestamp,
     ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 \
-             AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > $3)) \
-                  OR ($2 AND status = 'dispatched')) \
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(agent_id)
-            .bind(resend)
-            .bind(dt(now))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -143,6 +137,61 @@ impl PgStore {
             .map(run_from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
+    }
+
+    pub(super) async fn claim_agent_runs_impl(
+        &self,
+        agent_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<Vec<ClaimedRun>> {
+        // One statement reads and claims (a racing session waits on the row locks, then finds
+        // the runs no longer queued); the script version comes along from the join.
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE agent_runs r SET status = 'dispatched', dispatched_at = $1, \
+             lost_after = $2 + make_interval(secs => r.timeout_seconds) \
+             FROM script_versions v JOIN scripts s ON s.id = v.script_id \
+             WHERE r.agent_id = $3 AND r.status = 'queued' \
+             AND (r.expires_at IS NULL OR r.expires_at > $1) \
+             AND v.script_id = r.script_id AND v.version = r.script_version \
+             RETURNING {columns}, s.name AS script_name, v.interpreter AS version_interpreter, \
+             v.content AS version_content, v.sha256 AS version_sha256, \
+             v.status AS version_status"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(dt(at))
+            .bind(dt(lost_base))
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedRun {
+                    run: run_from_row(r)?,
+                    script_name: r.try_get("script_name")?,
+                    interpreter: decode(
+                        "interpreter",
+                        parse_interpreter(r.try_get("version_interpreter")?),
+                    )?,
+                    content: r.try_get("version_content")?,
+                    sha256: r.try_get("version_sha256")?,
+                    approved: r.try_get::<String, _>("version_status")? == "approved",
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(unavailable)?;
+        // RETURNING gives no order.
+        claimed.sort_by(|a, b| {
+            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
+        });
+        Ok(claimed)
     }
 
     pub(super) async fn requeue_agent_run_impl(

@@ -125,22 +125,16 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn pending_agent_runs_impl(
+    pub(super) async fn unaccepted_agent_runs_impl(
         &self,
         agent_id: &str,
-        resend: bool,
-        now: Timestamp,
     ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? \
-             AND ((status = 'queued' AND (expires_at IS NULL OR expires_at > ?)) \
-                  OR (? AND status = 'dispatched')) \
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? AND status = 'dispatched' \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(agent_id)
-            .bind(now.millis())
-            .bind(resend)
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
@@ -148,6 +142,63 @@ impl SqliteStore {
             .map(run_from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
+    }
+
+    pub(super) async fn claim_agent_runs_impl(
+        &self,
+        agent_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<Vec<ClaimedRun>> {
+        // One autocommit statement reads and claims; the script version comes along in
+        // subqueries (SQLite's RETURNING cannot name another table directly).
+        let version = |col: &str| {
+            format!(
+                "(SELECT v.{col} FROM script_versions v WHERE v.script_id = agent_runs.script_id \
+                 AND v.version = agent_runs.script_version) AS version_{col}"
+            )
+        };
+        let sql = format!(
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
+             lost_after = ?2 + timeout_seconds * 1000 \
+             WHERE agent_id = ?3 AND status = 'queued' AND (expires_at IS NULL OR expires_at > ?1) \
+             RETURNING {RUN_COLUMNS}, \
+             (SELECT s.name FROM scripts s WHERE s.id = agent_runs.script_id) AS script_name, \
+             {}, {}, {}, {}",
+            version("interpreter"),
+            version("content"),
+            version("sha256"),
+            version("status"),
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(at.millis())
+            .bind(lost_base.millis())
+            .bind(agent_id)
+            .fetch_all(&self.write)
+            .await
+            .map_err(unavailable)?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedRun {
+                    run: run_from_row(r)?,
+                    script_name: r.try_get("script_name")?,
+                    interpreter: decode(
+                        "interpreter",
+                        parse_interpreter(r.try_get("version_interpreter")?),
+                    )?,
+                    content: r.try_get("version_content")?,
+                    sha256: r.try_get("version_sha256")?,
+                    approved: r.try_get::<String, _>("version_status")? == "approved",
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(unavailable)?;
+        // RETURNING gives no order.
+        claimed.sort_by(|a, b| {
+            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
+        });
+        Ok(claimed)
     }
 
     pub(super) async fn requeue_agent_run_impl(
