@@ -126,15 +126,20 @@ async fn connect(
 #[utoipa::path(get, path = "/v2/agents", tag = "agents",
     params(("connected" = Option<bool>, Query, description = "0/1 or true/false: only agents whose registry entry is (dis)connected"),
            ("revoked" = Option<bool>, Query, description = "only revoked (1) or unrevoked (0) agents"),
+           ("label.<key>" = Option<String>, Query, description = "only agents with this label value; repeatable with other keys"),
            ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
     responses((status = 200, description = "A page of agents"), (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
 async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let page = params.page(50, 250)?;
+    let labels = params.prefixed("label.");
+    medic_protocol::validate::validate_labels(&labels)
+        .map_err(|e| ApiError::bad_request(format!("label.<key>: {e}.")))?;
     let filter = AgentFilter {
         connected: params.flag("connected")?,
         revoked: params.flag("revoked")?,
+        labels,
     };
     let found = app.store.list_agents(&filter, page).await?;
     let now = Timestamp::now();

@@ -88,6 +88,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
+    /// Every parameter named `<prefix><key>`, by key (`label.role=web` → `role: web`).
+    pub fn prefixed(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
+            .collect()
+    }
+
     /// A non-empty string parameter.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())

@@ -1,7 +1,8 @@
-//! v2 agent runs: run an approved script version on one agent, and read how it went.
+//! v2 agent runs: run an approved script version on agents chosen by id or by labels, and read
+//! how it went.
 //!
-//! `POST /v2/runs` queues the run durably and tells the agent's session (if it is connected to
-//! this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
+//! `POST /v2/runs` queues one run per chosen agent durably (all in one transaction) and tells
+//! each agent's session (if it is connected to this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
 //! acknowledges them. A run waits in the queue while its agent is disconnected. Only approved
 //! versions can be queued; the agent checks approval, its allowlist and the hash again, and a
 //! refusal is stored as a `refused` run with the agent's reason. A run still queued at its
@@ -23,7 +24,10 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, Params, actor, paginated};
 use crate::domain::{Scope, Timestamp};
-use crate::store::{AgentRun, NewAgentRun, NewAuditEntry, ScriptId, ScriptStatus};
+use crate::store::{
+    AgentFilter, AgentRecord, AgentRun, AgentRunStatus, NewAgentRun, NewAuditEntry, PageRequest,
+    RunFilter, ScriptId, ScriptStatus,
+};
 
 /// Timeout of a run that names none.
 const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
@@ -40,13 +44,27 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_run))
 }
 
+/// The most agents one `POST /v2/runs` may reach.
+pub const MAX_FAN_OUT: usize = 1000;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunIn {
-    /// The agent to run on.
-    agent_id: String,
-    /// The registered script.
-    script_id: i64,
+    /// The target, exactly one of `agent_id`, `agent_ids` and `labels`: one agent (the answer
+    /// is that run) …
+    #[serde(default)]
+    agent_id: Option<String>,
+    /// … these agents (one run each; the answer lists them) …
+    #[serde(default)]
+    agent_ids: Option<Vec<String>>,
+    /// … or every registered, unrevoked agent carrying all these labels (one run each).
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    /// The registered script, by id or by `script` (its name): exactly one.
+    #[serde(default)]
+    script_id: Option<i64>,
+    #[serde(default)]
+    script: Option<String>,
     /// The version to run; the latest approved one when absent.
     #[serde(default)]
     version: Option<i32>,
@@ -90,10 +108,12 @@ fn v2_run(r: &AgentRun) -> Value {
     })
 }
 
-/// Run an approved script version on an agent.
+/// Run an approved script version on one agent, on several by id, or on every agent with
+/// some labels.
 #[utoipa::path(post, path = "/v2/runs", tag = "agents", request_body = CreateRunIn,
-    responses((status = 201, description = "Queued"), (status = 400, description = "Invalid parameters, timeout or expiry"),
-              (status = 404, description = "Unknown agent, script or version"),
+    responses((status = 201, description = "Queued: the run (`agent_id`), or `{run_ids, runs}` (`agent_ids`, `labels`)"),
+              (status = 400, description = "Invalid target, parameters, timeout or expiry"),
+              (status = 404, description = "Unknown agent, script or version, or no agent has the labels"),
               (status = 409, description = "Revoked agent, or the version is not approved")),
     security(("bearer" = [])))]
 async fn create_run(
@@ -104,20 +124,24 @@ async fn create_run(
 ) -> ApiResult {
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
-    let agent = app.store.get_agent(&body.agent_id).await?.ok_or_else(|| {
-        ApiError::not_found(format!("No agent {:?} is registered.", body.agent_id))
-    })?;
-    if agent.revoked_at.is_some() {
-        return Err(ApiError::conflict(format!(
-            "Agent {:?} is revoked.",
-            agent.id
-        )));
-    }
+    let script_id = match (body.script_id, &body.script) {
+        (Some(id), None) => ScriptId(id),
+        (None, Some(name)) => app
+            .store
+            .script_id_by_name(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("No script named {name:?}.")))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "Give exactly one of script_id and script (its name).",
+            ));
+        }
+    };
     let script = app
         .store
-        .get_script(ScriptId(body.script_id))
+        .get_script(script_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("No script {}.", body.script_id)))?;
+        .ok_or_else(|| ApiError::not_found(format!("No script {}.", script_id.0)))?;
     let version = match body.version {
         Some(n) => script
             .versions
@@ -150,10 +174,9 @@ async fn create_run(
             "expires_in_seconds must be between 1 and {MAX_EXPIRES_IN_SECONDS}."
         )));
     }
-    let run_id = uuid::Uuid::new_v4().to_string();
     // The agent would refuse what the protocol's rules refuse; say so now instead.
     let probe = RunRequest {
-        run_id: RunId::new(run_id.clone()),
+        run_id: RunId::new(uuid::Uuid::new_v4().to_string()),
         script: script.name.clone(),
         version: u32::try_from(version.version).unwrap_or(0),
         interpreter: Interpreter::Sh,
@@ -169,51 +192,167 @@ async fn create_run(
     probe
         .validate()
         .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    let single = body.agent_id.is_some();
+    let agents = target_agents(&app, body.agent_id, body.agent_ids, body.labels).await?;
+
     let now = Timestamp::now();
-    let audit = NewAuditEntry {
-        action_type: "agent_run_requested".to_owned(),
-        actor: who.clone(),
-        service_id: agent.service_id,
-        execution_id: None,
-        details: json!({
-            "run_id": run_id, "agent_id": agent.id, "script_id": script.id,
-            "script": script.name, "version": version.version,
-        }),
-        at: now,
-    };
-    let run = app
-        .store
-        .create_agent_run(&NewAgentRun {
-            id: run_id,
-            agent_id: agent.id.clone(),
-            script_id: script.id,
-            script_version: version.version,
-            parameters: body.parameters,
-            timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
-            requested_by: who.clone(),
-            at: now,
-            expires_at: now.plus_millis(i64::from(expires_in) * 1000),
-            audit: Some(audit),
+    let new: Vec<NewAgentRun> = agents
+        .iter()
+        .map(|agent| {
+            let run_id = uuid::Uuid::new_v4().to_string();
+            NewAgentRun {
+                audit: Some(NewAuditEntry {
+                    action_type: "agent_run_requested".to_owned(),
+                    actor: who.clone(),
+                    service_id: agent.service_id,
+                    execution_id: None,
+                    details: json!({
+                        "run_id": run_id, "agent_id": agent.id, "script_id": script.id,
+                        "script": script.name, "version": version.version,
+                    }),
+                    at: now,
+                }),
+                id: run_id,
+                agent_id: agent.id.clone(),
+                script_id: script.id,
+                script_version: version.version,
+                parameters: body.parameters.clone(),
+                timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
+                requested_by: who.clone(),
+                at: now,
+                expires_at: now.plus_millis(i64::from(expires_in) * 1000),
+            }
         })
-        .await?;
-    metrics::counter!(crate::gateway::RUNS_METRIC, "status" => "queued").increment(1);
-    app.gateway.notify_run(&agent.id);
-    Ok(ok(StatusCode::CREATED, "Run queued.", v2_run(&run)))
+        .collect();
+    let runs = app.store.create_agent_runs(&new).await?;
+    metrics::counter!(crate::gateway::RUNS_METRIC, "status" => "queued")
+        .increment(runs.len() as u64);
+    for run in &runs {
+        app.gateway.notify_run(&run.agent_id);
+    }
+    if single {
+        let run = runs.first().map(v2_run).unwrap_or(Value::Null);
+        return Ok(ok(StatusCode::CREATED, "Run queued.", run));
+    }
+    let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    let listed: Vec<Value> = runs.iter().map(v2_run).collect();
+    Ok(ok(
+        StatusCode::CREATED,
+        &format!("{} runs queued.", runs.len()),
+        json!({ "run_ids": run_ids, "runs": listed }),
+    ))
+}
+
+/// The agents a run request names: exactly one of one id, a list of ids (each registered and
+/// not revoked, no repeats) or a label selector (registered, unrevoked agents carrying every
+/// label); at most [`MAX_FAN_OUT`], at least one.
+async fn target_agents(
+    app: &AppState,
+    agent_id: Option<String>,
+    agent_ids: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+) -> Result<Vec<AgentRecord>, ApiError> {
+    let ids = match (agent_id, agent_ids, labels) {
+        (Some(id), None, None) => vec![id],
+        (None, Some(ids), None) => {
+            if ids.is_empty() || ids.len() > MAX_FAN_OUT {
+                return Err(ApiError::bad_request(format!(
+                    "agent_ids must list 1 to {MAX_FAN_OUT} agents."
+                )));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+                return Err(ApiError::bad_request(format!(
+                    "agent_ids lists {twice:?} more than once."
+                )));
+            }
+            ids
+        }
+        (None, None, Some(labels)) => return agents_with_labels(app, labels).await,
+        _ => {
+            return Err(ApiError::bad_request(
+                "Give exactly one target: agent_id, agent_ids or labels.",
+            ));
+        }
+    };
+    let mut agents = Vec::with_capacity(ids.len());
+    for id in ids {
+        let agent = app
+            .store
+            .get_agent(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("No agent {id:?} is registered.")))?;
+        if agent.revoked_at.is_some() {
+            return Err(ApiError::conflict(format!("Agent {id:?} is revoked.")));
+        }
+        agents.push(agent);
+    }
+    Ok(agents)
+}
+
+async fn agents_with_labels(
+    app: &AppState,
+    labels: BTreeMap<String, String>,
+) -> Result<Vec<AgentRecord>, ApiError> {
+    if labels.is_empty() {
+        return Err(ApiError::bad_request(
+            "labels must name at least one label (an empty selector would pick every agent).",
+        ));
+    }
+    medic_protocol::validate::validate_labels(&labels)
+        .map_err(|e| ApiError::bad_request(format!("labels: {e}.")))?;
+    let filter = AgentFilter {
+        revoked: Some(false),
+        labels: labels.clone(),
+        ..AgentFilter::default()
+    };
+    let page = PageRequest {
+        limit: u32::try_from(MAX_FAN_OUT + 1).unwrap_or(u32::MAX),
+        offset: 0,
+    };
+    let found = app.store.list_agents(&filter, page).await?;
+    if found.entries.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "No registered agent carries the labels {}.",
+            json!(labels)
+        )));
+    }
+    if found.entries.len() > MAX_FAN_OUT {
+        return Err(ApiError::bad_request(format!(
+            "The labels {} match {} agents; one request may reach at most {MAX_FAN_OUT}.",
+            json!(labels),
+            found.total_count
+        )));
+    }
+    Ok(found.entries)
 }
 
 /// List runs, newest first.
 #[utoipa::path(get, path = "/v2/runs", tag = "agents",
     params(("agent_id" = Option<String>, Query, description = "Only this agent's runs"),
+           ("status" = Option<String>, Query, description = "Only runs with this status"),
+           ("script_id" = Option<i64>, Query, description = "Only runs of this script"),
            ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
     responses((status = 200, description = "A page of runs"), (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
 async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let page = params.page(50, 250)?;
-    let found = app
-        .store
-        .list_agent_runs(params.text("agent_id"), page)
-        .await?;
+    let status = match params.text("status") {
+        None => None,
+        Some(s) => Some(AgentRunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status must be one of {}.",
+                AgentRunStatus::ALL.map(AgentRunStatus::as_str).join(", ")
+            ))
+        })?),
+    };
+    let filter = RunFilter {
+        agent_id: params.text("agent_id").map(str::to_owned),
+        status,
+        script_id: params.int("script_id", 1, i64::MAX)?.map(ScriptId),
+    };
+    let found = app.store.list_agent_runs(&filter, page).await?;
     let entries: Vec<Value> = found.entries.iter().map(v2_run).collect();
     Ok(ok(
         StatusCode::OK,

@@ -68,4 +68,6 @@ pub struct AgentFilter {
     pub connected: Option<bool>,
     /// Include revoked agents (default: yes).
     pub revoked: Option<bool>,
+    /// Only agents that carry every one of these labels with exactly this value.
+    pub labels: BTreeMap<String, String>,
 }

@@ -345,14 +345,21 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- agent runs -------------------------------------------------------------------------
 
-    /// Queues a run. The agent and the script version must exist (the database refuses a
-    /// dangling reference).
-    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun>;
+    /// Queues runs (each with its audit entry) in one transaction: all or none. The agents and
+    /// the script versions must exist (the database refuses a dangling reference).
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>>;
+    /// Queues one run (see [`Self::create_agent_runs`]).
+    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
+        self.create_agent_runs(std::slice::from_ref(new))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("no run was created".to_owned()))
+    }
     async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>>;
-    /// Newest first; all agents' when `agent_id` is `None`.
+    /// Newest first.
     async fn list_agent_runs(
         &self,
-        agent_id: Option<&str>,
+        filter: &RunFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>>;
     /// The agent's runs sent to an earlier session and never accepted (still `dispatched`),
@@ -424,6 +431,8 @@ pub trait Store: Send + Sync + 'static {
     -> StoreResult<RegisterOutcome>;
     /// The script with every version, oldest first.
     async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>>;
+    /// The id of the script with exactly this name.
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>>;
     /// Scripts by id, each with only its latest version.
     async fn list_scripts(
         &self,

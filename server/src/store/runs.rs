@@ -107,6 +107,14 @@ pub struct NewAgentRun {
     pub audit: Option<super::NewAuditEntry>,
 }
 
+/// Which runs to list (every field narrows; the default lists all).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub agent_id: Option<String>,
+    pub status: Option<AgentRunStatus>,
+    pub script_id: Option<ScriptId>,
+}
+
 /// One run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRun {

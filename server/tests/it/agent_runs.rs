@@ -134,6 +134,166 @@ async fn a_caller_can_wait_for_a_run_to_end() {
     assert_eq!(run["status"], "succeeded", "{run:#}");
 }
 
+/// One request reaches several agents: by a list of ids or by labels (one run each, queued in
+/// one transaction), with the script named instead of numbered; the list of runs filters by
+/// agent, status and script; a bad target changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
+    let app = TestApp::spawn().await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    let script = approved_script(&app, &writer, "where", "echo \"on $MEDIC_AGENT_ID\"\n").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"where\"\n";
+    let _agents: Vec<AgentProcess> = [("fan-1", "web"), ("fan-2", "web"), ("fan-3", "db")]
+        .iter()
+        .map(|(id, tier)| {
+            AgentProcess::start_with(
+                &addr,
+                &agent_key,
+                id,
+                &format!("tier = \"{tier}\"\n{allow}"),
+            )
+        })
+        .collect();
+    for id in ["fan-1", "fan-2", "fan-3"] {
+        connected(&app, id).await;
+    }
+    let post = |body: Value| {
+        let app = &app;
+        let writer = writer.clone();
+        async move { app.with_key(&writer).post_json("/v2/runs", &body).await }
+    };
+    let app_ref = &app;
+    let ended_on = |runs: Vec<Value>| async move {
+        let app = app_ref;
+        let mut on = Vec::new();
+        for run in runs {
+            let run_id = run["run_id"].as_str().unwrap().to_owned();
+            let done = finished(app, &run_id).await;
+            assert_eq!(done["status"], "succeeded", "{done:#}");
+            assert_eq!(
+                done["stdout"],
+                format!("on {}\n", done["agent_id"].as_str().unwrap())
+            );
+            on.push(done["agent_id"].as_str().unwrap().to_owned());
+        }
+        on.sort();
+        on
+    };
+
+    // By labels, the script by name.
+    let r = post(json!({ "labels": { "tier": "web" }, "script": "where" })).await;
+    let out = assert_ok(&r, 201);
+    assert_eq!(out["run_ids"].as_array().unwrap().len(), 2, "{out:#}");
+    assert_eq!(
+        ended_on(out["runs"].as_array().unwrap().clone()).await,
+        ["fan-1", "fan-2"]
+    );
+    // By a list of ids.
+    let r = post(json!({ "agent_ids": ["fan-3", "fan-1"], "script_id": script })).await;
+    let out = assert_ok(&r, 201);
+    assert_eq!(
+        ended_on(out["runs"].as_array().unwrap().clone()).await,
+        ["fan-1", "fan-3"]
+    );
+    // One agent: the answer is the run itself.
+    let r = post(json!({ "agent_id": "fan-3", "script": "where" })).await;
+    let run = assert_ok(&r, 201);
+    assert_eq!(ended_on(vec![run.clone()]).await, ["fan-3"]);
+
+    // Filters.
+    let count = |query: &str| {
+        let app = &app;
+        let query = query.to_owned();
+        async move {
+            let r = app.admin().get(&format!("/v2/runs?{query}")).await;
+            assert_ok(&r, 200)["total_count"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(count("").await, 5);
+    assert_eq!(count("agent_id=fan-1").await, 2);
+    assert_eq!(
+        count(&format!(
+            "status=succeeded&script_id={script}&agent_id=fan-3"
+        ))
+        .await,
+        2
+    );
+    assert_eq!(count("status=running").await, 0);
+    assert_eq!(count(&format!("script_id={}", script + 1)).await, 0);
+    assert_error_contains(
+        &app.admin().get("/v2/runs?status=done").await,
+        400,
+        "status",
+    );
+    assert_error_contains(
+        &app.admin().get("/v2/runs?script_id=x").await,
+        400,
+        "script_id",
+    );
+
+    // Bad targets and scripts: a clear error, and nothing queued.
+    let cases = [
+        (
+            json!({ "agent_id": "fan-1", "labels": { "tier": "web" }, "script": "where" }),
+            400,
+            "exactly one target",
+        ),
+        (json!({ "script": "where" }), 400, "exactly one target"),
+        (
+            json!({ "labels": {}, "script": "where" }),
+            400,
+            "at least one label",
+        ),
+        (
+            json!({ "labels": { "tier": "none" }, "script": "where" }),
+            404,
+            "tier",
+        ),
+        (
+            json!({ "labels": { "bad key!": "x" }, "script": "where" }),
+            400,
+            "labels",
+        ),
+        (
+            json!({ "agent_ids": [], "script": "where" }),
+            400,
+            "agent_ids",
+        ),
+        (
+            json!({ "agent_ids": ["fan-1", "fan-1"], "script": "where" }),
+            400,
+            "more than once",
+        ),
+        (
+            json!({ "agent_ids": ["fan-1", "ghost"], "script": "where" }),
+            404,
+            "ghost",
+        ),
+        (
+            json!({ "agent_id": "fan-1", "script": "where", "script_id": script }),
+            400,
+            "exactly one of script_id",
+        ),
+        (
+            json!({ "agent_id": "fan-1" }),
+            400,
+            "exactly one of script_id",
+        ),
+        (
+            json!({ "agent_id": "fan-1", "script": "nowhere" }),
+            404,
+            "nowhere",
+        ),
+    ];
+    for (body, status, says) in cases {
+        let r = post(body.clone()).await;
+        assert_error_contains(&r, status, says);
+    }
+    assert_eq!(count("").await, 5);
+}
+
 /// An agent at its concurrency limit declines a run with `busy`: the run goes back to the queue
 /// and runs once the slot is free, instead of ending `refused`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,6 +226,20 @@ async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
         .unwrap();
     assert_eq!(list["total_count"], 1);
     assert_eq!(list["entries"][0]["agent_id"], "it-host-1");
+    // By label: `label.<key>=<value>`, every one must match.
+    for (query, n) in [
+        ("label.role=it", 1),
+        ("label.role=it&connected=1", 1),
+        ("label.role=db", 0),
+        ("label.role=it&label.env=prod", 0),
+    ] {
+        let list = admin_get(&client, &app.base, &format!("/v2/agents?{query}"))
+            .await
+            .unwrap();
+        assert_eq!(list["total_count"], n, "{query}: {list:#}");
+    }
+    let r = app.admin().get("/v2/agents?label.bad%20key=x").await;
+    crate::support::assert_error_contains(&r, 400, "label");
 
     // Its heartbeats land on its own service, `agent:<id>`.
     let service_id = agent["service_id"].as_i64().expect("service_id");

@@ -193,11 +193,52 @@ async fn agents_list_filters_and_paging(store: &dyn Store) {
     let unrevoked = AgentFilter {
         revoked: Some(false),
         connected: Some(false),
+        ..AgentFilter::default()
     };
     assert_eq!(
         ids(&store.list_agents(&unrevoked, page(50, 0)).await.unwrap()),
         ["b"]
     );
+
+    // Labels: every label of the selector, with exactly its value (keys and values that look
+    // like JSON paths or SQL are plain strings).
+    let mut web = conn("w", "s-w", 70);
+    web.labels = BTreeMap::from([
+        ("env".to_owned(), "prod".to_owned()),
+        ("role".to_owned(), "web".to_owned()),
+        ("a.b'\"".to_owned(), "x' OR 1=1".to_owned()),
+    ]);
+    connected(store.agent_connected(&web).await.unwrap());
+    let with = |pairs: &[(&str, &str)]| AgentFilter {
+        labels: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..AgentFilter::default()
+    };
+    let listed = |f: AgentFilter| async move {
+        let p = store.list_agents(&f, page(50, 0)).await.unwrap();
+        assert_eq!(p.total_count as usize, p.entries.len());
+        ids(&p)
+    };
+    assert_eq!(
+        listed(with(&[("env", "prod")])).await,
+        ["a", "b", "c", "d", "w"]
+    );
+    assert_eq!(
+        listed(with(&[("env", "prod"), ("role", "web")])).await,
+        ["w"]
+    );
+    assert_eq!(listed(with(&[("a.b'\"", "x' OR 1=1")])).await, ["w"]);
+    assert!(listed(with(&[("role", "we")])).await.is_empty());
+    assert!(
+        listed(with(&[("env", "prod"), ("role", "db")]))
+            .await
+            .is_empty()
+    );
+    let mut live_web = with(&[("role", "web")]);
+    live_web.revoked = Some(false);
+    assert_eq!(listed(live_web).await, ["w"]);
 }
 
 async fn script(store: &dyn Store) -> ScriptId {
@@ -461,21 +502,82 @@ async fn runs_pending_and_listing(store: &dyn Store) {
         limit: 2,
         offset: 0,
     };
-    let mine = store.list_agent_runs(Some("p-1"), page).await.unwrap();
+    let only =
+        |agent: Option<&str>, status: Option<AgentRunStatus>, script: Option<ScriptId>| RunFilter {
+            agent_id: agent.map(str::to_owned),
+            status,
+            script_id: script,
+        };
+    let mine = store
+        .list_agent_runs(&only(Some("p-1"), None, None), page)
+        .await
+        .unwrap();
     assert_eq!(mine.total_count, 3);
     assert_eq!(ids(mine.entries), ["d", "b"]);
+    let everything = PageRequest {
+        limit: 50,
+        offset: 0,
+    };
     let all = store
-        .list_agent_runs(
-            None,
-            PageRequest {
-                limit: 50,
-                offset: 0,
-            },
-        )
+        .list_agent_runs(&RunFilter::default(), everything)
         .await
         .unwrap();
     assert_eq!(all.total_count, 6);
     assert_eq!(ids(all.entries), ["e", "f", "d", "c", "b", "a"]);
+    let running = store
+        .list_agent_runs(&only(None, Some(AgentRunStatus::Running), None), everything)
+        .await
+        .unwrap();
+    assert_eq!(ids(running.entries), ["d"]);
+    let dispatched_here = store
+        .list_agent_runs(
+            &only(
+                Some("p-2"),
+                Some(AgentRunStatus::Dispatched),
+                Some(script_id),
+            ),
+            everything,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(dispatched_here.entries), ["e", "f", "c"]);
+    let other_script = store
+        .list_agent_runs(
+            &only(None, None, Some(ScriptId(script_id.0 + 1))),
+            everything,
+        )
+        .await
+        .unwrap();
+    assert_eq!(other_script.total_count, 0);
+    assert_eq!(
+        store.script_id_by_name("fix-it").await.unwrap(),
+        Some(script_id)
+    );
+    assert_eq!(store.script_id_by_name("fix").await.unwrap(), None);
+
+    // A batch is queued whole or not at all: a run for an unknown agent fails the others.
+    let batch = [
+        new_run("g", "p-1", script_id, 50),
+        new_run("h", "nobody", script_id, 50),
+    ];
+    assert!(store.create_agent_runs(&batch).await.is_err());
+    assert_eq!(store.get_agent_run("g").await.unwrap(), None);
+    let batch = [
+        new_run("g", "p-1", script_id, 50),
+        new_run("h", "p-2", script_id, 50),
+    ];
+    let queued = store.create_agent_runs(&batch).await.unwrap();
+    assert_eq!(ids(queued), ["g", "h"]);
+    let audited = store
+        .list_audit(&AuditFilter::default(), everything)
+        .await
+        .unwrap();
+    assert!(
+        ["g", "h"]
+            .iter()
+            .all(|id| audited.entries.iter().any(|e| e.details["run_id"] == *id)),
+        "{audited:#?}"
+    );
 }
 
 async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn Store) {

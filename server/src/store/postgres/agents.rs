@@ -52,6 +52,10 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
         }
         None => {}
     }
+    if !filter.labels.is_empty() {
+        let wanted = serde_json::to_string(&filter.labels).unwrap_or_else(|_| "{}".to_owned());
+        qb.push(" AND labels @> ").push_bind(wanted).push("::jsonb");
+    }
 }
 
 impl PgStore {

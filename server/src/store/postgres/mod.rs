@@ -1360,8 +1360,8 @@ impl Store for PgStore {
         self.revoke_agent_impl(id, by, at).await
     }
 
-    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
-        self.create_agent_run_impl(new).await
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
+        self.create_agent_runs_impl(new).await
     }
 
     async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
@@ -1370,10 +1370,10 @@ impl Store for PgStore {
 
     async fn list_agent_runs(
         &self,
-        agent_id: Option<&str>,
+        filter: &RunFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>> {
-        self.list_agent_runs_impl(agent_id, page).await
+        self.list_agent_runs_impl(filter, page).await
     }
 
     async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
@@ -1449,6 +1449,10 @@ impl Store for PgStore {
 
     async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         self.get_script_impl(id).await
+    }
+
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+        self.script_id_by_name_impl(name).await
     }
 
     async fn list_scripts(

@@ -161,6 +161,15 @@ impl PgStore {
         }))
     }
 
+    pub(super) async fn script_id_by_name_impl(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(id.map(ScriptId))
+    }
+
     pub(super) async fn list_scripts_impl(
         &self,
         filter: &ScriptFilter,

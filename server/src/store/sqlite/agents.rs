@@ -50,6 +50,13 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
         }
         None => {}
     }
+    for (key, value) in &filter.labels {
+        qb.push(" AND EXISTS (SELECT 1 FROM json_each(agents.labels) l WHERE l.key = ")
+            .push_bind(key.clone())
+            .push(" AND l.value = ")
+            .push_bind(value.clone())
+            .push(")");
+    }
 }
 
 impl SqliteStore {

@@ -2,7 +2,7 @@
 //! (`WHERE status IN (…)`), so a resent report or a racing session cannot move a run backwards.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{SqliteStore, decode, ts, unavailable};
 use crate::domain::Timestamp;
@@ -46,9 +46,10 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
 }
 
 impl SqliteStore {
-    pub(super) async fn create_agent_run_impl(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
-        let parameters = serde_json::to_string(&new.parameters)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    pub(super) async fn create_agent_runs_impl(
+        &self,
+        new: &[NewAgentRun],
+    ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
@@ -56,24 +57,30 @@ impl SqliteStore {
              RETURNING {RUN_COLUMNS}"
         );
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&new.id)
-            .bind(&new.agent_id)
-            .bind(new.script_id.0)
-            .bind(new.script_version)
-            .bind(parameters)
-            .bind(new.timeout_seconds)
-            .bind(&new.requested_by)
-            .bind(new.at.millis())
-            .bind(new.expires_at.millis())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if let Some(e) = &new.audit {
-            super::insert_audit(&mut tx, e).await?;
+        let mut runs = Vec::with_capacity(new.len());
+        for new in new {
+            let parameters = serde_json::to_string(&new.parameters)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(&new.id)
+                .bind(&new.agent_id)
+                .bind(new.script_id.0)
+                .bind(new.script_version)
+                .bind(parameters)
+                .bind(new.timeout_seconds)
+                .bind(&new.requested_by)
+                .bind(new.at.millis())
+                .bind(new.expires_at.millis())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            if let Some(e) = &new.audit {
+                super::insert_audit(&mut tx, e).await?;
+            }
+            runs.push(run_from_row(&row).map_err(unavailable)?);
         }
         tx.commit().await.map_err(unavailable)?;
-        run_from_row(&row).map_err(unavailable)
+        Ok(runs)
     }
 
     pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
@@ -91,29 +98,36 @@ impl SqliteStore {
 
     pub(super) async fn list_agent_runs_impl(
         &self,
-        agent_id: Option<&str>,
+        filter: &RunFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>> {
+        let push_filter = |qb: &mut QueryBuilder<Sqlite>| {
+            qb.push(" FROM agent_runs WHERE 1 = 1");
+            if let Some(agent_id) = &filter.agent_id {
+                qb.push(" AND agent_id = ").push_bind(agent_id.clone());
+            }
+            if let Some(status) = filter.status {
+                qb.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(script_id) = filter.script_id {
+                qb.push(" AND script_id = ").push_bind(script_id.0);
+            }
+        };
         let mut tx = self.read.begin().await.map_err(unavailable)?;
-        let total_count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM agent_runs WHERE (? IS NULL OR agent_id = ?)")
-                .bind(agent_id)
-                .bind(agent_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE (? IS NULL OR agent_id = ?) \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(agent_id)
-            .bind(agent_id)
-            .bind(i64::from(page.limit))
-            .bind(i64::from(page.offset))
-            .fetch_all(&mut *tx)
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*)");
+        push_filter(&mut count);
+        let total_count: i64 = count
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {RUN_COLUMNS}"));
+        push_filter(&mut qb);
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(page.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(page.offset));
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
         let entries = rows
             .iter()
             .map(run_from_row)
