@@ -363,7 +363,7 @@ async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) 
 
 /// One run, with its output once it has ended. With `wait_seconds`, a run that has not ended
 /// is answered when it ends or when that many seconds have passed, whichever is first (the
-/// answer then shows the run as it is).
+/// answer then shows the run as it is); never later than a second before the request timeout.
 #[utoipa::path(get, path = "/v2/runs/{run_id}", tag = "agents",
     params(("run_id" = String, Path),
            ("wait_seconds" = Option<u32>, Query, description = "0..60: wait up to this long for the run to end (default 0)")),
@@ -391,7 +391,12 @@ async fn get_run(
     let run = if wait == 0 {
         read().await?.0
     } else {
-        let at_most = std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(0));
+        // Answered a second before the request timeout would turn the wait into a 503.
+        let at_most = std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(0)).min(
+            app.config
+                .request_timeout
+                .saturating_sub(std::time::Duration::from_secs(1)),
+        );
         app.gateway
             .runs_ended()
             .wait_for(&run_id, at_most, read)
