@@ -14,6 +14,7 @@
 #
 # To look inside, AGENT_WRAP / SERVER_WRAP prefix the agent / server command, e.g.
 # AGENT_WRAP="strace -f -tt -o /tmp/agent.trace" RUNS=30 agent/bench/roundtrip.sh
+# AGENT_BIN=/path/to/medic-agent runs another build of the agent (to compare two side by side).
 #
 # Needs: curl, python3, sha256sum. Linux.
 set -euo pipefail
@@ -26,7 +27,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 cargo build --profile release-agent --locked -p medic-agent >&2
 cargo build --release --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
-AGENT="$CARGO_TARGET_DIR/release-agent/medic-agent"
+AGENT="${AGENT_BIN:-$CARGO_TARGET_DIR/release-agent/medic-agent}"
 SERVER="$CARGO_TARGET_DIR/release/medic-server"
 TIMER="$CARGO_TARGET_DIR/release/examples/agent_roundtrip"
 

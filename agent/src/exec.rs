@@ -27,7 +27,8 @@
 //! - the child leads a new process group; on timeout the whole group gets `SIGKILL`, and when the
 //!   script ends on its own any process it left behind in the group is killed too;
 //! - stdout and stderr are each kept up to the cap and read (and dropped) past it, so a chatty
-//!   script never blocks on a full pipe;
+//!   script never blocks on a full pipe; both pipes and the exit (a pidfd on Linux) are
+//!   watched with one `poll` on the run's own thread, so a run starts no threads of its own;
 //! - on Linux, `RLIMIT_CPU` and `RLIMIT_AS` are set on the child with `prlimit` right after it
 //!   starts (no `pre_exec`, so no `unsafe`); the interpreter's start-up runs before the limits
 //!   apply, which is acceptable for limits meant to stop runaway scripts, not hostile ones;
@@ -40,13 +41,14 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::fs::{DirBuilder, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +56,7 @@ use medic_protocol::{
     AgentId, Interpreter, RunId, RunRequest, RunResult, RunSkipped, RunStatus, SkipReason,
     Timestamp,
 };
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use sha2::{Digest, Sha256};
 
@@ -701,45 +704,17 @@ impl Permit {
         apply_limits(pid, settings.limits, self.request.timeout_seconds);
 
         let cap = usize::try_from(self.output_cap).unwrap_or(usize::MAX);
-        let output = Arc::new(Output::default());
-        let readers = [
-            spawn_reader(child.stdout.take().map(Pipe::Out), cap, &output, 0),
-            spawn_reader(child.stderr.take().map(Pipe::Err), cap, &output, 1),
-        ];
-
-        // Wait for the exit without reaping, so the process group id cannot be reused by another
-        // process before the group is killed below.
-        let (exited_tx, exited_rx) = mpsc::channel();
-        let waiter = thread::Builder::new()
-            .name("medic-run-wait".to_owned())
-            .spawn(move || {
-                let _ = wait_without_reaping(pid);
-                let _ = exited_tx.send(());
-            });
-        if let Err(e) = waiter {
-            kill_group(pid);
-            let _ = reap(&mut child);
-            return Err(e);
-        }
         let timeout = Duration::from_secs(u64::from(self.request.timeout_seconds));
-        let timed_out = match exited_rx.recv_timeout(timeout) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => false,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                kill_group(pid);
-                let _ = exited_rx.recv();
-                true
-            }
-        };
+        let pipes = [
+            child.stdout.take().map(OwnedFd::from),
+            child.stderr.take().map(OwnedFd::from),
+        ];
+        let deadline = Instant::now() + timeout;
+        let collected = collect(pid, pipes, cap, deadline, exit_notifier(pid));
         // The script is over: whatever it left running in its group goes with it.
         kill_group(pid);
         let status = reap(&mut child)?;
-        let readers_done = output.wait_done(readers.iter().flatten().count(), OUTPUT_GRACE);
-        let (stdout, stderr) = output.take();
-        if readers_done {
-            for reader in readers.into_iter().flatten() {
-                let _ = reader.join();
-            }
-        }
+        let (timed_out, [stdout, stderr]) = collected?;
         Ok(Outcome {
             timed_out,
             exit_code: status.code(),
@@ -747,6 +722,121 @@ impl Permit {
             stdout,
             stderr,
         })
+    }
+}
+
+/// How often the exit is looked for where no pidfd can wake the loop at once (old kernels,
+/// macOS), while an output pipe stays open or after both have closed.
+const EXIT_CHECK: Duration = Duration::from_millis(5);
+
+/// Reads both pipes of the script `pid` on this one thread (woken by `exit_fd` when it exits,
+/// if there is one) until it has exited and both pipes are closed, keeping the first `cap` bytes of each (and reading the rest to keep the
+/// script from blocking on a full pipe). At `deadline` the group is killed (`true`: timed out).
+/// Once the script has exited, its group is killed and open pipes (held by a process that left
+/// the group) are read for at most [`OUTPUT_GRACE`] more. The process is not reaped.
+fn collect(
+    pid: Pid,
+    mut pipes: [Option<OwnedFd>; 2],
+    cap: usize,
+    deadline: Instant,
+    exit_fd: Option<OwnedFd>,
+) -> io::Result<(bool, [Captured; 2])> {
+    let mut captured = [Captured::default(), Captured::default()];
+    let mut buf = [0u8; 8192];
+    let mut timed_out = false;
+    let mut grace_until: Option<Instant> = None;
+    loop {
+        if grace_until.is_none() && has_exited(pid)? {
+            kill_group(pid);
+            grace_until = Some(Instant::now() + OUTPUT_GRACE);
+        }
+        if grace_until.is_some() && pipes.iter().all(Option::is_none) {
+            break;
+        }
+        let now = Instant::now();
+        let until = grace_until.unwrap_or(deadline);
+        if now >= until {
+            if grace_until.is_some() {
+                break;
+            }
+            timed_out = true;
+            kill_group(pid);
+            wait_without_reaping(pid)?;
+            continue;
+        }
+        let mut wait = until - now;
+        let watch_exit = grace_until.is_none() && exit_fd.is_some();
+        if grace_until.is_none() && exit_fd.is_none() {
+            wait = wait.min(EXIT_CHECK);
+        }
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+        let mut slots = Vec::with_capacity(2);
+        for (slot, pipe) in pipes.iter().enumerate() {
+            if let Some(fd) = pipe {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+                slots.push(slot);
+            }
+        }
+        if watch_exit && let Some(fd) = &exit_fd {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = slots
+            .iter()
+            .zip(&fds)
+            .filter(|(_, fd)| !fd.revents().is_empty())
+            .map(|(slot, _)| *slot)
+            .collect();
+        drop(fds);
+        for slot in ready {
+            let Some(fd) = &pipes[slot] else { continue };
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => pipes[slot] = None,
+                Ok(n) => {
+                    let kept = &mut captured[slot];
+                    let room = cap.saturating_sub(kept.bytes.len());
+                    kept.bytes.extend_from_slice(&buf[..n.min(room)]);
+                    if n > room {
+                        kept.truncated = true;
+                    }
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                Err(_) => pipes[slot] = None,
+            }
+        }
+    }
+    Ok((timed_out, captured))
+}
+
+/// A descriptor that becomes readable when `pid` exits (Linux 5.3+), if the system has one.
+#[cfg(target_os = "linux")]
+fn exit_notifier(pid: Pid) -> Option<OwnedFd> {
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_notifier(_pid: Pid) -> Option<OwnedFd> {
+    None
+}
+
+/// Whether `pid` has exited (without reaping it).
+fn has_exited(pid: Pid) -> io::Result<bool> {
+    loop {
+        match rustix::process::waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+            Ok(status) => return Ok(status.is_some()),
+        }
     }
 }
 
@@ -826,86 +916,6 @@ struct Captured {
     truncated: bool,
 }
 
-/// Both streams as captured so far, and how many readers have finished.
-#[derive(Default)]
-struct Output {
-    state: Mutex<([Captured; 2], usize)>,
-    done: Condvar,
-}
-
-impl Output {
-    fn lock(&self) -> MutexGuard<'_, ([Captured; 2], usize)> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Waits until `readers` readers have finished or `grace` has passed; true if they all did.
-    fn wait_done(&self, readers: usize, grace: Duration) -> bool {
-        let guard = self.lock();
-        let (guard, _) = self
-            .done
-            .wait_timeout_while(guard, grace, |(_, finished)| *finished < readers)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.1 >= readers
-    }
-
-    fn take(&self) -> (Captured, Captured) {
-        let mut guard = self.lock();
-        let [out, err] = std::mem::take(&mut guard.0);
-        (out, err)
-    }
-}
-
-enum Pipe {
-    Out(ChildStdout),
-    Err(ChildStderr),
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Out(pipe) => pipe.read(buf),
-            Self::Err(pipe) => pipe.read(buf),
-        }
-    }
-}
-
-/// Reads `pipe` to its end, keeping the first `cap` bytes in `output` slot `slot` and dropping
-/// the rest.
-fn spawn_reader(
-    pipe: Option<Pipe>,
-    cap: usize,
-    output: &Arc<Output>,
-    slot: usize,
-) -> Option<thread::JoinHandle<()>> {
-    let mut pipe = pipe?;
-    let output = Arc::clone(output);
-    thread::Builder::new()
-        .name("medic-run-output".to_owned())
-        .spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                let n = match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let mut guard = output.lock();
-                let captured = &mut guard.0[slot];
-                let room = cap.saturating_sub(captured.bytes.len());
-                captured.bytes.extend_from_slice(&buf[..n.min(room)]);
-                if n > room {
-                    captured.truncated = true;
-                }
-            }
-            output.lock().1 += 1;
-            output.done.notify_all();
-        })
-        .ok()
-}
-
 /// SHA-256 of `bytes` as 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -919,6 +929,42 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loop without a pidfd (macOS, Linux before 5.3): it finds the exit by looking.
+    #[test]
+    fn output_and_exit_are_collected_without_an_exit_notifier() {
+        for (script, out, code, timed_out) in [
+            ("echo hi; echo err >&2; exit 2", "hi\n", Some(2), false),
+            (
+                "echo early; exec >/dev/null 2>&1; sleep 0.2; exit 4",
+                "early\n",
+                Some(4),
+                false,
+            ),
+            ("echo slow; sleep 30", "slow\n", None, true),
+        ] {
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let pid = Pid::from_child(&child);
+            let pipes = [
+                child.stdout.take().map(OwnedFd::from),
+                child.stderr.take().map(OwnedFd::from),
+            ];
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let (late, [stdout, _]) = collect(pid, pipes, 100, deadline, None).unwrap();
+            kill_group(pid);
+            let status = reap(&mut child).unwrap();
+            assert_eq!(String::from_utf8_lossy(&stdout.bytes), out, "{script}");
+            assert_eq!(status.code(), code, "{script}");
+            assert_eq!(late, timed_out, "{script}");
+        }
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\

@@ -425,6 +425,44 @@ fn processes_left_behind_die_with_the_script() {
     assert_dies(result.stdout.trim().parse().unwrap());
 }
 
+/// A process that leaves the script's group (`setsid`) and keeps its output open does not hold
+/// the run: the result comes once the script has exited and a short grace has passed, with what
+/// was written until then.
+#[test]
+fn a_process_that_escapes_the_group_does_not_hold_the_run() {
+    let host = Host::new(Options::default());
+    let script = "setsid sh -c 'echo \"$$\" >&2; exec sleep 30' &\nsleep 0.3\necho done\n";
+    let mut r = request("r1", script);
+    r.timeout_seconds = 60;
+    let clock = Instant::now();
+    let result = host.run(&r);
+    let took = clock.elapsed();
+    let escaped: u32 = result.stderr.trim().parse().expect("the escaped pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &escaped.to_string()])
+        .status();
+    assert!(
+        took < Duration::from_secs(20),
+        "waited for the escaped process: {took:?}"
+    );
+    assert_eq!(result.status, RunStatus::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "done\n");
+}
+
+/// A script that closes its output early is still waited for, and its exit status is kept.
+#[test]
+fn a_script_that_closes_its_output_is_waited_for() {
+    let host = Host::new(Options::default());
+    let result = host.run(&request(
+        "r1",
+        "echo early\nexec >/dev/null 2>&1\nsleep 0.5\nexit 3\n",
+    ));
+    assert_eq!(result.status, RunStatus::Failed, "{result:?}");
+    assert_eq!(result.exit_code, Some(3));
+    assert_eq!(result.stdout, "early\n");
+    assert!(result.duration_ms >= 500, "{result:?}");
+}
+
 #[test]
 fn output_is_capped_per_stream_and_the_script_never_blocks() {
     let host = Host::new(Options {
