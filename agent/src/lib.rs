@@ -38,9 +38,10 @@
 //!   store, and `futures` for the stream/sink traits. Together they took the stripped binary
 //!   from 0.55 MB to about 2.0 MB (2,082,976 bytes on x86_64 Linux with the metrics listener);
 //! - `serde_json` (already in the tree through the protocol) for the JSON log lines;
-//! - `rustix` (`process`, `system`) — `kill(-pgid)`, `waitid(WNOWAIT)`, `prlimit`, `uname`, all
-//!   as safe functions, so the crate keeps `forbid(unsafe_code)`. `libc` would need `unsafe` at
-//!   every call and `nix` brings more than we use; rustix on Linux makes raw system calls and
+//! - `rustix` (`event`, `process`, `system`) — `kill(-pgid)`, `waitid(WNOWAIT)`, `pidfd_open`,
+//!   `poll`, `prlimit`, `uname`, all as safe functions, so the crate keeps
+//!   `forbid(unsafe_code)`. `libc` would need `unsafe` at every call and `nix` brings more than
+//!   we use; rustix on Linux makes raw system calls and
 //!   links only what is called.
 //!
 //! There is no argument-parsing crate: the agent has two subcommands and a dozen `--key value`
