@@ -17,13 +17,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated};
 use super::middleware::client_ip;
 use crate::domain::{Scope, Timestamp};
 use crate::gateway::{IDLE_TIMEOUT, SessionContext};
-use crate::store::{AgentFilter, AgentRecord};
+use crate::store::{AgentFilter, AgentRecord, NewAuditEntry};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -191,9 +190,23 @@ async fn revoke_agent(
 ) -> ApiResult {
     caller.require(Scope::Admin)?;
     let who = actor(&headers, &caller)?;
+    let known = app
+        .store
+        .get_agent(&agent_id)
+        .await?
+        .ok_or_else(|| unknown(&agent_id))?;
+    let now = Timestamp::now();
+    let audit = NewAuditEntry {
+        action_type: "agent_revoked".to_owned(),
+        actor: who.clone(),
+        service_id: known.service_id,
+        execution_id: None,
+        details: json!({ "agent_id": agent_id }),
+        at: now,
+    };
     let revoked = app
         .store
-        .revoke_agent(&agent_id, &who, Timestamp::now())
+        .revoke_agent(&agent_id, &who, now, Some(&audit))
         .await?;
     let agent = app
         .store
@@ -208,14 +221,6 @@ async fn revoke_agent(
             v2_agent(&app, &agent, Timestamp::now()),
         ));
     }
-    record(
-        &app,
-        "agent_revoked",
-        &who,
-        agent.service_id,
-        json!({ "agent_id": agent_id }),
-    )
-    .await?;
     Ok(ok(
         StatusCode::OK,
         "Agent revoked.",

@@ -17,14 +17,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::legacy::clean_text;
 use crate::domain::{Scope, Timestamp};
 use crate::store::{
-    DecideOutcome, Decision, NewScriptVersion, RegisterOutcome, Script, ScriptDecision,
-    ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
+    DecideOutcome, Decision, NewAuditEntry, NewScriptVersion, RegisterOutcome, Script,
+    ScriptDecision, ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -187,20 +186,30 @@ async fn register_script(
     if body.content.contains('\0') {
         return Err(ApiError::bad_request("content must not contain NUL."));
     }
+    let now = Timestamp::now();
+    let sha256 = sha256_hex(&body.content);
     let new = NewScriptVersion {
+        // The store adds `script_id` and `version` once the version exists.
+        audit: Some(NewAuditEntry {
+            action_type: "script_registered".to_owned(),
+            actor: who.clone(),
+            service_id: None,
+            execution_id: None,
+            details: json!({ "name": body.name, "sha256": sha256, "status": ScriptStatus::Pending }),
+            at: now,
+        }),
         name: body.name,
         interpreter,
-        sha256: sha256_hex(&body.content),
+        sha256,
         content: body.content,
         description: optional_text(body.description.as_deref(), "description")?,
         created_by: who.clone(),
         created_by_key: principal.key_id.clone(),
-        at: Timestamp::now(),
+        at: now,
     };
     match app.store.register_script_version(&new).await? {
         RegisterOutcome::Created { name, version } => {
             let out = summary(&name, &version);
-            record(&app, "script_registered", &who, None, out.clone()).await?;
             Ok(ok(
                 StatusCode::CREATED,
                 "Script version registered; it needs approval by another admin key.",
@@ -276,22 +285,31 @@ async fn decide(
             .last()
             .ok_or_else(|| ApiError::not_found(format!("Script {} has no versions.", script.id)))?,
     };
+    let (action, message) = match decision {
+        Decision::Approve => ("script_approved", "Script version approved."),
+        Decision::Reject => ("script_rejected", "Script version rejected."),
+    };
+    let now = Timestamp::now();
+    let mut details = summary(&script.name, target);
+    details["status"] = json!(decision.status());
+    details["reason"] = json!(reason);
     let d = ScriptDecision {
         decision,
         actor: who.clone(),
         key_id: principal.key_id.clone(),
         reason: reason.clone(),
-        at: Timestamp::now(),
+        at: now,
+        audit: Some(NewAuditEntry {
+            action_type: action.to_owned(),
+            actor: who.clone(),
+            service_id: None,
+            execution_id: None,
+            details,
+            at: now,
+        }),
     };
     match app.store.decide_script_version(target.id, &d).await? {
         DecideOutcome::Decided(v) => {
-            let (action, message) = match decision {
-                Decision::Approve => ("script_approved", "Script version approved."),
-                Decision::Reject => ("script_rejected", "Script version rejected."),
-            };
-            let mut details = summary(&script.name, &v);
-            details["reason"] = json!(reason);
-            record(app, action, &who, None, details).await?;
             let mut out = v2_version(&v, false);
             out["script_id"] = json!(v.script_id);
             out["name"] = json!(script.name);

@@ -335,12 +335,14 @@ pub trait Store: Send + Sync + 'static {
         filter: &AgentFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRecord>>;
-    /// Marks the agent revoked (and disconnected). `false` when no such unrevoked agent exists.
+    /// Marks the agent revoked (and disconnected), with `audit` in the same transaction.
+    /// `false` (and nothing written) when no such unrevoked agent exists.
     async fn revoke_agent(
         &self,
         id: &str,
         by: &str,
         at: crate::domain::Timestamp,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool>;
 
     // ---- agent runs -------------------------------------------------------------------------

@@ -881,6 +881,9 @@ pub struct NewScriptVersion {
     /// `None` for the bootstrap admin key.
     pub created_by_key: Option<ApiKeyId>,
     pub at: Timestamp,
+    /// Written in the same transaction when a version is created (not when the content is
+    /// unchanged); the store adds the new version's `script_id` and `version` to its details.
+    pub audit: Option<NewAuditEntry>,
 }
 
 /// One version of a script.
@@ -957,6 +960,8 @@ pub struct ScriptDecision {
     pub key_id: Option<ApiKeyId>,
     pub reason: Option<String>,
     pub at: Timestamp,
+    /// Written in the same transaction when the decision is made.
+    pub audit: Option<NewAuditEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -297,6 +297,13 @@ async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
         .unwrap();
     assert_eq!(agent["status"], "revoked");
     assert_eq!(agent["connected"], false);
+    let audit = admin_get(&client, &base, "/v2/audit-logs?action_type=agent_revoked")
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit:#}");
+    assert_eq!(entries[0]["details"]["agent_id"], "it-host-1");
+    assert_eq!(entries[0]["service_id"], agent["service_id"], "{audit:#}");
     assert_eq!(
         agent["session_id"],
         second_session.as_str(),

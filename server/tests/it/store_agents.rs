@@ -124,10 +124,51 @@ async fn agents_revoked_are_refused(store: &dyn Store) {
             .await
             .unwrap(),
     );
-    assert!(store.revoke_agent("bad-1", "alice", t(5)).await.unwrap());
-    // Revoking twice, or an unknown agent, changes nothing.
-    assert!(!store.revoke_agent("bad-1", "bob", t(6)).await.unwrap());
-    assert!(!store.revoke_agent("nobody", "bob", t(6)).await.unwrap());
+    let audit = |who: &str| NewAuditEntry {
+        action_type: "agent_revoked".into(),
+        actor: who.into(),
+        service_id: None,
+        execution_id: None,
+        details: serde_json::json!({ "agent_id": "bad-1" }),
+        at: t(5),
+    };
+    let revocations = || async {
+        let filter = AuditFilter {
+            action_type: Some("agent_revoked".into()),
+            ..AuditFilter::default()
+        };
+        let page = PageRequest {
+            limit: 50,
+            offset: 0,
+        };
+        let found = store.list_audit(&filter, page).await.unwrap();
+        found
+            .entries
+            .iter()
+            .map(|e| e.actor.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        store
+            .revoke_agent("bad-1", "alice", t(5), Some(&audit("alice")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(revocations().await, ["alice"]);
+    // Revoking twice, or an unknown agent, changes nothing and audits nothing.
+    assert!(
+        !store
+            .revoke_agent("bad-1", "bob", t(6), Some(&audit("bob")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_agent("nobody", "bob", t(6), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(revocations().await, ["alice"]);
     let row = store.get_agent("bad-1").await.unwrap().unwrap();
     assert_eq!(row.revoked_at, Some(t(5)));
     assert_eq!(row.revoked_by.as_deref(), Some("alice"));
@@ -157,7 +198,7 @@ async fn agents_list_filters_and_paging(store: &dyn Store) {
         );
     }
     store.agent_disconnected("b", "s-b", t(50)).await.unwrap();
-    store.revoke_agent("d", "alice", t(60)).await.unwrap();
+    store.revoke_agent("d", "alice", t(60), None).await.unwrap();
     let page = |limit, offset| PageRequest { limit, offset };
     let ids = |p: &Page<AgentRecord>| p.entries.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
 
@@ -252,6 +293,7 @@ async fn script(store: &dyn Store) -> ScriptId {
             created_by: "alice".into(),
             created_by_key: Some(ApiKeyId("aaaaaaaaaaaa".into())),
             at: t(0),
+            audit: None,
         })
         .await
         .unwrap();

@@ -31,7 +31,30 @@ fn new_version(name: &str, content: &str, n: u8, key: Option<&str>) -> NewScript
         created_by: "alice".into(),
         created_by_key: key.map(|k| ApiKeyId(k.into())),
         at: t(i64::from(n)),
+        audit: Some(NewAuditEntry {
+            action_type: "script_registered".into(),
+            actor: "alice".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({ "name": name }),
+            at: t(i64::from(n)),
+        }),
     }
+}
+
+/// The audit entries of one action, oldest first.
+async fn audited(store: &dyn Store, action: &str) -> Vec<serde_json::Value> {
+    let filter = AuditFilter {
+        action_type: Some(action.into()),
+        ..AuditFilter::default()
+    };
+    let page = PageRequest {
+        limit: 100,
+        offset: 0,
+    };
+    let mut found = store.list_audit(&filter, page).await.unwrap().entries;
+    found.sort_by_key(|e| e.id);
+    found.into_iter().map(|e| e.details).collect()
 }
 
 async fn register(store: &dyn Store, new: &NewScriptVersion) -> ScriptVersion {
@@ -48,6 +71,14 @@ fn decision(decision: Decision, key: Option<&str>, at: i64) -> ScriptDecision {
         key_id: key.map(|k| ApiKeyId(k.into())),
         reason: Some("looks fine".into()),
         at: t(at),
+        audit: Some(NewAuditEntry {
+            action_type: "script_decided".into(),
+            actor: "bob".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({ "decision": format!("{decision:?}") }),
+            at: t(at),
+        }),
     }
 }
 
@@ -78,6 +109,14 @@ async fn scripts_versions_and_same_hash_no_op(store: &dyn Store) {
     // New content (name matched case-insensitively): the next version.
     let v2 = register(store, &new_version("RESTART-NGINX", "echo 2", 2, None)).await;
     assert_eq!((v2.script_id, v2.version), (v1.script_id, 2));
+    // Each new version was audited in its own transaction, with its id and number; the
+    // unchanged registration was not.
+    let registered = audited(store, "script_registered").await;
+    assert_eq!(registered.len(), 2, "{registered:#?}");
+    assert_eq!(registered[0]["script_id"], serde_json::json!(v1.script_id));
+    assert_eq!(registered[0]["version"], 1);
+    assert_eq!(registered[1]["version"], 2);
+    assert_eq!(registered[1]["name"], "RESTART-NGINX");
     assert_eq!(v2.created_by_key, None);
     // Back to the first content: still a new version, since only the latest is compared.
     let v3 = register(
@@ -258,6 +297,15 @@ async fn scripts_decide_transitions(store: &dyn Store) {
     );
     let s = store.get_script(v1.script_id).await.unwrap().unwrap();
     assert_eq!(s.versions, vec![approved, rejected]);
+    // Only the two decisions made were audited, each with its decision.
+    let decided = audited(store, "script_decided").await;
+    assert_eq!(
+        decided,
+        [
+            serde_json::json!({ "decision": "Approve" }),
+            serde_json::json!({ "decision": "Reject" })
+        ]
+    );
 }
 
 async fn scripts_same_key_may_not_decide(store: &dyn Store) {
@@ -284,6 +332,7 @@ async fn scripts_same_key_may_not_decide(store: &dyn Store) {
         store.get_script_version(by_key.script_id, 1).await.unwrap(),
         Some(by_key.clone())
     );
+    assert!(audited(store, "script_decided").await.is_empty());
     assert!(matches!(
         store
             .decide_script_version(by_bootstrap.id, &decision(Decision::Approve, Some("k1"), 6))

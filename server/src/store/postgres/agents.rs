@@ -210,7 +210,9 @@ impl PgStore {
         id: &str,
         by: &str,
         at: Timestamp,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
             "UPDATE agents SET revoked_at = $1, revoked_by = $2, connected = false, \
              disconnected_at = CASE WHEN connected THEN $1 ELSE disconnected_at END \
@@ -219,9 +221,14 @@ impl PgStore {
         .bind(dt(at))
         .bind(by)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok(updated.rows_affected() == 1)
+        let revoked = updated.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
     }
 }

@@ -198,7 +198,9 @@ impl SqliteStore {
         id: &str,
         by: &str,
         at: Timestamp,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
             "UPDATE agents SET revoked_at = ?, revoked_by = ?, connected = 0, \
              disconnected_at = CASE WHEN connected = 1 THEN ? ELSE disconnected_at END \
@@ -208,9 +210,14 @@ impl SqliteStore {
         .bind(by)
         .bind(at.millis())
         .bind(id)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok(updated.rows_affected() == 1)
+        let revoked = updated.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
     }
 }

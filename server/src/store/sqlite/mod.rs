@@ -1367,8 +1367,14 @@ impl Store for SqliteStore {
         self.list_agents_impl(filter, page).await
     }
 
-    async fn revoke_agent(&self, id: &str, by: &str, at: Timestamp) -> StoreResult<bool> {
-        self.revoke_agent_impl(id, by, at).await
+    async fn revoke_agent(
+        &self,
+        id: &str,
+        by: &str,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        self.revoke_agent_impl(id, by, at, audit).await
     }
 
     async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
