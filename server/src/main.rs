@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use medic_server::config::{ApiKeyCommand, Cli, Command, Config};
 use medic_server::domain::{Scopes, Timestamp, apikey};
-use medic_server::store::NewApiKey;
+use medic_server::store::{NewApiKey, NewAuditEntry};
 use medic_server::{server, telemetry};
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -146,16 +146,28 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             let store = server::open_store(&cfg).await?;
             store.migrate().await?;
             let generated = apikey::generate();
+            let now = Timestamp::now();
+            let by = "medic-server api-key create";
             let record = store
                 .create_api_key(&NewApiKey {
+                    audit: Some(NewAuditEntry {
+                        action_type: "api_key_created".to_owned(),
+                        actor: by.to_owned(),
+                        service_id: None,
+                        execution_id: None,
+                        details: serde_json::json!({
+                            "key_id": generated.id, "name": name, "scopes": scopes.list(),
+                        }),
+                        at: now,
+                    }),
                     id: generated.id.clone(),
                     name,
                     digest: generated.digest,
                     scopes,
                     expires_at,
                     rate_limit_per_minute: rate_limit,
-                    created_by: Some("medic-server api-key create".to_owned()),
-                    created_at: Timestamp::now(),
+                    created_by: Some(by.to_owned()),
+                    created_at: now,
                 })
                 .await?;
             store.close().await;

@@ -120,6 +120,14 @@ async fn create(
     let record = app
         .store
         .create_api_key(&NewApiKey {
+            audit: Some(NewAuditEntry {
+                action_type: "api_key_created".to_owned(),
+                actor: admin.actor(),
+                service_id: None,
+                execution_id: None,
+                details: json!({ "key_id": generated.id, "name": name, "scopes": scopes.list() }),
+                at: now,
+            }),
             id: generated.id.clone(),
             name: name.to_owned(),
             digest: generated.digest,
@@ -128,16 +136,6 @@ async fn create(
             rate_limit_per_minute: body.rate_limit_per_minute.or(tier),
             created_by: Some(admin.actor()),
             created_at: now,
-        })
-        .await?;
-    app.store
-        .append_audit(&NewAuditEntry {
-            action_type: "api_key_created".to_owned(),
-            actor: admin.actor(),
-            service_id: None,
-            execution_id: None,
-            details: json!({ "key_id": record.id, "name": record.name, "scopes": scopes.list() }),
-            at: now,
         })
         .await?;
     let mut results = key_json(&record, now);
@@ -175,21 +173,19 @@ async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     let admin = caller.require(Scope::Admin)?;
     let id = ApiKeyId(id.trim().to_ascii_lowercase());
     let now = Timestamp::now();
-    if !app.store.revoke_api_key(&id, now).await? {
+    let audit = NewAuditEntry {
+        action_type: "api_key_revoked".to_owned(),
+        actor: admin.actor(),
+        service_id: None,
+        execution_id: None,
+        details: json!({ "key_id": id }),
+        at: now,
+    };
+    if !app.store.revoke_api_key(&id, now, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
             "No active API key with id {id}."
         )));
     }
     app.auth.forget(&id);
-    app.store
-        .append_audit(&NewAuditEntry {
-            action_type: "api_key_revoked".to_owned(),
-            actor: admin.actor(),
-            service_id: None,
-            execution_id: None,
-            details: json!({ "key_id": id }),
-            at: now,
-        })
-        .await?;
     Ok(ok(StatusCode::OK, "API key revoked.", json!({ "id": id })))
 }

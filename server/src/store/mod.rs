@@ -245,11 +245,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Marks a key revoked. `false` when no such (unrevoked) key exists.
+    /// Marks a key revoked, with `audit` in the same transaction. `false` (and nothing
+    /// written) when no such unrevoked key exists.
     async fn revoke_api_key(
         &self,
         id: &ApiKeyId,
         at: crate::domain::Timestamp,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool>;
 
     // ---- audit log --------------------------------------------------------------------------

@@ -509,6 +509,8 @@ pub struct NewApiKey {
     pub rate_limit_per_minute: Option<u32>,
     pub created_by: Option<String>,
     pub created_at: Timestamp,
+    /// Written in the same transaction as the key.
+    pub audit: Option<NewAuditEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -119,16 +119,34 @@ async fn migrate_then_api_key_create_prints_a_working_key_once() {
         .spawn()
         .unwrap();
     let up = wait_healthy(dir.path(), port);
-    let status = reqwest::Client::new()
+    let client = reqwest::Client::new();
+    let status = client
         .get(format!("http://127.0.0.1:{port}/v2/services"))
         .bearer_auth(&key)
         .send()
         .await
         .map(|r| r.status().as_u16());
+    // Its creation is in the audit log, by the command.
+    let audit = match client
+        .get(format!(
+            "http://127.0.0.1:{port}/v2/audit-logs?action_type=api_key_created"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+    {
+        Ok(r) => r.json::<serde_json::Value>().await.ok(),
+        Err(_) => None,
+    };
     let _ = server.kill();
     let _ = server.wait();
     assert!(up, "server did not become healthy");
     assert_eq!(status.ok(), Some(200));
+    let audit = audit.expect("the audit log answers");
+    let entries = audit["results"]["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit:#}");
+    assert_eq!(entries[0]["actor"], "medic-server api-key create");
+    assert_eq!(entries[0]["details"]["name"], "ops");
 }
 
 fn wait_healthy(dir: &std::path::Path, port: u16) -> bool {

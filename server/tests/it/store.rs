@@ -1722,7 +1722,37 @@ fn new_key(id: &str, created: i64) -> NewApiKey {
         rate_limit_per_minute: None,
         created_by: None,
         created_at: t(created),
+        audit: Some(NewAuditEntry {
+            action_type: "api_key_created".into(),
+            actor: "alice".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({ "key_id": id }),
+            at: t(created),
+        }),
     }
+}
+
+/// The `key_id`s of an action's audit entries, sorted.
+async fn keys_audited(s: &dyn Store, action: &str) -> Vec<String> {
+    let filter = AuditFilter {
+        action_type: Some(action.into()),
+        ..AuditFilter::default()
+    };
+    let page = PageRequest {
+        limit: 100,
+        offset: 0,
+    };
+    let mut ids: Vec<String> = s
+        .list_audit(&filter, page)
+        .await
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.details["key_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
 }
 
 async fn api_keys(s: &dyn Store) {
@@ -1763,20 +1793,46 @@ async fn api_keys(s: &dyn Store) {
         "ties in byte order"
     );
 
-    assert!(s.revoke_api_key(&a.id, t(50)).await.unwrap());
+    let revocation = NewAuditEntry {
+        action_type: "api_key_revoked".into(),
+        actor: "alice".into(),
+        service_id: None,
+        execution_id: None,
+        details: serde_json::json!({ "key_id": a.id.0 }),
+        at: t(50),
+    };
+    assert!(
+        s.revoke_api_key(&a.id, t(50), Some(&revocation))
+            .await
+            .unwrap()
+    );
     let revoked = s.get_api_key(&a.id).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(t(50)));
     assert!(
-        !s.revoke_api_key(&a.id, t(60)).await.unwrap(),
+        !s.revoke_api_key(&a.id, t(60), Some(&revocation))
+            .await
+            .unwrap(),
         "revoking twice"
     );
+    // Each key created and revoked has its entry, written with it; the duplicate and the
+    // second revocation wrote none.
+    assert_eq!(
+        keys_audited(s, "api_key_created").await,
+        [
+            "0a0b0c0d0e0f",
+            "Zzzzzzzzzzzz",
+            "aaaaaaaaaaaa",
+            "bbbbbbbbbbbb"
+        ]
+    );
+    assert_eq!(keys_audited(s, "api_key_revoked").await, ["aaaaaaaaaaaa"]);
     assert_eq!(
         s.get_api_key(&a.id).await.unwrap().unwrap().revoked_at,
         Some(t(50)),
         "the first revocation time stays"
     );
     assert!(
-        !s.revoke_api_key(&ApiKeyId("000000000000".into()), t(1))
+        !s.revoke_api_key(&ApiKeyId("000000000000".into()), t(1), None)
             .await
             .unwrap()
     );

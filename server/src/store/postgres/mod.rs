@@ -1184,6 +1184,7 @@ impl Store for PgStore {
              rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              RETURNING {API_KEY_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(&key.id.0)
             .bind(&key.name)
@@ -1193,9 +1194,13 @@ impl Store for PgStore {
             .bind(dto(key.expires_at))
             .bind(key.rate_limit_per_minute.map(i64::from))
             .bind(&key.created_by)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+        if let Some(e) = &key.audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         api_key_from_row(&r).map_err(unavailable)
     }
 
@@ -1222,15 +1227,26 @@ impl Store for PgStore {
         collect(&rows, api_key_from_row)
     }
 
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<bool> {
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(dt(at))
                 .bind(&id.0)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
     }
 
     async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {

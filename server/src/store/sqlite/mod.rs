@@ -1175,6 +1175,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
              rate_limit_per_minute, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
@@ -1187,9 +1188,13 @@ impl Store for SqliteStore {
         .bind(ms(key.expires_at))
         .bind(key.rate_limit_per_minute.map(i64::from))
         .bind(&key.created_by)
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
+        if let Some(e) = &key.audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         api_key_from_row(&r).map_err(unavailable)
     }
 
@@ -1215,15 +1220,26 @@ impl Store for SqliteStore {
             .map_err(unavailable)
     }
 
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<bool> {
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(at.millis())
                 .bind(&id.0)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
     }
 
     async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {
