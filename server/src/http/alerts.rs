@@ -13,7 +13,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated, path_id};
 use super::services::load as load_service;
@@ -21,7 +20,7 @@ use super::teams::mask;
 use crate::domain::{Priority, Scope, Timestamp};
 use crate::notify::event::Destination;
 use crate::store::{
-    Alert, AlertChange, AlertFilter, AlertKind, AlertState, DeliveryRecord, TargetId,
+    Alert, AlertChange, AlertFilter, AlertKind, AlertState, DeliveryRecord, NewAuditEntry, TargetId,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -160,10 +159,25 @@ async fn change(
     let who = actor(headers, caller)?;
     let id = path_id(raw, "alert_id")?;
     let now = Timestamp::now();
-    let outcome = if resolve {
-        app.store.resolve_alert(id, &who, now).await?
+    let action = if resolve {
+        "alert_resolved"
     } else {
-        app.store.acknowledge_alert(id, &who, now).await?
+        "alert_acknowledged"
+    };
+    let audit = |a: &Alert| NewAuditEntry {
+        action_type: action.to_owned(),
+        actor: who.clone(),
+        service_id: Some(a.service_id),
+        execution_id: None,
+        details: json!({"alert_id": a.alert_id, "kind": a.kind}),
+        at: now,
+    };
+    let outcome = if resolve {
+        app.store.resolve_alert(id, &who, now, Some(&audit)).await?
+    } else {
+        app.store
+            .acknowledge_alert(id, &who, now, Some(&audit))
+            .await?
     };
     let verb = if resolve { "resolved" } else { "acknowledged" };
     match outcome {
@@ -174,18 +188,6 @@ async fn change(
         ))),
         AlertChange::Changed(a) => {
             app.outbox.poke();
-            record(
-                app,
-                if resolve {
-                    "alert_resolved"
-                } else {
-                    "alert_acknowledged"
-                },
-                &who,
-                Some(a.service_id),
-                json!({"alert_id": a.alert_id, "kind": a.kind}),
-            )
-            .await?;
             Ok(ok(StatusCode::OK, &format!("Alert {verb}."), v2_alert(&a)))
         }
     }

@@ -17,10 +17,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::alerts::v2_alert;
-use super::audit::record;
 use super::error::{ApiError, ApiResult, ok};
 use crate::domain::Timestamp;
-use crate::store::AlertChange;
+use crate::store::{Alert, AlertChange, NewAuditEntry};
 
 /// Oldest accepted `X-Slack-Request-Timestamp`, in seconds from now (Slack's recommendation).
 const MAX_SKEW_SECONDS: i64 = 300;
@@ -93,7 +92,23 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
         .filter(|n| *n > 0)
         .ok_or_else(|| ApiError::bad_request("actions[0].value must be a positive integer."))?;
     match action_id {
-        "ack_alert" => match app.store.acknowledge_alert(id, &actor, now).await? {
+        "ack_alert" => match app
+            .store
+            .acknowledge_alert(
+                id,
+                &actor,
+                now,
+                Some(&|a: &Alert| NewAuditEntry {
+                    action_type: "alert_acknowledged".to_owned(),
+                    actor: actor.clone(),
+                    service_id: Some(a.service_id),
+                    execution_id: None,
+                    details: json!({"alert_id": a.alert_id, "kind": a.kind, "via": "slack"}),
+                    at: now,
+                }),
+            )
+            .await?
+        {
             AlertChange::NotFound => Err(ApiError::not_found(format!("Alert {id} was not found."))),
             AlertChange::Unchanged(a) => Ok(ok(
                 StatusCode::OK,
@@ -102,14 +117,6 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
             )),
             AlertChange::Changed(a) => {
                 app.outbox.poke();
-                record(
-                    &app,
-                    "alert_acknowledged",
-                    &actor,
-                    Some(a.service_id),
-                    json!({"alert_id": a.alert_id, "kind": a.kind, "via": "slack"}),
-                )
-                .await?;
                 Ok(ok(StatusCode::OK, "Alert acknowledged.", v2_alert(&a)))
             }
         },

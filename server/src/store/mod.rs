@@ -180,6 +180,7 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         actor: &str,
         at: crate::domain::Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
     ) -> StoreResult<AlertChange>;
     /// Open or acknowledged → resolved, queueing `resolved` notifications likewise. The monitor
     /// does not open the same incident again.
@@ -188,6 +189,7 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         actor: &str,
         at: crate::domain::Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
     ) -> StoreResult<AlertChange>;
     /// Live (open or acknowledged) alerts by priority and team, counted by the database.
     async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts>;

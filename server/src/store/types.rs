@@ -549,6 +549,10 @@ pub struct AuditEntry {
     pub timestamp: Timestamp,
 }
 
+/// Builds a change's audit entry from the row the change produced; the store writes it in the
+/// change's own transaction.
+pub type AuditWith<'a, T> = &'a (dyn Fn(&T) -> NewAuditEntry + Sync);
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuditFilter {
     pub execution_id: Option<i64>,

@@ -142,6 +142,16 @@ async fn full_cycle(database: Option<String>) {
         .post(&format!("/v2/alerts/{id_a}/resolve"))
         .await;
     assert_eq!(assert_ok(&r, 200)["state"], "resolved");
+    // Each change that applied is audited once (the refused second ack is not).
+    for (action, alert_id) in [("alert_acknowledged", id_b), ("alert_resolved", id_a)] {
+        let r = app
+            .admin()
+            .get(&format!("/v2/audit-logs?action_type={action}"))
+            .await;
+        let entries = assert_ok(&r, 200)["entries"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1, "{action}: {entries:#?}");
+        assert_eq!(entries[0]["details"]["alert_id"], alert_id, "{action}");
+    }
     let seen = pd.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(events(&seen, "acknowledge").len(), 1);
     let got = hook.wait_for(2, Duration::from_secs(10)).await;
@@ -444,6 +454,14 @@ async fn the_slack_acknowledge_button_acknowledges_with_a_valid_signature_only()
     let acked = assert_ok(&r, 200);
     assert_eq!(acked["state"], "acknowledged");
     assert_eq!(acked["acknowledged_by"], "slack:dana");
+    let r = app
+        .admin()
+        .get("/v2/audit-logs?action_type=alert_acknowledged")
+        .await;
+    let entries = assert_ok(&r, 200)["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["actor"], "slack:dana");
+    assert_eq!(entries[0]["details"]["via"], "slack");
     let seen = pd.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(events(&seen, "acknowledge").len(), 1);
 }

@@ -226,8 +226,31 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
             .await
             .expect("finish");
     }
+    // The change and its audit entry (built from the changed alert) commit together; a change
+    // that does not apply writes no entry.
+    let audit = |who: &'static str| {
+        move |changed: &Alert| NewAuditEntry {
+            action_type: "alert_acknowledged".into(),
+            actor: who.into(),
+            service_id: Some(changed.service_id),
+            execution_id: None,
+            details: serde_json::json!({ "alert_id": changed.alert_id, "state": changed.state.as_str() }),
+            at: t(MIN + 10),
+        }
+    };
+    let acks = || async {
+        let filter = AuditFilter {
+            action_type: Some("alert_acknowledged".into()),
+            ..AuditFilter::default()
+        };
+        let page = PageRequest {
+            limit: 10,
+            offset: 0,
+        };
+        store.list_audit(&filter, page).await.unwrap().entries
+    };
     let AlertChange::Changed(acked) = store
-        .acknowledge_alert(a.alert_id, "alice", t(MIN + 10))
+        .acknowledge_alert(a.alert_id, "alice", t(MIN + 10), Some(&audit("alice")))
         .await
         .expect("ack")
     else {
@@ -237,11 +260,16 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
     assert_eq!(acked.details.acknowledged_by.as_deref(), Some("alice"));
     assert!(matches!(
         store
-            .acknowledge_alert(a.alert_id, "bob", t(MIN + 20))
+            .acknowledge_alert(a.alert_id, "bob", t(MIN + 20), Some(&audit("bob")))
             .await
             .expect("ack"),
         AlertChange::Unchanged(_)
     ));
+    let entries = acks().await;
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0].actor, "alice");
+    assert_eq!(entries[0].service_id, Some(acked.service_id));
+    assert_eq!(entries[0].details["state"], "acknowledged");
     let claimed = claim_all(store, t(MIN + 20)).await;
     assert_eq!(claimed.len(), 2);
     assert!(
@@ -253,7 +281,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
     // Acknowledged: no re-notification.
     assert_eq!(pass(store, t(3 * MIN)).await.renotified, 0);
     let AlertChange::Changed(resolved) = store
-        .resolve_alert(a.alert_id, "alice", t(3 * MIN))
+        .resolve_alert(a.alert_id, "alice", t(3 * MIN), None)
         .await
         .expect("resolve")
     else {
@@ -265,7 +293,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
     assert_eq!(r.opened.len(), 0);
     assert!(matches!(
         store
-            .resolve_alert(999_999, "x", t(0))
+            .resolve_alert(999_999, "x", t(0), None)
             .await
             .expect("resolve"),
         AlertChange::NotFound

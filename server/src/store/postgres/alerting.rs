@@ -361,6 +361,7 @@ impl PgStore {
         actor: &str,
         at: Timestamp,
         resolve: bool,
+        audit: Option<AuditWith<'_, Alert>>,
     ) -> StoreResult<AlertChange> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
@@ -406,10 +407,12 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        let changed = alert_from_row(&row).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&changed)).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
-        Ok(AlertChange::Changed(
-            alert_from_row(&row).map_err(unavailable)?,
-        ))
+        Ok(AlertChange::Changed(changed))
     }
 
     pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {

@@ -1107,12 +1107,19 @@ impl Store for PgStore {
         id: i64,
         actor: &str,
         at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
     ) -> StoreResult<AlertChange> {
-        self.change_alert_impl(id, actor, at, false).await
+        self.change_alert_impl(id, actor, at, false, audit).await
     }
 
-    async fn resolve_alert(&self, id: i64, actor: &str, at: Timestamp) -> StoreResult<AlertChange> {
-        self.change_alert_impl(id, actor, at, true).await
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert_impl(id, actor, at, true, audit).await
     }
 
     async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
