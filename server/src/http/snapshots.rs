@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, MAX_ACTOR_LEN, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::services::v2_service;
 use crate::domain::{Scope, ServiceId, SnapshotAction, SnapshotId, Timestamp};
-use crate::store::{NewAuditEntry, RestoreOutcome, SnapshotFilter};
+use crate::store::{NewAuditEntry, RestoreOutcome, Service, SnapshotFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -107,24 +107,20 @@ async fn restore(
         }
         _ => actor(&headers, &caller)?,
     };
-    match app.store.restore_snapshot(id, &who).await? {
-        RestoreOutcome::Restored(service) => {
-            app.store
-                .append_audit(&NewAuditEntry {
-                    action_type: "snapshot_restored".to_owned(),
-                    actor: who,
-                    service_id: Some(service.id),
-                    execution_id: None,
-                    details: json!({ "snapshot_id": id }),
-                    at: Timestamp::now(),
-                })
-                .await?;
-            Ok(ok(
-                StatusCode::OK,
-                "Snapshot restored.",
-                v2_service(&service),
-            ))
-        }
+    let audit = |service: &Service| NewAuditEntry {
+        action_type: "snapshot_restored".to_owned(),
+        actor: who.clone(),
+        service_id: Some(service.id),
+        execution_id: None,
+        details: json!({ "snapshot_id": id }),
+        at: Timestamp::now(),
+    };
+    match app.store.restore_snapshot(id, &who, Some(&audit)).await? {
+        RestoreOutcome::Restored(service) => Ok(ok(
+            StatusCode::OK,
+            "Snapshot restored.",
+            v2_service(&service),
+        )),
         RestoreOutcome::NotFound => Err(ApiError::not_found(format!(
             "Snapshot {} was not found.",
             id.0

@@ -159,7 +159,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_snapshot(&self, id: SnapshotId) -> StoreResult<Option<Snapshot>>;
     /// Puts the service back as the snapshot recorded it (undeleting it if needed), snapshotting
     /// the current state first, and marks the snapshot restored — all in one transaction.
-    async fn restore_snapshot(&self, id: SnapshotId, actor: &str) -> StoreResult<RestoreOutcome>;
+    /// Restores the service as the snapshot recorded it, with the audit entry `audit` builds
+    /// from the restored service in the same transaction.
+    async fn restore_snapshot(
+        &self,
+        id: SnapshotId,
+        actor: &str,
+        audit: Option<AuditWith<'_, Service>>,
+    ) -> StoreResult<RestoreOutcome>;
 
     // ---- alerts -----------------------------------------------------------------------------
 

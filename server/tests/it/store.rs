@@ -1389,7 +1389,7 @@ async fn delete_and_restore(s: &dyn Store) {
     let usurper = service(s, "DOOMED").await;
     assert_ne!(usurper.id, svc.id);
     assert_eq!(
-        s.restore_snapshot(snap_id, "dave").await.unwrap(),
+        s.restore_snapshot(snap_id, "dave", None).await.unwrap(),
         RestoreOutcome::NameTaken
     );
     assert_eq!(
@@ -1398,8 +1398,34 @@ async fn delete_and_restore(s: &dyn Store) {
     );
     s.delete_service(usurper.id, "dave").await.unwrap().unwrap();
 
-    // Restoring the delete brings the service back under its old id.
-    let restored = match s.restore_snapshot(snap_id, "dave").await.unwrap() {
+    // Restoring the delete brings the service back under its old id, with its audit entry
+    // (built from the restored service) in the same commit.
+    let audit = |who: &'static str| {
+        move |restored: &Service| NewAuditEntry {
+            action_type: "snapshot_restored".into(),
+            actor: who.into(),
+            service_id: Some(restored.id),
+            execution_id: None,
+            details: serde_json::json!({ "name": restored.heartbeat_name }),
+            at: t(60),
+        }
+    };
+    let restores = || async {
+        let filter = AuditFilter {
+            action_type: Some("snapshot_restored".into()),
+            ..AuditFilter::default()
+        };
+        let page = PageRequest {
+            limit: 10,
+            offset: 0,
+        };
+        s.list_audit(&filter, page).await.unwrap().entries
+    };
+    let restored = match s
+        .restore_snapshot(snap_id, "dave", Some(&audit("dave")))
+        .await
+        .unwrap()
+    {
         RestoreOutcome::Restored(x) => x,
         other => panic!("{other:?}"),
     };
@@ -1417,11 +1443,18 @@ async fn delete_and_restore(s: &dyn Store) {
     assert!(marked.restored_at.is_some());
     assert_eq!(marked.restored_by.as_deref(), Some("dave"));
     assert_eq!(
-        s.restore_snapshot(snap_id, "erin").await.unwrap(),
+        s.restore_snapshot(snap_id, "erin", Some(&audit("erin")))
+            .await
+            .unwrap(),
         RestoreOutcome::AlreadyRestored
     );
+    let entries = restores().await;
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0].actor, "dave");
+    assert_eq!(entries[0].service_id, Some(svc.id));
+    assert_eq!(entries[0].details["name"], "Doomed");
     assert_eq!(
-        s.restore_snapshot(SnapshotId(snap_id.0 + 10_000), "erin")
+        s.restore_snapshot(SnapshotId(snap_id.0 + 10_000), "erin", None)
             .await
             .unwrap(),
         RestoreOutcome::NotFound
@@ -1469,7 +1502,11 @@ async fn restore_edit_snapshot(s: &dyn Store) {
     .await;
     let first = snapshots_of(s, svc.id).await.entries.pop().unwrap();
     assert_eq!(first.snapshot_data.team, "site-reliability");
-    let restored = match s.restore_snapshot(first.snapshot_id, "ops").await.unwrap() {
+    let restored = match s
+        .restore_snapshot(first.snapshot_id, "ops", None)
+        .await
+        .unwrap()
+    {
         RestoreOutcome::Restored(x) => x,
         other => panic!("{other:?}"),
     };

@@ -990,7 +990,12 @@ impl Store for PgStore {
             .map_err(unavailable)
     }
 
-    async fn restore_snapshot(&self, id: SnapshotId, actor: &str) -> StoreResult<RestoreOutcome> {
+    async fn restore_snapshot(
+        &self,
+        id: SnapshotId,
+        actor: &str,
+        audit: Option<AuditWith<'_, Service>>,
+    ) -> StoreResult<RestoreOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Locking the snapshot makes a concurrent second restore wait, then see it restored.
         let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1 FOR UPDATE");
@@ -1051,6 +1056,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&restored)).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(RestoreOutcome::Restored(restored))
     }

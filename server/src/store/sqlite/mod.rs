@@ -989,7 +989,12 @@ impl Store for SqliteStore {
             .map_err(unavailable)
     }
 
-    async fn restore_snapshot(&self, id: SnapshotId, actor: &str) -> StoreResult<RestoreOutcome> {
+    async fn restore_snapshot(
+        &self,
+        id: SnapshotId,
+        actor: &str,
+        audit: Option<AuditWith<'_, Service>>,
+    ) -> StoreResult<RestoreOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let Some(row) = sqlx::query("SELECT * FROM snapshots WHERE id = ?")
             .bind(id.0)
@@ -1048,6 +1053,9 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&restored)).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(RestoreOutcome::Restored(restored))
     }
