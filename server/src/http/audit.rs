@@ -16,26 +16,22 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
-/// Appends one entry for a configuration change made through the API. `details` must never
-/// hold a secret.
-pub async fn record(
-    app: &AppState,
+/// One entry for a change made through the API, stamped now, for the store to write in the
+/// change's own transaction. `details` must never hold a secret.
+pub fn entry(
     action: &str,
     actor: &str,
     service_id: Option<ServiceId>,
     details: serde_json::Value,
-) -> Result<(), super::error::ApiError> {
-    app.store
-        .append_audit(&crate::store::NewAuditEntry {
-            action_type: action.to_owned(),
-            actor: actor.to_owned(),
-            service_id,
-            execution_id: None,
-            details,
-            at: crate::domain::Timestamp::now(),
-        })
-        .await?;
-    Ok(())
+) -> crate::store::NewAuditEntry {
+    crate::store::NewAuditEntry {
+        action_type: action.to_owned(),
+        actor: actor.to_owned(),
+        service_id,
+        execution_id: None,
+        details,
+        at: crate::domain::Timestamp::now(),
+    }
 }
 
 /// Query the audit log (CSV when `Accept` contains `text/csv`).

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, path_id};
 use super::legacy::clean_text;
@@ -193,15 +193,15 @@ async fn create(
         }
         WindowScope::Global => {}
     }
-    let w = app.store.create_window(&new).await?;
-    record(
-        &app,
-        "maintenance_window_created",
-        &w.created_by,
-        service_of(&w),
-        v2_window(&w, now),
-    )
-    .await?;
+    let audit = |w: &MaintenanceWindowRecord| {
+        entry(
+            "maintenance_window_created",
+            &w.created_by,
+            service_of(w),
+            v2_window(w, now),
+        )
+    };
+    let w = app.store.create_window(&new, Some(&audit)).await?;
     Ok(ok(
         StatusCode::CREATED,
         "Maintenance window created.",
@@ -243,19 +243,17 @@ async fn delete(
             "Maintenance window {id} was not found."
         )));
     };
-    if !app.store.delete_window(id).await? {
-        return Err(ApiError::not_found(format!(
-            "Maintenance window {id} was not found."
-        )));
-    }
-    record(
-        &app,
+    let audit = entry(
         "maintenance_window_deleted",
         &who,
         service_of(&w),
         json!({ "window_id": id }),
-    )
-    .await?;
+    );
+    if !app.store.delete_window(id, Some(&audit)).await? {
+        return Err(ApiError::not_found(format!(
+            "Maintenance window {id} was not found."
+        )));
+    }
     Ok(ok(
         StatusCode::OK,
         "Maintenance window deleted.",
@@ -298,24 +296,27 @@ async fn snooze(
     let now = Timestamp::now();
     let ends = now.plus_millis(i64::from(body.minutes) * 60_000);
     let w = MaintenanceWindow::one_time(now, ends).map_err(|e| ApiError::internal(&e))?;
+    let audit = |rec: &MaintenanceWindowRecord| {
+        entry(
+            "service_snoozed",
+            &rec.created_by,
+            Some(s.id),
+            v2_window(rec, now),
+        )
+    };
     let rec = app
         .store
-        .create_window(&NewWindow {
-            scope: WindowScope::Service(s.id),
-            window: w,
-            reason,
-            created_by: who,
-            at: now,
-        })
+        .create_window(
+            &NewWindow {
+                scope: WindowScope::Service(s.id),
+                window: w,
+                reason,
+                created_by: who,
+                at: now,
+            },
+            Some(&audit),
+        )
         .await?;
-    record(
-        &app,
-        "service_snoozed",
-        &rec.created_by,
-        Some(s.id),
-        v2_window(&rec, now),
-    )
-    .await?;
     Ok(ok(
         StatusCode::CREATED,
         &format!("Service snoozed for {} minutes.", body.minutes),

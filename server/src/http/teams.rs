@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::audit::record;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, actor, path_id};
 use super::legacy::clean_text;
@@ -191,8 +191,12 @@ async fn create_team(
             .transpose()?,
         at: Timestamp::now(),
     };
-    let team = app.store.create_team(&new).await.map_err(conflict_name)?;
-    record(&app, "team_created", &who, None, v2_team(&team)).await?;
+    let audit = |t: &Team| entry("team_created", &who, None, v2_team(t));
+    let team = app
+        .store
+        .create_team(&new, Some(&audit))
+        .await
+        .map_err(conflict_name)?;
     Ok(ok(StatusCode::CREATED, "Team created.", v2_team(&team)))
 }
 
@@ -262,11 +266,15 @@ async fn patch_team(
     }
     let team = app
         .store
-        .update_team(id, &patch, Timestamp::now())
+        .update_team(
+            id,
+            &patch,
+            Timestamp::now(),
+            Some(&|t: &Team| entry("team_updated", &who, None, v2_team(t))),
+        )
         .await
         .map_err(conflict_name)?
         .ok_or_else(|| ApiError::not_found(format!("Team {id} was not found.")))?;
-    record(&app, "team_updated", &who, None, v2_team(&team)).await?;
     Ok(ok(StatusCode::OK, "Team updated.", v2_team(&team)))
 }
 
@@ -284,10 +292,10 @@ async fn delete_team(
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
     let id = TeamId(path_id(&id, "team_id")?);
-    if !app.store.delete_team(id).await? {
+    let audit = entry("team_deleted", &who, None, json!({ "team_id": id }));
+    if !app.store.delete_team(id, Some(&audit)).await? {
         return Err(ApiError::not_found(format!("Team {id} was not found.")));
     }
-    record(&app, "team_deleted", &who, None, json!({ "team_id": id })).await?;
     Ok(ok(
         StatusCode::OK,
         "Team deleted, with its notification targets and maintenance windows.",
@@ -453,8 +461,8 @@ async fn create_target(
         enabled: body.enabled.unwrap_or(true),
         at: Timestamp::now(),
     };
-    let t = app.store.create_target(&new).await?;
-    record(app, "target_created", who, service_of(&t), v2_target(&t)).await?;
+    let audit = |t: &NotificationTarget| entry("target_created", who, service_of(t), v2_target(t));
+    let t = app.store.create_target(&new, Some(&audit)).await?;
     Ok(ok(
         StatusCode::CREATED,
         "Notification target created.",
@@ -592,17 +600,16 @@ async fn patch_target(
     }
     let after = app
         .store
-        .update_target(id, &patch, Timestamp::now())
+        .update_target(
+            id,
+            &patch,
+            Timestamp::now(),
+            Some(&|t: &NotificationTarget| {
+                entry("target_updated", &who, service_of(t), v2_target(t))
+            }),
+        )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Notification target {id} was not found.")))?;
-    record(
-        &app,
-        "target_updated",
-        &who,
-        service_of(&after),
-        v2_target(&after),
-    )
-    .await?;
     Ok(ok(
         StatusCode::OK,
         "Notification target updated.",
@@ -624,19 +631,12 @@ async fn delete_target(
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
     let id = TargetId(path_id(&id, "target_id")?);
-    if !app.store.delete_target(id).await? {
+    let audit = entry("target_deleted", &who, None, json!({ "target_id": id }));
+    if !app.store.delete_target(id, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
             "Notification target {id} was not found."
         )));
     }
-    record(
-        &app,
-        "target_deleted",
-        &who,
-        None,
-        json!({ "target_id": id }),
-    )
-    .await?;
     Ok(ok(
         StatusCode::OK,
         "Notification target deleted.",

@@ -275,7 +275,13 @@ pub trait Store: Send + Sync + 'static {
     // ---- teams ------------------------------------------------------------------------------
 
     /// Creates a team. A name already taken (case-insensitively) is a [`StoreError::Conflict`].
-    async fn create_team(&self, new: &NewTeam) -> StoreResult<Team>;
+    /// With `audit`, the entry it builds from the new team commits with it (likewise below for
+    /// every change of teams, targets and windows).
+    async fn create_team(
+        &self,
+        new: &NewTeam,
+        audit: Option<AuditWith<'_, Team>>,
+    ) -> StoreResult<Team>;
     async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>>;
     /// The team whose case-folded name is `name_key` (how a service's `team` finds its team).
     async fn find_team(&self, name_key: &str) -> StoreResult<Option<Team>>;
@@ -287,16 +293,21 @@ pub trait Store: Send + Sync + 'static {
         id: TeamId,
         patch: &TeamPatch,
         at: crate::domain::Timestamp,
+        audit: Option<AuditWith<'_, Team>>,
     ) -> StoreResult<Option<Team>>;
     /// Deletes a team together with its notification targets and team-scoped maintenance
     /// windows (they mean nothing without it). `false` when no such team exists.
-    async fn delete_team(&self, id: TeamId) -> StoreResult<bool>;
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool>;
 
     // ---- notification targets ---------------------------------------------------------------
 
     /// The owning team or service must exist (callers check; a dangling owner is refused by the
     /// database).
-    async fn create_target(&self, new: &NewTarget) -> StoreResult<NotificationTarget>;
+    async fn create_target(
+        &self,
+        new: &NewTarget,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
+    ) -> StoreResult<NotificationTarget>;
     async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>>;
     /// Ordered by priority, then id (the order in which targets are notified).
     async fn list_targets(&self, filter: &TargetFilter) -> StoreResult<Vec<NotificationTarget>>;
@@ -305,19 +316,26 @@ pub trait Store: Send + Sync + 'static {
         id: TargetId,
         patch: &TargetPatch,
         at: crate::domain::Timestamp,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<Option<NotificationTarget>>;
-    async fn delete_target(&self, id: TargetId) -> StoreResult<bool>;
+    async fn delete_target(&self, id: TargetId, audit: Option<&NewAuditEntry>)
+    -> StoreResult<bool>;
 
     // ---- maintenance windows ----------------------------------------------------------------
 
-    async fn create_window(&self, new: &NewWindow) -> StoreResult<MaintenanceWindowRecord>;
+    async fn create_window(
+        &self,
+        new: &NewWindow,
+        audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
+    ) -> StoreResult<MaintenanceWindowRecord>;
     async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>>;
     /// Ordered by id.
     async fn list_windows(
         &self,
         filter: &WindowFilter,
     ) -> StoreResult<Vec<MaintenanceWindowRecord>>;
-    async fn delete_window(&self, id: WindowId) -> StoreResult<bool>;
+    async fn delete_window(&self, id: WindowId, audit: Option<&NewAuditEntry>)
+    -> StoreResult<bool>;
 
     // ---- agents -----------------------------------------------------------------------------
 

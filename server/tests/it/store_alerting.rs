@@ -303,17 +303,20 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
 async fn outbox_leases_retries_and_log(store: &dyn Store) {
     let s = service(store, "api", 60).await;
     let target = store
-        .create_target(&NewTarget {
-            owner: TargetOwner::Service(s.id),
-            config: TargetConfig::Webhook {
-                url: "https://hooks.example/x".into(),
-                secret: "s3cret".into(),
+        .create_target(
+            &NewTarget {
+                owner: TargetOwner::Service(s.id),
+                config: TargetConfig::Webhook {
+                    url: "https://hooks.example/x".into(),
+                    secret: "s3cret".into(),
+                },
+                priority: 0,
+                period: medic_server::domain::monitor::PagingPeriod::Always,
+                enabled: true,
+                at: t(0),
             },
-            priority: 0,
-            period: medic_server::domain::monitor::PagingPeriod::Always,
-            enabled: true,
-            at: t(0),
-        })
+            None,
+        )
         .await
         .expect("target");
     pass(store, t(MIN)).await;
@@ -457,17 +460,20 @@ async fn housekeeping_trims_old_rows_in_batches(store: &dyn Store) {
 async fn a_service_down_through_a_window_alerts_when_it_closes(store: &dyn Store) {
     let s = service(store, "maint", 60).await;
     store
-        .create_window(&NewWindow {
-            scope: WindowScope::Service(s.id),
-            window: medic_server::domain::schedule::MaintenanceWindow::one_time(
-                t(30_000),
-                t(5 * MIN),
-            )
-            .expect("window"),
-            reason: Some("upgrade".into()),
-            created_by: "alice".into(),
-            at: t(0),
-        })
+        .create_window(
+            &NewWindow {
+                scope: WindowScope::Service(s.id),
+                window: medic_server::domain::schedule::MaintenanceWindow::one_time(
+                    t(30_000),
+                    t(5 * MIN),
+                )
+                .expect("window"),
+                reason: Some("upgrade".into()),
+                created_by: "alice".into(),
+                at: t(0),
+            },
+            None,
+        )
         .await
         .expect("window");
     let r = pass(store, t(2 * MIN)).await;

@@ -15,6 +15,7 @@ conformance! {
     target_needs_an_existing_owner,
     deleting_a_team_takes_its_targets_and_windows,
     windows_crud_and_filters,
+    changes_commit_with_their_audit_entries,
 }
 
 const T0: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
@@ -47,7 +48,7 @@ fn new_team(name: &str) -> NewTeam {
 }
 
 async fn team(s: &dyn Store, name: &str) -> Team {
-    s.create_team(&new_team(name)).await.unwrap()
+    s.create_team(&new_team(name), None).await.unwrap()
 }
 
 async fn service(s: &dyn Store, name: &str) -> ServiceId {
@@ -98,12 +99,15 @@ fn ids<T, I: Copy>(v: &[T], f: impl Fn(&T) -> I) -> Vec<I> {
 
 async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
     let created = s
-        .create_team(&NewTeam {
-            name: "Payments".into(),
-            working_hours: Some(hours("Europe/Berlin")),
-            slack_channel: Some("#payments".into()),
-            at: t(0),
-        })
+        .create_team(
+            &NewTeam {
+                name: "Payments".into(),
+                working_hours: Some(hours("Europe/Berlin")),
+                slack_channel: Some("#payments".into()),
+                at: t(0),
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(created.name, "Payments");
@@ -112,7 +116,7 @@ async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
     assert_eq!(s.get_team(created.id).await.unwrap(), Some(created.clone()));
 
     // Names are unique case-insensitively.
-    let dup = s.create_team(&new_team("PAYMENTS")).await;
+    let dup = s.create_team(&new_team("PAYMENTS"), None).await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     // Found from a service's free-text team through name_key.
     let found = s.find_team(&name_key("payMENTS")).await.unwrap();
@@ -135,6 +139,7 @@ async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
                 slack_channel: Some(None),
             },
             t(5),
+            None,
         )
         .await
         .unwrap()
@@ -153,6 +158,7 @@ async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
                 ..TeamPatch::default()
             },
             t(6),
+            None,
         )
         .await
         .unwrap()
@@ -169,6 +175,7 @@ async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
                 ..TeamPatch::default()
             },
             t(7),
+            None,
         )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
@@ -178,13 +185,13 @@ async fn teams_crud_and_case_insensitive_names(s: &dyn Store) {
     );
 
     assert_eq!(
-        s.update_team(TeamId(999_999), &TeamPatch::default(), t(8))
+        s.update_team(TeamId(999_999), &TeamPatch::default(), t(8), None)
             .await
             .unwrap(),
         None
     );
-    assert!(s.delete_team(other.id).await.unwrap());
-    assert!(!s.delete_team(other.id).await.unwrap());
+    assert!(s.delete_team(other.id, None).await.unwrap());
+    assert!(!s.delete_team(other.id, None).await.unwrap());
     assert_eq!(s.get_team(other.id).await.unwrap(), None);
     // The freed name can be taken again.
     team(s, "SEARCH").await;
@@ -194,31 +201,37 @@ async fn targets_crud_order_and_filters(s: &dyn Store) {
     let tm = team(s, "payments").await;
     let svc = service(s, "billing-job").await;
     let pd = s
-        .create_target(&NewTarget {
-            period: PagingPeriod::AfterHours,
-            ..target(
-                TargetOwner::Team(tm.id),
-                TargetConfig::Pagerduty {
-                    routing_key: "0123456789abcdef0123456789abcdef".into(),
-                },
-                2,
-            )
-        })
+        .create_target(
+            &NewTarget {
+                period: PagingPeriod::AfterHours,
+                ..target(
+                    TargetOwner::Team(tm.id),
+                    TargetConfig::Pagerduty {
+                        routing_key: "0123456789abcdef0123456789abcdef".into(),
+                    },
+                    2,
+                )
+            },
+            None,
+        )
         .await
         .unwrap();
     let sl = s
-        .create_target(&target(TargetOwner::Team(tm.id), slack("#pay"), 1))
+        .create_target(&target(TargetOwner::Team(tm.id), slack("#pay"), 1), None)
         .await
         .unwrap();
     let wh = s
-        .create_target(&target(
-            TargetOwner::Service(svc),
-            TargetConfig::Webhook {
-                url: "https://hooks.example.com/medic".into(),
-                secret: "s3cret-value".into(),
-            },
-            0,
-        ))
+        .create_target(
+            &target(
+                TargetOwner::Service(svc),
+                TargetConfig::Webhook {
+                    url: "https://hooks.example.com/medic".into(),
+                    secret: "s3cret-value".into(),
+                },
+                0,
+            ),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(pd.owner, TargetOwner::Team(tm.id));
@@ -261,6 +274,7 @@ async fn targets_crud_order_and_filters(s: &dyn Store) {
                 enabled: Some(false),
             },
             t(9),
+            None,
         )
         .await
         .unwrap()
@@ -281,27 +295,29 @@ async fn targets_crud_order_and_filters(s: &dyn Store) {
     assert_eq!(ids(&reordered, |t| t.id), vec![pd.id, sl.id]);
 
     assert_eq!(
-        s.update_target(TargetId(999_999), &TargetPatch::default(), t(9))
+        s.update_target(TargetId(999_999), &TargetPatch::default(), t(9), None)
             .await
             .unwrap(),
         None
     );
-    assert!(s.delete_target(pd.id).await.unwrap());
-    assert!(!s.delete_target(pd.id).await.unwrap());
+    assert!(s.delete_target(pd.id, None).await.unwrap());
+    assert!(!s.delete_target(pd.id, None).await.unwrap());
     assert_eq!(s.get_target(pd.id).await.unwrap(), None);
 }
 
 async fn target_needs_an_existing_owner(s: &dyn Store) {
     let r = s
-        .create_target(&target(TargetOwner::Team(TeamId(424_242)), slack("#x"), 0))
+        .create_target(
+            &target(TargetOwner::Team(TeamId(424_242)), slack("#x"), 0),
+            None,
+        )
         .await;
     assert!(r.is_err(), "{r:?}");
     let r = s
-        .create_target(&target(
-            TargetOwner::Service(ServiceId(424_242)),
-            slack("#x"),
-            0,
-        ))
+        .create_target(
+            &target(TargetOwner::Service(ServiceId(424_242)), slack("#x"), 0),
+            None,
+        )
         .await;
     assert!(r.is_err(), "{r:?}");
     assert!(
@@ -316,11 +332,11 @@ async fn deleting_a_team_takes_its_targets_and_windows(s: &dyn Store) {
     let tm = team(s, "payments").await;
     let keep = team(s, "search").await;
     let gone = s
-        .create_target(&target(TargetOwner::Team(tm.id), slack("#a"), 0))
+        .create_target(&target(TargetOwner::Team(tm.id), slack("#a"), 0), None)
         .await
         .unwrap();
     let kept = s
-        .create_target(&target(TargetOwner::Team(keep.id), slack("#b"), 0))
+        .create_target(&target(TargetOwner::Team(keep.id), slack("#b"), 0), None)
         .await
         .unwrap();
     let window = |scope| NewWindow {
@@ -331,11 +347,14 @@ async fn deleting_a_team_takes_its_targets_and_windows(s: &dyn Store) {
         at: t(0),
     };
     let w_gone = s
-        .create_window(&window(WindowScope::Team(tm.id)))
+        .create_window(&window(WindowScope::Team(tm.id)), None)
         .await
         .unwrap();
-    let w_global = s.create_window(&window(WindowScope::Global)).await.unwrap();
-    assert!(s.delete_team(tm.id).await.unwrap());
+    let w_global = s
+        .create_window(&window(WindowScope::Global), None)
+        .await
+        .unwrap();
+    assert!(s.delete_team(tm.id, None).await.unwrap());
     assert_eq!(s.get_target(gone.id).await.unwrap(), None);
     assert_eq!(s.get_target(kept.id).await.unwrap(), Some(kept));
     assert_eq!(s.get_window(w_gone.id).await.unwrap(), None);
@@ -358,23 +377,22 @@ async fn windows_crud_and_filters(s: &dyn Store) {
         at: t(0),
     };
     let w_svc = s
-        .create_window(&mk(
-            WindowScope::Service(svc),
-            &one_time,
-            Some("db upgrade"),
-        ))
+        .create_window(
+            &mk(WindowScope::Service(svc), &one_time, Some("db upgrade")),
+            None,
+        )
         .await
         .unwrap();
     let w_team = s
-        .create_window(&mk(WindowScope::Team(tm.id), &nightly, None))
+        .create_window(&mk(WindowScope::Team(tm.id), &nightly, None), None)
         .await
         .unwrap();
     let w_global = s
-        .create_window(&mk(WindowScope::Global, &one_time, None))
+        .create_window(&mk(WindowScope::Global, &one_time, None), None)
         .await
         .unwrap();
     let w_other = s
-        .create_window(&mk(WindowScope::Service(other), &nightly, None))
+        .create_window(&mk(WindowScope::Service(other), &nightly, None), None)
         .await
         .unwrap();
     assert_eq!(w_svc.scope, WindowScope::Service(svc));
@@ -457,11 +475,134 @@ async fn windows_crud_and_filters(s: &dyn Store) {
         vec![w_other.id]
     );
 
-    assert!(s.delete_window(w_svc.id).await.unwrap());
-    assert!(!s.delete_window(w_svc.id).await.unwrap());
+    assert!(s.delete_window(w_svc.id, None).await.unwrap());
+    assert!(!s.delete_window(w_svc.id, None).await.unwrap());
     assert_eq!(s.get_window(w_svc.id).await.unwrap(), None);
     assert_eq!(
         list(WindowFilter::default()).await,
         vec![w_team.id, w_global.id, w_other.id]
     );
+}
+
+/// Every change of a team, target or window writes the audit entry it is given (built from the
+/// changed row where it needs one) in its own transaction; a change that does not happen (a
+/// taken name, an unknown id) writes none.
+async fn changes_commit_with_their_audit_entries(s: &dyn Store) {
+    fn entry(action: &str, details: serde_json::Value) -> NewAuditEntry {
+        NewAuditEntry {
+            action_type: action.into(),
+            actor: "it".into(),
+            service_id: None,
+            execution_id: None,
+            details,
+            at: t(0),
+        }
+    }
+    let team_entry = |action: &'static str| {
+        move |team: &Team| entry(action, serde_json::json!({ "name": team.name }))
+    };
+    let target_entry = |target: &NotificationTarget| {
+        entry(
+            "target_changed",
+            serde_json::json!({ "priority": target.priority }),
+        )
+    };
+    let window_entry = |w: &MaintenanceWindowRecord| {
+        entry("window_created", serde_json::json!({ "reason": w.reason }))
+    };
+
+    let created = s
+        .create_team(&new_team("Audited"), Some(&team_entry("team_created")))
+        .await
+        .unwrap();
+    let dup = s
+        .create_team(&new_team("AUDITED"), Some(&team_entry("team_created")))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let patch = TeamPatch {
+        name: Some("Audited-2".into()),
+        ..TeamPatch::default()
+    };
+    s.update_team(created.id, &patch, t(1), Some(&team_entry("team_updated")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.update_team(
+            TeamId(created.id.0 + 1_000),
+            &patch,
+            t(1),
+            Some(&team_entry("team_updated"))
+        )
+        .await
+        .unwrap(),
+        None
+    );
+    let tg = s
+        .create_target(
+            &target(TargetOwner::Team(created.id), slack("#a"), 3),
+            Some(&target_entry),
+        )
+        .await
+        .unwrap();
+    let patch = TargetPatch {
+        priority: Some(7),
+        ..TargetPatch::default()
+    };
+    s.update_target(tg.id, &patch, t(2), Some(&target_entry))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut window = NewWindow {
+        scope: WindowScope::Team(created.id),
+        window: MaintenanceWindow::one_time(t(0), t(MINUTE)).unwrap(),
+        reason: Some("patching".into()),
+        created_by: "it".into(),
+        at: t(0),
+    };
+    let w = s.create_window(&window, Some(&window_entry)).await.unwrap();
+    window.reason = Some("kept".into());
+    let kept = s.create_window(&window, None).await.unwrap();
+    let gone = entry("window_deleted", serde_json::json!({ "window": w.id.0 }));
+    assert!(s.delete_window(w.id, Some(&gone)).await.unwrap());
+    assert!(!s.delete_window(w.id, Some(&gone)).await.unwrap());
+    let gone = entry("target_deleted", serde_json::json!({ "target": tg.id.0 }));
+    assert!(s.delete_target(tg.id, Some(&gone)).await.unwrap());
+    assert!(!s.delete_target(tg.id, Some(&gone)).await.unwrap());
+    let gone = entry("team_deleted", serde_json::json!({ "team": created.id.0 }));
+    assert!(s.delete_team(created.id, Some(&gone)).await.unwrap());
+    assert!(!s.delete_team(created.id, Some(&gone)).await.unwrap());
+    assert_eq!(s.get_window(kept.id).await.unwrap(), None);
+
+    let page = PageRequest {
+        limit: 50,
+        offset: 0,
+    };
+    let mut log = s
+        .list_audit(&AuditFilter::default(), page)
+        .await
+        .unwrap()
+        .entries;
+    log.sort_by_key(|e| e.id);
+    let got: Vec<(String, serde_json::Value)> = log
+        .into_iter()
+        .map(|e| (e.action_type, e.details))
+        .collect();
+    let want: Vec<(String, serde_json::Value)> = [
+        ("team_created", serde_json::json!({ "name": "Audited" })),
+        ("team_updated", serde_json::json!({ "name": "Audited-2" })),
+        ("target_changed", serde_json::json!({ "priority": 3 })),
+        ("target_changed", serde_json::json!({ "priority": 7 })),
+        (
+            "window_created",
+            serde_json::json!({ "reason": "patching" }),
+        ),
+        ("window_deleted", serde_json::json!({ "window": w.id.0 })),
+        ("target_deleted", serde_json::json!({ "target": tg.id.0 })),
+        ("team_deleted", serde_json::json!({ "team": created.id.0 })),
+    ]
+    .into_iter()
+    .map(|(a, d)| (a.to_owned(), d))
+    .collect();
+    assert_eq!(got, want);
 }

@@ -1296,8 +1296,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn create_team(&self, new: &NewTeam) -> StoreResult<Team> {
-        self.create_team_impl(new).await
+    async fn create_team(
+        &self,
+        new: &NewTeam,
+        audit: Option<AuditWith<'_, Team>>,
+    ) -> StoreResult<Team> {
+        self.create_team_impl(new, audit).await
     }
 
     async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
@@ -1317,16 +1321,21 @@ impl Store for SqliteStore {
         id: TeamId,
         patch: &TeamPatch,
         at: Timestamp,
+        audit: Option<AuditWith<'_, Team>>,
     ) -> StoreResult<Option<Team>> {
-        self.update_team_impl(id, patch, at).await
+        self.update_team_impl(id, patch, at, audit).await
     }
 
-    async fn delete_team(&self, id: TeamId) -> StoreResult<bool> {
-        self.delete_team_impl(id).await
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
+        self.delete_team_impl(id, audit).await
     }
 
-    async fn create_target(&self, new: &NewTarget) -> StoreResult<NotificationTarget> {
-        self.create_target_impl(new).await
+    async fn create_target(
+        &self,
+        new: &NewTarget,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
+    ) -> StoreResult<NotificationTarget> {
+        self.create_target_impl(new, audit).await
     }
 
     async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
@@ -1342,16 +1351,25 @@ impl Store for SqliteStore {
         id: TargetId,
         patch: &TargetPatch,
         at: Timestamp,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<Option<NotificationTarget>> {
-        self.update_target_impl(id, patch, at).await
+        self.update_target_impl(id, patch, at, audit).await
     }
 
-    async fn delete_target(&self, id: TargetId) -> StoreResult<bool> {
-        self.delete_target_impl(id).await
+    async fn delete_target(
+        &self,
+        id: TargetId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        self.delete_target_impl(id, audit).await
     }
 
-    async fn create_window(&self, new: &NewWindow) -> StoreResult<MaintenanceWindowRecord> {
-        self.create_window_impl(new).await
+    async fn create_window(
+        &self,
+        new: &NewWindow,
+        audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
+    ) -> StoreResult<MaintenanceWindowRecord> {
+        self.create_window_impl(new, audit).await
     }
 
     async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
@@ -1365,8 +1383,12 @@ impl Store for SqliteStore {
         self.list_windows_impl(filter).await
     }
 
-    async fn delete_window(&self, id: WindowId) -> StoreResult<bool> {
-        self.delete_window_impl(id).await
+    async fn delete_window(
+        &self,
+        id: WindowId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        self.delete_window_impl(id, audit).await
     }
 
     async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome> {

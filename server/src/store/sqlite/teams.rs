@@ -89,7 +89,12 @@ fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
 }
 
 impl SqliteStore {
-    pub(super) async fn create_team_impl(&self, new: &NewTeam) -> StoreResult<Team> {
+    pub(super) async fn create_team_impl(
+        &self,
+        new: &NewTeam,
+        audit: Option<AuditWith<'_, Team>>,
+    ) -> StoreResult<Team> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let hours = new
             .working_hours
             .as_ref()
@@ -106,10 +111,15 @@ impl SqliteStore {
         .bind(&new.slack_channel)
         .bind(new.at.millis())
         .bind(new.at.millis())
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        team_from_row(&r).map_err(unavailable)
+        let created = team_from_row(&r).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&created)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(created)
     }
 
     pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
@@ -147,6 +157,7 @@ impl SqliteStore {
         id: TeamId,
         patch: &TeamPatch,
         at: Timestamp,
+        audit: Option<AuditWith<'_, Team>>,
     ) -> StoreResult<Option<Team>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = ?")
@@ -178,24 +189,39 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&team)).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(team))
     }
 
-    pub(super) async fn delete_team_impl(&self, id: TeamId) -> StoreResult<bool> {
+    pub(super) async fn delete_team_impl(
+        &self,
+        id: TeamId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE; foreign keys are on).
         let done = sqlx::query("DELETE FROM teams WHERE id = ?")
             .bind(id.0)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if deleted && let Some(e) = audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(deleted)
     }
 
     pub(super) async fn create_target_impl(
         &self,
         new: &NewTarget,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<NotificationTarget> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let (team, service) = owner_ids(new.owner);
         let r = sqlx::query(
             "INSERT INTO notification_targets (team_id, service_id, kind, priority, period, \
@@ -211,10 +237,15 @@ impl SqliteStore {
         .bind(to_json(&new.config).map_err(unavailable)?)
         .bind(new.at.millis())
         .bind(new.at.millis())
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        target_from_row(&r).map_err(unavailable)
+        let created = target_from_row(&r).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&created)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(created)
     }
 
     pub(super) async fn get_target_impl(
@@ -256,6 +287,7 @@ impl SqliteStore {
         id: TargetId,
         patch: &TargetPatch,
         at: Timestamp,
+        audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<Option<NotificationTarget>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
@@ -282,23 +314,38 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&t)).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(t))
     }
 
-    pub(super) async fn delete_target_impl(&self, id: TargetId) -> StoreResult<bool> {
+    pub(super) async fn delete_target_impl(
+        &self,
+        id: TargetId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done = sqlx::query("DELETE FROM notification_targets WHERE id = ?")
             .bind(id.0)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if deleted && let Some(e) = audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(deleted)
     }
 
     pub(super) async fn create_window_impl(
         &self,
         new: &NewWindow,
+        audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
     ) -> StoreResult<MaintenanceWindowRecord> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let (service, team) = match new.scope {
             WindowScope::Service(s) => (Some(s.0), None),
             WindowScope::Team(t) => (None, Some(t.0)),
@@ -319,10 +366,15 @@ impl SqliteStore {
         .bind(&new.reason)
         .bind(&new.created_by)
         .bind(new.at.millis())
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        window_from_row(&r).map_err(unavailable)
+        let created = window_from_row(&r).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            super::insert_audit(&mut tx, &entry(&created)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(created)
     }
 
     pub(super) async fn get_window_impl(
@@ -371,12 +423,22 @@ impl SqliteStore {
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
-    pub(super) async fn delete_window_impl(&self, id: WindowId) -> StoreResult<bool> {
+    pub(super) async fn delete_window_impl(
+        &self,
+        id: WindowId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = ?")
             .bind(id.0)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if deleted && let Some(e) = audit {
+            super::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(deleted)
     }
 }
