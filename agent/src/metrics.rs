@@ -168,10 +168,7 @@ impl Metrics {
 
     /// A request was refused with `reason`.
     pub fn run_skipped(&self, script: &str, reason: SkipReason) {
-        let reason = serde_json::to_value(reason)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unknown".to_owned());
+        let reason = reason.as_str().to_owned();
         let mut series = self.lock();
         let script = series.script_label(script);
         *series.skipped.entry((script, reason)).or_default() += 1;

@@ -625,7 +625,7 @@ impl Agent {
                     &[
                         ("run_id", run_id.as_str()),
                         ("script", &request.script),
-                        ("reason", &reason_name(refusal.reason)),
+                        ("reason", refusal.reason.as_str()),
                     ],
                 );
                 let skipped = AgentMessage::RunSkipped(refusal.to_skipped(&request));
@@ -657,14 +657,6 @@ impl Agent {
             }
         }
     }
-}
-
-/// A skip reason's wire name (`not_in_allowlist`), for logs.
-fn reason_name(reason: SkipReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Resolves at `deadline`, or never without one.

@@ -262,6 +262,42 @@ pub enum SkipReason {
     Unknown,
 }
 
+impl SkipReason {
+    /// Every reason, in declaration order (for metrics that start at zero).
+    pub const ALL: [Self; 12] = [
+        Self::NotInAllowlist,
+        Self::NotApproved,
+        Self::HashMismatch,
+        Self::InvalidName,
+        Self::InvalidParameters,
+        Self::InvalidRequest,
+        Self::UnsupportedInterpreter,
+        Self::Expired,
+        Self::Busy,
+        Self::Duplicate,
+        Self::Draining,
+        Self::Unknown,
+    ];
+
+    /// The reason's name on the wire (`not_in_allowlist`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotInAllowlist => "not_in_allowlist",
+            Self::NotApproved => "not_approved",
+            Self::HashMismatch => "hash_mismatch",
+            Self::InvalidName => "invalid_name",
+            Self::InvalidParameters => "invalid_parameters",
+            Self::InvalidRequest => "invalid_request",
+            Self::UnsupportedInterpreter => "unsupported_interpreter",
+            Self::Expired => "expired",
+            Self::Busy => "busy",
+            Self::Duplicate => "duplicate",
+            Self::Draining => "draining",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The agent refused a run request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSkipped {
@@ -300,6 +336,38 @@ pub enum ErrorCode {
     /// A code this build does not know, sent by a newer peer.
     #[serde(other)]
     Unknown,
+}
+
+impl ErrorCode {
+    /// Every code, in declaration order (for metrics that start at zero).
+    pub const ALL: [Self; 10] = [
+        Self::UnsupportedVersion,
+        Self::Unauthorized,
+        Self::FrameTooLarge,
+        Self::Malformed,
+        Self::UnexpectedMessage,
+        Self::HandshakeTimeout,
+        Self::SessionReplaced,
+        Self::RateLimited,
+        Self::Internal,
+        Self::Unknown,
+    ];
+
+    /// The code's name on the wire (`unsupported_version`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Unauthorized => "unauthorized",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::Malformed => "malformed",
+            Self::UnexpectedMessage => "unexpected_message",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::SessionReplaced => "session_replaced",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 /// An error report; the sender closes the connection after it.

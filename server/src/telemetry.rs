@@ -202,12 +202,12 @@ fn describe() {
         crate::gateway::SESSIONS_REFUSED_METRIC,
         "Agent connections refused at the handshake, by the protocol error code sent"
     );
-    for code in crate::gateway::ERROR_CODES {
-        metrics::counter!(crate::gateway::SESSIONS_REFUSED_METRIC, "reason" => crate::gateway::code_str(code))
+    for code in medic_protocol::ErrorCode::ALL {
+        metrics::counter!(crate::gateway::SESSIONS_REFUSED_METRIC, "reason" => code.as_str())
             .absolute(0);
     }
-    for reason in crate::gateway::REFUSAL_REASONS {
-        metrics::counter!(crate::gateway::REFUSED_METRIC, "reason" => reason).absolute(0);
+    for reason in medic_protocol::SkipReason::ALL {
+        metrics::counter!(crate::gateway::REFUSED_METRIC, "reason" => reason.as_str()).absolute(0);
     }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");

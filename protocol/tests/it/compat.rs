@@ -245,3 +245,24 @@ fn version_negotiation_picks_the_newest_common_version() {
     let hello = crate::hello();
     assert_eq!(hello.version_range(), VersionRange::SUPPORTED);
 }
+
+/// `as_str` is each enum's name on the wire, and `ALL` lists no variant twice.
+#[test]
+fn reason_and_code_names_are_their_wire_names() {
+    let wire = |v: serde_json::Value| v.as_str().expect("a string").to_owned();
+    for reason in SkipReason::ALL {
+        assert_eq!(wire(serde_json::to_value(reason).unwrap()), reason.as_str());
+    }
+    for code in ErrorCode::ALL {
+        assert_eq!(wire(serde_json::to_value(code).unwrap()), code.as_str());
+    }
+    let distinct = |names: Vec<&str>| names.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(
+        distinct(SkipReason::ALL.map(SkipReason::as_str).to_vec()),
+        SkipReason::ALL.len()
+    );
+    assert_eq!(
+        distinct(ErrorCode::ALL.map(ErrorCode::as_str).to_vec()),
+        ErrorCode::ALL.len()
+    );
+}

@@ -27,7 +27,7 @@
 mod runs;
 mod watch;
 
-pub use runs::{LATENCY_METRIC, REFUSAL_REASONS, REFUSED_METRIC, RUNS_METRIC, sweep_runs};
+pub use runs::{LATENCY_METRIC, REFUSED_METRIC, RUNS_METRIC, sweep_runs};
 pub use watch::{MAX_WAIT, RECHECK_INTERVAL, RunWatch};
 
 use std::collections::HashMap;
@@ -275,7 +275,7 @@ impl Gateway {
         let hello = match read_hello(&mut socket).await {
             Ok(hello) => hello,
             Err(Some((code, message, close))) => {
-                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code_str(code)).increment(1);
+                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code.as_str()).increment(1);
                 let _ = refuse(&mut socket, code, &message, close).await;
                 return;
             }
@@ -284,7 +284,7 @@ impl Gateway {
         let (record_service, session_id, version) = match self.open(&ctx, &hello).await {
             Ok(opened) => opened,
             Err((code, message)) => {
-                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code_str(code)).increment(1);
+                metrics::counter!(SESSIONS_REFUSED_METRIC, "reason" => code.as_str()).increment(1);
                 let _ = refuse(&mut socket, code, &message, close_code(code)).await;
                 return;
             }
@@ -472,7 +472,7 @@ impl Gateway {
                 Some(control) = control.recv() => match control {
                     Control::Close(code, why) => {
                         let _ = refuse(socket, code, &why, close_code(code)).await;
-                        return code_str(code);
+                        return code.as_str();
                     }
                     Control::Dispatch => {
                         if runs::dispatch(store, socket, agent_id, false, &[], grace).await.is_err() {
@@ -517,7 +517,7 @@ impl Gateway {
                     let error = e.to_error_message();
                     let _ =
                         refuse(socket, error.code, &error.message, close_code(error.code)).await;
-                    return code_str(error.code);
+                    return error.code.as_str();
                 }
             };
             match message {
@@ -560,7 +560,7 @@ impl Gateway {
                                 )
                             };
                             let _ = refuse(socket, code, why, close_code(code)).await;
-                            return code_str(code);
+                            return code.as_str();
                         }
                         Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
                     }
@@ -698,7 +698,7 @@ async fn refuse(
         message: message.to_owned(),
     });
     send(socket, &error).await?;
-    close(socket, close_code, code_str(code)).await
+    close(socket, close_code, code.as_str()).await
 }
 
 /// The WebSocket close code for a protocol error.
@@ -712,35 +712,5 @@ fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
-/// The protocol's name of an error code (its `"code"` on the wire).
 /// Connections refused before or at the handshake, by the protocol error code sent.
 pub const SESSIONS_REFUSED_METRIC: &str = "medic_agent_sessions_refused_total";
-
-/// Every protocol error code, for a counter that starts at zero.
-pub const ERROR_CODES: [ErrorCode; 10] = [
-    ErrorCode::UnsupportedVersion,
-    ErrorCode::Unauthorized,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::Malformed,
-    ErrorCode::UnexpectedMessage,
-    ErrorCode::HandshakeTimeout,
-    ErrorCode::SessionReplaced,
-    ErrorCode::RateLimited,
-    ErrorCode::Internal,
-    ErrorCode::Unknown,
-];
-
-pub fn code_str(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::UnsupportedVersion => "unsupported_version",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::FrameTooLarge => "frame_too_large",
-        ErrorCode::Malformed => "malformed",
-        ErrorCode::UnexpectedMessage => "unexpected_message",
-        ErrorCode::HandshakeTimeout => "handshake_timeout",
-        ErrorCode::SessionReplaced => "session_replaced",
-        ErrorCode::RateLimited => "rate_limited",
-        ErrorCode::Internal => "internal",
-        ErrorCode::Unknown => "unknown",
-    }
-}

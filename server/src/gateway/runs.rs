@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
-use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMessage};
+use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMessage, SkipReason};
 
 use super::send;
 use crate::domain::Timestamp;
@@ -28,26 +28,12 @@ pub const RUNS_METRIC: &str = "medic_agent_runs_total";
 /// Refusals by the agent, by its reason (`reason` label).
 pub const REFUSED_METRIC: &str = "medic_agent_runs_refused_total";
 
-/// The protocol's skip reasons, for a counter that starts at zero.
-pub const REFUSAL_REASONS: [&str; 12] = [
-    "not_in_allowlist",
-    "not_approved",
-    "hash_mismatch",
-    "invalid_name",
-    "invalid_parameters",
-    "invalid_request",
-    "unsupported_interpreter",
-    "expired",
-    "busy",
-    "duplicate",
-    "draining",
-    "unknown",
-];
-
 /// Refusals that mean "not now" (the agent is at its concurrency limit, or stopping): the run
 /// goes back to the queue and is sent again (within about a second, or when the agent
 /// reconnects) until it runs or expires.
-pub const DEFERRING_REFUSALS: [&str; 2] = ["busy", "draining"];
+fn defers(reason: SkipReason) -> bool {
+    matches!(reason, SkipReason::Busy | SkipReason::Draining)
+}
 
 /// Puts a run the agent declined for now back in the queue, and acknowledges the refusal.
 async fn defer(
@@ -268,17 +254,14 @@ pub(super) async fn report(
             (r.run_id, end)
         }
         AgentMessage::RunSkipped(s) => {
-            let reason = serde_json::to_value(s.reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "unknown".to_owned());
-            if DEFERRING_REFUSALS.contains(&reason.as_str()) {
-                return defer(store, socket, agent_id, s.run_id, &reason).await;
+            let reason = s.reason.as_str();
+            if defers(s.reason) {
+                return defer(store, socket, agent_id, s.run_id, reason).await;
             }
             tracing::warn!(agent_id, run_id = %s.run_id, script = s.script, reason, "run refused by the agent");
-            refused = Some(reason.clone());
+            refused = Some(reason);
             let end = AgentRunEnd::Refused {
-                reason,
+                reason: reason.to_owned(),
                 detail: s.detail,
                 at: Timestamp::now(),
             };
@@ -296,11 +279,6 @@ pub(super) async fn report(
                 runs_ended.ended(run_id.as_str());
                 metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);
                 if let Some(reason) = refused {
-                    let reason = if REFUSAL_REASONS.contains(&reason.as_str()) {
-                        reason
-                    } else {
-                        "unknown".to_owned()
-                    };
                     metrics::counter!(REFUSED_METRIC, "reason" => reason).increment(1);
                 }
                 if let Some(sent) = finish.dispatched_at {
