@@ -132,16 +132,20 @@ async fn resend_unaccepted(
         if running.iter().any(|r| r.as_str() == run.run_id) {
             continue;
         }
-        let (script, version) = match tokio::try_join!(
-            store.get_script(run.script_id),
-            store.get_script_version(run.script_id, run.script_version)
-        ) {
-            Ok((Some(script), Some(version))) => (script, version),
-            Ok(_) => continue,
+        let script = match store.get_script(run.script_id).await {
+            Ok(Some(script)) => script,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(agent_id, error = %e, "could not load a run's script");
                 return Ok(());
             }
+        };
+        let Some(version) = script
+            .versions
+            .into_iter()
+            .find(|v| v.version == run.script_version)
+        else {
+            continue;
         };
         let request = run_request(
             &run,

@@ -160,6 +160,16 @@ pub struct ClaimedRun {
     pub approved: bool,
 }
 
+impl ClaimedRun {
+    /// Oldest first, as runs are sent (`UPDATE … RETURNING` gives no order).
+    pub fn oldest_first(mut claimed: Vec<Self>) -> Vec<Self> {
+        claimed.sort_by(|a, b| {
+            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
+        });
+        claimed
+    }
+}
+
 /// What storing a report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunFinish {

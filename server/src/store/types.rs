@@ -892,6 +892,18 @@ pub struct NewScriptVersion {
     pub audit: Option<NewAuditEntry>,
 }
 
+impl NewScriptVersion {
+    /// The audit entry to write for the version this registration `created`, if any.
+    pub fn audit_for(&self, created: &ScriptVersion) -> Option<NewAuditEntry> {
+        let mut entry = self.audit.clone()?;
+        if let Some(details) = entry.details.as_object_mut() {
+            details.insert("script_id".to_owned(), serde_json::json!(created.script_id));
+            details.insert("version".to_owned(), serde_json::json!(created.version));
+        }
+        Some(entry)
+    }
+}
+
 /// One version of a script.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScriptVersion {

@@ -252,3 +252,18 @@ fn database_is_replaced_in_urls() {
         "postgresql://u:p@h/x?sslmode=disable"
     );
 }
+
+/// The audit log, oldest first (up to 250 entries); only `action`'s entries when given.
+pub async fn audit_log(store: &dyn Store, action: Option<&str>) -> Vec<store::AuditEntry> {
+    let filter = store::AuditFilter {
+        action_type: action.map(str::to_owned),
+        ..store::AuditFilter::default()
+    };
+    let page = store::PageRequest {
+        limit: 250,
+        offset: 0,
+    };
+    let mut entries = store.list_audit(&filter, page).await.unwrap().entries;
+    entries.sort_by_key(|e| e.id);
+    entries
+}

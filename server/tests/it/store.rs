@@ -1410,17 +1410,6 @@ async fn delete_and_restore(s: &dyn Store) {
             at: t(60),
         }
     };
-    let restores = || async {
-        let filter = AuditFilter {
-            action_type: Some("snapshot_restored".into()),
-            ..AuditFilter::default()
-        };
-        let page = PageRequest {
-            limit: 10,
-            offset: 0,
-        };
-        s.list_audit(&filter, page).await.unwrap().entries
-    };
     let restored = match s
         .restore_snapshot(snap_id, "dave", Some(&audit("dave")))
         .await
@@ -1448,7 +1437,7 @@ async fn delete_and_restore(s: &dyn Store) {
             .unwrap(),
         RestoreOutcome::AlreadyRestored
     );
-    let entries = restores().await;
+    let entries = crate::db::audit_log(s, Some("snapshot_restored")).await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0].actor, "dave");
     assert_eq!(entries[0].service_id, Some(svc.id));
@@ -1772,19 +1761,8 @@ fn new_key(id: &str, created: i64) -> NewApiKey {
 
 /// The `key_id`s of an action's audit entries, sorted.
 async fn keys_audited(s: &dyn Store, action: &str) -> Vec<String> {
-    let filter = AuditFilter {
-        action_type: Some(action.into()),
-        ..AuditFilter::default()
-    };
-    let page = PageRequest {
-        limit: 100,
-        offset: 0,
-    };
-    let mut ids: Vec<String> = s
-        .list_audit(&filter, page)
+    let mut ids: Vec<String> = crate::db::audit_log(s, Some(action))
         .await
-        .unwrap()
-        .entries
         .iter()
         .map(|e| e.details["key_id"].as_str().unwrap_or_default().to_owned())
         .collect();

@@ -133,19 +133,10 @@ async fn agents_revoked_are_refused(store: &dyn Store) {
         at: t(5),
     };
     let revocations = || async {
-        let filter = AuditFilter {
-            action_type: Some("agent_revoked".into()),
-            ..AuditFilter::default()
-        };
-        let page = PageRequest {
-            limit: 50,
-            offset: 0,
-        };
-        let found = store.list_audit(&filter, page).await.unwrap();
-        found
-            .entries
-            .iter()
-            .map(|e| e.actor.clone())
+        crate::db::audit_log(store, Some("agent_revoked"))
+            .await
+            .into_iter()
+            .map(|e| e.actor)
             .collect::<Vec<_>>()
     };
     assert!(
@@ -610,14 +601,11 @@ async fn runs_pending_and_listing(store: &dyn Store) {
     ];
     let queued = store.create_agent_runs(&batch).await.unwrap();
     assert_eq!(ids(queued), ["g", "h"]);
-    let audited = store
-        .list_audit(&AuditFilter::default(), everything)
-        .await
-        .unwrap();
+    let audited = crate::db::audit_log(store, Some("agent_run_requested")).await;
     assert!(
         ["g", "h"]
             .iter()
-            .all(|id| audited.entries.iter().any(|e| e.details["run_id"] == *id)),
+            .all(|id| audited.iter().any(|e| e.details["run_id"] == *id)),
         "{audited:#?}"
     );
 }

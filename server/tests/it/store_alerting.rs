@@ -238,17 +238,6 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
             at: t(MIN + 10),
         }
     };
-    let acks = || async {
-        let filter = AuditFilter {
-            action_type: Some("alert_acknowledged".into()),
-            ..AuditFilter::default()
-        };
-        let page = PageRequest {
-            limit: 10,
-            offset: 0,
-        };
-        store.list_audit(&filter, page).await.unwrap().entries
-    };
     let AlertChange::Changed(acked) = store
         .acknowledge_alert(a.alert_id, "alice", t(MIN + 10), Some(&audit("alice")))
         .await
@@ -265,7 +254,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
             .expect("ack"),
         AlertChange::Unchanged(_)
     ));
-    let entries = acks().await;
+    let entries = crate::db::audit_log(store, Some("alert_acknowledged")).await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0].actor, "alice");
     assert_eq!(entries[0].service_id, Some(acked.service_id));

@@ -44,17 +44,11 @@ fn new_version(name: &str, content: &str, n: u8, key: Option<&str>) -> NewScript
 
 /// The audit entries of one action, oldest first.
 async fn audited(store: &dyn Store, action: &str) -> Vec<serde_json::Value> {
-    let filter = AuditFilter {
-        action_type: Some(action.into()),
-        ..AuditFilter::default()
-    };
-    let page = PageRequest {
-        limit: 100,
-        offset: 0,
-    };
-    let mut found = store.list_audit(&filter, page).await.unwrap().entries;
-    found.sort_by_key(|e| e.id);
-    found.into_iter().map(|e| e.details).collect()
+    crate::db::audit_log(store, Some(action))
+        .await
+        .into_iter()
+        .map(|e| e.details)
+        .collect()
 }
 
 async fn register(store: &dyn Store, new: &NewScriptVersion) -> ScriptVersion {

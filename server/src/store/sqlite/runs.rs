@@ -191,7 +191,7 @@ impl SqliteStore {
             .fetch_all(&self.write)
             .await
             .map_err(unavailable)?;
-        let mut claimed = rows
+        let claimed = rows
             .iter()
             .map(|r| {
                 Ok(ClaimedRun {
@@ -203,16 +203,13 @@ impl SqliteStore {
                     )?,
                     content: r.try_get("version_content")?,
                     sha256: r.try_get("version_sha256")?,
-                    approved: r.try_get::<String, _>("version_status")? == "approved",
+                    approved: ScriptStatus::parse(r.try_get("version_status")?)
+                        == Some(ScriptStatus::Approved),
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(unavailable)?;
-        // RETURNING gives no order.
-        claimed.sort_by(|a, b| {
-            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
-        });
-        Ok(claimed)
+        Ok(ClaimedRun::oldest_first(claimed))
     }
 
     pub(super) async fn requeue_agent_run_impl(

@@ -125,12 +125,7 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         let version = version_from_row(&r).map_err(unavailable)?;
-        if let Some(e) = &new.audit {
-            let mut e = e.clone();
-            if let Some(details) = e.details.as_object_mut() {
-                details.insert("script_id".to_owned(), serde_json::json!(version.script_id));
-                details.insert("version".to_owned(), serde_json::json!(version.version));
-            }
+        if let Some(e) = new.audit_for(&version) {
             super::insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
