@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use medic_protocol::SkipReason;
 use serde::Serialize;
 
 use super::ScriptId;
@@ -214,21 +215,26 @@ pub enum AgentRunEnd {
 /// Refusal reasons that open a `run_refused` alert: the request and the host disagree about
 /// what may run, which an operator must look at. Not: `busy` and `draining` (the agent was full
 /// or stopping; queue the run again), `expired` and `duplicate` (stored as `expired` / `lost`).
-pub const ALERTING_REFUSALS: [&str; 8] = [
-    "not_in_allowlist",
-    "not_approved",
-    "hash_mismatch",
-    "invalid_name",
-    "invalid_parameters",
-    "invalid_request",
-    "unsupported_interpreter",
-    "unknown",
+pub const ALERTING_REFUSALS: [SkipReason; 8] = [
+    SkipReason::NotInAllowlist,
+    SkipReason::NotApproved,
+    SkipReason::HashMismatch,
+    SkipReason::InvalidName,
+    SkipReason::InvalidParameters,
+    SkipReason::InvalidRequest,
+    SkipReason::UnsupportedInterpreter,
+    SkipReason::Unknown,
 ];
+
+/// Whether a refusal with this stored reason opens a `run_refused` alert.
+pub fn refusal_alerts(reason: &str) -> bool {
+    ALERTING_REFUSALS.iter().any(|r| r.as_str() == reason)
+}
 
 impl AgentRunEnd {
     /// Whether storing this ending opens a `run_refused` alert on the agent's service.
     pub fn raises_alert(&self) -> bool {
-        matches!(self, Self::Refused { reason, .. } if ALERTING_REFUSALS.contains(&reason.as_str()))
+        matches!(self, Self::Refused { reason, .. } if refusal_alerts(reason))
     }
 
     /// The status this ending stores. A refusal because the agent already knew the run id

@@ -731,7 +731,11 @@ async fn load_jobs(
         )
         .bind(ids)
         .bind(dt(Timestamp::from_millis(now.millis() - DAY_MS)))
-        .bind(&ALERTING_REFUSALS[..])
+        .bind(
+            ALERTING_REFUSALS
+                .map(medic_protocol::SkipReason::as_str)
+                .to_vec(),
+        )
         .fetch_all(&mut **tx)
         .await
         .map_err(unavailable)?;

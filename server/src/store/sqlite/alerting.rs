@@ -707,7 +707,7 @@ async fn load_jobs(
         qb.push(" AND r.refusal_reason IN (");
         let mut sep = qb.separated(", ");
         for reason in ALERTING_REFUSALS {
-            sep.push_bind(reason);
+            sep.push_bind(reason.as_str());
         }
         qb.push(") AND a.service_id IN (");
         let mut sep = qb.separated(", ");
