@@ -730,8 +730,8 @@ impl Permit {
 const EXIT_CHECK: Duration = Duration::from_millis(5);
 
 /// Reads both pipes of the script `pid` on this one thread (woken by `exit_fd` when it exits,
-/// if there is one) until it has exited and both pipes are closed, keeping the first `cap` bytes of each (and reading the rest to keep the
-/// script from blocking on a full pipe). At `deadline` the group is killed (`true`: timed out).
+/// if there is one) until it has exited and both pipes are closed, keeping the first `cap`
+/// bytes of each (and reading the rest to keep the script from blocking on a full pipe). At `deadline` the group is killed (`true`: timed out).
 /// Once the script has exited, its group is killed and open pipes (held by a process that left
 /// the group) are read for at most [`OUTPUT_GRACE`] more. The process is not reaped.
 fn collect(

@@ -17,12 +17,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated};
 use super::middleware::client_ip;
 use crate::domain::{Scope, Timestamp};
 use crate::gateway::{IDLE_TIMEOUT, SessionContext};
-use crate::store::{AgentFilter, AgentRecord, NewAuditEntry};
+use crate::store::{AgentFilter, AgentRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -196,14 +197,12 @@ async fn revoke_agent(
         .await?
         .ok_or_else(|| unknown(&agent_id))?;
     let now = Timestamp::now();
-    let audit = NewAuditEntry {
-        action_type: "agent_revoked".to_owned(),
-        actor: who.clone(),
-        service_id: known.service_id,
-        execution_id: None,
-        details: json!({ "agent_id": agent_id }),
-        at: now,
-    };
+    let audit = entry(
+        "agent_revoked",
+        &who,
+        known.service_id,
+        json!({ "agent_id": agent_id }),
+    );
     let revoked = app
         .store
         .revoke_agent(&agent_id, &who, now, Some(&audit))

@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated, path_id};
 use super::services::load as load_service;
@@ -20,7 +21,7 @@ use super::teams::mask;
 use crate::domain::{Priority, Scope, Timestamp};
 use crate::notify::event::Destination;
 use crate::store::{
-    Alert, AlertChange, AlertFilter, AlertKind, AlertState, DeliveryRecord, NewAuditEntry, TargetId,
+    Alert, AlertChange, AlertFilter, AlertKind, AlertState, DeliveryRecord, TargetId,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -164,13 +165,13 @@ async fn change(
     } else {
         "alert_acknowledged"
     };
-    let audit = |a: &Alert| NewAuditEntry {
-        action_type: action.to_owned(),
-        actor: who.clone(),
-        service_id: Some(a.service_id),
-        execution_id: None,
-        details: json!({"alert_id": a.alert_id, "kind": a.kind}),
-        at: now,
+    let audit = |a: &Alert| {
+        entry(
+            action,
+            &who,
+            Some(a.service_id),
+            json!({"alert_id": a.alert_id, "kind": a.kind}),
+        )
     };
     let outcome = if resolve {
         app.store.resolve_alert(id, &who, now, Some(&audit)).await?

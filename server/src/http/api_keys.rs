@@ -9,11 +9,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody};
 use crate::domain::apikey::{self, ApiKeyId};
 use crate::domain::{Scope, Scopes, Timestamp};
-use crate::store::{ApiKeyRecord, NewApiKey, NewAuditEntry};
+use crate::store::{ApiKeyRecord, NewApiKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -120,14 +121,12 @@ async fn create(
     let record = app
         .store
         .create_api_key(&NewApiKey {
-            audit: Some(NewAuditEntry {
-                action_type: "api_key_created".to_owned(),
-                actor: admin.actor(),
-                service_id: None,
-                execution_id: None,
-                details: json!({ "key_id": generated.id, "name": name, "scopes": scopes.list() }),
-                at: now,
-            }),
+            audit: Some(entry(
+                "api_key_created",
+                &admin.actor(),
+                None,
+                json!({ "key_id": generated.id, "name": name, "scopes": scopes.list() }),
+            )),
             id: generated.id.clone(),
             name: name.to_owned(),
             digest: generated.digest,
@@ -173,14 +172,12 @@ async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     let admin = caller.require(Scope::Admin)?;
     let id = ApiKeyId(id.trim().to_ascii_lowercase());
     let now = Timestamp::now();
-    let audit = NewAuditEntry {
-        action_type: "api_key_revoked".to_owned(),
-        actor: admin.actor(),
-        service_id: None,
-        execution_id: None,
-        details: json!({ "key_id": id }),
-        at: now,
-    };
+    let audit = entry(
+        "api_key_revoked",
+        &admin.actor(),
+        None,
+        json!({ "key_id": id }),
+    );
     if !app.store.revoke_api_key(&id, now, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
             "No active API key with id {id}."

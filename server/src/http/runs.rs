@@ -2,10 +2,11 @@
 //! how it went.
 //!
 //! `POST /v2/runs` queues one run per chosen agent durably (all in one transaction) and tells
-//! each agent's session (if it is connected to this replica); the [`gateway`](crate::gateway) sends it, stores the agent's reports and
-//! acknowledges them. A run waits in the queue while its agent is disconnected. Only approved
-//! versions can be queued; the agent checks approval, its allowlist and the hash again, and a
-//! refusal is stored as a `refused` run with the agent's reason. A run still queued at its
+//! each agent's session (if it is connected to this replica); the [`gateway`](crate::gateway)
+//! sends them, stores the agents' reports and acknowledges them. A run waits in the queue
+//! while its agent is disconnected. Only approved versions can be queued; the agent checks
+//! approval, its allowlist and the hash again, and a refusal is stored as a `refused` run with
+//! the agent's reason. A run still queued at its
 //! expiry (`expires_in_seconds`) ends `expired`; one whose agent vanished mid-run ends `lost`
 //! (see [`gateway`](crate::gateway)).
 
@@ -21,12 +22,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, Params, actor, paginated};
 use crate::domain::{Scope, Timestamp};
 use crate::store::{
-    AgentFilter, AgentRecord, AgentRun, AgentRunStatus, NewAgentRun, NewAuditEntry, PageRequest,
-    RunFilter, ScriptId, ScriptStatus,
+    AgentFilter, AgentRecord, AgentRun, AgentRunStatus, NewAgentRun, PageRequest, RunFilter,
+    ScriptId, ScriptStatus,
 };
 
 /// Timeout of a run that names none.
@@ -201,17 +203,15 @@ async fn create_run(
         .map(|agent| {
             let run_id = uuid::Uuid::new_v4().to_string();
             NewAgentRun {
-                audit: Some(NewAuditEntry {
-                    action_type: "agent_run_requested".to_owned(),
-                    actor: who.clone(),
-                    service_id: agent.service_id,
-                    execution_id: None,
-                    details: json!({
+                audit: Some(entry(
+                    "agent_run_requested",
+                    &who,
+                    agent.service_id,
+                    json!({
                         "run_id": run_id, "agent_id": agent.id, "script_id": script.id,
                         "script": script.name, "version": version.version,
                     }),
-                    at: now,
-                }),
+                )),
                 id: run_id,
                 agent_id: agent.id.clone(),
                 script_id: script.id,

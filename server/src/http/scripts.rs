@@ -17,13 +17,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::legacy::clean_text;
 use crate::domain::{Scope, Timestamp};
 use crate::store::{
-    DecideOutcome, Decision, NewAuditEntry, NewScriptVersion, RegisterOutcome, Script,
-    ScriptDecision, ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
+    DecideOutcome, Decision, NewScriptVersion, RegisterOutcome, Script, ScriptDecision,
+    ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -190,14 +191,12 @@ async fn register_script(
     let sha256 = sha256_hex(&body.content);
     let new = NewScriptVersion {
         // The store adds `script_id` and `version` once the version exists.
-        audit: Some(NewAuditEntry {
-            action_type: "script_registered".to_owned(),
-            actor: who.clone(),
-            service_id: None,
-            execution_id: None,
-            details: json!({ "name": body.name, "sha256": sha256, "status": ScriptStatus::Pending }),
-            at: now,
-        }),
+        audit: Some(entry(
+            "script_registered",
+            &who,
+            None,
+            json!({ "name": body.name, "sha256": sha256, "status": ScriptStatus::Pending }),
+        )),
         name: body.name,
         interpreter,
         sha256,
@@ -299,14 +298,7 @@ async fn decide(
         key_id: principal.key_id.clone(),
         reason: reason.clone(),
         at: now,
-        audit: Some(NewAuditEntry {
-            action_type: action.to_owned(),
-            actor: who.clone(),
-            service_id: None,
-            execution_id: None,
-            details,
-            at: now,
-        }),
+        audit: Some(entry(action, &who, None, details)),
     };
     match app.store.decide_script_version(target.id, &d).await? {
         DecideOutcome::Decided(v) => {

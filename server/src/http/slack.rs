@@ -17,9 +17,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::alerts::v2_alert;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use crate::domain::Timestamp;
-use crate::store::{Alert, AlertChange, NewAuditEntry};
+use crate::store::{Alert, AlertChange};
 
 /// Oldest accepted `X-Slack-Request-Timestamp`, in seconds from now (Slack's recommendation).
 const MAX_SKEW_SECONDS: i64 = 300;
@@ -98,13 +99,13 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
                 id,
                 &actor,
                 now,
-                Some(&|a: &Alert| NewAuditEntry {
-                    action_type: "alert_acknowledged".to_owned(),
-                    actor: actor.clone(),
-                    service_id: Some(a.service_id),
-                    execution_id: None,
-                    details: json!({"alert_id": a.alert_id, "kind": a.kind, "via": "slack"}),
-                    at: now,
+                Some(&|a: &Alert| {
+                    entry(
+                        "alert_acknowledged",
+                        &actor,
+                        Some(a.service_id),
+                        json!({"alert_id": a.alert_id, "kind": a.kind, "via": "slack"}),
+                    )
                 }),
             )
             .await?

@@ -9,11 +9,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, MAX_ACTOR_LEN, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::services::v2_service;
-use crate::domain::{Scope, ServiceId, SnapshotAction, SnapshotId, Timestamp};
-use crate::store::{NewAuditEntry, RestoreOutcome, Service, SnapshotFilter};
+use crate::domain::{Scope, ServiceId, SnapshotAction, SnapshotId};
+use crate::store::{RestoreOutcome, Service, SnapshotFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -107,13 +108,13 @@ async fn restore(
         }
         _ => actor(&headers, &caller)?,
     };
-    let audit = |service: &Service| NewAuditEntry {
-        action_type: "snapshot_restored".to_owned(),
-        actor: who.clone(),
-        service_id: Some(service.id),
-        execution_id: None,
-        details: json!({ "snapshot_id": id }),
-        at: Timestamp::now(),
+    let audit = |service: &Service| {
+        entry(
+            "snapshot_restored",
+            &who,
+            Some(service.id),
+            json!({ "snapshot_id": id }),
+        )
     };
     match app.store.restore_snapshot(id, &who, Some(&audit)).await? {
         RestoreOutcome::Restored(service) => Ok(ok(
