@@ -6,9 +6,8 @@
 //! sends them, stores the agents' reports and acknowledges them. A run waits in the queue
 //! while its agent is disconnected. Only approved versions can be queued; the agent checks
 //! approval, its allowlist and the hash again, and a refusal is stored as a `refused` run with
-//! the agent's reason. A run still queued at its
-//! expiry (`expires_in_seconds`) ends `expired`; one whose agent vanished mid-run ends `lost`
-//! (see [`gateway`](crate::gateway)).
+//! the agent's reason. A run still queued at its expiry (`expires_in_seconds`) ends `expired`;
+//! one whose agent vanished mid-run ends `lost` (see [`gateway`](crate::gateway)).
 
 use std::collections::BTreeMap;
 
