@@ -17,10 +17,14 @@
 //! - [`duration`] — `30s`, `5m`, `1h30m`.
 //! - [`vars`] — `${…}` templates, the substitution [`vars::Scope`], [`vars::Masker`].
 //! - [`secrets`] — AES-256-GCM sealing with the name as associated data, key ids, rotation.
+//! - [`machine`] — execution states, step results, approvals, recovery after a crash.
 //! - [`trigger`] — which alert fires which playbook, cooldowns.
+//! - [`breaker`] — the circuit breaker over recent execution starts.
 
+pub mod breaker;
 pub mod document;
 pub mod duration;
+pub mod machine;
 pub mod plan;
 pub mod secrets;
 pub mod trigger;

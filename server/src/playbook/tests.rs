@@ -603,3 +603,5 @@ fn the_content_hash_is_the_version_identity() {
     assert_ne!(a.sha256, b.sha256);
     assert_eq!(a.sha256, plan(FULL).sha256);
 }
+
+mod machine;
