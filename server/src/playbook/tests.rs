@@ -604,4 +604,64 @@ fn the_content_hash_is_the_version_identity() {
     assert_eq!(a.sha256, plan(FULL).sha256);
 }
 
+#[test]
+fn the_documented_examples_validate() {
+    let examples = [
+        include_str!("../../../docs/examples/playbooks/restart-api-unit.yaml"),
+        include_str!("../../../docs/examples/playbooks/rollback-deploy.yaml"),
+        include_str!("../../../docs/examples/playbooks/wait-then-verify.yaml"),
+    ];
+    let plans: Vec<Plan> = examples.iter().map(|e| plan(e)).collect();
+
+    let restart = &plans[0];
+    assert_eq!(restart.approval, Approval::Required);
+    assert_eq!(restart.triggers[0].consecutive_failures, 3);
+    let StepKind::Script(s) = &restart.steps[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        s.target,
+        Target::Labels([("role".into(), "api".into())].into())
+    );
+    assert_eq!(restart.steps[1].on_failure, OnFailure::Escalate);
+
+    let rollback = &plans[1];
+    assert_eq!(
+        rollback.approval,
+        Approval::Timeout(Duration::from_secs(900))
+    );
+    let StepKind::Webhook(w) = &rollback.steps[0].kind else {
+        panic!()
+    };
+    assert!(w.headers[0].1.source().contains("${secrets.DEPLOY_TOKEN}"));
+    assert!(w.idempotent);
+
+    let verify = &plans[2];
+    assert!(
+        matches!(verify.steps[0].kind, StepKind::Wait { duration } if duration == Duration::from_secs(600))
+    );
+    assert_eq!(verify.steps[1].on_failure, OnFailure::Escalate);
+
+    // The page shows each file as it is (less its leading comment).
+    let page = include_str!("../../../docs/playbooks.md");
+    for example in examples {
+        let body: String = example
+            .lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            page.contains(&body),
+            "docs/playbooks.md is out of date for:\n{body}"
+        );
+    }
+
+    // Without the secret they reference, an example is refused.
+    let without = Known {
+        secrets: &[],
+        ..CATALOG
+    };
+    assert!(validate(examples[1], &without).is_err());
+}
+
 mod machine;
