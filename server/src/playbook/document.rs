@@ -50,6 +50,9 @@ pub fn options() -> serde_saphyr::Options {
     budget.max_events = 4 * MAX_NODES;
     budget.max_total_scalar_bytes = MAX_DOCUMENT_BYTES;
     budget.max_merge_keys = MAX_ALIASES;
+    // Copies of events kept for anchors grow with nesting even before any alias is replayed.
+    budget.max_recorded_anchor_events = MAX_REPLAYED_EVENTS;
+    budget.max_recorded_anchor_bytes = MAX_DOCUMENT_BYTES;
     let mut alias_limits = serde_saphyr::options::AliasLimits::default();
     alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
     alias_limits.max_replay_stack_depth = 8;
@@ -556,7 +559,16 @@ fn locate(text: &str, err: &serde_saphyr::Error) -> Problem {
     let named = quoted("unknown field `")
         .or_else(|| quoted("missing field `"))
         .or_else(|| quoted("duplicate field `"));
-    let lines = Lines::read(text);
+    // A document that broke a budget is not read again to place the problem: that would spend
+    // the budget three more times.
+    let over_budget = ["budget breached", "alias replay limit", "limit exceeded"]
+        .iter()
+        .any(|m| message.contains(m));
+    let lines = if over_budget {
+        Lines::default()
+    } else {
+        Lines::read(text)
+    };
     let step = line.and_then(|l| lines.step_at(l));
     let mut field = named.clone();
     let mut step_name = None;

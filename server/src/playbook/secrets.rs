@@ -274,6 +274,39 @@ impl Keyring {
     }
 }
 
+/// Why a server must not start with the secrets it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "{count} secrets are stored but {KEY_ENV} is not set: set the key they were encrypted with"
+    )]
+    MissingKey { count: usize },
+    #[error(transparent)]
+    Unreadable(#[from] OpenError),
+}
+
+/// The start-up check: every stored secret opens with the configured keys (no key is needed
+/// when none is stored). The values are dropped at once.
+pub fn check_startup<'a>(
+    keyring: Option<&Keyring>,
+    stored: impl IntoIterator<Item = (&'a str, &'a Sealed)>,
+) -> Result<(), StartupError> {
+    let stored: Vec<_> = stored.into_iter().collect();
+    let Some(keyring) = keyring else {
+        return if stored.is_empty() {
+            Ok(())
+        } else {
+            Err(StartupError::MissingKey {
+                count: stored.len(),
+            })
+        };
+    };
+    for (name, sealed) in stored {
+        keyring.open(name, sealed)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +434,24 @@ mod tests {
             Keyring::from_env_values(&good, Some("bad!")).unwrap_err(),
             KeyError::NotBase64 { var: OLD_KEYS_ENV }
         );
+    }
+
+    #[test]
+    fn a_server_without_the_right_key_refuses_to_start() {
+        let sealed = ring(1).seal("A", &SecretValue::new("value"));
+        assert_eq!(check_startup(None, []), Ok(()));
+        assert_eq!(
+            check_startup(None, [("A", &sealed)]),
+            Err(StartupError::MissingKey { count: 1 })
+        );
+        assert_eq!(check_startup(Some(&ring(1)), [("A", &sealed)]), Ok(()));
+        let err = check_startup(Some(&ring(2)), [("A", &sealed)]).unwrap_err();
+        assert!(
+            err.to_string().contains("the server has the wrong key"),
+            "{err}"
+        );
+        let rotating = Keyring::new(key(2), vec![key(1)]);
+        assert_eq!(check_startup(Some(&rotating), [("A", &sealed)]), Ok(()));
     }
 
     #[test]
