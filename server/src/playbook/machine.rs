@@ -547,6 +547,11 @@ pub fn decide(
         }
         Event::Sending { step } => {
             let cur = current_at(exec, step)?;
+            if !sends_once(plan, step) {
+                return Err(Refusal::Stale(format!(
+                    "step {step} is not a webhook or a script on the server"
+                )));
+            }
             if cur.phase != Phase::Ready {
                 return Err(Refusal::Stale(format!("step {step} is already in flight")));
             }
@@ -583,6 +588,9 @@ pub fn decide(
                     "run {run_id} is not part of step {step}"
                 )));
             };
+            if !run.dispatched {
+                return Err(Refusal::Stale(format!("run {run_id} was never dispatched")));
+            }
             if run.outcome.is_some() {
                 return Err(Refusal::Stale(format!("run {run_id} already ended")));
             }
@@ -646,6 +654,15 @@ pub fn decide(
         execution: next,
         actions,
     })
+}
+
+/// Steps whose action cannot be repeated safely, so they go through [`Event::Sending`].
+fn sends_once(plan: &Plan, step: usize) -> bool {
+    match &plan.steps[step].kind {
+        StepKind::Webhook(_) => true,
+        StepKind::Script(s) => s.target == Target::Server,
+        _ => false,
+    }
 }
 
 fn current_at(exec: &Execution, step: usize) -> Result<&StepResult, Refusal> {

@@ -517,6 +517,33 @@ fn a_rolling_fan_out_dispatches_one_agent_at_a_time() {
             runs: vec![("b".into(), "ex1.0.1".into())]
         }]
     );
+    // Reports that do not fit the step change nothing.
+    assert!(matches!(
+        r.refused(
+            5,
+            Event::RunFinished {
+                step: 0,
+                run_id: "ex1.0.2".into(),
+                outcome: ok()
+            }
+        ),
+        Refusal::Stale(_)
+    ));
+    assert!(matches!(
+        r.refused(
+            5,
+            Event::RunFinished {
+                step: 0,
+                run_id: "other".into(),
+                outcome: ok()
+            }
+        ),
+        Refusal::Stale(_)
+    ));
+    assert!(matches!(
+        r.refused(5, Event::Sending { step: 0 }),
+        Refusal::Stale(_)
+    ));
     // A resent result is acknowledged by the driver and changes nothing.
     assert!(matches!(
         r.refused(
