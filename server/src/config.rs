@@ -95,6 +95,8 @@ pub enum Command {
     /// Manage API keys directly in the database.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Print the OpenAPI document (what `/openapi.json` serves) and exit.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -27,6 +27,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // The document depends on no setting, so it prints without a valid configuration.
+        return match medic_server::http::openapi().to_pretty_json() {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("medic-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match cli.settings.validate() {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -180,7 +193,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::CheckConfig | Command::Healthcheck { .. } => Ok(()),
+        Command::CheckConfig | Command::Healthcheck { .. } | Command::Openapi => Ok(()),
     }
 }
 

@@ -5,29 +5,33 @@
 //! what the gateway recorded; `DELETE /v2/agents/{id}` revokes an agent: its session closes and
 //! every later connection with its id is refused.
 
-use std::net::SocketAddr;
-
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
 use medic_protocol::MAX_FRAME_BYTES;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, Params, actor, paginated};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{Caller, Page, PageParams, Params, actor, paginated};
 use super::middleware::client_ip;
+use super::schema::{Time, time};
 use crate::domain::{Scope, Timestamp};
 use crate::gateway::{IDLE_TIMEOUT, SessionContext};
 use crate::store::{AgentFilter, AgentRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(connect))
+        .routes(routes!(connect_agent))
         .routes(routes!(list_agents))
         .routes(routes!(get_agent, revoke_agent))
 }
@@ -41,36 +45,73 @@ fn is_connected(app: &AppState, a: &AgentRecord, now: Timestamp) -> bool {
             && a.last_seen_at.millis() + IDLE_TIMEOUT.as_millis() as i64 >= now.millis())
 }
 
+/// Whether an agent may connect and whether it is connected.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Connected,
+    Disconnected,
+    Revoked,
+}
+
 /// The v2 representation of an agent.
-fn v2_agent(app: &AppState, a: &AgentRecord, now: Timestamp) -> Value {
-    let connected = is_connected(app, a, now);
-    let status = if a.revoked_at.is_some() {
-        "revoked"
-    } else if connected {
-        "connected"
-    } else {
-        "disconnected"
-    };
-    json!({
-        "agent_id": a.id,
-        "hostname": a.hostname,
-        "agent_version": a.agent_version,
-        "os": a.os,
-        "arch": a.arch,
-        "labels": a.labels,
-        "status": status,
-        "connected": connected,
-        "session_id": a.session_id,
-        "remote_addr": a.remote_addr,
-        "first_seen_at": a.first_seen_at,
-        "connected_at": a.connected_at,
-        "disconnected_at": a.disconnected_at,
-        "last_seen_at": a.last_seen_at,
-        "revoked_at": a.revoked_at,
-        "revoked_by": a.revoked_by,
-        "key_id": a.key_id,
-        "service_id": a.service_id,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentOut {
+    /// The agent's own id.
+    agent_id: String,
+    hostname: String,
+    agent_version: String,
+    os: String,
+    arch: String,
+    labels: BTreeMap<String, String>,
+    status: AgentStatus,
+    /// Its session is open here, or another replica heard from it recently.
+    connected: bool,
+    session_id: Option<String>,
+    remote_addr: Option<String>,
+    first_seen_at: Time,
+    connected_at: Option<Time>,
+    disconnected_at: Option<Time>,
+    last_seen_at: Time,
+    revoked_at: Option<Time>,
+    revoked_by: Option<String>,
+    /// The API key the agent last connected with.
+    key_id: Option<String>,
+    /// The service the agent's heartbeats are recorded on (`agent:<id>`).
+    service_id: Option<i64>,
+}
+
+impl AgentOut {
+    fn new(app: &AppState, a: &AgentRecord, now: Timestamp) -> Self {
+        let connected = is_connected(app, a, now);
+        let status = if a.revoked_at.is_some() {
+            AgentStatus::Revoked
+        } else if connected {
+            AgentStatus::Connected
+        } else {
+            AgentStatus::Disconnected
+        };
+        Self {
+            agent_id: a.id.clone(),
+            hostname: a.hostname.clone(),
+            agent_version: a.agent_version.clone(),
+            os: a.os.clone(),
+            arch: a.arch.clone(),
+            labels: a.labels.clone(),
+            status,
+            connected,
+            session_id: a.session_id.clone(),
+            remote_addr: a.remote_addr.clone(),
+            first_seen_at: a.first_seen_at.into(),
+            connected_at: time(a.connected_at),
+            disconnected_at: time(a.disconnected_at),
+            last_seen_at: a.last_seen_at.into(),
+            revoked_at: time(a.revoked_at),
+            revoked_by: a.revoked_by.clone(),
+            key_id: a.key_id.clone(),
+            service_id: a.service_id.map(|s| s.0),
+        }
+    }
 }
 
 /// The initial read buffer of an agent's WebSocket (agent frames are mostly well under 1 KiB).
@@ -83,7 +124,7 @@ const SESSION_READ_BUFFER_BYTES: usize = 4 * 1024;
               (status = 401, description = "Missing or invalid API key"),
               (status = 403, description = "The key lacks the agent scope")),
     security(("bearer" = [])))]
-async fn connect(
+async fn connect_agent(
     State(app): State<AppState>,
     caller: Caller,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -127,8 +168,9 @@ async fn connect(
     params(("connected" = Option<bool>, Query, description = "0/1 or true/false: only agents whose registry entry is (dis)connected"),
            ("revoked" = Option<bool>, Query, description = "only revoked (1) or unrevoked (0) agents"),
            ("label.<key>" = Option<String>, Query, description = "only agents with this label value; repeatable with other keys"),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of agents"), (status = 400, description = "Bad filter")),
+           PageParams),
+    responses((status = 200, description = "A page of agents", body = Envelope<Page<AgentOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
 async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
@@ -143,22 +185,23 @@ async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params
     };
     let found = app.store.list_agents(&filter, page).await?;
     let now = Timestamp::now();
-    let entries: Vec<Value> = found
+    let entries: Vec<AgentOut> = found
         .entries
         .iter()
-        .map(|a| v2_agent(&app, a, now))
+        .map(|a| AgentOut::new(&app, a, now))
         .collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
 /// One agent.
 #[utoipa::path(get, path = "/v2/agents/{agent_id}", tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 200, description = "The agent"), (status = 404, description = "Unknown agent")),
+    responses((status = 200, description = "The agent", body = Envelope<AgentOut>),
+              (status = 404, description = "Unknown agent")),
     security(("bearer" = [])))]
 async fn get_agent(
     State(app): State<AppState>,
@@ -174,14 +217,16 @@ async fn get_agent(
     Ok(ok(
         StatusCode::OK,
         "",
-        v2_agent(&app, &agent, Timestamp::now()),
+        AgentOut::new(&app, &agent, Timestamp::now()),
     ))
 }
 
 /// Revoke an agent: its session closes and it may not connect again.
 #[utoipa::path(delete, path = "/v2/agents/{agent_id}", tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 200, description = "Revoked (or already revoked)"), (status = 404, description = "Unknown agent")),
+    responses((status = 200, description = "Revoked (or already revoked): the agent", body = Envelope<AgentOut>),
+              (status = 400, description = "Bad X-Actor"),
+              (status = 404, description = "Unknown agent")),
     security(("bearer" = [])))]
 async fn revoke_agent(
     State(app): State<AppState>,
@@ -217,13 +262,13 @@ async fn revoke_agent(
         return Ok(ok(
             StatusCode::OK,
             "Agent was already revoked.",
-            v2_agent(&app, &agent, Timestamp::now()),
+            AgentOut::new(&app, &agent, Timestamp::now()),
         ));
     }
     Ok(ok(
         StatusCode::OK,
         "Agent revoked.",
-        v2_agent(&app, &agent, Timestamp::now()),
+        AgentOut::new(&app, &agent, Timestamp::now()),
     ))
 }
 

@@ -8,14 +8,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, Params, actor, paginated, path_id};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{Caller, Page, PageParams, Params, actor, paginated, path_id};
+use super::schema::{self, Time, time};
 use super::services::load as load_service;
 use super::teams::mask;
 use crate::domain::{Priority, Scope, Timestamp};
@@ -26,37 +29,64 @@ use crate::store::{
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
-        .routes(routes!(acknowledge))
-        .routes(routes!(resolve))
-        .routes(routes!(history))
-        .routes(routes!(deliveries))
+        .routes(routes!(list_alerts))
+        .routes(routes!(get_alert))
+        .routes(routes!(acknowledge_alert))
+        .routes(routes!(resolve_alert))
+        .routes(routes!(list_service_alerts))
+        .routes(routes!(list_deliveries))
 }
 
 /// The v2 representation of an alert.
-pub fn v2_alert(a: &Alert) -> Value {
-    json!({
-        "alert_id": a.alert_id,
-        "service_id": a.service_id,
-        "kind": a.kind,
-        "name": a.alert_name,
-        "state": a.state,
-        "priority": a.details.priority,
-        "team": a.details.team,
-        "summary": a.details.summary,
-        "dedup_key": a.dedup_key,
-        "external_reference_id": a.external_reference_id,
-        "down_since": a.details.down_since,
-        "created_at": a.created_at,
-        "last_notified_at": a.details.last_notified_at,
-        "acknowledged_at": a.acknowledged_at,
-        "acknowledged_by": a.details.acknowledged_by,
-        "resolved_at": a.resolved_at,
-        "resolved_by": a.details.resolved_by,
-        "resolve_reason": a.details.resolve_reason,
-        "run_id": a.details.run_id,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertOut {
+    alert_id: i64,
+    service_id: i64,
+    kind: schema::AlertKind,
+    name: String,
+    state: schema::AlertState,
+    priority: Option<schema::Priority>,
+    team: Option<String>,
+    summary: Option<String>,
+    /// The incident's key at PagerDuty and in webhook events.
+    dedup_key: String,
+    external_reference_id: Option<String>,
+    down_since: Option<Time>,
+    created_at: Time,
+    last_notified_at: Option<Time>,
+    acknowledged_at: Option<Time>,
+    acknowledged_by: Option<String>,
+    resolved_at: Option<Time>,
+    resolved_by: Option<String>,
+    resolve_reason: Option<String>,
+    /// The job or agent run the alert is about.
+    run_id: Option<String>,
+}
+
+impl From<&Alert> for AlertOut {
+    fn from(a: &Alert) -> Self {
+        Self {
+            alert_id: a.alert_id,
+            service_id: a.service_id.0,
+            kind: a.kind.into(),
+            name: a.alert_name.clone(),
+            state: a.state.into(),
+            priority: a.details.priority.map(Into::into),
+            team: a.details.team.clone(),
+            summary: a.details.summary.clone(),
+            dedup_key: a.dedup_key.clone(),
+            external_reference_id: a.external_reference_id.clone(),
+            down_since: time(a.details.down_since),
+            created_at: a.created_at.into(),
+            last_notified_at: time(a.details.last_notified_at),
+            acknowledged_at: time(a.acknowledged_at),
+            acknowledged_by: a.details.acknowledged_by.clone(),
+            resolved_at: time(a.resolved_at),
+            resolved_by: a.details.resolved_by.clone(),
+            resolve_reason: a.details.resolve_reason.clone(),
+            run_id: a.details.run_id.clone(),
+        }
+    }
 }
 
 fn filter(params: &Params) -> Result<AlertFilter, ApiError> {
@@ -111,23 +141,26 @@ fn filter(params: &Params) -> Result<AlertFilter, ApiError> {
 
 /// List alerts, newest first.
 #[utoipa::path(get, path = "/v2/alerts", tag = "alerts",
-    params(("state" = Option<String>, Query, description = "open, acknowledged, resolved or active (comma-separated)"),
-           ("kind" = Option<String>, Query, description = "heartbeat_missing, job_failed, job_overdue, run_refused"),
-           ("service_id" = Option<i64>, Query), ("team" = Option<String>, Query),
-           ("priority" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339; opened at or after"),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of alerts"), (status = 400, description = "Bad filter")),
+    params(("state" = Option<String>, Query, pattern = "^\\s*(open|acknowledged|resolved|active)\\s*(,\\s*(open|acknowledged|resolved|active)\\s*)*$",
+            description = "open, acknowledged, resolved or active (open and acknowledged), comma-separated"),
+           ("kind" = Option<schema::AlertKind>, Query),
+           ("service_id" = Option<i64>, Query, minimum = 1), ("team" = Option<String>, Query),
+           ("priority" = Option<schema::Priority>, Query),
+           ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; opened at or after"),
+           PageParams),
+    responses((status = 200, description = "A page of alerts, newest first", body = Envelope<Page<AlertOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
-async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+async fn list_alerts(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let f = filter(&params)?;
     let page = params.page(50, 250)?;
     let found = app.store.list_alerts_filtered(&f, page).await?;
-    let entries: Vec<Value> = found.entries.iter().map(v2_alert).collect();
+    let entries: Vec<AlertOut> = found.entries.iter().map(AlertOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
@@ -141,12 +174,22 @@ async fn load(app: &AppState, raw: &str) -> Result<Alert, ApiError> {
 
 /// Fetch one alert.
 #[utoipa::path(get, path = "/v2/alerts/{alert_id}", tag = "alerts",
-    params(("alert_id" = i64, Path)),
-    responses((status = 200, description = "The alert"), (status = 404, description = "Not found")),
+    params(("alert_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The alert", body = Envelope<AlertOut>),
+              (status = 400, description = "Bad alert_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn get_alert(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     caller.require(Scope::Read)?;
-    Ok(ok(StatusCode::OK, "", v2_alert(&load(&app, &id).await?)))
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        AlertOut::from(&load(&app, &id).await?),
+    ))
 }
 
 async fn change(
@@ -170,7 +213,7 @@ async fn change(
             action,
             &who,
             Some(a.service_id),
-            json!({"alert_id": a.alert_id, "kind": a.kind}),
+            json!({"alert_id": a.alert_id, "kind": schema::AlertKind::from(a.kind)}),
         )
     };
     let outcome = if resolve {
@@ -189,7 +232,11 @@ async fn change(
         ))),
         AlertChange::Changed(a) => {
             app.outbox.poke();
-            Ok(ok(StatusCode::OK, &format!("Alert {verb}."), v2_alert(&a)))
+            Ok(ok(
+                StatusCode::OK,
+                &format!("Alert {verb}."),
+                AlertOut::from(&a),
+            ))
         }
     }
 }
@@ -197,11 +244,12 @@ async fn change(
 /// Acknowledge an open alert: re-notifications stop; PagerDuty and the other destinations the
 /// alert went to are told.
 #[utoipa::path(post, path = "/v2/alerts/{alert_id}/ack", tag = "alerts",
-    params(("alert_id" = i64, Path)),
-    responses((status = 200, description = "Acknowledged"), (status = 404, description = "Not found"),
-              (status = 409, description = "Not open")),
+    params(("alert_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Acknowledged", body = Envelope<AlertOut>),
+              (status = 400, description = "Bad alert_id or X-Actor"),
+              (status = 404, description = "Not found"), (status = 409, description = "Not open")),
     security(("bearer" = [])))]
-async fn acknowledge(
+async fn acknowledge_alert(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -212,11 +260,12 @@ async fn acknowledge(
 
 /// Resolve an open or acknowledged alert by hand.
 #[utoipa::path(post, path = "/v2/alerts/{alert_id}/resolve", tag = "alerts",
-    params(("alert_id" = i64, Path)),
-    responses((status = 200, description = "Resolved"), (status = 404, description = "Not found"),
-              (status = 409, description = "Already resolved")),
+    params(("alert_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Resolved", body = Envelope<AlertOut>),
+              (status = 400, description = "Bad alert_id or X-Actor"),
+              (status = 404, description = "Not found"), (status = 409, description = "Already resolved")),
     security(("bearer" = [])))]
-async fn resolve(
+async fn resolve_alert(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -227,12 +276,15 @@ async fn resolve(
 
 /// A service's alert history, newest first.
 #[utoipa::path(get, path = "/v2/services/{service_id}/alerts", tag = "alerts",
-    params(("service_id" = String, Path, description = "Numeric id or heartbeat name"),
-           ("state" = Option<String>, Query), ("kind" = Option<String>, Query),
-           ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of alerts"), (status = 404, description = "No such service")),
+    params(("service_id" = i64, Path, minimum = 1),
+           ("state" = Option<String>, Query, pattern = "^\\s*(open|acknowledged|resolved|active)\\s*(,\\s*(open|acknowledged|resolved|active)\\s*)*$",
+            description = "open, acknowledged, resolved or active, comma-separated"),
+           ("kind" = Option<schema::AlertKind>, Query), PageParams),
+    responses((status = 200, description = "A page of alerts, newest first", body = Envelope<Page<AlertOut>>),
+              (status = 400, description = "Bad service_id or filter"),
+              (status = 404, description = "No such service")),
     security(("bearer" = [])))]
-async fn history(
+async fn list_service_alerts(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -244,46 +296,93 @@ async fn history(
     f.service = Some(service.id);
     let page = params.page(50, 250)?;
     let found = app.store.list_alerts_filtered(&f, page).await?;
-    let entries: Vec<Value> = found.entries.iter().map(v2_alert).collect();
+    let entries: Vec<AlertOut> = found.entries.iter().map(AlertOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
-fn v2_delivery(d: &DeliveryRecord) -> Value {
-    let destination = match &d.destination {
-        Destination::Slack { channel } => json!({"kind": "slack", "channel": channel}),
-        Destination::Pagerduty { routing_key } => {
-            json!({"kind": "pagerduty", "routing_key": mask(routing_key)})
+/// Where a notification went, secrets masked.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DestinationOut {
+    Slack {
+        channel: String,
+    },
+    /// Only the routing key's last four characters.
+    Pagerduty {
+        routing_key: String,
+    },
+    Webhook {
+        url: String,
+    },
+}
+
+impl From<&Destination> for DestinationOut {
+    fn from(d: &Destination) -> Self {
+        match d {
+            Destination::Slack { channel } => Self::Slack {
+                channel: channel.clone(),
+            },
+            Destination::Pagerduty { routing_key } => Self::Pagerduty {
+                routing_key: mask(routing_key),
+            },
+            Destination::Webhook { url, .. } => Self::Webhook { url: url.clone() },
         }
-        Destination::Webhook { url, .. } => json!({"kind": "webhook", "url": url}),
-    };
-    json!({
-        "delivery_id": d.id,
-        "alert_id": d.alert_id,
-        "target_id": d.target_id,
-        "event": d.event,
-        "destination": destination,
-        "state": d.state,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "external_ref": d.external_ref,
-        "created_at": d.created_at,
-        "finished_at": d.finished_at,
-    })
+    }
+}
+
+/// One notification queued for a target: its attempts and how it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryOut {
+    delivery_id: i64,
+    alert_id: i64,
+    target_id: Option<i64>,
+    event: schema::EventKind,
+    destination: DestinationOut,
+    state: schema::DeliveryState,
+    attempts: i32,
+    next_attempt_at: Time,
+    /// The receiver's last HTTP status.
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    /// What the receiver calls the notification (Slack's message, PagerDuty's dedup key).
+    external_ref: Option<String>,
+    created_at: Time,
+    finished_at: Option<Time>,
+}
+
+impl From<&DeliveryRecord> for DeliveryOut {
+    fn from(d: &DeliveryRecord) -> Self {
+        Self {
+            delivery_id: d.id,
+            alert_id: d.alert_id,
+            target_id: d.target_id.map(|t| t.0),
+            event: d.event.into(),
+            destination: (&d.destination).into(),
+            state: d.state.into(),
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.into(),
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            external_ref: d.external_ref.clone(),
+            created_at: d.created_at.into(),
+            finished_at: time(d.finished_at),
+        }
+    }
 }
 
 /// The delivery log of a webhook (any notification target): every notification queued for it,
 /// newest first, with attempts and the last status or error.
 #[utoipa::path(get, path = "/v2/webhooks/{target_id}/deliveries", tag = "alerts",
-    params(("target_id" = i64, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of deliveries"), (status = 404, description = "No such target")),
+    params(("target_id" = i64, Path, minimum = 1), PageParams),
+    responses((status = 200, description = "A page of deliveries, newest first", body = Envelope<Page<DeliveryOut>>),
+              (status = 400, description = "Bad target_id, limit or offset"),
+              (status = 404, description = "No such target")),
     security(("bearer" = [])))]
-async fn deliveries(
+async fn list_deliveries(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -300,10 +399,10 @@ async fn deliveries(
             "Notification target {id} was not found."
         )));
     }
-    let entries: Vec<Value> = found.entries.iter().map(v2_delivery).collect();
+    let entries: Vec<DeliveryOut> = found.entries.iter().map(DeliveryOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }

@@ -2,24 +2,25 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::extract::{Caller, JsonBody};
+use super::schema::{KeyScope, Time, time};
 use crate::domain::apikey::{self, ApiKeyId};
 use crate::domain::{Scope, Scopes, Timestamp};
 use crate::store::{ApiKeyRecord, NewApiKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(revoke))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
 }
 
 /// Named rate-limit tiers (requests per minute).
@@ -36,47 +37,104 @@ pub enum ScopesIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyIn {
+    /// Printable characters.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// Any of read, write, admin, agent.
+    /// Any of read, write, admin, agent (a list, or one comma-separated string); not empty.
     scopes: ScopesIn,
+    /// In the future; absent: never expires.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
     /// basic (100/min), standard (1000/min) or premium (5000/min).
     #[serde(default)]
+    #[schema(value_type = Option<Tier>)]
     tier: Option<String>,
     /// Explicit requests per minute (overrides tier).
     #[serde(default)]
+    #[schema(minimum = 1)]
     rate_limit_per_minute: Option<u32>,
 }
 
-fn key_json(k: &ApiKeyRecord, now: Timestamp) -> Value {
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.expires_at.is_some_and(|e| e <= now) {
-        "expired"
-    } else {
-        "active"
-    };
-    json!({
-        "id": k.id,
-        "name": k.name,
-        "scopes": k.scopes.list(),
-        "status": status,
-        "created_at": k.created_at,
-        "created_by": k.created_by,
-        "expires_at": k.expires_at,
-        "revoked_at": k.revoked_at,
-        "rate_limit_per_minute": k.rate_limit_per_minute,
-    })
+/// A named rate-limit tier.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Tier {
+    Basic,
+    Standard,
+    Premium,
+}
+
+/// Whether a key is usable.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyOut {
+    /// The key's public id (the part after `mdk_`).
+    id: String,
+    name: String,
+    scopes: Vec<KeyScope>,
+    status: KeyStatus,
+    created_at: Time,
+    created_by: Option<String>,
+    expires_at: Option<Time>,
+    revoked_at: Option<Time>,
+    /// Absent: the server's per-route-class limits.
+    rate_limit_per_minute: Option<u32>,
+}
+
+impl KeyOut {
+    fn new(k: &ApiKeyRecord, now: Timestamp) -> Self {
+        let status = if k.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if k.expires_at.is_some_and(|e| e <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        };
+        Self {
+            id: k.id.0.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.list().into_iter().map(KeyScope::from).collect(),
+            status,
+            created_at: k.created_at.into(),
+            created_by: k.created_by.clone(),
+            expires_at: time(k.expires_at),
+            revoked_at: time(k.revoked_at),
+            rate_limit_per_minute: k.rate_limit_per_minute,
+        }
+    }
+}
+
+/// A new API key, with its secret: shown once, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKeyOut {
+    #[serde(flatten)]
+    record: KeyOut,
+    /// The whole key to send as `Authorization: Bearer <key>`.
+    key: String,
+}
+
+/// A revoked key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedKeyOut {
+    id: String,
 }
 
 /// Create an API key. The key itself is in the response and never shown again.
 #[utoipa::path(post, path = "/v2/api-keys", tag = "api-keys", request_body = CreateKeyIn,
-    responses((status = 201, description = "Created; results.key is the secret"),
+    responses((status = 201, description = "Created; results.key is the secret", body = Envelope<CreatedKeyOut>),
               (status = 400, description = "Invalid")),
     security(("bearer" = [])))]
-async fn create(
+async fn create_api_key(
     State(app): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateKeyIn>,
@@ -125,7 +183,11 @@ async fn create(
                 "api_key_created",
                 &admin.actor(),
                 None,
-                json!({ "key_id": generated.id, "name": name, "scopes": scopes.list() }),
+                json!({
+                    "key_id": generated.id.0,
+                    "name": name,
+                    "scopes": scopes.list().into_iter().map(KeyScope::from).collect::<Vec<_>>(),
+                }),
             )),
             id: generated.id.clone(),
             name: name.to_owned(),
@@ -137,28 +199,29 @@ async fn create(
             created_at: now,
         })
         .await?;
-    let mut results = key_json(&record, now);
-    results["key"] = json!(generated.plaintext);
     Ok(ok(
         StatusCode::CREATED,
         "API key created. Store it now: it is not shown again.",
-        results,
+        CreatedKeyOut {
+            record: KeyOut::new(&record, now),
+            key: generated.plaintext,
+        },
     ))
 }
 
 /// List API keys (never their secrets).
 #[utoipa::path(get, path = "/v2/api-keys", tag = "api-keys",
-    responses((status = 200, description = "All keys")),
+    responses((status = 200, description = "All keys", body = Envelope<Vec<KeyOut>>)),
     security(("bearer" = [])))]
-async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult {
+async fn list_api_keys(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require(Scope::Admin)?;
     let now = Timestamp::now();
-    let keys: Vec<Value> = app
+    let keys: Vec<KeyOut> = app
         .store
         .list_api_keys()
         .await?
         .iter()
-        .map(|k| key_json(k, now))
+        .map(|k| KeyOut::new(k, now))
         .collect();
     Ok(ok(StatusCode::OK, "", keys))
 }
@@ -166,9 +229,14 @@ async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult {
 /// Revoke an API key (effective at once here, within the key cache time on other replicas).
 #[utoipa::path(delete, path = "/v2/api-keys/{key_id}", tag = "api-keys",
     params(("key_id" = String, Path)),
-    responses((status = 200, description = "Revoked"), (status = 404, description = "No such active key")),
+    responses((status = 200, description = "Revoked", body = Envelope<RevokedKeyOut>),
+              (status = 404, description = "No such active key")),
     security(("bearer" = [])))]
-async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn revoke_api_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     let admin = caller.require(Scope::Admin)?;
     let id = ApiKeyId(id.trim().to_ascii_lowercase());
     let now = Timestamp::now();
@@ -176,7 +244,7 @@ async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
         "api_key_revoked",
         &admin.actor(),
         None,
-        json!({ "key_id": id }),
+        json!({ "key_id": id.0 }),
     );
     if !app.store.revoke_api_key(&id, now, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
@@ -184,5 +252,9 @@ async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
         )));
     }
     app.auth.forget(&id);
-    Ok(ok(StatusCode::OK, "API key revoked.", json!({ "id": id })))
+    Ok(ok(
+        StatusCode::OK,
+        "API key revoked.",
+        RevokedKeyOut { id: id.0 },
+    ))
 }

@@ -3,46 +3,85 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiResult, ok};
-use super::extract::{Caller, Params, paginated};
+use super::error::{ApiResult, Envelope, ok};
+use super::extract::{Caller, Page, PageParams, Params, paginated};
+use super::schema::Time;
 use crate::domain::{Scope, ServiceId};
 use crate::store::{AuditEntry, AuditFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new().routes(routes!(list_audit_logs))
 }
 
 /// One entry for a change made through the API, stamped now, for the store to write in the
-/// change's own transaction. `details` must never hold a secret.
+/// change's own transaction. `details` (usually the changed resource as the API shows it) must
+/// never hold a secret.
 pub fn entry(
     action: &str,
     actor: &str,
     service_id: Option<ServiceId>,
-    details: serde_json::Value,
+    details: impl Serialize,
 ) -> crate::store::NewAuditEntry {
     crate::store::NewAuditEntry {
         action_type: action.to_owned(),
         actor: actor.to_owned(),
         service_id,
         execution_id: None,
-        details,
+        // The response types serialize infallibly (no maps with non-string keys).
+        details: serde_json::to_value(details).unwrap_or_default(),
         at: crate::domain::Timestamp::now(),
+    }
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryOut {
+    id: i64,
+    action_type: String,
+    actor: String,
+    service_id: Option<i64>,
+    execution_id: Option<i64>,
+    /// What changed; its shape depends on `action_type`.
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+    timestamp: Time,
+}
+
+impl From<&AuditEntry> for AuditEntryOut {
+    fn from(e: &AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            action_type: e.action_type.clone(),
+            actor: e.actor.clone(),
+            service_id: e.service_id.map(|s| s.0),
+            execution_id: e.execution_id,
+            details: e.details.clone(),
+            timestamp: e.timestamp.into(),
+        }
     }
 }
 
 /// Query the audit log (CSV when `Accept` contains `text/csv`).
 #[utoipa::path(get, path = "/v2/audit-logs", tag = "audit",
-    params(("execution_id" = Option<i64>, Query), ("service_id" = Option<i64>, Query),
+    params(("execution_id" = Option<i64>, Query, minimum = 1),
+           ("service_id" = Option<i64>, Query, minimum = 1),
            ("action_type" = Option<String>, Query), ("actor" = Option<String>, Query),
-           ("start_date" = Option<String>, Query), ("end_date" = Option<String>, Query),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of entries (JSON or CSV)"), (status = 400, description = "Bad filter")),
+           ("start_date" = Option<String>, Query, format = DateTime, description = "RFC 3339, or a date (its midnight UTC)"),
+           ("end_date" = Option<String>, Query, format = DateTime, description = "RFC 3339, or a date (its midnight UTC)"),
+           PageParams),
+    responses((status = 200, description = "A page of entries, newest first; CSV (with X-Total-Count, X-Limit, \
+                X-Offset and X-Has-More headers) when `Accept` contains `text/csv`",
+               content((Envelope<Page<AuditEntryOut>> = "application/json"),
+                       (String = "text/csv"))),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
-async fn list(
+async fn list_audit_logs(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -67,7 +106,11 @@ async fn list(
         return Ok(ok(
             StatusCode::OK,
             "",
-            paginated(&found.entries, found.total_count, page),
+            paginated(
+                found.entries.iter().map(AuditEntryOut::from).collect(),
+                found.total_count,
+                page,
+            ),
         ));
     }
     let has_more = i64::from(page.offset) + (found.entries.len() as i64) < found.total_count;

@@ -8,17 +8,67 @@ use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
+/// The body of every v1/v2 answer: `{"success", "message", "results"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// `true` on every 2xx answer.
+    pub success: bool,
+    /// A sentence for people (often empty on reads).
+    pub message: String,
+    pub results: T,
+}
+
+/// The `results` of an answer that carries none: the empty string, as the legacy API has it.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum NoResults {
+    #[serde(rename = "")]
+    Empty,
+}
+
+/// The body of every error answer: `success` is `false`, `message` says what went wrong and
+/// `results` is `""`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    pub message: String,
+    pub results: NoResults,
+}
+
+/// The body of a 429: the error envelope plus the seconds to wait (also in `Retry-After`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitedEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    pub message: String,
+    pub results: NoResults,
+    #[schema(minimum = 1)]
+    pub retry_after: u64,
+}
+
+/// Writes `body` through a [`serde_json::Value`], whose object keys come out sorted: the order
+/// the API has always answered with, whatever the order of a struct's fields.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_value(body) {
+        Ok(v) => (status, Json(v)).into_response(),
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
+}
+
 /// A successful envelope.
 pub fn ok<T: Serialize>(status: StatusCode, message: &str, results: T) -> Response {
-    (
+    json_response(
         status,
-        Json(json!({ "success": true, "message": message, "results": results })),
+        &Envelope {
+            success: true,
+            message: message.to_owned(),
+            results,
+        },
     )
-        .into_response()
 }
 
 #[derive(Debug)]
@@ -86,11 +136,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
+        let mut resp = json_response(
             self.status,
-            Json(json!({ "success": false, "message": self.message, "results": "" })),
-        )
-            .into_response();
+            &ErrorEnvelope {
+                success: false,
+                message: self.message,
+                results: NoResults::Empty,
+            },
+        );
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }

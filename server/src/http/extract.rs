@@ -252,18 +252,40 @@ pub fn actor(parts_headers: &axum::http::HeaderMap, caller: &Caller) -> Result<S
     })
 }
 
-/// The pagination envelope of v2 lists: `{entries, total_count, limit, offset, has_more}`.
-pub fn paginated<T: serde::Serialize>(
-    entries: &[T],
-    total_count: i64,
-    page: crate::store::PageRequest,
-) -> serde_json::Value {
+/// A page of a v2 list: `{entries, total_count, limit, offset, has_more}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub entries: Vec<T>,
+    /// Entries matching the filter, on every page.
+    pub total_count: i64,
+    pub limit: u32,
+    pub offset: u32,
+    /// Whether entries follow this page.
+    pub has_more: bool,
+}
+
+/// The pagination envelope of v2 lists.
+pub fn paginated<T>(entries: Vec<T>, total_count: i64, page: crate::store::PageRequest) -> Page<T> {
     let shown = i64::from(page.offset) + entries.len() as i64;
-    serde_json::json!({
-        "entries": entries,
-        "total_count": total_count,
-        "limit": page.limit,
-        "offset": page.offset,
-        "has_more": shown < total_count,
-    })
+    Page {
+        has_more: shown < total_count,
+        entries,
+        total_count,
+        limit: page.limit,
+        offset: page.offset,
+    }
+}
+
+/// The `limit` and `offset` query parameters of v2 lists, as [`Params::page`] checks them with
+/// the default page of 50 and the largest of 250.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    /// Entries to skip (default 0).
+    #[param(minimum = 0, maximum = 2147483647)]
+    offset: Option<u32>,
 }

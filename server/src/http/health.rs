@@ -9,11 +9,13 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::error::json_response;
 use crate::domain::Priority;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,85 +26,169 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
 }
 
+/// The state of the server or of one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    /// Serving, but a configured component (Redis) is failing.
+    Degraded,
+    Unhealthy,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    status: HealthStatus,
+    /// The server's version.
+    version: String,
+    uptime_seconds: u64,
+    components: Components,
+}
+
+/// The components the deployment configured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Components {
+    database: DatabaseHealth,
+    /// Present only when `REDIS_URL` is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<RedisHealth>,
+    rate_limiter: LimiterHealth,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseHealth {
+    status: HealthStatus,
+    /// `sqlite` or `postgres`.
+    backend: String,
+    /// How long the ping took.
+    latency_ms: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedisHealth {
+    status: HealthStatus,
+    /// Null when Redis did not answer.
+    latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimiterHealth {
+    status: HealthStatus,
+    /// Where the counters live: `memory` or `redis`.
+    backend: String,
+}
+
+/// `GET /health/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveOut {
+    /// Always `alive`.
+    status: String,
+}
+
+/// `GET /health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyOut {
+    /// `ready` or `not_ready`.
+    status: String,
+    /// Why not (503 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// Overall health with per-component status and latency.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, description = "healthy or degraded"),
-              (status = 503, description = "unhealthy: the database is unreachable")))]
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    responses((status = 200, description = "healthy or degraded", body = HealthOut),
+              (status = 503, description = "unhealthy: the database is unreachable", body = HealthOut)))]
 async fn health(State(app): State<AppState>) -> Response {
     let started = Instant::now();
     let db = app.store.ping().await;
     let db_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut components = serde_json::Map::new();
-    components.insert(
-        "database".into(),
-        json!({
-            "status": if db.is_ok() { "healthy" } else { "unhealthy" },
-            "backend": app.store.backend().as_str(),
-            "latency_ms": (db_ms * 100.0).round() / 100.0,
-        }),
-    );
-    let mut degraded = false;
-    if let Some(redis) = app.limiter.ping().await {
-        let (status, latency) = match redis {
-            Ok(d) => (
-                "healthy",
-                Some((d.as_secs_f64() * 100_000.0).round() / 100.0),
-            ),
-            Err(_) => {
-                degraded = true;
-                ("unhealthy", None)
-            }
-        };
-        components.insert(
-            "redis".into(),
-            json!({ "status": status, "latency_ms": latency }),
-        );
-    }
-    components.insert(
-        "rate_limiter".into(),
-        json!({ "status": "healthy", "backend": app.limiter.backend() }),
-    );
-    let (code, status) = match (db.is_ok(), degraded) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
-        (true, true) => (StatusCode::OK, "degraded"),
-        (true, false) => (StatusCode::OK, "healthy"),
+    let database = DatabaseHealth {
+        status: if db.is_ok() {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        },
+        backend: app.store.backend().as_str().to_owned(),
+        latency_ms: (db_ms * 100.0).round() / 100.0,
     };
-    let body = json!({
-        "status": status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": app.started.elapsed().as_secs(),
-        "components": components,
+    let redis = app.limiter.ping().await.map(|redis| match redis {
+        Ok(d) => RedisHealth {
+            status: HealthStatus::Healthy,
+            latency_ms: Some((d.as_secs_f64() * 100_000.0).round() / 100.0),
+        },
+        Err(_) => RedisHealth {
+            status: HealthStatus::Unhealthy,
+            latency_ms: None,
+        },
     });
-    (code, axum::Json(body)).into_response()
+    let degraded = redis
+        .as_ref()
+        .is_some_and(|r| r.status == HealthStatus::Unhealthy);
+    let (code, status) = match (db.is_ok(), degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Unhealthy),
+        (true, true) => (StatusCode::OK, HealthStatus::Degraded),
+        (true, false) => (StatusCode::OK, HealthStatus::Healthy),
+    };
+    let body = HealthOut {
+        status,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: app.started.elapsed().as_secs(),
+        components: Components {
+            database,
+            redis,
+            rate_limiter: LimiterHealth {
+                status: HealthStatus::Healthy,
+                backend: app.limiter.backend().to_owned(),
+            },
+        },
+    };
+    json_response(code, &body)
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/health/live", tag = "operations",
-    responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
+    responses((status = 200, description = "alive", body = LiveOut)))]
 async fn live() -> Response {
-    axum::Json(json!({ "status": "alive" })).into_response()
+    json_response(
+        StatusCode::OK,
+        &LiveOut {
+            status: "alive".to_owned(),
+        },
+    )
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/health/ready", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
+#[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
+    responses((status = 200, description = "ready", body = ReadyOut),
+              (status = 503, description = "database unreachable", body = ReadyOut)))]
 async fn ready(State(app): State<AppState>) -> Response {
     match app.store.ping().await {
-        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &ReadyOut {
+                status: "ready".to_owned(),
+                reason: None,
+            },
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
+            json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "status": "not_ready", "reason": "database unreachable" })),
+                &ReadyOut {
+                    status: "not_ready".to_owned(),
+                    reason: Some("database unreachable".to_owned()),
+                },
             )
-                .into_response()
         }
     }
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition format",
+               content_type = "text/plain; version=0.0.4", body = String)))]
 async fn metrics_text(State(app): State<AppState>) -> Response {
     let pool = app.store.pool_stats();
     metrics::gauge!("medic_db_pool_connections", "state" => "idle").set(f64::from(pool.idle));

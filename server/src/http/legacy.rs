@@ -6,21 +6,21 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, NoResults, ok};
 use super::extract::{Caller, JsonBody, Params, actor};
+use super::schema::{self, Bit, Time, time};
 use crate::domain::service::name_key;
 use crate::domain::{HeartbeatName, Priority, Scope, ServiceState, SnapshotAction, Timestamp};
 use crate::store::batch::WriteError;
 use crate::store::{
-    Alert, AlertState, ChangeMeta, CreateOutcome, HeartbeatOutcome, HeartbeatQuery, MuteChange,
-    NewHeartbeat, NewService, Service, ServiceFilter, ServicePatch,
+    Alert, AlertState, ChangeMeta, CreateOutcome, HeartbeatOutcome, HeartbeatQuery, HeartbeatRow,
+    MuteChange, NewHeartbeat, NewService, Service, ServiceFilter, ServicePatch,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -69,14 +69,19 @@ impl RunIdValue {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatIn {
+    /// A registered service's heartbeat name (case-insensitive).
+    #[schema(min_length = 1, max_length = 255)]
     heartbeat_name: String,
+    /// Free text (`UP`, `DOWN`, …); printable characters.
+    #[schema(min_length = 1, max_length = 255)]
     status: String,
     /// Accepted and ignored (legacy clients send it).
     #[serde(default)]
     #[allow(dead_code)]
     service_name: Option<String>,
+    /// A job's run id: a string or a number, kept as text.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     run_id: Option<RunIdValue>,
 }
 
@@ -85,10 +90,12 @@ fn parse_name(raw: &str, field: &str) -> Result<HeartbeatName, ApiError> {
 }
 
 /// Record a heartbeat.
-#[utoipa::path(post, path = "/heartbeat", tag = "heartbeats", request_body = HeartbeatIn,
-    responses((status = 201, description = "Heartbeat Posted Successfully."),
+#[utoipa::path(post, path = "/heartbeat", tag = "heartbeats", operation_id = "v1_post_heartbeat",
+    request_body = HeartbeatIn, security(("bearer" = []), ()),
+    responses((status = 201, description = "Heartbeat Posted Successfully.", body = Envelope<NoResults>),
               (status = 400, description = "Invalid body, or the service is inactive"),
-              (status = 404, description = "Unknown heartbeat name")))]
+              (status = 404, description = "Unknown heartbeat name"),
+              (status = 503, description = "The server is shutting down; retry")))]
 async fn post_heartbeat(
     State(app): State<AppState>,
     caller: Caller,
@@ -133,7 +140,7 @@ async fn post_heartbeat(
             Ok(ok(
                 StatusCode::CREATED,
                 "Heartbeat Posted Successfully.",
-                "",
+                NoResults::Empty,
             ))
         }
         HeartbeatOutcome::UnknownService => {
@@ -155,10 +162,13 @@ async fn post_heartbeat(
 }
 
 /// List recent heartbeats, newest first.
-#[utoipa::path(get, path = "/heartbeat", tag = "heartbeats",
+#[utoipa::path(get, path = "/heartbeat", tag = "heartbeats", operation_id = "v1_list_heartbeats",
     params(("heartbeat_name" = Option<String>, Query), ("service_name" = Option<String>, Query),
-           ("maxCount" = Option<i64>, Query, description = "1..250, default 250")),
-    responses((status = 200, description = "List of heartbeats"), (status = 400, description = "Bad maxCount")))]
+           ("maxCount" = Option<i64>, Query, minimum = 1, maximum = 250,
+            description = "Default 250")),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "Heartbeats, newest first", body = Envelope<Vec<V1Heartbeat>>),
+              (status = 400, description = "Bad maxCount")))]
 async fn get_heartbeats(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require_or_anonymous(Scope::Read, app.config.allow_anonymous_heartbeats)?;
     let max = params
@@ -174,56 +184,107 @@ async fn get_heartbeats(State(app): State<AppState>, caller: Caller, params: Par
             offset: 0,
         })
         .await?;
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "heartbeat_id": r.heartbeat_id,
-                "heartbeat_name": r.heartbeat_name,
-                "service_name": r.service_name,
-                "time": r.time,
-                "status": r.status,
-                "team": r.team,
-                "priority": r.priority,
-                "run_id": r.run_id,
-            })
-        })
-        .collect();
+    let list: Vec<V1Heartbeat> = rows.iter().map(V1Heartbeat::from).collect();
     Ok(ok(StatusCode::OK, "", list))
 }
 
-/// The v1 representation of a service (0/1 booleans, interval in minutes).
-pub fn v1_service(s: &Service) -> Value {
-    json!({
-        "service_id": s.id,
-        "heartbeat_name": s.heartbeat_name,
-        "service_name": s.service_name,
-        "environment": s.environment,
-        "active": i32::from(s.active),
-        "alert_interval": minutes(s.interval_seconds),
-        "threshold": s.threshold,
-        "team": s.team,
-        "priority": s.priority,
-        "muted": i32::from(s.mute.is_some()),
-        "down": i32::from(s.state == ServiceState::Down),
-        "runbook": s.runbook,
-        "date_added": s.created_at,
-        "date_modified": s.updated_at,
-        "date_muted": s.mute.as_ref().map(|m| m.at),
-        "muted_until": s.mute.as_ref().and_then(|m| m.until),
-        "grace_period_seconds": s.grace_seconds,
-        "max_duration_ms": s.max_duration_ms,
-        "state": s.state,
-        "last_heartbeat": s.last_heartbeat_at,
-    })
+/// A heartbeat as `GET /heartbeat` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V1Heartbeat {
+    heartbeat_id: i64,
+    heartbeat_name: String,
+    service_name: String,
+    time: Time,
+    status: String,
+    team: String,
+    priority: schema::Priority,
+    run_id: Option<String>,
+}
+
+impl From<&HeartbeatRow> for V1Heartbeat {
+    fn from(r: &HeartbeatRow) -> Self {
+        Self {
+            heartbeat_id: r.heartbeat_id,
+            heartbeat_name: r.heartbeat_name.clone(),
+            service_name: r.service_name.clone(),
+            time: r.time.into(),
+            status: r.status.clone(),
+            team: r.team.clone(),
+            priority: r.priority.into(),
+            run_id: r.run_id.clone(),
+        }
+    }
 }
 
 /// Seconds as minutes: an integer when whole, else a fraction.
-fn minutes(seconds: i64) -> Value {
-    if seconds % 60 == 0 {
-        json!(seconds / 60)
-    } else {
-        json!(seconds as f64 / 60.0)
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum Minutes {
+    Whole(i64),
+    Fraction(f64),
+}
+
+impl Minutes {
+    fn from_seconds(seconds: i64) -> Self {
+        if seconds % 60 == 0 {
+            Self::Whole(seconds / 60)
+        } else {
+            Self::Fraction(seconds as f64 / 60.0)
+        }
+    }
+}
+
+/// The v1 representation of a service (0/1 booleans, interval in minutes).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V1Service {
+    service_id: i64,
+    heartbeat_name: String,
+    service_name: String,
+    environment: Option<String>,
+    active: Bit,
+    /// Minutes: an integer when whole, else a fraction.
+    #[schema(value_type = f64)]
+    alert_interval: Minutes,
+    threshold: i32,
+    team: String,
+    priority: schema::Priority,
+    muted: Bit,
+    down: Bit,
+    runbook: Option<String>,
+    date_added: Time,
+    date_modified: Time,
+    date_muted: Option<Time>,
+    muted_until: Option<Time>,
+    grace_period_seconds: i64,
+    max_duration_ms: Option<i64>,
+    state: schema::ServiceState,
+    last_heartbeat: Option<Time>,
+}
+
+impl From<&Service> for V1Service {
+    fn from(s: &Service) -> Self {
+        Self {
+            service_id: s.id.0,
+            heartbeat_name: s.heartbeat_name.clone(),
+            service_name: s.service_name.clone(),
+            environment: s.environment.clone(),
+            active: s.active.into(),
+            alert_interval: Minutes::from_seconds(s.interval_seconds),
+            threshold: s.threshold,
+            team: s.team.clone(),
+            priority: s.priority.into(),
+            muted: s.mute.is_some().into(),
+            down: (s.state == ServiceState::Down).into(),
+            runbook: s.runbook.clone(),
+            date_added: s.created_at.into(),
+            date_modified: s.updated_at.into(),
+            date_muted: s.mute.as_ref().map(|m| m.at.into()),
+            muted_until: time(s.mute.as_ref().and_then(|m| m.until)),
+            grace_period_seconds: s.grace_seconds,
+            max_duration_ms: s.max_duration_ms,
+            state: s.state.into(),
+            last_heartbeat: time(s.last_heartbeat_at),
+        }
     }
 }
 
@@ -247,30 +308,45 @@ pub fn parse_priority(raw: &str) -> Result<Priority, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceIn {
+    /// Prefixed with `<environment>-` when `environment` is given; unique case-insensitively.
+    #[schema(min_length = 1, max_length = 255)]
     heartbeat_name: String,
+    #[schema(max_length = 2048)]
     service_name: String,
     /// Minutes.
+    #[schema(minimum = 1, maximum = 525600)]
     alert_interval: i64,
     #[serde(default)]
+    #[schema(max_length = 64)]
     environment: Option<String>,
+    /// Heartbeats expected per interval (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     threshold: Option<i32>,
+    /// Default `site-reliability`.
     #[serde(default)]
+    #[schema(max_length = 255)]
     team: Option<String>,
+    /// `p1`..`p5` (default `p3`).
     #[serde(default)]
+    #[schema(pattern = "^\\s*[pP][1-5]\\s*$")]
     priority: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     runbook: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31536000)]
     grace_period_seconds: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_duration_ms: Option<i64>,
 }
 
 /// Register a service.
-#[utoipa::path(post, path = "/service", tag = "services", request_body = ServiceIn,
-    responses((status = 201, description = "Heartbeat successfully registered."),
-              (status = 200, description = "Heartbeat is already registered."),
+#[utoipa::path(post, path = "/service", tag = "services", operation_id = "v1_register_service",
+    request_body = ServiceIn, security(("bearer" = []), ()),
+    responses((status = 201, description = "Heartbeat successfully registered.", body = Envelope<NoResults>),
+              (status = 200, description = "Heartbeat is already registered.", body = Envelope<NoResults>),
               (status = 400, description = "Invalid body")))]
 async fn post_service(
     State(app): State<AppState>,
@@ -338,16 +414,23 @@ async fn post_service(
         CreateOutcome::Created(_) => Ok(ok(
             StatusCode::CREATED,
             "Heartbeat successfully registered.",
-            "",
+            NoResults::Empty,
         )),
-        CreateOutcome::Exists(_) => Ok(ok(StatusCode::OK, "Heartbeat is already registered.", "")),
+        CreateOutcome::Exists(_) => Ok(ok(
+            StatusCode::OK,
+            "Heartbeat is already registered.",
+            NoResults::Empty,
+        )),
     }
 }
 
 /// List services.
-#[utoipa::path(get, path = "/service", tag = "services",
-    params(("service_name" = Option<String>, Query), ("active" = Option<i32>, Query, description = "0 or 1")),
-    responses((status = 200, description = "List of services"), (status = 400, description = "Bad active")))]
+#[utoipa::path(get, path = "/service", tag = "services", operation_id = "v1_list_services",
+    params(("service_name" = Option<String>, Query),
+           ("active" = Option<i32>, Query, minimum = 0, maximum = 1, description = "0 or 1")),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "Services", body = Envelope<Vec<V1Service>>),
+              (status = 400, description = "Bad active")))]
 async fn get_services(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require_or_anonymous(Scope::Read, app.config.allow_anonymous_heartbeats)?;
     let active = params.flag("active")?;
@@ -370,7 +453,7 @@ async fn get_services(State(app): State<AppState>, caller: Caller, params: Param
             )
             .await?;
         let n = page.entries.len() as u32;
-        all.extend(page.entries.iter().map(v1_service));
+        all.extend(page.entries.iter().map(V1Service::from));
         offset += n;
         if n < 1000 {
             break;
@@ -381,8 +464,9 @@ async fn get_services(State(app): State<AppState>, caller: Caller, params: Param
 
 /// Fetch one service by heartbeat name (a list of 0 or 1 item).
 #[utoipa::path(get, path = "/service/{heartbeat_name}", tag = "services",
-    params(("heartbeat_name" = String, Path)),
-    responses((status = 200, description = "List with 0 or 1 service")))]
+    operation_id = "v1_get_service", params(("heartbeat_name" = String, Path)),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "List with 0 or 1 service", body = Envelope<Vec<V1Service>>)))]
 async fn get_service(
     State(app): State<AppState>,
     caller: Caller,
@@ -390,7 +474,7 @@ async fn get_service(
 ) -> ApiResult {
     caller.require_or_anonymous(Scope::Read, app.config.allow_anonymous_heartbeats)?;
     let found = app.store.find_service(&name_key(&name)).await?;
-    let list: Vec<Value> = found.iter().map(v1_service).collect();
+    let list: Vec<V1Service> = found.iter().map(V1Service::from).collect();
     Ok(ok(StatusCode::OK, "", list))
 }
 
@@ -417,22 +501,32 @@ impl Flag {
 #[serde(deny_unknown_fields)]
 pub struct ServiceUpdateIn {
     #[serde(default)]
+    #[schema(max_length = 2048)]
     service_name: Option<String>,
+    /// 0/1 (or false/true).
     #[serde(default)]
     muted: Option<Flag>,
+    /// 0/1 (or false/true).
     #[serde(default)]
     active: Option<Flag>,
-    /// Minutes (may be fractional).
+    /// Minutes (may be fractional; at least one second, at most a year).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 525600)]
     alert_interval: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     threshold: Option<i32>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     team: Option<String>,
+    /// `p1`..`p5`.
     #[serde(default)]
+    #[schema(pattern = "^\\s*[pP][1-5]\\s*$")]
     priority: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     runbook: Option<String>,
+    /// 0/1 (or false/true).
     #[serde(default)]
     down: Option<Flag>,
 }
@@ -476,8 +570,9 @@ pub fn action_for(before: &Service, patch: &ServicePatch) -> SnapshotAction {
 
 /// Update a service by heartbeat name (takes a snapshot first).
 #[utoipa::path(post, path = "/service/{heartbeat_name}", tag = "services",
-    params(("heartbeat_name" = String, Path)), request_body = ServiceUpdateIn,
-    responses((status = 200, description = "Successfully posted update"),
+    operation_id = "v1_update_service", params(("heartbeat_name" = String, Path)),
+    request_body = ServiceUpdateIn, security(("bearer" = []), ()),
+    responses((status = 200, description = "Successfully posted update", body = Envelope<NoResults>),
               (status = 400, description = "Invalid body"),
               (status = 404, description = "Unknown service")))]
 async fn update_service(
@@ -566,29 +661,52 @@ async fn update_service(
         .update_service(before.id, &patch, &change)
         .await?
         .ok_or_else(not_located)?;
-    Ok(ok(StatusCode::OK, "Successfully posted update", ""))
+    Ok(ok(
+        StatusCode::OK,
+        "Successfully posted update",
+        NoResults::Empty,
+    ))
 }
 
 /// The v1 representation of an alert.
-fn v1_alert(a: &Alert) -> Value {
-    json!({
-        "alert_id": a.alert_id,
-        "alert_name": a.alert_name,
-        "service_id": a.service_id,
-        "active": i32::from(a.state != AlertState::Resolved),
-        "external_reference_id": a.external_reference_id,
-        "alert_cycle": a.alert_cycle,
-        "created_date": a.created_at,
-        "closed_date": a.resolved_at,
-        "kind": a.kind,
-        "state": a.state,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V1Alert {
+    alert_id: i64,
+    alert_name: String,
+    service_id: i64,
+    /// 1 while open or acknowledged.
+    active: Bit,
+    external_reference_id: Option<String>,
+    alert_cycle: i32,
+    created_date: Time,
+    closed_date: Option<Time>,
+    kind: schema::AlertKind,
+    state: schema::AlertState,
+}
+
+impl From<&Alert> for V1Alert {
+    fn from(a: &Alert) -> Self {
+        Self {
+            alert_id: a.alert_id,
+            alert_name: a.alert_name.clone(),
+            service_id: a.service_id.0,
+            active: (a.state != AlertState::Resolved).into(),
+            external_reference_id: a.external_reference_id.clone(),
+            alert_cycle: a.alert_cycle,
+            created_date: a.created_at.into(),
+            closed_date: time(a.resolved_at),
+            kind: a.kind.into(),
+            state: a.state.into(),
+        }
+    }
 }
 
 /// List alerts, newest first (the latest 100 without a filter).
-#[utoipa::path(get, path = "/alerts", tag = "alerts",
-    params(("active" = Option<i32>, Query, description = "0 or 1")),
-    responses((status = 200, description = "List of alerts"), (status = 400, description = "Bad active")))]
+#[utoipa::path(get, path = "/alerts", tag = "alerts", operation_id = "v1_list_alerts",
+    params(("active" = Option<i32>, Query, minimum = 0, maximum = 1, description = "0 or 1")),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "Alerts, newest first", body = Envelope<Vec<V1Alert>>),
+              (status = 400, description = "Bad active")))]
 async fn get_alerts(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require_or_anonymous(Scope::Read, app.config.allow_anonymous_heartbeats)?;
     let active = params.flag("active")?;
@@ -598,12 +716,13 @@ async fn get_alerts(State(app): State<AppState>, caller: Caller, params: Params)
         DEFAULT_ALERT_ROWS
     };
     let alerts = app.store.list_alerts(active, limit).await?;
-    let list: Vec<Value> = alerts.iter().map(v1_alert).collect();
+    let list: Vec<V1Alert> = alerts.iter().map(V1Alert::from).collect();
     Ok(ok(StatusCode::OK, "", list))
 }
 
 /// Network reachability probe: 204, no body.
 #[utoipa::path(get, path = "/v1/healthcheck/network", tag = "operations",
+    operation_id = "v1_network_check", security(()),
     responses((status = 204, description = "Reachable")))]
 async fn network_check() -> Response {
     StatusCode::NO_CONTENT.into_response()

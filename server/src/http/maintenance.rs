@@ -8,7 +8,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,9 +16,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, path_id};
 use super::legacy::clean_text;
+use super::schema::Time;
 use super::services::load as load_service;
 use crate::domain::schedule::{MAX_WINDOW_MINUTES, MaintenanceWindow, MaintenanceWindowSpec};
 use crate::domain::{Scope, ServiceId, Timestamp};
@@ -28,32 +29,86 @@ use crate::store::{
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get_one, delete))
-        .routes(routes!(snooze))
+        .routes(routes!(list_windows, create_window))
+        .routes(routes!(get_window, delete_window))
+        .routes(routes!(snooze_service))
 }
 
 /// Longest window reason.
 const MAX_REASON_LEN: usize = 500;
 
-/// The v2 representation of a window; `active` is evaluated at `now`.
-pub fn v2_window(w: &MaintenanceWindowRecord, now: Timestamp) -> Value {
-    let (service_id, team_id) = match w.scope {
-        WindowScope::Service(s) => (Some(s.0), None),
-        WindowScope::Team(t) => (None, Some(t.0)),
-        WindowScope::Global => (None, None),
-    };
-    json!({
-        "window_id": w.id,
-        "scope": w.scope.as_str(),
-        "service_id": service_id,
-        "team_id": team_id,
-        "window": w.window,
-        "active": w.window.is_active(now),
-        "reason": w.reason,
-        "created_by": w.created_by,
-        "created_at": w.created_at,
-    })
+/// When a window applies, as the API reads and writes it (tagged by `kind`).
+#[derive(ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum WindowDoc {
+    /// From `starts_at` (inclusive) to `ends_at` (exclusive).
+    OneTime {
+        #[schema(value_type = String, format = DateTime)]
+        starts_at: Timestamp,
+        #[schema(value_type = String, format = DateTime)]
+        ends_at: Timestamp,
+    },
+    /// From each time the cron expression fires, in the time zone, for the duration.
+    Recurring {
+        cron: String,
+        /// An IANA time zone.
+        timezone: String,
+        #[schema(minimum = 1, maximum = 10080)]
+        duration_minutes: u32,
+    },
+}
+
+/// What a window applies to.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeOut {
+    Service,
+    Team,
+    Global,
+}
+
+/// The v2 representation of a window; `active` is evaluated at the time of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowOut {
+    window_id: i64,
+    scope: ScopeOut,
+    service_id: Option<i64>,
+    team_id: Option<i64>,
+    #[schema(value_type = WindowDoc)]
+    window: MaintenanceWindow,
+    /// Whether the window is open now.
+    active: bool,
+    reason: Option<String>,
+    created_by: String,
+    created_at: Time,
+}
+
+impl WindowOut {
+    fn new(w: &MaintenanceWindowRecord, now: Timestamp) -> Self {
+        let (scope, service_id, team_id) = match w.scope {
+            WindowScope::Service(s) => (ScopeOut::Service, Some(s.0), None),
+            WindowScope::Team(t) => (ScopeOut::Team, None, Some(t.0)),
+            WindowScope::Global => (ScopeOut::Global, None, None),
+        };
+        Self {
+            window_id: w.id.0,
+            scope,
+            service_id,
+            team_id,
+            window: w.window.clone(),
+            active: w.window.is_active(now),
+            reason: w.reason.clone(),
+            created_by: w.created_by.clone(),
+            created_at: w.created_at.into(),
+        }
+    }
+}
+
+/// A deleted window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedWindowOut {
+    window_id: i64,
 }
 
 fn service_of(w: &MaintenanceWindowRecord) -> Option<ServiceId> {
@@ -72,13 +127,14 @@ fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
 
 /// List maintenance windows.
 #[utoipa::path(get, path = "/v2/maintenance-windows", tag = "maintenance",
-    params(("scope" = Option<String>, Query, description = "service, team or global"),
-           ("service_id" = Option<i64>, Query), ("team_id" = Option<i64>, Query),
-           ("active_at" = Option<String>, Query, description = "Only windows active at this RFC 3339 time"),
+    params(("scope" = Option<ScopeOut>, Query),
+           ("service_id" = Option<i64>, Query, minimum = 1), ("team_id" = Option<i64>, Query, minimum = 1),
+           ("active_at" = Option<String>, Query, format = DateTime, description = "Only windows active at this RFC 3339 time"),
            ("active" = Option<bool>, Query, description = "1: only windows active now")),
-    responses((status = 200, description = "Windows, by id"), (status = 400, description = "Bad filter")),
+    responses((status = 200, description = "Windows, by id", body = Envelope<Vec<WindowOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
-async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+async fn list_windows(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let now = Timestamp::now();
     let scope = params
@@ -99,7 +155,7 @@ async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> Ap
         active_at,
     };
     let windows = app.store.list_windows(&filter).await?;
-    let entries: Vec<Value> = windows.iter().map(|w| v2_window(w, now)).collect();
+    let entries: Vec<WindowOut> = windows.iter().map(|w| WindowOut::new(w, now)).collect();
     Ok(ok(StatusCode::OK, "", entries))
 }
 
@@ -107,16 +163,19 @@ async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> Ap
 #[serde(deny_unknown_fields)]
 pub struct CreateWindowIn {
     /// `service` (needs `service_id`), `team` (needs `team_id`) or `global`.
+    #[schema(value_type = ScopeOut)]
     scope: String,
     #[serde(default)]
+    #[schema(minimum = 1)]
     service_id: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     team_id: Option<i64>,
-    /// `{"kind": "one_time", "starts_at": "…", "ends_at": "…"}` or
-    /// `{"kind": "recurring", "cron": "0 3 * * sun", "timezone": "Europe/Berlin", "duration_minutes": 60}`.
-    #[schema(value_type = Object)]
+    /// A one-time window must end in the future.
+    #[schema(value_type = WindowDoc)]
     window: Value,
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
@@ -138,10 +197,11 @@ fn window(raw: Value, now: Timestamp) -> Result<MaintenanceWindow, ApiError> {
 
 /// Create a maintenance window.
 #[utoipa::path(post, path = "/v2/maintenance-windows", tag = "maintenance", request_body = CreateWindowIn,
-    responses((status = 201, description = "Created"), (status = 400, description = "Invalid"),
+    responses((status = 201, description = "Created", body = Envelope<WindowOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "No such service or team")),
     security(("bearer" = [])))]
-async fn create(
+async fn create_window(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -198,38 +258,46 @@ async fn create(
             "maintenance_window_created",
             &w.created_by,
             service_of(w),
-            v2_window(w, now),
+            WindowOut::new(w, now),
         )
     };
     let w = app.store.create_window(&new, Some(&audit)).await?;
     Ok(ok(
         StatusCode::CREATED,
         "Maintenance window created.",
-        v2_window(&w, now),
+        WindowOut::new(&w, now),
     ))
 }
 
 /// Fetch one maintenance window.
 #[utoipa::path(get, path = "/v2/maintenance-windows/{window_id}", tag = "maintenance",
-    params(("window_id" = i64, Path)),
-    responses((status = 200, description = "The window"), (status = 404, description = "Not found")),
+    params(("window_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The window", body = Envelope<WindowOut>),
+              (status = 400, description = "Bad window_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn get_window(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     caller.require(Scope::Read)?;
     let id = WindowId(path_id(&id, "window_id")?);
     let w =
         app.store.get_window(id).await?.ok_or_else(|| {
             ApiError::not_found(format!("Maintenance window {id} was not found."))
         })?;
-    Ok(ok(StatusCode::OK, "", v2_window(&w, Timestamp::now())))
+    Ok(ok(StatusCode::OK, "", WindowOut::new(&w, Timestamp::now())))
 }
 
 /// Delete a maintenance window (ends it at once).
 #[utoipa::path(delete, path = "/v2/maintenance-windows/{window_id}", tag = "maintenance",
-    params(("window_id" = i64, Path)),
-    responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
+    params(("window_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Deleted", body = Envelope<DeletedWindowOut>),
+              (status = 400, description = "Bad window_id or X-Actor"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn delete(
+async fn delete_window(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -247,7 +315,7 @@ async fn delete(
         "maintenance_window_deleted",
         &who,
         service_of(&w),
-        json!({ "window_id": id }),
+        json!({ "window_id": id.0 }),
     );
     if !app.store.delete_window(id, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
@@ -257,27 +325,30 @@ async fn delete(
     Ok(ok(
         StatusCode::OK,
         "Maintenance window deleted.",
-        json!({ "window_id": id }),
+        DeletedWindowOut { window_id: id.0 },
     ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnoozeIn {
-    /// 1 to 10080 (one week).
+    /// Up to one week.
+    #[schema(minimum = 1, maximum = 10080)]
     minutes: u32,
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// Snooze a service: a one-time maintenance window from now for `minutes`. Needs only a
 /// `write` key, so a host can snooze its own service before planned work.
 #[utoipa::path(post, path = "/v2/services/{service_id}/snooze", tag = "maintenance",
-    params(("service_id" = i64, Path)), request_body = SnoozeIn,
-    responses((status = 201, description = "The window created"), (status = 400, description = "Invalid"),
+    params(("service_id" = i64, Path, minimum = 1)), request_body = SnoozeIn,
+    responses((status = 201, description = "The window created", body = Envelope<WindowOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "No such service")),
     security(("bearer" = [])))]
-async fn snooze(
+async fn snooze_service(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -301,7 +372,7 @@ async fn snooze(
             "service_snoozed",
             &rec.created_by,
             Some(s.id),
-            v2_window(rec, now),
+            WindowOut::new(rec, now),
         )
     };
     let rec = app
@@ -320,6 +391,6 @@ async fn snooze(
     Ok(ok(
         StatusCode::CREATED,
         &format!("Service snoozed for {} minutes.", body.minutes),
-        v2_window(&rec, now),
+        WindowOut::new(&rec, now),
     ))
 }

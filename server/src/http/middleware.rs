@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, NoResults, RateLimitedEnvelope, json_response};
 use super::extract::{Caller, unauthorized};
 use crate::auth::AuthError;
 use crate::domain::Timestamp;
@@ -213,13 +213,13 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         let retry = decision
             .retry_after
             .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
-        let body = serde_json::json!({
-            "success": false,
-            "message": format!("Rate limit exceeded. Retry after {retry} seconds."),
-            "results": "",
-            "retry_after": retry,
-        });
-        let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        let body = RateLimitedEnvelope {
+            success: false,
+            message: format!("Rate limit exceeded. Retry after {retry} seconds."),
+            results: NoResults::Empty,
+            retry_after: retry,
+        };
+        let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
         set_rate_headers(resp.headers_mut(), &decision);
         resp.headers_mut().insert(
             axum::http::header::RETRY_AFTER,

@@ -19,6 +19,7 @@ pub mod legacy;
 pub mod maintenance;
 pub mod middleware;
 pub mod runs;
+pub mod schema;
 pub mod scripts;
 pub mod services;
 pub mod signals;
@@ -81,9 +82,14 @@ impl std::ops::Deref for AppState {
     info(
         title = "Medic API",
         description = "Heartbeat monitoring and auto-remediation. v1 routes keep the legacy \
-            contract; v2 routes need `Authorization: Bearer <api key>`.",
+            contract; v2 routes need `Authorization: Bearer <api key>`. Heartbeat ingestion \
+            and the v1 routes also accept requests without a key when the server runs with \
+            `MEDIC_ALLOW_ANONYMOUS_HEARTBEATS=true` (their `security` lists `{}` for that). \
+            Every JSON answer is the envelope `{\"success\", \"message\", \"results\"}`; \
+            on errors `results` is `\"\"`.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&SecuritySchemes),
+    components(schemas(error::ErrorEnvelope, error::RateLimitedEnvelope, error::NoResults)),
     tags(
         (name = "heartbeats", description = "Heartbeat ingestion and job signals"),
         (name = "services", description = "Registered services"),
@@ -100,15 +106,27 @@ impl std::ops::Deref for AppState {
 )]
 struct ApiDoc;
 
-struct BearerAuth;
+struct SecuritySchemes;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "An API key (`mdk_…`) with the scope the route needs: read, write, admin or agent."
+                .to_owned(),
+        );
+        components.add_security_scheme(docs::BEARER, SecurityScheme::Http(bearer));
         components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            "slack_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Slack-Signature",
+                "Slack's request signature (`v0=<hex HMAC-SHA256>` of \
+                 `v0:<X-Slack-Request-Timestamp>:<body>` under SLACK_SIGNING_SECRET)",
+            ))),
         );
     }
 }
@@ -135,7 +153,9 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document describing every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut doc = routes().split_for_parts().1;
+    docs::complete(&mut doc);
+    doc
 }
 
 /// Builds the application.

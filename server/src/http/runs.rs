@@ -14,16 +14,17 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use medic_protocol::{Interpreter, RunId, RunRequest};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, JsonBody, Params, actor, paginated};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{Caller, JsonBody, Page, PageParams, Params, actor, paginated};
+use super::schema::{self, Time, time};
 use crate::domain::{Scope, Timestamp};
 use crate::store::{
     AgentFilter, AgentRecord, AgentRun, AgentRunStatus, NewAgentRun, PageRequest, RunFilter,
@@ -55,64 +56,120 @@ pub struct CreateRunIn {
     /// is that run) …
     #[serde(default)]
     agent_id: Option<String>,
-    /// … these agents (one run each; the answer lists them) …
+    /// … these agents (one run each, no repeats; the answer lists them) …
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 1000)]
     agent_ids: Option<Vec<String>>,
     /// … or every registered, unrevoked agent carrying all these labels (one run each).
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     /// The registered script, by id or by `script` (its name): exactly one.
     #[serde(default)]
+    #[schema(minimum = 1)]
     script_id: Option<i64>,
     #[serde(default)]
     script: Option<String>,
     /// The version to run; the latest approved one when absent.
     #[serde(default)]
+    #[schema(minimum = 1)]
     version: Option<i32>,
     /// Passed to the script as `MEDIC_PARAM_<NAME>` variables.
     #[serde(default)]
     parameters: BTreeMap<String, String>,
-    /// 1..=3600, default 300.
+    /// Default 300.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     timeout_seconds: Option<u32>,
-    /// How long the run may wait for its agent before it is `expired` and never sent:
-    /// 1..=604800, default 3600.
+    /// How long the run may wait for its agent before it is `expired` and never sent
+    /// (default 3600).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     expires_in_seconds: Option<u32>,
 }
 
-fn v2_run(r: &AgentRun) -> Value {
-    json!({
-        "run_id": r.run_id,
-        "agent_id": r.agent_id,
-        "script_id": r.script_id,
-        "script_version": r.script_version,
-        "parameters": r.parameters,
-        "timeout_seconds": r.timeout_seconds,
-        "status": r.status,
-        "requested_by": r.requested_by,
-        "created_at": r.created_at,
-        "dispatched_at": r.dispatched_at,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "exit_code": r.exit_code,
-        "signal": r.signal,
-        "stdout": r.stdout,
-        "stderr": r.stderr,
-        "stdout_truncated": r.stdout_truncated,
-        "stderr_truncated": r.stderr_truncated,
-        "duration_ms": r.duration_ms,
-        "refusal_reason": r.refusal_reason,
-        "refusal_detail": r.refusal_detail,
-        "expires_at": r.expires_at,
-        "reported_at": r.reported_at,
-    })
+/// A run of a script on an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunOut {
+    run_id: String,
+    agent_id: String,
+    script_id: i64,
+    script_version: i32,
+    parameters: BTreeMap<String, String>,
+    timeout_seconds: i32,
+    status: schema::AgentRunStatus,
+    requested_by: String,
+    created_at: Time,
+    dispatched_at: Option<Time>,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    exit_code: Option<i32>,
+    /// The signal that ended the script, if one did.
+    signal: Option<i32>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    stdout_truncated: Option<bool>,
+    stderr_truncated: Option<bool>,
+    duration_ms: Option<i64>,
+    /// Why the agent refused the run (`refused` runs).
+    refusal_reason: Option<String>,
+    refusal_detail: Option<String>,
+    /// When a run still queued expires.
+    expires_at: Option<Time>,
+    /// When the server stored the agent's result or refusal.
+    reported_at: Option<Time>,
+}
+
+impl From<&AgentRun> for RunOut {
+    fn from(r: &AgentRun) -> Self {
+        Self {
+            run_id: r.run_id.clone(),
+            agent_id: r.agent_id.clone(),
+            script_id: r.script_id.0,
+            script_version: r.script_version,
+            parameters: r.parameters.clone(),
+            timeout_seconds: r.timeout_seconds,
+            status: r.status.into(),
+            requested_by: r.requested_by.clone(),
+            created_at: r.created_at.into(),
+            dispatched_at: time(r.dispatched_at),
+            started_at: time(r.started_at),
+            finished_at: time(r.finished_at),
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            duration_ms: r.duration_ms,
+            refusal_reason: r.refusal_reason.clone(),
+            refusal_detail: r.refusal_detail.clone(),
+            expires_at: time(r.expires_at),
+            reported_at: time(r.reported_at),
+        }
+    }
+}
+
+/// The runs one request queued on several agents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunsQueuedOut {
+    run_ids: Vec<String>,
+    runs: Vec<RunOut>,
+}
+
+/// What `POST /v2/runs` answers: the run (`agent_id`), or every run queued (`agent_ids`,
+/// `labels`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum QueuedOut {
+    One(Box<RunOut>),
+    Many(RunsQueuedOut),
 }
 
 /// Run an approved script version on one agent, on several by id, or on every agent with
 /// some labels.
 #[utoipa::path(post, path = "/v2/runs", tag = "agents", request_body = CreateRunIn,
-    responses((status = 201, description = "Queued: the run (`agent_id`), or `{run_ids, runs}` (`agent_ids`, `labels`)"),
+    responses((status = 201, description = "Queued: the run (`agent_id`), or `{run_ids, runs}` (`agent_ids`, `labels`)",
+               body = Envelope<QueuedOut>),
               (status = 400, description = "Invalid target, parameters, timeout or expiry"),
               (status = 404, description = "Unknown agent, script or version, or no agent has the labels"),
               (status = 409, description = "Revoked agent, or the version is not approved")),
@@ -207,7 +264,7 @@ async fn create_run(
                     &who,
                     agent.service_id,
                     json!({
-                        "run_id": run_id, "agent_id": agent.id, "script_id": script.id,
+                        "run_id": run_id, "agent_id": agent.id, "script_id": script.id.0,
                         "script": script.name, "version": version.version,
                     }),
                 )),
@@ -229,16 +286,20 @@ async fn create_run(
     for run in &runs {
         app.gateway.notify_run(&run.agent_id);
     }
-    if single {
-        let run = runs.first().map(v2_run).unwrap_or(Value::Null);
-        return Ok(ok(StatusCode::CREATED, "Run queued.", run));
+    if single && let Some(run) = runs.first() {
+        return Ok(ok(
+            StatusCode::CREATED,
+            "Run queued.",
+            QueuedOut::One(Box::new(run.into())),
+        ));
     }
-    let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-    let listed: Vec<Value> = runs.iter().map(v2_run).collect();
     Ok(ok(
         StatusCode::CREATED,
         &format!("{} runs queued.", runs.len()),
-        json!({ "run_ids": run_ids, "runs": listed }),
+        QueuedOut::Many(RunsQueuedOut {
+            run_ids: runs.iter().map(|r| r.run_id.clone()).collect(),
+            runs: runs.iter().map(RunOut::from).collect(),
+        }),
     ))
 }
 
@@ -329,10 +390,11 @@ async fn agents_with_labels(
 /// List runs, newest first.
 #[utoipa::path(get, path = "/v2/runs", tag = "agents",
     params(("agent_id" = Option<String>, Query, description = "Only this agent's runs"),
-           ("status" = Option<String>, Query, description = "Only runs with this status"),
-           ("script_id" = Option<i64>, Query, description = "Only runs of this script"),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of runs"), (status = 400, description = "Bad filter")),
+           ("status" = Option<schema::AgentRunStatus>, Query, description = "Only runs with this status"),
+           ("script_id" = Option<i64>, Query, minimum = 1, description = "Only runs of this script"),
+           PageParams),
+    responses((status = 200, description = "A page of runs, newest first", body = Envelope<Page<RunOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
 async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
@@ -352,11 +414,11 @@ async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) 
         script_id: params.int("script_id", 1, i64::MAX)?.map(ScriptId),
     };
     let found = app.store.list_agent_runs(&filter, page).await?;
-    let entries: Vec<Value> = found.entries.iter().map(v2_run).collect();
+    let entries: Vec<RunOut> = found.entries.iter().map(RunOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
@@ -365,8 +427,10 @@ async fn list_runs(State(app): State<AppState>, caller: Caller, params: Params) 
 /// answer then shows the run as it is); never later than a second before the request timeout.
 #[utoipa::path(get, path = "/v2/runs/{run_id}", tag = "agents",
     params(("run_id" = String, Path),
-           ("wait_seconds" = Option<u32>, Query, description = "0..60: wait up to this long for the run to end (default 0)")),
-    responses((status = 200, description = "The run"), (status = 400, description = "Bad wait_seconds"),
+           ("wait_seconds" = Option<u32>, Query, minimum = 0, maximum = 60,
+            description = "Wait up to this long for the run to end (default 0)")),
+    responses((status = 200, description = "The run", body = Envelope<RunOut>),
+              (status = 400, description = "Bad wait_seconds"),
                (status = 404, description = "Unknown run")),
     security(("bearer" = [])))]
 async fn get_run(
@@ -401,5 +465,5 @@ async fn get_run(
             .wait_for(&run_id, at_most, read)
             .await?
     };
-    Ok(ok(StatusCode::OK, "", v2_run(&run)))
+    Ok(ok(StatusCode::OK, "", RunOut::from(&run)))
 }

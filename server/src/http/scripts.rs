@@ -9,8 +9,8 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,9 +18,12 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{
+    Caller, JsonBody, OptionalJsonBody, Page, PageParams, Params, actor, paginated, path_id,
+};
 use super::legacy::clean_text;
+use super::schema::{self, Time, time};
 use crate::domain::{Scope, Timestamp};
 use crate::store::{
     DecideOutcome, Decision, NewScriptVersion, RegisterOutcome, Script, ScriptDecision,
@@ -40,58 +43,122 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Longest description or decision reason.
 const MAX_TEXT: usize = 1024;
 
-/// The v2 representation of a version; `content` only when asked for.
-fn v2_version(v: &ScriptVersion, with_content: bool) -> Value {
-    let mut out = json!({
-        "version": v.version,
-        "interpreter": v.interpreter.as_str(),
-        "sha256": v.sha256,
-        "description": v.description,
-        "status": v.status,
-        "created_by": v.created_by,
-        "created_by_key": v.created_by_key.as_ref().map(|k| k.0.as_str()),
-        "created_at": v.created_at,
-        "decided_by": v.decided_by,
-        "decided_by_key": v.decided_by_key.as_ref().map(|k| k.0.as_str()),
-        "decided_at": v.decided_at,
-        "decision_reason": v.decision_reason,
-    });
-    if with_content {
-        out["content"] = json!(v.content);
-    }
-    out
+/// The v2 representation of a script version; `content` only where a route says so.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionOut {
+    #[schema(minimum = 1)]
+    version: i32,
+    /// `bash`, `sh` or `python3`.
+    interpreter: String,
+    /// Hex SHA-256 of the content's UTF-8 bytes.
+    sha256: String,
+    description: Option<String>,
+    status: schema::ScriptStatus,
+    created_by: String,
+    /// The API key that registered the version.
+    created_by_key: Option<String>,
+    created_at: Time,
+    decided_by: Option<String>,
+    decided_by_key: Option<String>,
+    decided_at: Option<Time>,
+    decision_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
 }
 
-fn v2_script(s: &Script, with_content: bool) -> Value {
-    let mut out = json!({
-        "script_id": s.id,
-        "name": s.name,
-        "created_at": s.created_at,
-    });
-    if with_content {
-        out["versions"] = s
-            .versions
-            .iter()
-            .map(|v| v2_version(v, true))
-            .collect::<Vec<_>>()
-            .into();
-    } else {
-        out["latest_version"] = s
-            .versions
-            .last()
-            .map_or(Value::Null, |v| v2_version(v, false));
+impl VersionOut {
+    fn new(v: &ScriptVersion, with_content: bool) -> Self {
+        Self {
+            version: v.version,
+            interpreter: v.interpreter.as_str().to_owned(),
+            sha256: v.sha256.clone(),
+            description: v.description.clone(),
+            status: v.status.into(),
+            created_by: v.created_by.clone(),
+            created_by_key: v.created_by_key.as_ref().map(|k| k.0.clone()),
+            created_at: v.created_at.into(),
+            decided_by: v.decided_by.clone(),
+            decided_by_key: v.decided_by_key.as_ref().map(|k| k.0.clone()),
+            decided_at: time(v.decided_at),
+            decision_reason: v.decision_reason.clone(),
+            content: with_content.then(|| v.content.clone()),
+        }
     }
-    out
 }
 
-fn summary(name: &str, v: &ScriptVersion) -> Value {
-    json!({
-        "script_id": v.script_id,
-        "name": name,
-        "version": v.version,
-        "sha256": v.sha256,
-        "status": v.status,
-    })
+/// A script in a list: its latest version, without content.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptSummaryOut {
+    script_id: i64,
+    name: String,
+    created_at: Time,
+    latest_version: Option<VersionOut>,
+}
+
+impl From<&Script> for ScriptSummaryOut {
+    fn from(s: &Script) -> Self {
+        Self {
+            script_id: s.id.0,
+            name: s.name.clone(),
+            created_at: s.created_at.into(),
+            latest_version: s.versions.last().map(|v| VersionOut::new(v, false)),
+        }
+    }
+}
+
+/// A script with every version, oldest first, content included.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptOut {
+    script_id: i64,
+    name: String,
+    created_at: Time,
+    versions: Vec<VersionOut>,
+}
+
+impl From<&Script> for ScriptOut {
+    fn from(s: &Script) -> Self {
+        Self {
+            script_id: s.id.0,
+            name: s.name.clone(),
+            created_at: s.created_at.into(),
+            versions: s
+                .versions
+                .iter()
+                .map(|v| VersionOut::new(v, true))
+                .collect(),
+        }
+    }
+}
+
+/// A registered version in brief.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredOut {
+    script_id: i64,
+    name: String,
+    version: i32,
+    sha256: String,
+    status: schema::ScriptStatus,
+}
+
+impl RegisteredOut {
+    fn new(name: &str, v: &ScriptVersion) -> Self {
+        Self {
+            script_id: v.script_id.0,
+            name: name.to_owned(),
+            version: v.version,
+            sha256: v.sha256.clone(),
+            status: v.status.into(),
+        }
+    }
+}
+
+/// A decided version with its script.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecidedOut {
+    script_id: i64,
+    name: String,
+    #[serde(flatten)]
+    version: VersionOut,
 }
 
 fn optional_text(raw: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
@@ -108,10 +175,11 @@ pub fn sha256_hex(content: &str) -> String {
 
 /// List scripts, each with its latest version (without content).
 #[utoipa::path(get, path = "/v2/scripts", tag = "scripts",
-    params(("status" = Option<String>, Query, description = "Status of the latest version: pending, approved or rejected"),
+    params(("status" = Option<schema::ScriptStatus>, Query, description = "Status of the latest version"),
            ("name" = Option<String>, Query, description = "Case-insensitive substring of the name"),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of scripts"), (status = 400, description = "Bad filter")),
+           PageParams),
+    responses((status = 200, description = "A page of scripts", body = Envelope<Page<ScriptSummaryOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
 async fn list_scripts(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
@@ -133,11 +201,11 @@ async fn list_scripts(State(app): State<AppState>, caller: Caller, params: Param
             .map(str::to_owned),
     };
     let found = app.store.list_scripts(&filter, page).await?;
-    let entries: Vec<Value> = found.entries.iter().map(|s| v2_script(s, false)).collect();
+    let entries: Vec<ScriptSummaryOut> = found.entries.iter().map(ScriptSummaryOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
@@ -145,19 +213,24 @@ async fn list_scripts(State(app): State<AppState>, caller: Caller, params: Param
 #[serde(deny_unknown_fields)]
 pub struct RegisterScriptIn {
     /// `A-Z a-z 0-9 . _ -`, starting with a letter or digit; unique case-insensitively.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length = 128)]
     name: String,
     /// `bash`, `sh` or `python3`.
+    #[schema(pattern = "^(bash|sh|python3)$")]
     interpreter: String,
-    /// The script's text (UTF-8, no NUL, at most the protocol's script size limit).
+    /// The script's text (UTF-8, not blank, no NUL, at most 256 KiB; longer is a 413).
+    #[schema(min_length = 1)]
     content: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: Option<String>,
 }
 
 /// Register a script, or its next version (pending until approved).
 #[utoipa::path(post, path = "/v2/scripts", tag = "scripts", request_body = RegisterScriptIn,
-    responses((status = 201, description = "New version registered"),
-              (status = 200, description = "Content equals the latest version's; nothing changed"),
+    responses((status = 201, description = "New version registered", body = Envelope<RegisteredOut>),
+              (status = 200, description = "Content equals the latest version's; nothing changed",
+               body = Envelope<RegisteredOut>),
               (status = 400, description = "Invalid"), (status = 413, description = "Content too large")),
     security(("bearer" = [])))]
 async fn register_script(
@@ -195,7 +268,7 @@ async fn register_script(
             "script_registered",
             &who,
             None,
-            json!({ "name": body.name, "sha256": sha256, "status": ScriptStatus::Pending }),
+            json!({ "name": body.name, "sha256": sha256, "status": schema::ScriptStatus::Pending }),
         )),
         name: body.name,
         interpreter,
@@ -208,7 +281,7 @@ async fn register_script(
     };
     match app.store.register_script_version(&new).await? {
         RegisterOutcome::Created { name, version } => {
-            let out = summary(&name, &version);
+            let out = RegisteredOut::new(&name, &version);
             Ok(ok(
                 StatusCode::CREATED,
                 "Script version registered; it needs approval by another admin key.",
@@ -218,15 +291,17 @@ async fn register_script(
         RegisterOutcome::Unchanged { name, version } => Ok(ok(
             StatusCode::OK,
             "Content equals the latest version's; nothing changed.",
-            summary(&name, &version),
+            RegisteredOut::new(&name, &version),
         )),
     }
 }
 
 /// Fetch one script with every version, content included.
 #[utoipa::path(get, path = "/v2/scripts/{script_id}", tag = "scripts",
-    params(("script_id" = i64, Path)),
-    responses((status = 200, description = "The script"), (status = 404, description = "Not found")),
+    params(("script_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The script", body = Envelope<ScriptOut>),
+              (status = 400, description = "Bad script_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
 async fn get_script(
     State(app): State<AppState>,
@@ -235,7 +310,7 @@ async fn get_script(
 ) -> ApiResult {
     caller.require(Scope::Read)?;
     let s = load(&app, &id).await?;
-    Ok(ok(StatusCode::OK, "", v2_script(&s, true)))
+    Ok(ok(StatusCode::OK, "", ScriptOut::from(&s)))
 }
 
 async fn load(app: &AppState, raw: &str) -> Result<Script, ApiError> {
@@ -250,6 +325,7 @@ async fn load(app: &AppState, raw: &str) -> Result<Script, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct DecideIn {
     #[serde(default)]
+    #[schema(max_length = 1024)]
     reason: Option<String>,
 }
 
@@ -289,8 +365,8 @@ async fn decide(
         Decision::Reject => ("script_rejected", "Script version rejected."),
     };
     let now = Timestamp::now();
-    let mut details = summary(&script.name, target);
-    details["status"] = json!(decision.status());
+    let mut details = json!(RegisteredOut::new(&script.name, target));
+    details["status"] = json!(schema::ScriptStatus::from(decision.status()));
     details["reason"] = json!(reason);
     let d = ScriptDecision {
         decision,
@@ -301,12 +377,15 @@ async fn decide(
         audit: Some(entry(action, &who, None, details)),
     };
     match app.store.decide_script_version(target.id, &d).await? {
-        DecideOutcome::Decided(v) => {
-            let mut out = v2_version(&v, false);
-            out["script_id"] = json!(v.script_id);
-            out["name"] = json!(script.name);
-            Ok(ok(StatusCode::OK, message, out))
-        }
+        DecideOutcome::Decided(v) => Ok(ok(
+            StatusCode::OK,
+            message,
+            DecidedOut {
+                script_id: v.script_id.0,
+                name: script.name.clone(),
+                version: VersionOut::new(&v, false),
+            },
+        )),
         DecideOutcome::AlreadyDecided(v) => Err(ApiError::conflict(format!(
             "Version {} of script {} is already {}.",
             v.version,
@@ -327,8 +406,9 @@ async fn decide(
 
 /// Approve one version (admin; not the key that registered it).
 #[utoipa::path(post, path = "/v2/scripts/{script_id}/versions/{version}/approve", tag = "scripts",
-    params(("script_id" = i64, Path), ("version" = i32, Path)), request_body = DecideIn,
-    responses((status = 200, description = "Approved"), (status = 403, description = "Same key or no admin scope"),
+    params(("script_id" = i64, Path, minimum = 1), ("version" = i32, Path, minimum = 1)),
+    request_body(content = DecideIn, description = "Optional"),
+    responses((status = 200, description = "Approved", body = Envelope<DecidedOut>), (status = 403, description = "Same key or no admin scope"),
               (status = 404, description = "Not found"), (status = 409, description = "Already decided")),
     security(("bearer" = [])))]
 async fn approve_version(
@@ -352,8 +432,9 @@ async fn approve_version(
 
 /// Reject one version (admin; not the key that registered it).
 #[utoipa::path(post, path = "/v2/scripts/{script_id}/versions/{version}/reject", tag = "scripts",
-    params(("script_id" = i64, Path), ("version" = i32, Path)), request_body = DecideIn,
-    responses((status = 200, description = "Rejected"), (status = 403, description = "Same key or no admin scope"),
+    params(("script_id" = i64, Path, minimum = 1), ("version" = i32, Path, minimum = 1)),
+    request_body(content = DecideIn, description = "Optional"),
+    responses((status = 200, description = "Rejected", body = Envelope<DecidedOut>), (status = 403, description = "Same key or no admin scope"),
               (status = 404, description = "Not found"), (status = 409, description = "Already decided")),
     security(("bearer" = [])))]
 async fn reject_version(
@@ -377,8 +458,9 @@ async fn reject_version(
 
 /// Approve the latest version.
 #[utoipa::path(post, path = "/v2/scripts/{script_id}/approve", tag = "scripts",
-    params(("script_id" = i64, Path)), request_body = DecideIn,
-    responses((status = 200, description = "Approved"), (status = 403, description = "Same key or no admin scope"),
+    params(("script_id" = i64, Path, minimum = 1)),
+    request_body(content = DecideIn, description = "Optional"),
+    responses((status = 200, description = "Approved", body = Envelope<DecidedOut>), (status = 403, description = "Same key or no admin scope"),
               (status = 404, description = "Not found"), (status = 409, description = "Already decided")),
     security(("bearer" = [])))]
 async fn approve_latest(
@@ -393,8 +475,9 @@ async fn approve_latest(
 
 /// Reject the latest version.
 #[utoipa::path(post, path = "/v2/scripts/{script_id}/reject", tag = "scripts",
-    params(("script_id" = i64, Path)), request_body = DecideIn,
-    responses((status = 200, description = "Rejected"), (status = 403, description = "Same key or no admin scope"),
+    params(("script_id" = i64, Path, minimum = 1)),
+    request_body(content = DecideIn, description = "Optional"),
+    responses((status = 200, description = "Rejected", body = Envelope<DecidedOut>), (status = 403, description = "Same key or no admin scope"),
               (status = 404, description = "Not found"), (status = 409, description = "Already decided")),
     security(("bearer" = [])))]
 async fn reject_latest(

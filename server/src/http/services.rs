@@ -3,31 +3,34 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{
+    Caller, JsonBody, OptionalJsonBody, Page, PageParams, Params, actor, paginated, path_id,
+};
 use super::legacy::{MAX_TEXT_LEN, action_for, clean_text, parse_priority};
+use super::schema::{self, Time, time};
 use crate::domain::schedule::CronSchedule;
 use crate::domain::{HeartbeatName, Priority, Scope, ServiceId, ServiceState, Timestamp};
 use crate::store::{
-    ChangeMeta, CreateOutcome, HeartbeatQuery, Monitoring, MuteChange, NewService, ScheduleSpec,
-    Service, ServiceFilter, ServicePatch,
+    ChangeMeta, CreateOutcome, HeartbeatQuery, HeartbeatRow, JobRun, Monitoring, Mute, MuteChange,
+    NewService, ScheduleSpec, Service, ServiceFilter, ServicePatch,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get_one, patch, delete))
-        .routes(routes!(mute))
-        .routes(routes!(unmute))
-        .routes(routes!(heartbeats))
-        .routes(routes!(runs))
+        .routes(routes!(list_services, create_service))
+        .routes(routes!(get_service, patch_service, delete_service))
+        .routes(routes!(mute_service))
+        .routes(routes!(unmute_service))
+        .routes(routes!(list_service_heartbeats))
+        .routes(routes!(list_service_runs))
 }
 
 /// Bounds for v2 numeric settings.
@@ -39,31 +42,173 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_REASON_LEN: usize = 500;
 
 /// The v2 representation of a service.
-pub fn v2_service(s: &Service) -> Value {
-    json!({
-        "service_id": s.id,
-        "heartbeat_name": s.heartbeat_name,
-        "service_name": s.service_name,
-        "environment": s.environment,
-        "active": s.active,
-        "interval_seconds": s.interval_seconds,
-        "grace_seconds": s.grace_seconds,
-        "threshold": s.threshold,
-        "team": s.team,
-        "priority": s.priority,
-        "runbook": s.runbook,
-        "state": s.state,
-        "muted": s.mute.is_some(),
-        "mute": s.mute,
-        "max_duration_ms": s.max_duration_ms,
-        "schedule": s.monitoring.schedule,
-        "renotify_seconds": s.monitoring.renotify_seconds,
-        "parent_id": s.monitoring.parent_id,
-        "alert_on_failure": s.monitoring.alert_on_failure,
-        "last_heartbeat_at": s.last_heartbeat_at,
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOut {
+    service_id: i64,
+    heartbeat_name: String,
+    service_name: String,
+    environment: Option<String>,
+    active: bool,
+    /// Expected seconds between heartbeats.
+    interval_seconds: i64,
+    grace_seconds: i64,
+    threshold: i32,
+    team: String,
+    priority: schema::Priority,
+    runbook: Option<String>,
+    state: schema::ServiceState,
+    muted: bool,
+    mute: Option<MuteOut>,
+    max_duration_ms: Option<i64>,
+    schedule: Option<ScheduleOut>,
+    renotify_seconds: Option<i64>,
+    parent_id: Option<i64>,
+    alert_on_failure: bool,
+    last_heartbeat_at: Option<Time>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+impl From<&Service> for ServiceOut {
+    fn from(s: &Service) -> Self {
+        Self {
+            service_id: s.id.0,
+            heartbeat_name: s.heartbeat_name.clone(),
+            service_name: s.service_name.clone(),
+            environment: s.environment.clone(),
+            active: s.active,
+            interval_seconds: s.interval_seconds,
+            grace_seconds: s.grace_seconds,
+            threshold: s.threshold,
+            team: s.team.clone(),
+            priority: s.priority.into(),
+            runbook: s.runbook.clone(),
+            state: s.state.into(),
+            muted: s.mute.is_some(),
+            mute: s.mute.as_ref().map(MuteOut::from),
+            max_duration_ms: s.max_duration_ms,
+            schedule: s.monitoring.schedule.as_ref().map(ScheduleOut::from),
+            renotify_seconds: s.monitoring.renotify_seconds,
+            parent_id: s.monitoring.parent_id.map(|p| p.0),
+            alert_on_failure: s.monitoring.alert_on_failure,
+            last_heartbeat_at: time(s.last_heartbeat_at),
+            created_at: s.created_at.into(),
+            updated_at: s.updated_at.into(),
+        }
+    }
+}
+
+/// Since when and until when a service is muted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MuteOut {
+    at: Time,
+    /// Absent: until unmuted.
+    until: Option<Time>,
+    reason: Option<String>,
+}
+
+impl From<&Mute> for MuteOut {
+    fn from(m: &Mute) -> Self {
+        Self {
+            at: m.at.into(),
+            until: time(m.until),
+            reason: m.reason.clone(),
+        }
+    }
+}
+
+/// An expected schedule: a cron expression in an IANA time zone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleOut {
+    cron: String,
+    timezone: String,
+}
+
+impl From<&ScheduleSpec> for ScheduleOut {
+    fn from(s: &ScheduleSpec) -> Self {
+        Self {
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+        }
+    }
+}
+
+/// A deleted service and the snapshot that restores it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedServiceOut {
+    service_id: i64,
+    snapshot_id: i64,
+}
+
+/// A heartbeat of one service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatOut {
+    heartbeat_id: i64,
+    service_id: i64,
+    heartbeat_name: String,
+    service_name: String,
+    status: String,
+    run_id: Option<String>,
+    time: Time,
+    team: String,
+    priority: schema::Priority,
+}
+
+impl From<&HeartbeatRow> for HeartbeatOut {
+    fn from(r: &HeartbeatRow) -> Self {
+        Self {
+            heartbeat_id: r.heartbeat_id,
+            service_id: r.service_id.0,
+            heartbeat_name: r.heartbeat_name.clone(),
+            service_name: r.service_name.clone(),
+            status: r.status.clone(),
+            run_id: r.run_id.clone(),
+            time: r.time.into(),
+            team: r.team.clone(),
+            priority: r.priority.into(),
+        }
+    }
+}
+
+/// A page of heartbeats: like [`Page`] without the total, which a large table makes costly.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatPage {
+    entries: Vec<HeartbeatOut>,
+    limit: u32,
+    offset: u32,
+    has_more: bool,
+}
+
+/// A job run of a service, from its signals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobRunOut {
+    id: i64,
+    service_id: i64,
+    run_id: String,
+    status: schema::RunStatus,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    duration_ms: Option<i64>,
+    exit_code: Option<i32>,
+    body: Option<String>,
+    body_truncated: bool,
+}
+
+impl From<&JobRun> for JobRunOut {
+    fn from(r: &JobRun) -> Self {
+        Self {
+            id: r.id,
+            service_id: r.service_id.0,
+            run_id: r.run_id.clone(),
+            status: r.status.into(),
+            started_at: time(r.started_at),
+            finished_at: time(r.finished_at),
+            duration_ms: r.duration_ms,
+            exit_code: r.exit_code,
+            body: r.body.clone(),
+            body_truncated: r.body_truncated,
+        }
+    }
 }
 
 fn check_interval(v: i64) -> Result<i64, ApiError> {
@@ -115,13 +260,15 @@ pub(super) async fn load(app: &AppState, raw: &str) -> Result<Service, ApiError>
 #[utoipa::path(get, path = "/v2/services", tag = "services",
     params(("name" = Option<String>, Query, description = "Substring of the heartbeat name (case-insensitive)"),
            ("service_name" = Option<String>, Query), ("team" = Option<String>, Query),
-           ("active" = Option<bool>, Query), ("muted" = Option<bool>, Query),
-           ("state" = Option<String>, Query, description = "new, up, late or down"),
-           ("priority" = Option<String>, Query),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of services"), (status = 400, description = "Bad filter")),
+           ("active" = Option<bool>, Query, description = "0/1 or false/true"),
+           ("muted" = Option<bool>, Query, description = "0/1 or false/true"),
+           ("state" = Option<schema::ServiceState>, Query),
+           ("priority" = Option<schema::Priority>, Query),
+           PageParams),
+    responses((status = 200, description = "A page of services", body = Envelope<Page<ServiceOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
-async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+async fn list_services(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let page = params.page(DEFAULT_PAGE, MAX_PAGE)?;
     let state = params
@@ -141,49 +288,76 @@ async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> Ap
         priority: params.text("priority").map(parse_priority).transpose()?,
     };
     let found = app.store.list_services(&filter, page).await?;
-    let entries: Vec<Value> = found.entries.iter().map(v2_service).collect();
+    let entries: Vec<ServiceOut> = found.entries.iter().map(ServiceOut::from).collect();
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&entries, found.total_count, page),
+        paginated(entries, found.total_count, page),
     ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceIn {
+    /// Unique case-insensitively.
+    #[schema(min_length = 1, max_length = 255)]
     heartbeat_name: String,
-    /// Expected seconds between heartbeats.
+    /// Expected seconds between heartbeats (at most 366 days).
+    #[schema(minimum = 1, maximum = 31622400)]
     interval_seconds: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31622400)]
     grace_seconds: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     service_name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     environment: Option<String>,
+    /// Heartbeats expected per interval (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     threshold: Option<i32>,
+    /// Default `site-reliability`.
     #[serde(default)]
+    #[schema(max_length = 255)]
     team: Option<String>,
+    /// `p1`..`p5` (default `p3`).
     #[serde(default)]
+    #[schema(pattern = "^\\s*[pP][1-5]\\s*$")]
     priority: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     runbook: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_duration_ms: Option<i64>,
     /// Expected schedule instead of the interval: `{"cron": "0 3 * * *", "timezone": "Europe/Berlin"}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ScheduleIn>)]
     schedule: Option<Value>,
     /// Re-notify an unacknowledged alert this often (default: the interval; 0: never).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 604800)]
     renotify_seconds: Option<i64>,
     /// A service whose open alert absorbs this one's.
     #[serde(default)]
+    #[schema(minimum = 1)]
     parent_id: Option<i64>,
     /// Open a `job_failed` alert when a run fails (default true).
     #[serde(default)]
     alert_on_failure: Option<bool>,
+}
+
+/// An expected schedule as a request gives it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ScheduleIn {
+    /// A cron expression (five fields, or six with seconds).
+    #[schema(min_length = 1)]
+    cron: String,
+    /// An IANA time zone (default UTC).
+    timezone: Option<String>,
 }
 
 /// Parses and checks an expected schedule.
@@ -245,10 +419,11 @@ async fn check_parent(
 
 /// Register a service (409 if the name is taken, case-insensitively).
 #[utoipa::path(post, path = "/v2/services", tag = "services", request_body = CreateServiceIn,
-    responses((status = 201, description = "Created"), (status = 400, description = "Invalid"),
+    responses((status = 201, description = "Created", body = Envelope<ServiceOut>),
+              (status = 400, description = "Invalid"),
               (status = 409, description = "Name already registered")),
     security(("bearer" = [])))]
-async fn create(
+async fn create_service(
     State(app): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateServiceIn>,
@@ -302,9 +477,11 @@ async fn create(
         at: Timestamp::now(),
     };
     match app.store.create_service(&new).await? {
-        CreateOutcome::Created(s) => {
-            Ok(ok(StatusCode::CREATED, "Service created.", v2_service(&s)))
-        }
+        CreateOutcome::Created(s) => Ok(ok(
+            StatusCode::CREATED,
+            "Service created.",
+            ServiceOut::from(&s),
+        )),
         CreateOutcome::Exists(s) => Err(ApiError::conflict(format!(
             "A service named {} is already registered (service_id {}).",
             s.heartbeat_name, s.id
@@ -314,13 +491,19 @@ async fn create(
 
 /// Fetch one service.
 #[utoipa::path(get, path = "/v2/services/{service_id}", tag = "services",
-    params(("service_id" = i64, Path)),
-    responses((status = 200, description = "The service"), (status = 404, description = "Not found")),
+    params(("service_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The service", body = Envelope<ServiceOut>),
+              (status = 400, description = "Bad service_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn get_service(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     caller.require(Scope::Read)?;
     let s = load(&app, &id).await?;
-    Ok(ok(StatusCode::OK, "", v2_service(&s)))
+    Ok(ok(StatusCode::OK, "", ServiceOut::from(&s)))
 }
 
 /// Distinguishes an absent field from an explicit `null` (which clears it).
@@ -334,40 +517,48 @@ pub(super) fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct PatchServiceIn {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     heartbeat_name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     service_name: Option<String>,
     #[serde(default)]
     active: Option<bool>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     interval_seconds: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31622400)]
     grace_seconds: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     threshold: Option<i32>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     team: Option<String>,
+    /// `p1`..`p5`.
     #[serde(default)]
+    #[schema(pattern = "^\\s*[pP][1-5]\\s*$")]
     priority: Option<String>,
     /// `null` clears the runbook.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2048)]
     runbook: Option<Option<String>>,
     /// `null` clears the limit.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     max_duration_ms: Option<Option<i64>>,
     /// `null` returns to the fixed interval.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ScheduleIn>)]
     schedule: Option<Option<Value>>,
     /// `null` returns to the default cadence (the interval).
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 604800)]
     renotify_seconds: Option<Option<i64>>,
     /// `null` removes the parent.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     parent_id: Option<Option<i64>>,
     #[serde(default)]
     alert_on_failure: Option<bool>,
@@ -375,11 +566,12 @@ pub struct PatchServiceIn {
 
 /// Change a service (a snapshot of the previous state is kept).
 #[utoipa::path(patch, path = "/v2/services/{service_id}", tag = "services",
-    params(("service_id" = i64, Path)), request_body = PatchServiceIn,
-    responses((status = 200, description = "Updated"), (status = 400, description = "Invalid"),
+    params(("service_id" = i64, Path, minimum = 1)), request_body = PatchServiceIn,
+    responses((status = 200, description = "Updated", body = Envelope<ServiceOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "Not found"), (status = 409, description = "Name taken")),
     security(("bearer" = [])))]
-async fn patch(
+async fn patch_service(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -461,16 +653,22 @@ async fn patch(
             other => other.into(),
         })?
         .ok_or_else(|| ApiError::not_found(format!("Service {} was not found.", before.id)))?;
-    Ok(ok(StatusCode::OK, "Service updated.", v2_service(&after)))
+    Ok(ok(
+        StatusCode::OK,
+        "Service updated.",
+        ServiceOut::from(&after),
+    ))
 }
 
 /// Delete a service (restorable from the snapshot it leaves).
 #[utoipa::path(delete, path = "/v2/services/{service_id}", tag = "services",
-    params(("service_id" = i64, Path)),
-    responses((status = 200, description = "Deleted; results carry the snapshot id"),
+    params(("service_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Deleted; results carry the snapshot id",
+               body = Envelope<DeletedServiceOut>),
+              (status = 400, description = "Bad service_id"),
               (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn delete(
+async fn delete_service(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -487,28 +685,34 @@ async fn delete(
     Ok(ok(
         StatusCode::OK,
         "Service deleted. Restore it with POST /v2/snapshots/{snapshot_id}/restore.",
-        json!({ "service_id": id, "snapshot_id": snap }),
+        DeletedServiceOut {
+            service_id: id.0,
+            snapshot_id: snap.0,
+        },
     ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MuteIn {
-    /// RFC 3339; the mute ends by itself at this time. Absent: until unmuted.
+    /// RFC 3339, in the future; the mute ends by itself at this time. Absent: until unmuted.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     until: Option<Timestamp>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// Mute a service (optionally until a time).
 #[utoipa::path(post, path = "/v2/services/{service_id}/mute", tag = "services",
-    params(("service_id" = i64, Path)), request_body(content = MuteIn, description = "Optional"),
-    responses((status = 200, description = "Muted"), (status = 400, description = "Invalid"),
+    params(("service_id" = i64, Path, minimum = 1)),
+    request_body(content = MuteIn, description = "Optional"),
+    responses((status = 200, description = "Muted", body = Envelope<ServiceOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn mute(
+async fn mute_service(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -540,10 +744,12 @@ async fn mute(
 
 /// Unmute a service.
 #[utoipa::path(post, path = "/v2/services/{service_id}/unmute", tag = "services",
-    params(("service_id" = i64, Path)),
-    responses((status = 200, description = "Unmuted"), (status = 404, description = "Not found")),
+    params(("service_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Unmuted", body = Envelope<ServiceOut>),
+              (status = 400, description = "Bad service_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn unmute(
+async fn unmute_service(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -576,16 +782,21 @@ async fn change(
         .update_service(before.id, &patch, &meta)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Service {} was not found.", before.id)))?;
-    Ok(ok(StatusCode::OK, "Service updated.", v2_service(&after)))
+    Ok(ok(
+        StatusCode::OK,
+        "Service updated.",
+        ServiceOut::from(&after),
+    ))
 }
 
 /// A service's heartbeats, newest first.
 #[utoipa::path(get, path = "/v2/services/{service_id}/heartbeats", tag = "services",
-    params(("service_id" = i64, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "Heartbeats: {entries, limit, offset, has_more}"),
+    params(("service_id" = i64, Path, minimum = 1), PageParams),
+    responses((status = 200, description = "Heartbeats, newest first", body = Envelope<HeartbeatPage>),
+              (status = 400, description = "Bad service_id, limit or offset"),
               (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn heartbeats(
+async fn list_service_heartbeats(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -609,16 +820,23 @@ async fn heartbeats(
     Ok(ok(
         StatusCode::OK,
         "",
-        json!({ "entries": rows, "limit": page.limit, "offset": page.offset, "has_more": has_more }),
+        HeartbeatPage {
+            entries: rows.iter().map(HeartbeatOut::from).collect(),
+            limit: page.limit,
+            offset: page.offset,
+            has_more,
+        },
     ))
 }
 
 /// A service's job runs, newest first.
 #[utoipa::path(get, path = "/v2/services/{service_id}/runs", tag = "services",
-    params(("service_id" = i64, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of runs"), (status = 404, description = "Not found")),
+    params(("service_id" = i64, Path, minimum = 1), PageParams),
+    responses((status = 200, description = "A page of job runs, newest first", body = Envelope<Page<JobRunOut>>),
+              (status = 400, description = "Bad service_id, limit or offset"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn runs(
+async fn list_service_runs(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -631,6 +849,10 @@ async fn runs(
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&found.entries, found.total_count, page),
+        paginated(
+            found.entries.iter().map(JobRunOut::from).collect(),
+            found.total_count,
+            page,
+        ),
     ))
 }

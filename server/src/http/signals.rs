@@ -3,19 +3,18 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::extract::{Caller, OptionalJsonBody, path_id};
 use super::legacy::RunIdValue;
-use crate::domain::stats::{STATS_WINDOW, duration_stats};
+use crate::domain::stats::{DurationStats, STATS_WINDOW, duration_stats};
 use crate::domain::{Scope, ServiceId, Timestamp};
-use crate::store::{JobSignal, JobSignalOutcome, RunStatus, SignalKind};
+use crate::store::{JobRun, JobSignal, JobSignalOutcome, RunStatus, Service, SignalKind};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,15 +31,98 @@ pub const MAX_RUN_BODY_BYTES: usize = 10 * 1024;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalIn {
+    /// A string or a number, kept as text. On start, absent means the server makes one up; on
+    /// complete/fail, absent means the newest running run of the service.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     run_id: Option<RunIdValue>,
     /// Process exit code; non-zero marks the run failed.
     #[serde(default)]
     exit_code: Option<i32>,
-    /// Short text output (capped at 10 KiB; longer keeps the tail).
+    /// Short text output, without NUL (longer than 10 KiB keeps its last 10 KiB).
     #[serde(default)]
     body: Option<String>,
+}
+
+/// How a job signal left its run.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SignalStatus {
+    Started,
+    Completed,
+    Failed,
+}
+
+/// A recorded job signal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalOut {
+    service_id: i64,
+    heartbeat_name: String,
+    status: SignalStatus,
+    run_id: String,
+    exit_code: Option<i32>,
+    /// Whether the stored body kept only the tail of what was sent.
+    body_truncated: bool,
+    /// Present once the run has both a start and an end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<i64>,
+    /// Present when the service has `max_duration_ms` and the run has a duration: whether the
+    /// run took longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_alert: Option<bool>,
+}
+
+impl SignalOut {
+    fn new(kind: SignalKind, service: &Service, run: JobRun) -> Self {
+        let status = match (kind, run.status) {
+            (SignalKind::Start, _) | (_, RunStatus::Running) => SignalStatus::Started,
+            (_, RunStatus::Failed) => SignalStatus::Failed,
+            (_, RunStatus::Completed) => SignalStatus::Completed,
+        };
+        let duration_alert = match (run.duration_ms, service.max_duration_ms) {
+            (Some(d), Some(max)) => Some(d > max),
+            _ => None,
+        };
+        Self {
+            service_id: service.id.0,
+            heartbeat_name: service.heartbeat_name.clone(),
+            status,
+            run_id: run.run_id,
+            exit_code: run.exit_code,
+            body_truncated: run.body_truncated,
+            duration_ms: run.duration_ms,
+            duration_alert,
+        }
+    }
+}
+
+/// Run-duration statistics of a service; the figures are null below 5 finished runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsOut {
+    service_id: i64,
+    /// Finished runs considered (the last 100 at most).
+    run_count: usize,
+    avg_duration_ms: Option<f64>,
+    p50_duration_ms: Option<i64>,
+    p95_duration_ms: Option<i64>,
+    p99_duration_ms: Option<i64>,
+    min_duration_ms: Option<i64>,
+    max_duration_ms: Option<i64>,
+}
+
+impl StatsOut {
+    fn new(id: ServiceId, run_count: usize, s: Option<&DurationStats>) -> Self {
+        Self {
+            service_id: id.0,
+            run_count,
+            avg_duration_ms: s.map(|s| s.avg_duration_ms),
+            p50_duration_ms: s.map(|s| s.p50_duration_ms),
+            p95_duration_ms: s.map(|s| s.p95_duration_ms),
+            p99_duration_ms: s.map(|s| s.p99_duration_ms),
+            min_duration_ms: s.map(|s| s.min_duration_ms),
+            max_duration_ms: s.map(|s| s.max_duration_ms),
+        }
+    }
 }
 
 /// Keeps at most the last `max` bytes of `s`, on a character boundary.
@@ -111,38 +193,21 @@ async fn signal(
         JobSignalOutcome::Recorded { service, run } => {
             metrics::counter!("medic_heartbeats_received_total", "outcome" => "accepted")
                 .increment(1);
-            let status = match (kind, run.status) {
-                (SignalKind::Start, _) | (_, RunStatus::Running) => "STARTED",
-                (_, RunStatus::Failed) => "FAILED",
-                (_, RunStatus::Completed) => "COMPLETED",
-            };
-            let duration_alert = match (run.duration_ms, service.max_duration_ms) {
-                (Some(d), Some(max)) => Some(d > max),
-                _ => None,
-            };
-            let mut results = json!({
-                "service_id": service.id,
-                "heartbeat_name": service.heartbeat_name,
-                "status": status,
-                "run_id": run.run_id,
-                "exit_code": run.exit_code,
-                "body_truncated": run.body_truncated,
-            });
-            if let Some(d) = run.duration_ms {
-                results["duration_ms"] = json!(d);
-            }
-            if let Some(a) = duration_alert {
-                results["duration_alert"] = json!(a);
-            }
-            Ok(ok(StatusCode::CREATED, "Job signal recorded.", results))
+            Ok(ok(
+                StatusCode::CREATED,
+                "Job signal recorded.",
+                SignalOut::new(kind, &service, run),
+            ))
         }
     }
 }
 
 /// Signal that a job run started.
 #[utoipa::path(post, path = "/v2/heartbeat/{service_id}/start", tag = "heartbeats",
-    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
-    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+    operation_id = "signal_start", params(("service_id" = i64, Path, minimum = 1)),
+    request_body(content = SignalIn, description = "Optional"), security(("bearer" = []), ()),
+    responses((status = 201, description = "Recorded", body = Envelope<SignalOut>),
+              (status = 404, description = "Unknown service"),
               (status = 400, description = "Invalid body or inactive service")))]
 async fn start(
     State(app): State<AppState>,
@@ -155,8 +220,10 @@ async fn start(
 
 /// Signal that a job run completed (a non-zero `exit_code` records it as failed).
 #[utoipa::path(post, path = "/v2/heartbeat/{service_id}/complete", tag = "heartbeats",
-    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
-    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+    operation_id = "signal_complete", params(("service_id" = i64, Path, minimum = 1)),
+    request_body(content = SignalIn, description = "Optional"), security(("bearer" = []), ()),
+    responses((status = 201, description = "Recorded", body = Envelope<SignalOut>),
+              (status = 404, description = "Unknown service"),
               (status = 400, description = "Invalid body or inactive service")))]
 async fn complete(
     State(app): State<AppState>,
@@ -169,8 +236,10 @@ async fn complete(
 
 /// Signal that a job run failed.
 #[utoipa::path(post, path = "/v2/heartbeat/{service_id}/fail", tag = "heartbeats",
-    params(("service_id" = i64, Path)), request_body(content = SignalIn, description = "Optional"),
-    responses((status = 201, description = "Recorded"), (status = 404, description = "Unknown service"),
+    operation_id = "signal_fail", params(("service_id" = i64, Path, minimum = 1)),
+    request_body(content = SignalIn, description = "Optional"), security(("bearer" = []), ()),
+    responses((status = 201, description = "Recorded", body = Envelope<SignalOut>),
+              (status = 404, description = "Unknown service"),
               (status = 400, description = "Invalid body or inactive service")))]
 async fn fail(
     State(app): State<AppState>,
@@ -183,8 +252,10 @@ async fn fail(
 
 /// Run-duration statistics over the last 100 finished runs (null below 5 runs).
 #[utoipa::path(get, path = "/v2/services/{service_id}/stats", tag = "services",
-    params(("service_id" = i64, Path)),
-    responses((status = 200, description = "Statistics"), (status = 404, description = "Unknown service")),
+    operation_id = "service_stats", params(("service_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Statistics", body = Envelope<StatsOut>),
+              (status = 400, description = "Bad service_id"),
+              (status = 404, description = "Unknown service")),
     security(("bearer" = [])))]
 async fn stats(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     caller.require(Scope::Read)?;
@@ -197,20 +268,11 @@ async fn stats(State(app): State<AppState>, caller: Caller, Path(id): Path<Strin
         .recent_run_durations(id, STATS_WINDOW as u32)
         .await?;
     let s = duration_stats(&durations);
-    let field = |f: fn(&crate::domain::stats::DurationStats) -> serde_json::Value| {
-        s.as_ref().map_or(serde_json::Value::Null, f)
-    };
-    let results = json!({
-        "service_id": id,
-        "run_count": durations.len(),
-        "avg_duration_ms": field(|s| json!(s.avg_duration_ms)),
-        "p50_duration_ms": field(|s| json!(s.p50_duration_ms)),
-        "p95_duration_ms": field(|s| json!(s.p95_duration_ms)),
-        "p99_duration_ms": field(|s| json!(s.p99_duration_ms)),
-        "min_duration_ms": field(|s| json!(s.min_duration_ms)),
-        "max_duration_ms": field(|s| json!(s.max_duration_ms)),
-    });
-    Ok(ok(StatusCode::OK, "", results))
+    Ok(ok(
+        StatusCode::OK,
+        "",
+        StatsOut::new(id, durations.len(), s.as_ref()),
+    ))
 }
 
 #[cfg(test)]

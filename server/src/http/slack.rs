@@ -16,9 +16,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::alerts::v2_alert;
+use super::alerts::AlertOut;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::schema::AlertKind;
 use crate::domain::Timestamp;
 use crate::store::{Alert, AlertChange};
 
@@ -26,7 +27,7 @@ use crate::store::{Alert, AlertChange};
 const MAX_SKEW_SECONDS: i64 = 300;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(interactions))
+    OpenApiRouter::new().routes(routes!(slack_interactions))
 }
 
 fn unauthorized() -> ApiError {
@@ -58,9 +59,16 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_s: i64) -> Res
 #[utoipa::path(post, path = "/v2/slack/interactions", tag = "alerts",
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
                  description = "payload=<block_actions JSON>, signed by Slack"),
-    responses((status = 200, description = "Handled"), (status = 400, description = "Malformed payload"),
-              (status = 401, description = "Bad or missing signature"), (status = 404, description = "No such alert or execution")))]
-async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    security(("slack_signature" = [])),
+    responses((status = 200, description = "Handled (`ack_alert`): the alert", body = Envelope<AlertOut>),
+              (status = 400, description = "Malformed payload"),
+              (status = 401, description = "Bad, stale or missing signature, or no signing secret configured"),
+              (status = 404, description = "No such alert or execution")))]
+async fn slack_interactions(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let secret = app
         .config
         .slack_signing_secret
@@ -104,7 +112,7 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
                         "alert_acknowledged",
                         &actor,
                         Some(a.service_id),
-                        json!({"alert_id": a.alert_id, "kind": a.kind, "via": "slack"}),
+                        json!({"alert_id": a.alert_id, "kind": AlertKind::from(a.kind), "via": "slack"}),
                     )
                 }),
             )
@@ -114,11 +122,15 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
             AlertChange::Unchanged(a) => Ok(ok(
                 StatusCode::OK,
                 &format!("Alert {id} is already {}.", a.state.as_str()),
-                v2_alert(&a),
+                AlertOut::from(&a),
             )),
             AlertChange::Changed(a) => {
                 app.outbox.poke();
-                Ok(ok(StatusCode::OK, "Alert acknowledged.", v2_alert(&a)))
+                Ok(ok(
+                    StatusCode::OK,
+                    "Alert acknowledged.",
+                    AlertOut::from(&a),
+                ))
             }
         },
         "approve_playbook" | "reject_playbook" => Err(ApiError::not_found(format!(

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,27 +10,131 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
-use super::extract::{Caller, MAX_ACTOR_LEN, OptionalJsonBody, Params, actor, paginated, path_id};
-use super::services::v2_service;
+use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::extract::{
+    Caller, MAX_ACTOR_LEN, OptionalJsonBody, Page, PageParams, Params, actor, paginated, path_id,
+};
+use super::schema::{self, Time, time};
+use super::services::{MuteOut, ScheduleOut, ServiceOut};
 use crate::domain::{Scope, ServiceId, SnapshotAction, SnapshotId};
-use crate::store::{RestoreOutcome, Service, SnapshotFilter};
+use crate::store::{Monitoring, RestoreOutcome, Service, Snapshot, SnapshotFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
-        .routes(routes!(restore))
+        .routes(routes!(list_snapshots))
+        .routes(routes!(get_snapshot))
+        .routes(routes!(restore_snapshot))
+}
+
+/// The before-image of a service change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotOut {
+    snapshot_id: i64,
+    service_id: i64,
+    action_type: schema::SnapshotAction,
+    /// The service as it was before the change.
+    snapshot_data: StoredServiceOut,
+    actor: String,
+    created_at: Time,
+    restored_at: Option<Time>,
+    restored_by: Option<String>,
+}
+
+impl From<&Snapshot> for SnapshotOut {
+    fn from(s: &Snapshot) -> Self {
+        Self {
+            snapshot_id: s.snapshot_id.0,
+            service_id: s.service_id.0,
+            action_type: s.action_type.into(),
+            snapshot_data: (&s.snapshot_data).into(),
+            actor: s.actor.clone(),
+            created_at: s.created_at.into(),
+            restored_at: time(s.restored_at),
+            restored_by: s.restored_by.clone(),
+        }
+    }
+}
+
+/// A service as a snapshot keeps it (the stored form: `id`, and the monitor's settings under
+/// `monitoring`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredServiceOut {
+    id: i64,
+    heartbeat_name: String,
+    service_name: String,
+    environment: Option<String>,
+    active: bool,
+    interval_seconds: i64,
+    threshold: i32,
+    grace_seconds: i64,
+    team: String,
+    priority: schema::Priority,
+    runbook: Option<String>,
+    state: schema::ServiceState,
+    mute: Option<MuteOut>,
+    max_duration_ms: Option<i64>,
+    last_heartbeat_at: Option<Time>,
+    created_at: Time,
+    updated_at: Time,
+    monitoring: MonitoringOut,
+}
+
+impl From<&Service> for StoredServiceOut {
+    fn from(s: &Service) -> Self {
+        Self {
+            id: s.id.0,
+            heartbeat_name: s.heartbeat_name.clone(),
+            service_name: s.service_name.clone(),
+            environment: s.environment.clone(),
+            active: s.active,
+            interval_seconds: s.interval_seconds,
+            threshold: s.threshold,
+            grace_seconds: s.grace_seconds,
+            team: s.team.clone(),
+            priority: s.priority.into(),
+            runbook: s.runbook.clone(),
+            state: s.state.into(),
+            mute: s.mute.as_ref().map(MuteOut::from),
+            max_duration_ms: s.max_duration_ms,
+            last_heartbeat_at: time(s.last_heartbeat_at),
+            created_at: s.created_at.into(),
+            updated_at: s.updated_at.into(),
+            monitoring: (&s.monitoring).into(),
+        }
+    }
+}
+
+/// The monitor's settings of a stored service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitoringOut {
+    schedule: Option<ScheduleOut>,
+    renotify_seconds: Option<i64>,
+    parent_id: Option<i64>,
+    alert_on_failure: bool,
+}
+
+impl From<&Monitoring> for MonitoringOut {
+    fn from(m: &Monitoring) -> Self {
+        Self {
+            schedule: m.schedule.as_ref().map(ScheduleOut::from),
+            renotify_seconds: m.renotify_seconds,
+            parent_id: m.parent_id.map(|p| p.0),
+            alert_on_failure: m.alert_on_failure,
+        }
+    }
 }
 
 /// List snapshots, newest first.
 #[utoipa::path(get, path = "/v2/snapshots", tag = "snapshots",
-    params(("service_id" = Option<i64>, Query), ("action_type" = Option<String>, Query),
-           ("start_date" = Option<String>, Query), ("end_date" = Option<String>, Query),
-           ("limit" = Option<u32>, Query, description = "1..250, default 50"), ("offset" = Option<u32>, Query)),
-    responses((status = 200, description = "A page of snapshots"), (status = 400, description = "Bad filter")),
+    params(("service_id" = Option<i64>, Query, minimum = 1),
+           ("action_type" = Option<schema::SnapshotAction>, Query),
+           ("start_date" = Option<String>, Query, format = DateTime, description = "RFC 3339, or a date (its midnight UTC)"),
+           ("end_date" = Option<String>, Query, format = DateTime, description = "RFC 3339, or a date (its midnight UTC)"),
+           PageParams),
+    responses((status = 200, description = "A page of snapshots, newest first", body = Envelope<Page<SnapshotOut>>),
+              (status = 400, description = "Bad filter")),
     security(("bearer" = [])))]
-async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+async fn list_snapshots(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
     let page = params.page(50, 250)?;
     let action_type = params
@@ -54,16 +158,26 @@ async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> Ap
     Ok(ok(
         StatusCode::OK,
         "",
-        paginated(&found.entries, found.total_count, page),
+        paginated(
+            found.entries.iter().map(SnapshotOut::from).collect(),
+            found.total_count,
+            page,
+        ),
     ))
 }
 
 /// Fetch one snapshot.
 #[utoipa::path(get, path = "/v2/snapshots/{snapshot_id}", tag = "snapshots",
-    params(("snapshot_id" = i64, Path)),
-    responses((status = 200, description = "The snapshot"), (status = 404, description = "Not found")),
+    params(("snapshot_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The snapshot", body = Envelope<SnapshotOut>),
+              (status = 400, description = "Bad snapshot_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
-async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn get_snapshot(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     caller.require(Scope::Read)?;
     let id = SnapshotId(path_id(&id, "snapshot_id")?);
     let snap = app
@@ -71,7 +185,7 @@ async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<Str
         .get_snapshot(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Snapshot {} was not found.", id.0)))?;
-    Ok(ok(StatusCode::OK, "", snap))
+    Ok(ok(StatusCode::OK, "", SnapshotOut::from(&snap)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -79,16 +193,19 @@ async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<Str
 pub struct RestoreIn {
     /// Who is restoring (else the X-Actor header, else the API key's name).
     #[serde(default)]
+    #[schema(max_length = 255)]
     actor: Option<String>,
 }
 
 /// Put a service back as the snapshot recorded it (undeleting it if needed).
 #[utoipa::path(post, path = "/v2/snapshots/{snapshot_id}/restore", tag = "snapshots",
-    params(("snapshot_id" = i64, Path)), request_body(content = RestoreIn, description = "Optional"),
-    responses((status = 200, description = "Restored"), (status = 400, description = "Already restored"),
+    params(("snapshot_id" = i64, Path, minimum = 1)),
+    request_body(content = RestoreIn, description = "Optional"),
+    responses((status = 200, description = "Restored: the service as it is now", body = Envelope<ServiceOut>),
+              (status = 400, description = "Already restored, or a bad actor"),
               (status = 404, description = "Not found"), (status = 409, description = "Name now taken")),
     security(("bearer" = [])))]
-async fn restore(
+async fn restore_snapshot(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -120,7 +237,7 @@ async fn restore(
         RestoreOutcome::Restored(service) => Ok(ok(
             StatusCode::OK,
             "Snapshot restored.",
-            v2_service(&service),
+            ServiceOut::from(&service),
         )),
         RestoreOutcome::NotFound => Err(ApiError::not_found(format!(
             "Snapshot {} was not found.",

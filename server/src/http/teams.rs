@@ -9,7 +9,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,9 +17,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::entry;
-use super::error::{ApiError, ApiResult, ok};
+use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::extract::{Caller, JsonBody, actor, path_id};
 use super::legacy::clean_text;
+use super::schema::{self, Time};
 use super::services::{load as load_service, some};
 use crate::domain::Scope;
 use crate::domain::Timestamp;
@@ -62,41 +63,159 @@ pub fn mask(secret: &str) -> String {
     format!("****{tail}")
 }
 
-/// The v2 representation of a team.
-pub fn v2_team(t: &Team) -> Value {
-    json!({
-        "team_id": t.id,
-        "name": t.name,
-        "working_hours": t.working_hours.as_ref().map(WorkingHours::spec),
-        "slack_channel": t.slack_channel,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-    })
+/// Working hours as the API reads and writes them:
+/// `{"timezone": "Europe/Berlin", "ranges": [{"days": ["mon","tue"], "start": "09:00", "end": "17:00"}]}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WorkingHoursDoc {
+    /// An IANA time zone.
+    timezone: String,
+    ranges: Vec<RangeDoc>,
 }
 
-/// The v2 representation of a target, secrets masked.
-pub fn v2_target(t: &NotificationTarget) -> Value {
-    let (team_id, service_id) = match t.owner {
-        TargetOwner::Team(id) => (Some(id.0), None),
-        TargetOwner::Service(id) => (None, Some(id.0)),
-    };
-    let config = match &t.config {
-        TargetConfig::Slack { channel } => json!({ "channel": channel }),
-        TargetConfig::Pagerduty { routing_key } => json!({ "routing_key": mask(routing_key) }),
-        TargetConfig::Webhook { url, secret } => json!({ "url": url, "secret": mask(secret) }),
-    };
-    json!({
-        "target_id": t.id,
-        "team_id": team_id,
-        "service_id": service_id,
-        "kind": t.config.kind(),
-        "priority": t.priority,
-        "period": t.period,
-        "enabled": t.enabled,
-        "config": config,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-    })
+/// A range of local time on some weekdays; it may cross midnight (`"start": "22:00",
+/// `"end": "06:00"`), and `end` may be `24:00`, but must not equal `start`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RangeDoc {
+    #[schema(min_items = 1)]
+    days: Vec<DayDoc>,
+    /// `HH:MM`.
+    #[schema(pattern = "^\\d{2}:\\d{2}$")]
+    start: String,
+    /// `HH:MM` (up to `24:00`).
+    #[schema(pattern = "^\\d{2}:\\d{2}$")]
+    end: String,
+}
+
+/// A day of the week.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DayDoc {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// The v2 representation of a team.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamOut {
+    team_id: i64,
+    name: String,
+    /// Absent: every moment counts as inside working hours.
+    #[schema(value_type = Option<WorkingHoursDoc>)]
+    working_hours: Option<WorkingHoursSpec>,
+    slack_channel: Option<String>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+impl From<&Team> for TeamOut {
+    fn from(t: &Team) -> Self {
+        Self {
+            team_id: t.id.0,
+            name: t.name.clone(),
+            working_hours: t.working_hours.as_ref().map(WorkingHours::spec).cloned(),
+            slack_channel: t.slack_channel.clone(),
+            created_at: t.created_at.into(),
+            updated_at: t.updated_at.into(),
+        }
+    }
+}
+
+/// A deleted team.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedTeamOut {
+    team_id: i64,
+}
+
+/// A deleted notification target.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedTargetOut {
+    target_id: i64,
+}
+
+/// How a target is notified.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Slack,
+    Pagerduty,
+    Webhook,
+}
+
+/// A target's configuration for its kind, secrets masked (only their last four characters).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TargetConfigOut {
+    Slack { channel: String },
+    Pagerduty { routing_key: String },
+    Webhook { url: String, secret: String },
+}
+
+/// The v2 representation of a notification target, secrets masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetOut {
+    target_id: i64,
+    /// Set on a team's target.
+    team_id: Option<i64>,
+    /// Set on a service's own target.
+    service_id: Option<i64>,
+    kind: TargetKind,
+    /// Lower is notified first.
+    priority: i32,
+    period: schema::PagingPeriod,
+    enabled: bool,
+    config: TargetConfigOut,
+    created_at: Time,
+    updated_at: Time,
+}
+
+impl From<&NotificationTarget> for TargetOut {
+    fn from(t: &NotificationTarget) -> Self {
+        let (team_id, service_id) = match t.owner {
+            TargetOwner::Team(id) => (Some(id.0), None),
+            TargetOwner::Service(id) => (None, Some(id.0)),
+        };
+        let (kind, config) = match &t.config {
+            TargetConfig::Slack { channel } => (
+                TargetKind::Slack,
+                TargetConfigOut::Slack {
+                    channel: channel.clone(),
+                },
+            ),
+            TargetConfig::Pagerduty { routing_key } => (
+                TargetKind::Pagerduty,
+                TargetConfigOut::Pagerduty {
+                    routing_key: mask(routing_key),
+                },
+            ),
+            TargetConfig::Webhook { url, secret } => (
+                TargetKind::Webhook,
+                TargetConfigOut::Webhook {
+                    url: url.clone(),
+                    secret: mask(secret),
+                },
+            ),
+        };
+        Self {
+            target_id: t.id.0,
+            team_id,
+            service_id,
+            kind,
+            priority: t.priority,
+            period: t.period.into(),
+            enabled: t.enabled,
+            config,
+            created_at: t.created_at.into(),
+            updated_at: t.updated_at.into(),
+        }
+    }
 }
 
 fn service_of(t: &NotificationTarget) -> Option<crate::domain::ServiceId> {
@@ -145,12 +264,12 @@ async fn load_team(app: &AppState, raw: &str) -> Result<Team, ApiError> {
 
 /// List teams.
 #[utoipa::path(get, path = "/v2/teams", tag = "teams",
-    responses((status = 200, description = "Every team, by id")),
+    responses((status = 200, description = "Every team, by id", body = Envelope<Vec<TeamOut>>)),
     security(("bearer" = [])))]
 async fn list_teams(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require(Scope::Read)?;
     let teams = app.store.list_teams().await?;
-    let entries: Vec<Value> = teams.iter().map(v2_team).collect();
+    let entries: Vec<TeamOut> = teams.iter().map(TeamOut::from).collect();
     Ok(ok(StatusCode::OK, "", entries))
 }
 
@@ -158,19 +277,21 @@ async fn list_teams(State(app): State<AppState>, caller: Caller) -> ApiResult {
 #[serde(deny_unknown_fields)]
 pub struct CreateTeamIn {
     /// Unique case-insensitively; matches services' `team`.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// `{"timezone": "Europe/Berlin", "ranges": [{"days": ["mon","tue"], "start": "09:00", "end": "17:00"}]}`;
-    /// a range may cross midnight (`"start": "22:00", "end": "06:00"`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<WorkingHoursDoc>)]
     working_hours: Option<WorkingHoursSpec>,
+    /// A channel id or `#name`, without spaces.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 80, pattern = "^\\S+$")]
     slack_channel: Option<String>,
 }
 
 /// Create a team (409 if the name is taken, case-insensitively).
 #[utoipa::path(post, path = "/v2/teams", tag = "teams", request_body = CreateTeamIn,
-    responses((status = 201, description = "Created"), (status = 400, description = "Invalid"),
+    responses((status = 201, description = "Created", body = Envelope<TeamOut>),
+              (status = 400, description = "Invalid"),
               (status = 409, description = "Name taken")),
     security(("bearer" = [])))]
 async fn create_team(
@@ -191,19 +312,25 @@ async fn create_team(
             .transpose()?,
         at: Timestamp::now(),
     };
-    let audit = |t: &Team| entry("team_created", &who, None, v2_team(t));
+    let audit = |t: &Team| entry("team_created", &who, None, TeamOut::from(t));
     let team = app
         .store
         .create_team(&new, Some(&audit))
         .await
         .map_err(conflict_name)?;
-    Ok(ok(StatusCode::CREATED, "Team created.", v2_team(&team)))
+    Ok(ok(
+        StatusCode::CREATED,
+        "Team created.",
+        TeamOut::from(&team),
+    ))
 }
 
 /// Fetch one team.
 #[utoipa::path(get, path = "/v2/teams/{team_id}", tag = "teams",
-    params(("team_id" = i64, Path)),
-    responses((status = 200, description = "The team"), (status = 404, description = "Not found")),
+    params(("team_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The team", body = Envelope<TeamOut>),
+              (status = 400, description = "Bad team_id"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
 async fn get_team(
     State(app): State<AppState>,
@@ -212,28 +339,30 @@ async fn get_team(
 ) -> ApiResult {
     caller.require(Scope::Read)?;
     let t = load_team(&app, &id).await?;
-    Ok(ok(StatusCode::OK, "", v2_team(&t)))
+    Ok(ok(StatusCode::OK, "", TeamOut::from(&t)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTeamIn {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,
     /// `null` removes the working hours.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<WorkingHoursDoc>)]
     working_hours: Option<Option<WorkingHoursSpec>>,
     /// `null` removes the channel.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 80, pattern = "^\\S+$")]
     slack_channel: Option<Option<String>>,
 }
 
 /// Change a team.
 #[utoipa::path(patch, path = "/v2/teams/{team_id}", tag = "teams",
-    params(("team_id" = i64, Path)), request_body = PatchTeamIn,
-    responses((status = 200, description = "Updated"), (status = 400, description = "Invalid"),
+    params(("team_id" = i64, Path, minimum = 1)), request_body = PatchTeamIn,
+    responses((status = 200, description = "Updated", body = Envelope<TeamOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "Not found"), (status = 409, description = "Name taken")),
     security(("bearer" = [])))]
 async fn patch_team(
@@ -270,18 +399,20 @@ async fn patch_team(
             id,
             &patch,
             Timestamp::now(),
-            Some(&|t: &Team| entry("team_updated", &who, None, v2_team(t))),
+            Some(&|t: &Team| entry("team_updated", &who, None, TeamOut::from(t))),
         )
         .await
         .map_err(conflict_name)?
         .ok_or_else(|| ApiError::not_found(format!("Team {id} was not found.")))?;
-    Ok(ok(StatusCode::OK, "Team updated.", v2_team(&team)))
+    Ok(ok(StatusCode::OK, "Team updated.", TeamOut::from(&team)))
 }
 
 /// Delete a team, with its notification targets and team maintenance windows.
 #[utoipa::path(delete, path = "/v2/teams/{team_id}", tag = "teams",
-    params(("team_id" = i64, Path)),
-    responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
+    params(("team_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Deleted", body = Envelope<DeletedTeamOut>),
+              (status = 400, description = "Bad team_id or X-Actor"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
 async fn delete_team(
     State(app): State<AppState>,
@@ -292,14 +423,14 @@ async fn delete_team(
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
     let id = TeamId(path_id(&id, "team_id")?);
-    let audit = entry("team_deleted", &who, None, json!({ "team_id": id }));
+    let audit = entry("team_deleted", &who, None, json!({ "team_id": id.0 }));
     if !app.store.delete_team(id, Some(&audit)).await? {
         return Err(ApiError::not_found(format!("Team {id} was not found.")));
     }
     Ok(ok(
         StatusCode::OK,
         "Team deleted, with its notification targets and maintenance windows.",
-        json!({ "team_id": id }),
+        DeletedTeamOut { team_id: id.0 },
     ))
 }
 
@@ -308,16 +439,20 @@ async fn delete_team(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTargetIn {
-    /// `slack`, `pagerduty` or `webhook`.
+    #[schema(value_type = TargetKind)]
     kind: String,
-    /// slack: `{"channel"}`; pagerduty: `{"routing_key"}`; webhook: `{"url", "secret"}`.
+    /// slack: `{"channel"}` (1 to 80 characters, no spaces); pagerduty: `{"routing_key"}` (1 to
+    /// 64 printable characters); webhook: `{"url", "secret"}` (a public http(s) URL allowed by
+    /// `MEDIC_ALLOWED_WEBHOOK_HOSTS`; a secret of 16 to 256 characters).
     #[schema(value_type = Object)]
     config: Value,
-    /// Lower is notified first (0..10000, default 0).
+    /// Lower is notified first (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10000)]
     priority: Option<i32>,
-    /// `always` (default), `during_hours` or `after_hours` (of the team's working hours).
+    /// Of the team's working hours (default `always`).
     #[serde(default)]
+    #[schema(value_type = Option<schema::PagingPeriod>)]
     period: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
@@ -331,8 +466,10 @@ pub struct PatchTargetIn {
     #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10000)]
     priority: Option<i32>,
     #[serde(default)]
+    #[schema(value_type = Option<schema::PagingPeriod>)]
     period: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
@@ -461,25 +598,28 @@ async fn create_target(
         enabled: body.enabled.unwrap_or(true),
         at: Timestamp::now(),
     };
-    let audit = |t: &NotificationTarget| entry("target_created", who, service_of(t), v2_target(t));
+    let audit =
+        |t: &NotificationTarget| entry("target_created", who, service_of(t), TargetOut::from(t));
     let t = app.store.create_target(&new, Some(&audit)).await?;
     Ok(ok(
         StatusCode::CREATED,
         "Notification target created.",
-        v2_target(&t),
+        TargetOut::from(&t),
     ))
 }
 
 async fn list_targets(app: &AppState, filter: TargetFilter) -> ApiResult {
     let targets = app.store.list_targets(&filter).await?;
-    let entries: Vec<Value> = targets.iter().map(v2_target).collect();
+    let entries: Vec<TargetOut> = targets.iter().map(TargetOut::from).collect();
     Ok(ok(StatusCode::OK, "", entries))
 }
 
 /// A team's notification targets, in notification order.
 #[utoipa::path(get, path = "/v2/teams/{team_id}/targets", tag = "teams",
-    params(("team_id" = i64, Path)),
-    responses((status = 200, description = "Targets (secrets masked)"), (status = 404, description = "No such team")),
+    params(("team_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Targets (secrets masked)", body = Envelope<Vec<TargetOut>>),
+              (status = 400, description = "Bad team_id"),
+              (status = 404, description = "No such team")),
     security(("bearer" = [])))]
 async fn list_team_targets(
     State(app): State<AppState>,
@@ -500,8 +640,9 @@ async fn list_team_targets(
 
 /// Add a notification target to a team.
 #[utoipa::path(post, path = "/v2/teams/{team_id}/targets", tag = "teams",
-    params(("team_id" = i64, Path)), request_body = CreateTargetIn,
-    responses((status = 201, description = "Created (secrets masked)"), (status = 400, description = "Invalid"),
+    params(("team_id" = i64, Path, minimum = 1)), request_body = CreateTargetIn,
+    responses((status = 201, description = "Created (secrets masked)", body = Envelope<TargetOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "No such team")),
     security(("bearer" = [])))]
 async fn create_team_target(
@@ -519,8 +660,10 @@ async fn create_team_target(
 
 /// A service's own notification targets, in notification order.
 #[utoipa::path(get, path = "/v2/services/{service_id}/targets", tag = "teams",
-    params(("service_id" = i64, Path)),
-    responses((status = 200, description = "Targets (secrets masked)"), (status = 404, description = "No such service")),
+    params(("service_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Targets (secrets masked)", body = Envelope<Vec<TargetOut>>),
+              (status = 400, description = "Bad service_id"),
+              (status = 404, description = "No such service")),
     security(("bearer" = [])))]
 async fn list_service_targets(
     State(app): State<AppState>,
@@ -541,8 +684,9 @@ async fn list_service_targets(
 
 /// Add a notification target to one service.
 #[utoipa::path(post, path = "/v2/services/{service_id}/targets", tag = "teams",
-    params(("service_id" = i64, Path)), request_body = CreateTargetIn,
-    responses((status = 201, description = "Created (secrets masked)"), (status = 400, description = "Invalid"),
+    params(("service_id" = i64, Path, minimum = 1)), request_body = CreateTargetIn,
+    responses((status = 201, description = "Created (secrets masked)", body = Envelope<TargetOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "No such service")),
     security(("bearer" = [])))]
 async fn create_service_target(
@@ -560,8 +704,9 @@ async fn create_service_target(
 
 /// Change a notification target (its kind and owner stay).
 #[utoipa::path(patch, path = "/v2/targets/{target_id}", tag = "teams",
-    params(("target_id" = i64, Path)), request_body = PatchTargetIn,
-    responses((status = 200, description = "Updated (secrets masked)"), (status = 400, description = "Invalid"),
+    params(("target_id" = i64, Path, minimum = 1)), request_body = PatchTargetIn,
+    responses((status = 200, description = "Updated (secrets masked)", body = Envelope<TargetOut>),
+              (status = 400, description = "Invalid"),
               (status = 404, description = "Not found")),
     security(("bearer" = [])))]
 async fn patch_target(
@@ -605,7 +750,7 @@ async fn patch_target(
             &patch,
             Timestamp::now(),
             Some(&|t: &NotificationTarget| {
-                entry("target_updated", &who, service_of(t), v2_target(t))
+                entry("target_updated", &who, service_of(t), TargetOut::from(t))
             }),
         )
         .await?
@@ -613,14 +758,16 @@ async fn patch_target(
     Ok(ok(
         StatusCode::OK,
         "Notification target updated.",
-        v2_target(&after),
+        TargetOut::from(&after),
     ))
 }
 
 /// Delete a notification target.
 #[utoipa::path(delete, path = "/v2/targets/{target_id}", tag = "teams",
-    params(("target_id" = i64, Path)),
-    responses((status = 200, description = "Deleted"), (status = 404, description = "Not found")),
+    params(("target_id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "Deleted", body = Envelope<DeletedTargetOut>),
+              (status = 400, description = "Bad target_id or X-Actor"),
+              (status = 404, description = "Not found")),
     security(("bearer" = [])))]
 async fn delete_target(
     State(app): State<AppState>,
@@ -631,7 +778,7 @@ async fn delete_target(
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
     let id = TargetId(path_id(&id, "target_id")?);
-    let audit = entry("target_deleted", &who, None, json!({ "target_id": id }));
+    let audit = entry("target_deleted", &who, None, json!({ "target_id": id.0 }));
     if !app.store.delete_target(id, Some(&audit)).await? {
         return Err(ApiError::not_found(format!(
             "Notification target {id} was not found."
@@ -640,7 +787,7 @@ async fn delete_target(
     Ok(ok(
         StatusCode::OK,
         "Notification target deleted.",
-        json!({ "target_id": id }),
+        DeletedTargetOut { target_id: id.0 },
     ))
 }
 

@@ -753,3 +753,119 @@ async fn wrong_method_is_a_405_envelope() {
         assert_error(&r, 405, "Method not allowed for this route.");
     }
 }
+
+/// The v1 wire format byte for byte: compact JSON, object keys in sorted order at every level,
+/// `results` the empty string on bodiless answers and errors, 0/1 flags, whole minutes as
+/// integers and fractional ones as numbers.
+#[tokio::test]
+async fn v1_bodies_are_compact_with_sorted_keys() {
+    let app = legacy_app().await;
+    #[track_caller]
+    fn canonical(r: &Reply) -> Value {
+        let v = r.json();
+        assert_eq!(r.body, v.to_string(), "not compact with sorted keys");
+        v
+    }
+
+    let r = app
+        .post_json(
+            "/service",
+            &json!({ "heartbeat_name": "bytes", "service_name": "s", "alert_interval": 5 }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201);
+    assert_eq!(
+        r.body,
+        r#"{"message":"Heartbeat successfully registered.","results":"","success":true}"#
+    );
+    let r = app.post_json("/heartbeat", &beat("nobody", "UP")).await;
+    assert_eq!(r.status.as_u16(), 404);
+    assert_eq!(
+        r.body,
+        r#"{"message":"nobody is not listed as a registered service.","results":"","success":false}"#
+    );
+    let r = app.post_json("/heartbeat", &beat("bytes", "UP")).await;
+    assert_eq!(
+        r.body,
+        r#"{"message":"Heartbeat Posted Successfully.","results":"","success":true}"#
+    );
+
+    let beats = canonical(&app.get("/heartbeat?heartbeat_name=bytes").await);
+    let keys: Vec<&str> = beats["results"][0]
+        .as_object()
+        .expect("heartbeat")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "heartbeat_id",
+            "heartbeat_name",
+            "priority",
+            "run_id",
+            "service_name",
+            "status",
+            "team",
+            "time"
+        ]
+    );
+
+    let whole = canonical(&app.get("/service/bytes").await);
+    let s = &whole["results"][0];
+    assert!(s["alert_interval"].is_i64(), "{s}");
+    assert_eq!(s["alert_interval"], 5);
+    assert_eq!(
+        (s["active"].clone(), s["muted"].clone(), s["down"].clone()),
+        (json!(1), json!(0), json!(0))
+    );
+    let r = app
+        .post_json(
+            "/service/bytes",
+            &json!({ "alert_interval": 0.5, "muted": 1 }),
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        r#"{"message":"Successfully posted update","results":"","success":true}"#
+    );
+    let half = canonical(&app.get("/service/bytes").await);
+    let s = &half["results"][0];
+    assert!(s["alert_interval"].is_f64(), "{s}");
+    assert_eq!(s["alert_interval"], 0.5);
+    assert_eq!(s["muted"], 1);
+    assert_utc_millis(&s["date_muted"]);
+    assert!(s["muted_until"].is_null(), "{s}");
+    let keys: Vec<&str> = s
+        .as_object()
+        .expect("service")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "active",
+            "alert_interval",
+            "date_added",
+            "date_modified",
+            "date_muted",
+            "down",
+            "environment",
+            "grace_period_seconds",
+            "heartbeat_name",
+            "last_heartbeat",
+            "max_duration_ms",
+            "muted",
+            "muted_until",
+            "priority",
+            "runbook",
+            "service_id",
+            "service_name",
+            "state",
+            "team",
+            "threshold"
+        ]
+    );
+    canonical(&app.get("/alerts").await);
+}

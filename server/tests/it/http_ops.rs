@@ -476,3 +476,114 @@ async fn shutdown_waits_for_a_request_in_flight() {
     assert_eq!(rows[0].status, "LAST");
     store.close().await;
 }
+
+/// The document describes every answer: unique operation ids, the security of every route,
+/// a schema for every 2xx body, the error envelope for every error, and the answers the gate
+/// and the extractors give on any route (401/403 with a key, 413 with a body, 429 always).
+#[tokio::test]
+async fn openapi_describes_every_answer() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json").await.json();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in ["ErrorEnvelope", "RateLimitedEnvelope", "Time", "Priority"] {
+        assert!(schemas.contains_key(name), "{name} missing");
+    }
+    let mut ids = BTreeSet::new();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            operations += 1;
+            let at = format!("{method} {path}");
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: no id"));
+            assert!(ids.insert(id.to_owned()), "{at}: operation id {id} repeats");
+            let security = op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: no security"));
+            let bearer = security.iter().any(|s| s.get("bearer").is_some());
+            let responses = op["responses"].as_object().expect("responses");
+            for (status, answer) in responses {
+                let content = answer["content"].as_object();
+                if status.starts_with('2') && status != "204" {
+                    let schema = content
+                        .and_then(|c| c.values().next())
+                        .map(|c| &c["schema"])
+                        .unwrap_or_else(|| panic!("{at} {status}: no content"));
+                    assert!(schema.is_object(), "{at} {status}: no schema");
+                }
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        content.is_some_and(|c| c.contains_key("application/json")),
+                        "{at} {status}: no JSON body"
+                    );
+                }
+            }
+            for (needed, why) in [
+                ("429", true),
+                ("401", bearer),
+                ("403", bearer),
+                ("413", op.get("requestBody").is_some()),
+            ] {
+                assert!(
+                    !why || responses.contains_key(needed),
+                    "{at}: {needed} missing"
+                );
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "limit" {
+                    assert_eq!(p["schema"]["minimum"], 1, "{at}: limit ≥ 1");
+                }
+            }
+        }
+    }
+    assert!(operations >= 70, "{operations} operations");
+    // Ingestion and the v1 routes: a key, or none when anonymous heartbeats are on.
+    let heartbeat = &doc["paths"]["/heartbeat"]["post"]["security"];
+    assert_eq!(heartbeat, &json!([{ "bearer": [] }, {}]));
+    assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([{}]));
+    assert_eq!(
+        doc["paths"]["/v2/services"]["get"]["security"],
+        json!([{ "bearer": [] }])
+    );
+}
+
+/// The error and rate-limit bodies are what the document says they are.
+#[tokio::test]
+async fn error_bodies_match_the_documented_envelopes() {
+    let app = TestApp::builder()
+        .limits(medic_server::config::RateLimits {
+            docs: 1,
+            ..crate::support::GENEROUS
+        })
+        .spawn()
+        .await;
+    let r = app.get("/v2/services").await;
+    assert_eq!(r.status.as_u16(), 401);
+    assert_eq!(
+        r.body,
+        r#"{"message":"Authentication required: send Authorization: Bearer <api key>.","results":"","success":false}"#
+    );
+    let first = app.get("/docs").await;
+    assert_eq!(first.status.as_u16(), 200);
+    let r = app.get("/docs").await;
+    assert_eq!(r.status.as_u16(), 429);
+    let body = r.json();
+    assert_eq!(r.body, body.to_string());
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["message", "results", "retry_after", "success"]);
+    assert_eq!(body["results"], "");
+    assert_eq!(body["success"], false);
+    assert_eq!(
+        body["retry_after"].as_u64(),
+        r.header("retry-after").and_then(|v| v.parse().ok())
+    );
+}
