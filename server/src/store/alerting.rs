@@ -2,12 +2,11 @@
 
 use serde::Serialize;
 
-use super::{
-    Alert, AlertKind, AlertState, MaintenanceWindowRecord, NotificationTarget, Service, TargetId,
-    Team,
+use super::{Alert, MaintenanceWindowRecord, NotificationTarget, Service, Team};
+use crate::domain::{
+    AlertKind, AlertState, Destination, EventKind, Priority, RunStatus, ServiceId, TargetId,
+    Timestamp,
 };
-use crate::domain::{Priority, ServiceId, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 
 /// An alert's extra columns (added with the monitor), read with every alert.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -71,7 +70,7 @@ pub struct RefusalView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
     pub run_id: String,
-    pub status: super::RunStatus,
+    pub status: RunStatus,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
 }

@@ -14,6 +14,7 @@ mod alerting;
 pub mod batch;
 pub mod postgres;
 mod runs;
+mod sql;
 pub mod sqlite;
 mod types;
 
@@ -26,6 +27,12 @@ pub use runs::*;
 pub use types::*;
 
 use crate::domain::{ApiKeyId, ServiceId, SnapshotId};
+// The vocabulary the store records, defined in `domain` and re-exported here for callers that
+// name it through the store.
+pub use crate::domain::{
+    AgentRunStatus, AlertKind, AlertState, Destination, EventKind, RunStatus, ScriptId, SignalKind,
+    TargetId, TeamId, WindowId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

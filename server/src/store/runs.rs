@@ -3,91 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use medic_protocol::SkipReason;
 use serde::Serialize;
 
-use super::ScriptId;
-use crate::domain::Timestamp;
-
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentRunStatus {
-    /// Waiting for a session of its agent.
-    Queued,
-    /// Sent to the agent; not yet accepted.
-    Dispatched,
-    /// The agent accepted it and started the script.
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    /// The agent refused it (see the refusal reason).
-    Refused,
-    /// Still queued when its expiry passed; never sent.
-    Expired,
-    /// Dispatched or running, and the agent did not report within the run's deadline (its timeout
-    /// plus a grace), or came back as a new process that no longer knew the run. A result the
-    /// agent reports later still replaces it.
-    Lost,
-}
-
-impl AgentRunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Dispatched => "dispatched",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Refused => "refused",
-            Self::Expired => "expired",
-            Self::Lost => "lost",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "dispatched" => Self::Dispatched,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "timed_out" => Self::TimedOut,
-            "refused" => Self::Refused,
-            "expired" => Self::Expired,
-            "lost" => Self::Lost,
-            _ => return None,
-        })
-    }
-
-    /// Whether the run has ended.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded
-                | Self::Failed
-                | Self::TimedOut
-                | Self::Refused
-                | Self::Expired
-                | Self::Lost
-        )
-    }
-
-    /// Every status, for metrics that start at zero.
-    pub const ALL: [Self; 9] = [
-        Self::Queued,
-        Self::Dispatched,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Refused,
-        Self::Expired,
-        Self::Lost,
-    ];
-}
+pub use crate::domain::run::{ALERTING_REFUSALS, refusal_alerts};
+use crate::domain::{AgentRunStatus, ScriptId, Timestamp};
 
 /// A run to queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,25 +129,6 @@ pub enum AgentRunEnd {
         detail: String,
         at: Timestamp,
     },
-}
-
-/// Refusal reasons that open a `run_refused` alert: the request and the host disagree about
-/// what may run, which an operator must look at. Not: `busy` and `draining` (the agent was full
-/// or stopping; queue the run again), `expired` and `duplicate` (stored as `expired` / `lost`).
-pub const ALERTING_REFUSALS: [SkipReason; 8] = [
-    SkipReason::NotInAllowlist,
-    SkipReason::NotApproved,
-    SkipReason::HashMismatch,
-    SkipReason::InvalidName,
-    SkipReason::InvalidParameters,
-    SkipReason::InvalidRequest,
-    SkipReason::UnsupportedInterpreter,
-    SkipReason::Unknown,
-];
-
-/// Whether a refusal with this stored reason opens a `run_refused` alert.
-pub fn refusal_alerts(reason: &str) -> bool {
-    ALERTING_REFUSALS.iter().any(|r| r.as_str() == reason)
 }
 
 impl AgentRunEnd {

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{
-    ApiKeyId, HeartbeatName, Priority, Scopes, ServiceId, ServiceState, SnapshotAction, SnapshotId,
-    Timestamp,
+    AlertKind, AlertState, ApiKeyId, HeartbeatName, Priority, RunStatus, Scopes, ScriptId,
+    ServiceId, ServiceState, SignalKind, SnapshotAction, SnapshotId, TargetId, TeamId, Timestamp,
+    WindowId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,25 +81,6 @@ pub struct HeartbeatRow {
 
 // ---- job runs ---------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignalKind {
-    Start,
-    Complete,
-    Fail,
-}
-
-impl SignalKind {
-    /// The heartbeat status this signal is recorded as.
-    pub fn heartbeat_status(self) -> &'static str {
-        match self {
-            Self::Start => "STARTED",
-            Self::Complete => "COMPLETED",
-            Self::Fail => "FAILED",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSignal {
     pub service_id: ServiceId,
@@ -110,33 +92,6 @@ pub struct JobSignal {
     pub body: Option<String>,
     pub body_truncated: bool,
     pub at: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Completed,
-    Failed,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "running" => Some(Self::Running),
-            "completed" => Some(Self::Completed),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -412,65 +367,6 @@ pub enum RestoreOutcome {
 
 // ---- alerts -----------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    HeartbeatMissing,
-    JobFailed,
-    JobOverdue,
-    /// An agent refused a run for a reason an operator must look at (see
-    /// [`super::AgentRunEnd::raises_alert`]).
-    RunRefused,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HeartbeatMissing => "heartbeat_missing",
-            Self::JobFailed => "job_failed",
-            Self::JobOverdue => "job_overdue",
-            Self::RunRefused => "run_refused",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "heartbeat_missing" => Some(Self::HeartbeatMissing),
-            "job_failed" => Some(Self::JobFailed),
-            "job_overdue" => Some(Self::JobOverdue),
-            "run_refused" => Some(Self::RunRefused),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Open,
-    Acknowledged,
-    Resolved,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Acknowledged => "acknowledged",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "open" => Some(Self::Open),
-            "acknowledged" => Some(Self::Acknowledged),
-            "resolved" => Some(Self::Resolved),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAlert {
     pub service_id: ServiceId,
@@ -564,32 +460,6 @@ pub struct AuditFilter {
 }
 
 // ---- teams, notification targets, maintenance windows -----------------------------------------
-
-/// Database id of a team.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TeamId(pub i64);
-
-/// Database id of a notification target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TargetId(pub i64);
-
-/// Database id of a maintenance window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WindowId(pub i64);
-
-macro_rules! display_id {
-    ($($t:ty),*) => {$(
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    )*};
-}
-display_id!(TeamId, TargetId, WindowId);
 
 /// A team: who is paged for the services whose `team` matches its name (case-insensitively).
 #[derive(Debug, Clone, PartialEq)]
@@ -831,12 +701,6 @@ pub fn one_time_bounds(w: &MaintenanceWindow) -> Option<(Timestamp, Timestamp)> 
 // ---- scripts ----------------------------------------------------------------------------------
 
 pub use medic_protocol::Interpreter;
-
-/// Database id of a registered script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ScriptId(pub i64);
-display_id!(ScriptId);
 
 /// The interpreter named `s` on the wire (`bash`, `sh`, `python3`).
 pub fn parse_interpreter(s: &str) -> Option<Interpreter> {

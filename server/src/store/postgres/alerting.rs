@@ -17,8 +17,8 @@ use super::{
     ALERT_COLUMNS, PgStore, SERVICE_COLUMNS, alert_from_row, decode, dt, service_from_row, ts, tso,
     unavailable,
 };
+use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 use crate::store::*;
 
 const DAY_MS: i64 = 86_400_000;

@@ -31,8 +31,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, Transaction};
 
-use super::sqlite::escape_like;
+use super::sql::escape_like;
 use super::*;
+use crate::domain::run::{SignalStep, run_duration_ms, signal_heartbeat_status, signal_step};
 use crate::domain::service::name_key;
 use crate::domain::{Priority, Scopes, ServiceState, SnapshotAction, Timestamp};
 
@@ -694,21 +695,18 @@ impl Store for PgStore {
             .map(|r| run_from_row(&r))
             .transpose()
             .map_err(unavailable)?;
-        let finished_status = match (sig.kind, sig.exit_code) {
-            (SignalKind::Fail, _) => RunStatus::Failed,
-            (_, Some(code)) if code != 0 => RunStatus::Failed,
-            _ => RunStatus::Completed,
-        };
         let new_run_id = || {
             sig.run_id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
         };
-        let run_row = match (sig.kind, existing) {
-            // A redelivered start, or a signal for a run that already finished: keep the run.
-            (SignalKind::Start, Some(run)) => run,
-            (_, Some(run)) if run.status != RunStatus::Running => run,
-            (SignalKind::Start, None) => {
+        let existing = existing.map(|run| {
+            let status = run.status;
+            (run, status)
+        });
+        let run_row = match signal_step(sig.kind, sig.exit_code, existing) {
+            SignalStep::Keep(run) => run,
+            SignalStep::Start => {
                 let sql = format!(
                     "INSERT INTO job_runs (service_id, run_id, status, started_at, body, \
                      body_truncated) VALUES ($1, $2, 'running', $3, $4, $5) \
@@ -725,10 +723,8 @@ impl Store for PgStore {
                     .map_err(unavailable)?;
                 run_from_row(&r).map_err(unavailable)?
             }
-            (_, Some(run)) => {
-                let duration = run
-                    .started_at
-                    .map(|s| (sig.at.millis() - s.millis()).max(0));
+            SignalStep::Finish(run, finished_status) => {
+                let duration = run_duration_ms(run.started_at, sig.at);
                 let sql = format!(
                     "UPDATE job_runs SET status = $1, finished_at = $2, duration_ms = $3, \
                      exit_code = $4, body = coalesce($5, body), body_truncated = $6 \
@@ -747,7 +743,7 @@ impl Store for PgStore {
                     .map_err(unavailable)?;
                 run_from_row(&r).map_err(unavailable)?
             }
-            (_, None) => {
+            SignalStep::RecordFinished(finished_status) => {
                 let sql = format!(
                     "INSERT INTO job_runs (service_id, run_id, status, finished_at, exit_code, \
                      body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -767,11 +763,7 @@ impl Store for PgStore {
                 run_from_row(&r).map_err(unavailable)?
             }
         };
-        let status = match sig.kind {
-            SignalKind::Start => "STARTED",
-            _ if finished_status == RunStatus::Failed => "FAILED",
-            _ => "COMPLETED",
-        };
+        let status = signal_heartbeat_status(sig.kind, sig.exit_code);
         sqlx::query(
             "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
              VALUES ($1, $2, $3, $4)",

@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
 use super::{PgStore, decode, dt, ts, tso, unavailable};
 use crate::domain::Timestamp;
+use crate::domain::run::report_ends_run;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
@@ -347,10 +348,7 @@ impl PgStore {
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
         let dispatched_at = dispatched_at.map(Timestamp::from_datetime);
-        // An ending stays, except that a real result replaces `lost`.
-        let replaces =
-            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
-        if status.is_final() && !replaces {
+        if !report_ends_run(status, matches!(end, AgentRunEnd::Finished { .. })) {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,

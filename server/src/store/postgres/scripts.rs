@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 use super::{PgStore, decode, dt, ts, tso, unavailable};
 use crate::domain::service::name_key;
 use crate::domain::{ApiKeyId, Timestamp};
-use crate::store::sqlite::escape_like;
+use crate::store::sql::escape_like;
 use crate::store::*;
 
 const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \

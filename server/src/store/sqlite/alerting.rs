@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 use super::{
     SERVICE_COLUMNS, SqliteStore, alert_from_row, decode, service_from_row, ts, unavailable,
 };
+use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 use crate::store::*;
 
 const DAY_MS: i64 = 86_400_000;

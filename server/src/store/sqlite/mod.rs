@@ -23,7 +23,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 
+use super::sql::escape_like;
 use super::*;
+use crate::domain::run::{SignalStep, run_duration_ms, signal_heartbeat_status, signal_step};
 use crate::domain::service::name_key;
 use crate::domain::{Priority, ServiceState, SnapshotAction, Timestamp};
 
@@ -351,18 +353,6 @@ fn push_service_filter(qb: &mut QueryBuilder<Sqlite>, f: &ServiceFilter) {
     }
 }
 
-/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
-pub(crate) fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn push_snapshot_filter(qb: &mut QueryBuilder<Sqlite>, f: &SnapshotFilter) {
     qb.push(" WHERE 1 = 1");
     if let Some(v) = f.service_id {
@@ -644,16 +634,13 @@ impl Store for SqliteStore {
             .map(|r| run_from_row(&r))
             .transpose()
             .map_err(unavailable)?;
-        let finished_status = match (sig.kind, sig.exit_code) {
-            (SignalKind::Fail, _) => RunStatus::Failed,
-            (_, Some(code)) if code != 0 => RunStatus::Failed,
-            _ => RunStatus::Completed,
-        };
-        let run_row = match (sig.kind, existing) {
-            // A redelivered start, or a signal for a run that already finished: keep the run.
-            (SignalKind::Start, Some(run)) => run,
-            (_, Some(run)) if run.status != RunStatus::Running => run,
-            (SignalKind::Start, None) => {
+        let existing = existing.map(|run| {
+            let status = run.status;
+            (run, status)
+        });
+        let run_row = match signal_step(sig.kind, sig.exit_code, existing) {
+            SignalStep::Keep(run) => run,
+            SignalStep::Start => {
                 let run_id = sig
                     .run_id
                     .clone()
@@ -672,8 +659,8 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
                 run_from_row(&r).map_err(unavailable)?
             }
-            (_, Some(run)) => {
-                let duration = run.started_at.map(|s| (at - s.millis()).max(0));
+            SignalStep::Finish(run, finished_status) => {
+                let duration = run_duration_ms(run.started_at, sig.at);
                 let r = sqlx::query(
                     "UPDATE job_runs SET status = ?, finished_at = ?, duration_ms = ?, \
                      exit_code = ?, body = coalesce(?, body), body_truncated = ? \
@@ -691,7 +678,7 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
                 run_from_row(&r).map_err(unavailable)?
             }
-            (_, None) => {
+            SignalStep::RecordFinished(finished_status) => {
                 let run_id = sig
                     .run_id
                     .clone()
@@ -713,11 +700,7 @@ impl Store for SqliteStore {
                 run_from_row(&r).map_err(unavailable)?
             }
         };
-        let status = match sig.kind {
-            SignalKind::Start => "STARTED",
-            _ if finished_status == RunStatus::Failed => "FAILED",
-            _ => "COMPLETED",
-        };
+        let status = signal_heartbeat_status(sig.kind, sig.exit_code);
         sqlx::query(
             "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
              VALUES (?, ?, ?, ?)",

@@ -6,6 +6,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{SqliteStore, decode, ts, unavailable};
 use crate::domain::Timestamp;
+use crate::domain::run::report_ends_run;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
@@ -350,10 +351,7 @@ impl SqliteStore {
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
         let dispatched_at = dispatched_at.map(Timestamp::from_millis);
-        // An ending stays, except that a real result replaces `lost`.
-        let replaces =
-            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
-        if status.is_final() && !replaces {
+        if !report_ends_run(status, matches!(end, AgentRunEnd::Finished { .. })) {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,

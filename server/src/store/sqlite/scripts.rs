@@ -4,9 +4,10 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, escape_like, unavailable};
+use super::{SqliteStore, decode, unavailable};
 use crate::domain::service::name_key;
 use crate::domain::{ApiKeyId, Timestamp};
+use crate::store::sql::escape_like;
 use crate::store::*;
 
 const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
