@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::*;
 use crate::domain::{ServiceId, Timestamp};
 
 /// One agent as the registry knows it.
@@ -70,4 +71,40 @@ pub struct AgentFilter {
     pub revoked: Option<bool>,
     /// Only agents that carry every one of these labels with exactly this value.
     pub labels: BTreeMap<String, String>,
+}
+
+/// The agent registry.
+#[async_trait::async_trait]
+pub trait AgentStore: Send + Sync {
+    // ---- agents -----------------------------------------------------------------------------
+
+    /// Registers the agent (or updates its row) and marks it connected by `session_id`, in one
+    /// transaction; a revoked agent is refused and nothing changes.
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome>;
+    /// Records that the session is alive. `false` when the agent was revoked or the session is
+    /// no longer its current one: the session must close.
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Marks the agent disconnected, if `session_id` is still its current session.
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+    /// Ordered by id.
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>>;
+    /// Marks the agent revoked (and disconnected), with `audit` in the same transaction.
+    /// `false` (and nothing written) when no such unrevoked agent exists.
+    async fn revoke_agent(
+        &self,
+        id: &str,
+        by: &str,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 }

@@ -7,7 +7,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, dt, ts, tso, unavailable};
+use super::*;
 use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
 
@@ -58,11 +58,9 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
     }
 }
 
-impl PgStore {
-    pub(super) async fn agent_connected_impl(
-        &self,
-        c: &AgentConnection,
-    ) -> StoreResult<AgentConnectOutcome> {
+#[async_trait::async_trait]
+impl AgentStore for PgStore {
+    async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let labels =
             serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -83,7 +81,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let revoked: Option<chrono::DateTime<chrono::Utc>> =
+        let revoked: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1 FOR UPDATE")
                 .bind(&c.id)
                 .fetch_one(&mut *tx)
@@ -120,12 +118,7 @@ impl PgStore {
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
 
-    pub(super) async fn agent_seen_impl(
-        &self,
-        id: &str,
-        session_id: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agents SET last_seen_at = greatest(last_seen_at, $1) \
              WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
@@ -139,7 +132,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_disconnected_impl(
+    async fn agent_disconnected(
         &self,
         id: &str,
         session_id: &str,
@@ -158,7 +151,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -171,7 +164,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agents_impl(
+    async fn list_agents(
         &self,
         filter: &AgentFilter,
         page: PageRequest,
@@ -205,7 +198,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn revoke_agent_impl(
+    async fn revoke_agent(
         &self,
         id: &str,
         by: &str,
@@ -226,7 +219,7 @@ impl PgStore {
         .map_err(unavailable)?;
         let revoked = updated.rows_affected() == 1;
         if revoked && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)

@@ -13,10 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, Transaction};
 
-use super::{
-    ALERT_COLUMNS, PgStore, SERVICE_COLUMNS, alert_from_row, decode, dt, service_from_row, ts, tso,
-    unavailable,
-};
+use super::*;
 use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
 use crate::store::*;
@@ -112,7 +109,168 @@ async fn queue_follow_up(
 }
 
 impl PgStore {
-    pub(super) async fn monitor_pass_impl(
+    async fn monitor_context(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        now: Timestamp,
+        due: &[DueService],
+    ) -> StoreResult<MonitorContext> {
+        let mut ctx = MonitorContext {
+            teams: self.list_teams().await?,
+            targets: self
+                .list_targets(&TargetFilter::default())
+                .await?
+                .into_iter()
+                .filter(|t| t.enabled)
+                .collect(),
+            windows: self
+                .list_windows(&WindowFilter::default())
+                .await?
+                .into_iter()
+                .filter(|w| {
+                    one_time_bounds(&w.window)
+                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
+                })
+                .collect(),
+            down_parents: Vec::new(),
+        };
+        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
+            let rows = sqlx::query(
+                "SELECT service_id, id FROM alerts \
+                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            for r in rows {
+                ctx.down_parents.push((
+                    ServiceId(r.try_get(0).map_err(unavailable)?),
+                    r.try_get(1).map_err(unavailable)?,
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    pub(super) async fn change_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        resolve: bool,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(AlertChange::NotFound);
+        };
+        let alert = alert_from_row(&row).map_err(unavailable)?;
+        let applies = if resolve {
+            alert.state != AlertState::Resolved
+        } else {
+            alert.state == AlertState::Open
+        };
+        if !applies {
+            return Ok(AlertChange::Unchanged(alert));
+        }
+        let (sql, event) = if resolve {
+            (
+                format!(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
+                     resolve_reason = 'operator' WHERE id = $3 RETURNING {ALERT_COLUMNS}"
+                ),
+                EventKind::Resolved,
+            )
+        } else {
+            (
+                format!(
+                    "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
+                     acknowledged_by = $2 WHERE id = $3 RETURNING {ALERT_COLUMNS}"
+                ),
+                EventKind::Acknowledged,
+            )
+        };
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(dt(at))
+            .bind(actor)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        let changed = alert_from_row(&row).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&changed)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AlertChange::Changed(changed))
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertStore for PgStore {
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert> {
+        let sql = format!(
+            "INSERT INTO alerts (service_id, kind, name, dedup_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {ALERT_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(new.service_id.0)
+            .bind(new.kind.as_str())
+            .bind(&new.name)
+            .bind(&new.dedup_key)
+            .bind(dt(new.at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        alert_from_row(&r).map_err(unavailable)
+    }
+
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
+        let filter = match active {
+            None => "",
+            Some(true) => " WHERE state <> 'resolved'",
+            Some(false) => " WHERE state = 'resolved'",
+        };
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts{filter} ORDER BY created_at DESC, id DESC \
+             LIMIT $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        collect(&rows, alert_from_row)
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, false, audit).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, true, audit).await
+    }
+
+    async fn monitor_pass(
         &self,
         now: Timestamp,
         limit: u32,
@@ -227,54 +385,11 @@ impl PgStore {
             report.examined = due.len();
         }
         tx.commit().await.map_err(unavailable)?;
-        report.next_deadline = self.next_deadline_impl().await?;
+        report.next_deadline = self.next_deadline().await?;
         Ok(report)
     }
 
-    async fn monitor_context(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        now: Timestamp,
-        due: &[DueService],
-    ) -> StoreResult<MonitorContext> {
-        let mut ctx = MonitorContext {
-            teams: self.list_teams_impl().await?,
-            targets: self
-                .list_targets_impl(&TargetFilter::default())
-                .await?
-                .into_iter()
-                .filter(|t| t.enabled)
-                .collect(),
-            windows: self
-                .list_windows_impl(&WindowFilter::default())
-                .await?
-                .into_iter()
-                .filter(|w| {
-                    one_time_bounds(&w.window)
-                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
-                })
-                .collect(),
-            down_parents: Vec::new(),
-        };
-        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
-            let rows = sqlx::query(
-                "SELECT service_id, id FROM alerts \
-                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
-            )
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-            for r in rows {
-                ctx.down_parents.push((
-                    ServiceId(r.try_get(0).map_err(unavailable)?),
-                    r.try_get(1).map_err(unavailable)?,
-                ));
-            }
-        }
-        Ok(ctx)
-    }
-
-    pub(super) async fn next_deadline_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
              AND deadline_at IS NOT NULL",
@@ -285,7 +400,7 @@ impl PgStore {
         Ok(v.map(Timestamp::from_datetime))
     }
 
-    pub(super) async fn get_alert_impl(&self, id: i64) -> StoreResult<Option<Alert>> {
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -297,7 +412,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_alerts_filtered_impl(
+    async fn list_alerts_filtered(
         &self,
         f: &AlertFilter,
         page: PageRequest,
@@ -355,67 +470,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn change_alert_impl(
-        &self,
-        id: i64,
-        actor: &str,
-        at: Timestamp,
-        resolve: bool,
-        audit: Option<AuditWith<'_, Alert>>,
-    ) -> StoreResult<AlertChange> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(AlertChange::NotFound);
-        };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
-        let applies = if resolve {
-            alert.state != AlertState::Resolved
-        } else {
-            alert.state == AlertState::Open
-        };
-        if !applies {
-            return Ok(AlertChange::Unchanged(alert));
-        }
-        let (sql, event) = if resolve {
-            (
-                format!(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
-                     resolve_reason = 'operator' WHERE id = $3 RETURNING {ALERT_COLUMNS}"
-                ),
-                EventKind::Resolved,
-            )
-        } else {
-            (
-                format!(
-                    "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
-                     acknowledged_by = $2 WHERE id = $3 RETURNING {ALERT_COLUMNS}"
-                ),
-                EventKind::Acknowledged,
-            )
-        };
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(at))
-            .bind(actor)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
-        if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&changed)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(AlertChange::Changed(changed))
-    }
-
-    pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
         let rows = sqlx::query(
             "SELECT priority, team, count(*) FROM alerts WHERE state <> 'resolved' \
              GROUP BY priority, team",
@@ -427,7 +482,7 @@ impl PgStore {
             .map(|r| {
                 Ok((
                     r.try_get::<Option<String>, _>(0)?
-                        .and_then(|p| crate::domain::Priority::parse(&p)),
+                        .and_then(|p| Priority::parse(&p)),
                     r.try_get(1)?,
                     r.try_get(2)?,
                 ))
@@ -436,7 +491,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_deliveries_impl(
+    async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
@@ -484,11 +539,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(super) async fn finish_delivery_impl(
-        &self,
-        id: i64,
-        res: &DeliveryResult,
-    ) -> StoreResult<()> {
+    async fn finish_delivery(&self, id: i64, res: &DeliveryResult) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = res.state != DeliveryState::Pending;
         let row = sqlx::query(
@@ -526,7 +577,7 @@ impl PgStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    pub(super) async fn list_deliveries_impl(
+    async fn list_deliveries(
         &self,
         target: TargetId,
         page: PageRequest,
@@ -558,7 +609,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn next_delivery_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT min(GREATEST(next_attempt_at, lease_until)) FROM deliveries \
              WHERE state = 'pending'",

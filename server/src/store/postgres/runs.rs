@@ -5,7 +5,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, decode, dt, ts, tso, unavailable};
+use super::*;
 use crate::domain::Timestamp;
 use crate::domain::run::report_ends_run;
 use crate::store::*;
@@ -44,11 +44,9 @@ fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
     })
 }
 
-impl PgStore {
-    pub(super) async fn create_agent_runs_impl(
-        &self,
-        new: &[NewAgentRun],
-    ) -> StoreResult<Vec<AgentRun>> {
+#[async_trait::async_trait]
+impl RunStore for PgStore {
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
@@ -73,7 +71,7 @@ impl PgStore {
                 .await
                 .map_err(unavailable)?;
             if let Some(e) = &new.audit {
-                super::insert_audit(&mut tx, e).await?;
+                insert_audit(&mut tx, e).await?;
             }
             runs.push(run_from_row(&row).map_err(unavailable)?);
         }
@@ -81,7 +79,7 @@ impl PgStore {
         Ok(runs)
     }
 
-    pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(run_id)
@@ -94,7 +92,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agent_runs_impl(
+    async fn list_agent_runs(
         &self,
         filter: &RunFilter,
         page: PageRequest,
@@ -140,10 +138,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn unaccepted_agent_runs_impl(
-        &self,
-        agent_id: &str,
-    ) -> StoreResult<Vec<AgentRun>> {
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
              ORDER BY created_at, id"
@@ -159,7 +154,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_agent_runs_impl(
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
         at: Timestamp,
@@ -211,11 +206,7 @@ impl PgStore {
         Ok(ClaimedRun::oldest_first(claimed))
     }
 
-    pub(super) async fn requeue_agent_run_impl(
-        &self,
-        agent_id: &str,
-        run_id: &str,
-    ) -> StoreResult<bool> {
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
              WHERE id = $1 AND agent_id = $2 AND status = 'dispatched'",
@@ -228,7 +219,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_sent_impl(
+    async fn agent_run_sent(
         &self,
         run_id: &str,
         at: Timestamp,
@@ -249,7 +240,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_started_impl(
+    async fn agent_run_started(
         &self,
         agent_id: &str,
         run_id: &str,
@@ -271,7 +262,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn orphan_agent_runs_impl(
+    async fn orphan_agent_runs(
         &self,
         agent_id: &str,
         still_running: &[String],
@@ -290,7 +281,7 @@ impl PgStore {
         Ok(updated.rows_affected())
     }
 
-    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
         // Each statement re-checks its WHERE on rows another replica changed meanwhile, so a
         // run is ended by one sweep only.
         let expired = sqlx::query(
@@ -314,10 +305,7 @@ impl PgStore {
         Ok(RunSweep { expired, lost })
     }
 
-    pub(super) async fn agents_with_queued_runs_impl(
-        &self,
-        now: Timestamp,
-    ) -> StoreResult<Vec<String>> {
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT agent_id FROM agent_runs \
              WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
@@ -328,14 +316,14 @@ impl PgStore {
         .map_err(unavailable)
     }
 
-    pub(super) async fn finish_agent_run_impl(
+    async fn finish_agent_run(
         &self,
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let found: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        let found: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
         )
         .bind(run_id)

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, decode, dt, ts, tso, unavailable};
+use super::*;
 use crate::domain::service::name_key;
 use crate::domain::{ApiKeyId, Timestamp};
 use crate::store::sql::escape_like;
@@ -63,8 +63,9 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ScriptFilter) {
     }
 }
 
-impl PgStore {
-    pub(super) async fn register_script_version_impl(
+#[async_trait::async_trait]
+impl ScriptStore for PgStore {
+    async fn register_script_version(
         &self,
         new: &NewScriptVersion,
     ) -> StoreResult<RegisterOutcome> {
@@ -124,13 +125,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let version = version_from_row(&r).map_err(unavailable)?;
         if let Some(e) = new.audit_for(&version) {
-            super::insert_audit(&mut tx, &e).await?;
+            insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(RegisterOutcome::Created { name, version })
     }
 
-    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let Some((name, created_at)) = sqlx::query_as::<_, (String, DateTime<Utc>)>(
             "SELECT name, created_at FROM scripts WHERE id = $1",
@@ -164,7 +165,7 @@ impl PgStore {
         }))
     }
 
-    pub(super) async fn script_id_by_name_impl(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -173,7 +174,7 @@ impl PgStore {
         Ok(id.map(ScriptId))
     }
 
-    pub(super) async fn list_scripts_impl(
+    async fn list_scripts(
         &self,
         filter: &ScriptFilter,
         page: PageRequest,
@@ -215,7 +216,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn get_script_version_impl(
+    async fn get_script_version(
         &self,
         id: ScriptId,
         version: i32,
@@ -235,7 +236,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn decide_script_version_impl(
+    async fn decide_script_version(
         &self,
         version_id: i64,
         d: &ScriptDecision,
@@ -275,7 +276,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let v = version_from_row(&r).map_err(unavailable)?;
         if let Some(e) = &d.audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(DecideOutcome::Decided(v))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, collect, decode, dt, ts, unavailable};
+use super::*;
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::service::name_key;
 use crate::domain::{ServiceId, Timestamp};
@@ -91,7 +91,25 @@ fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
 }
 
 impl PgStore {
-    pub(super) async fn create_team_impl(
+    async fn team_where(&self, clause: &str, bind: TeamKey<'_>) -> StoreResult<Option<Team>> {
+        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {clause}");
+        let q = sqlx::query(AssertSqlSafe(sql));
+        let q = match bind {
+            TeamKey::Id(id) => q.bind(id.0),
+            TeamKey::Name(k) => q.bind(k),
+        };
+        q.fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| team_from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait::async_trait]
+impl TeamStore for PgStore {
+    async fn create_team(
         &self,
         new: &NewTeam,
         audit: Option<AuditWith<'_, Team>>,
@@ -118,36 +136,21 @@ impl PgStore {
             .map_err(unavailable)?;
         let created = team_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    async fn team_where(&self, clause: &str, bind: TeamKey<'_>) -> StoreResult<Option<Team>> {
-        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {clause}");
-        let q = sqlx::query(AssertSqlSafe(sql));
-        let q = match bind {
-            TeamKey::Id(id) => q.bind(id.0),
-            TeamKey::Name(k) => q.bind(k),
-        };
-        q.fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
-            .transpose()
-            .map_err(unavailable)
-    }
-
-    pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
         self.team_where("id = $1", TeamKey::Id(id)).await
     }
 
-    pub(super) async fn find_team_impl(&self, key: &str) -> StoreResult<Option<Team>> {
+    async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
         self.team_where("name_key = $1", TeamKey::Name(key)).await
     }
 
-    pub(super) async fn list_teams_impl(&self) -> StoreResult<Vec<Team>> {
+    async fn list_teams(&self) -> StoreResult<Vec<Team>> {
         let sql = format!("SELECT {TEAM_COLUMNS} FROM teams ORDER BY id");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -156,7 +159,7 @@ impl PgStore {
         collect(&rows, team_from_row)
     }
 
-    pub(super) async fn update_team_impl(
+    async fn update_team(
         &self,
         id: TeamId,
         patch: &TeamPatch,
@@ -194,17 +197,13 @@ impl PgStore {
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&team)).await?;
+            insert_audit(&mut tx, &entry(&team)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(team))
     }
 
-    pub(super) async fn delete_team_impl(
-        &self,
-        id: TeamId,
-        audit: Option<&NewAuditEntry>,
-    ) -> StoreResult<bool> {
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE).
         let done = sqlx::query("DELETE FROM teams WHERE id = $1")
@@ -214,13 +213,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_target_impl(
+    async fn create_target(
         &self,
         new: &NewTarget,
         audit: Option<AuditWith<'_, NotificationTarget>>,
@@ -246,16 +245,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let created = target_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_target_impl(
-        &self,
-        id: TargetId,
-    ) -> StoreResult<Option<NotificationTarget>> {
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
         let sql = format!("SELECT {TARGET_COLUMNS} FROM notification_targets WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
@@ -267,10 +263,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_targets_impl(
-        &self,
-        f: &TargetFilter,
-    ) -> StoreResult<Vec<NotificationTarget>> {
+    async fn list_targets(&self, f: &TargetFilter) -> StoreResult<Vec<NotificationTarget>> {
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "SELECT {TARGET_COLUMNS} FROM notification_targets WHERE true"
         ));
@@ -289,7 +282,7 @@ impl PgStore {
         collect(&rows, target_from_row)
     }
 
-    pub(super) async fn update_target_impl(
+    async fn update_target(
         &self,
         id: TargetId,
         patch: &TargetPatch,
@@ -323,13 +316,13 @@ impl PgStore {
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&t)).await?;
+            insert_audit(&mut tx, &entry(&t)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(t))
     }
 
-    pub(super) async fn delete_target_impl(
+    async fn delete_target(
         &self,
         id: TargetId,
         audit: Option<&NewAuditEntry>,
@@ -342,13 +335,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_window_impl(
+    async fn create_window(
         &self,
         new: &NewWindow,
         audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
@@ -380,16 +373,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let created = window_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_window_impl(
-        &self,
-        id: WindowId,
-    ) -> StoreResult<Option<MaintenanceWindowRecord>> {
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
         let sql = format!("SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
@@ -401,10 +391,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_windows_impl(
-        &self,
-        f: &WindowFilter,
-    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+    async fn list_windows(&self, f: &WindowFilter) -> StoreResult<Vec<MaintenanceWindowRecord>> {
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE true"
         ));
@@ -436,7 +423,7 @@ impl PgStore {
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
-    pub(super) async fn delete_window_impl(
+    async fn delete_window(
         &self,
         id: WindowId,
         audit: Option<&NewAuditEntry>,
@@ -449,7 +436,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)

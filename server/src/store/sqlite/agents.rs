@@ -5,7 +5,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, ts, unavailable};
+use super::*;
 use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
 
@@ -59,11 +59,9 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn agent_connected_impl(
-        &self,
-        c: &AgentConnection,
-    ) -> StoreResult<AgentConnectOutcome> {
+#[async_trait::async_trait]
+impl AgentStore for SqliteStore {
+    async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let revoked: Option<Option<i64>> =
             sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = ?")
@@ -111,12 +109,7 @@ impl SqliteStore {
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
 
-    pub(super) async fn agent_seen_impl(
-        &self,
-        id: &str,
-        session_id: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agents SET last_seen_at = max(last_seen_at, ?) \
              WHERE id = ? AND session_id = ? AND revoked_at IS NULL",
@@ -130,7 +123,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_disconnected_impl(
+    async fn agent_disconnected(
         &self,
         id: &str,
         session_id: &str,
@@ -149,7 +142,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -162,7 +155,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agents_impl(
+    async fn list_agents(
         &self,
         filter: &AgentFilter,
         page: PageRequest,
@@ -193,7 +186,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn revoke_agent_impl(
+    async fn revoke_agent(
         &self,
         id: &str,
         by: &str,
@@ -215,7 +208,7 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let revoked = updated.rows_affected() == 1;
         if revoked && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)

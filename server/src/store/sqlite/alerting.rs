@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{
-    SERVICE_COLUMNS, SqliteStore, alert_from_row, decode, service_from_row, ts, unavailable,
-};
+use super::*;
 use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
 use crate::store::*;
@@ -102,7 +100,162 @@ async fn queue_follow_up(
 }
 
 impl SqliteStore {
-    pub(super) async fn monitor_pass_impl(
+    async fn monitor_context(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        now: Timestamp,
+        due: &[DueService],
+    ) -> StoreResult<MonitorContext> {
+        let mut ctx = MonitorContext {
+            teams: self.list_teams().await?,
+            targets: self
+                .list_targets(&TargetFilter::default())
+                .await?
+                .into_iter()
+                .filter(|t| t.enabled)
+                .collect(),
+            windows: self
+                .list_windows(&WindowFilter::default())
+                .await?
+                .into_iter()
+                .filter(|w| {
+                    one_time_bounds(&w.window)
+                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
+                })
+                .collect(),
+            down_parents: Vec::new(),
+        };
+        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
+            let rows = sqlx::query(
+                "SELECT service_id, id FROM alerts \
+                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            for r in rows {
+                ctx.down_parents.push((
+                    ServiceId(r.try_get(0).map_err(unavailable)?),
+                    r.try_get(1).map_err(unavailable)?,
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    pub(super) async fn change_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        resolve: bool,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(AlertChange::NotFound);
+        };
+        let alert = alert_from_row(&row).map_err(unavailable)?;
+        let applies = if resolve {
+            alert.state != AlertState::Resolved
+        } else {
+            alert.state == AlertState::Open
+        };
+        if !applies {
+            return Ok(AlertChange::Unchanged(alert));
+        }
+        let (sql, event) = if resolve {
+            (
+                "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_by = ?2, \
+                 resolve_reason = 'operator' WHERE id = ?3 RETURNING *",
+                EventKind::Resolved,
+            )
+        } else {
+            (
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?1, \
+                 acknowledged_by = ?2 WHERE id = ?3 RETURNING *",
+                EventKind::Acknowledged,
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(at.millis())
+            .bind(actor)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        let changed = alert_from_row(&row).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&changed)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AlertChange::Changed(changed))
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertStore for SqliteStore {
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert> {
+        let r = sqlx::query(
+            "INSERT INTO alerts (service_id, kind, name, dedup_key, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(new.service_id.0)
+        .bind(new.kind.as_str())
+        .bind(&new.name)
+        .bind(&new.dedup_key)
+        .bind(new.at.millis())
+        .fetch_one(&self.write)
+        .await
+        .map_err(unavailable)?;
+        alert_from_row(&r).map_err(unavailable)
+    }
+
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
+        let filter = match active {
+            None => "",
+            Some(true) => " WHERE state <> 'resolved'",
+            Some(false) => " WHERE state = 'resolved'",
+        };
+        let sql = format!("SELECT * FROM alerts{filter} ORDER BY created_at DESC, id DESC LIMIT ?");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(alert_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, false, audit).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, true, audit).await
+    }
+
+    async fn monitor_pass(
         &self,
         now: Timestamp,
         limit: u32,
@@ -199,50 +352,7 @@ impl SqliteStore {
         Ok(report)
     }
 
-    async fn monitor_context(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        now: Timestamp,
-        due: &[DueService],
-    ) -> StoreResult<MonitorContext> {
-        let mut ctx = MonitorContext {
-            teams: self.list_teams_impl().await?,
-            targets: self
-                .list_targets_impl(&TargetFilter::default())
-                .await?
-                .into_iter()
-                .filter(|t| t.enabled)
-                .collect(),
-            windows: self
-                .list_windows_impl(&WindowFilter::default())
-                .await?
-                .into_iter()
-                .filter(|w| {
-                    one_time_bounds(&w.window)
-                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
-                })
-                .collect(),
-            down_parents: Vec::new(),
-        };
-        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
-            let rows = sqlx::query(
-                "SELECT service_id, id FROM alerts \
-                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
-            )
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-            for r in rows {
-                ctx.down_parents.push((
-                    ServiceId(r.try_get(0).map_err(unavailable)?),
-                    r.try_get(1).map_err(unavailable)?,
-                ));
-            }
-        }
-        Ok(ctx)
-    }
-
-    pub(super) async fn next_deadline_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
              AND deadline_at IS NOT NULL",
@@ -253,7 +363,7 @@ impl SqliteStore {
         Ok(ts(v))
     }
 
-    pub(super) async fn get_alert_impl(&self, id: i64) -> StoreResult<Option<Alert>> {
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
         sqlx::query("SELECT * FROM alerts WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.read)
@@ -264,7 +374,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_alerts_filtered_impl(
+    async fn list_alerts_filtered(
         &self,
         f: &AlertFilter,
         page: PageRequest,
@@ -326,62 +436,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn change_alert_impl(
-        &self,
-        id: i64,
-        actor: &str,
-        at: Timestamp,
-        resolve: bool,
-        audit: Option<AuditWith<'_, Alert>>,
-    ) -> StoreResult<AlertChange> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(AlertChange::NotFound);
-        };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
-        let applies = if resolve {
-            alert.state != AlertState::Resolved
-        } else {
-            alert.state == AlertState::Open
-        };
-        if !applies {
-            return Ok(AlertChange::Unchanged(alert));
-        }
-        let (sql, event) = if resolve {
-            (
-                "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_by = ?2, \
-                 resolve_reason = 'operator' WHERE id = ?3 RETURNING *",
-                EventKind::Resolved,
-            )
-        } else {
-            (
-                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?1, \
-                 acknowledged_by = ?2 WHERE id = ?3 RETURNING *",
-                EventKind::Acknowledged,
-            )
-        };
-        let row = sqlx::query(sql)
-            .bind(at.millis())
-            .bind(actor)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
-        if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&changed)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(AlertChange::Changed(changed))
-    }
-
-    pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
         let rows = sqlx::query(
             "SELECT priority, team, count(*) FROM alerts WHERE state <> 'resolved' \
              GROUP BY priority, team",
@@ -393,7 +448,7 @@ impl SqliteStore {
             .map(|r| {
                 Ok((
                     r.try_get::<Option<String>, _>(0)?
-                        .and_then(|p| crate::domain::Priority::parse(&p)),
+                        .and_then(|p| Priority::parse(&p)),
                     r.try_get(1)?,
                     r.try_get(2)?,
                 ))
@@ -402,7 +457,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_deliveries_impl(
+    async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
@@ -447,11 +502,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub(super) async fn finish_delivery_impl(
-        &self,
-        id: i64,
-        res: &DeliveryResult,
-    ) -> StoreResult<()> {
+    async fn finish_delivery(&self, id: i64, res: &DeliveryResult) -> StoreResult<()> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done = res.state != DeliveryState::Pending;
         let row = sqlx::query(
@@ -489,7 +540,7 @@ impl SqliteStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    pub(super) async fn list_deliveries_impl(
+    async fn list_deliveries(
         &self,
         target: TargetId,
         page: PageRequest,
@@ -519,7 +570,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn next_delivery_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM deliveries \
              WHERE state = 'pending'",

@@ -4,7 +4,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, ts, unavailable};
+use super::*;
 use crate::domain::Timestamp;
 use crate::domain::run::report_ends_run;
 use crate::store::*;
@@ -46,11 +46,9 @@ fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
     })
 }
 
-impl SqliteStore {
-    pub(super) async fn create_agent_runs_impl(
-        &self,
-        new: &[NewAgentRun],
-    ) -> StoreResult<Vec<AgentRun>> {
+#[async_trait::async_trait]
+impl RunStore for SqliteStore {
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
@@ -76,7 +74,7 @@ impl SqliteStore {
                 .await
                 .map_err(unavailable)?;
             if let Some(e) = &new.audit {
-                super::insert_audit(&mut tx, e).await?;
+                insert_audit(&mut tx, e).await?;
             }
             runs.push(run_from_row(&row).map_err(unavailable)?);
         }
@@ -84,7 +82,7 @@ impl SqliteStore {
         Ok(runs)
     }
 
-    pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(run_id)
@@ -97,7 +95,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agent_runs_impl(
+    async fn list_agent_runs(
         &self,
         filter: &RunFilter,
         page: PageRequest,
@@ -140,10 +138,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn unaccepted_agent_runs_impl(
-        &self,
-        agent_id: &str,
-    ) -> StoreResult<Vec<AgentRun>> {
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? AND status = 'dispatched' \
              ORDER BY created_at, id"
@@ -159,7 +154,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_agent_runs_impl(
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
         at: Timestamp,
@@ -213,11 +208,7 @@ impl SqliteStore {
         Ok(ClaimedRun::oldest_first(claimed))
     }
 
-    pub(super) async fn requeue_agent_run_impl(
-        &self,
-        agent_id: &str,
-        run_id: &str,
-    ) -> StoreResult<bool> {
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
              WHERE id = ?1 AND agent_id = ?2 AND status = 'dispatched'",
@@ -230,7 +221,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_sent_impl(
+    async fn agent_run_sent(
         &self,
         run_id: &str,
         at: Timestamp,
@@ -251,7 +242,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_started_impl(
+    async fn agent_run_started(
         &self,
         agent_id: &str,
         run_id: &str,
@@ -273,7 +264,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn orphan_agent_runs_impl(
+    async fn orphan_agent_runs(
         &self,
         agent_id: &str,
         still_running: &[String],
@@ -295,7 +286,7 @@ impl SqliteStore {
         Ok(updated.rows_affected())
     }
 
-    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
         let expired = sqlx::query(
             "UPDATE agent_runs SET status = 'expired', finished_at = ?1 \
              WHERE status = 'queued' AND expires_at <= ?1",
@@ -317,10 +308,7 @@ impl SqliteStore {
         Ok(RunSweep { expired, lost })
     }
 
-    pub(super) async fn agents_with_queued_runs_impl(
-        &self,
-        now: Timestamp,
-    ) -> StoreResult<Vec<String>> {
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT agent_id FROM agent_runs \
              WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > ?)",
@@ -331,7 +319,7 @@ impl SqliteStore {
         .map_err(unavailable)
     }
 
-    pub(super) async fn finish_agent_run_impl(
+    async fn finish_agent_run(
         &self,
         agent_id: &str,
         run_id: &str,

@@ -4,7 +4,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, unavailable};
+use super::*;
 use crate::domain::service::name_key;
 use crate::domain::{ApiKeyId, Timestamp};
 use crate::store::sql::escape_like;
@@ -63,8 +63,9 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ScriptFilter) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn register_script_version_impl(
+#[async_trait::async_trait]
+impl ScriptStore for SqliteStore {
+    async fn register_script_version(
         &self,
         new: &NewScriptVersion,
     ) -> StoreResult<RegisterOutcome> {
@@ -127,13 +128,13 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let version = version_from_row(&r).map_err(unavailable)?;
         if let Some(e) = new.audit_for(&version) {
-            super::insert_audit(&mut tx, &e).await?;
+            insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(RegisterOutcome::Created { name, version })
     }
 
-    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         let mut tx = self.read.begin().await.map_err(unavailable)?;
         let Some((name, created_at)) =
             sqlx::query_as::<_, (String, i64)>("SELECT name, created_at FROM scripts WHERE id = ?")
@@ -166,7 +167,7 @@ impl SqliteStore {
         }))
     }
 
-    pub(super) async fn script_id_by_name_impl(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.read)
@@ -175,7 +176,7 @@ impl SqliteStore {
         Ok(id.map(ScriptId))
     }
 
-    pub(super) async fn list_scripts_impl(
+    async fn list_scripts(
         &self,
         filter: &ScriptFilter,
         page: PageRequest,
@@ -217,7 +218,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn get_script_version_impl(
+    async fn get_script_version(
         &self,
         id: ScriptId,
         version: i32,
@@ -237,7 +238,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn decide_script_version_impl(
+    async fn decide_script_version(
         &self,
         version_id: i64,
         d: &ScriptDecision,
@@ -277,7 +278,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let v = version_from_row(&r).map_err(unavailable)?;
         if let Some(e) = &d.audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(DecideOutcome::Decided(v))

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, unavailable};
+use super::*;
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::service::name_key;
 use crate::domain::{ServiceId, Timestamp};
@@ -88,8 +88,9 @@ fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn create_team_impl(
+#[async_trait::async_trait]
+impl TeamStore for SqliteStore {
+    async fn create_team(
         &self,
         new: &NewTeam,
         audit: Option<AuditWith<'_, Team>>,
@@ -116,13 +117,13 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let created = team_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
         sqlx::query("SELECT * FROM teams WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&self.read)
@@ -133,7 +134,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn find_team_impl(&self, key: &str) -> StoreResult<Option<Team>> {
+    async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
         sqlx::query("SELECT * FROM teams WHERE name_key = ?")
             .bind(key)
             .fetch_optional(&self.read)
@@ -144,7 +145,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_teams_impl(&self) -> StoreResult<Vec<Team>> {
+    async fn list_teams(&self) -> StoreResult<Vec<Team>> {
         let rows = sqlx::query("SELECT * FROM teams ORDER BY id")
             .fetch_all(&self.read)
             .await
@@ -152,7 +153,7 @@ impl SqliteStore {
         collect(&rows, team_from_row)
     }
 
-    pub(super) async fn update_team_impl(
+    async fn update_team(
         &self,
         id: TeamId,
         patch: &TeamPatch,
@@ -190,17 +191,13 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&team)).await?;
+            insert_audit(&mut tx, &entry(&team)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(team))
     }
 
-    pub(super) async fn delete_team_impl(
-        &self,
-        id: TeamId,
-        audit: Option<&NewAuditEntry>,
-    ) -> StoreResult<bool> {
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE; foreign keys are on).
         let done = sqlx::query("DELETE FROM teams WHERE id = ?")
@@ -210,13 +207,13 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_target_impl(
+    async fn create_target(
         &self,
         new: &NewTarget,
         audit: Option<AuditWith<'_, NotificationTarget>>,
@@ -242,16 +239,13 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let created = target_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_target_impl(
-        &self,
-        id: TargetId,
-    ) -> StoreResult<Option<NotificationTarget>> {
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
         sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&self.read)
@@ -262,10 +256,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_targets_impl(
-        &self,
-        f: &TargetFilter,
-    ) -> StoreResult<Vec<NotificationTarget>> {
+    async fn list_targets(&self, f: &TargetFilter) -> StoreResult<Vec<NotificationTarget>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM notification_targets WHERE 1 = 1");
         if let Some(t) = f.team {
             qb.push(" AND team_id = ").push_bind(t.0);
@@ -282,7 +273,7 @@ impl SqliteStore {
         collect(&rows, target_from_row)
     }
 
-    pub(super) async fn update_target_impl(
+    async fn update_target(
         &self,
         id: TargetId,
         patch: &TargetPatch,
@@ -315,13 +306,13 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&t)).await?;
+            insert_audit(&mut tx, &entry(&t)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(t))
     }
 
-    pub(super) async fn delete_target_impl(
+    async fn delete_target(
         &self,
         id: TargetId,
         audit: Option<&NewAuditEntry>,
@@ -334,13 +325,13 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_window_impl(
+    async fn create_window(
         &self,
         new: &NewWindow,
         audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
@@ -371,16 +362,13 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let created = window_from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_window_impl(
-        &self,
-        id: WindowId,
-    ) -> StoreResult<Option<MaintenanceWindowRecord>> {
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
         sqlx::query("SELECT * FROM maintenance_windows WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&self.read)
@@ -391,10 +379,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_windows_impl(
-        &self,
-        f: &WindowFilter,
-    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+    async fn list_windows(&self, f: &WindowFilter) -> StoreResult<Vec<MaintenanceWindowRecord>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM maintenance_windows WHERE 1 = 1");
         if let Some(k) = f.scope {
             qb.push(" AND scope = ").push_bind(k.as_str());
@@ -423,7 +408,7 @@ impl SqliteStore {
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
-    pub(super) async fn delete_window_impl(
+    async fn delete_window(
         &self,
         id: WindowId,
         audit: Option<&NewAuditEntry>,
@@ -436,7 +421,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
