@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::sql::JsonText;
 use super::*;
 use crate::domain::{ServiceId, Timestamp};
 
 /// One agent as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AgentRecord {
     /// The agent's own id (`hello.agent_id`).
     pub id: String,
@@ -18,6 +19,7 @@ pub struct AgentRecord {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub labels: BTreeMap<String, String>,
     /// Whether a session was open when it last changed. A replica that died without closing
     /// its sessions leaves this set; readers also look at `last_seen_at`.

@@ -9,7 +9,7 @@ use crate::domain::{
 };
 
 /// An alert's extra columns (added with the monitor), read with every alert.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, sqlx::FromRow)]
 pub struct AlertDetails {
     pub priority: Option<Priority>,
     pub team: Option<String>,
@@ -224,7 +224,7 @@ impl DeliveryState {
 }
 
 /// A row of the delivery log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct DeliveryRecord {
     pub id: i64,
     pub alert_id: i64,
@@ -392,11 +392,13 @@ pub struct NewAlert {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Alert {
+    #[sqlx(rename = "id")]
     pub alert_id: i64,
     pub service_id: ServiceId,
     pub kind: AlertKind,
+    #[sqlx(rename = "name")]
     pub alert_name: String,
     pub state: AlertState,
     pub dedup_key: String,
@@ -406,6 +408,7 @@ pub struct Alert {
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub details: AlertDetails,
 }
 

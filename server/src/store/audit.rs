@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::sql::JsonText;
 use super::*;
 use crate::domain::{ServiceId, Timestamp};
 
@@ -15,14 +16,16 @@ pub struct NewAuditEntry {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub action_type: String,
     pub actor: String,
     pub service_id: Option<ServiceId>,
     pub execution_id: Option<i64>,
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub details: serde_json::Value,
+    #[sqlx(rename = "created_at")]
     pub timestamp: Timestamp,
 }
 

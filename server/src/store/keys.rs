@@ -48,3 +48,36 @@ pub trait KeyStore: Send + Sync {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool>;
 }
+
+/// An `api_keys` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct ApiKeyRow {
+    id: ApiKeyId,
+    name: String,
+    digest: Vec<u8>,
+    scopes: Scopes,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    rate_limit_per_minute: Option<i64>,
+    created_by: Option<String>,
+}
+
+impl From<ApiKeyRow> for ApiKeyRecord {
+    fn from(r: ApiKeyRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            digest: r.digest,
+            scopes: r.scopes,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            rate_limit_per_minute: r
+                .rate_limit_per_minute
+                .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+            created_by: r.created_by,
+        }
+    }
+}
+sql::from_row_via!(ApiKeyRecord, ApiKeyRow);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::sql::JsonText;
 use super::*;
 pub use crate::domain::run::{ALERTING_REFUSALS, refusal_alerts};
 use crate::domain::{AgentRunStatus, ScriptId, Timestamp};
@@ -37,12 +38,14 @@ pub struct RunFilter {
 }
 
 /// One run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AgentRun {
+    #[sqlx(rename = "id")]
     pub run_id: String,
     pub agent_id: String,
     pub script_id: ScriptId,
     pub script_version: i32,
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub parameters: BTreeMap<String, String>,
     pub timeout_seconds: i32,
     pub status: AgentRunStatus,

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sql::InterpreterText;
 use super::*;
 use crate::domain::{ApiKeyId, ScriptId, Timestamp};
 
@@ -75,11 +76,12 @@ impl NewScriptVersion {
 }
 
 /// One version of a script.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ScriptVersion {
     pub id: i64,
     pub script_id: ScriptId,
     pub version: i32,
+    #[sqlx(try_from = "InterpreterText")]
     pub interpreter: Interpreter,
     pub content: String,
     pub sha256: String,

@@ -72,7 +72,7 @@ pub struct JobSignal {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct JobRun {
     pub id: i64,
     pub service_id: ServiceId,
@@ -351,3 +351,76 @@ pub trait ServiceStore: Send + Sync {
     /// Snapshots and soft-deletes a service. `None` when it does not exist.
     async fn delete_service(&self, id: ServiceId, actor: &str) -> StoreResult<Option<SnapshotId>>;
 }
+
+/// The columns a [`Service`] is read from.
+pub(super) const SERVICE_COLUMNS: &str = "id, heartbeat_name, service_name, environment, active, \
+    interval_seconds, threshold, grace_seconds, team, priority, runbook, state, muted_at, \
+    muted_until, mute_reason, max_duration_ms, last_heartbeat_at, created_at, updated_at, \
+    schedule, schedule_tz, renotify_seconds, parent_id, alert_on_failure";
+
+/// A `services` row ([`SERVICE_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct ServiceRow {
+    id: ServiceId,
+    heartbeat_name: String,
+    service_name: String,
+    environment: Option<String>,
+    active: bool,
+    interval_seconds: i64,
+    threshold: i32,
+    grace_seconds: i64,
+    team: String,
+    priority: Priority,
+    runbook: Option<String>,
+    state: ServiceState,
+    muted_at: Option<Timestamp>,
+    muted_until: Option<Timestamp>,
+    mute_reason: Option<String>,
+    max_duration_ms: Option<i64>,
+    last_heartbeat_at: Option<Timestamp>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    schedule: Option<String>,
+    schedule_tz: Option<String>,
+    renotify_seconds: Option<i64>,
+    parent_id: Option<ServiceId>,
+    alert_on_failure: bool,
+}
+
+impl From<ServiceRow> for Service {
+    fn from(r: ServiceRow) -> Self {
+        Self {
+            id: r.id,
+            heartbeat_name: r.heartbeat_name,
+            service_name: r.service_name,
+            environment: r.environment,
+            active: r.active,
+            interval_seconds: r.interval_seconds,
+            threshold: r.threshold,
+            grace_seconds: r.grace_seconds,
+            team: r.team,
+            priority: r.priority,
+            runbook: r.runbook,
+            state: r.state,
+            mute: r.muted_at.map(|at| Mute {
+                at,
+                until: r.muted_until,
+                reason: r.mute_reason,
+            }),
+            max_duration_ms: r.max_duration_ms,
+            last_heartbeat_at: r.last_heartbeat_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            monitoring: Monitoring {
+                schedule: r.schedule.map(|cron| ScheduleSpec {
+                    cron,
+                    timezone: r.schedule_tz.unwrap_or_else(|| "UTC".to_owned()),
+                }),
+                renotify_seconds: r.renotify_seconds,
+                parent_id: r.parent_id,
+                alert_on_failure: r.alert_on_failure,
+            },
+        }
+    }
+}
+sql::from_row_via!(Service, ServiceRow);

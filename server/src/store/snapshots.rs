@@ -6,8 +6,9 @@ use serde::Serialize;
 use super::*;
 use crate::domain::{ServiceId, SnapshotAction, SnapshotId, Timestamp};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Snapshot {
+    #[sqlx(rename = "id")]
     pub snapshot_id: SnapshotId,
     pub service_id: ServiceId,
     pub action_type: SnapshotAction,

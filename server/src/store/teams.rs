@@ -9,7 +9,7 @@ use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{ServiceId, TargetId, TeamId, Timestamp, WindowId};
 
 /// A team: who is paged for the services whose `team` matches its name (case-insensitively).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,
@@ -313,3 +313,75 @@ pub trait TeamStore: Send + Sync {
     async fn delete_window(&self, id: WindowId, audit: Option<&NewAuditEntry>)
     -> StoreResult<bool>;
 }
+
+/// A `notification_targets` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct TargetRow {
+    id: TargetId,
+    team_id: Option<TeamId>,
+    service_id: Option<ServiceId>,
+    config: TargetConfig,
+    priority: i32,
+    period: PagingPeriod,
+    enabled: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl TryFrom<TargetRow> for NotificationTarget {
+    type Error = &'static str;
+
+    fn try_from(r: TargetRow) -> Result<Self, Self::Error> {
+        let owner = match (r.team_id, r.service_id) {
+            (Some(t), None) => TargetOwner::Team(t),
+            (None, Some(s)) => TargetOwner::Service(s),
+            _ => return Err("target owner in database"),
+        };
+        Ok(Self {
+            id: r.id,
+            owner,
+            config: r.config,
+            priority: r.priority,
+            period: r.period,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+sql::from_row_via!(NotificationTarget, TargetRow);
+
+/// A `maintenance_windows` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct WindowRow {
+    id: WindowId,
+    scope: String,
+    service_id: Option<ServiceId>,
+    team_id: Option<TeamId>,
+    spec: MaintenanceWindow,
+    reason: Option<String>,
+    created_by: String,
+    created_at: Timestamp,
+}
+
+impl TryFrom<WindowRow> for MaintenanceWindowRecord {
+    type Error = &'static str;
+
+    fn try_from(r: WindowRow) -> Result<Self, Self::Error> {
+        let scope = match (r.scope.as_str(), r.service_id, r.team_id) {
+            ("service", Some(s), _) => WindowScope::Service(s),
+            ("team", _, Some(t)) => WindowScope::Team(t),
+            ("global", _, _) => WindowScope::Global,
+            _ => return Err("window scope in database"),
+        };
+        Ok(Self {
+            id: r.id,
+            scope,
+            window: r.spec,
+            reason: r.reason,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        })
+    }
+}
+sql::from_row_via!(MaintenanceWindowRecord, WindowRow);

@@ -4,39 +4,15 @@
 //! connection) or after (and the session learns of it at its next heartbeat, through
 //! [`agent_seen`](crate::store::Store::agent_seen)).
 
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use super::*;
-use crate::domain::{ServiceId, Timestamp};
+use crate::domain::Timestamp;
 use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels::text AS labels, \
     connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, \
     last_seen_at, revoked_at, revoked_by, key_id, service_id";
-
-fn agent_from_row(r: &PgRow) -> Result<AgentRecord, sqlx::Error> {
-    let labels: String = r.try_get("labels")?;
-    Ok(AgentRecord {
-        id: r.try_get("id")?,
-        hostname: r.try_get("hostname")?,
-        agent_version: r.try_get("agent_version")?,
-        os: r.try_get("os")?,
-        arch: r.try_get("arch")?,
-        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        connected: r.try_get("connected")?,
-        session_id: r.try_get("session_id")?,
-        remote_addr: r.try_get("remote_addr")?,
-        first_seen_at: ts(r, "first_seen_at")?,
-        connected_at: tso(r, "connected_at")?,
-        disconnected_at: tso(r, "disconnected_at")?,
-        last_seen_at: ts(r, "last_seen_at")?,
-        revoked_at: tso(r, "revoked_at")?,
-        revoked_by: r.try_get("revoked_by")?,
-        key_id: r.try_get("key_id")?,
-        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
-    })
-}
 
 fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
     qb.push(" FROM agents WHERE true");
@@ -113,7 +89,7 @@ impl AgentStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let record = agent_from_row(&row).map_err(unavailable)?;
+        let record = AgentRecord::from_row(&row).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
@@ -159,7 +135,7 @@ impl AgentStore for PgStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .transpose()
             .map_err(unavailable)
     }
@@ -189,7 +165,7 @@ impl AgentStore for PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, Transaction};
 
 use super::*;
@@ -23,26 +22,6 @@ const DAY_MS: i64 = 86_400_000;
 const DELIVERY_COLUMNS: &str = "id, alert_id, target_id, event, destination::text AS destination, \
     actor, state, attempts, next_attempt_at, last_status, last_error, external_ref, created_at, \
     finished_at";
-
-fn delivery_from_row(r: &PgRow) -> Result<DeliveryRecord, sqlx::Error> {
-    let dest: String = r.try_get("destination")?;
-    Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        alert_id: r.try_get("alert_id")?,
-        target_id: r.try_get::<Option<i64>, _>("target_id")?.map(TargetId),
-        event: decode("event", EventKind::parse(r.try_get("event")?))?,
-        destination: serde_json::from_str(&dest).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        actor: r.try_get("actor")?,
-        state: decode("delivery state", DeliveryState::parse(r.try_get("state")?))?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: ts(r, "next_attempt_at")?,
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        external_ref: r.try_get("external_ref")?,
-        created_at: ts(r, "created_at")?,
-        finished_at: tso(r, "finished_at")?,
-    })
-}
 
 fn to_json(d: &Destination) -> Result<String, StoreError> {
     serde_json::to_string(d).map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -170,7 +149,7 @@ impl PgStore {
         else {
             return Ok(AlertChange::NotFound);
         };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
+        let alert = Alert::from_row(&row).map_err(unavailable)?;
         let applies = if resolve {
             alert.state != AlertState::Resolved
         } else {
@@ -204,7 +183,7 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
+        let changed = Alert::from_row(&row).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&changed)).await?;
         }
@@ -229,7 +208,7 @@ impl AlertStore for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        alert_from_row(&r).map_err(unavailable)
+        Alert::from_row(&r).map_err(unavailable)
     }
 
     async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
@@ -247,7 +226,7 @@ impl AlertStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, alert_from_row)
+        collect(&rows, |r| Alert::from_row(r))
     }
 
     async fn acknowledge_alert(
@@ -292,7 +271,7 @@ impl AlertStore for PgStore {
             let mut due = Vec::with_capacity(rows.len());
             for r in &rows {
                 due.push(DueService {
-                    service: service_from_row(r).map_err(unavailable)?,
+                    service: Service::from_row(r).map_err(unavailable)?,
                     deadline_at: tso(r, "deadline_at").map_err(unavailable)?,
                     recent_beats: Vec::new(),
                     live_alert: None,
@@ -407,7 +386,7 @@ impl AlertStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| alert_from_row(&r))
+            .map(|r| Alert::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -461,7 +440,7 @@ impl AlertStore for PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(alert_from_row)
+            .map(Alert::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -514,14 +493,14 @@ impl AlertStore for PgStore {
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let delivery = delivery_from_row(r).map_err(unavailable)?;
+            let delivery = DeliveryRecord::from_row(r).map_err(unavailable)?;
             let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
             let alert = sqlx::query(AssertSqlSafe(sql))
                 .bind(delivery.alert_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            let alert = alert_from_row(&alert).map_err(unavailable)?;
+            let alert = Alert::from_row(&alert).map_err(unavailable)?;
             let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
             let service = sqlx::query(AssertSqlSafe(sql))
                 .bind(alert.service_id.0)
@@ -531,7 +510,7 @@ impl AlertStore for PgStore {
             out.push(ClaimedDelivery {
                 delivery,
                 alert,
-                service: service_from_row(&service).map_err(unavailable)?,
+                service: Service::from_row(&service).map_err(unavailable)?,
             });
         }
         tx.commit().await.map_err(unavailable)?;
@@ -600,7 +579,7 @@ impl AlertStore for PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(delivery_from_row)
+            .map(DeliveryRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {

@@ -63,7 +63,7 @@ impl AuditStore for PgStore {
             |qb| push_audit_filter(qb, filter),
             "created_at DESC, id DESC",
             page,
-            audit_from_row,
+            |r| AuditEntry::from_row(r),
         )
         .await
     }

@@ -27,7 +27,7 @@ impl KeyStore for PgStore {
             insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
-        api_key_from_row(&r).map_err(unavailable)
+        ApiKeyRecord::from_row(&r).map_err(unavailable)
     }
 
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
@@ -37,7 +37,7 @@ impl KeyStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| api_key_from_row(&r))
+            .map(|r| ApiKeyRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -50,7 +50,7 @@ impl KeyStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, api_key_from_row)
+        collect(&rows, |r| ApiKeyRecord::from_row(r))
     }
 
     async fn revoke_api_key(

@@ -2,7 +2,6 @@
 //! (`WHERE status IN (…)`); finishing locks the run's row (`FOR UPDATE`), so two replicas
 //! storing the same resent report keep only the first.
 
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
 use super::*;
@@ -14,35 +13,6 @@ const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::
     timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
     refusal_reason, refusal_detail, expires_at, reported_at";
-
-fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
-    let parameters: String = r.try_get("parameters")?;
-    Ok(AgentRun {
-        run_id: r.try_get("id")?,
-        agent_id: r.try_get("agent_id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        script_version: r.try_get("script_version")?,
-        parameters: serde_json::from_str(&parameters).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        timeout_seconds: r.try_get("timeout_seconds")?,
-        status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
-        requested_by: r.try_get("requested_by")?,
-        created_at: ts(r, "created_at")?,
-        dispatched_at: tso(r, "dispatched_at")?,
-        started_at: tso(r, "started_at")?,
-        finished_at: tso(r, "finished_at")?,
-        exit_code: r.try_get("exit_code")?,
-        signal: r.try_get("signal")?,
-        stdout: r.try_get("stdout")?,
-        stderr: r.try_get("stderr")?,
-        stdout_truncated: r.try_get("stdout_truncated")?,
-        stderr_truncated: r.try_get("stderr_truncated")?,
-        duration_ms: r.try_get("duration_ms")?,
-        refusal_reason: r.try_get("refusal_reason")?,
-        refusal_detail: r.try_get("refusal_detail")?,
-        expires_at: tso(r, "expires_at")?,
-        reported_at: tso(r, "reported_at")?,
-    })
-}
 
 #[async_trait::async_trait]
 impl RunStore for PgStore {
@@ -73,7 +43,7 @@ impl RunStore for PgStore {
             if let Some(e) = &new.audit {
                 insert_audit(&mut tx, e).await?;
             }
-            runs.push(run_from_row(&row).map_err(unavailable)?);
+            runs.push(AgentRun::from_row(&row).map_err(unavailable)?);
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(runs)
@@ -87,7 +57,7 @@ impl RunStore for PgStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .transpose()
             .map_err(unavailable)
     }
@@ -129,7 +99,7 @@ impl RunStore for PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -149,7 +119,7 @@ impl RunStore for PgStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
     }
@@ -189,7 +159,7 @@ impl RunStore for PgStore {
             .iter()
             .map(|r| {
                 Ok(ClaimedRun {
-                    run: run_from_row(r)?,
+                    run: AgentRun::from_row(r)?,
                     script_name: r.try_get("script_name")?,
                     interpreter: decode(
                         "interpreter",

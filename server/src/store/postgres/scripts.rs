@@ -3,12 +3,11 @@
 //! versions alike nor decide one version twice.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
 use super::*;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ApiKeyId, Timestamp};
 use crate::store::sql::escape_like;
 use crate::store::*;
 
@@ -23,29 +22,6 @@ fn qualified() -> String {
         .map(|c| format!("v.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn version_from_row(r: &PgRow) -> Result<ScriptVersion, sqlx::Error> {
-    let key = |col: &str| -> Result<Option<ApiKeyId>, sqlx::Error> {
-        Ok(r.try_get::<Option<String>, _>(col)?.map(ApiKeyId))
-    };
-    Ok(ScriptVersion {
-        id: r.try_get("id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        version: r.try_get("version")?,
-        interpreter: decode("interpreter", parse_interpreter(r.try_get("interpreter")?))?,
-        content: r.try_get("content")?,
-        sha256: r.try_get("sha256")?,
-        description: r.try_get("description")?,
-        status: decode("script status", ScriptStatus::parse(r.try_get("status")?))?,
-        created_by: r.try_get("created_by")?,
-        created_by_key: key("created_by_key")?,
-        created_at: ts(r, "created_at")?,
-        decided_by: r.try_get("decided_by")?,
-        decided_by_key: key("decided_by_key")?,
-        decided_at: tso(r, "decided_at")?,
-        decision_reason: r.try_get("decision_reason")?,
-    })
 }
 
 fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ScriptFilter) {
@@ -95,7 +71,7 @@ impl ScriptStore for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         if let Some(v) = latest.as_ref().filter(|v| v.sha256 == new.sha256) {
@@ -123,7 +99,7 @@ impl ScriptStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let version = version_from_row(&r).map_err(unavailable)?;
+        let version = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = new.audit_for(&version) {
             insert_audit(&mut tx, &e).await?;
         }
@@ -154,7 +130,7 @@ impl ScriptStore for PgStore {
             .map_err(unavailable)?;
         let versions = rows
             .iter()
-            .map(version_from_row)
+            .map(ScriptVersion::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Some(Script {
@@ -200,7 +176,7 @@ impl ScriptStore for PgStore {
         let entries = rows
             .iter()
             .map(|r| {
-                let v = version_from_row(r)?;
+                let v = ScriptVersion::from_row(r)?;
                 Ok(Script {
                     id: v.script_id,
                     name: r.try_get("script_name")?,
@@ -231,7 +207,7 @@ impl ScriptStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -248,7 +224,7 @@ impl ScriptStore for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?
         else {
@@ -274,7 +250,7 @@ impl ScriptStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let v = version_from_row(&r).map_err(unavailable)?;
+        let v = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = &d.audit {
             insert_audit(&mut tx, e).await?;
         }

@@ -221,7 +221,7 @@ impl ServiceStore for PgStore {
         }
         .map_err(unavailable)?;
         let existing = existing
-            .map(|r| run_from_row(&r))
+            .map(|r| JobRun::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         let new_run_id = || {
@@ -250,7 +250,7 @@ impl ServiceStore for PgStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
             SignalStep::Finish(run, finished_status) => {
                 let duration = run_duration_ms(run.started_at, sig.at);
@@ -270,7 +270,7 @@ impl ServiceStore for PgStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
             SignalStep::RecordFinished(finished_status) => {
                 let sql = format!(
@@ -289,7 +289,7 @@ impl ServiceStore for PgStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
         };
         let status = signal_heartbeat_status(sig.kind, sig.exit_code);
@@ -342,7 +342,7 @@ impl ServiceStore for PgStore {
             },
             "coalesce(started_at, finished_at) DESC NULLS LAST, id DESC",
             page,
-            run_from_row,
+            |r| JobRun::from_row(r),
         )
         .await
     }
@@ -387,7 +387,7 @@ impl ServiceStore for PgStore {
             .map_err(unavailable)?;
         if let Some(r) = inserted {
             return Ok(CreateOutcome::Created(
-                service_from_row(&r).map_err(unavailable)?,
+                Service::from_row(&r).map_err(unavailable)?,
             ));
         }
         match self.find_service(&key).await? {
@@ -408,7 +408,7 @@ impl ServiceStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -422,7 +422,7 @@ impl ServiceStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -438,7 +438,7 @@ impl ServiceStore for PgStore {
             |qb| push_service_filter(qb, filter),
             "id",
             page,
-            service_from_row,
+            |r| Service::from_row(r),
         )
         .await
     }

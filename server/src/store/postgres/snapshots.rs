@@ -31,7 +31,7 @@ impl SnapshotStore for PgStore {
             |qb| push_snapshot_filter(qb, filter),
             "created_at DESC, id DESC",
             page,
-            snapshot_from_row,
+            |r| Snapshot::from_row(r),
         )
         .await
     }
@@ -43,7 +43,7 @@ impl SnapshotStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| snapshot_from_row(&r))
+            .map(|r| Snapshot::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -65,7 +65,7 @@ impl SnapshotStore for PgStore {
         else {
             return Ok(RestoreOutcome::NotFound);
         };
-        let snap = snapshot_from_row(&row).map_err(unavailable)?;
+        let snap = Snapshot::from_row(&row).map_err(unavailable)?;
         if snap.restored_at.is_some() {
             return Ok(RestoreOutcome::AlreadyRestored);
         }
@@ -89,7 +89,7 @@ impl SnapshotStore for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         let Some(current) = current else {

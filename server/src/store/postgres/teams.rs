@@ -3,13 +3,11 @@
 //! (`FOR UPDATE`) so concurrent replicas do not lose each other's changes.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use super::*;
-use crate::domain::monitor::PagingPeriod;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
 
 const TEAM_COLUMNS: &str = "id, name, working_hours::text AS working_hours, slack_channel, \
@@ -21,66 +19,8 @@ const TARGET_COLUMNS: &str = "id, team_id, service_id, kind, priority, period, e
 const WINDOW_COLUMNS: &str = "id, scope, service_id, team_id, spec::text AS spec, reason, \
     created_by, created_at";
 
-fn json_col<T: serde::de::DeserializeOwned>(r: &PgRow, col: &str) -> Result<T, sqlx::Error> {
-    let raw: String = r.try_get(col)?;
-    serde_json::from_str(&raw).map_err(|e| sqlx::Error::Decode(e.into()))
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(e.into()))
-}
-
-fn team_from_row(r: &PgRow) -> Result<Team, sqlx::Error> {
-    let hours: Option<String> = r.try_get("working_hours")?;
-    Ok(Team {
-        id: TeamId(r.try_get("id")?),
-        name: r.try_get("name")?,
-        working_hours: hours
-            .map(|h| serde_json::from_str(&h))
-            .transpose()
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        slack_channel: r.try_get("slack_channel")?,
-        created_at: ts(r, "created_at")?,
-        updated_at: ts(r, "updated_at")?,
-    })
-}
-
-fn target_from_row(r: &PgRow) -> Result<NotificationTarget, sqlx::Error> {
-    let team: Option<i64> = r.try_get("team_id")?;
-    let service: Option<i64> = r.try_get("service_id")?;
-    let owner = match (team, service) {
-        (Some(t), None) => TargetOwner::Team(TeamId(t)),
-        (None, Some(s)) => TargetOwner::Service(ServiceId(s)),
-        _ => return Err(sqlx::Error::Decode("target owner in database".into())),
-    };
-    Ok(NotificationTarget {
-        id: TargetId(r.try_get("id")?),
-        owner,
-        config: json_col(r, "config")?,
-        priority: r.try_get("priority")?,
-        period: decode("period", PagingPeriod::parse(r.try_get("period")?))?,
-        enabled: r.try_get("enabled")?,
-        created_at: ts(r, "created_at")?,
-        updated_at: ts(r, "updated_at")?,
-    })
-}
-
-fn window_from_row(r: &PgRow) -> Result<MaintenanceWindowRecord, sqlx::Error> {
-    let scope: String = r.try_get("scope")?;
-    let scope = match scope.as_str() {
-        "service" => WindowScope::Service(ServiceId(r.try_get("service_id")?)),
-        "team" => WindowScope::Team(TeamId(r.try_get("team_id")?)),
-        "global" => WindowScope::Global,
-        _ => return Err(sqlx::Error::Decode("window scope in database".into())),
-    };
-    Ok(MaintenanceWindowRecord {
-        id: WindowId(r.try_get("id")?),
-        scope,
-        window: json_col(r, "spec")?,
-        reason: r.try_get("reason")?,
-        created_by: r.try_get("created_by")?,
-        created_at: ts(r, "created_at")?,
-    })
 }
 
 fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
@@ -101,7 +41,7 @@ impl PgStore {
         q.fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
+            .map(|r| Team::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -134,7 +74,7 @@ impl TeamStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = team_from_row(&r).map_err(unavailable)?;
+        let created = Team::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -156,7 +96,7 @@ impl TeamStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, team_from_row)
+        collect(&rows, |r| Team::from_row(r))
     }
 
     async fn update_team(
@@ -176,7 +116,7 @@ impl TeamStore for PgStore {
         else {
             return Ok(None);
         };
-        let team = patch.apply(&team_from_row(&row).map_err(unavailable)?, at);
+        let team = patch.apply(&Team::from_row(&row).map_err(unavailable)?, at);
         let hours = team
             .working_hours
             .as_ref()
@@ -243,7 +183,7 @@ impl TeamStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = target_from_row(&r).map_err(unavailable)?;
+        let created = NotificationTarget::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -258,7 +198,7 @@ impl TeamStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| target_from_row(&r))
+            .map(|r| NotificationTarget::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -279,7 +219,7 @@ impl TeamStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, target_from_row)
+        collect(&rows, |r| NotificationTarget::from_row(r))
     }
 
     async fn update_target(
@@ -300,7 +240,10 @@ impl TeamStore for PgStore {
         else {
             return Ok(None);
         };
-        let t = patch.apply(&target_from_row(&row).map_err(unavailable)?, at);
+        let t = patch.apply(
+            &NotificationTarget::from_row(&row).map_err(unavailable)?,
+            at,
+        );
         sqlx::query(
             "UPDATE notification_targets SET kind = $1, priority = $2, period = $3, \
              enabled = $4, config = $5::jsonb, updated_at = $6 WHERE id = $7",
@@ -371,7 +314,7 @@ impl TeamStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = window_from_row(&r).map_err(unavailable)?;
+        let created = MaintenanceWindowRecord::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -386,7 +329,7 @@ impl TeamStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| window_from_row(&r))
+            .map(|r| MaintenanceWindowRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -419,7 +362,7 @@ impl TeamStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        let all = collect(&rows, window_from_row)?;
+        let all = collect(&rows, |r| MaintenanceWindowRecord::from_row(r))?;
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 

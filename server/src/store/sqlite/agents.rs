@@ -2,39 +2,15 @@
 //! revoked-check and the upsert of [`agent_connected`](crate::store::Store::agent_connected)
 //! cannot interleave with a revocation.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
 use super::*;
-use crate::domain::{ServiceId, Timestamp};
+use crate::domain::Timestamp;
 use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels, connected, \
     session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, \
     revoked_at, revoked_by, key_id, service_id";
-
-fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
-    let labels: String = r.try_get("labels")?;
-    Ok(AgentRecord {
-        id: r.try_get("id")?,
-        hostname: r.try_get("hostname")?,
-        agent_version: r.try_get("agent_version")?,
-        os: r.try_get("os")?,
-        arch: r.try_get("arch")?,
-        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        connected: r.try_get::<i64, _>("connected")? != 0,
-        session_id: r.try_get("session_id")?,
-        remote_addr: r.try_get("remote_addr")?,
-        first_seen_at: Timestamp::from_millis(r.try_get("first_seen_at")?),
-        connected_at: ts(r.try_get("connected_at")?),
-        disconnected_at: ts(r.try_get("disconnected_at")?),
-        last_seen_at: Timestamp::from_millis(r.try_get("last_seen_at")?),
-        revoked_at: ts(r.try_get("revoked_at")?),
-        revoked_by: r.try_get("revoked_by")?,
-        key_id: r.try_get("key_id")?,
-        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
-    })
-}
 
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
     qb.push(" FROM agents WHERE 1 = 1");
@@ -104,7 +80,7 @@ impl AgentStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let record = agent_from_row(&row).map_err(unavailable)?;
+        let record = AgentRecord::from_row(&row).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
@@ -150,7 +126,7 @@ impl AgentStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .transpose()
             .map_err(unavailable)
     }
@@ -177,7 +153,7 @@ impl AgentStore for SqliteStore {
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::*;
@@ -14,26 +13,6 @@ use crate::domain::{ServiceId, ServiceState, Timestamp};
 use crate::store::*;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
-    let dest: String = r.try_get("destination")?;
-    Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        alert_id: r.try_get("alert_id")?,
-        target_id: r.try_get::<Option<i64>, _>("target_id")?.map(TargetId),
-        event: decode("event", EventKind::parse(r.try_get("event")?))?,
-        destination: serde_json::from_str(&dest).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        actor: r.try_get("actor")?,
-        state: decode("delivery state", DeliveryState::parse(r.try_get("state")?))?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: Timestamp::from_millis(r.try_get("next_attempt_at")?),
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        external_ref: r.try_get("external_ref")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        finished_at: ts(r.try_get("finished_at")?),
-    })
-}
 
 fn to_json(d: &Destination) -> Result<String, StoreError> {
     serde_json::to_string(d).map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -160,7 +139,7 @@ impl SqliteStore {
         else {
             return Ok(AlertChange::NotFound);
         };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
+        let alert = Alert::from_row(&row).map_err(unavailable)?;
         let applies = if resolve {
             alert.state != AlertState::Resolved
         } else {
@@ -190,7 +169,7 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
+        let changed = Alert::from_row(&row).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&changed)).await?;
         }
@@ -214,7 +193,7 @@ impl AlertStore for SqliteStore {
         .fetch_one(&self.write)
         .await
         .map_err(unavailable)?;
-        alert_from_row(&r).map_err(unavailable)
+        Alert::from_row(&r).map_err(unavailable)
     }
 
     async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
@@ -230,7 +209,7 @@ impl AlertStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(alert_from_row)
+            .map(Alert::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
@@ -277,7 +256,7 @@ impl AlertStore for SqliteStore {
             let mut due = Vec::with_capacity(rows.len());
             for r in &rows {
                 due.push(DueService {
-                    service: service_from_row(r).map_err(unavailable)?,
+                    service: Service::from_row(r).map_err(unavailable)?,
                     deadline_at: ts(r.try_get("deadline_at").map_err(unavailable)?),
                     recent_beats: Vec::new(),
                     live_alert: None,
@@ -369,7 +348,7 @@ impl AlertStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| alert_from_row(&r))
+            .map(|r| Alert::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -427,7 +406,7 @@ impl AlertStore for SqliteStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(alert_from_row)
+            .map(Alert::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -478,13 +457,13 @@ impl AlertStore for SqliteStore {
         .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let delivery = delivery_from_row(r).map_err(unavailable)?;
+            let delivery = DeliveryRecord::from_row(r).map_err(unavailable)?;
             let alert = sqlx::query("SELECT * FROM alerts WHERE id = ?")
                 .bind(delivery.alert_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            let alert = alert_from_row(&alert).map_err(unavailable)?;
+            let alert = Alert::from_row(&alert).map_err(unavailable)?;
             let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?");
             let service = sqlx::query(AssertSqlSafe(sql))
                 .bind(alert.service_id.0)
@@ -494,7 +473,7 @@ impl AlertStore for SqliteStore {
             out.push(ClaimedDelivery {
                 delivery,
                 alert,
-                service: service_from_row(&service).map_err(unavailable)?,
+                service: Service::from_row(&service).map_err(unavailable)?,
             });
         }
         tx.commit().await.map_err(unavailable)?;
@@ -561,7 +540,7 @@ impl AlertStore for SqliteStore {
         .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(delivery_from_row)
+            .map(DeliveryRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {

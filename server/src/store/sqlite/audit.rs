@@ -77,7 +77,7 @@ impl AuditStore for SqliteStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(audit_from_row)
+            .map(AuditEntry::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Page {

@@ -25,7 +25,7 @@ impl KeyStore for SqliteStore {
             insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
-        api_key_from_row(&r).map_err(unavailable)
+        ApiKeyRecord::from_row(&r).map_err(unavailable)
     }
 
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
@@ -34,7 +34,7 @@ impl KeyStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| api_key_from_row(&r))
+            .map(|r| ApiKeyRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -45,7 +45,7 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(api_key_from_row)
+            .map(ApiKeyRecord::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
     }

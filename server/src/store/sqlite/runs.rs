@@ -1,7 +1,6 @@
 //! Script runs dispatched to agents, on SQLite. State changes are single guarded `UPDATE`s
 //! (`WHERE status IN (…)`), so a resent report or a racing session cannot move a run backwards.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::*;
@@ -13,38 +12,6 @@ const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, 
     timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
     refusal_reason, refusal_detail, expires_at, reported_at";
-
-fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
-    let parameters: String = r.try_get("parameters")?;
-    let flag = |col: &str| -> Result<Option<bool>, sqlx::Error> {
-        Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v != 0))
-    };
-    Ok(AgentRun {
-        run_id: r.try_get("id")?,
-        agent_id: r.try_get("agent_id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        script_version: r.try_get("script_version")?,
-        parameters: serde_json::from_str(&parameters).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        timeout_seconds: r.try_get("timeout_seconds")?,
-        status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
-        requested_by: r.try_get("requested_by")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        dispatched_at: ts(r.try_get("dispatched_at")?),
-        started_at: ts(r.try_get("started_at")?),
-        finished_at: ts(r.try_get("finished_at")?),
-        exit_code: r.try_get("exit_code")?,
-        signal: r.try_get("signal")?,
-        stdout: r.try_get("stdout")?,
-        stderr: r.try_get("stderr")?,
-        stdout_truncated: flag("stdout_truncated")?,
-        stderr_truncated: flag("stderr_truncated")?,
-        duration_ms: r.try_get("duration_ms")?,
-        refusal_reason: r.try_get("refusal_reason")?,
-        refusal_detail: r.try_get("refusal_detail")?,
-        expires_at: ts(r.try_get("expires_at")?),
-        reported_at: ts(r.try_get("reported_at")?),
-    })
-}
 
 #[async_trait::async_trait]
 impl RunStore for SqliteStore {
@@ -76,7 +43,7 @@ impl RunStore for SqliteStore {
             if let Some(e) = &new.audit {
                 insert_audit(&mut tx, e).await?;
             }
-            runs.push(run_from_row(&row).map_err(unavailable)?);
+            runs.push(AgentRun::from_row(&row).map_err(unavailable)?);
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(runs)
@@ -90,7 +57,7 @@ impl RunStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .transpose()
             .map_err(unavailable)
     }
@@ -129,7 +96,7 @@ impl RunStore for SqliteStore {
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -149,7 +116,7 @@ impl RunStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
     }
@@ -191,7 +158,7 @@ impl RunStore for SqliteStore {
             .iter()
             .map(|r| {
                 Ok(ClaimedRun {
-                    run: run_from_row(r)?,
+                    run: AgentRun::from_row(r)?,
                     script_name: r.try_get("script_name")?,
                     interpreter: decode(
                         "interpreter",

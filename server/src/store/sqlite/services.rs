@@ -226,7 +226,7 @@ impl ServiceStore for SqliteStore {
         }
         .map_err(unavailable)?;
         let existing = existing
-            .map(|r| run_from_row(&r))
+            .map(|r| JobRun::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         let existing = existing.map(|run| {
@@ -252,7 +252,7 @@ impl ServiceStore for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
             SignalStep::Finish(run, finished_status) => {
                 let duration = run_duration_ms(run.started_at, sig.at);
@@ -271,7 +271,7 @@ impl ServiceStore for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
             SignalStep::RecordFinished(finished_status) => {
                 let run_id = sig
@@ -292,7 +292,7 @@ impl ServiceStore for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                run_from_row(&r).map_err(unavailable)?
+                JobRun::from_row(&r).map_err(unavailable)?
             }
         };
         let status = signal_heartbeat_status(sig.kind, sig.exit_code);
@@ -353,7 +353,7 @@ impl ServiceStore for SqliteStore {
         .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(run_from_row)
+            .map(JobRun::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -374,7 +374,7 @@ impl ServiceStore for SqliteStore {
             .map_err(unavailable)?
         {
             return Ok(CreateOutcome::Exists(
-                service_from_row(&r).map_err(unavailable)?,
+                Service::from_row(&r).map_err(unavailable)?,
             ));
         }
         let sql = format!(
@@ -409,7 +409,7 @@ impl ServiceStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let s = service_from_row(&r).map_err(unavailable)?;
+        let s = Service::from_row(&r).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(CreateOutcome::Created(s))
     }
@@ -422,7 +422,7 @@ impl ServiceStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -436,7 +436,7 @@ impl ServiceStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -466,7 +466,7 @@ impl ServiceStore for SqliteStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(service_from_row)
+            .map(Service::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Page {

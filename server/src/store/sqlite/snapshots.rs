@@ -45,7 +45,7 @@ impl SnapshotStore for SqliteStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(snapshot_from_row)
+            .map(Snapshot::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -60,7 +60,7 @@ impl SnapshotStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| snapshot_from_row(&r))
+            .map(|r| Snapshot::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -80,7 +80,7 @@ impl SnapshotStore for SqliteStore {
         else {
             return Ok(RestoreOutcome::NotFound);
         };
-        let snap = snapshot_from_row(&row).map_err(unavailable)?;
+        let snap = Snapshot::from_row(&row).map_err(unavailable)?;
         if snap.restored_at.is_some() {
             return Ok(RestoreOutcome::AlreadyRestored);
         }
@@ -104,7 +104,7 @@ impl SnapshotStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| service_from_row(&r))
+            .map(|r| Service::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         let Some(current) = current else {

@@ -1,74 +1,15 @@
 //! Teams, notification targets and maintenance windows on SQLite.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::*;
-use crate::domain::monitor::PagingPeriod;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
-
-fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Result<T, sqlx::Error> {
-    let raw: String = r.try_get(col)?;
-    serde_json::from_str(&raw).map_err(|e| sqlx::Error::Decode(e.into()))
-}
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(e.into()))
-}
-
-fn team_from_row(r: &SqliteRow) -> Result<Team, sqlx::Error> {
-    let hours: Option<String> = r.try_get("working_hours")?;
-    Ok(Team {
-        id: TeamId(r.try_get("id")?),
-        name: r.try_get("name")?,
-        working_hours: hours
-            .map(|h| serde_json::from_str(&h))
-            .transpose()
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        slack_channel: r.try_get("slack_channel")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn target_from_row(r: &SqliteRow) -> Result<NotificationTarget, sqlx::Error> {
-    let team: Option<i64> = r.try_get("team_id")?;
-    let service: Option<i64> = r.try_get("service_id")?;
-    let owner = match (team, service) {
-        (Some(t), None) => TargetOwner::Team(TeamId(t)),
-        (None, Some(s)) => TargetOwner::Service(ServiceId(s)),
-        _ => return Err(sqlx::Error::Decode("target owner in database".into())),
-    };
-    Ok(NotificationTarget {
-        id: TargetId(r.try_get("id")?),
-        owner,
-        config: json_col(r, "config")?,
-        priority: r.try_get("priority")?,
-        period: decode("period", PagingPeriod::parse(r.try_get("period")?))?,
-        enabled: r.try_get::<i64, _>("enabled")? != 0,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn window_from_row(r: &SqliteRow) -> Result<MaintenanceWindowRecord, sqlx::Error> {
-    let scope: String = r.try_get("scope")?;
-    let scope = match scope.as_str() {
-        "service" => WindowScope::Service(ServiceId(r.try_get("service_id")?)),
-        "team" => WindowScope::Team(TeamId(r.try_get("team_id")?)),
-        "global" => WindowScope::Global,
-        _ => return Err(sqlx::Error::Decode("window scope in database".into())),
-    };
-    Ok(MaintenanceWindowRecord {
-        id: WindowId(r.try_get("id")?),
-        scope,
-        window: json_col(r, "spec")?,
-        reason: r.try_get("reason")?,
-        created_by: r.try_get("created_by")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-    })
 }
 
 fn collect<T>(
@@ -115,7 +56,7 @@ impl TeamStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = team_from_row(&r).map_err(unavailable)?;
+        let created = Team::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -129,7 +70,7 @@ impl TeamStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
+            .map(|r| Team::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -140,7 +81,7 @@ impl TeamStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
+            .map(|r| Team::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -150,7 +91,7 @@ impl TeamStore for SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        collect(&rows, team_from_row)
+        collect(&rows, |r| Team::from_row(r))
     }
 
     async fn update_team(
@@ -169,7 +110,7 @@ impl TeamStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let mut team = team_from_row(&row).map_err(unavailable)?;
+        let mut team = Team::from_row(&row).map_err(unavailable)?;
         team = patch.apply(&team, at);
         let hours = team
             .working_hours
@@ -237,7 +178,7 @@ impl TeamStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = target_from_row(&r).map_err(unavailable)?;
+        let created = NotificationTarget::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -251,7 +192,7 @@ impl TeamStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| target_from_row(&r))
+            .map(|r| NotificationTarget::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -270,7 +211,7 @@ impl TeamStore for SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        collect(&rows, target_from_row)
+        collect(&rows, |r| NotificationTarget::from_row(r))
     }
 
     async fn update_target(
@@ -289,7 +230,7 @@ impl TeamStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let mut t = target_from_row(&row).map_err(unavailable)?;
+        let mut t = NotificationTarget::from_row(&row).map_err(unavailable)?;
         t = patch.apply(&t, at);
         sqlx::query(
             "UPDATE notification_targets SET kind = ?, priority = ?, period = ?, enabled = ?, \
@@ -360,7 +301,7 @@ impl TeamStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = window_from_row(&r).map_err(unavailable)?;
+        let created = MaintenanceWindowRecord::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&created)).await?;
         }
@@ -374,7 +315,7 @@ impl TeamStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| window_from_row(&r))
+            .map(|r| MaintenanceWindowRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
@@ -404,7 +345,7 @@ impl TeamStore for SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        let all = collect(&rows, window_from_row)?;
+        let all = collect(&rows, |r| MaintenanceWindowRecord::from_row(r))?;
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
