@@ -53,7 +53,7 @@ impl AgentStore for PgStore {
         .bind(&c.os)
         .bind(&c.arch)
         .bind(&labels)
-        .bind(dt(c.at))
+        .bind(c.at)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -83,7 +83,7 @@ impl AgentStore for PgStore {
             .bind(&labels)
             .bind(&c.session_id)
             .bind(&c.remote_addr)
-            .bind(dt(c.at))
+            .bind(c.at)
             .bind(c.service_id.map(|s| s.0))
             .bind(&c.key_id)
             .fetch_one(&mut *tx)
@@ -99,7 +99,7 @@ impl AgentStore for PgStore {
             "UPDATE agents SET last_seen_at = greatest(last_seen_at, $1) \
              WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.pool)
@@ -118,7 +118,7 @@ impl AgentStore for PgStore {
             "UPDATE agents SET connected = false, disconnected_at = $1 \
              WHERE id = $2 AND session_id = $3",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.pool)
@@ -187,7 +187,7 @@ impl AgentStore for PgStore {
              disconnected_at = CASE WHEN connected THEN $1 ELSE disconnected_at END \
              WHERE id = $3 AND revoked_at IS NULL",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(by)
         .bind(id)
         .execute(&mut *tx)

@@ -55,7 +55,7 @@ async fn queue(
             .bind(r.destination.channel())
             .bind(to_json(&r.destination)?)
             .bind(actor)
-            .bind(dt(now))
+            .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
@@ -79,7 +79,7 @@ async fn queue_follow_up(
     )
     .bind(event.as_str())
     .bind(actor)
-    .bind(dt(now))
+    .bind(now)
     .bind(alert_id)
     .execute(&mut **tx)
     .await
@@ -176,7 +176,7 @@ impl PgStore {
             )
         };
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(at))
+            .bind(at)
             .bind(actor)
             .bind(id)
             .fetch_one(&mut *tx)
@@ -204,7 +204,7 @@ impl AlertStore for PgStore {
             .bind(new.kind.as_str())
             .bind(&new.name)
             .bind(&new.dedup_key)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -262,7 +262,7 @@ impl AlertStore for PgStore {
              ORDER BY deadline_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(now))
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
@@ -417,7 +417,7 @@ impl AlertStore for PgStore {
                 qb.push(" AND priority = ").push_bind(p.as_str());
             }
             if let Some(since) = f.since {
-                qb.push(" AND created_at >= ").push_bind(dt(since));
+                qb.push(" AND created_at >= ").push_bind(since);
             }
         };
         let mut qb = QueryBuilder::<Postgres>::new("SELECT count(*)");
@@ -485,8 +485,8 @@ impl AlertStore for PgStore {
              RETURNING {DELIVERY_COLUMNS}"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(lease_until))
-            .bind(dt(now))
+            .bind(lease_until)
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
@@ -633,10 +633,10 @@ async fn apply(
                 .bind(kind.as_str())
                 .bind(&name)
                 .bind(&dedup_key)
-                .bind(dt(now))
+                .bind(now)
                 .bind(priority.as_str())
                 .bind(&team)
-                .bind(dt(down_since))
+                .bind(down_since)
                 .bind(&summary)
                 .bind(&run_id)
                 .fetch_optional(&mut **tx)
@@ -654,7 +654,7 @@ async fn apply(
                 let changed = sqlx::query(
                     "UPDATE alerts SET last_notified_at = $1 WHERE id = $2 AND state = 'open'",
                 )
-                .bind(dt(now))
+                .bind(now)
                 .bind(alert_id)
                 .execute(&mut **tx)
                 .await
@@ -670,7 +670,7 @@ async fn apply(
                     "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolve_reason = $2 \
                      WHERE id = $3 AND state <> 'resolved'",
                 )
-                .bind(dt(now))
+                .bind(now)
                 .bind(&reason)
                 .bind(alert_id)
                 .execute(&mut **tx)
@@ -694,7 +694,7 @@ async fn apply(
         .bind(s.reason.as_str())
         .bind(&s.incident_key)
         .bind(s.parent_alert_id)
-        .bind(dt(now))
+        .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?

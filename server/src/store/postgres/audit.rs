@@ -17,10 +17,10 @@ fn push_audit_filter(qb: &mut QueryBuilder<Postgres>, f: &AuditFilter) {
         qb.push(" AND actor = ").push_bind(v.clone());
     }
     if let Some(v) = f.start {
-        qb.push(" AND created_at >= ").push_bind(dt(v));
+        qb.push(" AND created_at >= ").push_bind(v);
     }
     if let Some(v) = f.end {
-        qb.push(" AND created_at <= ").push_bind(dt(v));
+        qb.push(" AND created_at <= ").push_bind(v);
     }
 }
 
@@ -38,7 +38,7 @@ pub(super) async fn insert_audit(
     .bind(e.service_id.map(|s| s.0))
     .bind(e.execution_id)
     .bind(e.details.to_string())
-    .bind(dt(e.at))
+    .bind(e.at)
     .execute(conn)
     .await
     .map_err(unavailable)?;

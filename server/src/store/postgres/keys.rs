@@ -16,8 +16,8 @@ impl KeyStore for PgStore {
             .bind(&key.name)
             .bind(key.digest.as_slice())
             .bind(key.scopes.to_list_string())
-            .bind(dt(key.created_at))
-            .bind(dto(key.expires_at))
+            .bind(key.created_at)
+            .bind(key.expires_at)
             .bind(key.rate_limit_per_minute.map(i64::from))
             .bind(&key.created_by)
             .fetch_one(&mut *tx)
@@ -62,7 +62,7 @@ impl KeyStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(dt(at))
+                .bind(at)
                 .bind(&id.0)
                 .execute(&mut *tx)
                 .await

@@ -164,7 +164,7 @@ impl PgStore {
         .bind(action.as_str())
         .bind(data)
         .bind(actor)
-        .bind(dt(at))
+        .bind(at)
         .fetch_one(&mut **tx)
         .await?;
         Ok(SnapshotId(id))
@@ -202,7 +202,7 @@ impl PgStore {
             .bind(s.mute.as_ref().and_then(|m| dto(m.until)))
             .bind(s.mute.as_ref().and_then(|m| m.reason.clone()))
             .bind(s.max_duration_ms)
-            .bind(dt(s.updated_at))
+            .bind(s.updated_at)
             .bind(s.id.0)
             .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
             .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
@@ -296,7 +296,7 @@ impl Store for PgStore {
         let mut n = 0;
         for sql in table.statements() {
             n = sqlx::query(AssertSqlSafe(*sql))
-                .bind(dt(before))
+                .bind(before)
                 .bind(i64::from(limit))
                 .execute(&mut *tx)
                 .await

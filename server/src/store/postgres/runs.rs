@@ -35,8 +35,8 @@ impl RunStore for PgStore {
                 .bind(parameters)
                 .bind(new.timeout_seconds)
                 .bind(&new.requested_by)
-                .bind(dt(new.at))
-                .bind(dt(new.expires_at))
+                .bind(new.at)
+                .bind(new.expires_at)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
@@ -149,8 +149,8 @@ impl RunStore for PgStore {
              v.status AS version_status"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(at))
-            .bind(dt(lost_base))
+            .bind(at)
+            .bind(lost_base)
             .bind(agent_id)
             .fetch_all(&self.pool)
             .await
@@ -201,9 +201,9 @@ impl RunStore for PgStore {
              WHERE id = $2 AND (status = 'dispatched' \
                  OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(run_id)
-        .bind(dt(lost_base))
+        .bind(lost_base)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -222,10 +222,10 @@ impl RunStore for PgStore {
              lost_after = $4 + make_interval(secs => timeout_seconds) \
              WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'dispatched')",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(run_id)
         .bind(agent_id)
-        .bind(dt(lost_base))
+        .bind(lost_base)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -244,7 +244,7 @@ impl RunStore for PgStore {
         )
         .bind(agent_id)
         .bind(still_running)
-        .bind(dt(lost_after))
+        .bind(lost_after)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -258,7 +258,7 @@ impl RunStore for PgStore {
             "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
              WHERE status = 'queued' AND expires_at <= $1",
         )
-        .bind(dt(now))
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -267,7 +267,7 @@ impl RunStore for PgStore {
             "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
              WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
         )
-        .bind(dt(now))
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -280,7 +280,7 @@ impl RunStore for PgStore {
             "SELECT DISTINCT agent_id FROM agent_runs \
              WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
         )
-        .bind(dt(now))
+        .bind(now)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)
@@ -339,8 +339,8 @@ impl RunStore for PgStore {
                 .bind(stderr)
                 .bind(stdout_truncated)
                 .bind(stderr_truncated)
-                .bind(dt(*started_at))
-                .bind(dt(*finished_at))
+                .bind(*started_at)
+                .bind(*finished_at)
                 .bind(duration_ms)
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -355,7 +355,7 @@ impl RunStore for PgStore {
                 )
                 .bind(reason)
                 .bind(detail)
-                .bind(dt(*at))
+                .bind(*at)
                 .bind(run_id)
                 .bind(end.status().as_str())
                 .execute(&mut *tx)
@@ -367,7 +367,7 @@ impl RunStore for PgStore {
                         "UPDATE services SET deadline_at = least(coalesce(deadline_at, $1), $1) \
                          WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
                     )
-                    .bind(dt(*at))
+                    .bind(*at)
                     .bind(agent_id)
                     .execute(&mut *tx)
                     .await
@@ -378,7 +378,7 @@ impl RunStore for PgStore {
         };
         // When the server stored the report (its own clock; `finished_at` is the agent's).
         sqlx::query("UPDATE agent_runs SET reported_at = $1 WHERE id = $2")
-            .bind(dt(Timestamp::now()))
+            .bind(Timestamp::now())
             .bind(run_id)
             .execute(&mut *tx)
             .await

@@ -52,7 +52,7 @@ impl ScriptStore for PgStore {
         )
         .bind(&new.name)
         .bind(name_key(&new.name))
-        .bind(dt(new.at))
+        .bind(new.at)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -95,7 +95,7 @@ impl ScriptStore for PgStore {
             .bind(&new.description)
             .bind(&new.created_by)
             .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -244,7 +244,7 @@ impl ScriptStore for PgStore {
             .bind(d.decision.status().as_str())
             .bind(&d.actor)
             .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
-            .bind(dt(d.at))
+            .bind(d.at)
             .bind(&d.reason)
             .bind(version_id)
             .fetch_one(&mut *tx)

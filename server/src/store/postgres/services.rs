@@ -376,7 +376,7 @@ impl ServiceStore for PgStore {
             .bind(new.priority.as_str())
             .bind(&new.runbook)
             .bind(new.max_duration_ms)
-            .bind(dt(new.at))
+            .bind(new.at)
             .bind(new.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
             .bind(new.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
             .bind(new.monitoring.renotify_seconds)
@@ -474,7 +474,7 @@ impl ServiceStore for PgStore {
             .await
             .map_err(unavailable)?;
         sqlx::query("UPDATE services SET deleted_at = $1, updated_at = $1 WHERE id = $2")
-            .bind(dt(now))
+            .bind(now)
             .bind(id.0)
             .execute(&mut *tx)
             .await

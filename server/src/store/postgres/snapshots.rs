@@ -11,10 +11,10 @@ fn push_snapshot_filter(qb: &mut QueryBuilder<Postgres>, f: &SnapshotFilter) {
         qb.push(" AND action_type = ").push_bind(v.as_str());
     }
     if let Some(v) = f.start {
-        qb.push(" AND created_at >= ").push_bind(dt(v));
+        qb.push(" AND created_at >= ").push_bind(v);
     }
     if let Some(v) = f.end {
-        qb.push(" AND created_at <= ").push_bind(dt(v));
+        qb.push(" AND created_at <= ").push_bind(v);
     }
 }
 
@@ -108,7 +108,7 @@ impl SnapshotStore for PgStore {
             .await
             .map_err(unavailable)?;
         sqlx::query("UPDATE snapshots SET restored_at = $1, restored_by = $2 WHERE id = $3")
-            .bind(dt(now))
+            .bind(now)
             .bind(actor)
             .bind(id.0)
             .execute(&mut *tx)

@@ -70,7 +70,7 @@ impl TeamStore for PgStore {
             .bind(name_key(&new.name))
             .bind(hours)
             .bind(&new.slack_channel)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -131,7 +131,7 @@ impl TeamStore for PgStore {
         .bind(name_key(&team.name))
         .bind(hours)
         .bind(&team.slack_channel)
-        .bind(dt(at))
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
@@ -179,7 +179,7 @@ impl TeamStore for PgStore {
             .bind(new.period.as_str())
             .bind(new.enabled)
             .bind(to_json(&new.config).map_err(unavailable)?)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -253,7 +253,7 @@ impl TeamStore for PgStore {
         .bind(t.period.as_str())
         .bind(t.enabled)
         .bind(to_json(&t.config).map_err(unavailable)?)
-        .bind(dt(at))
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
@@ -310,7 +310,7 @@ impl TeamStore for PgStore {
             .bind(bounds.map(|b| dt(b.1)))
             .bind(&new.reason)
             .bind(&new.created_by)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;

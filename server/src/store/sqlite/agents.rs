@@ -40,7 +40,7 @@ impl AgentStore for SqliteStore {
     async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = ?")
+            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1")
                 .bind(&c.id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -54,7 +54,7 @@ impl AgentStore for SqliteStore {
         let sql = format!(
             "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
              session_id, remote_addr, first_seen_at, connected_at, last_seen_at, key_id, \
-             service_id) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
+             service_id) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
              agent_version = excluded.agent_version, os = excluded.os, arch = excluded.arch, \
              labels = excluded.labels, connected = 1, session_id = excluded.session_id, \
@@ -87,10 +87,10 @@ impl AgentStore for SqliteStore {
 
     async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agents SET last_seen_at = max(last_seen_at, ?) \
-             WHERE id = ? AND session_id = ? AND revoked_at IS NULL",
+            "UPDATE agents SET last_seen_at = max(last_seen_at, $1) \
+             WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.write)
@@ -106,10 +106,10 @@ impl AgentStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agents SET connected = 0, disconnected_at = ? \
-             WHERE id = ? AND session_id = ?",
+            "UPDATE agents SET connected = 0, disconnected_at = $1 \
+             WHERE id = $2 AND session_id = $3",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.write)
@@ -119,7 +119,7 @@ impl AgentStore for SqliteStore {
     }
 
     async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?");
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.read)
@@ -171,13 +171,13 @@ impl AgentStore for SqliteStore {
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
-            "UPDATE agents SET revoked_at = ?, revoked_by = ?, connected = 0, \
-             disconnected_at = CASE WHEN connected = 1 THEN ? ELSE disconnected_at END \
-             WHERE id = ? AND revoked_at IS NULL",
+            "UPDATE agents SET revoked_at = $1, revoked_by = $2, connected = 0, \
+             disconnected_at = CASE WHEN connected = 1 THEN $3 ELSE disconnected_at END \
+             WHERE id = $4 AND revoked_at IS NULL",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(by)
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .execute(&mut *tx)
         .await

@@ -29,7 +29,7 @@ async fn queue(
     // A re-notification is not queued behind one still pending for the same destination: a
     // slow or failing receiver gets one message to retry, not a growing backlog.
     let guard = if event == EventKind::Renotified {
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = ?1 AND destination = ?5 \
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = $1 AND destination = $5 \
          AND state = 'pending')"
     } else {
         ""
@@ -37,7 +37,7 @@ async fn queue(
     for r in routed {
         let sql = format!(
             "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
-             next_attempt_at, created_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE 1 = 1{guard}"
+             next_attempt_at, created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE 1 = 1{guard}"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(alert_id)
@@ -46,7 +46,7 @@ async fn queue(
             .bind(r.destination.channel())
             .bind(to_json(&r.destination)?)
             .bind(actor)
-            .bind(now.millis())
+            .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
@@ -65,12 +65,12 @@ async fn queue_follow_up(
     sqlx::query(
         "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
          next_attempt_at, created_at) \
-         SELECT DISTINCT alert_id, target_id, ?1, channel, destination, ?2, ?3, ?3 \
-         FROM deliveries WHERE alert_id = ?4 AND event = 'triggered'",
+         SELECT DISTINCT alert_id, target_id, $1, channel, destination, $2, $3, $3 \
+         FROM deliveries WHERE alert_id = $4 AND event = 'triggered'",
     )
     .bind(event.as_str())
     .bind(actor)
-    .bind(now.millis())
+    .bind(now)
     .bind(alert_id)
     .execute(&mut **tx)
     .await
@@ -131,7 +131,7 @@ impl SqliteStore {
         audit: Option<AuditWith<'_, Alert>>,
     ) -> StoreResult<AlertChange> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
@@ -150,19 +150,19 @@ impl SqliteStore {
         }
         let (sql, event) = if resolve {
             (
-                "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_by = ?2, \
-                 resolve_reason = 'operator' WHERE id = ?3 RETURNING *",
+                "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
+                 resolve_reason = 'operator' WHERE id = $3 RETURNING *",
                 EventKind::Resolved,
             )
         } else {
             (
-                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?1, \
-                 acknowledged_by = ?2 WHERE id = ?3 RETURNING *",
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
+                 acknowledged_by = $2 WHERE id = $3 RETURNING *",
                 EventKind::Acknowledged,
             )
         };
         let row = sqlx::query(sql)
-            .bind(at.millis())
+            .bind(at)
             .bind(actor)
             .bind(id)
             .fetch_one(&mut *tx)
@@ -183,13 +183,13 @@ impl AlertStore for SqliteStore {
     async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert> {
         let r = sqlx::query(
             "INSERT INTO alerts (service_id, kind, name, dedup_key, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5) RETURNING *",
         )
         .bind(new.service_id.0)
         .bind(new.kind.as_str())
         .bind(&new.name)
         .bind(&new.dedup_key)
-        .bind(new.at.millis())
+        .bind(new.at)
         .fetch_one(&self.write)
         .await
         .map_err(unavailable)?;
@@ -202,7 +202,8 @@ impl AlertStore for SqliteStore {
             Some(true) => " WHERE state <> 'resolved'",
             Some(false) => " WHERE state = 'resolved'",
         };
-        let sql = format!("SELECT * FROM alerts{filter} ORDER BY created_at DESC, id DESC LIMIT ?");
+        let sql =
+            format!("SELECT * FROM alerts{filter} ORDER BY created_at DESC, id DESC LIMIT $1");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(i64::from(limit))
             .fetch_all(&self.read)
@@ -243,11 +244,11 @@ impl AlertStore for SqliteStore {
         let mut report = PassReport::default();
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let sql = format!(
-            "SELECT {SERVICE_COLUMNS}, deadline_at FROM services WHERE deleted_at IS NULL AND deadline_at <= ? \
-             ORDER BY deadline_at LIMIT ?"
+            "SELECT {SERVICE_COLUMNS}, deadline_at FROM services WHERE deleted_at IS NULL AND deadline_at <= $1 \
+             ORDER BY deadline_at LIMIT $2"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now.millis())
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
@@ -276,8 +277,8 @@ impl AlertStore for SqliteStore {
                     d.recent_beats.extend(d.service.last_heartbeat_at);
                 } else {
                     let beats: Vec<i64> = sqlx::query_scalar(
-                        "SELECT received_at FROM heartbeat_events WHERE service_id = ? \
-                         ORDER BY received_at DESC LIMIT ?",
+                        "SELECT received_at FROM heartbeat_events WHERE service_id = $1 \
+                         ORDER BY received_at DESC LIMIT $2",
                     )
                     .bind(d.service.id.0)
                     .bind(i64::from(n))
@@ -343,7 +344,7 @@ impl AlertStore for SqliteStore {
     }
 
     async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
-        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+        sqlx::query("SELECT * FROM alerts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await
@@ -383,7 +384,7 @@ impl AlertStore for SqliteStore {
                 qb.push(" AND priority = ").push_bind(p.as_str());
             }
             if let Some(since) = f.since {
-                qb.push(" AND created_at >= ").push_bind(since.millis());
+                qb.push(" AND created_at >= ").push_bind(since);
             }
         };
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*)");
@@ -444,13 +445,13 @@ impl AlertStore for SqliteStore {
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?2 \
-                 AND (lease_until IS NULL OR lease_until <= ?2) \
-                 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING *",
+            "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $2 \
+                 AND (lease_until IS NULL OR lease_until <= $2) \
+                 ORDER BY next_attempt_at, id LIMIT $3) RETURNING *",
         )
-        .bind(lease_until.millis())
-        .bind(now.millis())
+        .bind(lease_until)
+        .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await
@@ -458,13 +459,13 @@ impl AlertStore for SqliteStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let delivery = DeliveryRecord::from_row(r).map_err(unavailable)?;
-            let alert = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            let alert = sqlx::query("SELECT * FROM alerts WHERE id = $1")
                 .bind(delivery.alert_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             let alert = Alert::from_row(&alert).map_err(unavailable)?;
-            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?");
+            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
             let service = sqlx::query(AssertSqlSafe(sql))
                 .bind(alert.service_id.0)
                 .fetch_one(&mut *tx)
@@ -485,10 +486,10 @@ impl AlertStore for SqliteStore {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done = res.state != DeliveryState::Pending;
         let row = sqlx::query(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, \
-             next_attempt_at = coalesce(?2, next_attempt_at), lease_until = NULL, \
-             last_status = ?3, last_error = ?4, external_ref = coalesce(?5, external_ref), \
-             finished_at = ?6 WHERE id = ?7 RETURNING alert_id, event, channel",
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, \
+             next_attempt_at = coalesce($2, next_attempt_at), lease_until = NULL, \
+             last_status = $3, last_error = $4, external_ref = coalesce($5, external_ref), \
+             finished_at = $6 WHERE id = $7 RETURNING alert_id, event, channel",
         )
         .bind(res.state.as_str())
         .bind(res.next_attempt_at.map(Timestamp::millis))
@@ -506,8 +507,8 @@ impl AlertStore for SqliteStore {
             let channel: String = r.try_get("channel").map_err(unavailable)?;
             if channel == "pagerduty" {
                 sqlx::query(
-                    "UPDATE alerts SET external_reference_id = coalesce(external_reference_id, ?) \
-                     WHERE id = ?",
+                    "UPDATE alerts SET external_reference_id = coalesce(external_reference_id, $1) \
+                     WHERE id = $2",
                 )
                 .bind(ext)
                 .bind(r.try_get::<i64, _>("alert_id").map_err(unavailable)?)
@@ -524,13 +525,13 @@ impl AlertStore for SqliteStore {
         target: TargetId,
         page: PageRequest,
     ) -> StoreResult<Page<DeliveryRecord>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE target_id = ?")
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE target_id = $1")
             .bind(target.0)
             .fetch_one(&self.read)
             .await
             .map_err(unavailable)?;
         let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE target_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+            "SELECT * FROM deliveries WHERE target_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
         )
         .bind(target.0)
         .bind(i64::from(page.limit))
@@ -579,7 +580,7 @@ async fn apply(
     now: Timestamp,
     report: &mut PassReport,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE services SET state = coalesce(?, state), deadline_at = ? WHERE id = ?")
+    sqlx::query("UPDATE services SET state = coalesce($1, state), deadline_at = $2 WHERE id = $3")
         .bind(v.state.map(ServiceState::as_str))
         .bind(v.deadline_at.map(Timestamp::millis))
         .bind(d.service.id.0)
@@ -602,17 +603,17 @@ async fn apply(
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO alerts (service_id, kind, name, state, dedup_key, created_at, \
                      priority, team, down_since, last_notified_at, summary, run_id) \
-                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?5, ?9, ?10) \
+                     VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $5, $9, $10) \
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(d.service.id.0)
                 .bind(kind.as_str())
                 .bind(&name)
                 .bind(&dedup_key)
-                .bind(now.millis())
+                .bind(now)
                 .bind(priority.as_str())
                 .bind(&team)
-                .bind(down_since.millis())
+                .bind(down_since)
                 .bind(&summary)
                 .bind(&run_id)
                 .fetch_optional(&mut **tx)
@@ -628,9 +629,9 @@ async fn apply(
             }
             AlertOp::Renotify { alert_id, notify } => {
                 let changed = sqlx::query(
-                    "UPDATE alerts SET last_notified_at = ? WHERE id = ? AND state = 'open'",
+                    "UPDATE alerts SET last_notified_at = $1 WHERE id = $2 AND state = 'open'",
                 )
-                .bind(now.millis())
+                .bind(now)
                 .bind(alert_id)
                 .execute(&mut **tx)
                 .await
@@ -643,10 +644,10 @@ async fn apply(
             }
             AlertOp::Resolve { alert_id, reason } => {
                 let changed = sqlx::query(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = ?, resolve_reason = ? \
-                     WHERE id = ? AND state <> 'resolved'",
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolve_reason = $2 \
+                     WHERE id = $3 AND state <> 'resolved'",
                 )
-                .bind(now.millis())
+                .bind(now)
                 .bind(&reason)
                 .bind(alert_id)
                 .execute(&mut **tx)
@@ -663,14 +664,14 @@ async fn apply(
     for s in v.suppressions {
         let inserted = sqlx::query(
             "INSERT INTO alert_suppressions (service_id, kind, reason, incident_key, \
-             parent_alert_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             parent_alert_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(d.service.id.0)
         .bind(s.kind.as_str())
         .bind(s.reason.as_str())
         .bind(&s.incident_key)
         .bind(s.parent_alert_id)
-        .bind(now.millis())
+        .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?

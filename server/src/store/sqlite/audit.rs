@@ -17,10 +17,10 @@ fn push_audit_filter(qb: &mut QueryBuilder<Sqlite>, f: &AuditFilter) {
         qb.push(" AND actor = ").push_bind(v.clone());
     }
     if let Some(v) = f.start {
-        qb.push(" AND created_at >= ").push_bind(v.millis());
+        qb.push(" AND created_at >= ").push_bind(v);
     }
     if let Some(v) = f.end {
-        qb.push(" AND created_at <= ").push_bind(v.millis());
+        qb.push(" AND created_at <= ").push_bind(v);
     }
 }
 
@@ -31,14 +31,14 @@ pub(super) async fn insert_audit(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
-         created_at) VALUES (?, ?, ?, ?, ?, ?)",
+         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&e.action_type)
     .bind(&e.actor)
     .bind(e.service_id.map(|s| s.0))
     .bind(e.execution_id)
     .bind(e.details.to_string())
-    .bind(e.at.millis())
+    .bind(e.at)
     .execute(conn)
     .await
     .map_err(unavailable)?;

@@ -8,14 +8,14 @@ impl KeyStore for SqliteStore {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+             rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         )
         .bind(&key.id.0)
         .bind(&key.name)
         .bind(key.digest.as_slice())
         .bind(key.scopes.to_list_string())
-        .bind(key.created_at.millis())
-        .bind(ms(key.expires_at))
+        .bind(key.created_at)
+        .bind(key.expires_at)
         .bind(key.rate_limit_per_minute.map(i64::from))
         .bind(&key.created_by)
         .fetch_one(&mut *tx)
@@ -29,7 +29,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
-        sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(&id.0)
             .fetch_optional(&self.read)
             .await
@@ -58,8 +58,8 @@ impl KeyStore for SqliteStore {
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(at.millis())
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
                 .bind(&id.0)
                 .execute(&mut *tx)
                 .await

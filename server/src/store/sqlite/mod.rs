@@ -109,7 +109,7 @@ impl SqliteStore {
         id: ServiceId,
     ) -> Result<Option<Service>, sqlx::Error> {
         let sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ? AND deleted_at IS NULL");
+            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
             .fetch_optional(&mut **tx)
@@ -128,13 +128,13 @@ impl SqliteStore {
         let data = serde_json::to_string(service).map_err(|e| sqlx::Error::Encode(e.into()))?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(service.id.0)
         .bind(action.as_str())
         .bind(data)
         .bind(actor)
-        .bind(at.millis())
+        .bind(at)
         .fetch_one(&mut **tx)
         .await?;
         Ok(SnapshotId(id))
@@ -147,11 +147,11 @@ impl SqliteStore {
         undelete: bool,
     ) -> Result<(), sqlx::Error> {
         let sql = format!(
-            "UPDATE services SET heartbeat_name = ?, name_key = ?, service_name = ?, \
-             environment = ?, active = ?, interval_seconds = ?, threshold = ?, grace_seconds = ?, \
-             team = ?, priority = ?, runbook = ?, state = ?, muted_at = ?, muted_until = ?, \
-             mute_reason = ?, max_duration_ms = ?, updated_at = ?, deadline_at = ?, schedule = ?, \
-             schedule_tz = ?, renotify_seconds = ?, parent_id = ?, alert_on_failure = ?{} WHERE id = ?",
+            "UPDATE services SET heartbeat_name = $1, name_key = $2, service_name = $3, \
+             environment = $4, active = $5, interval_seconds = $6, threshold = $7, grace_seconds = $8, \
+             team = $9, priority = $10, runbook = $11, state = $12, muted_at = $13, muted_until = $14, \
+             mute_reason = $15, max_duration_ms = $16, updated_at = $17, deadline_at = $18, schedule = $19, \
+             schedule_tz = $20, renotify_seconds = $21, parent_id = $22, alert_on_failure = $23{} WHERE id = $24",
             if undelete { ", deleted_at = NULL" } else { "" }
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -171,8 +171,8 @@ impl SqliteStore {
             .bind(s.mute.as_ref().and_then(|m| ms(m.until)))
             .bind(s.mute.as_ref().and_then(|m| m.reason.clone()))
             .bind(s.max_duration_ms)
-            .bind(s.updated_at.millis())
-            .bind(s.updated_at.millis())
+            .bind(s.updated_at)
+            .bind(s.updated_at)
             .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
             .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
             .bind(s.monitoring.renotify_seconds)
@@ -231,7 +231,7 @@ impl Store for SqliteStore {
         let mut n = 0;
         for sql in table.statements() {
             n = sqlx::query(AssertSqlSafe(*sql))
-                .bind(before.millis())
+                .bind(before)
                 .bind(i64::from(limit))
                 .execute(&mut *tx)
                 .await

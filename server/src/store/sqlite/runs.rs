@@ -19,7 +19,7 @@ impl RunStore for SqliteStore {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING {RUN_COLUMNS}"
         );
         let mut tx = self.write.begin().await.map_err(unavailable)?;
@@ -35,8 +35,8 @@ impl RunStore for SqliteStore {
                 .bind(parameters)
                 .bind(new.timeout_seconds)
                 .bind(&new.requested_by)
-                .bind(new.at.millis())
-                .bind(new.expires_at.millis())
+                .bind(new.at)
+                .bind(new.expires_at)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
@@ -50,7 +50,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ?");
+        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(run_id)
             .fetch_optional(&self.read)
@@ -107,7 +107,7 @@ impl RunStore for SqliteStore {
 
     async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? AND status = 'dispatched' \
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -136,9 +136,9 @@ impl RunStore for SqliteStore {
             )
         };
         let sql = format!(
-            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
-             lost_after = ?2 + timeout_seconds * 1000 \
-             WHERE agent_id = ?3 AND status = 'queued' AND (expires_at IS NULL OR expires_at > ?1) \
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE agent_id = $3 AND status = 'queued' AND (expires_at IS NULL OR expires_at > $1) \
              RETURNING {RUN_COLUMNS}, \
              (SELECT s.name FROM scripts s WHERE s.id = agent_runs.script_id) AS script_name, \
              {}, {}, {}, {}",
@@ -148,8 +148,8 @@ impl RunStore for SqliteStore {
             version("status"),
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(at.millis())
-            .bind(lost_base.millis())
+            .bind(at)
+            .bind(lost_base)
             .bind(agent_id)
             .fetch_all(&self.write)
             .await
@@ -178,7 +178,7 @@ impl RunStore for SqliteStore {
     async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
-             WHERE id = ?1 AND agent_id = ?2 AND status = 'dispatched'",
+             WHERE id = $1 AND agent_id = $2 AND status = 'dispatched'",
         )
         .bind(run_id)
         .bind(agent_id)
@@ -195,13 +195,13 @@ impl RunStore for SqliteStore {
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
-             lost_after = ?2 + timeout_seconds * 1000 \
-             WHERE id = ?3 AND (status = 'dispatched' \
-                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > ?1)))",
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE id = $3 AND (status = 'dispatched' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
-        .bind(at.millis())
-        .bind(lost_base.millis())
+        .bind(at)
+        .bind(lost_base)
         .bind(run_id)
         .execute(&self.write)
         .await
@@ -217,12 +217,12 @@ impl RunStore for SqliteStore {
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, ?), \
-             lost_after = ? + timeout_seconds * 1000 \
-             WHERE id = ? AND agent_id = ? AND status IN ('queued', 'dispatched')",
+            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1), \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE id = $3 AND agent_id = $4 AND status IN ('queued', 'dispatched')",
         )
-        .bind(at.millis())
-        .bind(lost_base.millis())
+        .bind(at)
+        .bind(lost_base)
         .bind(run_id)
         .bind(agent_id)
         .execute(&self.write)
@@ -240,11 +240,11 @@ impl RunStore for SqliteStore {
         let ids = serde_json::to_string(still_running)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let updated = sqlx::query(
-            "UPDATE agent_runs SET lost_after = min(coalesce(lost_after, ?1), ?1) \
-             WHERE agent_id = ?2 AND status = 'running' \
-             AND id NOT IN (SELECT value FROM json_each(?3))",
+            "UPDATE agent_runs SET lost_after = min(coalesce(lost_after, $1), $1) \
+             WHERE agent_id = $2 AND status = 'running' \
+             AND id NOT IN (SELECT value FROM json_each($3))",
         )
-        .bind(lost_after.millis())
+        .bind(lost_after)
         .bind(agent_id)
         .bind(ids)
         .execute(&self.write)
@@ -255,19 +255,19 @@ impl RunStore for SqliteStore {
 
     async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
         let expired = sqlx::query(
-            "UPDATE agent_runs SET status = 'expired', finished_at = ?1 \
-             WHERE status = 'queued' AND expires_at <= ?1",
+            "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
+             WHERE status = 'queued' AND expires_at <= $1",
         )
-        .bind(now.millis())
+        .bind(now)
         .execute(&self.write)
         .await
         .map_err(unavailable)?
         .rows_affected();
         let lost = sqlx::query(
-            "UPDATE agent_runs SET status = 'lost', finished_at = ?1 \
-             WHERE status IN ('dispatched', 'running') AND lost_after <= ?1",
+            "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
+             WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
         )
-        .bind(now.millis())
+        .bind(now)
         .execute(&self.write)
         .await
         .map_err(unavailable)?
@@ -278,9 +278,9 @@ impl RunStore for SqliteStore {
     async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT agent_id FROM agent_runs \
-             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > ?)",
+             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
         )
-        .bind(now.millis())
+        .bind(now)
         .fetch_all(&self.read)
         .await
         .map_err(unavailable)
@@ -294,7 +294,7 @@ impl RunStore for SqliteStore {
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let found: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT status, dispatched_at FROM agent_runs WHERE id = ? AND agent_id = ?",
+            "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2",
         )
         .bind(run_id)
         .bind(agent_id)
@@ -327,10 +327,10 @@ impl RunStore for SqliteStore {
                 duration_ms,
             } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = ?, exit_code = ?, signal = ?, stdout = ?, \
-                     stderr = ?, stdout_truncated = ?, stderr_truncated = ?, \
-                     started_at = coalesce(started_at, ?), finished_at = ?, duration_ms = ? \
-                     WHERE id = ?",
+                    "UPDATE agent_runs SET status = $1, exit_code = $2, signal = $3, stdout = $4, \
+                     stderr = $5, stdout_truncated = $6, stderr_truncated = $7, \
+                     started_at = coalesce(started_at, $8), finished_at = $9, duration_ms = $10 \
+                     WHERE id = $11",
                 )
                 .bind(status.as_str())
                 .bind(exit_code)
@@ -339,8 +339,8 @@ impl RunStore for SqliteStore {
                 .bind(stderr)
                 .bind(i64::from(*stdout_truncated))
                 .bind(i64::from(*stderr_truncated))
-                .bind(started_at.millis())
-                .bind(finished_at.millis())
+                .bind(started_at)
+                .bind(finished_at)
                 .bind(duration_ms)
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -350,13 +350,13 @@ impl RunStore for SqliteStore {
             }
             AgentRunEnd::Refused { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = ?, refusal_reason = ?, \
-                     refusal_detail = ?, finished_at = ? WHERE id = ?",
+                    "UPDATE agent_runs SET status = $1, refusal_reason = $2, \
+                     refusal_detail = $3, finished_at = $4 WHERE id = $5",
                 )
                 .bind(end.status().as_str())
                 .bind(reason)
                 .bind(detail)
-                .bind(at.millis())
+                .bind(at)
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await
@@ -364,10 +364,10 @@ impl RunStore for SqliteStore {
                 if end.raises_alert() {
                     // The monitor opens the `run_refused` alert on its next pass.
                     sqlx::query(
-                        "UPDATE services SET deadline_at = min(coalesce(deadline_at, ?1), ?1) \
-                         WHERE id = (SELECT service_id FROM agents WHERE id = ?2)",
+                        "UPDATE services SET deadline_at = min(coalesce(deadline_at, $1), $1) \
+                         WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
                     )
-                    .bind(at.millis())
+                    .bind(at)
                     .bind(agent_id)
                     .execute(&mut *tx)
                     .await
@@ -377,7 +377,7 @@ impl RunStore for SqliteStore {
             }
         };
         // When the server stored the report (its own clock; `finished_at` is the agent's).
-        sqlx::query("UPDATE agent_runs SET reported_at = ? WHERE id = ?")
+        sqlx::query("UPDATE agent_runs SET reported_at = $1 WHERE id = $2")
             .bind(Timestamp::now().millis())
             .bind(run_id)
             .execute(&mut *tx)

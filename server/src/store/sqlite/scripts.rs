@@ -45,7 +45,7 @@ impl ScriptStore for SqliteStore {
     ) -> StoreResult<RegisterOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let existing: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = ?")
+            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = $1")
                 .bind(name_key(&new.name))
                 .fetch_optional(&mut *tx)
                 .await
@@ -53,18 +53,18 @@ impl ScriptStore for SqliteStore {
         let (script_id, name) = match existing {
             Some(found) => found,
             None => sqlx::query_as(
-                "INSERT INTO scripts (name, name_key, created_at) VALUES (?, ?, ?) \
+                "INSERT INTO scripts (name, name_key, created_at) VALUES ($1, $2, $3) \
                  RETURNING id, name",
             )
             .bind(&new.name)
             .bind(name_key(&new.name))
-            .bind(new.at.millis())
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?,
         };
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
              ORDER BY version DESC LIMIT 1"
         );
         let latest = sqlx::query(AssertSqlSafe(sql))
@@ -85,7 +85,7 @@ impl ScriptStore for SqliteStore {
         let sql = format!(
             "INSERT INTO script_versions (script_id, version, interpreter, content, sha256, \
              description, created_by, created_by_key, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(script_id)
@@ -96,7 +96,7 @@ impl ScriptStore for SqliteStore {
             .bind(&new.description)
             .bind(&new.created_by)
             .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
-            .bind(new.at.millis())
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -110,17 +110,18 @@ impl ScriptStore for SqliteStore {
 
     async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         let mut tx = self.read.begin().await.map_err(unavailable)?;
-        let Some((name, created_at)) =
-            sqlx::query_as::<_, (String, i64)>("SELECT name, created_at FROM scripts WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
+        let Some((name, created_at)) = sqlx::query_as::<_, (String, i64)>(
+            "SELECT name, created_at FROM scripts WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
         else {
             return Ok(None);
         };
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
              ORDER BY version"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -142,7 +143,7 @@ impl ScriptStore for SqliteStore {
     }
 
     async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = ?")
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.read)
             .await
@@ -198,8 +199,8 @@ impl ScriptStore for SqliteStore {
         version: i32,
     ) -> StoreResult<Option<ScriptVersion>> {
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
-             AND version = ?"
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
+             AND version = $2"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
@@ -218,7 +219,7 @@ impl ScriptStore for SqliteStore {
         d: &ScriptDecision,
     ) -> StoreResult<DecideOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = ?");
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = $1");
         let Some(current) = sqlx::query(AssertSqlSafe(sql))
             .bind(version_id)
             .fetch_optional(&mut *tx)
@@ -237,14 +238,14 @@ impl ScriptStore for SqliteStore {
             return Ok(DecideOutcome::SameKey);
         }
         let sql = format!(
-            "UPDATE script_versions SET status = ?, decided_by = ?, decided_by_key = ?, \
-             decided_at = ?, decision_reason = ? WHERE id = ? RETURNING {VERSION_COLUMNS}"
+            "UPDATE script_versions SET status = $1, decided_by = $2, decided_by_key = $3, \
+             decided_at = $4, decision_reason = $5 WHERE id = $6 RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(d.decision.status().as_str())
             .bind(&d.actor)
             .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
-            .bind(d.at.millis())
+            .bind(d.at)
             .bind(&d.reason)
             .bind(version_id)
             .fetch_one(&mut *tx)

@@ -90,7 +90,7 @@ impl ServiceStore for SqliteStore {
                 row.push_bind(*id)
                     .push_bind(h.status.clone())
                     .push_bind(h.run_id.clone())
-                    .push_bind(h.received_at.millis());
+                    .push_bind(h.received_at);
             });
             qb.push(" RETURNING id");
             let mut ids: Vec<i64> = qb
@@ -207,7 +207,7 @@ impl ServiceStore for SqliteStore {
         let at = sig.at.millis();
         let existing: Option<SqliteRow> = match (&sig.run_id, sig.kind) {
             (Some(run_id), _) => {
-                sqlx::query("SELECT * FROM job_runs WHERE service_id = ? AND run_id = ?")
+                sqlx::query("SELECT * FROM job_runs WHERE service_id = $1 AND run_id = $2")
                     .bind(service.id.0)
                     .bind(run_id)
                     .fetch_optional(&mut *tx)
@@ -216,7 +216,7 @@ impl ServiceStore for SqliteStore {
             (None, SignalKind::Start) => Ok(None),
             (None, _) => {
                 sqlx::query(
-                    "SELECT * FROM job_runs WHERE service_id = ? AND status = 'running' \
+                    "SELECT * FROM job_runs WHERE service_id = $1 AND status = 'running' \
                      ORDER BY started_at DESC, id DESC LIMIT 1",
                 )
                 .bind(service.id.0)
@@ -242,7 +242,7 @@ impl ServiceStore for SqliteStore {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let r = sqlx::query(
                     "INSERT INTO job_runs (service_id, run_id, status, started_at, body, \
-                     body_truncated) VALUES (?, ?, 'running', ?, ?, ?) RETURNING *",
+                     body_truncated) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING *",
                 )
                 .bind(service.id.0)
                 .bind(run_id)
@@ -257,9 +257,9 @@ impl ServiceStore for SqliteStore {
             SignalStep::Finish(run, finished_status) => {
                 let duration = run_duration_ms(run.started_at, sig.at);
                 let r = sqlx::query(
-                    "UPDATE job_runs SET status = ?, finished_at = ?, duration_ms = ?, \
-                     exit_code = ?, body = coalesce(?, body), body_truncated = ? \
-                     WHERE id = ? RETURNING *",
+                    "UPDATE job_runs SET status = $1, finished_at = $2, duration_ms = $3, \
+                     exit_code = $4, body = coalesce($5, body), body_truncated = $6 \
+                     WHERE id = $7 RETURNING *",
                 )
                 .bind(finished_status.as_str())
                 .bind(at)
@@ -280,7 +280,7 @@ impl ServiceStore for SqliteStore {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let r = sqlx::query(
                     "INSERT INTO job_runs (service_id, run_id, status, finished_at, exit_code, \
-                     body, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                     body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
                 )
                 .bind(service.id.0)
                 .bind(run_id)
@@ -298,7 +298,7 @@ impl ServiceStore for SqliteStore {
         let status = signal_heartbeat_status(sig.kind, sig.exit_code);
         sqlx::query(
             "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
-             VALUES (?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(service.id.0)
         .bind(status)
@@ -308,8 +308,8 @@ impl ServiceStore for SqliteStore {
         .await
         .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), ?1), \
-             deadline_at = min(coalesce(deadline_at, ?1), ?1) WHERE id = ?2",
+            "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), $1), \
+             deadline_at = min(coalesce(deadline_at, $1), $1) WHERE id = $2",
         )
         .bind(at)
         .bind(service.id.0)
@@ -325,8 +325,8 @@ impl ServiceStore for SqliteStore {
 
     async fn recent_run_durations(&self, service: ServiceId, limit: u32) -> StoreResult<Vec<i64>> {
         sqlx::query_scalar(
-            "SELECT duration_ms FROM job_runs WHERE service_id = ? AND finished_at IS NOT NULL \
-             AND duration_ms IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT ?",
+            "SELECT duration_ms FROM job_runs WHERE service_id = $1 AND finished_at IS NOT NULL \
+             AND duration_ms IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT $2",
         )
         .bind(service.0)
         .bind(i64::from(limit))
@@ -336,14 +336,14 @@ impl ServiceStore for SqliteStore {
     }
 
     async fn list_runs(&self, service: ServiceId, page: PageRequest) -> StoreResult<Page<JobRun>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE service_id = ?")
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE service_id = $1")
             .bind(service.0)
             .fetch_one(&self.read)
             .await
             .map_err(unavailable)?;
         let rows = sqlx::query(
-            "SELECT * FROM job_runs WHERE service_id = ? \
-             ORDER BY coalesce(started_at, finished_at) DESC, id DESC LIMIT ? OFFSET ?",
+            "SELECT * FROM job_runs WHERE service_id = $1 \
+             ORDER BY coalesce(started_at, finished_at) DESC, id DESC LIMIT $2 OFFSET $3",
         )
         .bind(service.0)
         .bind(i64::from(page.limit))
@@ -365,7 +365,7 @@ impl ServiceStore for SqliteStore {
     async fn create_service(&self, new: &NewService) -> StoreResult<CreateOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let sql = format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = ? AND deleted_at IS NULL"
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = $1 AND deleted_at IS NULL"
         );
         if let Some(r) = sqlx::query(AssertSqlSafe(sql))
             .bind(new.heartbeat_name.key())
@@ -382,7 +382,7 @@ impl ServiceStore for SqliteStore {
              interval_seconds, threshold, grace_seconds, team, priority, runbook, \
              max_duration_ms, created_at, updated_at, deadline_at, schedule, schedule_tz, \
              renotify_seconds, parent_id, alert_on_failure) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ? * 1000, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 + $15 * 1000, $16, $17, $18, $19, $20) \
              RETURNING {SERVICE_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
@@ -397,9 +397,9 @@ impl ServiceStore for SqliteStore {
             .bind(new.priority.as_str())
             .bind(&new.runbook)
             .bind(new.max_duration_ms)
-            .bind(new.at.millis())
-            .bind(new.at.millis())
-            .bind(new.at.millis())
+            .bind(new.at)
+            .bind(new.at)
+            .bind(new.at)
             .bind(new.interval_seconds)
             .bind(new.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
             .bind(new.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
@@ -416,7 +416,7 @@ impl ServiceStore for SqliteStore {
 
     async fn get_service(&self, id: ServiceId) -> StoreResult<Option<Service>> {
         let sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ? AND deleted_at IS NULL");
+            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
             .fetch_optional(&self.read)
@@ -429,7 +429,7 @@ impl ServiceStore for SqliteStore {
 
     async fn find_service(&self, key: &str) -> StoreResult<Option<Service>> {
         let sql = format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = ? AND deleted_at IS NULL"
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = $1 AND deleted_at IS NULL"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(key)
@@ -511,9 +511,9 @@ impl ServiceStore for SqliteStore {
         let snap = Self::insert_snapshot(&mut tx, &before, SnapshotAction::Delete, actor, now)
             .await
             .map_err(unavailable)?;
-        sqlx::query("UPDATE services SET deleted_at = ?, updated_at = ? WHERE id = ?")
-            .bind(now.millis())
-            .bind(now.millis())
+        sqlx::query("UPDATE services SET deleted_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(now)
+            .bind(now)
             .bind(id.0)
             .execute(&mut *tx)
             .await

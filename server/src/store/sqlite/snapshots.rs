@@ -11,10 +11,10 @@ fn push_snapshot_filter(qb: &mut QueryBuilder<Sqlite>, f: &SnapshotFilter) {
         qb.push(" AND action_type = ").push_bind(v.as_str());
     }
     if let Some(v) = f.start {
-        qb.push(" AND created_at >= ").push_bind(v.millis());
+        qb.push(" AND created_at >= ").push_bind(v);
     }
     if let Some(v) = f.end {
-        qb.push(" AND created_at <= ").push_bind(v.millis());
+        qb.push(" AND created_at <= ").push_bind(v);
     }
 }
 
@@ -55,7 +55,7 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn get_snapshot(&self, id: SnapshotId) -> StoreResult<Option<Snapshot>> {
-        sqlx::query("SELECT * FROM snapshots WHERE id = ?")
+        sqlx::query("SELECT * FROM snapshots WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
@@ -72,7 +72,7 @@ impl SnapshotStore for SqliteStore {
         audit: Option<AuditWith<'_, Service>>,
     ) -> StoreResult<RestoreOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM snapshots WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM snapshots WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
@@ -87,7 +87,7 @@ impl SnapshotStore for SqliteStore {
         let now = Timestamp::now();
         let key = name_key(&snap.snapshot_data.heartbeat_name);
         let holder: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM services WHERE name_key = ? AND deleted_at IS NULL AND id <> ?",
+            "SELECT id FROM services WHERE name_key = $1 AND deleted_at IS NULL AND id <> $2",
         )
         .bind(&key)
         .bind(snap.service_id.0)
@@ -98,7 +98,7 @@ impl SnapshotStore for SqliteStore {
             return Ok(RestoreOutcome::NameTaken);
         }
         // Snapshot what is there now (live or deleted) so the restore itself can be undone.
-        let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?");
+        let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
         let current = sqlx::query(AssertSqlSafe(sql))
             .bind(snap.service_id.0)
             .fetch_optional(&mut *tx)
@@ -122,8 +122,8 @@ impl SnapshotStore for SqliteStore {
         Self::write_service(&mut tx, &restored, true)
             .await
             .map_err(unavailable)?;
-        sqlx::query("UPDATE snapshots SET restored_at = ?, restored_by = ? WHERE id = ?")
-            .bind(now.millis())
+        sqlx::query("UPDATE snapshots SET restored_at = $1, restored_by = $2 WHERE id = $3")
+            .bind(now)
             .bind(actor)
             .bind(id.0)
             .execute(&mut *tx)

@@ -45,14 +45,14 @@ impl TeamStore for SqliteStore {
             .map_err(unavailable)?;
         let r = sqlx::query(
             "INSERT INTO teams (name, name_key, working_hours, slack_channel, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
         )
         .bind(&new.name)
         .bind(name_key(&new.name))
         .bind(hours)
         .bind(&new.slack_channel)
-        .bind(new.at.millis())
-        .bind(new.at.millis())
+        .bind(new.at)
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -65,7 +65,7 @@ impl TeamStore for SqliteStore {
     }
 
     async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
-        sqlx::query("SELECT * FROM teams WHERE id = ?")
+        sqlx::query("SELECT * FROM teams WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
@@ -76,7 +76,7 @@ impl TeamStore for SqliteStore {
     }
 
     async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
-        sqlx::query("SELECT * FROM teams WHERE name_key = ?")
+        sqlx::query("SELECT * FROM teams WHERE name_key = $1")
             .bind(key)
             .fetch_optional(&self.read)
             .await
@@ -102,7 +102,7 @@ impl TeamStore for SqliteStore {
         audit: Option<AuditWith<'_, Team>>,
     ) -> StoreResult<Option<Team>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
@@ -119,14 +119,14 @@ impl TeamStore for SqliteStore {
             .transpose()
             .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE teams SET name = ?, name_key = ?, working_hours = ?, slack_channel = ?, \
-             updated_at = ? WHERE id = ?",
+            "UPDATE teams SET name = $1, name_key = $2, working_hours = $3, slack_channel = $4, \
+             updated_at = $5 WHERE id = $6",
         )
         .bind(&team.name)
         .bind(name_key(&team.name))
         .bind(hours)
         .bind(&team.slack_channel)
-        .bind(at.millis())
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
@@ -141,7 +141,7 @@ impl TeamStore for SqliteStore {
     async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE; foreign keys are on).
-        let done = sqlx::query("DELETE FROM teams WHERE id = ?")
+        let done = sqlx::query("DELETE FROM teams WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
@@ -163,7 +163,7 @@ impl TeamStore for SqliteStore {
         let (team, service) = owner_ids(new.owner);
         let r = sqlx::query(
             "INSERT INTO notification_targets (team_id, service_id, kind, priority, period, \
-             enabled, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             enabled, config, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING *",
         )
         .bind(team)
@@ -173,8 +173,8 @@ impl TeamStore for SqliteStore {
         .bind(new.period.as_str())
         .bind(i64::from(new.enabled))
         .bind(to_json(&new.config).map_err(unavailable)?)
-        .bind(new.at.millis())
-        .bind(new.at.millis())
+        .bind(new.at)
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -187,7 +187,7 @@ impl TeamStore for SqliteStore {
     }
 
     async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
-        sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+        sqlx::query("SELECT * FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
@@ -222,7 +222,7 @@ impl TeamStore for SqliteStore {
         audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<Option<NotificationTarget>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
@@ -233,15 +233,15 @@ impl TeamStore for SqliteStore {
         let mut t = NotificationTarget::from_row(&row).map_err(unavailable)?;
         t = patch.apply(&t, at);
         sqlx::query(
-            "UPDATE notification_targets SET kind = ?, priority = ?, period = ?, enabled = ?, \
-             config = ?, updated_at = ? WHERE id = ?",
+            "UPDATE notification_targets SET kind = $1, priority = $2, period = $3, enabled = $4, \
+             config = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(t.config.kind())
         .bind(t.priority)
         .bind(t.period.as_str())
         .bind(i64::from(t.enabled))
         .bind(to_json(&t.config).map_err(unavailable)?)
-        .bind(at.millis())
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
@@ -259,7 +259,7 @@ impl TeamStore for SqliteStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("DELETE FROM notification_targets WHERE id = ?")
+        let done = sqlx::query("DELETE FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
@@ -286,7 +286,7 @@ impl TeamStore for SqliteStore {
         let bounds = one_time_bounds(&new.window);
         let r = sqlx::query(
             "INSERT INTO maintenance_windows (scope, service_id, team_id, spec, starts_at, \
-             ends_at, reason, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ends_at, reason, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING *",
         )
         .bind(new.scope.as_str())
@@ -297,7 +297,7 @@ impl TeamStore for SqliteStore {
         .bind(bounds.map(|b| b.1.millis()))
         .bind(&new.reason)
         .bind(&new.created_by)
-        .bind(new.at.millis())
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -310,7 +310,7 @@ impl TeamStore for SqliteStore {
     }
 
     async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
-        sqlx::query("SELECT * FROM maintenance_windows WHERE id = ?")
+        sqlx::query("SELECT * FROM maintenance_windows WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
@@ -334,9 +334,9 @@ impl TeamStore for SqliteStore {
         if let Some(at) = f.active_at {
             // One-time windows are narrowed here; recurring ones need their schedule.
             qb.push(" AND (ends_at IS NULL OR (starts_at <= ")
-                .push_bind(at.millis())
+                .push_bind(at)
                 .push(" AND ends_at > ")
-                .push_bind(at.millis())
+                .push_bind(at)
                 .push("))");
         }
         qb.push(" ORDER BY id");
@@ -355,7 +355,7 @@ impl TeamStore for SqliteStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = ?")
+        let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
