@@ -44,14 +44,16 @@ pub struct HeartbeatQuery {
     pub offset: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct HeartbeatRow {
+    #[sqlx(rename = "id")]
     pub heartbeat_id: i64,
     pub service_id: ServiceId,
     pub heartbeat_name: String,
     pub service_name: String,
     pub status: String,
     pub run_id: Option<String>,
+    #[sqlx(rename = "received_at")]
     pub time: Timestamp,
     pub team: String,
     pub priority: Priority,

@@ -164,19 +164,7 @@ impl ServiceStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, |r| {
-            Ok(HeartbeatRow {
-                heartbeat_id: r.try_get("id")?,
-                service_id: ServiceId(r.try_get("service_id")?),
-                heartbeat_name: r.try_get("heartbeat_name")?,
-                service_name: r.try_get("service_name")?,
-                status: r.try_get("status")?,
-                run_id: r.try_get("run_id")?,
-                time: ts(r, "received_at")?,
-                team: r.try_get("team")?,
-                priority: decode("priority", Priority::parse(r.try_get("priority")?))?,
-            })
-        })
+        collect(&rows, |r| HeartbeatRow::from_row(r))
     }
 
     async fn record_job_signal(&self, sig: &JobSignal) -> StoreResult<JobSignalOutcome> {

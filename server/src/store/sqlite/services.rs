@@ -174,20 +174,8 @@ impl ServiceStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(|r| {
-                Ok(HeartbeatRow {
-                    heartbeat_id: r.try_get(0)?,
-                    service_id: ServiceId(r.try_get(1)?),
-                    heartbeat_name: r.try_get(2)?,
-                    service_name: r.try_get(3)?,
-                    status: r.try_get(4)?,
-                    run_id: r.try_get(5)?,
-                    time: Timestamp::from_millis(r.try_get(6)?),
-                    team: r.try_get(7)?,
-                    priority: decode("priority", Priority::parse(r.try_get(8)?))?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+            .map(HeartbeatRow::from_row)
+            .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
 
