@@ -8,46 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Priority, Timestamp};
-use crate::store::{AlertKind, AlertState};
+use crate::domain::{AlertKind, AlertState, Priority, Timestamp};
+pub use crate::domain::{Destination, EventKind};
 
 /// Version of the webhook body's schema (`schema_version`); bumped only on incompatible change.
 pub const WEBHOOK_SCHEMA_VERSION: u32 = 1;
-
-/// What happened to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// The alert opened.
-    Triggered,
-    /// The alert is still open and unacknowledged; said again on the renotify cadence.
-    Renotified,
-    /// Someone took the alert.
-    Acknowledged,
-    /// The alert closed (the service recovered, was deactivated, or an operator resolved it).
-    Resolved,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Triggered => "triggered",
-            Self::Renotified => "renotified",
-            Self::Acknowledged => "acknowledged",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "triggered" => Some(Self::Triggered),
-            "renotified" => Some(Self::Renotified),
-            "acknowledged" => Some(Self::Acknowledged),
-            "resolved" => Some(Self::Resolved),
-            _ => None,
-        }
-    }
-}
 
 /// The service an alert is about, as it was when the event happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,29 +59,6 @@ pub struct AlertRef {
     /// Who acknowledged or resolved it (an API key name or `slack:<user>`), when someone did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-}
-
-/// Where one notification goes. Built by the monitor from a notification target (or from the
-/// legacy `SLACK_CHANNEL_ID` / `PAGERDUTY_ROUTING_KEY` defaults) and stored in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Destination {
-    /// `chat.postMessage` to a channel with the server's bot token (`SLACK_API_TOKEN`).
-    Slack { channel: String },
-    /// PagerDuty Events API v2 with the service's routing key.
-    Pagerduty { routing_key: String },
-    /// A signed POST of the [`AlertEvent`] JSON.
-    Webhook { url: String, secret: String },
-}
-
-impl Destination {
-    pub fn channel(&self) -> &'static str {
-        match self {
-            Self::Slack { .. } => "slack",
-            Self::Pagerduty { .. } => "pagerduty",
-            Self::Webhook { .. } => "webhook",
-        }
-    }
 }
 
 /// The outcome of one delivery attempt.

@@ -4,8 +4,7 @@
 //! intended, additive change to [`AlertEvent`]; then paste them into the document.
 
 use super::event::{AlertEvent, AlertRef, EventKind, ServiceRef, WEBHOOK_SCHEMA_VERSION};
-use crate::domain::{Priority, Timestamp};
-use crate::store::{AlertKind, AlertState};
+use crate::domain::{AlertKind, AlertState, Priority, Timestamp};
 
 pub const ALL_KINDS: [EventKind; 4] = [
     EventKind::Triggered,

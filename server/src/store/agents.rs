@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::sql::JsonText;
+use super::*;
 use crate::domain::{ServiceId, Timestamp};
 
 /// One agent as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AgentRecord {
     /// The agent's own id (`hello.agent_id`).
     pub id: String,
@@ -17,6 +19,7 @@ pub struct AgentRecord {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub labels: BTreeMap<String, String>,
     /// Whether a session was open when it last changed. A replica that died without closing
     /// its sessions leaves this set; readers also look at `last_seen_at`.
@@ -70,4 +73,40 @@ pub struct AgentFilter {
     pub revoked: Option<bool>,
     /// Only agents that carry every one of these labels with exactly this value.
     pub labels: BTreeMap<String, String>,
+}
+
+/// The agent registry.
+#[async_trait::async_trait]
+pub trait AgentStore: Send + Sync {
+    // ---- agents -----------------------------------------------------------------------------
+
+    /// Registers the agent (or updates its row) and marks it connected by `session_id`, in one
+    /// transaction; a revoked agent is refused and nothing changes.
+    async fn agent_connected(&self, conn: &AgentConnection) -> StoreResult<AgentConnectOutcome>;
+    /// Records that the session is alive. `false` when the agent was revoked or the session is
+    /// no longer its current one: the session must close.
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Marks the agent disconnected, if `session_id` is still its current session.
+    async fn agent_disconnected(
+        &self,
+        id: &str,
+        session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+    /// Ordered by id.
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRecord>>;
+    /// Marks the agent revoked (and disconnected), with `audit` in the same transaction.
+    /// `false` (and nothing written) when no such unrevoked agent exists.
+    async fn revoke_agent(
+        &self,
+        id: &str,
+        by: &str,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 }

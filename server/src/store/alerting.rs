@@ -2,15 +2,14 @@
 
 use serde::Serialize;
 
-use super::{
-    Alert, AlertKind, AlertState, MaintenanceWindowRecord, NotificationTarget, Service, TargetId,
-    Team,
+use super::*;
+use crate::domain::{
+    AlertKind, AlertState, Destination, EventKind, Priority, RunStatus, ServiceId, TargetId,
+    Timestamp,
 };
-use crate::domain::{Priority, ServiceId, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 
 /// An alert's extra columns (added with the monitor), read with every alert.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, sqlx::FromRow)]
 pub struct AlertDetails {
     pub priority: Option<Priority>,
     pub team: Option<String>,
@@ -71,7 +70,7 @@ pub struct RefusalView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
     pub run_id: String,
-    pub status: super::RunStatus,
+    pub status: RunStatus,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
 }
@@ -225,7 +224,7 @@ impl DeliveryState {
 }
 
 /// A row of the delivery log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct DeliveryRecord {
     pub id: i64,
     pub alert_id: i64,
@@ -380,4 +379,109 @@ impl PurgeTable {
             ],
         }
     }
+}
+
+// ---- alerts -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub service_id: ServiceId,
+    pub kind: AlertKind,
+    pub name: String,
+    pub dedup_key: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Alert {
+    #[sqlx(rename = "id")]
+    pub alert_id: i64,
+    pub service_id: ServiceId,
+    pub kind: AlertKind,
+    #[sqlx(rename = "name")]
+    pub alert_name: String,
+    pub state: AlertState,
+    pub dedup_key: String,
+    pub external_reference_id: Option<String>,
+    pub alert_cycle: i32,
+    pub created_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub details: AlertDetails,
+}
+
+/// Alerts, the monitor pass that opens and closes them, and the notification outbox.
+#[async_trait::async_trait]
+pub trait AlertStore: Send + Sync {
+    // ---- alerts -----------------------------------------------------------------------------
+
+    /// Opens an alert for a service.
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert>;
+    /// Newest first. `active`: only open/acknowledged (`true`) or only resolved (`false`).
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>>;
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>>;
+    async fn list_alerts_filtered(
+        &self,
+        filter: &AlertFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Alert>>;
+    /// Open → acknowledged, queueing an `acknowledged` notification to every destination the
+    /// alert's trigger went to, in one transaction.
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange>;
+    /// Open or acknowledged → resolved, queueing `resolved` notifications likewise. The monitor
+    /// does not open the same incident again.
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange>;
+    /// Live (open or acknowledged) alerts by priority and team, counted by the database.
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts>;
+
+    // ---- monitor ----------------------------------------------------------------------------
+
+    /// One monitor pass, in one transaction: takes up to `limit` live services whose deadline
+    /// is at or before `now` (on PostgreSQL skipping rows another replica holds, so each due
+    /// service is judged by exactly one process), reads the [`MonitorContext`], judges each
+    /// with `judge`, and writes states, deadlines, alert changes, suppressions and outbox rows.
+    async fn monitor_pass(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        judge: &Judge<'_>,
+    ) -> StoreResult<PassReport>;
+    /// The earliest deadline of any live service.
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>>;
+
+    // ---- notification outbox ----------------------------------------------------------------
+
+    /// Leases up to `limit` pending deliveries that are due and not leased by a live
+    /// dispatcher (a crashed dispatcher's lease runs out at `lease_until`).
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records an attempt's outcome and releases the lease; a delivered `triggered` or
+    /// `renotified` event also stamps the alert's `last_notified_at` and external reference.
+    async fn finish_delivery(&self, id: i64, result: &DeliveryResult) -> StoreResult<()>;
+    /// The delivery log of one target, newest first.
+    async fn list_deliveries(
+        &self,
+        target: TargetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>>;
+    /// When the next pending delivery is due (now or later), if any.
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>>;
 }

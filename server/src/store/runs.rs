@@ -3,91 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use medic_protocol::SkipReason;
 use serde::Serialize;
 
-use super::ScriptId;
-use crate::domain::Timestamp;
-
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentRunStatus {
-    /// Waiting for a session of its agent.
-    Queued,
-    /// Sent to the agent; not yet accepted.
-    Dispatched,
-    /// The agent accepted it and started the script.
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    /// The agent refused it (see the refusal reason).
-    Refused,
-    /// Still queued when its expiry passed; never sent.
-    Expired,
-    /// Dispatched or running, and the agent did not report within the run's deadline (its timeout
-    /// plus a grace), or came back as a new process that no longer knew the run. A result the
-    /// agent reports later still replaces it.
-    Lost,
-}
-
-impl AgentRunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Dispatched => "dispatched",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Refused => "refused",
-            Self::Expired => "expired",
-            Self::Lost => "lost",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "dispatched" => Self::Dispatched,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "timed_out" => Self::TimedOut,
-            "refused" => Self::Refused,
-            "expired" => Self::Expired,
-            "lost" => Self::Lost,
-            _ => return None,
-        })
-    }
-
-    /// Whether the run has ended.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded
-                | Self::Failed
-                | Self::TimedOut
-                | Self::Refused
-                | Self::Expired
-                | Self::Lost
-        )
-    }
-
-    /// Every status, for metrics that start at zero.
-    pub const ALL: [Self; 9] = [
-        Self::Queued,
-        Self::Dispatched,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Refused,
-        Self::Expired,
-        Self::Lost,
-    ];
-}
+use super::sql::JsonText;
+use super::*;
+pub use crate::domain::run::{ALERTING_REFUSALS, refusal_alerts};
+use crate::domain::{AgentRunStatus, ScriptId, Timestamp};
 
 /// A run to queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +26,7 @@ pub struct NewAgentRun {
     pub expires_at: Timestamp,
     /// The audit entry recording the request, written in the run's own transaction (so a queued
     /// run always has it, and queueing costs one commit).
-    pub audit: Option<super::NewAuditEntry>,
+    pub audit: Option<NewAuditEntry>,
 }
 
 /// Which runs to list (every field narrows; the default lists all).
@@ -117,12 +38,14 @@ pub struct RunFilter {
 }
 
 /// One run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AgentRun {
+    #[sqlx(rename = "id")]
     pub run_id: String,
     pub agent_id: String,
     pub script_id: ScriptId,
     pub script_version: i32,
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub parameters: BTreeMap<String, String>,
     pub timeout_seconds: i32,
     pub status: AgentRunStatus,
@@ -153,7 +76,7 @@ pub struct ClaimedRun {
     /// The run, already `dispatched`.
     pub run: AgentRun,
     pub script_name: String,
-    pub interpreter: medic_protocol::Interpreter,
+    pub interpreter: Interpreter,
     pub content: String,
     pub sha256: String,
     /// Whether the version is approved (a run is only queued for an approved version, and a
@@ -212,25 +135,6 @@ pub enum AgentRunEnd {
     },
 }
 
-/// Refusal reasons that open a `run_refused` alert: the request and the host disagree about
-/// what may run, which an operator must look at. Not: `busy` and `draining` (the agent was full
-/// or stopping; queue the run again), `expired` and `duplicate` (stored as `expired` / `lost`).
-pub const ALERTING_REFUSALS: [SkipReason; 8] = [
-    SkipReason::NotInAllowlist,
-    SkipReason::NotApproved,
-    SkipReason::HashMismatch,
-    SkipReason::InvalidName,
-    SkipReason::InvalidParameters,
-    SkipReason::InvalidRequest,
-    SkipReason::UnsupportedInterpreter,
-    SkipReason::Unknown,
-];
-
-/// Whether a refusal with this stored reason opens a `run_refused` alert.
-pub fn refusal_alerts(reason: &str) -> bool {
-    ALERTING_REFUSALS.iter().any(|r| r.as_str() == reason)
-}
-
 impl AgentRunEnd {
     /// Whether storing this ending opens a `run_refused` alert on the agent's service.
     pub fn raises_alert(&self) -> bool {
@@ -251,4 +155,85 @@ impl AgentRunEnd {
             },
         }
     }
+}
+
+/// Script runs on agents.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync {
+    // ---- agent runs -------------------------------------------------------------------------
+
+    /// Queues runs (each with its audit entry) in one transaction: all or none. The agents and
+    /// the script versions must exist (the database refuses a dangling reference).
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>>;
+    /// Queues one run (see [`Self::create_agent_runs`]).
+    async fn create_agent_run(&self, new: &NewAgentRun) -> StoreResult<AgentRun> {
+        self.create_agent_runs(std::slice::from_ref(new))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("no run was created".to_owned()))
+    }
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>>;
+    /// Newest first.
+    async fn list_agent_runs(
+        &self,
+        filter: &RunFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AgentRun>>;
+    /// The agent's runs sent to an earlier session and never accepted (still `dispatched`),
+    /// oldest first: sent again at the start of a session.
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>>;
+    /// Claims, in one statement, the agent's queued runs not expired at `at` for sending at
+    /// `at` (each lost unless the agent reports by `lost_base` + the run's timeout), oldest
+    /// first, each with its script version. A run is claimed once: a session racing this one
+    /// claims none of the same runs.
+    async fn claim_agent_runs(
+        &self,
+        agent_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<Vec<ClaimedRun>>;
+    /// Claims one queued run (not expired at `at`) or an already sent one for sending to the
+    /// agent at `at`; it is lost unless the agent reports by `lost_base` + the run's timeout.
+    /// `false`: the run ended meanwhile (expired, or finished elsewhere) and must not be sent.
+    async fn agent_run_sent(
+        &self,
+        run_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Puts a dispatched run of this agent back in the queue: the agent declined it for now
+    /// (`busy`, `draining`) without starting it. `false` when it is not this agent's, or not
+    /// dispatched (it started, or ended meanwhile).
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool>;
+    /// The agent accepted the run (it is lost unless a result arrives by `lost_base` + the
+    /// run's timeout). `false` when it is not this agent's, or not waiting.
+    async fn agent_run_started(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        at: Timestamp,
+        lost_base: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Stores how the run ended unless an ending is already stored (a result replaces only
+    /// `lost`). `None` when the agent has no such run.
+    async fn finish_agent_run(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        end: &AgentRunEnd,
+    ) -> StoreResult<Option<RunFinish>>;
+    /// The agent connected again and runs none of its `running` runs except `still_running`:
+    /// each of the others is lost unless its result arrives by `lost_after`. Returns how many.
+    async fn orphan_agent_runs(
+        &self,
+        agent_id: &str,
+        still_running: &[String],
+        lost_after: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Ends, in single guarded `UPDATE`s (safe on several replicas at once), the queued runs
+    /// whose expiry has passed (`expired`) and the sent or running runs past their deadline
+    /// (`lost`).
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep>;
+    /// Agents that have runs queued and not expired at `now`.
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>>;
 }

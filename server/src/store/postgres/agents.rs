@@ -4,39 +4,15 @@
 //! connection) or after (and the session learns of it at its next heartbeat, through
 //! [`agent_seen`](crate::store::Store::agent_seen)).
 
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
-use super::{PgStore, dt, ts, tso, unavailable};
-use crate::domain::{ServiceId, Timestamp};
+use super::*;
+use crate::domain::Timestamp;
 use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels::text AS labels, \
     connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, \
     last_seen_at, revoked_at, revoked_by, key_id, service_id";
-
-fn agent_from_row(r: &PgRow) -> Result<AgentRecord, sqlx::Error> {
-    let labels: String = r.try_get("labels")?;
-    Ok(AgentRecord {
-        id: r.try_get("id")?,
-        hostname: r.try_get("hostname")?,
-        agent_version: r.try_get("agent_version")?,
-        os: r.try_get("os")?,
-        arch: r.try_get("arch")?,
-        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        connected: r.try_get("connected")?,
-        session_id: r.try_get("session_id")?,
-        remote_addr: r.try_get("remote_addr")?,
-        first_seen_at: ts(r, "first_seen_at")?,
-        connected_at: tso(r, "connected_at")?,
-        disconnected_at: tso(r, "disconnected_at")?,
-        last_seen_at: ts(r, "last_seen_at")?,
-        revoked_at: tso(r, "revoked_at")?,
-        revoked_by: r.try_get("revoked_by")?,
-        key_id: r.try_get("key_id")?,
-        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
-    })
-}
 
 fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
     qb.push(" FROM agents WHERE true");
@@ -58,11 +34,9 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
     }
 }
 
-impl PgStore {
-    pub(super) async fn agent_connected_impl(
-        &self,
-        c: &AgentConnection,
-    ) -> StoreResult<AgentConnectOutcome> {
+#[async_trait::async_trait]
+impl AgentStore for PgStore {
+    async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let labels =
             serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -79,11 +53,11 @@ impl PgStore {
         .bind(&c.os)
         .bind(&c.arch)
         .bind(&labels)
-        .bind(dt(c.at))
+        .bind(c.at)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let revoked: Option<chrono::DateTime<chrono::Utc>> =
+        let revoked: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1 FOR UPDATE")
                 .bind(&c.id)
                 .fetch_one(&mut *tx)
@@ -109,28 +83,23 @@ impl PgStore {
             .bind(&labels)
             .bind(&c.session_id)
             .bind(&c.remote_addr)
-            .bind(dt(c.at))
+            .bind(c.at)
             .bind(c.service_id.map(|s| s.0))
             .bind(&c.key_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let record = agent_from_row(&row).map_err(unavailable)?;
+        let record = AgentRecord::from_row(&row).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
 
-    pub(super) async fn agent_seen_impl(
-        &self,
-        id: &str,
-        session_id: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agents SET last_seen_at = greatest(last_seen_at, $1) \
              WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.pool)
@@ -139,7 +108,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_disconnected_impl(
+    async fn agent_disconnected(
         &self,
         id: &str,
         session_id: &str,
@@ -149,7 +118,7 @@ impl PgStore {
             "UPDATE agents SET connected = false, disconnected_at = $1 \
              WHERE id = $2 AND session_id = $3",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.pool)
@@ -158,7 +127,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -166,12 +135,12 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agents_impl(
+    async fn list_agents(
         &self,
         filter: &AgentFilter,
         page: PageRequest,
@@ -196,7 +165,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -205,7 +174,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn revoke_agent_impl(
+    async fn revoke_agent(
         &self,
         id: &str,
         by: &str,
@@ -218,7 +187,7 @@ impl PgStore {
              disconnected_at = CASE WHEN connected THEN $1 ELSE disconnected_at END \
              WHERE id = $3 AND revoked_at IS NULL",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(by)
         .bind(id)
         .execute(&mut *tx)
@@ -226,7 +195,7 @@ impl PgStore {
         .map_err(unavailable)?;
         let revoked = updated.rows_affected() == 1;
         if revoked && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)

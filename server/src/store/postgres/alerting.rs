@@ -10,15 +10,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, Transaction};
 
-use super::{
-    ALERT_COLUMNS, PgStore, SERVICE_COLUMNS, alert_from_row, decode, dt, service_from_row, ts, tso,
-    unavailable,
-};
+use super::*;
+use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 use crate::store::*;
 
 const DAY_MS: i64 = 86_400_000;
@@ -26,26 +22,6 @@ const DAY_MS: i64 = 86_400_000;
 const DELIVERY_COLUMNS: &str = "id, alert_id, target_id, event, destination::text AS destination, \
     actor, state, attempts, next_attempt_at, last_status, last_error, external_ref, created_at, \
     finished_at";
-
-fn delivery_from_row(r: &PgRow) -> Result<DeliveryRecord, sqlx::Error> {
-    let dest: String = r.try_get("destination")?;
-    Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        alert_id: r.try_get("alert_id")?,
-        target_id: r.try_get::<Option<i64>, _>("target_id")?.map(TargetId),
-        event: decode("event", EventKind::parse(r.try_get("event")?))?,
-        destination: serde_json::from_str(&dest).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        actor: r.try_get("actor")?,
-        state: decode("delivery state", DeliveryState::parse(r.try_get("state")?))?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: ts(r, "next_attempt_at")?,
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        external_ref: r.try_get("external_ref")?,
-        created_at: ts(r, "created_at")?,
-        finished_at: tso(r, "finished_at")?,
-    })
-}
 
 fn to_json(d: &Destination) -> Result<String, StoreError> {
     serde_json::to_string(d).map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -79,7 +55,7 @@ async fn queue(
             .bind(r.destination.channel())
             .bind(to_json(&r.destination)?)
             .bind(actor)
-            .bind(dt(now))
+            .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
@@ -103,7 +79,7 @@ async fn queue_follow_up(
     )
     .bind(event.as_str())
     .bind(actor)
-    .bind(dt(now))
+    .bind(now)
     .bind(alert_id)
     .execute(&mut **tx)
     .await
@@ -112,7 +88,168 @@ async fn queue_follow_up(
 }
 
 impl PgStore {
-    pub(super) async fn monitor_pass_impl(
+    async fn monitor_context(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        now: Timestamp,
+        due: &[DueService],
+    ) -> StoreResult<MonitorContext> {
+        let mut ctx = MonitorContext {
+            teams: self.list_teams().await?,
+            targets: self
+                .list_targets(&TargetFilter::default())
+                .await?
+                .into_iter()
+                .filter(|t| t.enabled)
+                .collect(),
+            windows: self
+                .list_windows(&WindowFilter::default())
+                .await?
+                .into_iter()
+                .filter(|w| {
+                    one_time_bounds(&w.window)
+                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
+                })
+                .collect(),
+            down_parents: Vec::new(),
+        };
+        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
+            let rows = sqlx::query(
+                "SELECT service_id, id FROM alerts \
+                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            for r in rows {
+                ctx.down_parents.push((
+                    ServiceId(r.try_get(0).map_err(unavailable)?),
+                    r.try_get(1).map_err(unavailable)?,
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    pub(super) async fn change_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        resolve: bool,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(AlertChange::NotFound);
+        };
+        let alert = Alert::from_row(&row).map_err(unavailable)?;
+        let applies = if resolve {
+            alert.state != AlertState::Resolved
+        } else {
+            alert.state == AlertState::Open
+        };
+        if !applies {
+            return Ok(AlertChange::Unchanged(alert));
+        }
+        let (sql, event) = if resolve {
+            (
+                format!(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
+                     resolve_reason = 'operator' WHERE id = $3 RETURNING {ALERT_COLUMNS}"
+                ),
+                EventKind::Resolved,
+            )
+        } else {
+            (
+                format!(
+                    "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
+                     acknowledged_by = $2 WHERE id = $3 RETURNING {ALERT_COLUMNS}"
+                ),
+                EventKind::Acknowledged,
+            )
+        };
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(at)
+            .bind(actor)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        let changed = Alert::from_row(&row).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&changed)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AlertChange::Changed(changed))
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertStore for PgStore {
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert> {
+        let sql = format!(
+            "INSERT INTO alerts (service_id, kind, name, dedup_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {ALERT_COLUMNS}"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(new.service_id.0)
+            .bind(new.kind.as_str())
+            .bind(&new.name)
+            .bind(&new.dedup_key)
+            .bind(new.at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Alert::from_row(&r).map_err(unavailable)
+    }
+
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
+        let filter = match active {
+            None => "",
+            Some(true) => " WHERE state <> 'resolved'",
+            Some(false) => " WHERE state = 'resolved'",
+        };
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts{filter} ORDER BY created_at DESC, id DESC \
+             LIMIT $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        collect(&rows, |r| Alert::from_row(r))
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, false, audit).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, true, audit).await
+    }
+
+    async fn monitor_pass(
         &self,
         now: Timestamp,
         limit: u32,
@@ -125,7 +262,7 @@ impl PgStore {
              ORDER BY deadline_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(now))
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
@@ -134,7 +271,7 @@ impl PgStore {
             let mut due = Vec::with_capacity(rows.len());
             for r in &rows {
                 due.push(DueService {
-                    service: service_from_row(r).map_err(unavailable)?,
+                    service: Service::from_row(r).map_err(unavailable)?,
                     deadline_at: tso(r, "deadline_at").map_err(unavailable)?,
                     recent_beats: Vec::new(),
                     live_alert: None,
@@ -227,54 +364,11 @@ impl PgStore {
             report.examined = due.len();
         }
         tx.commit().await.map_err(unavailable)?;
-        report.next_deadline = self.next_deadline_impl().await?;
+        report.next_deadline = self.next_deadline().await?;
         Ok(report)
     }
 
-    async fn monitor_context(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        now: Timestamp,
-        due: &[DueService],
-    ) -> StoreResult<MonitorContext> {
-        let mut ctx = MonitorContext {
-            teams: self.list_teams_impl().await?,
-            targets: self
-                .list_targets_impl(&TargetFilter::default())
-                .await?
-                .into_iter()
-                .filter(|t| t.enabled)
-                .collect(),
-            windows: self
-                .list_windows_impl(&WindowFilter::default())
-                .await?
-                .into_iter()
-                .filter(|w| {
-                    one_time_bounds(&w.window)
-                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
-                })
-                .collect(),
-            down_parents: Vec::new(),
-        };
-        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
-            let rows = sqlx::query(
-                "SELECT service_id, id FROM alerts \
-                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
-            )
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-            for r in rows {
-                ctx.down_parents.push((
-                    ServiceId(r.try_get(0).map_err(unavailable)?),
-                    r.try_get(1).map_err(unavailable)?,
-                ));
-            }
-        }
-        Ok(ctx)
-    }
-
-    pub(super) async fn next_deadline_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
              AND deadline_at IS NOT NULL",
@@ -285,19 +379,19 @@ impl PgStore {
         Ok(v.map(Timestamp::from_datetime))
     }
 
-    pub(super) async fn get_alert_impl(&self, id: i64) -> StoreResult<Option<Alert>> {
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| alert_from_row(&r))
+            .map(|r| Alert::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_alerts_filtered_impl(
+    async fn list_alerts_filtered(
         &self,
         f: &AlertFilter,
         page: PageRequest,
@@ -323,7 +417,7 @@ impl PgStore {
                 qb.push(" AND priority = ").push_bind(p.as_str());
             }
             if let Some(since) = f.since {
-                qb.push(" AND created_at >= ").push_bind(dt(since));
+                qb.push(" AND created_at >= ").push_bind(since);
             }
         };
         let mut qb = QueryBuilder::<Postgres>::new("SELECT count(*)");
@@ -346,7 +440,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(alert_from_row)
+            .map(Alert::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -355,67 +449,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn change_alert_impl(
-        &self,
-        id: i64,
-        actor: &str,
-        at: Timestamp,
-        resolve: bool,
-        audit: Option<AuditWith<'_, Alert>>,
-    ) -> StoreResult<AlertChange> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(AlertChange::NotFound);
-        };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
-        let applies = if resolve {
-            alert.state != AlertState::Resolved
-        } else {
-            alert.state == AlertState::Open
-        };
-        if !applies {
-            return Ok(AlertChange::Unchanged(alert));
-        }
-        let (sql, event) = if resolve {
-            (
-                format!(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
-                     resolve_reason = 'operator' WHERE id = $3 RETURNING {ALERT_COLUMNS}"
-                ),
-                EventKind::Resolved,
-            )
-        } else {
-            (
-                format!(
-                    "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
-                     acknowledged_by = $2 WHERE id = $3 RETURNING {ALERT_COLUMNS}"
-                ),
-                EventKind::Acknowledged,
-            )
-        };
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(at))
-            .bind(actor)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
-        if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&changed)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(AlertChange::Changed(changed))
-    }
-
-    pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
         let rows = sqlx::query(
             "SELECT priority, team, count(*) FROM alerts WHERE state <> 'resolved' \
              GROUP BY priority, team",
@@ -427,7 +461,7 @@ impl PgStore {
             .map(|r| {
                 Ok((
                     r.try_get::<Option<String>, _>(0)?
-                        .and_then(|p| crate::domain::Priority::parse(&p)),
+                        .and_then(|p| Priority::parse(&p)),
                     r.try_get(1)?,
                     r.try_get(2)?,
                 ))
@@ -436,7 +470,7 @@ impl PgStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_deliveries_impl(
+    async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
@@ -451,22 +485,22 @@ impl PgStore {
              RETURNING {DELIVERY_COLUMNS}"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(lease_until))
-            .bind(dt(now))
+            .bind(lease_until)
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let delivery = delivery_from_row(r).map_err(unavailable)?;
+            let delivery = DeliveryRecord::from_row(r).map_err(unavailable)?;
             let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
             let alert = sqlx::query(AssertSqlSafe(sql))
                 .bind(delivery.alert_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            let alert = alert_from_row(&alert).map_err(unavailable)?;
+            let alert = Alert::from_row(&alert).map_err(unavailable)?;
             let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
             let service = sqlx::query(AssertSqlSafe(sql))
                 .bind(alert.service_id.0)
@@ -476,7 +510,7 @@ impl PgStore {
             out.push(ClaimedDelivery {
                 delivery,
                 alert,
-                service: service_from_row(&service).map_err(unavailable)?,
+                service: Service::from_row(&service).map_err(unavailable)?,
             });
         }
         tx.commit().await.map_err(unavailable)?;
@@ -484,11 +518,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(super) async fn finish_delivery_impl(
-        &self,
-        id: i64,
-        res: &DeliveryResult,
-    ) -> StoreResult<()> {
+    async fn finish_delivery(&self, id: i64, res: &DeliveryResult) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = res.state != DeliveryState::Pending;
         let row = sqlx::query(
@@ -526,7 +556,7 @@ impl PgStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    pub(super) async fn list_deliveries_impl(
+    async fn list_deliveries(
         &self,
         target: TargetId,
         page: PageRequest,
@@ -549,7 +579,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(delivery_from_row)
+            .map(DeliveryRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -558,7 +588,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn next_delivery_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT min(GREATEST(next_attempt_at, lease_until)) FROM deliveries \
              WHERE state = 'pending'",
@@ -603,10 +633,10 @@ async fn apply(
                 .bind(kind.as_str())
                 .bind(&name)
                 .bind(&dedup_key)
-                .bind(dt(now))
+                .bind(now)
                 .bind(priority.as_str())
                 .bind(&team)
-                .bind(dt(down_since))
+                .bind(down_since)
                 .bind(&summary)
                 .bind(&run_id)
                 .fetch_optional(&mut **tx)
@@ -624,7 +654,7 @@ async fn apply(
                 let changed = sqlx::query(
                     "UPDATE alerts SET last_notified_at = $1 WHERE id = $2 AND state = 'open'",
                 )
-                .bind(dt(now))
+                .bind(now)
                 .bind(alert_id)
                 .execute(&mut **tx)
                 .await
@@ -640,7 +670,7 @@ async fn apply(
                     "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolve_reason = $2 \
                      WHERE id = $3 AND state <> 'resolved'",
                 )
-                .bind(dt(now))
+                .bind(now)
                 .bind(&reason)
                 .bind(alert_id)
                 .execute(&mut **tx)
@@ -664,7 +694,7 @@ async fn apply(
         .bind(s.reason.as_str())
         .bind(&s.incident_key)
         .bind(s.parent_alert_id)
-        .bind(dt(now))
+        .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?

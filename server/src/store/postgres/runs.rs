@@ -2,11 +2,11 @@
 //! (`WHERE status IN (…)`); finishing locks the run's row (`FOR UPDATE`), so two replicas
 //! storing the same resent report keep only the first.
 
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, decode, dt, ts, tso, unavailable};
+use super::*;
 use crate::domain::Timestamp;
+use crate::domain::run::report_ends_run;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
@@ -14,40 +14,9 @@ const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
     refusal_reason, refusal_detail, expires_at, reported_at";
 
-fn run_from_row(r: &PgRow) -> Result<AgentRun, sqlx::Error> {
-    let parameters: String = r.try_get("parameters")?;
-    Ok(AgentRun {
-        run_id: r.try_get("id")?,
-        agent_id: r.try_get("agent_id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        script_version: r.try_get("script_version")?,
-        parameters: serde_json::from_str(&parameters).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        timeout_seconds: r.try_get("timeout_seconds")?,
-        status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
-        requested_by: r.try_get("requested_by")?,
-        created_at: ts(r, "created_at")?,
-        dispatched_at: tso(r, "dispatched_at")?,
-        started_at: tso(r, "started_at")?,
-        finished_at: tso(r, "finished_at")?,
-        exit_code: r.try_get("exit_code")?,
-        signal: r.try_get("signal")?,
-        stdout: r.try_get("stdout")?,
-        stderr: r.try_get("stderr")?,
-        stdout_truncated: r.try_get("stdout_truncated")?,
-        stderr_truncated: r.try_get("stderr_truncated")?,
-        duration_ms: r.try_get("duration_ms")?,
-        refusal_reason: r.try_get("refusal_reason")?,
-        refusal_detail: r.try_get("refusal_detail")?,
-        expires_at: tso(r, "expires_at")?,
-        reported_at: tso(r, "reported_at")?,
-    })
-}
-
-impl PgStore {
-    pub(super) async fn create_agent_runs_impl(
-        &self,
-        new: &[NewAgentRun],
-    ) -> StoreResult<Vec<AgentRun>> {
+#[async_trait::async_trait]
+impl RunStore for PgStore {
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
@@ -66,21 +35,21 @@ impl PgStore {
                 .bind(parameters)
                 .bind(new.timeout_seconds)
                 .bind(&new.requested_by)
-                .bind(dt(new.at))
-                .bind(dt(new.expires_at))
+                .bind(new.at)
+                .bind(new.expires_at)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             if let Some(e) = &new.audit {
-                super::insert_audit(&mut tx, e).await?;
+                insert_audit(&mut tx, e).await?;
             }
-            runs.push(run_from_row(&row).map_err(unavailable)?);
+            runs.push(AgentRun::from_row(&row).map_err(unavailable)?);
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(runs)
     }
 
-    pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(run_id)
@@ -88,12 +57,12 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agent_runs_impl(
+    async fn list_agent_runs(
         &self,
         filter: &RunFilter,
         page: PageRequest,
@@ -130,7 +99,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -139,10 +108,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn unaccepted_agent_runs_impl(
-        &self,
-        agent_id: &str,
-    ) -> StoreResult<Vec<AgentRun>> {
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
              ORDER BY created_at, id"
@@ -153,12 +119,12 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_agent_runs_impl(
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
         at: Timestamp,
@@ -183,8 +149,8 @@ impl PgStore {
              v.status AS version_status"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(dt(at))
-            .bind(dt(lost_base))
+            .bind(at)
+            .bind(lost_base)
             .bind(agent_id)
             .fetch_all(&self.pool)
             .await
@@ -193,7 +159,7 @@ impl PgStore {
             .iter()
             .map(|r| {
                 Ok(ClaimedRun {
-                    run: run_from_row(r)?,
+                    run: AgentRun::from_row(r)?,
                     script_name: r.try_get("script_name")?,
                     interpreter: decode(
                         "interpreter",
@@ -210,11 +176,7 @@ impl PgStore {
         Ok(ClaimedRun::oldest_first(claimed))
     }
 
-    pub(super) async fn requeue_agent_run_impl(
-        &self,
-        agent_id: &str,
-        run_id: &str,
-    ) -> StoreResult<bool> {
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
              WHERE id = $1 AND agent_id = $2 AND status = 'dispatched'",
@@ -227,7 +189,7 @@ impl PgStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_sent_impl(
+    async fn agent_run_sent(
         &self,
         run_id: &str,
         at: Timestamp,
@@ -239,16 +201,16 @@ impl PgStore {
              WHERE id = $2 AND (status = 'dispatched' \
                  OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(run_id)
-        .bind(dt(lost_base))
+        .bind(lost_base)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_started_impl(
+    async fn agent_run_started(
         &self,
         agent_id: &str,
         run_id: &str,
@@ -260,17 +222,17 @@ impl PgStore {
              lost_after = $4 + make_interval(secs => timeout_seconds) \
              WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'dispatched')",
         )
-        .bind(dt(at))
+        .bind(at)
         .bind(run_id)
         .bind(agent_id)
-        .bind(dt(lost_base))
+        .bind(lost_base)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn orphan_agent_runs_impl(
+    async fn orphan_agent_runs(
         &self,
         agent_id: &str,
         still_running: &[String],
@@ -282,21 +244,21 @@ impl PgStore {
         )
         .bind(agent_id)
         .bind(still_running)
-        .bind(dt(lost_after))
+        .bind(lost_after)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(updated.rows_affected())
     }
 
-    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
         // Each statement re-checks its WHERE on rows another replica changed meanwhile, so a
         // run is ended by one sweep only.
         let expired = sqlx::query(
             "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
              WHERE status = 'queued' AND expires_at <= $1",
         )
-        .bind(dt(now))
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -305,7 +267,7 @@ impl PgStore {
             "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
              WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
         )
-        .bind(dt(now))
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -313,28 +275,25 @@ impl PgStore {
         Ok(RunSweep { expired, lost })
     }
 
-    pub(super) async fn agents_with_queued_runs_impl(
-        &self,
-        now: Timestamp,
-    ) -> StoreResult<Vec<String>> {
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT agent_id FROM agent_runs \
              WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
         )
-        .bind(dt(now))
+        .bind(now)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)
     }
 
-    pub(super) async fn finish_agent_run_impl(
+    async fn finish_agent_run(
         &self,
         agent_id: &str,
         run_id: &str,
         end: &AgentRunEnd,
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let found: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        let found: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
         )
         .bind(run_id)
@@ -347,10 +306,7 @@ impl PgStore {
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
         let dispatched_at = dispatched_at.map(Timestamp::from_datetime);
-        // An ending stays, except that a real result replaces `lost`.
-        let replaces =
-            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
-        if status.is_final() && !replaces {
+        if !report_ends_run(status, matches!(end, AgentRunEnd::Finished { .. })) {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,
@@ -383,8 +339,8 @@ impl PgStore {
                 .bind(stderr)
                 .bind(stdout_truncated)
                 .bind(stderr_truncated)
-                .bind(dt(*started_at))
-                .bind(dt(*finished_at))
+                .bind(*started_at)
+                .bind(*finished_at)
                 .bind(duration_ms)
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -399,7 +355,7 @@ impl PgStore {
                 )
                 .bind(reason)
                 .bind(detail)
-                .bind(dt(*at))
+                .bind(*at)
                 .bind(run_id)
                 .bind(end.status().as_str())
                 .execute(&mut *tx)
@@ -411,7 +367,7 @@ impl PgStore {
                         "UPDATE services SET deadline_at = least(coalesce(deadline_at, $1), $1) \
                          WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
                     )
-                    .bind(dt(*at))
+                    .bind(*at)
                     .bind(agent_id)
                     .execute(&mut *tx)
                     .await
@@ -422,7 +378,7 @@ impl PgStore {
         };
         // When the server stored the report (its own clock; `finished_at` is the agent's).
         sqlx::query("UPDATE agent_runs SET reported_at = $1 WHERE id = $2")
-            .bind(dt(Timestamp::now()))
+            .bind(Timestamp::now())
             .bind(run_id)
             .execute(&mut *tx)
             .await

@@ -3,13 +3,12 @@
 //! versions alike nor decide one version twice.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, decode, dt, ts, tso, unavailable};
+use super::*;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ApiKeyId, Timestamp};
-use crate::store::sqlite::escape_like;
+use crate::store::sql::escape_like;
 use crate::store::*;
 
 const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
@@ -23,29 +22,6 @@ fn qualified() -> String {
         .map(|c| format!("v.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn version_from_row(r: &PgRow) -> Result<ScriptVersion, sqlx::Error> {
-    let key = |col: &str| -> Result<Option<ApiKeyId>, sqlx::Error> {
-        Ok(r.try_get::<Option<String>, _>(col)?.map(ApiKeyId))
-    };
-    Ok(ScriptVersion {
-        id: r.try_get("id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        version: r.try_get("version")?,
-        interpreter: decode("interpreter", parse_interpreter(r.try_get("interpreter")?))?,
-        content: r.try_get("content")?,
-        sha256: r.try_get("sha256")?,
-        description: r.try_get("description")?,
-        status: decode("script status", ScriptStatus::parse(r.try_get("status")?))?,
-        created_by: r.try_get("created_by")?,
-        created_by_key: key("created_by_key")?,
-        created_at: ts(r, "created_at")?,
-        decided_by: r.try_get("decided_by")?,
-        decided_by_key: key("decided_by_key")?,
-        decided_at: tso(r, "decided_at")?,
-        decision_reason: r.try_get("decision_reason")?,
-    })
 }
 
 fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ScriptFilter) {
@@ -63,8 +39,9 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ScriptFilter) {
     }
 }
 
-impl PgStore {
-    pub(super) async fn register_script_version_impl(
+#[async_trait::async_trait]
+impl ScriptStore for PgStore {
+    async fn register_script_version(
         &self,
         new: &NewScriptVersion,
     ) -> StoreResult<RegisterOutcome> {
@@ -75,7 +52,7 @@ impl PgStore {
         )
         .bind(&new.name)
         .bind(name_key(&new.name))
-        .bind(dt(new.at))
+        .bind(new.at)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -94,7 +71,7 @@ impl PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         if let Some(v) = latest.as_ref().filter(|v| v.sha256 == new.sha256) {
@@ -118,19 +95,19 @@ impl PgStore {
             .bind(&new.description)
             .bind(&new.created_by)
             .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let version = version_from_row(&r).map_err(unavailable)?;
+        let version = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = new.audit_for(&version) {
-            super::insert_audit(&mut tx, &e).await?;
+            insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(RegisterOutcome::Created { name, version })
     }
 
-    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let Some((name, created_at)) = sqlx::query_as::<_, (String, DateTime<Utc>)>(
             "SELECT name, created_at FROM scripts WHERE id = $1",
@@ -153,7 +130,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let versions = rows
             .iter()
-            .map(version_from_row)
+            .map(ScriptVersion::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Some(Script {
@@ -164,7 +141,7 @@ impl PgStore {
         }))
     }
 
-    pub(super) async fn script_id_by_name_impl(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -173,7 +150,7 @@ impl PgStore {
         Ok(id.map(ScriptId))
     }
 
-    pub(super) async fn list_scripts_impl(
+    async fn list_scripts(
         &self,
         filter: &ScriptFilter,
         page: PageRequest,
@@ -199,7 +176,7 @@ impl PgStore {
         let entries = rows
             .iter()
             .map(|r| {
-                let v = version_from_row(r)?;
+                let v = ScriptVersion::from_row(r)?;
                 Ok(Script {
                     id: v.script_id,
                     name: r.try_get("script_name")?,
@@ -215,7 +192,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn get_script_version_impl(
+    async fn get_script_version(
         &self,
         id: ScriptId,
         version: i32,
@@ -230,12 +207,12 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn decide_script_version_impl(
+    async fn decide_script_version(
         &self,
         version_id: i64,
         d: &ScriptDecision,
@@ -247,7 +224,7 @@ impl PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?
         else {
@@ -267,15 +244,15 @@ impl PgStore {
             .bind(d.decision.status().as_str())
             .bind(&d.actor)
             .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
-            .bind(dt(d.at))
+            .bind(d.at)
             .bind(&d.reason)
             .bind(version_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let v = version_from_row(&r).map_err(unavailable)?;
+        let v = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = &d.audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(DecideOutcome::Decided(v))

@@ -3,13 +3,11 @@
 //! (`FOR UPDATE`) so concurrent replicas do not lose each other's changes.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
-use super::{PgStore, collect, decode, dt, ts, unavailable};
-use crate::domain::monitor::PagingPeriod;
+use super::*;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
 
 const TEAM_COLUMNS: &str = "id, name, working_hours::text AS working_hours, slack_channel, \
@@ -21,66 +19,8 @@ const TARGET_COLUMNS: &str = "id, team_id, service_id, kind, priority, period, e
 const WINDOW_COLUMNS: &str = "id, scope, service_id, team_id, spec::text AS spec, reason, \
     created_by, created_at";
 
-fn json_col<T: serde::de::DeserializeOwned>(r: &PgRow, col: &str) -> Result<T, sqlx::Error> {
-    let raw: String = r.try_get(col)?;
-    serde_json::from_str(&raw).map_err(|e| sqlx::Error::Decode(e.into()))
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(e.into()))
-}
-
-fn team_from_row(r: &PgRow) -> Result<Team, sqlx::Error> {
-    let hours: Option<String> = r.try_get("working_hours")?;
-    Ok(Team {
-        id: TeamId(r.try_get("id")?),
-        name: r.try_get("name")?,
-        working_hours: hours
-            .map(|h| serde_json::from_str(&h))
-            .transpose()
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        slack_channel: r.try_get("slack_channel")?,
-        created_at: ts(r, "created_at")?,
-        updated_at: ts(r, "updated_at")?,
-    })
-}
-
-fn target_from_row(r: &PgRow) -> Result<NotificationTarget, sqlx::Error> {
-    let team: Option<i64> = r.try_get("team_id")?;
-    let service: Option<i64> = r.try_get("service_id")?;
-    let owner = match (team, service) {
-        (Some(t), None) => TargetOwner::Team(TeamId(t)),
-        (None, Some(s)) => TargetOwner::Service(ServiceId(s)),
-        _ => return Err(sqlx::Error::Decode("target owner in database".into())),
-    };
-    Ok(NotificationTarget {
-        id: TargetId(r.try_get("id")?),
-        owner,
-        config: json_col(r, "config")?,
-        priority: r.try_get("priority")?,
-        period: decode("period", PagingPeriod::parse(r.try_get("period")?))?,
-        enabled: r.try_get("enabled")?,
-        created_at: ts(r, "created_at")?,
-        updated_at: ts(r, "updated_at")?,
-    })
-}
-
-fn window_from_row(r: &PgRow) -> Result<MaintenanceWindowRecord, sqlx::Error> {
-    let scope: String = r.try_get("scope")?;
-    let scope = match scope.as_str() {
-        "service" => WindowScope::Service(ServiceId(r.try_get("service_id")?)),
-        "team" => WindowScope::Team(TeamId(r.try_get("team_id")?)),
-        "global" => WindowScope::Global,
-        _ => return Err(sqlx::Error::Decode("window scope in database".into())),
-    };
-    Ok(MaintenanceWindowRecord {
-        id: WindowId(r.try_get("id")?),
-        scope,
-        window: json_col(r, "spec")?,
-        reason: r.try_get("reason")?,
-        created_by: r.try_get("created_by")?,
-        created_at: ts(r, "created_at")?,
-    })
 }
 
 fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
@@ -91,7 +31,25 @@ fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
 }
 
 impl PgStore {
-    pub(super) async fn create_team_impl(
+    async fn team_where(&self, clause: &str, bind: TeamKey<'_>) -> StoreResult<Option<Team>> {
+        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {clause}");
+        let q = sqlx::query(AssertSqlSafe(sql));
+        let q = match bind {
+            TeamKey::Id(id) => q.bind(id.0),
+            TeamKey::Name(k) => q.bind(k),
+        };
+        q.fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| Team::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait::async_trait]
+impl TeamStore for PgStore {
+    async fn create_team(
         &self,
         new: &NewTeam,
         audit: Option<AuditWith<'_, Team>>,
@@ -112,51 +70,36 @@ impl PgStore {
             .bind(name_key(&new.name))
             .bind(hours)
             .bind(&new.slack_channel)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = team_from_row(&r).map_err(unavailable)?;
+        let created = Team::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    async fn team_where(&self, clause: &str, bind: TeamKey<'_>) -> StoreResult<Option<Team>> {
-        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {clause}");
-        let q = sqlx::query(AssertSqlSafe(sql));
-        let q = match bind {
-            TeamKey::Id(id) => q.bind(id.0),
-            TeamKey::Name(k) => q.bind(k),
-        };
-        q.fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
-            .transpose()
-            .map_err(unavailable)
-    }
-
-    pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
         self.team_where("id = $1", TeamKey::Id(id)).await
     }
 
-    pub(super) async fn find_team_impl(&self, key: &str) -> StoreResult<Option<Team>> {
+    async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
         self.team_where("name_key = $1", TeamKey::Name(key)).await
     }
 
-    pub(super) async fn list_teams_impl(&self) -> StoreResult<Vec<Team>> {
+    async fn list_teams(&self) -> StoreResult<Vec<Team>> {
         let sql = format!("SELECT {TEAM_COLUMNS} FROM teams ORDER BY id");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, team_from_row)
+        collect(&rows, |r| Team::from_row(r))
     }
 
-    pub(super) async fn update_team_impl(
+    async fn update_team(
         &self,
         id: TeamId,
         patch: &TeamPatch,
@@ -173,7 +116,7 @@ impl PgStore {
         else {
             return Ok(None);
         };
-        let team = patch.apply(&team_from_row(&row).map_err(unavailable)?, at);
+        let team = patch.apply(&Team::from_row(&row).map_err(unavailable)?, at);
         let hours = team
             .working_hours
             .as_ref()
@@ -188,23 +131,19 @@ impl PgStore {
         .bind(name_key(&team.name))
         .bind(hours)
         .bind(&team.slack_channel)
-        .bind(dt(at))
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&team)).await?;
+            insert_audit(&mut tx, &entry(&team)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(team))
     }
 
-    pub(super) async fn delete_team_impl(
-        &self,
-        id: TeamId,
-        audit: Option<&NewAuditEntry>,
-    ) -> StoreResult<bool> {
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE).
         let done = sqlx::query("DELETE FROM teams WHERE id = $1")
@@ -214,13 +153,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_target_impl(
+    async fn create_target(
         &self,
         new: &NewTarget,
         audit: Option<AuditWith<'_, NotificationTarget>>,
@@ -240,37 +179,31 @@ impl PgStore {
             .bind(new.period.as_str())
             .bind(new.enabled)
             .bind(to_json(&new.config).map_err(unavailable)?)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = target_from_row(&r).map_err(unavailable)?;
+        let created = NotificationTarget::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_target_impl(
-        &self,
-        id: TargetId,
-    ) -> StoreResult<Option<NotificationTarget>> {
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
         let sql = format!("SELECT {TARGET_COLUMNS} FROM notification_targets WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| target_from_row(&r))
+            .map(|r| NotificationTarget::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_targets_impl(
-        &self,
-        f: &TargetFilter,
-    ) -> StoreResult<Vec<NotificationTarget>> {
+    async fn list_targets(&self, f: &TargetFilter) -> StoreResult<Vec<NotificationTarget>> {
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "SELECT {TARGET_COLUMNS} FROM notification_targets WHERE true"
         ));
@@ -286,10 +219,10 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        collect(&rows, target_from_row)
+        collect(&rows, |r| NotificationTarget::from_row(r))
     }
 
-    pub(super) async fn update_target_impl(
+    async fn update_target(
         &self,
         id: TargetId,
         patch: &TargetPatch,
@@ -307,7 +240,10 @@ impl PgStore {
         else {
             return Ok(None);
         };
-        let t = patch.apply(&target_from_row(&row).map_err(unavailable)?, at);
+        let t = patch.apply(
+            &NotificationTarget::from_row(&row).map_err(unavailable)?,
+            at,
+        );
         sqlx::query(
             "UPDATE notification_targets SET kind = $1, priority = $2, period = $3, \
              enabled = $4, config = $5::jsonb, updated_at = $6 WHERE id = $7",
@@ -317,19 +253,19 @@ impl PgStore {
         .bind(t.period.as_str())
         .bind(t.enabled)
         .bind(to_json(&t.config).map_err(unavailable)?)
-        .bind(dt(at))
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&t)).await?;
+            insert_audit(&mut tx, &entry(&t)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(t))
     }
 
-    pub(super) async fn delete_target_impl(
+    async fn delete_target(
         &self,
         id: TargetId,
         audit: Option<&NewAuditEntry>,
@@ -342,13 +278,13 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_window_impl(
+    async fn create_window(
         &self,
         new: &NewWindow,
         audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
@@ -374,37 +310,31 @@ impl PgStore {
             .bind(bounds.map(|b| dt(b.1)))
             .bind(&new.reason)
             .bind(&new.created_by)
-            .bind(dt(new.at))
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let created = window_from_row(&r).map_err(unavailable)?;
+        let created = MaintenanceWindowRecord::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_window_impl(
-        &self,
-        id: WindowId,
-    ) -> StoreResult<Option<MaintenanceWindowRecord>> {
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
         let sql = format!("SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
-            .map(|r| window_from_row(&r))
+            .map(|r| MaintenanceWindowRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_windows_impl(
-        &self,
-        f: &WindowFilter,
-    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+    async fn list_windows(&self, f: &WindowFilter) -> StoreResult<Vec<MaintenanceWindowRecord>> {
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE true"
         ));
@@ -432,11 +362,11 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        let all = collect(&rows, window_from_row)?;
+        let all = collect(&rows, |r| MaintenanceWindowRecord::from_row(r))?;
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
-    pub(super) async fn delete_window_impl(
+    async fn delete_window(
         &self,
         id: WindowId,
         audit: Option<&NewAuditEntry>,
@@ -449,7 +379,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)

@@ -2,39 +2,15 @@
 //! revoked-check and the upsert of [`agent_connected`](crate::store::Store::agent_connected)
 //! cannot interleave with a revocation.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
-use super::{SqliteStore, ts, unavailable};
-use crate::domain::{ServiceId, Timestamp};
+use super::*;
+use crate::domain::Timestamp;
 use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels, connected, \
     session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, \
     revoked_at, revoked_by, key_id, service_id";
-
-fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
-    let labels: String = r.try_get("labels")?;
-    Ok(AgentRecord {
-        id: r.try_get("id")?,
-        hostname: r.try_get("hostname")?,
-        agent_version: r.try_get("agent_version")?,
-        os: r.try_get("os")?,
-        arch: r.try_get("arch")?,
-        labels: serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        connected: r.try_get::<i64, _>("connected")? != 0,
-        session_id: r.try_get("session_id")?,
-        remote_addr: r.try_get("remote_addr")?,
-        first_seen_at: Timestamp::from_millis(r.try_get("first_seen_at")?),
-        connected_at: ts(r.try_get("connected_at")?),
-        disconnected_at: ts(r.try_get("disconnected_at")?),
-        last_seen_at: Timestamp::from_millis(r.try_get("last_seen_at")?),
-        revoked_at: ts(r.try_get("revoked_at")?),
-        revoked_by: r.try_get("revoked_by")?,
-        key_id: r.try_get("key_id")?,
-        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId),
-    })
-}
 
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
     qb.push(" FROM agents WHERE 1 = 1");
@@ -59,14 +35,12 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn agent_connected_impl(
-        &self,
-        c: &AgentConnection,
-    ) -> StoreResult<AgentConnectOutcome> {
+#[async_trait::async_trait]
+impl AgentStore for SqliteStore {
+    async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = ?")
+            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1")
                 .bind(&c.id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -80,7 +54,7 @@ impl SqliteStore {
         let sql = format!(
             "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
              session_id, remote_addr, first_seen_at, connected_at, last_seen_at, key_id, \
-             service_id) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
+             service_id) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
              agent_version = excluded.agent_version, os = excluded.os, arch = excluded.arch, \
              labels = excluded.labels, connected = 1, session_id = excluded.session_id, \
@@ -106,22 +80,17 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let record = agent_from_row(&row).map_err(unavailable)?;
+        let record = AgentRecord::from_row(&row).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(AgentConnectOutcome::Connected(Box::new(record)))
     }
 
-    pub(super) async fn agent_seen_impl(
-        &self,
-        id: &str,
-        session_id: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn agent_seen(&self, id: &str, session_id: &str, at: Timestamp) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agents SET last_seen_at = max(last_seen_at, ?) \
-             WHERE id = ? AND session_id = ? AND revoked_at IS NULL",
+            "UPDATE agents SET last_seen_at = max(last_seen_at, $1) \
+             WHERE id = $2 AND session_id = $3 AND revoked_at IS NULL",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.write)
@@ -130,17 +99,17 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_disconnected_impl(
+    async fn agent_disconnected(
         &self,
         id: &str,
         session_id: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agents SET connected = 0, disconnected_at = ? \
-             WHERE id = ? AND session_id = ?",
+            "UPDATE agents SET connected = 0, disconnected_at = $1 \
+             WHERE id = $2 AND session_id = $3",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .bind(session_id)
         .execute(&self.write)
@@ -149,20 +118,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn get_agent_impl(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?");
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agents_impl(
+    async fn list_agents(
         &self,
         filter: &AgentFilter,
         page: PageRequest,
@@ -184,7 +153,7 @@ impl SqliteStore {
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(agent_from_row)
+            .map(AgentRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -193,7 +162,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn revoke_agent_impl(
+    async fn revoke_agent(
         &self,
         id: &str,
         by: &str,
@@ -202,20 +171,20 @@ impl SqliteStore {
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
-            "UPDATE agents SET revoked_at = ?, revoked_by = ?, connected = 0, \
-             disconnected_at = CASE WHEN connected = 1 THEN ? ELSE disconnected_at END \
-             WHERE id = ? AND revoked_at IS NULL",
+            "UPDATE agents SET revoked_at = $1, revoked_by = $2, connected = 0, \
+             disconnected_at = CASE WHEN connected = 1 THEN $3 ELSE disconnected_at END \
+             WHERE id = $4 AND revoked_at IS NULL",
         )
-        .bind(at.millis())
+        .bind(at)
         .bind(by)
-        .bind(at.millis())
+        .bind(at)
         .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         let revoked = updated.rows_affected() == 1;
         if revoked && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)

@@ -5,37 +5,14 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{
-    SERVICE_COLUMNS, SqliteStore, alert_from_row, decode, service_from_row, ts, unavailable,
-};
+use super::*;
+use crate::domain::{Destination, EventKind};
 use crate::domain::{ServiceId, ServiceState, Timestamp};
-use crate::notify::event::{Destination, EventKind};
 use crate::store::*;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
-    let dest: String = r.try_get("destination")?;
-    Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        alert_id: r.try_get("alert_id")?,
-        target_id: r.try_get::<Option<i64>, _>("target_id")?.map(TargetId),
-        event: decode("event", EventKind::parse(r.try_get("event")?))?,
-        destination: serde_json::from_str(&dest).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        actor: r.try_get("actor")?,
-        state: decode("delivery state", DeliveryState::parse(r.try_get("state")?))?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: Timestamp::from_millis(r.try_get("next_attempt_at")?),
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        external_ref: r.try_get("external_ref")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        finished_at: ts(r.try_get("finished_at")?),
-    })
-}
 
 fn to_json(d: &Destination) -> Result<String, StoreError> {
     serde_json::to_string(d).map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -52,7 +29,7 @@ async fn queue(
     // A re-notification is not queued behind one still pending for the same destination: a
     // slow or failing receiver gets one message to retry, not a growing backlog.
     let guard = if event == EventKind::Renotified {
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = ?1 AND destination = ?5 \
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = $1 AND destination = $5 \
          AND state = 'pending')"
     } else {
         ""
@@ -60,7 +37,7 @@ async fn queue(
     for r in routed {
         let sql = format!(
             "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
-             next_attempt_at, created_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE 1 = 1{guard}"
+             next_attempt_at, created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE 1 = 1{guard}"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(alert_id)
@@ -69,7 +46,7 @@ async fn queue(
             .bind(r.destination.channel())
             .bind(to_json(&r.destination)?)
             .bind(actor)
-            .bind(now.millis())
+            .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
@@ -88,12 +65,12 @@ async fn queue_follow_up(
     sqlx::query(
         "INSERT INTO deliveries (alert_id, target_id, event, channel, destination, actor, \
          next_attempt_at, created_at) \
-         SELECT DISTINCT alert_id, target_id, ?1, channel, destination, ?2, ?3, ?3 \
-         FROM deliveries WHERE alert_id = ?4 AND event = 'triggered'",
+         SELECT DISTINCT alert_id, target_id, $1, channel, destination, $2, $3, $3 \
+         FROM deliveries WHERE alert_id = $4 AND event = 'triggered'",
     )
     .bind(event.as_str())
     .bind(actor)
-    .bind(now.millis())
+    .bind(now)
     .bind(alert_id)
     .execute(&mut **tx)
     .await
@@ -102,7 +79,163 @@ async fn queue_follow_up(
 }
 
 impl SqliteStore {
-    pub(super) async fn monitor_pass_impl(
+    async fn monitor_context(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        now: Timestamp,
+        due: &[DueService],
+    ) -> StoreResult<MonitorContext> {
+        let mut ctx = MonitorContext {
+            teams: self.list_teams().await?,
+            targets: self
+                .list_targets(&TargetFilter::default())
+                .await?
+                .into_iter()
+                .filter(|t| t.enabled)
+                .collect(),
+            windows: self
+                .list_windows(&WindowFilter::default())
+                .await?
+                .into_iter()
+                .filter(|w| {
+                    one_time_bounds(&w.window)
+                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
+                })
+                .collect(),
+            down_parents: Vec::new(),
+        };
+        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
+            let rows = sqlx::query(
+                "SELECT service_id, id FROM alerts \
+                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            for r in rows {
+                ctx.down_parents.push((
+                    ServiceId(r.try_get(0).map_err(unavailable)?),
+                    r.try_get(1).map_err(unavailable)?,
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    pub(super) async fn change_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        resolve: bool,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(AlertChange::NotFound);
+        };
+        let alert = Alert::from_row(&row).map_err(unavailable)?;
+        let applies = if resolve {
+            alert.state != AlertState::Resolved
+        } else {
+            alert.state == AlertState::Open
+        };
+        if !applies {
+            return Ok(AlertChange::Unchanged(alert));
+        }
+        let (sql, event) = if resolve {
+            (
+                "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, \
+                 resolve_reason = 'operator' WHERE id = $3 RETURNING *",
+                EventKind::Resolved,
+            )
+        } else {
+            (
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, \
+                 acknowledged_by = $2 WHERE id = $3 RETURNING *",
+                EventKind::Acknowledged,
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(at)
+            .bind(actor)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
+        let changed = Alert::from_row(&row).map_err(unavailable)?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, &entry(&changed)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(AlertChange::Changed(changed))
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertStore for SqliteStore {
+    async fn open_alert(&self, new: &NewAlert) -> StoreResult<Alert> {
+        let r = sqlx::query(
+            "INSERT INTO alerts (service_id, kind, name, dedup_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        )
+        .bind(new.service_id.0)
+        .bind(new.kind.as_str())
+        .bind(&new.name)
+        .bind(&new.dedup_key)
+        .bind(new.at)
+        .fetch_one(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Alert::from_row(&r).map_err(unavailable)
+    }
+
+    async fn list_alerts(&self, active: Option<bool>, limit: u32) -> StoreResult<Vec<Alert>> {
+        let filter = match active {
+            None => "",
+            Some(true) => " WHERE state <> 'resolved'",
+            Some(false) => " WHERE state = 'resolved'",
+        };
+        let sql =
+            format!("SELECT * FROM alerts{filter} ORDER BY created_at DESC, id DESC LIMIT $1");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(Alert::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, false, audit).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        audit: Option<AuditWith<'_, Alert>>,
+    ) -> StoreResult<AlertChange> {
+        self.change_alert(id, actor, at, true, audit).await
+    }
+
+    async fn monitor_pass(
         &self,
         now: Timestamp,
         limit: u32,
@@ -111,11 +244,11 @@ impl SqliteStore {
         let mut report = PassReport::default();
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let sql = format!(
-            "SELECT {SERVICE_COLUMNS}, deadline_at FROM services WHERE deleted_at IS NULL AND deadline_at <= ? \
-             ORDER BY deadline_at LIMIT ?"
+            "SELECT {SERVICE_COLUMNS}, deadline_at FROM services WHERE deleted_at IS NULL AND deadline_at <= $1 \
+             ORDER BY deadline_at LIMIT $2"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now.millis())
+            .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
@@ -124,7 +257,7 @@ impl SqliteStore {
             let mut due = Vec::with_capacity(rows.len());
             for r in &rows {
                 due.push(DueService {
-                    service: service_from_row(r).map_err(unavailable)?,
+                    service: Service::from_row(r).map_err(unavailable)?,
                     deadline_at: ts(r.try_get("deadline_at").map_err(unavailable)?),
                     recent_beats: Vec::new(),
                     live_alert: None,
@@ -144,8 +277,8 @@ impl SqliteStore {
                     d.recent_beats.extend(d.service.last_heartbeat_at);
                 } else {
                     let beats: Vec<i64> = sqlx::query_scalar(
-                        "SELECT received_at FROM heartbeat_events WHERE service_id = ? \
-                         ORDER BY received_at DESC LIMIT ?",
+                        "SELECT received_at FROM heartbeat_events WHERE service_id = $1 \
+                         ORDER BY received_at DESC LIMIT $2",
                     )
                     .bind(d.service.id.0)
                     .bind(i64::from(n))
@@ -199,50 +332,7 @@ impl SqliteStore {
         Ok(report)
     }
 
-    async fn monitor_context(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        now: Timestamp,
-        due: &[DueService],
-    ) -> StoreResult<MonitorContext> {
-        let mut ctx = MonitorContext {
-            teams: self.list_teams_impl().await?,
-            targets: self
-                .list_targets_impl(&TargetFilter::default())
-                .await?
-                .into_iter()
-                .filter(|t| t.enabled)
-                .collect(),
-            windows: self
-                .list_windows_impl(&WindowFilter::default())
-                .await?
-                .into_iter()
-                .filter(|w| {
-                    one_time_bounds(&w.window)
-                        .is_none_or(|(_, end)| end.millis() > now.millis() - DAY_MS)
-                })
-                .collect(),
-            down_parents: Vec::new(),
-        };
-        if due.iter().any(|d| d.service.monitoring.parent_id.is_some()) {
-            let rows = sqlx::query(
-                "SELECT service_id, id FROM alerts \
-                 WHERE kind = 'heartbeat_missing' AND state <> 'resolved'",
-            )
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-            for r in rows {
-                ctx.down_parents.push((
-                    ServiceId(r.try_get(0).map_err(unavailable)?),
-                    r.try_get(1).map_err(unavailable)?,
-                ));
-            }
-        }
-        Ok(ctx)
-    }
-
-    pub(super) async fn next_deadline_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_deadline(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT min(deadline_at) FROM services WHERE deleted_at IS NULL \
              AND deadline_at IS NOT NULL",
@@ -253,18 +343,18 @@ impl SqliteStore {
         Ok(ts(v))
     }
 
-    pub(super) async fn get_alert_impl(&self, id: i64) -> StoreResult<Option<Alert>> {
-        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+    async fn get_alert(&self, id: i64) -> StoreResult<Option<Alert>> {
+        sqlx::query("SELECT * FROM alerts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| alert_from_row(&r))
+            .map(|r| Alert::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_alerts_filtered_impl(
+    async fn list_alerts_filtered(
         &self,
         f: &AlertFilter,
         page: PageRequest,
@@ -294,7 +384,7 @@ impl SqliteStore {
                 qb.push(" AND priority = ").push_bind(p.as_str());
             }
             if let Some(since) = f.since {
-                qb.push(" AND created_at >= ").push_bind(since.millis());
+                qb.push(" AND created_at >= ").push_bind(since);
             }
         };
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*)");
@@ -317,7 +407,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(alert_from_row)
+            .map(Alert::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -326,62 +416,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn change_alert_impl(
-        &self,
-        id: i64,
-        actor: &str,
-        at: Timestamp,
-        resolve: bool,
-        audit: Option<AuditWith<'_, Alert>>,
-    ) -> StoreResult<AlertChange> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(AlertChange::NotFound);
-        };
-        let alert = alert_from_row(&row).map_err(unavailable)?;
-        let applies = if resolve {
-            alert.state != AlertState::Resolved
-        } else {
-            alert.state == AlertState::Open
-        };
-        if !applies {
-            return Ok(AlertChange::Unchanged(alert));
-        }
-        let (sql, event) = if resolve {
-            (
-                "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_by = ?2, \
-                 resolve_reason = 'operator' WHERE id = ?3 RETURNING *",
-                EventKind::Resolved,
-            )
-        } else {
-            (
-                "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?1, \
-                 acknowledged_by = ?2 WHERE id = ?3 RETURNING *",
-                EventKind::Acknowledged,
-            )
-        };
-        let row = sqlx::query(sql)
-            .bind(at.millis())
-            .bind(actor)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        queue_follow_up(&mut tx, id, event, Some(actor), at).await?;
-        let changed = alert_from_row(&row).map_err(unavailable)?;
-        if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&changed)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(AlertChange::Changed(changed))
-    }
-
-    pub(super) async fn open_alert_counts_impl(&self) -> StoreResult<OpenAlertCounts> {
+    async fn open_alert_counts(&self) -> StoreResult<OpenAlertCounts> {
         let rows = sqlx::query(
             "SELECT priority, team, count(*) FROM alerts WHERE state <> 'resolved' \
              GROUP BY priority, team",
@@ -393,7 +428,7 @@ impl SqliteStore {
             .map(|r| {
                 Ok((
                     r.try_get::<Option<String>, _>(0)?
-                        .and_then(|p| crate::domain::Priority::parse(&p)),
+                        .and_then(|p| Priority::parse(&p)),
                     r.try_get(1)?,
                     r.try_get(2)?,
                 ))
@@ -402,7 +437,7 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_deliveries_impl(
+    async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
@@ -410,27 +445,27 @@ impl SqliteStore {
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?2 \
-                 AND (lease_until IS NULL OR lease_until <= ?2) \
-                 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING *",
+            "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $2 \
+                 AND (lease_until IS NULL OR lease_until <= $2) \
+                 ORDER BY next_attempt_at, id LIMIT $3) RETURNING *",
         )
-        .bind(lease_until.millis())
-        .bind(now.millis())
+        .bind(lease_until)
+        .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let delivery = delivery_from_row(r).map_err(unavailable)?;
-            let alert = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            let delivery = DeliveryRecord::from_row(r).map_err(unavailable)?;
+            let alert = sqlx::query("SELECT * FROM alerts WHERE id = $1")
                 .bind(delivery.alert_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            let alert = alert_from_row(&alert).map_err(unavailable)?;
-            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?");
+            let alert = Alert::from_row(&alert).map_err(unavailable)?;
+            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
             let service = sqlx::query(AssertSqlSafe(sql))
                 .bind(alert.service_id.0)
                 .fetch_one(&mut *tx)
@@ -439,7 +474,7 @@ impl SqliteStore {
             out.push(ClaimedDelivery {
                 delivery,
                 alert,
-                service: service_from_row(&service).map_err(unavailable)?,
+                service: Service::from_row(&service).map_err(unavailable)?,
             });
         }
         tx.commit().await.map_err(unavailable)?;
@@ -447,18 +482,14 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub(super) async fn finish_delivery_impl(
-        &self,
-        id: i64,
-        res: &DeliveryResult,
-    ) -> StoreResult<()> {
+    async fn finish_delivery(&self, id: i64, res: &DeliveryResult) -> StoreResult<()> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let done = res.state != DeliveryState::Pending;
         let row = sqlx::query(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, \
-             next_attempt_at = coalesce(?2, next_attempt_at), lease_until = NULL, \
-             last_status = ?3, last_error = ?4, external_ref = coalesce(?5, external_ref), \
-             finished_at = ?6 WHERE id = ?7 RETURNING alert_id, event, channel",
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, \
+             next_attempt_at = coalesce($2, next_attempt_at), lease_until = NULL, \
+             last_status = $3, last_error = $4, external_ref = coalesce($5, external_ref), \
+             finished_at = $6 WHERE id = $7 RETURNING alert_id, event, channel",
         )
         .bind(res.state.as_str())
         .bind(res.next_attempt_at.map(Timestamp::millis))
@@ -476,8 +507,8 @@ impl SqliteStore {
             let channel: String = r.try_get("channel").map_err(unavailable)?;
             if channel == "pagerduty" {
                 sqlx::query(
-                    "UPDATE alerts SET external_reference_id = coalesce(external_reference_id, ?) \
-                     WHERE id = ?",
+                    "UPDATE alerts SET external_reference_id = coalesce(external_reference_id, $1) \
+                     WHERE id = $2",
                 )
                 .bind(ext)
                 .bind(r.try_get::<i64, _>("alert_id").map_err(unavailable)?)
@@ -489,18 +520,18 @@ impl SqliteStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    pub(super) async fn list_deliveries_impl(
+    async fn list_deliveries(
         &self,
         target: TargetId,
         page: PageRequest,
     ) -> StoreResult<Page<DeliveryRecord>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE target_id = ?")
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE target_id = $1")
             .bind(target.0)
             .fetch_one(&self.read)
             .await
             .map_err(unavailable)?;
         let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE target_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+            "SELECT * FROM deliveries WHERE target_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
         )
         .bind(target.0)
         .bind(i64::from(page.limit))
@@ -510,7 +541,7 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(delivery_from_row)
+            .map(DeliveryRecord::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -519,7 +550,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn next_delivery_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM deliveries \
              WHERE state = 'pending'",
@@ -549,7 +580,7 @@ async fn apply(
     now: Timestamp,
     report: &mut PassReport,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE services SET state = coalesce(?, state), deadline_at = ? WHERE id = ?")
+    sqlx::query("UPDATE services SET state = coalesce($1, state), deadline_at = $2 WHERE id = $3")
         .bind(v.state.map(ServiceState::as_str))
         .bind(v.deadline_at.map(Timestamp::millis))
         .bind(d.service.id.0)
@@ -572,17 +603,17 @@ async fn apply(
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO alerts (service_id, kind, name, state, dedup_key, created_at, \
                      priority, team, down_since, last_notified_at, summary, run_id) \
-                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?5, ?9, ?10) \
+                     VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $5, $9, $10) \
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(d.service.id.0)
                 .bind(kind.as_str())
                 .bind(&name)
                 .bind(&dedup_key)
-                .bind(now.millis())
+                .bind(now)
                 .bind(priority.as_str())
                 .bind(&team)
-                .bind(down_since.millis())
+                .bind(down_since)
                 .bind(&summary)
                 .bind(&run_id)
                 .fetch_optional(&mut **tx)
@@ -598,9 +629,9 @@ async fn apply(
             }
             AlertOp::Renotify { alert_id, notify } => {
                 let changed = sqlx::query(
-                    "UPDATE alerts SET last_notified_at = ? WHERE id = ? AND state = 'open'",
+                    "UPDATE alerts SET last_notified_at = $1 WHERE id = $2 AND state = 'open'",
                 )
-                .bind(now.millis())
+                .bind(now)
                 .bind(alert_id)
                 .execute(&mut **tx)
                 .await
@@ -613,10 +644,10 @@ async fn apply(
             }
             AlertOp::Resolve { alert_id, reason } => {
                 let changed = sqlx::query(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = ?, resolve_reason = ? \
-                     WHERE id = ? AND state <> 'resolved'",
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolve_reason = $2 \
+                     WHERE id = $3 AND state <> 'resolved'",
                 )
-                .bind(now.millis())
+                .bind(now)
                 .bind(&reason)
                 .bind(alert_id)
                 .execute(&mut **tx)
@@ -633,14 +664,14 @@ async fn apply(
     for s in v.suppressions {
         let inserted = sqlx::query(
             "INSERT INTO alert_suppressions (service_id, kind, reason, incident_key, \
-             parent_alert_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             parent_alert_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(d.service.id.0)
         .bind(s.kind.as_str())
         .bind(s.reason.as_str())
         .bind(&s.incident_key)
         .bind(s.parent_alert_id)
-        .bind(now.millis())
+        .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?

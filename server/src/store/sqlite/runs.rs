@@ -1,11 +1,11 @@
 //! Script runs dispatched to agents, on SQLite. State changes are single guarded `UPDATE`s
 //! (`WHERE status IN (…)`), so a resent report or a racing session cannot move a run backwards.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, ts, unavailable};
+use super::*;
 use crate::domain::Timestamp;
+use crate::domain::run::report_ends_run;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
@@ -13,47 +13,13 @@ const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, 
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
     refusal_reason, refusal_detail, expires_at, reported_at";
 
-fn run_from_row(r: &SqliteRow) -> Result<AgentRun, sqlx::Error> {
-    let parameters: String = r.try_get("parameters")?;
-    let flag = |col: &str| -> Result<Option<bool>, sqlx::Error> {
-        Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v != 0))
-    };
-    Ok(AgentRun {
-        run_id: r.try_get("id")?,
-        agent_id: r.try_get("agent_id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        script_version: r.try_get("script_version")?,
-        parameters: serde_json::from_str(&parameters).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        timeout_seconds: r.try_get("timeout_seconds")?,
-        status: decode("run status", AgentRunStatus::parse(r.try_get("status")?))?,
-        requested_by: r.try_get("requested_by")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        dispatched_at: ts(r.try_get("dispatched_at")?),
-        started_at: ts(r.try_get("started_at")?),
-        finished_at: ts(r.try_get("finished_at")?),
-        exit_code: r.try_get("exit_code")?,
-        signal: r.try_get("signal")?,
-        stdout: r.try_get("stdout")?,
-        stderr: r.try_get("stderr")?,
-        stdout_truncated: flag("stdout_truncated")?,
-        stderr_truncated: flag("stderr_truncated")?,
-        duration_ms: r.try_get("duration_ms")?,
-        refusal_reason: r.try_get("refusal_reason")?,
-        refusal_detail: r.try_get("refusal_detail")?,
-        expires_at: ts(r.try_get("expires_at")?),
-        reported_at: ts(r.try_get("reported_at")?),
-    })
-}
-
-impl SqliteStore {
-    pub(super) async fn create_agent_runs_impl(
-        &self,
-        new: &[NewAgentRun],
-    ) -> StoreResult<Vec<AgentRun>> {
+#[async_trait::async_trait]
+impl RunStore for SqliteStore {
+    async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
              timeout_seconds, requested_by, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING {RUN_COLUMNS}"
         );
         let mut tx = self.write.begin().await.map_err(unavailable)?;
@@ -69,34 +35,34 @@ impl SqliteStore {
                 .bind(parameters)
                 .bind(new.timeout_seconds)
                 .bind(&new.requested_by)
-                .bind(new.at.millis())
-                .bind(new.expires_at.millis())
+                .bind(new.at)
+                .bind(new.expires_at)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             if let Some(e) = &new.audit {
-                super::insert_audit(&mut tx, e).await?;
+                insert_audit(&mut tx, e).await?;
             }
-            runs.push(run_from_row(&row).map_err(unavailable)?);
+            runs.push(AgentRun::from_row(&row).map_err(unavailable)?);
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(runs)
     }
 
-    pub(super) async fn get_agent_run_impl(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ?");
+    async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(run_id)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         row.as_ref()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_agent_runs_impl(
+    async fn list_agent_runs(
         &self,
         filter: &RunFilter,
         page: PageRequest,
@@ -130,7 +96,7 @@ impl SqliteStore {
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
         let entries = rows
             .iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Page {
@@ -139,12 +105,9 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn unaccepted_agent_runs_impl(
-        &self,
-        agent_id: &str,
-    ) -> StoreResult<Vec<AgentRun>> {
+    async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = ? AND status = 'dispatched' \
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -153,12 +116,12 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(run_from_row)
+            .map(AgentRun::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)
     }
 
-    pub(super) async fn claim_agent_runs_impl(
+    async fn claim_agent_runs(
         &self,
         agent_id: &str,
         at: Timestamp,
@@ -173,9 +136,9 @@ impl SqliteStore {
             )
         };
         let sql = format!(
-            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
-             lost_after = ?2 + timeout_seconds * 1000 \
-             WHERE agent_id = ?3 AND status = 'queued' AND (expires_at IS NULL OR expires_at > ?1) \
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE agent_id = $3 AND status = 'queued' AND (expires_at IS NULL OR expires_at > $1) \
              RETURNING {RUN_COLUMNS}, \
              (SELECT s.name FROM scripts s WHERE s.id = agent_runs.script_id) AS script_name, \
              {}, {}, {}, {}",
@@ -185,8 +148,8 @@ impl SqliteStore {
             version("status"),
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(at.millis())
-            .bind(lost_base.millis())
+            .bind(at)
+            .bind(lost_base)
             .bind(agent_id)
             .fetch_all(&self.write)
             .await
@@ -195,7 +158,7 @@ impl SqliteStore {
             .iter()
             .map(|r| {
                 Ok(ClaimedRun {
-                    run: run_from_row(r)?,
+                    run: AgentRun::from_row(r)?,
                     script_name: r.try_get("script_name")?,
                     interpreter: decode(
                         "interpreter",
@@ -212,14 +175,10 @@ impl SqliteStore {
         Ok(ClaimedRun::oldest_first(claimed))
     }
 
-    pub(super) async fn requeue_agent_run_impl(
-        &self,
-        agent_id: &str,
-        run_id: &str,
-    ) -> StoreResult<bool> {
+    async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
-             WHERE id = ?1 AND agent_id = ?2 AND status = 'dispatched'",
+             WHERE id = $1 AND agent_id = $2 AND status = 'dispatched'",
         )
         .bind(run_id)
         .bind(agent_id)
@@ -229,20 +188,20 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_sent_impl(
+    async fn agent_run_sent(
         &self,
         run_id: &str,
         at: Timestamp,
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = ?1, \
-             lost_after = ?2 + timeout_seconds * 1000 \
-             WHERE id = ?3 AND (status = 'dispatched' \
-                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > ?1)))",
+            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE id = $3 AND (status = 'dispatched' \
+                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
         )
-        .bind(at.millis())
-        .bind(lost_base.millis())
+        .bind(at)
+        .bind(lost_base)
         .bind(run_id)
         .execute(&self.write)
         .await
@@ -250,7 +209,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn agent_run_started_impl(
+    async fn agent_run_started(
         &self,
         agent_id: &str,
         run_id: &str,
@@ -258,12 +217,12 @@ impl SqliteStore {
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, ?), \
-             lost_after = ? + timeout_seconds * 1000 \
-             WHERE id = ? AND agent_id = ? AND status IN ('queued', 'dispatched')",
+            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1), \
+             lost_after = $2 + timeout_seconds * 1000 \
+             WHERE id = $3 AND agent_id = $4 AND status IN ('queued', 'dispatched')",
         )
-        .bind(at.millis())
-        .bind(lost_base.millis())
+        .bind(at)
+        .bind(lost_base)
         .bind(run_id)
         .bind(agent_id)
         .execute(&self.write)
@@ -272,7 +231,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub(super) async fn orphan_agent_runs_impl(
+    async fn orphan_agent_runs(
         &self,
         agent_id: &str,
         still_running: &[String],
@@ -281,11 +240,11 @@ impl SqliteStore {
         let ids = serde_json::to_string(still_running)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let updated = sqlx::query(
-            "UPDATE agent_runs SET lost_after = min(coalesce(lost_after, ?1), ?1) \
-             WHERE agent_id = ?2 AND status = 'running' \
-             AND id NOT IN (SELECT value FROM json_each(?3))",
+            "UPDATE agent_runs SET lost_after = min(coalesce(lost_after, $1), $1) \
+             WHERE agent_id = $2 AND status = 'running' \
+             AND id NOT IN (SELECT value FROM json_each($3))",
         )
-        .bind(lost_after.millis())
+        .bind(lost_after)
         .bind(agent_id)
         .bind(ids)
         .execute(&self.write)
@@ -294,21 +253,21 @@ impl SqliteStore {
         Ok(updated.rows_affected())
     }
 
-    pub(super) async fn sweep_agent_runs_impl(&self, now: Timestamp) -> StoreResult<RunSweep> {
+    async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
         let expired = sqlx::query(
-            "UPDATE agent_runs SET status = 'expired', finished_at = ?1 \
-             WHERE status = 'queued' AND expires_at <= ?1",
+            "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
+             WHERE status = 'queued' AND expires_at <= $1",
         )
-        .bind(now.millis())
+        .bind(now)
         .execute(&self.write)
         .await
         .map_err(unavailable)?
         .rows_affected();
         let lost = sqlx::query(
-            "UPDATE agent_runs SET status = 'lost', finished_at = ?1 \
-             WHERE status IN ('dispatched', 'running') AND lost_after <= ?1",
+            "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
+             WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
         )
-        .bind(now.millis())
+        .bind(now)
         .execute(&self.write)
         .await
         .map_err(unavailable)?
@@ -316,21 +275,18 @@ impl SqliteStore {
         Ok(RunSweep { expired, lost })
     }
 
-    pub(super) async fn agents_with_queued_runs_impl(
-        &self,
-        now: Timestamp,
-    ) -> StoreResult<Vec<String>> {
+    async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT agent_id FROM agent_runs \
-             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > ?)",
+             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
         )
-        .bind(now.millis())
+        .bind(now)
         .fetch_all(&self.read)
         .await
         .map_err(unavailable)
     }
 
-    pub(super) async fn finish_agent_run_impl(
+    async fn finish_agent_run(
         &self,
         agent_id: &str,
         run_id: &str,
@@ -338,7 +294,7 @@ impl SqliteStore {
     ) -> StoreResult<Option<RunFinish>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let found: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT status, dispatched_at FROM agent_runs WHERE id = ? AND agent_id = ?",
+            "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2",
         )
         .bind(run_id)
         .bind(agent_id)
@@ -350,10 +306,7 @@ impl SqliteStore {
         };
         let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
         let dispatched_at = dispatched_at.map(Timestamp::from_millis);
-        // An ending stays, except that a real result replaces `lost`.
-        let replaces =
-            status == AgentRunStatus::Lost && matches!(end, AgentRunEnd::Finished { .. });
-        if status.is_final() && !replaces {
+        if !report_ends_run(status, matches!(end, AgentRunEnd::Finished { .. })) {
             return Ok(Some(RunFinish {
                 status,
                 stored: false,
@@ -374,10 +327,10 @@ impl SqliteStore {
                 duration_ms,
             } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = ?, exit_code = ?, signal = ?, stdout = ?, \
-                     stderr = ?, stdout_truncated = ?, stderr_truncated = ?, \
-                     started_at = coalesce(started_at, ?), finished_at = ?, duration_ms = ? \
-                     WHERE id = ?",
+                    "UPDATE agent_runs SET status = $1, exit_code = $2, signal = $3, stdout = $4, \
+                     stderr = $5, stdout_truncated = $6, stderr_truncated = $7, \
+                     started_at = coalesce(started_at, $8), finished_at = $9, duration_ms = $10 \
+                     WHERE id = $11",
                 )
                 .bind(status.as_str())
                 .bind(exit_code)
@@ -386,8 +339,8 @@ impl SqliteStore {
                 .bind(stderr)
                 .bind(i64::from(*stdout_truncated))
                 .bind(i64::from(*stderr_truncated))
-                .bind(started_at.millis())
-                .bind(finished_at.millis())
+                .bind(started_at)
+                .bind(finished_at)
                 .bind(duration_ms)
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -397,13 +350,13 @@ impl SqliteStore {
             }
             AgentRunEnd::Refused { reason, detail, at } => {
                 sqlx::query(
-                    "UPDATE agent_runs SET status = ?, refusal_reason = ?, \
-                     refusal_detail = ?, finished_at = ? WHERE id = ?",
+                    "UPDATE agent_runs SET status = $1, refusal_reason = $2, \
+                     refusal_detail = $3, finished_at = $4 WHERE id = $5",
                 )
                 .bind(end.status().as_str())
                 .bind(reason)
                 .bind(detail)
-                .bind(at.millis())
+                .bind(at)
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await
@@ -411,10 +364,10 @@ impl SqliteStore {
                 if end.raises_alert() {
                     // The monitor opens the `run_refused` alert on its next pass.
                     sqlx::query(
-                        "UPDATE services SET deadline_at = min(coalesce(deadline_at, ?1), ?1) \
-                         WHERE id = (SELECT service_id FROM agents WHERE id = ?2)",
+                        "UPDATE services SET deadline_at = min(coalesce(deadline_at, $1), $1) \
+                         WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
                     )
-                    .bind(at.millis())
+                    .bind(at)
                     .bind(agent_id)
                     .execute(&mut *tx)
                     .await
@@ -424,7 +377,7 @@ impl SqliteStore {
             }
         };
         // When the server stored the report (its own clock; `finished_at` is the agent's).
-        sqlx::query("UPDATE agent_runs SET reported_at = ? WHERE id = ?")
+        sqlx::query("UPDATE agent_runs SET reported_at = $1 WHERE id = $2")
             .bind(Timestamp::now().millis())
             .bind(run_id)
             .execute(&mut *tx)

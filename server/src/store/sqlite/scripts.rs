@@ -1,12 +1,12 @@
 //! Registered scripts and their versions on SQLite. Writes go through the single writer
 //! connection, so a transaction's read-then-write cannot interleave with another writer.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::{SqliteStore, decode, escape_like, unavailable};
+use super::*;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ApiKeyId, Timestamp};
+use crate::store::sql::escape_like;
 use crate::store::*;
 
 const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
@@ -20,31 +20,6 @@ fn qualified() -> String {
         .map(|c| format!("v.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn version_from_row(r: &SqliteRow) -> Result<ScriptVersion, sqlx::Error> {
-    let key = |col: &str| -> Result<Option<ApiKeyId>, sqlx::Error> {
-        Ok(r.try_get::<Option<String>, _>(col)?.map(ApiKeyId))
-    };
-    Ok(ScriptVersion {
-        id: r.try_get("id")?,
-        script_id: ScriptId(r.try_get("script_id")?),
-        version: r.try_get("version")?,
-        interpreter: decode("interpreter", parse_interpreter(r.try_get("interpreter")?))?,
-        content: r.try_get("content")?,
-        sha256: r.try_get("sha256")?,
-        description: r.try_get("description")?,
-        status: decode("script status", ScriptStatus::parse(r.try_get("status")?))?,
-        created_by: r.try_get("created_by")?,
-        created_by_key: key("created_by_key")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        decided_by: r.try_get("decided_by")?,
-        decided_by_key: key("decided_by_key")?,
-        decided_at: r
-            .try_get::<Option<i64>, _>("decided_at")?
-            .map(Timestamp::from_millis),
-        decision_reason: r.try_get("decision_reason")?,
-    })
 }
 
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ScriptFilter) {
@@ -62,14 +37,15 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ScriptFilter) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn register_script_version_impl(
+#[async_trait::async_trait]
+impl ScriptStore for SqliteStore {
+    async fn register_script_version(
         &self,
         new: &NewScriptVersion,
     ) -> StoreResult<RegisterOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let existing: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = ?")
+            sqlx::query_as("SELECT id, name FROM scripts WHERE name_key = $1")
                 .bind(name_key(&new.name))
                 .fetch_optional(&mut *tx)
                 .await
@@ -77,18 +53,18 @@ impl SqliteStore {
         let (script_id, name) = match existing {
             Some(found) => found,
             None => sqlx::query_as(
-                "INSERT INTO scripts (name, name_key, created_at) VALUES (?, ?, ?) \
+                "INSERT INTO scripts (name, name_key, created_at) VALUES ($1, $2, $3) \
                  RETURNING id, name",
             )
             .bind(&new.name)
             .bind(name_key(&new.name))
-            .bind(new.at.millis())
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?,
         };
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
              ORDER BY version DESC LIMIT 1"
         );
         let latest = sqlx::query(AssertSqlSafe(sql))
@@ -96,7 +72,7 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?;
         if let Some(v) = latest.as_ref().filter(|v| v.sha256 == new.sha256) {
@@ -109,7 +85,7 @@ impl SqliteStore {
         let sql = format!(
             "INSERT INTO script_versions (script_id, version, interpreter, content, sha256, \
              description, created_by, created_by_key, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(script_id)
@@ -120,31 +96,32 @@ impl SqliteStore {
             .bind(&new.description)
             .bind(&new.created_by)
             .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
-            .bind(new.at.millis())
+            .bind(new.at)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let version = version_from_row(&r).map_err(unavailable)?;
+        let version = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = new.audit_for(&version) {
-            super::insert_audit(&mut tx, &e).await?;
+            insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(RegisterOutcome::Created { name, version })
     }
 
-    pub(super) async fn get_script_impl(&self, id: ScriptId) -> StoreResult<Option<Script>> {
+    async fn get_script(&self, id: ScriptId) -> StoreResult<Option<Script>> {
         let mut tx = self.read.begin().await.map_err(unavailable)?;
-        let Some((name, created_at)) =
-            sqlx::query_as::<_, (String, i64)>("SELECT name, created_at FROM scripts WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
+        let Some((name, created_at)) = sqlx::query_as::<_, (String, i64)>(
+            "SELECT name, created_at FROM scripts WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
         else {
             return Ok(None);
         };
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
              ORDER BY version"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -154,7 +131,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let versions = rows
             .iter()
-            .map(version_from_row)
+            .map(ScriptVersion::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
         Ok(Some(Script {
@@ -165,8 +142,8 @@ impl SqliteStore {
         }))
     }
 
-    pub(super) async fn script_id_by_name_impl(&self, name: &str) -> StoreResult<Option<ScriptId>> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = ?")
+    async fn script_id_by_name(&self, name: &str) -> StoreResult<Option<ScriptId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM scripts WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.read)
             .await
@@ -174,7 +151,7 @@ impl SqliteStore {
         Ok(id.map(ScriptId))
     }
 
-    pub(super) async fn list_scripts_impl(
+    async fn list_scripts(
         &self,
         filter: &ScriptFilter,
         page: PageRequest,
@@ -200,7 +177,7 @@ impl SqliteStore {
         let entries = rows
             .iter()
             .map(|r| {
-                let v = version_from_row(r)?;
+                let v = ScriptVersion::from_row(r)?;
                 Ok(Script {
                     id: v.script_id,
                     name: r.try_get("script_name")?,
@@ -216,14 +193,14 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn get_script_version_impl(
+    async fn get_script_version(
         &self,
         id: ScriptId,
         version: i32,
     ) -> StoreResult<Option<ScriptVersion>> {
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = ? \
-             AND version = ?"
+            "SELECT {VERSION_COLUMNS} FROM script_versions WHERE script_id = $1 \
+             AND version = $2"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(id.0)
@@ -231,24 +208,24 @@ impl SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn decide_script_version_impl(
+    async fn decide_script_version(
         &self,
         version_id: i64,
         d: &ScriptDecision,
     ) -> StoreResult<DecideOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = ?");
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM script_versions WHERE id = $1");
         let Some(current) = sqlx::query(AssertSqlSafe(sql))
             .bind(version_id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
-            .map(|r| version_from_row(&r))
+            .map(|r| ScriptVersion::from_row(&r))
             .transpose()
             .map_err(unavailable)?
         else {
@@ -261,22 +238,22 @@ impl SqliteStore {
             return Ok(DecideOutcome::SameKey);
         }
         let sql = format!(
-            "UPDATE script_versions SET status = ?, decided_by = ?, decided_by_key = ?, \
-             decided_at = ?, decision_reason = ? WHERE id = ? RETURNING {VERSION_COLUMNS}"
+            "UPDATE script_versions SET status = $1, decided_by = $2, decided_by_key = $3, \
+             decided_at = $4, decision_reason = $5 WHERE id = $6 RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(d.decision.status().as_str())
             .bind(&d.actor)
             .bind(d.key_id.as_ref().map(|k| k.0.as_str()))
-            .bind(d.at.millis())
+            .bind(d.at)
             .bind(&d.reason)
             .bind(version_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let v = version_from_row(&r).map_err(unavailable)?;
+        let v = ScriptVersion::from_row(&r).map_err(unavailable)?;
         if let Some(e) = &d.audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(DecideOutcome::Decided(v))

@@ -1,74 +1,15 @@
 //! Teams, notification targets and maintenance windows on SQLite.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::{SqliteStore, decode, unavailable};
-use crate::domain::monitor::PagingPeriod;
+use super::*;
+use crate::domain::Timestamp;
 use crate::domain::service::name_key;
-use crate::domain::{ServiceId, Timestamp};
 use crate::store::*;
-
-fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Result<T, sqlx::Error> {
-    let raw: String = r.try_get(col)?;
-    serde_json::from_str(&raw).map_err(|e| sqlx::Error::Decode(e.into()))
-}
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(e.into()))
-}
-
-fn team_from_row(r: &SqliteRow) -> Result<Team, sqlx::Error> {
-    let hours: Option<String> = r.try_get("working_hours")?;
-    Ok(Team {
-        id: TeamId(r.try_get("id")?),
-        name: r.try_get("name")?,
-        working_hours: hours
-            .map(|h| serde_json::from_str(&h))
-            .transpose()
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        slack_channel: r.try_get("slack_channel")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn target_from_row(r: &SqliteRow) -> Result<NotificationTarget, sqlx::Error> {
-    let team: Option<i64> = r.try_get("team_id")?;
-    let service: Option<i64> = r.try_get("service_id")?;
-    let owner = match (team, service) {
-        (Some(t), None) => TargetOwner::Team(TeamId(t)),
-        (None, Some(s)) => TargetOwner::Service(ServiceId(s)),
-        _ => return Err(sqlx::Error::Decode("target owner in database".into())),
-    };
-    Ok(NotificationTarget {
-        id: TargetId(r.try_get("id")?),
-        owner,
-        config: json_col(r, "config")?,
-        priority: r.try_get("priority")?,
-        period: decode("period", PagingPeriod::parse(r.try_get("period")?))?,
-        enabled: r.try_get::<i64, _>("enabled")? != 0,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn window_from_row(r: &SqliteRow) -> Result<MaintenanceWindowRecord, sqlx::Error> {
-    let scope: String = r.try_get("scope")?;
-    let scope = match scope.as_str() {
-        "service" => WindowScope::Service(ServiceId(r.try_get("service_id")?)),
-        "team" => WindowScope::Team(TeamId(r.try_get("team_id")?)),
-        "global" => WindowScope::Global,
-        _ => return Err(sqlx::Error::Decode("window scope in database".into())),
-    };
-    Ok(MaintenanceWindowRecord {
-        id: WindowId(r.try_get("id")?),
-        scope,
-        window: json_col(r, "spec")?,
-        reason: r.try_get("reason")?,
-        created_by: r.try_get("created_by")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-    })
 }
 
 fn collect<T>(
@@ -88,8 +29,9 @@ fn owner_ids(o: TargetOwner) -> (Option<i64>, Option<i64>) {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn create_team_impl(
+#[async_trait::async_trait]
+impl TeamStore for SqliteStore {
+    async fn create_team(
         &self,
         new: &NewTeam,
         audit: Option<AuditWith<'_, Team>>,
@@ -103,56 +45,56 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let r = sqlx::query(
             "INSERT INTO teams (name, name_key, working_hours, slack_channel, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
         )
         .bind(&new.name)
         .bind(name_key(&new.name))
         .bind(hours)
         .bind(&new.slack_channel)
-        .bind(new.at.millis())
-        .bind(new.at.millis())
+        .bind(new.at)
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = team_from_row(&r).map_err(unavailable)?;
+        let created = Team::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_team_impl(&self, id: TeamId) -> StoreResult<Option<Team>> {
-        sqlx::query("SELECT * FROM teams WHERE id = ?")
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
+        sqlx::query("SELECT * FROM teams WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
+            .map(|r| Team::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn find_team_impl(&self, key: &str) -> StoreResult<Option<Team>> {
-        sqlx::query("SELECT * FROM teams WHERE name_key = ?")
+    async fn find_team(&self, key: &str) -> StoreResult<Option<Team>> {
+        sqlx::query("SELECT * FROM teams WHERE name_key = $1")
             .bind(key)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| team_from_row(&r))
+            .map(|r| Team::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_teams_impl(&self) -> StoreResult<Vec<Team>> {
+    async fn list_teams(&self) -> StoreResult<Vec<Team>> {
         let rows = sqlx::query("SELECT * FROM teams ORDER BY id")
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        collect(&rows, team_from_row)
+        collect(&rows, |r| Team::from_row(r))
     }
 
-    pub(super) async fn update_team_impl(
+    async fn update_team(
         &self,
         id: TeamId,
         patch: &TeamPatch,
@@ -160,7 +102,7 @@ impl SqliteStore {
         audit: Option<AuditWith<'_, Team>>,
     ) -> StoreResult<Option<Team>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM teams WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
@@ -168,7 +110,7 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        let mut team = team_from_row(&row).map_err(unavailable)?;
+        let mut team = Team::from_row(&row).map_err(unavailable)?;
         team = patch.apply(&team, at);
         let hours = team
             .working_hours
@@ -177,46 +119,42 @@ impl SqliteStore {
             .transpose()
             .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE teams SET name = ?, name_key = ?, working_hours = ?, slack_channel = ?, \
-             updated_at = ? WHERE id = ?",
+            "UPDATE teams SET name = $1, name_key = $2, working_hours = $3, slack_channel = $4, \
+             updated_at = $5 WHERE id = $6",
         )
         .bind(&team.name)
         .bind(name_key(&team.name))
         .bind(hours)
         .bind(&team.slack_channel)
-        .bind(at.millis())
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&team)).await?;
+            insert_audit(&mut tx, &entry(&team)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(team))
     }
 
-    pub(super) async fn delete_team_impl(
-        &self,
-        id: TeamId,
-        audit: Option<&NewAuditEntry>,
-    ) -> StoreResult<bool> {
+    async fn delete_team(&self, id: TeamId, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         // Targets and team windows go with it (ON DELETE CASCADE; foreign keys are on).
-        let done = sqlx::query("DELETE FROM teams WHERE id = ?")
+        let done = sqlx::query("DELETE FROM teams WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_target_impl(
+    async fn create_target(
         &self,
         new: &NewTarget,
         audit: Option<AuditWith<'_, NotificationTarget>>,
@@ -225,7 +163,7 @@ impl SqliteStore {
         let (team, service) = owner_ids(new.owner);
         let r = sqlx::query(
             "INSERT INTO notification_targets (team_id, service_id, kind, priority, period, \
-             enabled, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             enabled, config, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING *",
         )
         .bind(team)
@@ -235,37 +173,31 @@ impl SqliteStore {
         .bind(new.period.as_str())
         .bind(i64::from(new.enabled))
         .bind(to_json(&new.config).map_err(unavailable)?)
-        .bind(new.at.millis())
-        .bind(new.at.millis())
+        .bind(new.at)
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = target_from_row(&r).map_err(unavailable)?;
+        let created = NotificationTarget::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_target_impl(
-        &self,
-        id: TargetId,
-    ) -> StoreResult<Option<NotificationTarget>> {
-        sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+    async fn get_target(&self, id: TargetId) -> StoreResult<Option<NotificationTarget>> {
+        sqlx::query("SELECT * FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| target_from_row(&r))
+            .map(|r| NotificationTarget::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_targets_impl(
-        &self,
-        f: &TargetFilter,
-    ) -> StoreResult<Vec<NotificationTarget>> {
+    async fn list_targets(&self, f: &TargetFilter) -> StoreResult<Vec<NotificationTarget>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM notification_targets WHERE 1 = 1");
         if let Some(t) = f.team {
             qb.push(" AND team_id = ").push_bind(t.0);
@@ -279,10 +211,10 @@ impl SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        collect(&rows, target_from_row)
+        collect(&rows, |r| NotificationTarget::from_row(r))
     }
 
-    pub(super) async fn update_target_impl(
+    async fn update_target(
         &self,
         id: TargetId,
         patch: &TargetPatch,
@@ -290,7 +222,7 @@ impl SqliteStore {
         audit: Option<AuditWith<'_, NotificationTarget>>,
     ) -> StoreResult<Option<NotificationTarget>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
@@ -298,49 +230,49 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        let mut t = target_from_row(&row).map_err(unavailable)?;
+        let mut t = NotificationTarget::from_row(&row).map_err(unavailable)?;
         t = patch.apply(&t, at);
         sqlx::query(
-            "UPDATE notification_targets SET kind = ?, priority = ?, period = ?, enabled = ?, \
-             config = ?, updated_at = ? WHERE id = ?",
+            "UPDATE notification_targets SET kind = $1, priority = $2, period = $3, enabled = $4, \
+             config = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(t.config.kind())
         .bind(t.priority)
         .bind(t.period.as_str())
         .bind(i64::from(t.enabled))
         .bind(to_json(&t.config).map_err(unavailable)?)
-        .bind(at.millis())
+        .bind(at)
         .bind(id.0)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&t)).await?;
+            insert_audit(&mut tx, &entry(&t)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(t))
     }
 
-    pub(super) async fn delete_target_impl(
+    async fn delete_target(
         &self,
         id: TargetId,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("DELETE FROM notification_targets WHERE id = ?")
+        let done = sqlx::query("DELETE FROM notification_targets WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)
     }
 
-    pub(super) async fn create_window_impl(
+    async fn create_window(
         &self,
         new: &NewWindow,
         audit: Option<AuditWith<'_, MaintenanceWindowRecord>>,
@@ -354,7 +286,7 @@ impl SqliteStore {
         let bounds = one_time_bounds(&new.window);
         let r = sqlx::query(
             "INSERT INTO maintenance_windows (scope, service_id, team_id, spec, starts_at, \
-             ends_at, reason, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ends_at, reason, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING *",
         )
         .bind(new.scope.as_str())
@@ -365,36 +297,30 @@ impl SqliteStore {
         .bind(bounds.map(|b| b.1.millis()))
         .bind(&new.reason)
         .bind(&new.created_by)
-        .bind(new.at.millis())
+        .bind(new.at)
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let created = window_from_row(&r).map_err(unavailable)?;
+        let created = MaintenanceWindowRecord::from_row(&r).map_err(unavailable)?;
         if let Some(entry) = audit {
-            super::insert_audit(&mut tx, &entry(&created)).await?;
+            insert_audit(&mut tx, &entry(&created)).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    pub(super) async fn get_window_impl(
-        &self,
-        id: WindowId,
-    ) -> StoreResult<Option<MaintenanceWindowRecord>> {
-        sqlx::query("SELECT * FROM maintenance_windows WHERE id = ?")
+    async fn get_window(&self, id: WindowId) -> StoreResult<Option<MaintenanceWindowRecord>> {
+        sqlx::query("SELECT * FROM maintenance_windows WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?
-            .map(|r| window_from_row(&r))
+            .map(|r| MaintenanceWindowRecord::from_row(&r))
             .transpose()
             .map_err(unavailable)
     }
 
-    pub(super) async fn list_windows_impl(
-        &self,
-        f: &WindowFilter,
-    ) -> StoreResult<Vec<MaintenanceWindowRecord>> {
+    async fn list_windows(&self, f: &WindowFilter) -> StoreResult<Vec<MaintenanceWindowRecord>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM maintenance_windows WHERE 1 = 1");
         if let Some(k) = f.scope {
             qb.push(" AND scope = ").push_bind(k.as_str());
@@ -408,9 +334,9 @@ impl SqliteStore {
         if let Some(at) = f.active_at {
             // One-time windows are narrowed here; recurring ones need their schedule.
             qb.push(" AND (ends_at IS NULL OR (starts_at <= ")
-                .push_bind(at.millis())
+                .push_bind(at)
                 .push(" AND ends_at > ")
-                .push_bind(at.millis())
+                .push_bind(at)
                 .push("))");
         }
         qb.push(" ORDER BY id");
@@ -419,24 +345,24 @@ impl SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
-        let all = collect(&rows, window_from_row)?;
+        let all = collect(&rows, |r| MaintenanceWindowRecord::from_row(r))?;
         Ok(all.into_iter().filter(|w| f.matches(w)).collect())
     }
 
-    pub(super) async fn delete_window_impl(
+    async fn delete_window(
         &self,
         id: WindowId,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = ?")
+        let done = sqlx::query("DELETE FROM maintenance_windows WHERE id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         let deleted = done.rows_affected() == 1;
         if deleted && let Some(e) = audit {
-            super::insert_audit(&mut tx, e).await?;
+            insert_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(deleted)

@@ -1,0 +1,77 @@
+//! API keys on PostgreSQL.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl KeyStore for PgStore {
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let sql = format!(
+            "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
+             rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {API_KEY_COLUMNS}"
+        );
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.id.0)
+            .bind(&key.name)
+            .bind(key.digest.as_slice())
+            .bind(key.scopes.to_list_string())
+            .bind(key.created_at)
+            .bind(key.expires_at)
+            .bind(key.rate_limit_per_minute.map(i64::from))
+            .bind(&key.created_by)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if let Some(e) = &key.audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        ApiKeyRecord::from_row(&r).map_err(unavailable)
+    }
+
+    async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| ApiKeyRecord::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        // Byte order, as SQLite compares text.
+        let sql =
+            format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id COLLATE \"C\"");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        collect(&rows, |r| ApiKeyRecord::from_row(r))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(&id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let revoked = done.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
+    }
+}

@@ -1,0 +1,74 @@
+//! API keys on SQLite.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl KeyStore for SqliteStore {
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let r = sqlx::query(
+            "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
+             rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(&key.id.0)
+        .bind(&key.name)
+        .bind(key.digest.as_slice())
+        .bind(key.scopes.to_list_string())
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.rate_limit_per_minute.map(i64::from))
+        .bind(&key.created_by)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(e) = &key.audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        ApiKeyRecord::from_row(&r).map_err(unavailable)
+    }
+
+    async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
+        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(&id.0)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| ApiKeyRecord::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(ApiKeyRecord::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(&id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let revoked = done.rows_affected() == 1;
+        if revoked && let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(revoked)
+    }
+}
