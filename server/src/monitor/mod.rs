@@ -12,6 +12,9 @@
 //! and records each outcome (delivered, retry later with backoff, failed). A crash between the
 //! alert's commit and the delivery loses nothing: the row stays pending and is delivered after
 //! the restart (or by another replica once the lease runs out).
+//!
+//! Both take "now" from the application's [`Clock`]; besides their real-time caps they wake
+//! whenever a manual clock is advanced, so tests move time instead of waiting for it.
 
 pub mod judge;
 
