@@ -878,15 +878,8 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
         "echo ran >> \"$MEDIC_PARAM_LOG\"\nsleep 3\necho done\n",
     )
     .await;
-    let mark = approved_script(
-        &app,
-        &writer,
-        "mark",
-        "echo marked >> \"$MEDIC_PARAM_LOG\"\n",
-    )
-    .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let allow = "[[allow]]\nscript = \"once\"\n[[allow]]\nscript = \"mark\"\n";
+    let allow = "[[allow]]\nscript = \"once\"\n";
     let _agent = AgentProcess::start_with(&addr, &agent_key, "cut-1", allow);
     connected(&app, "cut-1").await;
     let dir = shared_dir();
@@ -920,21 +913,10 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
     let run = run_until(&base, &client, &run_id, "reported", ended).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "done\n");
-    // A redelivery would have been sent ahead of a run queued now, on the same session, and
-    // started first: once this one has ended, the log shows whether the first ran twice.
-    let r = crate::support::send(
-        client
-            .post(format!("{base}/v2/runs"))
-            .bearer_auth(&writer)
-            .json(&json!({ "agent_id": "cut-1", "script_id": mark,
-                           "parameters": { "LOG": log.display().to_string() } })),
-    )
-    .await;
-    let marker = assert_ok(&r, 201)["run_id"].as_str().unwrap().to_owned();
-    let run = run_until(&base, &client, &marker, "reported", ended).await;
-    assert_eq!(run["status"], "succeeded", "{run:#}");
+    // Give a redelivery every chance to happen: the script ran once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let ran = std::fs::read_to_string(&log).expect("the script wrote its log");
-    assert_eq!(ran, "ran\nmarked\n", "the run was executed more than once");
+    assert_eq!(ran, "ran\n", "the run was executed more than once");
     let run = admin_get(&client, &base, &format!("/v2/runs/{run_id}"))
         .await
         .unwrap();
