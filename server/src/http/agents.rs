@@ -184,7 +184,7 @@ async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params
         labels,
     };
     let found = app.store.list_agents(&filter, page).await?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let entries: Vec<AgentOut> = found
         .entries
         .iter()
@@ -217,7 +217,7 @@ async fn get_agent(
     Ok(ok(
         StatusCode::OK,
         "",
-        AgentOut::new(&app, &agent, Timestamp::now()),
+        AgentOut::new(&app, &agent, app.clock.now()),
     ))
 }
 
@@ -241,7 +241,7 @@ async fn revoke_agent(
         .get_agent(&agent_id)
         .await?
         .ok_or_else(|| unknown(&agent_id))?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let audit = entry(
         "agent_revoked",
         &who,
@@ -262,13 +262,13 @@ async fn revoke_agent(
         return Ok(ok(
             StatusCode::OK,
             "Agent was already revoked.",
-            AgentOut::new(&app, &agent, Timestamp::now()),
+            AgentOut::new(&app, &agent, app.clock.now()),
         ));
     }
     Ok(ok(
         StatusCode::OK,
         "Agent revoked.",
-        AgentOut::new(&app, &agent, Timestamp::now()),
+        AgentOut::new(&app, &agent, app.clock.now()),
     ))
 }
 

@@ -154,7 +154,7 @@ async fn create_api_key(
     if scopes.is_empty() {
         return Err(ApiError::bad_request("scopes must not be empty."));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     if body.expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::bad_request("expires_at must be in the future."));
     }
@@ -215,7 +215,7 @@ async fn create_api_key(
     security(("bearer" = [])))]
 async fn list_api_keys(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require(Scope::Admin)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let keys: Vec<KeyOut> = app
         .store
         .list_api_keys()
@@ -239,7 +239,7 @@ async fn revoke_api_key(
 ) -> ApiResult {
     let admin = caller.require(Scope::Admin)?;
     let id = ApiKeyId(id.trim().to_ascii_lowercase());
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let audit = entry(
         "api_key_revoked",
         &admin.actor(),

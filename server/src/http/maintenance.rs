@@ -136,7 +136,7 @@ fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     security(("bearer" = [])))]
 async fn list_windows(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let scope = params
         .text("scope")
         .map(|s| {
@@ -209,7 +209,7 @@ async fn create_window(
 ) -> ApiResult {
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let scope = match (body.scope.trim(), body.service_id, body.team_id) {
         ("service", Some(id), None) => WindowScope::Service(ServiceId(id)),
         ("team", None, Some(id)) => WindowScope::Team(TeamId(id)),
@@ -287,7 +287,7 @@ async fn get_window(
         app.store.get_window(id).await?.ok_or_else(|| {
             ApiError::not_found(format!("Maintenance window {id} was not found."))
         })?;
-    Ok(ok(StatusCode::OK, "", WindowOut::new(&w, Timestamp::now())))
+    Ok(ok(StatusCode::OK, "", WindowOut::new(&w, app.clock.now())))
 }
 
 /// Delete a maintenance window (ends it at once).
@@ -364,7 +364,7 @@ async fn snooze_service(
     }
     let reason = reason(body.reason.as_deref())?;
     let s = load_service(&app, &id).await?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let ends = now.plus_millis(i64::from(body.minutes) * 60_000);
     let w = MaintenanceWindow::one_time(now, ends).map_err(|e| ApiError::internal(&e))?;
     let audit = |rec: &MaintenanceWindowRecord| {

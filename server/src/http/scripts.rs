@@ -24,7 +24,7 @@ use super::extract::{
 };
 use super::legacy::clean_text;
 use super::schema::{self, Time, time};
-use crate::domain::{Scope, Timestamp};
+use crate::domain::Scope;
 use crate::store::{
     DecideOutcome, Decision, NewScriptVersion, RegisterOutcome, Script, ScriptDecision,
     ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
@@ -260,7 +260,7 @@ async fn register_script(
     if body.content.contains('\0') {
         return Err(ApiError::bad_request("content must not contain NUL."));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let sha256 = sha256_hex(&body.content);
     let new = NewScriptVersion {
         // The store adds `script_id` and `version` once the version exists.
@@ -364,7 +364,7 @@ async fn decide(
         Decision::Approve => ("script_approved", "Script version approved."),
         Decision::Reject => ("script_rejected", "Script version rejected."),
     };
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let mut details = json!(RegisteredOut::new(&script.name, target));
     details["status"] = json!(schema::ScriptStatus::from(decision.status()));
     details["reason"] = json!(reason);

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::extract::{Caller, OptionalJsonBody, path_id};
 use super::legacy::RunIdValue;
 use crate::domain::stats::{DurationStats, STATS_WINDOW, duration_stats};
-use crate::domain::{Scope, ServiceId, Timestamp};
+use crate::domain::{Scope, ServiceId};
 use crate::store::{JobRun, JobSignal, JobSignalOutcome, RunStatus, Service, SignalKind};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -172,7 +172,7 @@ async fn signal(
             exit_code: body.exit_code,
             body: text,
             body_truncated: truncated,
-            at: Timestamp::now(),
+            at: app.clock.now(),
         })
         .await?;
     match outcome {

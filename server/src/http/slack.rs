@@ -20,7 +20,6 @@ use super::alerts::AlertOut;
 use super::audit::entry;
 use super::error::{ApiError, ApiResult, Envelope, ok};
 use super::schema::AlertKind;
-use crate::domain::Timestamp;
 use crate::store::{Alert, AlertChange};
 
 /// Oldest accepted `X-Slack-Request-Timestamp`, in seconds from now (Slack's recommendation).
@@ -74,7 +73,7 @@ async fn slack_interactions(
         .slack_signing_secret
         .as_ref()
         .ok_or_else(unauthorized)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     verify(secret.expose(), &headers, &body, now.millis() / 1000)?;
     let payload = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "payload")

@@ -23,7 +23,6 @@ use super::legacy::clean_text;
 use super::schema::{self, Time};
 use super::services::{load as load_service, some};
 use crate::domain::Scope;
-use crate::domain::Timestamp;
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{WorkingHours, WorkingHoursSpec};
 use crate::notify::ssrf;
@@ -310,7 +309,7 @@ async fn create_team(
             .as_deref()
             .map(|c| channel(c, "slack_channel"))
             .transpose()?,
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     let audit = |t: &Team| entry("team_created", &who, None, TeamOut::from(t));
     let team = app
@@ -398,7 +397,7 @@ async fn patch_team(
         .update_team(
             id,
             &patch,
-            Timestamp::now(),
+            app.clock.now(),
             Some(&|t: &Team| entry("team_updated", &who, None, TeamOut::from(t))),
         )
         .await
@@ -596,7 +595,7 @@ async fn create_target(
             .transpose()?
             .unwrap_or(PagingPeriod::Always),
         enabled: body.enabled.unwrap_or(true),
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     let audit =
         |t: &NotificationTarget| entry("target_created", who, service_of(t), TargetOut::from(t));
@@ -748,7 +747,7 @@ async fn patch_target(
         .update_target(
             id,
             &patch,
-            Timestamp::now(),
+            app.clock.now(),
             Some(&|t: &NotificationTarget| {
                 entry("target_updated", &who, service_of(t), TargetOut::from(t))
             }),
