@@ -13,7 +13,8 @@
 #
 # Needs: curl, python3; PostgreSQL at MEDIC_BENCH_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres; a fresh database medic_soak is created).
-# MEDIC_SERVER_BIN runs another server binary (e.g. an older build, to measure a regression).
+# MEDIC_SERVER_BIN runs another server binary (e.g. an older build, to measure a regression);
+# with MEDIC_SOAK_BIN as well, nothing is built.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,9 +28,11 @@ PORT=${BENCH_PORT:-18183}
 ADMIN_KEY="soak-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --locked -p medic-server --bin medic-server --example soak >&2
+if [ -z "${MEDIC_SERVER_BIN:-}" ] || [ -z "${MEDIC_SOAK_BIN:-}" ]; then
+  cargo build --release --locked -p medic-server --bin medic-server --example soak >&2
+fi
 BIN=${MEDIC_SERVER_BIN:-$CARGO_TARGET_DIR/release/medic-server}
-SOAK="$CARGO_TARGET_DIR/release/examples/soak"
+SOAK=${MEDIC_SOAK_BIN:-$CARGO_TARGET_DIR/release/examples/soak}
 WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
@@ -68,7 +71,7 @@ for backend in $BACKENDS; do
       echo "== $backend, $services services, scrape $scrape, $RATE/s, $MINUTES min"
       "$SOAK" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --beat-key "$key" --pid "$PID" \
         --services "$services" --rate "$RATE" --minutes "$MINUTES" "${scrape_flag[@]}" |
-        sed "s/^RESULT /RESULT backend=$backend /"
+        sed -u "s/^RESULT /RESULT backend=$backend /"
       kill -TERM "$PID"; wait "$PID" || true; PID=""
     done
   done
