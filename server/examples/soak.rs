@@ -70,17 +70,22 @@ fn args() -> Args {
     a
 }
 
-/// Resident set size of a process in MiB.
-fn rss_mb(pid: u32) -> Option<f64> {
+/// A field of `/proc/<pid>/status` in MiB (`VmRSS`, `RssAnon`: the heap and stacks, `RssFile`:
+/// mapped files such as the binary's own code).
+fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
 }
 
 /// Least-squares slope of `y` over `x`.
@@ -167,7 +172,7 @@ async fn main() {
         let (ok, failed, skipped, pid, every) =
             (ok.clone(), failed.clone(), skipped.clone(), a.pid, a.sample);
         tokio::spawn(async move {
-            let mut points: Vec<(f64, f64)> = Vec::new();
+            let mut points: Vec<(f64, f64, f64)> = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(every));
             loop {
                 tick.tick().await;
@@ -178,14 +183,16 @@ async fn main() {
                 };
                 let minutes = at.as_secs_f64() / 60.0;
                 let sent = ok.load(Ordering::Relaxed);
+                let anon = status_mb(pid, "RssAnon:").unwrap_or(f64::NAN);
                 println!(
-                    "t={:>5.0}s rss={rss:>7.1}MB ok={sent} failed={} skipped={} rate={:.0}/s",
+                    "t={:>5.0}s rss={rss:>7.1}MB anon={anon:>7.1}MB ok={sent} failed={} \
+                     skipped={} rate={:.0}/s",
                     at.as_secs_f64(),
                     failed.load(Ordering::Relaxed),
                     skipped.load(Ordering::Relaxed),
                     sent as f64 / at.as_secs_f64().max(1e-9),
                 );
-                points.push((minutes, rss));
+                points.push((minutes, rss, anon));
                 if at >= total {
                     break;
                 }
@@ -249,14 +256,24 @@ async fn main() {
     let points = samples.await.expect("sampler");
     let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
     let half = points.last().map_or(0.0, |p| p.0) / 2.0;
-    let second: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= half).collect();
+    let second: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.0 >= half)
+        .map(|p| (p.0, p.1))
+        .collect();
+    let second_anon: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.0 >= half)
+        .map(|p| (p.0, p.2))
+        .collect();
     let first_rss = points.first().map_or(f64::NAN, |p| p.1);
     let last_rss = points.last().map_or(f64::NAN, |p| p.1);
     let elapsed = t0.elapsed().as_secs_f64();
     println!(
         "RESULT services={} rate_target={} rate_achieved={:.0} minutes={:.1} scrape={} \
          ok={} failed={} skipped={} rss_first_mb={first_rss:.1} rss_last_mb={last_rss:.1} \
-         peak_rss_mb={peak:.1} slope_second_half_mb_per_min={:.3} samples_second_half={}",
+         peak_rss_mb={peak:.1} slope_second_half_mb_per_min={:.3} \
+         anon_slope_second_half_mb_per_min={:.3} samples_second_half={}",
         a.services,
         a.rate,
         ok.load(Ordering::Relaxed) as f64 / elapsed,
@@ -266,6 +283,7 @@ async fn main() {
         failed.load(Ordering::Relaxed),
         skipped.load(Ordering::Relaxed),
         slope(&second),
+        slope(&second_anon),
         second.len(),
     );
 }
