@@ -31,8 +31,7 @@ ARG CARGO_AUDITABLE_VERSION
 # rustup download rustfmt/clippy, which a release build does not need.
 ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
     CARGO_TERM_COLOR=never \
-    CARGO_INCREMENTAL=0 \
-    CARGO_PROFILE_RELEASE_STRIP=symbols
+    CARGO_INCREMENTAL=0
 # musl-gcc compiles the C parts (SQLite, ring, mimalloc) for the static target. The version
 # follows the Debian release of the pinned base image.
 # hadolint ignore=DL3008

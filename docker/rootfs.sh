@@ -2,7 +2,7 @@
 # Lays out the files of the medic-server image under OUT, for the runtime stage of the
 # Dockerfile (which copies them into an empty `FROM scratch` image):
 #
-#   OUT/rootfs/  owned by root, read-only for the server: the static binary, the CA bundle,
+#   OUT/rootfs/  owned by root, read-only for the server: the static binary (stripped), the CA bundle,
 #                /etc/passwd and /etc/group naming the unprivileged user, an empty /tmp
 #   OUT/data/    the data directory, copied with the ownership of that user (uid/gid 1000)
 #
@@ -20,6 +20,8 @@ out=$1 binary=$2 ca_bundle=$3
 
 rm -rf "$out/rootfs" "$out/data"
 install -D -m 0755 "$binary" "$out/rootfs/usr/local/bin/medic-server"
+# Symbols only: the dependency list that cargo-auditable embeds (section .dep-v0) stays.
+strip "$out/rootfs/usr/local/bin/medic-server"
 install -D -m 0644 "$ca_bundle" "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
 # No shell and no login: the entries only give the uid/gid a name (for ps, logs, tools).
 printf '%s\n' \
