@@ -70,9 +70,9 @@ LABEL org.opencontainers.image.title="medic-server" \
       org.opencontainers.image.vendor="Medic" \
       maintainer="Medic maintainers"
 
-# Root-owned: the binary, CA bundle, passwd/group and /tmp (a tmpfs mount point). The server
-# itself trusts the Mozilla roots compiled into it (webpki-roots); the bundle sits at the
-# standard path for anything else run from the image.
+# Root-owned: the binary, CA bundle, passwd/group and /tmp (a tmpfs mount point). The Redis
+# client loads its TLS roots from the CA bundle (rustls-native-certs); the HTTP client and the
+# PostgreSQL driver use the Mozilla roots compiled into the binary (webpki-roots).
 COPY --from=builder /out/rootfs/ /
 # Writable working directory for the default SQLite database when the image is
 # run without DATABASE_URL (Kubernetes always sets a PostgreSQL URL and mounts
