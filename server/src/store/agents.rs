@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::sql::JsonText;
 use super::*;
 use crate::domain::{ServiceId, Timestamp};
 
 /// One agent as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AgentRecord {
     /// The agent's own id (`hello.agent_id`).
     pub id: String,

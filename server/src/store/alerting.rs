@@ -1,7 +1,5 @@
 //! Values crossing the store boundary for the monitor, alerts and the notification outbox.
 
-use serde::Serialize;
-
 use super::*;
 use crate::domain::{
     AlertKind, AlertState, Destination, EventKind, Priority, RunStatus, ServiceId, TargetId,
@@ -9,7 +7,7 @@ use crate::domain::{
 };
 
 /// An alert's extra columns (added with the monitor), read with every alert.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Default, sqlx::FromRow)]
 pub struct AlertDetails {
     pub priority: Option<Priority>,
     pub team: Option<String>,
@@ -139,8 +137,7 @@ pub struct NewSuppression {
     pub parent_alert_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SuppressionReason {
     Maintenance,
     Muted,
@@ -196,8 +193,7 @@ pub struct PassReport {
 
 // ---- the outbox -------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
     Pending,
     Delivered,
@@ -392,7 +388,7 @@ pub struct NewAlert {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Alert {
     #[sqlx(rename = "id")]
     pub alert_id: i64,
@@ -407,7 +403,6 @@ pub struct Alert {
     pub created_at: Timestamp,
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
-    #[serde(flatten)]
     #[sqlx(flatten)]
     pub details: AlertDetails,
 }

@@ -1,7 +1,5 @@
 //! The audit log and [`AuditStore`]. SQL in `sqlite/audit.rs` and `postgres/audit.rs`.
 
-use serde::Serialize;
-
 use super::sql::JsonText;
 use super::*;
 use crate::domain::{ServiceId, Timestamp};
@@ -16,7 +14,7 @@ pub struct NewAuditEntry {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub action_type: String,

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::sql::JsonText;
 use super::*;
 pub use crate::domain::run::{ALERTING_REFUSALS, refusal_alerts};
@@ -38,7 +36,7 @@ pub struct RunFilter {
 }
 
 /// One run.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AgentRun {
     #[sqlx(rename = "id")]
     pub run_id: String,

@@ -1,7 +1,7 @@
 //! Scripts and their versions under review, and [`ScriptStore`]. SQL in `sqlite/scripts.rs`
 //! and `postgres/scripts.rs`.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::sql::InterpreterText;
 use super::*;
@@ -17,7 +17,7 @@ pub fn parse_interpreter(s: &str) -> Option<Interpreter> {
 }
 
 /// Where a script version stands in review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScriptStatus {
     Pending,

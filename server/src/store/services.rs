@@ -44,7 +44,7 @@ pub struct HeartbeatQuery {
     pub offset: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct HeartbeatRow {
     #[sqlx(rename = "id")]
     pub heartbeat_id: i64,
@@ -74,7 +74,7 @@ pub struct JobSignal {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct JobRun {
     pub id: i64,
     pub service_id: ServiceId,

@@ -1,12 +1,10 @@
 //! Snapshots of services (the before-image of every change) and [`SnapshotStore`]. SQL in
 //! `sqlite/snapshots.rs` and `postgres/snapshots.rs`.
 
-use serde::Serialize;
-
 use super::*;
 use crate::domain::{ServiceId, SnapshotAction, SnapshotId, Timestamp};
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Snapshot {
     #[sqlx(rename = "id")]
     pub snapshot_id: SnapshotId,
