@@ -1,0 +1,145 @@
+//! The environment a script gets: only [`BASE_ENV`], the configured `pass_env` names and the
+//! `MEDIC_*` variables, and the account it runs as ([`RunAs`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use medic_protocol::RunRequest;
+
+use super::Executor;
+
+/// The variables a script inherits from the agent's environment when they are set there.
+pub const BASE_ENV: [&str; 6] = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ"];
+
+/// The account scripts run as, resolved from `/etc/passwd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name.
+    pub name: String,
+    /// The numeric user id.
+    pub uid: u32,
+    /// The primary group id.
+    pub gid: u32,
+    /// The home directory.
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Finds `name` in the text of an `/etc/passwd` file.
+    pub fn from_passwd(name: &str, passwd: &str) -> Option<Self> {
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 7 || fields[0] != name {
+                return None;
+            }
+            Some(Self {
+                name: name.to_owned(),
+                uid: fields[2].parse().ok()?,
+                gid: fields[3].parse().ok()?,
+                home: PathBuf::from(fields[5]),
+            })
+        })
+    }
+
+    /// Decides whose account scripts run as. As root, `run_as` is required and must not be root
+    /// itself; otherwise scripts run as the agent's own user, and `run_as`, if set, must name it.
+    /// `Ok(None)` means "do not switch".
+    pub fn resolve(run_as: Option<&str>, euid: u32, passwd: &str) -> Result<Option<Self>, String> {
+        let account = match run_as {
+            None if euid == 0 => {
+                return Err(
+                    "the agent runs as root and run_as is not set; refusing to run scripts as root"
+                        .to_owned(),
+                );
+            }
+            None => return Ok(None),
+            Some(name) => Self::from_passwd(name, passwd)
+                .ok_or_else(|| format!("run_as user {name:?} does not exist"))?,
+        };
+        match (euid, account.uid) {
+            (0, 0) => Err(format!(
+                "run_as user {:?} is root; scripts must run unprivileged",
+                account.name
+            )),
+            (0, _) => Ok(Some(account)),
+            (me, them) if me == them => Ok(None),
+            _ => Err(format!(
+                "run_as user {:?} needs the agent to start as root",
+                account.name
+            )),
+        }
+    }
+}
+
+impl Executor {
+    /// The script's whole environment.
+    pub(super) fn script_env(&self, request: &RunRequest) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let passed = BASE_ENV
+            .iter()
+            .copied()
+            .chain(self.inner.settings.pass_env.iter().map(String::as_str));
+        for name in passed {
+            if let Some(value) = self.inner.parent_env.get(name) {
+                env.insert(name.to_owned(), value.clone());
+            }
+        }
+        if let Some(account) = &self.inner.settings.run_as {
+            env.insert(
+                "HOME".to_owned(),
+                account.home.to_string_lossy().into_owned(),
+            );
+            env.insert("USER".to_owned(), account.name.clone());
+        }
+        env.insert("MEDIC_RUN_ID".to_owned(), request.run_id.to_string());
+        env.insert("MEDIC_SCRIPT".to_owned(), request.script.clone());
+        env.insert(
+            "MEDIC_AGENT_ID".to_owned(),
+            self.inner.settings.agent_id.to_string(),
+        );
+        for (name, value) in &request.parameters {
+            env.insert(format!("MEDIC_PARAM_{name}"), value.clone());
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+        medic:x:998:997::/var/lib/medic-agent:/usr/sbin/nologin\n\
+        broken:x:notanumber:1::/:/bin/sh\n";
+
+    #[test]
+    fn passwd_lookup() {
+        let medic = RunAs::from_passwd("medic", PASSWD).unwrap();
+        assert_eq!((medic.uid, medic.gid), (998, 997));
+        assert_eq!(medic.home, PathBuf::from("/var/lib/medic-agent"));
+        assert_eq!(RunAs::from_passwd("med", PASSWD), None);
+        assert_eq!(RunAs::from_passwd("broken", PASSWD), None);
+    }
+
+    #[test]
+    fn who_scripts_run_as() {
+        assert!(
+            RunAs::resolve(None, 0, PASSWD)
+                .unwrap_err()
+                .contains("root")
+        );
+        assert!(RunAs::resolve(Some("root"), 0, PASSWD).is_err());
+        assert!(RunAs::resolve(Some("ghost"), 0, PASSWD).is_err());
+        assert_eq!(
+            RunAs::resolve(Some("medic"), 0, PASSWD)
+                .unwrap()
+                .unwrap()
+                .uid,
+            998
+        );
+        assert_eq!(RunAs::resolve(None, 998, PASSWD), Ok(None));
+        assert_eq!(RunAs::resolve(Some("medic"), 998, PASSWD), Ok(None));
+        assert!(RunAs::resolve(Some("nobody"), 998, PASSWD).is_err());
+    }
+}
