@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use medic_agent::cli::{self, Command};
 use medic_agent::config::{self, Config, Sources};
-use medic_agent::exec::{ExecSettings, Executor, INTERPRETER_DIRS, RunAs};
+use medic_agent::exec::{
+    ExecSettings, Executor, INTERPRETER_DIRS, RunAs, harden_process, switching_capabilities,
+};
 use medic_agent::session::{Agent, SessionSettings};
 use medic_agent::{log, metrics};
 
@@ -34,8 +36,15 @@ fn main() -> ExitCode {
             println!("medic-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => match load(&cli) {
+        Command::CheckConfig => match load(&cli, true) {
             Ok(loaded) => {
+                if loaded.run_as.is_some() && !loaded.can_switch {
+                    println!(
+                        "note: this process cannot switch to run_as {:?}; `run` needs root or \
+                         CAP_SETUID and CAP_SETGID (the packaged systemd unit grants them)",
+                        loaded.config.run_as.as_deref().unwrap_or_default()
+                    );
+                }
                 println!(
                     "{}: configuration OK (agent {}, server {}, {} allowed script(s))",
                     loaded.path.display(),
@@ -47,7 +56,7 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Run => match load(&cli) {
+        Command::Run => match load(&cli, false) {
             Ok(loaded) => run(loaded),
             Err(problems) => report(&problems),
         },
@@ -60,10 +69,14 @@ struct Loaded {
     config: Config,
     env: BTreeMap<String, String>,
     run_as: Option<RunAs>,
+    /// Whether this process can switch users now (root, or the switching capabilities).
+    can_switch: bool,
 }
 
 /// Loads the configuration and checks everything a start would need; returns every problem.
-fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
+/// `checking` (check-config) takes the capabilities to switch to `run_as` as given: an
+/// administrator runs it as the agent's user without the unit's capabilities.
+fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -87,8 +100,16 @@ fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
         Ok(config) => {
             problems.extend(config.check_files());
             let euid = rustix::process::geteuid().as_raw();
+            let can_switch = euid == 0 || switching_capabilities();
+            let assume = checking && config.run_as.is_some();
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let run_as = match RunAs::resolve(config.run_as.as_deref(), euid, &passwd) {
+            let resolved = RunAs::resolve(
+                config.run_as.as_deref(),
+                euid,
+                can_switch || assume,
+                &passwd,
+            );
+            let run_as = match resolved {
                 Ok(run_as) => run_as,
                 Err(e) => {
                     problems.push(e);
@@ -101,6 +122,7 @@ fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
                     config,
                     env: sources.env,
                     run_as,
+                    can_switch,
                 });
             }
         }
@@ -120,6 +142,11 @@ fn report(problems: &[String]) -> ExitCode {
 
 /// Builds the executor and the session and serves until SIGTERM or SIGINT.
 fn run(loaded: Loaded) -> ExitCode {
+    // First, before any thread starts: threads inherit what this changes.
+    if let Err(e) = harden_process() {
+        eprintln!("medic-agent: cannot harden the process: {e}");
+        return ExitCode::FAILURE;
+    }
     let Loaded {
         config,
         env,

@@ -25,16 +25,40 @@ pub const INTERPRETER_DIRS: [&str; 5] = [
 /// How many admitted run ids are remembered to refuse redeliveries.
 pub const RECENT_RUN_IDS: usize = 4096;
 
-/// The scripts this host allows: name → optional pinned SHA-256 (64 lowercase hex digits).
+/// The scripts this host allows: name → optional pinned SHA-256 (64 lowercase hex digits) and,
+/// with it, the pinned interpreter: the same text under another interpreter is another program.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    entries: BTreeMap<String, Option<String>>,
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Entry {
+    sha256: Option<String>,
+    interpreter: Option<Interpreter>,
 }
 
 impl Allowlist {
     /// Allows `script`, pinned to `sha256` when given.
     pub fn insert(&mut self, script: String, sha256: Option<String>) {
-        self.entries.insert(script, sha256);
+        self.entries.insert(
+            script,
+            Entry {
+                sha256,
+                interpreter: None,
+            },
+        );
+    }
+
+    /// Allows `script` only with this exact content and interpreter.
+    pub fn insert_pinned(&mut self, script: String, sha256: String, interpreter: Interpreter) {
+        self.entries.insert(
+            script,
+            Entry {
+                sha256: Some(sha256),
+                interpreter: Some(interpreter),
+            },
+        );
     }
 
     /// Whether `script` is allowed.
@@ -44,7 +68,12 @@ impl Allowlist {
 
     /// `None` when `script` is not allowed; `Some(pin)` when it is.
     pub fn pin(&self, script: &str) -> Option<Option<&str>> {
-        self.entries.get(script).map(Option::as_deref)
+        self.entries.get(script).map(|e| e.sha256.as_deref())
+    }
+
+    /// The interpreter `script` is pinned to, if any.
+    pub fn interpreter(&self, script: &str) -> Option<Interpreter> {
+        self.entries.get(script).and_then(|e| e.interpreter)
     }
 
     /// How many scripts are allowed.
@@ -60,12 +89,11 @@ impl Allowlist {
 
 impl<S: Into<String>> FromIterator<(S, Option<S>)> for Allowlist {
     fn from_iter<I: IntoIterator<Item = (S, Option<S>)>>(iter: I) -> Self {
-        Self {
-            entries: iter
-                .into_iter()
-                .map(|(name, pin)| (name.into(), pin.map(Into::into)))
-                .collect(),
+        let mut allowlist = Self::default();
+        for (name, pin) in iter {
+            allowlist.insert(name.into(), pin.map(Into::into));
         }
+        allowlist
     }
 }
 
@@ -181,6 +209,18 @@ impl Executor {
             return Err(Refusal::new(
                 SkipReason::HashMismatch,
                 format!("content hashes to {actual}, the local allowlist pins {pin}"),
+            ));
+        }
+        if let Some(pinned) = self.inner.settings.allowlist.interpreter(&request.script)
+            && pinned != request.interpreter
+        {
+            return Err(Refusal::new(
+                SkipReason::HashMismatch,
+                format!(
+                    "the request runs it with {}, the local allowlist pins the interpreter {}",
+                    request.interpreter.as_str(),
+                    pinned.as_str()
+                ),
             ));
         }
         let interpreter = self.find_interpreter(request.interpreter).ok_or_else(|| {

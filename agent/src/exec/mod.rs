@@ -46,10 +46,14 @@
 //!   hash, the trusted interpreter directories, the [`Refusal`]s;
 //! - [`env`] — what a script inherits: [`BASE_ENV`], `pass_env`, the `MEDIC_*` variables and
 //!   the account it runs as ([`RunAs`]);
+//! - `descriptors` (Linux) — descriptors inherited from the agent's parent are marked
+//!   close-on-exec at start (the agent's one `unsafe` block);
 //! - [`process`] — writing the script, starting the interpreter, limits, output, timeout and
 //!   the process-group kill.
 
 mod admit;
+#[cfg(target_os = "linux")]
+mod descriptors;
 mod env;
 mod process;
 
@@ -64,7 +68,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use medic_protocol::{AgentId, RunId, RunRequest};
 
 pub use admit::{Allowlist, INTERPRETER_DIRS, RECENT_RUN_IDS, Refusal, sha256_hex};
-pub use env::{BASE_ENV, RunAs};
+pub use env::{BASE_ENV, RunAs, harden_process, switching_capabilities};
 
 use admit::RecentRuns;
 

@@ -2,12 +2,16 @@
 //! its own process group with the cleared environment, limits applied, output collected with
 //! one `poll`, the timeout and the group kill.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::DirBuilder;
+#[cfg(not(target_os = "linux"))]
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
+#[cfg(not(target_os = "linux"))]
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -23,10 +27,30 @@ use super::{Executor, Permit, ResourceLimits};
 /// Only a process that left the group (with `setsid`) can hold them open longer.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
+/// What a run needs before its interpreter starts.
+struct Prepared {
+    /// The run's private directory, removed when the run is over.
+    dir: Option<PathBuf>,
+    /// The working directory.
+    cwd: PathBuf,
+    /// The checked text.
+    script: Script,
+}
+
+enum Script {
+    /// A sealed memfd (Linux): nothing can change it, and the interpreter reads it through its
+    /// own copy of the descriptor.
+    #[cfg(target_os = "linux")]
+    Sealed(OwnedFd),
+    /// A private file in the run directory (elsewhere).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    File(PathBuf),
+}
+
 impl Executor {
-    /// Creates the run's private directory and writes the script into it.
-    fn write_script(&self, content: &str) -> io::Result<(PathBuf, PathBuf)> {
-        let dir = loop {
+    /// Creates a fresh private directory (mode 0700) under the work directory.
+    fn run_dir(&self) -> io::Result<PathBuf> {
+        loop {
             let n = self.inner.next_dir.fetch_add(1, Ordering::Relaxed);
             let nanos = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -37,11 +61,45 @@ impl Executor {
                 .work_dir
                 .join(format!("run-{}-{n}-{nanos:08x}", std::process::id()));
             match DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break dir,
+                Ok(()) => return Ok(dir),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
-        };
+        }
+    }
+
+    /// On Linux the script goes into a sealed memfd. A script that runs as the agent's own user
+    /// works in a private run directory; one that runs as `run_as` works in that account's home
+    /// directory (or `/`), since the agent may not be able to give it a directory.
+    #[cfg(target_os = "linux")]
+    fn prepare(&self, content: &str) -> io::Result<Prepared> {
+        let script = Script::Sealed(sealed(content)?);
+        match &self.inner.settings.run_as {
+            Some(account) => Ok(Prepared {
+                dir: None,
+                cwd: if account.home.is_dir() {
+                    account.home.clone()
+                } else {
+                    PathBuf::from("/")
+                },
+                script,
+            }),
+            None => {
+                let dir = self.run_dir()?;
+                Ok(Prepared {
+                    cwd: dir.clone(),
+                    dir: Some(dir),
+                    script,
+                })
+            }
+        }
+    }
+
+    /// Elsewhere the script is written to `script` in a private run directory (the file with
+    /// `O_EXCL`, mode 0600), both given to `run_as` when switching (the agent is root then).
+    #[cfg(not(target_os = "linux"))]
+    fn prepare(&self, content: &str) -> io::Result<Prepared> {
+        let dir = self.run_dir()?;
         let script = dir.join("script");
         let written = (|| {
             let mut file = OpenOptions::new()
@@ -57,13 +115,53 @@ impl Executor {
             Ok(())
         })();
         match written {
-            Ok(()) => Ok((dir, script)),
+            Ok(()) => Ok(Prepared {
+                cwd: dir.clone(),
+                dir: Some(dir),
+                script: Script::File(script),
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
     }
+}
+
+/// `content` in a memfd sealed against every write, resize and further seal change: from here
+/// on no process, whatever its user, can change the text that was checked.
+#[cfg(target_os = "linux")]
+fn sealed(content: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
+    let fd = memfd_create(
+        "medic-script",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(content.as_bytes())?;
+    let fd = OwnedFd::from(file);
+    fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}
+
+/// Starts `command` with the sealed script as `/proc/self/fd/<n>`, its only argument.
+///
+/// Every descriptor the agent opens is close-on-exec; the one copy made here is not, so the
+/// interpreter inherits it. The lock keeps a script started at the same moment on another
+/// thread from inheriting it too.
+#[cfg(target_os = "linux")]
+fn spawn_sealed(command: &mut Command, script: &OwnedFd) -> io::Result<Child> {
+    use std::os::fd::AsRawFd;
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _spawning = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let inherited = rustix::io::dup(script)?;
+    command.arg(format!("/proc/self/fd/{}", inherited.as_raw_fd()));
+    command.spawn()
 }
 
 impl Permit {
@@ -124,29 +222,31 @@ impl Permit {
     }
 
     fn spawn_and_wait(&self) -> io::Result<Outcome> {
-        let (dir, script) = self.executor.write_script(&self.request.content)?;
-        let result = self.run_in(&dir, &script);
-        // Off the result's path (removing the directory costs about as much as starting a
-        // shell); whatever a crash leaves is swept when the next process starts.
-        let cleanup = dir.clone();
-        if thread::Builder::new()
-            .name("medic-run-cleanup".to_owned())
-            .spawn(move || std::fs::remove_dir_all(cleanup))
-            .is_err()
-        {
-            let _ = std::fs::remove_dir_all(&dir);
+        let prepared = self.executor.prepare(&self.request.content)?;
+        let result = self.run_in(&prepared);
+        drop(prepared.script);
+        if let Some(dir) = prepared.dir {
+            // Off the result's path (removing the directory costs about as much as starting a
+            // shell); whatever a crash leaves is swept when the next process starts.
+            let cleanup = dir.clone();
+            if thread::Builder::new()
+                .name("medic-run-cleanup".to_owned())
+                .spawn(move || std::fs::remove_dir_all(cleanup))
+                .is_err()
+            {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         result
     }
 
-    fn run_in(&self, dir: &Path, script: &Path) -> io::Result<Outcome> {
+    fn run_in(&self, prepared: &Prepared) -> io::Result<Outcome> {
         let settings = &self.executor.inner.settings;
         let mut command = Command::new(&self.interpreter);
         command
-            .arg(script)
             .env_clear()
             .envs(self.executor.script_env(&self.request))
-            .current_dir(dir)
+            .current_dir(&prepared.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -154,7 +254,11 @@ impl Permit {
         if let Some(account) = &settings.run_as {
             command.uid(account.uid).gid(account.gid);
         }
-        let mut child = command.spawn()?;
+        let mut child = match &prepared.script {
+            #[cfg(target_os = "linux")]
+            Script::Sealed(fd) => spawn_sealed(&mut command, fd)?,
+            Script::File(path) => command.arg(path).spawn()?,
+        };
         let pid = Pid::from_child(&child);
         apply_limits(pid, settings.limits, self.request.timeout_seconds);
 

@@ -3,6 +3,7 @@
 mod cli;
 mod exec;
 mod footprint;
+mod hardening;
 mod metrics;
 mod session;
 
