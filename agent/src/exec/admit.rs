@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use medic_protocol::{Interpreter, RunId, RunRequest, RunResult, RunSkipped, SkipReason};
 use sha2::{Digest, Sha256};
 
-use super::{Executor, Permit};
+use super::{ExecSettings, Executor, Permit};
 
 /// Where interpreters are looked up, in order. The agent's own `PATH` is not used, so a writable
 /// directory early in it cannot substitute an interpreter.
@@ -155,6 +155,7 @@ impl Executor {
     /// Applies every check to `request` at time `now`. On success the run id is recorded (it
     /// will never be admitted again) and a concurrency slot is taken.
     pub fn admit(&self, request: &RunRequest, now: SystemTime) -> Result<Permit, Refusal> {
+        let settings = self.settings();
         {
             let state = self.lock();
             if state.running.contains(&request.run_id) {
@@ -187,7 +188,7 @@ impl Executor {
                 format!("version {} is not approved", request.version),
             ));
         }
-        let Some(pin) = self.inner.settings.allowlist.pin(&request.script) else {
+        let Some(pin) = settings.allowlist.pin(&request.script) else {
             return Err(Refusal::new(
                 SkipReason::NotInAllowlist,
                 format!("{:?} is not in this host's allowlist", request.script),
@@ -211,7 +212,7 @@ impl Executor {
                 format!("content hashes to {actual}, the local allowlist pins {pin}"),
             ));
         }
-        if let Some(pinned) = self.inner.settings.allowlist.interpreter(&request.script)
+        if let Some(pinned) = settings.allowlist.interpreter(&request.script)
             && pinned != request.interpreter
         {
             return Err(Refusal::new(
@@ -223,7 +224,7 @@ impl Executor {
                 ),
             ));
         }
-        let interpreter = self.find_interpreter(request.interpreter).ok_or_else(|| {
+        let interpreter = find_interpreter(&settings, request.interpreter).ok_or_else(|| {
             Refusal::new(
                 SkipReason::UnsupportedInterpreter,
                 format!("{} is not installed", request.interpreter.as_str()),
@@ -239,7 +240,7 @@ impl Executor {
                 "this run id already ran here",
             ));
         }
-        if state.running.len() >= self.inner.settings.max_concurrent_runs {
+        if state.running.len() >= settings.max_concurrent_runs {
             return Err(Refusal::new(
                 SkipReason::Busy,
                 format!(
@@ -257,9 +258,10 @@ impl Executor {
         }
         drop(state);
 
-        let local_cap = self.inner.settings.output_cap_bytes;
+        let local_cap = settings.output_cap_bytes;
         Ok(Permit {
             executor: self.clone(),
+            settings,
             request: request.clone(),
             interpreter,
             output_cap: request.output_cap_bytes.unwrap_or(local_cap).min(local_cap),
@@ -270,15 +272,14 @@ impl Executor {
     pub fn execute(&self, request: &RunRequest, now: SystemTime) -> Result<RunResult, Refusal> {
         Ok(self.admit(request, now)?.run())
     }
+}
 
-    fn find_interpreter(&self, interpreter: Interpreter) -> Option<PathBuf> {
-        self.inner
-            .settings
-            .interpreter_dirs
-            .iter()
-            .map(|dir| dir.join(interpreter.as_str()))
-            .find(|path| path.is_file())
-    }
+fn find_interpreter(settings: &ExecSettings, interpreter: Interpreter) -> Option<PathBuf> {
+    settings
+        .interpreter_dirs
+        .iter()
+        .map(|dir| dir.join(interpreter.as_str()))
+        .find(|path| path.is_file())
 }
 
 /// SHA-256 of `bytes` as 64 lowercase hex digits.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use medic_protocol::RunRequest;
 
-use super::Executor;
+use super::{ExecSettings, Executor};
 
 /// The variables a script inherits from the agent's environment when they are set there.
 pub const BASE_ENV: [&str; 6] = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ"];
@@ -144,18 +144,22 @@ pub fn harden_process() -> std::io::Result<()> {
 
 impl Executor {
     /// The script's whole environment.
-    pub(super) fn script_env(&self, request: &RunRequest) -> BTreeMap<String, String> {
+    pub(super) fn script_env(
+        &self,
+        settings: &ExecSettings,
+        request: &RunRequest,
+    ) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let passed = BASE_ENV
             .iter()
             .copied()
-            .chain(self.inner.settings.pass_env.iter().map(String::as_str));
+            .chain(settings.pass_env.iter().map(String::as_str));
         for name in passed {
             if let Some(value) = self.inner.parent_env.get(name) {
                 env.insert(name.to_owned(), value.clone());
             }
         }
-        if let Some(account) = &self.inner.settings.run_as {
+        if let Some(account) = &settings.run_as {
             env.insert(
                 "HOME".to_owned(),
                 account.home.to_string_lossy().into_owned(),
@@ -164,10 +168,7 @@ impl Executor {
         }
         env.insert("MEDIC_RUN_ID".to_owned(), request.run_id.to_string());
         env.insert("MEDIC_SCRIPT".to_owned(), request.script.clone());
-        env.insert(
-            "MEDIC_AGENT_ID".to_owned(),
-            self.inner.settings.agent_id.to_string(),
-        );
+        env.insert("MEDIC_AGENT_ID".to_owned(), settings.agent_id.to_string());
         for (name, value) in &request.parameters {
             env.insert(format!("MEDIC_PARAM_{name}"), value.clone());
         }

@@ -63,7 +63,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use medic_protocol::{AgentId, RunId, RunRequest};
 
@@ -120,7 +120,8 @@ pub struct Executor {
 
 #[derive(Debug)]
 struct Inner {
-    settings: ExecSettings,
+    /// Replaced as a whole on reload; each run keeps the settings it was admitted with.
+    settings: RwLock<Arc<ExecSettings>>,
     parent_env: BTreeMap<String, String>,
     state: Mutex<State>,
     next_dir: AtomicU64,
@@ -130,6 +131,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Permit {
     executor: Executor,
+    settings: Arc<ExecSettings>,
     request: RunRequest,
     interpreter: PathBuf,
     output_cap: u64,
@@ -188,7 +190,7 @@ impl Executor {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                settings,
+                settings: RwLock::new(Arc::new(settings)),
                 parent_env,
                 state: Mutex::new(state),
                 next_dir: AtomicU64::new(0),
@@ -234,6 +236,39 @@ impl Executor {
             state.journal = Some(journal);
         }
         Ok(self)
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<ExecSettings> {
+        Arc::clone(
+            &self
+                .inner
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the settings (the allowlist, limits, caps, `pass_env`, `run_as`…) for every run
+    /// admitted from now on; runs in flight keep theirs. The work directory holds the run-id
+    /// journal and cannot move while the agent runs: a different one is ignored, and the
+    /// returned line says so.
+    pub fn reload(&self, mut settings: ExecSettings) -> Option<String> {
+        let mut current = self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ignored = (settings.work_dir != current.work_dir).then(|| {
+            format!(
+                "work_dir {} takes effect at the next start; still using {}",
+                settings.work_dir.display(),
+                current.work_dir.display()
+            )
+        });
+        settings.work_dir.clone_from(&current.work_dir);
+        *current = Arc::new(settings);
+        ignored
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -21,7 +21,7 @@ use medic_protocol::{RunRequest, RunResult, RunStatus, Timestamp};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
-use super::{Executor, Permit, ResourceLimits};
+use super::{ExecSettings, Executor, Permit, ResourceLimits};
 
 /// How long to wait for the output pipes to close after the script's process group is gone.
 /// Only a process that left the group (with `setsid`) can hold them open longer.
@@ -49,15 +49,13 @@ enum Script {
 
 impl Executor {
     /// Creates a fresh private directory (mode 0700) under the work directory.
-    fn run_dir(&self) -> io::Result<PathBuf> {
+    fn run_dir(&self, settings: &ExecSettings) -> io::Result<PathBuf> {
         loop {
             let n = self.inner.next_dir.fetch_add(1, Ordering::Relaxed);
             let nanos = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            let dir = self
-                .inner
-                .settings
+            let dir = settings
                 .work_dir
                 .join(format!("run-{}-{n}-{nanos:08x}", std::process::id()));
             match DirBuilder::new().mode(0o700).create(&dir) {
@@ -72,9 +70,9 @@ impl Executor {
     /// works in a private run directory; one that runs as `run_as` works in that account's home
     /// directory (or `/`), since the agent may not be able to give it a directory.
     #[cfg(target_os = "linux")]
-    fn prepare(&self, content: &str) -> io::Result<Prepared> {
+    fn prepare(&self, settings: &ExecSettings, content: &str) -> io::Result<Prepared> {
         let script = Script::Sealed(sealed(content)?);
-        match &self.inner.settings.run_as {
+        match &settings.run_as {
             Some(account) => Ok(Prepared {
                 dir: None,
                 cwd: if account.home.is_dir() {
@@ -85,7 +83,7 @@ impl Executor {
                 script,
             }),
             None => {
-                let dir = self.run_dir()?;
+                let dir = self.run_dir(settings)?;
                 Ok(Prepared {
                     cwd: dir.clone(),
                     dir: Some(dir),
@@ -98,8 +96,8 @@ impl Executor {
     /// Elsewhere the script is written to `script` in a private run directory (the file with
     /// `O_EXCL`, mode 0600), both given to `run_as` when switching (the agent is root then).
     #[cfg(not(target_os = "linux"))]
-    fn prepare(&self, content: &str) -> io::Result<Prepared> {
-        let dir = self.run_dir()?;
+    fn prepare(&self, settings: &ExecSettings, content: &str) -> io::Result<Prepared> {
+        let dir = self.run_dir(settings)?;
         let script = dir.join("script");
         let written = (|| {
             let mut file = OpenOptions::new()
@@ -108,7 +106,7 @@ impl Executor {
                 .mode(0o600)
                 .open(&script)?;
             file.write_all(content.as_bytes())?;
-            if let Some(account) = &self.inner.settings.run_as {
+            if let Some(account) = &settings.run_as {
                 std::os::unix::fs::chown(&dir, Some(account.uid), Some(account.gid))?;
                 std::os::unix::fs::chown(&script, Some(account.uid), Some(account.gid))?;
             }
@@ -222,7 +220,9 @@ impl Permit {
     }
 
     fn spawn_and_wait(&self) -> io::Result<Outcome> {
-        let prepared = self.executor.prepare(&self.request.content)?;
+        let prepared = self
+            .executor
+            .prepare(&self.settings, &self.request.content)?;
         let result = self.run_in(&prepared);
         drop(prepared.script);
         if let Some(dir) = prepared.dir {
@@ -241,11 +241,11 @@ impl Permit {
     }
 
     fn run_in(&self, prepared: &Prepared) -> io::Result<Outcome> {
-        let settings = &self.executor.inner.settings;
+        let settings = &*self.settings;
         let mut command = Command::new(&self.interpreter);
         command
             .env_clear()
-            .envs(self.executor.script_env(&self.request))
+            .envs(self.executor.script_env(settings, &self.request))
             .current_dir(&prepared.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -27,11 +27,11 @@ const KEY: &str =
 /// A value in the agent's environment that no script may see.
 const SECRET: &str = "agent-environment-secret-7f3a";
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How the agent process is started.
 #[derive(Clone)]
-enum Start {
+pub(crate) enum Start {
     /// As the caller (the tests' own user), scripts as that user too.
     Caller,
     /// As `agent` (a user name), with nothing else: scripts run as that user too.
@@ -41,13 +41,13 @@ enum Start {
     WithSetuidCapabilities { agent: RunAs, scripts: RunAs },
 }
 
-fn account(name: &str) -> Option<RunAs> {
+pub(crate) fn account(name: &str) -> Option<RunAs> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     RunAs::from_passwd(name, &passwd)
 }
 
 /// An unprivileged agent running scripts as its own user: the caller, or `daemon` as root.
-fn own_user() -> Option<Start> {
+pub(crate) fn own_user() -> Option<Start> {
     if !is_root() {
         return Some(Start::Caller);
     }
@@ -60,59 +60,67 @@ fn own_user() -> Option<Start> {
 
 /// An agent directory (binary, configuration, credential, work directory) that outlives the
 /// agent processes started on it, so a restart finds the same journal.
-struct Host {
-    dir: TempDir,
+pub(crate) struct Host {
+    pub(crate) dir: TempDir,
     start: Start,
     port: u16,
 }
 
 impl Host {
-    fn new(start: Start, port: u16) -> Self {
+    pub(crate) fn new(start: Start, port: u16) -> Self {
         let dir = TempDir::create();
         // The tests' target directory may be closed to other users: the agent runs from here.
         let bin = dir.path().join("medic-agent");
         std::fs::copy(env!("CARGO_BIN_EXE_medic-agent"), &bin).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.path().join("credential"), format!("{KEY}\n")).unwrap();
-        let run_as = match &start {
-            Start::WithSetuidCapabilities { scripts, .. } => {
-                format!("run_as = \"{}\"\n", scripts.name)
-            }
-            _ => String::new(),
-        };
-        let config = format!(
-            "server_url = \"ws://127.0.0.1:{port}\"\n\
-             allow_insecure_ws = true\n\
-             agent_id = \"hardening-test\"\n\
-             credential_file = \"{}\"\n\
-             work_dir = \"{}\"\n\
-             {run_as}\
-             [[allow]]\n\
-             script = \"probe\"\n",
-            dir.path().join("credential").display(),
-            dir.path().join("work").display(),
-        );
-        std::fs::write(dir.path().join("agent.toml"), config).unwrap();
         if let Start::Unprivileged { agent } | Start::WithSetuidCapabilities { agent, .. } = &start
         {
             for path in [dir.path().to_owned(), dir.path().join("credential")] {
                 std::os::unix::fs::chown(&path, Some(agent.uid), Some(agent.gid)).unwrap();
             }
         }
-        Self { dir, start, port }
+        let host = Self { dir, start, port };
+        host.write_config("");
+        host
     }
 
-    fn journal(&self) -> PathBuf {
+    /// Writes the agent's configuration: the `probe` script allowed, then `extra`.
+    pub(crate) fn write_config(&self, extra: &str) {
+        let run_as = match &self.start {
+            Start::WithSetuidCapabilities { scripts, .. } => {
+                format!("run_as = \"{}\"\n", scripts.name)
+            }
+            _ => String::new(),
+        };
+        let config = format!(
+            "server_url = \"ws://127.0.0.1:{}\"\n\
+             allow_insecure_ws = true\n\
+             agent_id = \"hardening-test\"\n\
+             credential_file = \"{}\"\n\
+             work_dir = \"{}\"\n\
+             {run_as}\
+             [[allow]]\n\
+             script = \"probe\"\n\
+             {extra}",
+            self.port,
+            self.dir.path().join("credential").display(),
+            self.dir.path().join("work").display(),
+        );
+        std::fs::write(self.dir.path().join("agent.toml"), config).unwrap();
+    }
+
+    pub(crate) fn journal(&self) -> PathBuf {
         self.dir.path().join("work").join("recent-run-ids")
     }
 
     /// Starts `medic-agent run` on this directory, with [`SECRET`] in its environment.
-    fn spawn(&self) -> Running {
+    pub(crate) fn spawn(&self) -> Running {
         self.spawn_through("exec \"$@\"")
     }
 
     /// [`Self::spawn`], through `sh -c shell` (which ends with `exec "$@"`).
-    fn spawn_through(&self, shell: &str) -> Running {
+    pub(crate) fn spawn_through(&self, shell: &str) -> Running {
         let bin = self.dir.path().join("medic-agent");
         let mut command = Command::new("/bin/sh");
         command.arg("-c").arg(shell).arg("sh");
@@ -157,7 +165,7 @@ impl Host {
         }
     }
 
-    async fn connect(&self, listener: &TcpListener) -> (Running, Ws) {
+    pub(crate) async fn connect(&self, listener: &TcpListener) -> (Running, Ws) {
         let agent = self.spawn();
         let ws = accept(listener, &agent).await;
         assert_eq!(self.port, listener.local_addr().unwrap().port());
@@ -166,8 +174,8 @@ impl Host {
 }
 
 /// A running agent: killed when dropped; its log is printed if the test failed.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
@@ -183,7 +191,12 @@ impl Drop for Running {
 }
 
 /// Accepts the agent's connection and completes the handshake.
-async fn accept(listener: &TcpListener, agent: &Running) -> Ws {
+pub(crate) async fn accept(listener: &TcpListener, agent: &Running) -> Ws {
+    accept_hello(listener, agent).await.0
+}
+
+/// [`accept`], also returning the agent's hello.
+pub(crate) async fn accept_hello(listener: &TcpListener, agent: &Running) -> (Ws, Value) {
     let accepted = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await;
     let Ok(Ok((tcp, _))) = accepted else {
         let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
@@ -201,11 +214,11 @@ async fn accept(listener: &TcpListener, agent: &Running) -> Ws {
         }),
     )
     .await;
-    ws
+    (ws, hello)
 }
 
 /// The next message other than a heartbeat.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
@@ -221,11 +234,11 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
-fn probe(run_id: &str, content: &str, parameters: Value) -> Value {
+pub(crate) fn probe(run_id: &str, content: &str, parameters: Value) -> Value {
     json!({
         "type": "run_request", "run_id": run_id, "script": "probe", "version": 1,
         "interpreter": "sh", "content": content, "sha256": sha256_hex(content.as_bytes()),
@@ -234,7 +247,7 @@ fn probe(run_id: &str, content: &str, parameters: Value) -> Value {
 }
 
 /// Sends `request` and returns the run's `run_result` (after its `run_accepted`).
-async fn run(ws: &mut Ws, request: Value) -> Value {
+pub(crate) async fn run(ws: &mut Ws, request: Value) -> Value {
     let run_id = request["run_id"].clone();
     send(ws, request).await;
     loop {

@@ -5,6 +5,7 @@ mod exec;
 mod footprint;
 mod hardening;
 mod metrics;
+mod reload;
 mod session;
 
 use std::path::{Path, PathBuf};
