@@ -100,6 +100,13 @@ fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
     match Config::from_sources(&sources) {
         Ok(config) => {
             problems.extend(config.check_files());
+            if let Some(exposed) = config.credential_exposure() {
+                if checking {
+                    problems.push(exposed);
+                } else {
+                    log::warn("insecure credential file", &[("problem", &exposed)]);
+                }
+            }
             let euid = rustix::process::geteuid().as_raw();
             let can_switch = euid == 0 || switching_capabilities();
             let assume = checking && config.run_as.is_some();
