@@ -33,13 +33,13 @@ TARGET=${TARGET:-x86_64-unknown-linux-musl}
 cargo build --profile release-agent --locked -p medic-agent --target "$TARGET" >&2
 # With an example, like the other benchmark scripts, so they all share one server build (building
 # examples turns on dev-dependency features, which would otherwise mean a second build).
-# SERVER_PROFILE=dev uses a debug server instead: the agent's figures do not depend on it.
-SERVER_PROFILE=${SERVER_PROFILE:-release}
-cargo build --profile "$SERVER_PROFILE" --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
+# SERVER=path uses a medic-server built already (any profile): the agent's figures do not
+# depend on it.
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
+  SERVER="$CARGO_TARGET_DIR/release/medic-server"
+fi
 AGENT="$CARGO_TARGET_DIR/$TARGET/release-agent/medic-agent"
-SERVER_DIR=$SERVER_PROFILE
-[ "$SERVER_PROFILE" = dev ] && SERVER_DIR=debug
-SERVER="$CARGO_TARGET_DIR/$SERVER_DIR/medic-server"
 
 WORK=$(mktemp -d)
 chmod 0755 "$WORK"   # scripts run as `run_as` (nobody) when this runs as root
