@@ -3,8 +3,11 @@
 # is connected over TLS to a real medic-server and sending heartbeats.
 #
 #   agent/bench/footprint.sh              # IDLE=60 seconds connected before measuring
+#   TARGET=x86_64-unknown-linux-gnu agent/bench/footprint.sh   # the glibc build, to compare
 #
-# Builds `medic-agent` with the shipping profile (release-agent) and `medic-server` (release),
+# Builds `medic-agent` with the shipping profile (release-agent) for TARGET (default: the
+# static x86_64-unknown-linux-musl binary the packages ship; needs musl-tools) and
+# `medic-server` (release),
 # starts the server on a fresh SQLite file (plain HTTP on 127.0.0.1), puts a TLS terminator in
 # front of it (socat with OpenSSL, the test certificate in agent/tests/fixtures/tls), starts the
 # agent against wss://localhost:<port> trusting the test CA, with its metrics listener on, waits
@@ -26,12 +29,17 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 TLS=agent/tests/fixtures/tls
 
 command -v socat >/dev/null || { echo "socat is required (apt-get install socat)"; exit 1; }
-cargo build --profile release-agent --locked -p medic-agent >&2
+TARGET=${TARGET:-x86_64-unknown-linux-musl}
+cargo build --profile release-agent --locked -p medic-agent --target "$TARGET" >&2
 # With an example, like the other benchmark scripts, so they all share one server build (building
 # examples turns on dev-dependency features, which would otherwise mean a second build).
-cargo build --release --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
-AGENT="$CARGO_TARGET_DIR/release-agent/medic-agent"
-SERVER="$CARGO_TARGET_DIR/release/medic-server"
+# SERVER=path uses a medic-server built already (any profile): the agent's figures do not
+# depend on it.
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release --locked -p medic-server --bin medic-server --example agent_roundtrip >&2
+  SERVER="$CARGO_TARGET_DIR/release/medic-server"
+fi
+AGENT="$CARGO_TARGET_DIR/$TARGET/release-agent/medic-agent"
 
 WORK=$(mktemp -d)
 chmod 0755 "$WORK"   # scripts run as `run_as` (nobody) when this runs as root
@@ -88,6 +96,7 @@ threads=$(awk '/^Threads/ {print $2}' <<<"$status")
 size=$(stat -c %s "$AGENT")
 stripped=$(objcopy --strip-all "$AGENT" "$WORK/stripped" 2>/dev/null && stat -c %s "$WORK/stripped" || echo "$size")
 
+echo "target:  $TARGET ($(file -b "$AGENT" | cut -d, -f1-5))"
 printf 'binary:  %s bytes (%.2f MB; after strip --strip-all: %s bytes)  target <= 2.5 MB\n' \
   "$size" "$(echo "$size / 1048576" | bc -l)" "$stripped"
 printf 'idle:    RSS %s KiB (%.2f MiB), peak RSS %s KiB, %s thread(s)  target <= 4 MB, 1 thread\n' \

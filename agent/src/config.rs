@@ -27,7 +27,8 @@ use medic_protocol::validate::{
     validate_label_value, validate_script_name, validate_sha256_hex,
 };
 use medic_protocol::{
-    AgentId, DEFAULT_OUTPUT_CAP_BYTES, MAX_CONCURRENT_RUNS, MAX_LABELS, MAX_OUTPUT_BYTES,
+    AgentId, DEFAULT_OUTPUT_CAP_BYTES, Interpreter, MAX_CONCURRENT_RUNS, MAX_LABELS,
+    MAX_OUTPUT_BYTES,
 };
 use serde::Deserialize;
 
@@ -85,8 +86,8 @@ pub enum Credential {
 impl Credential {
     /// The key: the inline value, or the trimmed content of the file.
     pub fn load(&self) -> Result<Secret, String> {
-        match self {
-            Self::Inline(secret) => Ok(secret.clone()),
+        let (secret, source) = match self {
+            Self::Inline(secret) => (secret.clone(), "credential".to_owned()),
             Self::File(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("credential_file {}: {e}", path.display()))?;
@@ -94,10 +95,33 @@ impl Credential {
                 if key.is_empty() {
                     return Err(format!("credential_file {} is empty", path.display()));
                 }
-                Ok(Secret::new(key))
+                (
+                    Secret::new(key),
+                    format!("credential_file {}", path.display()),
+                )
             }
+        };
+        if !is_api_key(secret.expose()) {
+            return Err(format!(
+                "{source} does not hold a Medic API key (mdk_<12 hex digits>_<64 hex digits>, \
+                 as `POST /v2/api-keys` prints it)"
+            ));
         }
+        Ok(secret)
     }
+}
+
+/// Whether `key` has the shape of a Medic API key: `mdk_`, 12 lowercase hex digits (the key's
+/// id), `_`, 64 lowercase hex digits (the secret).
+pub fn is_api_key(key: &str) -> bool {
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    key.strip_prefix("mdk_")
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(id, secret)| hex(id, 12) && hex(secret, 64))
 }
 
 /// A client certificate and its private key, both PEM files, for mutual TLS.
@@ -224,6 +248,7 @@ struct FileConfig {
 struct AllowEntry {
     script: String,
     sha256: Option<String>,
+    interpreter: Option<Interpreter>,
 }
 
 /// A setting that the environment and the command line can override.
@@ -443,27 +468,117 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The keys the file may hold at the top level, and in each `[[allow]]` table.
+const FILE_KEYS: [&str; 19] = [
+    "server_url",
+    "allow_insecure_ws",
+    "credential",
+    "credential_file",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "agent_id",
+    "labels",
+    "heartbeat_interval_seconds",
+    "allow",
+    "run_as",
+    "work_dir",
+    "output_cap_bytes",
+    "max_concurrent_runs",
+    "pass_env",
+    "cpu_limit_seconds",
+    "memory_limit_bytes",
+    "metrics_listen",
+];
+const ALLOW_KEYS: [&str; 3] = ["script", "sha256", "interpreter"];
+
+/// Reads the file's text: a syntax error is one problem (with its line); otherwise **every**
+/// unknown key is a problem with its line, and the rest is read. `None` when the file could not
+/// be read whole (a syntax error, or a value of the wrong type).
+fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> Option<FileConfig> {
+    let line_at = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|span| format!(" (line {})", line_at(span.start)))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{}{at}: {}",
+                path.display(),
+                e.message().trim_end()
+            ));
+            return None;
+        }
+    };
+    let mut unknown = |key: &str, within: &str| {
+        let line = key_line(text, key)
+            .map(|n| format!(" (line {n})"))
+            .unwrap_or_default();
+        problems.push(format!(
+            "{}{line}: unknown key `{key}`{within}",
+            path.display()
+        ));
+    };
+    let top: Vec<String> = table
+        .keys()
+        .filter(|k| !FILE_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for key in top {
+        unknown(&key, "");
+        table.remove(&key);
+    }
+    if let Some(toml::Value::Array(entries)) = table.get_mut("allow") {
+        for entry in entries {
+            if let toml::Value::Table(entry) = entry {
+                let keys: Vec<String> = entry
+                    .keys()
+                    .filter(|k| !ALLOW_KEYS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    unknown(&key, " in [[allow]]");
+                    entry.remove(&key);
+                }
+            }
+        }
+    }
+    match toml::Value::Table(table).try_into::<FileConfig>() {
+        Ok(file) => Some(file),
+        Err(e) => {
+            problems.push(format!("{}: {}", path.display(), e.message().trim_end()));
+            None
+        }
+    }
+}
+
+/// The 1-based line where `key` is first set (`key = …` or `"key" = …`), if it can be found.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let quoted = format!("\"{key}\"");
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .or_else(|| line.strip_prefix(quoted.as_str()))
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 impl Config {
     /// Builds and checks the configuration from its sources, returning every problem found.
     pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
         let mut problems = Vec::new();
+        // A file that cannot be read whole leaves its keys unknown: "not set" would be false.
+        let mut file_failed = false;
         let file = match &sources.file {
             None => FileConfig::default(),
-            Some((path, text)) => match toml::from_str::<FileConfig>(text) {
-                Ok(file) => file,
-                Err(e) => {
-                    let message = e.message().trim_end();
-                    let at = e
-                        .span()
-                        .map(|span| {
-                            let line = text[..span.start.min(text.len())].lines().count().max(1);
-                            format!(" (line {line})")
-                        })
-                        .unwrap_or_default();
-                    problems.push(format!("{}{at}: {message}", path.display()));
-                    FileConfig::default()
-                }
-            },
+            Some((path, text)) => read_file(path, text, &mut problems).unwrap_or_else(|| {
+                file_failed = true;
+                FileConfig::default()
+            }),
         };
         let mut layers = Layers {
             sources,
@@ -474,6 +589,7 @@ impl Config {
             .boolean(Setting::AllowInsecureWs, file.allow_insecure_ws)
             .unwrap_or(false);
         let server_url = match layers.string(Setting::ServerUrl, file.server_url) {
+            None if file_failed => None,
             None => {
                 problems.push(format!(
                     "server_url is not set (file key server_url, env {}, flag --server-url)",
@@ -503,6 +619,7 @@ impl Config {
                 }
                 Some(Credential::File(path))
             }
+            (None, None) if file_failed => None,
             (None, None) => {
                 problems.push(format!(
                     "no credential: set credential_file (or credential, or env {})",
@@ -577,8 +694,31 @@ impl Config {
                 problems.push(format!("allow: {:?} is listed twice", entry.script));
                 ok = false;
             }
+            match (&entry.sha256, entry.interpreter) {
+                (Some(_), None) => {
+                    problems.push(format!(
+                        "allow: {:?} pins sha256 but not its interpreter; add interpreter = \
+                         \"sh\", \"bash\" or \"python3\" (the pin covers both)",
+                        entry.script
+                    ));
+                    ok = false;
+                }
+                (None, Some(_)) => {
+                    problems.push(format!(
+                        "allow: {:?} pins an interpreter without sha256; pin both or neither",
+                        entry.script
+                    ));
+                    ok = false;
+                }
+                _ => {}
+            }
             if ok {
-                allowlist.insert(entry.script.clone(), entry.sha256.clone());
+                match (&entry.sha256, entry.interpreter) {
+                    (Some(pin), Some(interpreter)) => {
+                        allowlist.insert_pinned(entry.script.clone(), pin.clone(), interpreter);
+                    }
+                    _ => allowlist.insert(entry.script.clone(), None),
+                }
             }
         }
 
@@ -693,10 +833,29 @@ impl Config {
         }
     }
 
+    /// A `credential_file` every user may read: a problem for `check-config` (and so for the
+    /// packaged unit, whose `ExecStartPre=` runs it), a warning for `run` started by hand.
+    pub fn credential_exposure(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Credential::File(path) = &self.credential else {
+            return None;
+        };
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            format!(
+                "credential_file {} is readable by every user (mode {:o}); \
+                 chmod 0640 (owner root, group medic-agent) or 0600",
+                path.display(),
+                mode & 0o7777
+            )
+        })
+    }
+
     /// Checks what the file system must provide: the credential, CA and client identity files
     /// are readable, and the work directory, if it exists, is a directory. Returns every
     /// problem.
     pub fn check_files(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
         let mut problems = Vec::new();
         if let Err(e) = self.credential.load() {
             problems.push(e);
@@ -713,19 +872,40 @@ impl Config {
             readable("client_cert", &identity.cert);
             readable("client_key", &identity.key);
         }
-        if let Ok(meta) = std::fs::metadata(&self.work_dir) {
-            use std::os::unix::fs::PermissionsExt;
-            if !meta.is_dir() {
-                problems.push(format!(
-                    "work_dir {} is not a directory",
-                    self.work_dir.display()
-                ));
-            } else if meta.permissions().mode() & 0o022 != 0 {
-                problems.push(format!(
-                    "work_dir {} is writable by group or others; make it 0700 or 0711",
-                    self.work_dir.display()
-                ));
+        match std::fs::metadata(&self.work_dir) {
+            Ok(meta) if !meta.is_dir() => problems.push(format!(
+                "work_dir {} is not a directory",
+                self.work_dir.display()
+            )),
+            Ok(meta) if meta.permissions().mode() & 0o022 != 0 => problems.push(format!(
+                "work_dir {} is writable by group or others; make it 0700 or 0711",
+                self.work_dir.display()
+            )),
+            Ok(_) => {}
+            // The agent creates a missing work directory at start, if it can: it needs to be
+            // able to write in the nearest directory that exists.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let existing = self.work_dir.ancestors().skip(1).find(|p| p.exists());
+                let creatable = existing.is_some_and(|dir| {
+                    dir.is_dir()
+                        && rustix::fs::access(
+                            dir,
+                            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                        )
+                        .is_ok()
+                });
+                if !creatable {
+                    problems.push(format!(
+                        "work_dir {} does not exist and this user cannot create it{}; create it \
+                         (mode 0711, owned by the agent's user) or choose another",
+                        self.work_dir.display(),
+                        existing
+                            .map(|dir| format!(" ({} is not writable)", dir.display()))
+                            .unwrap_or_default()
+                    ));
+                }
             }
+            Err(e) => problems.push(format!("work_dir {}: {e}", self.work_dir.display())),
         }
         problems
     }
@@ -773,6 +953,7 @@ env = "prod"
 [[allow]]
 script = "restart-nginx"
 sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+interpreter = "sh"
 
 [[allow]]
 script = "disk-report"
@@ -832,6 +1013,11 @@ script = "../etc/passwd"
 [[allow]]
 script = "ok"
 sha256 = "XYZ"
+interpreter = "sh"
+
+[[allow]]
+script = "half-pinned"
+sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 "#;
         let problems = Config::from_sources(&sources(file)).unwrap_err().0;
         let expect = [
@@ -843,6 +1029,7 @@ sha256 = "XYZ"
             "heartbeat_interval_seconds = 0",
             "script name",
             "sha256 of \"ok\"",
+            "\"half-pinned\" pins sha256 but not its interpreter",
             "work_dir",
             "output_cap_bytes",
             "max_concurrent_runs",

@@ -21,12 +21,12 @@ class MedicAgent < Formula
 
   on_linux do
     on_arm do
-      url "@REPO_URL@/releases/download/agent-v#{version}/medic-agent-#{version}-aarch64-unknown-linux-gnu.tar.gz"
-      sha256 "@SHA256_aarch64-unknown-linux-gnu@"
+      url "@REPO_URL@/releases/download/agent-v#{version}/medic-agent-#{version}-aarch64-unknown-linux-musl.tar.gz"
+      sha256 "@SHA256_aarch64-unknown-linux-musl@"
     end
     on_intel do
-      url "@REPO_URL@/releases/download/agent-v#{version}/medic-agent-#{version}-x86_64-unknown-linux-gnu.tar.gz"
-      sha256 "@SHA256_x86_64-unknown-linux-gnu@"
+      url "@REPO_URL@/releases/download/agent-v#{version}/medic-agent-#{version}-x86_64-unknown-linux-musl.tar.gz"
+      sha256 "@SHA256_x86_64-unknown-linux-musl@"
     end
   end
 

@@ -7,6 +7,10 @@ fi
 if [ "$1" -eq 1 ]; then
     # Only root and the agent may look inside (the credential usually lives here).
     chgrp medic-agent /etc/medic-agent && chmod 0750 /etc/medic-agent || exit 1
+    # The work directory (systemd's StateDirectory= makes it too), so that check-config run by
+    # hand before the first start finds it.
+    [ -d /var/lib/medic-agent ] ||
+        install -d -m 0711 -o medic-agent -g medic-agent /var/lib/medic-agent || exit 1
     systemctl --no-reload enable medic-agent.service >/dev/null 2>&1 || :
     echo "medic-agent: installed and enabled, not started. Set server_url and the credential in"
     echo "  /etc/medic-agent/agent.toml, check with 'sudo -u medic-agent medic-agent check-config',"
