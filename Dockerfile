@@ -11,10 +11,10 @@
 # the musl target of the build machine's architecture; dependency compilation is cached in its
 # own layer through cargo-chef, so a source-only change rebuilds only the Medic crates.
 # cargo-auditable records the dependency versions in the binary, which is what lets an image
-# scanner see the crates of a scratch image. docker/rootfs.sh lays out the image's files.
+# scanner see the crates of a scratch image. packaging/image/rootfs.sh lays out the image's files.
 #
 # Stage "runtime" is the image. It takes everything from "builder" under /out, so it can also
-# be built from a binary compiled outside Docker: .ci/check-image runs docker/rootfs.sh on its
+# be built from a binary compiled outside Docker: .ci/check-image runs packaging/image/rootfs.sh on its
 # own build and builds this very stage (from `FROM scratch AS runtime` to the end of this file)
 # behind a stand-in "builder" stage that copies those files in. Keep the runtime stage last and
 # its first line as it is.
@@ -54,7 +54,7 @@ RUN cargo chef cook --release --locked -p medic-server \
 COPY . .
 RUN target="$(uname -m)-unknown-linux-musl" \
     && cargo auditable build --release --locked -p medic-server --bin medic-server --target "$target" \
-    && sh docker/rootfs.sh /out "target/$target/release/medic-server" /etc/ssl/certs/ca-certificates.crt
+    && sh packaging/image/rootfs.sh /out "target/$target/release/medic-server" /etc/ssl/certs/ca-certificates.crt
 
 FROM scratch AS runtime
 ARG VERSION=dev

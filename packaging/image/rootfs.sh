@@ -9,7 +9,7 @@
 # The Dockerfile's builder stage runs it on the binary it compiles; .ci/check-image runs it on a
 # binary built outside Docker. Both then build the same runtime stage.
 #
-# usage: docker/rootfs.sh OUT BINARY CA_BUNDLE
+# usage: packaging/image/rootfs.sh OUT BINARY CA_BUNDLE
 set -eu
 
 if [ $# -ne 3 ]; then
