@@ -6,6 +6,11 @@
 //! a revocation takes effect at once on the replica that performed it and within that time on
 //! every other replica. Expiry is checked on every request, cached or not.
 //!
+//! The cache also remembers unknown key ids (so a flood of made-up keys costs one lookup each
+//! per interval, not one per request), which makes its size something a stranger can drive: it
+//! is bounded by `MEDIC_API_KEY_CACHE_MAX_ENTRIES` (50,000 by default, a few hundred bytes
+//! each); reaching the bound clears it, which costs each live key one lookup.
+//!
 //! This module decides *who* is calling; *what they may do* is checked by the HTTP handlers
 //! against [`Scopes`].
 
@@ -95,10 +100,11 @@ pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
     cache: DashMap<ApiKeyId, CachedKey>,
     ttl: Duration,
+    max_entries: usize,
 }
 
-/// Bound on cached entries; beyond it the cache is cleared (a cheap, safe reset).
-const MAX_CACHE_ENTRIES: usize = 50_000;
+/// Default bound on cached entries; beyond it the cache is cleared (a cheap, safe reset).
+pub const DEFAULT_MAX_CACHE_ENTRIES: usize = 50_000;
 
 /// Digest compared against when the key id is unknown, so the comparison still happens.
 const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
@@ -110,7 +116,19 @@ impl Authenticator {
             bootstrap_digest: bootstrap.map(|s| apikey::digest(s.expose().trim())),
             cache: DashMap::new(),
             ttl,
+            max_entries: DEFAULT_MAX_CACHE_ENTRIES,
         }
+    }
+
+    /// Bounds the cache to `max` entries (at least 1).
+    pub fn with_max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max.max(1);
+        self
+    }
+
+    /// Keys (and unknown key ids) cached right now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
     }
 
     /// Verifies a presented token (the part after `Bearer `).
@@ -163,7 +181,7 @@ impl Authenticator {
             StoreError::Unavailable(_) | StoreError::Conflict(_) => AuthError::Unavailable,
             StoreError::Config(_) | StoreError::Migration(_) => AuthError::Unavailable,
         })?;
-        if self.cache.len() >= MAX_CACHE_ENTRIES {
+        if self.cache.len() >= self.max_entries {
             self.cache.clear();
         }
         self.cache.insert(
@@ -179,5 +197,29 @@ impl Authenticator {
     /// Drops a key from this replica's cache (after revocation).
     pub fn forget(&self, id: &ApiKeyId) {
         self.cache.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn made_up_keys_cannot_grow_the_cache_past_its_bound() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("medic.db").display());
+        let store = crate::store::connect(&url, &crate::store::PoolOptions::default())
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrate");
+        let auth = Authenticator::new(store, None, Duration::from_secs(60)).with_max_entries(10);
+        for i in 0..100u32 {
+            let token = format!("mdk_{i:012x}_{}", "ab".repeat(32));
+            assert_eq!(
+                auth.authenticate(&token, Timestamp::now()).await,
+                Err(AuthError::UnknownKey)
+            );
+            assert!(auth.cached() <= 10, "{} entries after {i}", auth.cached());
+        }
     }
 }

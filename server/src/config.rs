@@ -312,6 +312,32 @@ pub struct Settings {
         global = true
     )]
     pub api_key_cache_seconds: u64,
+    /// How long `/health/ready` and `/health` wait for the database before answering 503, in
+    /// milliseconds (keep it well under the readiness probe's timeout).
+    #[arg(
+        long,
+        env = "MEDIC_READY_TIMEOUT_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub ready_timeout_ms: u64,
+    /// Most API keys (and unknown key ids) the key cache holds; reaching it clears the cache.
+    #[arg(
+        long,
+        env = "MEDIC_API_KEY_CACHE_MAX_ENTRIES",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub api_key_cache_max_entries: usize,
+    /// Most client buckets the in-memory rate limiter holds; beyond it new clients share one
+    /// bucket per route class until buckets expire.
+    #[arg(
+        long,
+        env = "MEDIC_RATE_LIMIT_MAX_BUCKETS",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub rate_limit_max_buckets: usize,
     /// Which parts of the server this process runs.
     #[arg(long, env = "MEDIC_ROLE", value_enum, default_value_t = Role::All, global = true)]
     pub role: Role,
@@ -382,6 +408,9 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub api_key_cache: Duration,
+    pub ready_timeout: Duration,
+    pub api_key_cache_max_entries: usize,
+    pub rate_limit_max_buckets: usize,
     pub role: Role,
     pub limits: RateLimits,
     pub dispatch_lease: Duration,
@@ -495,6 +524,15 @@ impl Settings {
         if self.request_timeout_seconds == 0 {
             errors.push("MEDIC_REQUEST_TIMEOUT_SECONDS must be at least 1".to_owned());
         }
+        if !(1..=60_000).contains(&self.ready_timeout_ms) {
+            errors.push("MEDIC_READY_TIMEOUT_MS must be between 1 and 60000".to_owned());
+        }
+        if self.api_key_cache_max_entries == 0 {
+            errors.push("MEDIC_API_KEY_CACHE_MAX_ENTRIES must be at least 1".to_owned());
+        }
+        if self.rate_limit_max_buckets == 0 {
+            errors.push("MEDIC_RATE_LIMIT_MAX_BUCKETS must be at least 1".to_owned());
+        }
         for (name, v) in [
             (
                 "RATE_LIMIT_HEARTBEAT_REQUESTS",
@@ -547,6 +585,9 @@ impl Settings {
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             api_key_cache: Duration::from_secs(self.api_key_cache_seconds),
+            ready_timeout: Duration::from_millis(self.ready_timeout_ms),
+            api_key_cache_max_entries: self.api_key_cache_max_entries,
+            rate_limit_max_buckets: self.rate_limit_max_buckets,
             role: self.role,
             limits: RateLimits {
                 heartbeat: self.rate_limit_heartbeat_requests,

@@ -135,6 +135,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
                 .map_err(|e| StartError::RateLimiter(e.to_string()))?
         }
     };
+    limiter.set_max_buckets(cfg.rate_limit_max_buckets);
     let tracker = TaskTracker::new();
     let background = CancellationToken::new();
     // One writer per process: bigger batches (fewer commits) measured faster than several
@@ -147,6 +148,11 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         &tracker,
         background.clone(),
     );
+    tracker.spawn(crate::telemetry::run_upkeep(
+        crate::telemetry::upkeep(),
+        crate::telemetry::UPKEEP_INTERVAL,
+        background.clone(),
+    ));
     let outbox = Arc::new(OutboxSignal::default());
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())
@@ -161,7 +167,8 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
             .poll_queue(store.clone(), background.clone()),
     );
     let state = AppState::new(Inner {
-        auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache),
+        auth: Authenticator::new(store.clone(), cfg.admin_api_key.as_ref(), cfg.api_key_cache)
+            .with_max_entries(cfg.api_key_cache_max_entries),
         store: store.clone(),
         writer,
         limiter,

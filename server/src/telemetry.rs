@@ -4,10 +4,24 @@
 //! request id. Nothing here logs keys, secrets or request bodies. Metrics go through the
 //! `metrics` facade into one process-wide Prometheus recorder; [`metrics_handle`] renders them for
 //! `/metrics`. Every metric is described here, and each one is recorded somewhere in the server.
+//!
+//! A histogram sample is kept by the recorder, 8 bytes each, until an *upkeep* folds it into
+//! the histogram's fixed buckets. [`run_upkeep`] does that every [`UPKEEP_INTERVAL`] on a
+//! tracked task, so the recorder holds at most one interval's samples whether or not anybody
+//! scrapes `/metrics` (before, only a scrape did it: an unscraped server kept every sample, ~30
+//! bytes per request). [`Upkeep::pending`] counts the samples waiting for the next upkeep.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -36,30 +50,135 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// How often the recorder's pending histogram samples are folded into their buckets.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn metrics_handle() -> PrometheusHandle {
-    HANDLE
+/// The recorder's handle and the number of histogram samples it holds until the next upkeep.
+#[derive(Clone, Debug)]
+pub struct Upkeep {
+    handle: PrometheusHandle,
+    pending: Arc<AtomicU64>,
+}
+
+impl Upkeep {
+    /// Folds every pending histogram sample into its buckets.
+    pub fn run(&self) {
+        // Reset first: a sample recorded meanwhile is counted again, never lost from the count.
+        self.pending.store(0, Ordering::Relaxed);
+        self.handle.run_upkeep();
+    }
+
+    /// Histogram samples recorded since the last upkeep (an upper bound of what the recorder
+    /// holds unfolded).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn handle(&self) -> &PrometheusHandle {
+        &self.handle
+    }
+}
+
+/// Runs [`Upkeep::run`] every `every` until `shutdown` is cancelled.
+pub async fn run_upkeep(upkeep: Upkeep, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => upkeep.run(),
+        }
+    }
+}
+
+/// The Prometheus recorder, counting the histogram samples it is handed (one relaxed atomic
+/// add per sample) so the upkeep's effect can be observed.
+#[derive(Debug)]
+pub struct CountingRecorder {
+    inner: PrometheusRecorder,
+    pending: Arc<AtomicU64>,
+}
+
+struct CountedHistogram {
+    inner: Histogram,
+    pending: Arc<AtomicU64>,
+}
+
+impl HistogramFn for CountedHistogram {
+    fn record(&self, value: f64) {
+        self.inner.record(value);
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Recorder for CountingRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.inner.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(CountedHistogram {
+            inner: self.inner.register_histogram(key, metadata),
+            pending: self.pending.clone(),
+        }))
+    }
+}
+
+/// A recorder with Medic's buckets, and its [`Upkeep`].
+pub fn build_recorder() -> (CountingRecorder, Upkeep) {
+    let inner = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("medic_heartbeat_batch_size".to_owned()),
+                BATCH_BUCKETS,
+            )
+        })
+        .map(PrometheusBuilder::build_recorder)
+        .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+    let pending = Arc::new(AtomicU64::new(0));
+    let upkeep = Upkeep {
+        handle: inner.handle(),
+        pending: pending.clone(),
+    };
+    (CountingRecorder { inner, pending }, upkeep)
+}
+
+static UPKEEP: OnceLock<Upkeep> = OnceLock::new();
+
+/// The process-wide recorder's [`Upkeep`] (the recorder is installed on first use).
+pub fn upkeep() -> Upkeep {
+    UPKEEP
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("medic_heartbeat_batch_size".to_owned()),
-                        BATCH_BUCKETS,
-                    )
-                })
-                .map(PrometheusBuilder::build_recorder)
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-            let handle = recorder.handle();
+            let (recorder, upkeep) = build_recorder();
             // Fails only if another recorder is already installed (then ours stays unused).
             let _ = metrics::set_global_recorder(recorder);
             describe();
             metrics::gauge!("medic_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-            handle
+            upkeep
         })
         .clone()
+}
+
+/// The process-wide Prometheus recorder's handle (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    upkeep().handle
 }
 
 fn describe() {
@@ -98,6 +217,14 @@ fn describe() {
         "Configured maximum database connections"
     );
     describe_gauge!("medic_build_info", "Build information; always 1");
+    describe_gauge!(
+        "medic_rate_limiter_buckets",
+        "Client buckets held by the in-memory rate limiter (bounded by MEDIC_RATE_LIMIT_MAX_BUCKETS)"
+    );
+    describe_gauge!(
+        "medic_api_key_cache_entries",
+        "API keys and unknown key ids cached (bounded by MEDIC_API_KEY_CACHE_MAX_ENTRIES)"
+    );
     describe_counter!(
         "medic_rate_limiter_fallback_total",
         "Rate-limit checks answered by the in-memory limiter because Redis failed"
@@ -211,4 +338,58 @@ fn describe() {
     }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLES: u64 = 100_000;
+
+    fn record_requests(recorder: &CountingRecorder, n: u64) {
+        metrics::with_local_recorder(recorder, || {
+            for _ in 0..n {
+                metrics::histogram!("medic_http_request_duration_seconds", "route" => "/heartbeat")
+                    .record(0.002);
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn histogram_samples_are_folded_on_a_timer_without_any_scrape() {
+        let (recorder, upkeep) = build_recorder();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_upkeep(upkeep.clone(), UPKEEP_INTERVAL, stop.clone()));
+        // The first tick is immediate; let it pass.
+        tokio::task::yield_now().await;
+        for round in 1..=3 {
+            record_requests(&recorder, SAMPLES);
+            // Held by the recorder until the next upkeep...
+            assert_eq!(upkeep.pending(), SAMPLES, "round {round}");
+            // ...which comes within one interval (paused clock: no real waiting), with nobody
+            // rendering the metrics.
+            tokio::time::sleep(UPKEEP_INTERVAL + Duration::from_millis(1)).await;
+            assert_eq!(upkeep.pending(), 0, "round {round}");
+        }
+        // Nothing was lost by folding: the buckets count every sample.
+        let text = upkeep.handle().render();
+        let count = format!(
+            "medic_http_request_duration_seconds_count{{route=\"/heartbeat\"}} {}",
+            3 * SAMPLES
+        );
+        assert!(text.contains(&count), "{text}");
+        stop.cancel();
+        task.await.expect("upkeep task stops on the token");
+    }
+
+    #[test]
+    fn without_upkeep_every_sample_is_kept() {
+        // What an unscraped server did before the timer: the count only grows.
+        let (recorder, upkeep) = build_recorder();
+        record_requests(&recorder, SAMPLES);
+        record_requests(&recorder, SAMPLES);
+        assert_eq!(upkeep.pending(), 2 * SAMPLES);
+        upkeep.run();
+        assert_eq!(upkeep.pending(), 0);
+    }
 }

@@ -3,14 +3,23 @@
 //! Every v1/v2 response body is `{"success": bool, "message": string, "results": value}`; on
 //! errors `results` is `""`. [`ApiError`] carries a status and a client-safe message; internal
 //! detail is logged once where the error is created and never returned.
+//!
+//! A database that cannot be reached ([`StoreError::Unavailable`], a failed heartbeat batch, a
+//! timed-out request) is never the caller's fault and never final: it is a 503 with
+//! `Retry-After` ([`ApiError::unavailable`], [`ApiError::retry_later`]), so clients and load
+//! balancers back off and try again instead of treating it as a server bug.
 
 use axum::Json;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::store::StoreError;
+
+/// `Retry-After` (seconds) on every 503: about one pool acquire timeout, so a client that
+/// honours it does not pile onto a database that is still coming back.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// A successful envelope.
 pub fn ok<T: Serialize>(status: StatusCode, message: &str, results: T) -> Response {
@@ -64,13 +73,19 @@ impl ApiError {
         )
     }
 
-    /// The database is unreachable right now.
+    /// The database is unreachable right now: 503 with `Retry-After`. Logs `detail` once.
     pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "database unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Self::retry_later(
             "The database is unavailable. The request was not completed; retry later.",
         )
+    }
+
+    /// A temporary refusal (the server is shutting down, a request ran out of time): 503 with
+    /// `Retry-After: RETRY_AFTER_SECONDS`.
+    pub fn retry_later(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))
     }
 }
 
@@ -78,7 +93,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) => Self::conflict("A conflicting record already exists."),
-            StoreError::Unavailable(_) => Self::internal(&e),
+            StoreError::Unavailable(_) => Self::unavailable(&e),
             StoreError::Config(_) | StoreError::Migration(_) => Self::internal(&e),
         }
     }

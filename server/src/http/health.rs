@@ -1,9 +1,15 @@
 //! Health and metrics: `/health` (components with latency), `/health/live`, `/health/ready`
 //! (503 when the database is unreachable) and `/metrics` (Prometheus text).
 //!
+//! Every database question asked here has its own short deadline (`MEDIC_READY_TIMEOUT_MS`,
+//! 1 s by default): a database that accepts connections and answers nothing makes readiness
+//! answer 503 within that time, well inside a Kubernetes probe's timeout, instead of hanging
+//! until the request deadline.
+//!
 //! `/health` reports a component as failing only if the deployment configured it: without
 //! `REDIS_URL` there is no Redis component at all.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -24,13 +30,27 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
 }
 
+/// Runs a database question within the readiness deadline; a late answer is a failure.
+async fn within_deadline<T>(
+    app: &AppState,
+    question: impl Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(app.config.ready_timeout, question).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            app.config.ready_timeout.as_millis()
+        )),
+    }
+}
+
 /// Overall health with per-component status and latency.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "healthy or degraded"),
               (status = 503, description = "unhealthy: the database is unreachable")))]
 async fn health(State(app): State<AppState>) -> Response {
     let started = Instant::now();
-    let db = app.store.ping().await;
+    let db = within_deadline(&app, app.store.ping()).await;
     let db_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut components = serde_json::Map::new();
     components.insert(
@@ -87,7 +107,7 @@ async fn live() -> Response {
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
 async fn ready(State(app): State<AppState>) -> Response {
-    match app.store.ping().await {
+    match within_deadline(&app, app.store.ping()).await {
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -109,9 +129,11 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
     metrics::gauge!("medic_db_pool_connections", "state" => "in_use")
         .set(f64::from(pool.size.saturating_sub(pool.idle)));
     metrics::gauge!("medic_db_pool_max_connections").set(f64::from(pool.max));
+    metrics::gauge!("medic_rate_limiter_buckets").set(app.limiter.memory_buckets() as f64);
+    metrics::gauge!("medic_api_key_cache_entries").set(app.auth.cached() as f64);
     // Open alerts come from the database, so every replica reports the same truth (aggregate
     // with max, not sum) and a restart does not reset them.
-    match app.store.open_alert_counts().await {
+    match within_deadline(&app, app.store.open_alert_counts()).await {
         Ok(counts) => {
             for p in [
                 Priority::P1,
@@ -130,7 +152,7 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "counting open alerts failed"),
     }
-    app.metrics.run_upkeep();
+    crate::telemetry::upkeep().run();
     (
         [(
             header::CONTENT_TYPE,

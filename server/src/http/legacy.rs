@@ -120,11 +120,10 @@ async fn post_heartbeat(
         })
         .await
         .map_err(|e| match e {
-            WriteError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The server is shutting down; retry.",
-            ),
-            WriteError::Store(detail) => ApiError::internal(&detail),
+            WriteError::ShuttingDown => {
+                ApiError::retry_later("The server is shutting down; retry.")
+            }
+            WriteError::Store(detail) => ApiError::unavailable(&detail),
         })?;
     match outcome {
         HeartbeatOutcome::Recorded { .. } => {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -69,7 +69,16 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
 /// `medic_http_requests_total` and `medic_http_request_duration_seconds`, by route template.
 pub async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // A client may send any method token; only the standard ones become label values, so the
+    // label sets stay bounded.
+    let method = match *req.method() {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+            req.method().as_str()
+        }
+        Method::HEAD | Method::OPTIONS => req.method().as_str(),
+        _ => "other",
+    }
+    .to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -86,11 +95,9 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
 pub async fn timeout(State(app): State<AppState>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The request took too long and was abandoned.",
-        )
-        .into_response(),
+        Err(_) => {
+            ApiError::retry_later("The request took too long and was abandoned.").into_response()
+        }
     }
 }
 
@@ -152,7 +159,7 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
     let class = match classify(req.uri().path()) {
         // Only ingestion counts against the heartbeat limit; reading `GET /heartbeat` is a
         // management request.
-        RateClass::Heartbeat if req.method() == axum::http::Method::GET => RateClass::Management,
+        RateClass::Heartbeat if req.method() == Method::GET => RateClass::Management,
         class => class,
     };
     let open_route = matches!(

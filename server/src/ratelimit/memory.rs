@@ -1,9 +1,18 @@
 //! In-process GCRA backend: one `DashMap` entry (the bucket's TAT) per
 //! `(class, limit, key)`.
+//!
+//! The map is bounded: at most `max_buckets` client buckets (100,000 by default,
+//! `MEDIC_RATE_LIMIT_MAX_BUCKETS`; about 100 bytes each). Buckets whose TAT has
+//! passed are swept every 10 s, and at once (at most once a second) when the map
+//! is full. When it is still full, a client that has no bucket yet is checked
+//! against one shared *overflow* bucket of its class and limit: a flood of new
+//! addresses cannot grow memory, cannot reset anybody's bucket, and cannot get
+//! past the limit — it only makes new clients share one budget until buckets
+//! expire (at most a minute). Clients that already have a bucket keep it.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -13,6 +22,16 @@ use super::{Decision, RateClass, gcra};
 
 /// How often (at most) expired buckets are swept out of the map.
 const PURGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often (at most) a full map is swept before a new client is sent to the overflow bucket.
+const FULL_PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default bound on client buckets.
+pub(crate) const DEFAULT_MAX_BUCKETS: usize = 100_000;
+
+/// The key of the shared bucket new clients use while the map is full (real keys start with
+/// `ip:` or `key:`).
+const OVERFLOW_KEY: &str = "overflow:";
 
 /// Source of monotonic time in microseconds. Injectable so tests can move
 /// time forward without sleeping.
@@ -76,6 +95,9 @@ pub(crate) struct MemoryLimiter {
     clock: Arc<dyn Clock>,
     /// Clock reading (µs) of the last purge.
     last_purge_us: AtomicU64,
+    /// Clock reading (µs) of the last purge of a full map.
+    last_full_purge_us: AtomicU64,
+    max_buckets: AtomicUsize,
 }
 
 impl MemoryLimiter {
@@ -89,6 +111,44 @@ impl MemoryLimiter {
             buckets: DashMap::new(),
             clock,
             last_purge_us: AtomicU64::new(now),
+            last_full_purge_us: AtomicU64::new(now),
+            max_buckets: AtomicUsize::new(DEFAULT_MAX_BUCKETS),
+        }
+    }
+
+    /// Bounds the number of client buckets (at least 1).
+    pub(crate) fn set_max_buckets(&self, max: usize) {
+        self.max_buckets.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Number of live buckets, overflow buckets included.
+    pub(crate) fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The bucket a client without one is checked against: its own while there is room,
+    /// else the shared overflow bucket of its class and limit.
+    fn new_bucket(&self, bucket: BucketKey, now: u64) -> BucketKey {
+        let max = self.max_buckets.load(Ordering::Relaxed);
+        if self.buckets.len() < max {
+            return bucket;
+        }
+        let last = self.last_full_purge_us.load(Ordering::Relaxed);
+        let interval = u64::try_from(FULL_PURGE_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) >= interval
+            && self
+                .last_full_purge_us
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.purge_expired(now);
+            if self.buckets.len() < max {
+                return bucket;
+            }
+        }
+        BucketKey {
+            key: OVERFLOW_KEY.into(),
+            ..bucket
         }
     }
 
@@ -103,6 +163,16 @@ impl MemoryLimiter {
             limit,
             key: key.into(),
         };
+        // Existing clients first, without taking a shard's write lock for new ones (the size
+        // check below reads every shard, so it must not run while an entry is held).
+        if let Some(mut tat) = self.buckets.get_mut(&bucket) {
+            let out = gcra::check(Some(*tat), now, limit);
+            if let Some(new_tat) = out.new_tat {
+                *tat = new_tat;
+            }
+            return out.decision;
+        }
+        let bucket = self.new_bucket(bucket, now);
         match self.buckets.entry(bucket) {
             Entry::Occupied(mut entry) => {
                 let out = gcra::check(Some(*entry.get()), now, limit);
@@ -141,12 +211,6 @@ impl MemoryLimiter {
 
     pub(crate) fn purge_expired(&self, now: u64) {
         self.buckets.retain(|_, tat| *tat > now);
-    }
-
-    /// Number of live buckets (for tests and diagnostics).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.buckets.len()
     }
 }
 
@@ -250,6 +314,31 @@ mod tests {
         l.purge_expired(clock.now_us());
         assert_eq!(l.len(), 1);
         assert!(!l.check(RateClass::Docs, "ip:x", 1).allowed);
+    }
+
+    #[test]
+    fn a_full_map_sends_new_clients_to_one_shared_bucket() {
+        let (clock, l) = limiter();
+        l.set_max_buckets(100);
+        for i in 0..100 {
+            assert!(l.check(RateClass::Heartbeat, &format!("ip:{i}"), 2).allowed);
+        }
+        // A flood of new addresses: the map does not grow past its bound plus the overflow
+        // bucket, and together they get one client's budget, not one each.
+        let allowed = (100..10_000)
+            .filter(|i| l.check(RateClass::Heartbeat, &format!("ip:{i}"), 2).allowed)
+            .count();
+        assert_eq!(allowed, 2);
+        assert_eq!(l.len(), 101);
+        // Clients that had a bucket keep theirs.
+        assert!(l.check(RateClass::Heartbeat, "ip:7", 2).allowed);
+        assert!(!l.check(RateClass::Heartbeat, "ip:7", 2).allowed);
+        // Once buckets expire, the sweep of a full map makes room for new clients again.
+        clock.advance(Duration::from_secs(61));
+        assert!(l.check(RateClass::Heartbeat, "ip:new", 2).allowed);
+        assert!(l.check(RateClass::Heartbeat, "ip:new", 2).allowed);
+        assert!(!l.check(RateClass::Heartbeat, "ip:new", 2).allowed);
+        assert!(l.len() <= 2, "{}", l.len());
     }
 
     #[test]

@@ -297,6 +297,16 @@ impl RateLimiter {
         self.inner.memory.check(class, key, limit_per_minute)
     }
 
+    /// Bounds the in-memory limiter's client buckets (see `memory.rs`).
+    pub fn set_max_buckets(&self, max: usize) {
+        self.inner.memory.set_max_buckets(max);
+    }
+
+    /// Client buckets the in-memory limiter holds right now.
+    pub fn memory_buckets(&self) -> usize {
+        self.inner.memory.len()
+    }
+
     /// Currently active backend: `"redis"` or `"memory"`.
     pub fn backend(&self) -> &'static str {
         self.inner.backend()

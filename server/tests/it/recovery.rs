@@ -1,5 +1,5 @@
 //! The database going away and coming back, through a real TCP proxy in front of PostgreSQL:
-//! readiness turns 503, routes answer 500 envelopes (never a fake success), and everything
+//! readiness turns 503, routes answer 503 envelopes (never a fake success), and everything
 //! recovers without restarting the server.
 
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ async fn json_of(resp: reqwest::Response) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn database_outage_gives_503_ready_and_500_envelopes_then_recovers() {
+async fn database_outage_gives_503_ready_and_503_envelopes_then_recovers() {
     let Some(test_db) = db::postgres().await else {
         return;
     };
@@ -88,11 +88,11 @@ async fn database_outage_gives_503_ready_and_500_envelopes_then_recovers() {
             .unwrap(),
     )
     .await;
-    assert_eq!(status, 500, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["success"], json!(false));
     assert_eq!(body["results"], json!(""));
     let (status, body) = json_of(http.get(format!("{base}/service")).send().await.unwrap()).await;
-    assert_eq!(status, 500, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["success"], json!(false));
 
     // Bring it back on the same address: the server recovers on its own.
