@@ -73,6 +73,7 @@ work_dir = "$WORK/agent-work"
 [[allow]]
 script = "bench-true"
 sha256 = "$(printf 'true\n' | sha256sum | cut -d' ' -f1)"
+interpreter = "sh"
 TOML
 ${AGENT_WRAP:-} "${AS_USER[@]}" "$AGENT" --config "$WORK/agent.toml" run 2>"$WORK/agent.log" &
 PIDS+=($!)

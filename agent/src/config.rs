@@ -27,7 +27,8 @@ use medic_protocol::validate::{
     validate_label_value, validate_script_name, validate_sha256_hex,
 };
 use medic_protocol::{
-    AgentId, DEFAULT_OUTPUT_CAP_BYTES, MAX_CONCURRENT_RUNS, MAX_LABELS, MAX_OUTPUT_BYTES,
+    AgentId, DEFAULT_OUTPUT_CAP_BYTES, Interpreter, MAX_CONCURRENT_RUNS, MAX_LABELS,
+    MAX_OUTPUT_BYTES,
 };
 use serde::Deserialize;
 
@@ -224,6 +225,7 @@ struct FileConfig {
 struct AllowEntry {
     script: String,
     sha256: Option<String>,
+    interpreter: Option<Interpreter>,
 }
 
 /// A setting that the environment and the command line can override.
@@ -577,8 +579,31 @@ impl Config {
                 problems.push(format!("allow: {:?} is listed twice", entry.script));
                 ok = false;
             }
+            match (&entry.sha256, entry.interpreter) {
+                (Some(_), None) => {
+                    problems.push(format!(
+                        "allow: {:?} pins sha256 but not its interpreter; add interpreter = \
+                         \"sh\", \"bash\" or \"python3\" (the pin covers both)",
+                        entry.script
+                    ));
+                    ok = false;
+                }
+                (None, Some(_)) => {
+                    problems.push(format!(
+                        "allow: {:?} pins an interpreter without sha256; pin both or neither",
+                        entry.script
+                    ));
+                    ok = false;
+                }
+                _ => {}
+            }
             if ok {
-                allowlist.insert(entry.script.clone(), entry.sha256.clone());
+                match (&entry.sha256, entry.interpreter) {
+                    (Some(pin), Some(interpreter)) => {
+                        allowlist.insert_pinned(entry.script.clone(), pin.clone(), interpreter);
+                    }
+                    _ => allowlist.insert(entry.script.clone(), None),
+                }
             }
         }
 
@@ -773,6 +798,7 @@ env = "prod"
 [[allow]]
 script = "restart-nginx"
 sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+interpreter = "sh"
 
 [[allow]]
 script = "disk-report"
@@ -832,6 +858,11 @@ script = "../etc/passwd"
 [[allow]]
 script = "ok"
 sha256 = "XYZ"
+interpreter = "sh"
+
+[[allow]]
+script = "half-pinned"
+sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 "#;
         let problems = Config::from_sources(&sources(file)).unwrap_err().0;
         let expect = [
@@ -843,6 +874,7 @@ sha256 = "XYZ"
             "heartbeat_interval_seconds = 0",
             "script name",
             "sha256 of \"ok\"",
+            "\"half-pinned\" pins sha256 but not its interpreter",
             "work_dir",
             "output_cap_bytes",
             "max_concurrent_runs",

@@ -38,11 +38,13 @@
 //!   store, and `futures` for the stream/sink traits. Together they took the stripped binary
 //!   from 0.55 MB to about 2.0 MB (2,082,144 bytes on x86_64 Linux with the metrics listener);
 //! - `serde_json` (already in the tree through the protocol) for the JSON log lines;
-//! - `rustix` (`event`, `process`, `system`) — `kill(-pgid)`, `waitid(WNOWAIT)`, `pidfd_open`,
-//!   `poll`, `prlimit`, `uname`, all as safe functions, so the crate keeps
-//!   `forbid(unsafe_code)`. `libc` would need `unsafe` at every call and `nix` brings more than
-//!   we use; rustix on Linux makes raw system calls and
-//!   links only what is called.
+//! - `rustix` (`event`, `fs`, `process`, `system`, `thread`) — `kill(-pgid)`, `waitid(WNOWAIT)`,
+//!   `pidfd_open`, `poll`, `prlimit`, `uname`, the sealed `memfd`, `prctl(PR_SET_DUMPABLE)`,
+//!   capabilities and groups, all as safe functions. `libc` would need `unsafe` at every call
+//!   and `nix` brings more than we use; rustix on Linux makes raw system calls and links only
+//!   what is called. The crate denies `unsafe` and allows it in exactly one function
+//!   (`exec::descriptors`): marking descriptors inherited from the agent's parent
+//!   close-on-exec, which no safe API can do.
 //!
 //! There is no argument-parsing crate: the agent has two subcommands and a dozen `--key value`
 //! flags that mirror the file's keys one to one ([`config::Setting`]), which a 60-line parser
@@ -51,11 +53,15 @@
 //! # Invariants
 //!
 //! - No script runs without passing every check in [`exec`], in the documented order.
-//! - No shell ever interprets text built from a request: the interpreter gets a file path.
+//! - No shell ever interprets text built from a request: the interpreter gets the checked text
+//!   as a sealed memfd (`/proc/self/fd/N`; a private file on macOS) that nothing can change.
+//! - When the agent can switch users, scripts run as `run_as`, never as the agent's user or
+//!   root, with no capabilities and none of the agent's groups or inherited descriptors.
 //! - No variable of the agent's environment reaches a script unless it is in
 //!   [`exec::BASE_ENV`] or the configured `pass_env`.
 //! - The credential is never formatted: [`config::Secret`] has no `Display` and redacts `Debug`.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `exec::descriptors` holds the agent's one `unsafe` block.
+#![deny(unsafe_code)]
 
 pub mod backoff;
 pub mod cli;

@@ -11,9 +11,12 @@ use std::process::ExitCode;
 
 use medic_agent::cli::{self, Command};
 use medic_agent::config::{self, Config, Sources};
-use medic_agent::exec::{ExecSettings, Executor, INTERPRETER_DIRS, RunAs};
+use medic_agent::exec::{
+    ExecSettings, Executor, INTERPRETER_DIRS, RunAs, harden_process, switching_capabilities,
+};
 use medic_agent::session::{Agent, SessionSettings};
 use medic_agent::{log, metrics};
+use tokio::signal::unix::{SignalKind, signal};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -34,8 +37,15 @@ fn main() -> ExitCode {
             println!("medic-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => match load(&cli) {
+        Command::CheckConfig => match load(&cli, true) {
             Ok(loaded) => {
+                if loaded.run_as.is_some() && !loaded.can_switch {
+                    println!(
+                        "note: this process cannot switch to run_as {:?}; `run` needs root or \
+                         CAP_SETUID and CAP_SETGID (the packaged systemd unit grants them)",
+                        loaded.config.run_as.as_deref().unwrap_or_default()
+                    );
+                }
                 println!(
                     "{}: configuration OK (agent {}, server {}, {} allowed script(s))",
                     loaded.path.display(),
@@ -47,8 +57,8 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Run => match load(&cli) {
-            Ok(loaded) => run(loaded),
+        Command::Run => match load(&cli, false) {
+            Ok(loaded) => run(&cli, loaded),
             Err(problems) => report(&problems),
         },
     }
@@ -60,10 +70,14 @@ struct Loaded {
     config: Config,
     env: BTreeMap<String, String>,
     run_as: Option<RunAs>,
+    /// Whether this process can switch users now (root, or the switching capabilities).
+    can_switch: bool,
 }
 
 /// Loads the configuration and checks everything a start would need; returns every problem.
-fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
+/// `checking` (check-config) takes the capabilities to switch to `run_as` as given: an
+/// administrator runs it as the agent's user without the unit's capabilities.
+fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -87,8 +101,16 @@ fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
         Ok(config) => {
             problems.extend(config.check_files());
             let euid = rustix::process::geteuid().as_raw();
+            let can_switch = euid == 0 || switching_capabilities();
+            let assume = checking && config.run_as.is_some();
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let run_as = match RunAs::resolve(config.run_as.as_deref(), euid, &passwd) {
+            let resolved = RunAs::resolve(
+                config.run_as.as_deref(),
+                euid,
+                can_switch || assume,
+                &passwd,
+            );
+            let run_as = match resolved {
                 Ok(run_as) => run_as,
                 Err(e) => {
                     problems.push(e);
@@ -101,6 +123,7 @@ fn load(cli: &cli::Cli) -> Result<Loaded, Vec<String>> {
                     config,
                     env: sources.env,
                     run_as,
+                    can_switch,
                 });
             }
         }
@@ -118,8 +141,13 @@ fn report(problems: &[String]) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Builds the executor and the session and serves until SIGTERM or SIGINT.
-fn run(loaded: Loaded) -> ExitCode {
+/// Builds the executor and the session and serves until SIGTERM or SIGINT; SIGHUP reloads.
+fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
+    // First, before any thread starts: threads inherit what this changes.
+    if let Err(e) = harden_process() {
+        eprintln!("medic-agent: cannot harden the process: {e}");
+        return ExitCode::FAILURE;
+    }
     let Loaded {
         config,
         env,
@@ -130,17 +158,7 @@ fn run(loaded: Loaded) -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return report(&[e]),
     };
-    let exec = ExecSettings {
-        agent_id: config.agent_id.clone(),
-        allowlist: config.allowlist.clone(),
-        work_dir: config.work_dir.clone(),
-        output_cap_bytes: config.output_cap_bytes,
-        max_concurrent_runs: config.max_concurrent_runs,
-        pass_env: config.pass_env.clone(),
-        limits: config.limits,
-        run_as,
-        interpreter_dirs: INTERPRETER_DIRS.iter().map(PathBuf::from).collect(),
-    };
+    let exec = exec_settings(&config, run_as);
     let journal = config.work_dir.join("recent-run-ids");
     let executor = match Executor::new(exec, env).and_then(|e| e.with_journal(&journal)) {
         Ok(executor) => executor,
@@ -182,8 +200,30 @@ fn run(loaded: Loaded) -> ExitCode {
                 }
             }
         }
-        let agent = tokio::spawn(Agent::new(settings, executor).run(stopped));
-        termination_signal().await;
+        // Registered before anything else can take time: SIGHUP's default would end the agent.
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                log::warn("cannot handle SIGHUP", &[("error", &e.to_string())]);
+                return ExitCode::FAILURE;
+            }
+        };
+        let (updates, updated) = tokio::sync::watch::channel(settings.clone());
+        let agent = Agent::new(settings.clone(), executor.clone()).with_updates(updated);
+        let agent = tokio::spawn(agent.run(stopped));
+        let mut running = (config, settings);
+        let terminated = termination_signal();
+        tokio::pin!(terminated);
+        loop {
+            tokio::select! {
+                () = &mut terminated => break,
+                Some(()) = hangup.recv() => {
+                    if let Some(next) = reload(cli, &running, &executor, &updates) {
+                        running = next;
+                    }
+                }
+            }
+        }
         log::info("stopping", &[]);
         let _ = stop.send(true);
         let _ = agent.await;
@@ -191,9 +231,86 @@ fn run(loaded: Loaded) -> ExitCode {
     })
 }
 
+/// The executor's settings for `config`.
+fn exec_settings(config: &Config, run_as: Option<RunAs>) -> ExecSettings {
+    ExecSettings {
+        agent_id: config.agent_id.clone(),
+        allowlist: config.allowlist.clone(),
+        work_dir: config.work_dir.clone(),
+        output_cap_bytes: config.output_cap_bytes,
+        max_concurrent_runs: config.max_concurrent_runs,
+        pass_env: config.pass_env.clone(),
+        limits: config.limits,
+        run_as,
+        interpreter_dirs: INTERPRETER_DIRS.iter().map(PathBuf::from).collect(),
+    }
+}
+
+/// SIGHUP: reads the configuration again with every `check-config` check. A configuration with
+/// problems is refused (logged) and the running one kept. Otherwise the executor takes the new
+/// allowlist, limits, caps, `pass_env` and `run_as` for every run admitted from now on, and if
+/// anything the session uses changed (server, credential, TLS files, id, labels, heartbeat),
+/// the agent reconnects with it. `work_dir` and `metrics_listen` need a restart.
+fn reload(
+    cli: &cli::Cli,
+    (config, session): &(Config, SessionSettings),
+    executor: &Executor,
+    updates: &tokio::sync::watch::Sender<SessionSettings>,
+) -> Option<(Config, SessionSettings)> {
+    let refused = |problems: &[String]| {
+        log::warn(
+            "reload refused; the running configuration is kept",
+            &[("problems", &problems.join("; "))],
+        );
+    };
+    let loaded = match load(cli, false) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            refused(&problems);
+            return None;
+        }
+    };
+    let next = match SessionSettings::from_config(&loaded.config, hostname()) {
+        Ok(next) => next,
+        Err(e) => {
+            refused(&[e]);
+            return None;
+        }
+    };
+    if let Some(ignored) = executor.reload(exec_settings(&loaded.config, loaded.run_as)) {
+        log::warn("reload", &[("ignored", &ignored)]);
+    }
+    if loaded.config.metrics_listen != config.metrics_listen {
+        log::warn(
+            "reload",
+            &[("ignored", "metrics_listen takes effect at the next start")],
+        );
+    }
+    let reconnect = next.endpoint != session.endpoint
+        || next.credential != session.credential
+        || next.agent_id != session.agent_id
+        || next.labels != session.labels
+        || next.heartbeat_interval != session.heartbeat_interval
+        || loaded.config.ca_file != config.ca_file
+        || loaded.config.client_identity != config.client_identity;
+    if reconnect {
+        let _ = updates.send(next.clone());
+    }
+    log::info(
+        "configuration reloaded",
+        &[
+            (
+                "allowed_scripts",
+                &loaded.config.allowlist.len().to_string(),
+            ),
+            ("reconnect", if reconnect { "true" } else { "false" }),
+        ],
+    );
+    Some((loaded.config, next))
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

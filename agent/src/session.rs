@@ -287,6 +287,8 @@ enum Ended {
     After(Duration, String),
     /// The agent is shutting down.
     Shutdown,
+    /// The configuration was reloaded with different session settings: dial again at once.
+    Reconfigured,
 }
 
 /// The agent's state across sessions.
@@ -300,6 +302,8 @@ pub struct Agent {
     results_rx: mpsc::UnboundedReceiver<RunResult>,
     began: Instant,
     jitter: Jitter,
+    /// New session settings from a reload (SIGHUP), if the caller sends any.
+    updates: Option<watch::Receiver<SessionSettings>>,
 }
 
 impl Agent {
@@ -315,7 +319,16 @@ impl Agent {
             results_rx,
             began: Instant::now(),
             jitter: Jitter::from_entropy(),
+            updates: None,
         }
+    }
+
+    /// Takes new session settings from `updates`: the current session closes (runs in flight
+    /// go on, and their reports are kept) and the agent dials again at once with them.
+    #[must_use]
+    pub fn with_updates(mut self, updates: watch::Receiver<SessionSettings>) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Dials, serves and redials until `shutdown` turns true.
@@ -324,6 +337,11 @@ impl Agent {
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if let Some(updates) = &mut self.updates
+                && updates.has_changed().unwrap_or(false)
+            {
+                self.settings = updates.borrow_and_update().clone();
             }
             let opened = Instant::now();
             let dialled = tokio::select! {
@@ -347,6 +365,11 @@ impl Agent {
             }
             let wait = match ended {
                 Ended::Shutdown => return,
+                Ended::Reconfigured => {
+                    log::info("reconnecting with the reloaded configuration", &[]);
+                    attempt = 0;
+                    continue;
+                }
                 Ended::Failed(why) => {
                     let wait = backoff::full_jitter(attempt, self.jitter.next_u64());
                     attempt = attempt.saturating_add(1);
@@ -383,6 +406,11 @@ impl Agent {
                     }
                     // Results of runs that finish while disconnected wait in `reports`.
                     Some(result) = self.results_rx.recv() => self.finished(result),
+                    // A reload: dial with the new settings now.
+                    settings = updated(&mut self.updates) => {
+                        self.settings = settings;
+                        break;
+                    }
                 }
             }
         }
@@ -556,6 +584,11 @@ impl Agent {
                         );
                     }
                 }
+                settings = updated(&mut self.updates), if stopping.is_none() => {
+                    self.settings = settings;
+                    let _ = close_away(&mut ws).await;
+                    return Ended::Reconfigured;
+                }
                 () = sleep_until_or_never(stopping) => {
                     log::warn("stopping before every run was reported", &[]);
                     let _ = close_away(&mut ws).await;
@@ -660,6 +693,16 @@ impl Agent {
 }
 
 /// Resolves at `deadline`, or never without one.
+/// The next settings sent on `updates`; never resolves when there is no sender.
+async fn updated(updates: &mut Option<watch::Receiver<SessionSettings>>) -> SessionSettings {
+    if let Some(rx) = updates
+        && rx.changed().await.is_ok()
+    {
+        return rx.borrow_and_update().clone();
+    }
+    std::future::pending().await
+}
+
 async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,

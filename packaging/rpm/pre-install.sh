@@ -4,4 +4,9 @@ getent group medic-agent >/dev/null || groupadd --system medic-agent || exit 1
 getent passwd medic-agent >/dev/null || useradd --system --gid medic-agent \
     --home-dir /var/lib/medic-agent --no-create-home --shell /sbin/nologin \
     --comment "Medic agent" medic-agent || exit 1
+# Scripts run as this separate user (run_as), never as the agent's.
+getent group medic-run >/dev/null || groupadd --system medic-run || exit 1
+getent passwd medic-run >/dev/null || useradd --system --gid medic-run \
+    --home-dir /nonexistent --no-create-home --shell /sbin/nologin \
+    --comment "Medic remediation scripts" medic-run || exit 1
 exit 0

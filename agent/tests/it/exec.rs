@@ -155,16 +155,91 @@ fn runs_sh_and_bash_scripts_and_reports_exit_codes() {
 }
 
 #[test]
-fn the_script_file_is_private_and_argv_is_exact() {
+fn the_script_is_sealed_and_argv_is_exact() {
     let host = Host::new(Options::default());
-    // `$0` is the script path (argv[1] of the interpreter); nothing else is on the command line.
-    let script = if cfg!(target_os = "linux") {
-        "stat -c '%a' \"$0\" \"$(dirname \"$0\")\"\necho \"$#\"\n"
+    // `$0` is the script (argv[1] of the interpreter); nothing else is on the command line. On
+    // Linux it is a sealed memfd the interpreter reads through its own descriptor; elsewhere a
+    // private file.
+    let (script, expected) = if cfg!(target_os = "linux") {
+        (
+            "echo \"$0\" | sed 's#[0-9]*$#N#'\nreadlink \"$0\"\necho \"$#\"\n",
+            "/proc/self/fd/N\n/memfd:medic-script (deleted)\n0\n",
+        )
     } else {
-        "stat -f '%Lp' \"$0\" \"$(dirname \"$0\")\"\necho \"$#\"\n"
+        (
+            "stat -f '%Lp' \"$0\" \"$(dirname \"$0\")\"\necho \"$#\"\n",
+            "600\n700\n0\n",
+        )
     };
     let result = host.run(&request("r1", script));
-    assert_eq!(result.stdout, "600\n700\n0\n", "{result:?}");
+    assert_eq!(result.stdout, expected, "{result:?}");
+}
+
+/// A shell reads its script as it goes: text appended to the script while it runs would run.
+/// The script handed to the interpreter cannot be changed, not even by the script itself.
+#[test]
+fn a_script_cannot_change_its_own_text_once_checked() {
+    let host = Host::new(Options::default());
+    let result = host.run(&request(
+        "r1",
+        "printf 'echo PWNED\\n' >>\"$0\" 2>/dev/null\necho checked\n",
+    ));
+    assert_eq!(result.stdout, "checked\n", "{result:?}");
+}
+
+/// Another process of the scripts' user rewrites every script file it can find under the work
+/// directory, as fast as it can, while a pinned script runs again and again: only the checked
+/// text ever runs.
+#[test]
+fn another_process_cannot_rewrite_a_checked_script() {
+    let content = "echo checked\n";
+    let host = Host::new(Options {
+        allowlist: [("job", Some(sha256_hex(content.as_bytes()).as_str()))]
+            .into_iter()
+            .collect(),
+        ..Options::default()
+    });
+    let work = host.dir.path().join("work");
+    let mut attacker = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(
+            "while :; do for f in \"$1\"/run-*/script; do \
+             [ -f \"$f\" ] && printf 'echo PWNED\\n' >\"$f\" 2>/dev/null; done; done",
+        )
+        .arg("attacker")
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    let outputs: Vec<String> = (0..40)
+        .map(|i| host.run(&request(&format!("r{i}"), content)).stdout)
+        .collect();
+    attacker.kill().unwrap();
+    attacker.wait().unwrap();
+    for out in outputs {
+        assert_eq!(out, "checked\n");
+    }
+}
+
+/// The local pin covers the interpreter too: the same text under another interpreter is a
+/// different program.
+#[test]
+fn the_pin_covers_the_interpreter() {
+    let content = "echo pinned\n";
+    let mut allowlist = Allowlist::default();
+    allowlist.insert_pinned(
+        "job".to_owned(),
+        sha256_hex(content.as_bytes()),
+        Interpreter::Sh,
+    );
+    let host = Host::new(Options {
+        allowlist,
+        ..Options::default()
+    });
+    let mut r = request("r1", content);
+    r.interpreter = Interpreter::Bash;
+    let refusal = host.refuse(&r, SkipReason::HashMismatch);
+    assert!(refusal.detail.contains("interpreter"), "{refusal:?}");
+    assert_eq!(host.run(&request("r2", content)).stdout, "pinned\n");
 }
 
 #[test]
@@ -584,7 +659,9 @@ fn as_root_scripts_run_as_the_configured_user() {
         return;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let nobody = RunAs::resolve(Some("nobody"), 0, &passwd).unwrap().unwrap();
+    let nobody = RunAs::resolve(Some("nobody"), 0, false, &passwd)
+        .unwrap()
+        .unwrap();
     let uid = nobody.uid;
     let host = Host::new(Options {
         parent_env: env(&[

@@ -3,7 +3,9 @@
 mod cli;
 mod exec;
 mod footprint;
+mod hardening;
 mod metrics;
+mod reload;
 mod session;
 
 use std::path::{Path, PathBuf};

@@ -35,7 +35,8 @@ fn start_agent(server_port: u16, metrics_port: u16) -> Agent {
              {}\
              [[allow]]\n\
              script = \"ok\"\n\
-             sha256 = \"{}\"\n",
+             sha256 = \"{}\"\n\
+             interpreter = \"sh\"\n",
             files.lines,
             sha256_hex(OK.as_bytes()),
         )

@@ -44,6 +44,7 @@ fn start_agent_with(server_url: &str, settings: &str) -> Agent {
              [[allow]]\n\
              script = \"greet\"\n\
              sha256 = \"{}\"\n\
+             interpreter = \"sh\"\n\
              [[allow]]\n\
              script = \"slow\"\n",
             files.lines,
