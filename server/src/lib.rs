@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`clock`] — the one source of "now": the wall clock, or a manual clock tests advance.
 //! - [`config`] — the typed configuration (flags, environment, TOML file) and its validation.
 //! - [`domain`] — pure types and decisions (names, priorities, states, key scopes, statistics,
 //!   calendars, liveness and alert transitions).
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod gateway;

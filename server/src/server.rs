@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::clock::Clock;
 use crate::config::{Config, RateLimiterType, Role};
 use crate::http::{self, AppState, Inner};
 use crate::monitor::{self, DispatchSettings, MonitorSettings, OutboxSignal};
@@ -117,6 +118,16 @@ fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, StartError> {
 }
 
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartError> {
+    start_with_clock(cfg, listener, Clock::system()).await
+}
+
+/// [`start`], with every handler, session and worker reading the time from `clock` (tests pass
+/// a manual clock and advance it instead of waiting).
+pub async fn start_with_clock(
+    cfg: Config,
+    listener: TcpListener,
+    clock: Clock,
+) -> Result<Running, StartError> {
     // The recorder first, so everything set during start-up is exported.
     let metrics = crate::telemetry::metrics_handle();
     let sqlite_lock = lock_sqlite(cfg.database_url.expose())?;
@@ -156,10 +167,18 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
     let outbox = Arc::new(OutboxSignal::default());
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())
-            .map_err(|e| StartError::Notifications(e.to_string()))?;
-        spawn_workers(&cfg, notifiers, &store, &outbox, &tracker, &background);
+            .map_err(|e| StartError::Notifications(e.to_string()))?
+            .with_clock(clock.clone());
+        let workers = Workers {
+            store: &store,
+            outbox: &outbox,
+            clock: &clock,
+            tracker: &tracker,
+            stop: &background,
+        };
+        spawn_workers(&cfg, notifiers, &workers);
     }
-    let gateway = crate::gateway::Gateway::with_run_grace(cfg.agent_run_grace);
+    let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone());
     // Every replica serves agents, so every replica polls the queue for its own sessions.
     tracker.spawn(
         gateway
@@ -174,6 +193,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
         limiter,
         metrics,
         started: Instant::now(),
+        clock,
         config: cfg.clone(),
         outbox,
         gateway: gateway.clone(),
@@ -226,15 +246,24 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, StartE
     })
 }
 
+/// What the background workers share.
+struct Workers<'a> {
+    store: &'a Arc<dyn Store>,
+    outbox: &'a Arc<OutboxSignal>,
+    clock: &'a Clock,
+    tracker: &'a TaskTracker,
+    stop: &'a CancellationToken,
+}
+
 /// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
-fn spawn_workers(
-    cfg: &Config,
-    notifiers: Notifiers,
-    store: &Arc<dyn Store>,
-    outbox: &Arc<OutboxSignal>,
-    tracker: &TaskTracker,
-    stop: &CancellationToken,
-) {
+fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
+    let Workers {
+        store,
+        outbox,
+        clock,
+        tracker,
+        stop,
+    } = *w;
     let mut destinations = Vec::new();
     if let Some(key) = &cfg.pagerduty_routing_key {
         destinations.push(Destination::Pagerduty {
@@ -253,6 +282,7 @@ fn spawn_workers(
             ..MonitorSettings::default()
         },
         outbox.clone(),
+        clock.clone(),
         stop.clone(),
     ));
     let deliver: Arc<dyn monitor::Deliver> = Arc::new(notifiers);
@@ -265,14 +295,20 @@ fn spawn_workers(
             ..DispatchSettings::default()
         },
         outbox.clone(),
+        clock.clone(),
         stop.clone(),
     ));
     // Ends expired and lost agent runs; guarded UPDATEs, so several workers may sweep.
-    tracker.spawn(crate::gateway::sweep_runs(store.clone(), stop.clone()));
+    tracker.spawn(crate::gateway::sweep_runs(
+        store.clone(),
+        clock.clone(),
+        stop.clone(),
+    ));
     tracker.spawn(monitor::run_housekeeping(
         store.clone(),
         cfg.retention,
         Duration::from_secs(3600),
+        clock.clone(),
         stop.clone(),
     ));
 }

@@ -6,6 +6,8 @@
 //! records every agent heartbeat as a heartbeat of the agent's own service (`agent:<id>`)
 //! through the same [`HeartbeatWriter`](crate::store::batch::HeartbeatWriter) as
 //! `POST /heartbeat`, so the monitor treats a silent host like any silent service.
+//! The session after `welcome` (frames in; control, run requests and drain out) is
+//! [`converse`]; this module keeps the handshake, registration and the session registry.
 //!
 //! Runs queued through `POST /v2/runs` are sent as `run_request`s and the agent's reports stored
 //! and acknowledged ([`runs`]): at the start of a session, when a run is queued for an agent
@@ -24,6 +26,7 @@
 //! revocation at the agent's next heartbeat, when
 //! [`Store::agent_seen`](crate::store::Store::agent_seen) answers `false`.
 
+mod converse;
 mod runs;
 mod watch;
 
@@ -37,20 +40,19 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use medic_protocol::{
-    AgentMessage, Drain, ErrorCode, ErrorMessage, HANDSHAKE_TIMEOUT, Hello, RunId, ServerMessage,
-    SessionId, VersionRange, Welcome,
+    AgentMessage, ErrorCode, ErrorMessage, HANDSHAKE_TIMEOUT, Hello, ServerMessage, SessionId,
+    VersionRange, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::domain::service::HeartbeatName;
-use crate::domain::{ApiKeyId, Priority, Timestamp};
+use crate::domain::{ApiKeyId, Priority};
 use crate::store::batch::HeartbeatWriter;
-use crate::store::{
-    AgentConnectOutcome, AgentConnection, CreateOutcome, HeartbeatOutcome, NewHeartbeat,
-    NewService, Store,
-};
+use crate::store::{AgentConnectOutcome, AgentConnection, CreateOutcome, NewService, Store};
+use converse::Open;
 
 /// How often agents send heartbeats, as announced in `welcome`. An agent configured for a
 /// shorter interval keeps its own.
@@ -95,6 +97,7 @@ struct Shared {
     run_grace: Duration,
     /// Callers waiting for runs to end.
     runs_ended: Arc<RunWatch>,
+    clock: Clock,
 }
 
 /// The live sessions of this replica. Cheap to clone.
@@ -124,6 +127,11 @@ impl Gateway {
     /// timeout (counted from when it was sent, and again from when it started), or `grace`
     /// after the agent reconnected without it.
     pub fn with_run_grace(grace: Duration) -> Self {
+        Self::with_clock(grace, Clock::system())
+    }
+
+    /// [`Self::with_run_grace`], reading the time from `clock`.
+    pub fn with_clock(grace: Duration, clock: Clock) -> Self {
         metrics::describe_gauge!(
             CONNECTED_METRIC,
             "Agent sessions open on this replica (past the handshake)"
@@ -136,8 +144,13 @@ impl Gateway {
                 tracker: TaskTracker::new(),
                 run_grace: grace,
                 runs_ended: Arc::default(),
+                clock,
             }),
         }
+    }
+
+    fn clock(&self) -> &Clock {
+        &self.shared.clock
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -197,7 +210,7 @@ impl Gateway {
             if self.connected() == 0 {
                 continue;
             }
-            match store.agents_with_queued_runs(Timestamp::now()).await {
+            match store.agents_with_queued_runs(self.clock().now()).await {
                 Ok(agents) => {
                     for agent_id in agents {
                         self.notify_run(&agent_id);
@@ -297,7 +310,7 @@ impl Gateway {
             protocol_version: version,
             session_id: SessionId::new(session_id.clone()),
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
-            server_time: medic_protocol::Timestamp::from_unix_millis(Timestamp::now().millis()),
+            server_time: medic_protocol::Timestamp::from_unix_millis(self.clock().now().millis()),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
         });
         let ended = if send(&mut socket, &welcome).await.is_err() {
@@ -314,7 +327,7 @@ impl Gateway {
         self.unregister(&agent_id, &session_id);
         if let Err(e) = ctx
             .store
-            .agent_disconnected(&agent_id, &session_id, Timestamp::now())
+            .agent_disconnected(&agent_id, &session_id, self.clock().now())
             .await
         {
             tracing::warn!(agent_id, error = %e, "could not mark the agent disconnected");
@@ -354,7 +367,7 @@ impl Gateway {
                 "the server could not register the agent; try again later".to_owned(),
             )
         };
-        let now = Timestamp::now();
+        let now = self.clock().now();
         // A refused agent gets no service either: check before creating anything.
         if let Some(existing) = ctx
             .store
@@ -432,189 +445,6 @@ impl Gateway {
             }
         }
     }
-
-    /// The session after `welcome`: heartbeats in, control and drain from the gateway. Returns
-    /// why it ended, for the log.
-    async fn converse(
-        &self,
-        ctx: &SessionContext,
-        socket: &mut WebSocket,
-        control: &mut mpsc::Receiver<Control>,
-        open: Open<'_>,
-    ) -> &'static str {
-        let Open {
-            agent_id,
-            session_id,
-            service_key,
-            running,
-        } = open;
-        let store = &*ctx.store;
-        let grace = self.shared.run_grace;
-        // Runs this agent was running that its hello no longer lists: a result still held by
-        // the agent arrives right after `welcome`; otherwise they end `lost` after the grace.
-        let still: Vec<String> = running.iter().map(|r| r.as_str().to_owned()).collect();
-        let lost_after =
-            Timestamp::now().plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-        match store.orphan_agent_runs(agent_id, &still, lost_after).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(agent_id, runs = n, "runs the agent no longer runs"),
-            Err(e) => tracing::warn!(agent_id, error = %e, "could not check the agent's runs"),
-        }
-        if runs::dispatch(store, socket, agent_id, true, running, grace)
-            .await
-            .is_err()
-        {
-            return "send failed";
-        }
-        loop {
-            let frame = tokio::select! {
-                frame = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => frame,
-                Some(control) = control.recv() => match control {
-                    Control::Close(code, why) => {
-                        let _ = refuse(socket, code, &why, close_code(code)).await;
-                        return code.as_str();
-                    }
-                    Control::Dispatch => {
-                        if runs::dispatch(store, socket, agent_id, false, &[], grace).await.is_err() {
-                            return "send failed";
-                        }
-                        continue;
-                    }
-                },
-                () = self.shared.drain.cancelled() => {
-                    let drain = ServerMessage::Drain(Drain {
-                        reason: "shutdown".to_owned(),
-                        reconnect_after_ms: Some(DRAIN_RECONNECT_AFTER.as_millis() as u64),
-                    });
-                    let _ = send(socket, &drain).await;
-                    let _ = close(socket, 1012, "drain").await;
-                    return "drain";
-                }
-            };
-            let text = match frame {
-                Err(_) => {
-                    let _ = close(socket, 1001, "idle").await;
-                    return "idle";
-                }
-                Ok(None) | Ok(Some(Err(_))) => return "connection lost",
-                Ok(Some(Ok(Message::Close(_)))) => return "closed by the agent",
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Ok(Some(Ok(Message::Binary(_)))) => {
-                    let _ = refuse(
-                        socket,
-                        ErrorCode::Malformed,
-                        "binary frames are not used; send JSON text frames",
-                        1003,
-                    )
-                    .await;
-                    return "malformed";
-                }
-                Ok(Some(Ok(Message::Text(text)))) => text,
-            };
-            let message = match medic_protocol::decode::<AgentMessage>(text.as_str()) {
-                Ok(m) => m,
-                Err(e) => {
-                    let error = e.to_error_message();
-                    let _ =
-                        refuse(socket, error.code, &error.message, close_code(error.code)).await;
-                    return error.code.as_str();
-                }
-            };
-            match message {
-                AgentMessage::Heartbeat(_) => {
-                    let now = Timestamp::now();
-                    match ctx
-                        .writer
-                        .record(NewHeartbeat {
-                            name_key: service_key.clone(),
-                            status: "UP".to_owned(),
-                            run_id: None,
-                            received_at: now,
-                        })
-                        .await
-                    {
-                        Ok(HeartbeatOutcome::Recorded { .. }) => {
-                            metrics::counter!("medic_heartbeats_received_total", "outcome" => "accepted")
-                                .increment(1);
-                        }
-                        Ok(other) => {
-                            tracing::warn!(agent_id, ?other, "agent heartbeat not recorded");
-                        }
-                        Err(e) => tracing::warn!(agent_id, error = %e, "agent heartbeat failed"),
-                    }
-                    match ctx.store.agent_seen(agent_id, session_id, now).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            // Revoked, or a newer session (here or on another replica) took
-                            // over the agent.
-                            let revoked = matches!(
-                                ctx.store.get_agent(agent_id).await,
-                                Ok(Some(a)) if a.revoked_at.is_some()
-                            );
-                            let (code, why) = if revoked {
-                                (ErrorCode::Unauthorized, "this agent was revoked")
-                            } else {
-                                (
-                                    ErrorCode::SessionReplaced,
-                                    "a newer connection of this agent replaced this one",
-                                )
-                            };
-                            let _ = refuse(socket, code, why, close_code(code)).await;
-                            return code.as_str();
-                        }
-                        Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
-                    }
-                    // Runs queued through another replica reach the agent within a heartbeat.
-                    if runs::dispatch(store, socket, agent_id, false, &[], grace)
-                        .await
-                        .is_err()
-                    {
-                        return "send failed";
-                    }
-                }
-                AgentMessage::Hello(_) => {
-                    let code = ErrorCode::UnexpectedMessage;
-                    let _ = refuse(
-                        socket,
-                        code,
-                        "hello is only valid as the first frame",
-                        close_code(code),
-                    )
-                    .await;
-                    return "unexpected_message";
-                }
-                AgentMessage::Error(e) => {
-                    tracing::warn!(agent_id, code = ?e.code, message = e.message, "agent reported an error");
-                    return "error from the agent";
-                }
-                report => {
-                    if runs::report(
-                        store,
-                        socket,
-                        agent_id,
-                        report,
-                        grace,
-                        &self.shared.runs_ended,
-                    )
-                    .await
-                    .is_err()
-                    {
-                        return "send failed";
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An open session: who it is and what its hello said.
-struct Open<'a> {
-    agent_id: &'a str,
-    session_id: &'a str,
-    /// The heartbeat key of the agent's service.
-    service_key: String,
-    /// Runs the agent said are still executing.
-    running: &'a [RunId],
 }
 
 /// What a session needs from the application.

@@ -19,6 +19,7 @@ use axum::extract::ws::WebSocket;
 use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMessage, SkipReason};
 
 use super::send;
+use crate::clock::Clock;
 use crate::domain::Timestamp;
 use crate::store::{AgentRun, AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
 
@@ -77,6 +78,7 @@ fn at(t: &medic_protocol::Timestamp) -> Timestamp {
 /// runs stay where they were.
 pub(super) async fn dispatch(
     store: &dyn Store,
+    clock: &Clock,
     socket: &mut WebSocket,
     agent_id: &str,
     resend: bool,
@@ -84,9 +86,9 @@ pub(super) async fn dispatch(
     grace: Duration,
 ) -> Result<(), axum::Error> {
     if resend {
-        resend_unaccepted(store, socket, agent_id, running, grace).await?;
+        resend_unaccepted(store, clock, socket, agent_id, running, grace).await?;
     }
-    let now = Timestamp::now();
+    let now = clock.now();
     // Claimed before they are sent, so a run that expired (or ended) meanwhile is never sent; a
     // claimed run whose send fails is sent again to the next session.
     let claimed = match store
@@ -116,6 +118,7 @@ pub(super) async fn dispatch(
 /// Sends again the runs an earlier session sent and the agent never accepted.
 async fn resend_unaccepted(
     store: &dyn Store,
+    clock: &Clock,
     socket: &mut WebSocket,
     agent_id: &str,
     running: &[RunId],
@@ -155,7 +158,7 @@ async fn resend_unaccepted(
             version.sha256,
             version.status == ScriptStatus::Approved,
         );
-        let now = Timestamp::now();
+        let now = clock.now();
         match store
             .agent_run_sent(&run.run_id, now, lost_base(now, grace))
             .await
@@ -212,6 +215,7 @@ async fn send_run(
 /// Stores a report about a run and acknowledges it once stored.
 pub(super) async fn report(
     store: &dyn Store,
+    clock: &Clock,
     socket: &mut WebSocket,
     agent_id: &str,
     message: AgentMessage,
@@ -221,7 +225,7 @@ pub(super) async fn report(
     let mut refused = None;
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
-            let base = lost_base(Timestamp::now(), grace);
+            let base = lost_base(clock.now(), grace);
             match store
                 .agent_run_started(agent_id, a.run_id.as_str(), at(&a.started_at), base)
                 .await
@@ -267,7 +271,7 @@ pub(super) async fn report(
             let end = AgentRunEnd::Refused {
                 reason: reason.to_owned(),
                 detail: s.detail,
-                at: Timestamp::now(),
+                at: clock.now(),
             };
             (s.run_id, end)
         }
@@ -286,7 +290,7 @@ pub(super) async fn report(
                     metrics::counter!(REFUSED_METRIC, "reason" => reason).increment(1);
                 }
                 if let Some(sent) = finish.dispatched_at {
-                    let took = Timestamp::now().millis().saturating_sub(sent.millis());
+                    let took = clock.now().millis().saturating_sub(sent.millis());
                     metrics::histogram!(LATENCY_METRIC).record(took.max(0) as f64 / 1000.0);
                 }
             }
@@ -307,20 +311,24 @@ pub(super) async fn report(
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Until `stop`, ends runs that waited in the queue past their expiry (`expired`) and runs sent
-/// or running past their deadline (`lost`). Each pass is two guarded `UPDATE`s, so any number
-/// of replicas may sweep at once and a run still ends once.
+/// or running past their deadline (`lost`), as of `clock`'s time (a manual clock's advance
+/// brings the next pass at once). Each pass is two guarded `UPDATE`s, so any number of
+/// replicas may sweep at once and a run still ends once.
 pub async fn sweep_runs(
     store: std::sync::Arc<dyn Store>,
+    clock: Clock,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = clock.ticks();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
+            () = ticks.advanced() => {}
         }
-        match store.sweep_agent_runs(Timestamp::now()).await {
+        match store.sweep_agent_runs(clock.now()).await {
             Ok(swept) => {
                 for (status, n) in [
                     (AgentRunStatus::Expired, swept.expired),

@@ -142,7 +142,7 @@ async fn list_agents(State(app): State<AppState>, caller: Caller, params: Params
         labels,
     };
     let found = app.store.list_agents(&filter, page).await?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let entries: Vec<Value> = found
         .entries
         .iter()
@@ -174,7 +174,7 @@ async fn get_agent(
     Ok(ok(
         StatusCode::OK,
         "",
-        v2_agent(&app, &agent, Timestamp::now()),
+        v2_agent(&app, &agent, app.clock.now()),
     ))
 }
 
@@ -196,7 +196,7 @@ async fn revoke_agent(
         .get_agent(&agent_id)
         .await?
         .ok_or_else(|| unknown(&agent_id))?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let audit = entry(
         "agent_revoked",
         &who,
@@ -217,13 +217,13 @@ async fn revoke_agent(
         return Ok(ok(
             StatusCode::OK,
             "Agent was already revoked.",
-            v2_agent(&app, &agent, Timestamp::now()),
+            v2_agent(&app, &agent, app.clock.now()),
         ));
     }
     Ok(ok(
         StatusCode::OK,
         "Agent revoked.",
-        v2_agent(&app, &agent, Timestamp::now()),
+        v2_agent(&app, &agent, app.clock.now()),
     ))
 }
 

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, Params, actor, paginated, path_id};
 use super::services::load as load_service;
 use super::teams::mask;
-use crate::domain::{Priority, Scope, Timestamp};
+use crate::domain::{Priority, Scope};
 use crate::notify::event::Destination;
 use crate::store::{
     Alert, AlertChange, AlertFilter, AlertKind, AlertState, DeliveryRecord, TargetId,
@@ -159,7 +159,7 @@ async fn change(
     caller.require(Scope::Write)?;
     let who = actor(headers, caller)?;
     let id = path_id(raw, "alert_id")?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let action = if resolve {
         "alert_resolved"
     } else {

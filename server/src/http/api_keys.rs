@@ -96,7 +96,7 @@ async fn create(
     if scopes.is_empty() {
         return Err(ApiError::bad_request("scopes must not be empty."));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     if body.expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::bad_request("expires_at must be in the future."));
     }
@@ -152,7 +152,7 @@ async fn create(
     security(("bearer" = [])))]
 async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require(Scope::Admin)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let keys: Vec<Value> = app
         .store
         .list_api_keys()
@@ -171,7 +171,7 @@ async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult {
 async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     let admin = caller.require(Scope::Admin)?;
     let id = ApiKeyId(id.trim().to_ascii_lowercase());
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let audit = entry(
         "api_key_revoked",
         &admin.actor(),

@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, Params, actor};
 use crate::domain::service::name_key;
-use crate::domain::{HeartbeatName, Priority, Scope, ServiceState, SnapshotAction, Timestamp};
+use crate::domain::{HeartbeatName, Priority, Scope, ServiceState, SnapshotAction};
 use crate::store::batch::WriteError;
 use crate::store::{
     Alert, AlertState, ChangeMeta, CreateOutcome, HeartbeatOutcome, HeartbeatQuery, MuteChange,
@@ -116,7 +116,7 @@ async fn post_heartbeat(
             name_key: name.key(),
             status: status.to_owned(),
             run_id,
-            received_at: Timestamp::now(),
+            received_at: app.clock.now(),
         })
         .await
         .map_err(|e| match e {
@@ -331,7 +331,7 @@ async fn post_service(
             .filter(|r| !r.is_empty()),
         max_duration_ms: body.max_duration_ms,
         monitoring: Default::default(),
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     match app.store.create_service(&new).await? {
         CreateOutcome::Created(_) => Ok(ok(
@@ -559,7 +559,7 @@ async fn update_service(
     let change = ChangeMeta {
         action: action_for(&before, &patch),
         actor: who,
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     app.store
         .update_service(before.id, &patch, &change)

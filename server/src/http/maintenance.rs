@@ -80,7 +80,7 @@ fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     security(("bearer" = [])))]
 async fn list(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require(Scope::Read)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let scope = params
         .text("scope")
         .map(|s| {
@@ -149,7 +149,7 @@ async fn create(
 ) -> ApiResult {
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let scope = match (body.scope.trim(), body.service_id, body.team_id) {
         ("service", Some(id), None) => WindowScope::Service(ServiceId(id)),
         ("team", None, Some(id)) => WindowScope::Team(TeamId(id)),
@@ -221,7 +221,7 @@ async fn get_one(State(app): State<AppState>, caller: Caller, Path(id): Path<Str
         app.store.get_window(id).await?.ok_or_else(|| {
             ApiError::not_found(format!("Maintenance window {id} was not found."))
         })?;
-    Ok(ok(StatusCode::OK, "", v2_window(&w, Timestamp::now())))
+    Ok(ok(StatusCode::OK, "", v2_window(&w, app.clock.now())))
 }
 
 /// Delete a maintenance window (ends it at once).
@@ -293,7 +293,7 @@ async fn snooze(
     }
     let reason = reason(body.reason.as_deref())?;
     let s = load_service(&app, &id).await?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let ends = now.plus_millis(i64::from(body.minutes) * 60_000);
     let w = MaintenanceWindow::one_time(now, ends).map_err(|e| ApiError::internal(&e))?;
     let audit = |rec: &MaintenanceWindowRecord| {

@@ -14,7 +14,6 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, unauthorized};
 use crate::auth::AuthError;
-use crate::domain::Timestamp;
 use crate::ratelimit::{Decision, RateClass};
 
 const REQUEST_ID: &str = "x-request-id";
@@ -187,7 +186,7 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
     let caller = match token {
         None => Caller::Anonymous,
         Some(None) => Caller::Invalid(AuthError::Malformed),
-        Some(Some(t)) => match app.auth.authenticate(&t, Timestamp::now()).await {
+        Some(Some(t)) => match app.auth.authenticate(&t, app.clock.now()).await {
             Ok(p) => Caller::Key(p),
             Err(e) => Caller::Invalid(e),
         },

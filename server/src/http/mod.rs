@@ -58,6 +58,8 @@ pub struct Inner {
     pub config: Config,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    /// Where handlers read "now" from.
+    pub clock: crate::clock::Clock,
     /// Wakes the notification dispatcher after an operator changes an alert.
     pub outbox: Arc<crate::monitor::OutboxSignal>,
     pub gateway: crate::gateway::Gateway,

@@ -24,7 +24,7 @@ use super::AppState;
 use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, Params, actor, paginated};
-use crate::domain::{Scope, Timestamp};
+use crate::domain::Scope;
 use crate::store::{
     AgentFilter, AgentRecord, AgentRun, AgentRunStatus, NewAgentRun, PageRequest, RunFilter,
     ScriptId, ScriptStatus,
@@ -196,7 +196,7 @@ async fn create_run(
     let single = body.agent_id.is_some();
     let agents = target_agents(&app, body.agent_id, body.agent_ids, body.labels).await?;
 
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let new: Vec<NewAgentRun> = agents
         .iter()
         .map(|agent| {

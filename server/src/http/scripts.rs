@@ -21,7 +21,7 @@ use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, JsonBody, OptionalJsonBody, Params, actor, paginated, path_id};
 use super::legacy::clean_text;
-use crate::domain::{Scope, Timestamp};
+use crate::domain::Scope;
 use crate::store::{
     DecideOutcome, Decision, NewScriptVersion, RegisterOutcome, Script, ScriptDecision,
     ScriptFilter, ScriptId, ScriptStatus, ScriptVersion, parse_interpreter,
@@ -187,7 +187,7 @@ async fn register_script(
     if body.content.contains('\0') {
         return Err(ApiError::bad_request("content must not contain NUL."));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let sha256 = sha256_hex(&body.content);
     let new = NewScriptVersion {
         // The store adds `script_id` and `version` once the version exists.
@@ -288,7 +288,7 @@ async fn decide(
         Decision::Approve => ("script_approved", "Script version approved."),
         Decision::Reject => ("script_rejected", "Script version rejected."),
     };
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let mut details = summary(&script.name, target);
     details["status"] = json!(decision.status());
     details["reason"] = json!(reason);

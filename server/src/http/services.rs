@@ -299,7 +299,7 @@ async fn create(
             },
             alert_on_failure: body.alert_on_failure.unwrap_or(true),
         },
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     match app.store.create_service(&new).await? {
         CreateOutcome::Created(s) => {
@@ -448,7 +448,7 @@ async fn patch(
     let change = ChangeMeta {
         action: action_for(&before, &p),
         actor: who,
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     let after = app
         .store
@@ -517,7 +517,7 @@ async fn mute(
 ) -> ApiResult {
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     if body.until.is_some_and(|u| u <= now) {
         return Err(ApiError::bad_request("until must be in the future."));
     }
@@ -556,7 +556,7 @@ async fn unmute(
         mute: Some(MuteChange::Unmute),
         ..ServicePatch::default()
     };
-    change(&app, s, patch, who, Timestamp::now()).await
+    change(&app, s, patch, who, app.clock.now()).await
 }
 
 async fn change(

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, ok};
 use super::extract::{Caller, OptionalJsonBody, path_id};
 use super::legacy::RunIdValue;
 use crate::domain::stats::{STATS_WINDOW, duration_stats};
-use crate::domain::{Scope, ServiceId, Timestamp};
+use crate::domain::{Scope, ServiceId};
 use crate::store::{JobSignal, JobSignalOutcome, RunStatus, SignalKind};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -90,7 +90,7 @@ async fn signal(
             exit_code: body.exit_code,
             body: text,
             body_truncated: truncated,
-            at: Timestamp::now(),
+            at: app.clock.now(),
         })
         .await?;
     match outcome {

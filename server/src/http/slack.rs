@@ -19,7 +19,6 @@ use super::AppState;
 use super::alerts::v2_alert;
 use super::audit::entry;
 use super::error::{ApiError, ApiResult, ok};
-use crate::domain::Timestamp;
 use crate::store::{Alert, AlertChange};
 
 /// Oldest accepted `X-Slack-Request-Timestamp`, in seconds from now (Slack's recommendation).
@@ -66,7 +65,7 @@ async fn interactions(State(app): State<AppState>, headers: HeaderMap, body: Byt
         .slack_signing_secret
         .as_ref()
         .ok_or_else(unauthorized)?;
-    let now = Timestamp::now();
+    let now = app.clock.now();
     verify(secret.expose(), &headers, &body, now.millis() / 1000)?;
     let payload = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "payload")

@@ -22,7 +22,6 @@ use super::extract::{Caller, JsonBody, actor, path_id};
 use super::legacy::clean_text;
 use super::services::{load as load_service, some};
 use crate::domain::Scope;
-use crate::domain::Timestamp;
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{WorkingHours, WorkingHoursSpec};
 use crate::notify::ssrf;
@@ -189,7 +188,7 @@ async fn create_team(
             .as_deref()
             .map(|c| channel(c, "slack_channel"))
             .transpose()?,
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     let audit = |t: &Team| entry("team_created", &who, None, v2_team(t));
     let team = app
@@ -269,7 +268,7 @@ async fn patch_team(
         .update_team(
             id,
             &patch,
-            Timestamp::now(),
+            app.clock.now(),
             Some(&|t: &Team| entry("team_updated", &who, None, v2_team(t))),
         )
         .await
@@ -459,7 +458,7 @@ async fn create_target(
             .transpose()?
             .unwrap_or(PagingPeriod::Always),
         enabled: body.enabled.unwrap_or(true),
-        at: Timestamp::now(),
+        at: app.clock.now(),
     };
     let audit = |t: &NotificationTarget| entry("target_created", who, service_of(t), v2_target(t));
     let t = app.store.create_target(&new, Some(&audit)).await?;
@@ -603,7 +602,7 @@ async fn patch_target(
         .update_target(
             id,
             &patch,
-            Timestamp::now(),
+            app.clock.now(),
             Some(&|t: &NotificationTarget| {
                 entry("target_updated", &who, service_of(t), v2_target(t))
             }),

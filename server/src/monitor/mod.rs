@@ -12,6 +12,9 @@
 //! and records each outcome (delivered, retry later with backoff, failed). A crash between the
 //! alert's commit and the delivery loses nothing: the row stays pending and is delivered after
 //! the restart (or by another replica once the lease runs out).
+//!
+//! Both take "now" from the application's [`Clock`]; besides their real-time caps they wake
+//! whenever a manual clock is advanced, so tests move time instead of waiting for it.
 
 pub mod judge;
 
@@ -22,6 +25,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::domain::Timestamp;
 use crate::notify::event::{
     AlertEvent, AlertRef, Destination, EventKind, Outcome, ServiceRef, WEBHOOK_SCHEMA_VERSION,
@@ -107,16 +111,19 @@ fn sleep_until(t: Option<Timestamp>, now: Timestamp, cap: Duration) -> Duration 
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Runs monitor passes until `shutdown`.
+/// Runs monitor passes until `shutdown`. Time is `clock`'s: a manual clock's advance wakes the
+/// monitor for a pass at once.
 pub async fn run_monitor(
     store: Arc<dyn Store>,
     settings: MonitorSettings,
     outbox: Arc<OutboxSignal>,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     tracing::info!(batch = settings.batch, "monitor started");
+    let mut ticks = clock.ticks();
     loop {
-        let now = Timestamp::now();
+        let now = clock.now();
         let started = Instant::now();
         let defaults = &settings.defaults;
         let judge = |ctx: &_, d: &_| judge::judge(now, defaults, ctx, d);
@@ -133,7 +140,7 @@ pub async fn run_monitor(
                         "kind" => kind.as_str(), "priority" => priority.as_str(),
                         "team" => team.clone())
                     .increment(1);
-                    let lag = (Timestamp::now().millis() - due.millis()).max(0);
+                    let lag = (clock.now().millis() - due.millis()).max(0);
                     metrics::histogram!("medic_monitor_detection_lag_seconds")
                         .record(lag as f64 / 1000.0);
                     tracing::warn!(kind = kind.as_str(), priority = priority.as_str(),
@@ -150,7 +157,7 @@ pub async fn run_monitor(
                     Duration::ZERO
                 } else {
                     // Rows another replica holds stay due; do not spin on them.
-                    sleep_until(report.next_deadline, Timestamp::now(), settings.max_sleep)
+                    sleep_until(report.next_deadline, clock.now(), settings.max_sleep)
                         .max(Duration::from_millis(20))
                 }
             }
@@ -163,6 +170,7 @@ pub async fn run_monitor(
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
+            () = ticks.advanced() => {}
         }
     }
     tracing::info!("monitor stopped");
@@ -216,8 +224,12 @@ pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
     }
 }
 
-fn result_for(outcome: &Outcome, attempts_before: i32, s: &DispatchSettings) -> DeliveryResult {
-    let at = Timestamp::now();
+fn result_for(
+    outcome: &Outcome,
+    attempts_before: i32,
+    s: &DispatchSettings,
+    at: Timestamp,
+) -> DeliveryResult {
     let attempt = u32::try_from(attempts_before).unwrap_or(0) + 1;
     match outcome {
         Outcome::Delivered {
@@ -259,12 +271,13 @@ async fn deliver_one(
     store: &dyn Store,
     deliver: &dyn Deliver,
     settings: &DispatchSettings,
+    clock: &Clock,
     c: ClaimedDelivery,
 ) {
     let event = event_for(&c, settings.public_url.as_deref());
     let channel = c.delivery.destination.channel();
     let outcome = deliver.deliver(&c.delivery.destination, &event).await;
-    let result = result_for(&outcome, c.delivery.attempts, settings);
+    let result = result_for(&outcome, c.delivery.attempts, settings, clock.now());
     let label = match result.state {
         DeliveryState::Delivered => "delivered",
         DeliveryState::Pending => "retry",
@@ -293,18 +306,21 @@ async fn deliver_one(
     }
 }
 
-/// Delivers the outbox until `shutdown`.
+/// Delivers the outbox until `shutdown`. Time is `clock`'s: a manual clock's advance wakes the
+/// dispatcher to look for deliveries that became due.
 pub async fn run_dispatcher(
     store: Arc<dyn Store>,
     deliver: Arc<dyn Deliver>,
     settings: DispatchSettings,
     outbox: Arc<OutboxSignal>,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     tracing::info!("dispatcher started");
     let lease_ms = i64::try_from(settings.lease.as_millis()).unwrap_or(30_000);
+    let mut ticks = clock.ticks();
     loop {
-        let now = Timestamp::now();
+        let now = clock.now();
         let claimed = store
             .claim_deliveries(now, now.plus_millis(lease_ms), settings.batch)
             .await;
@@ -313,7 +329,7 @@ pub async fn run_dispatcher(
                 let full = batch.len() >= settings.batch as usize;
                 futures::stream::iter(batch)
                     .for_each_concurrent(settings.concurrency, |c| {
-                        deliver_one(store.as_ref(), deliver.as_ref(), &settings, c)
+                        deliver_one(store.as_ref(), deliver.as_ref(), &settings, &clock, c)
                     })
                     .await;
                 if full {
@@ -323,7 +339,7 @@ pub async fn run_dispatcher(
                 }
             }
             Ok(_) => match store.next_delivery_at().await {
-                Ok(next) => sleep_until(next, Timestamp::now(), settings.max_sleep)
+                Ok(next) => sleep_until(next, clock.now(), settings.max_sleep)
                     .max(Duration::from_millis(10)),
                 Err(_) => settings.max_sleep,
             },
@@ -336,6 +352,7 @@ pub async fn run_dispatcher(
             () = shutdown.cancelled() => break,
             () = outbox.0.notified() => {}
             () = tokio::time::sleep(pause) => {}
+            () = ticks.advanced() => {}
         }
     }
     tracing::info!("dispatcher stopped");
@@ -391,20 +408,22 @@ pub async fn housekeep(
     out
 }
 
-/// Runs [`housekeep`] every `every` until `shutdown` (first round one minute after start).
+/// Runs [`housekeep`] every `every` of `clock`'s time until `shutdown` (first round one minute
+/// after start).
 pub async fn run_housekeeping(
     store: Arc<dyn Store>,
     retention: Retention,
     every: Duration,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     let mut pause = Duration::from_secs(60).min(every);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(pause) => {}
+            () = clock.sleep(pause) => {}
         }
-        housekeep(store.as_ref(), &retention, Timestamp::now(), &shutdown).await;
+        housekeep(store.as_ref(), &retention, clock.now(), &shutdown).await;
         pause = every;
     }
 }
@@ -416,18 +435,22 @@ mod tests {
     #[test]
     fn retries_end_in_failure_after_the_last_attempt() {
         let s = DispatchSettings::default();
+        let at = Timestamp::from_millis(1_700_000_000_000);
         let retry = Outcome::Retry {
             status: Some(500),
             error: "boom".into(),
         };
-        assert_eq!(result_for(&retry, 0, &s).state, DeliveryState::Pending);
-        assert!(result_for(&retry, 0, &s).next_attempt_at.is_some());
+        assert_eq!(result_for(&retry, 0, &s, at).state, DeliveryState::Pending);
+        assert!(result_for(&retry, 0, &s, at).next_attempt_at.is_some());
         let last = i32::try_from(s.max_attempts).expect("small") - 1;
-        assert_eq!(result_for(&retry, last, &s).state, DeliveryState::Failed);
+        assert_eq!(
+            result_for(&retry, last, &s, at).state,
+            DeliveryState::Failed
+        );
         let failed = Outcome::Failed {
             status: Some(400),
             error: "bad".into(),
         };
-        assert_eq!(result_for(&failed, 0, &s).state, DeliveryState::Failed);
+        assert_eq!(result_for(&failed, 0, &s, at).state, DeliveryState::Failed);
     }
 }

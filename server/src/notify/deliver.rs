@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Client, redirect};
@@ -23,6 +23,7 @@ use reqwest::{Client, redirect};
 use super::event::{AlertEvent, Destination, Outcome};
 use super::ssrf::{self, INVALID_WEBHOOK_URL, SsrfError, TargetHost};
 use super::{pagerduty, slack, webhook};
+use crate::clock::Clock;
 
 /// Largest response body read from Slack or PagerDuty; their answers are a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -98,6 +99,8 @@ pub struct Notifiers {
     settings: Arc<NotifySettings>,
     /// For the operator-configured endpoints (Slack, PagerDuty).
     client: Client,
+    /// Stamps webhook signatures.
+    clock: Clock,
 }
 
 impl Notifiers {
@@ -108,7 +111,15 @@ impl Notifiers {
         Ok(Self {
             settings: Arc::new(settings),
             client,
+            clock: Clock::system(),
         })
+    }
+
+    /// The same notifiers, reading the time for webhook signatures from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn settings(&self) -> &NotifySettings {
@@ -284,9 +295,7 @@ impl Notifiers {
             Ok(b) => b,
             Err(e) => return failed(&format!("cannot serialize the event: {e}")),
         };
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let timestamp = u64::try_from(self.clock.now().millis().div_euclid(1000)).unwrap_or(0);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(

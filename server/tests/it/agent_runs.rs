@@ -378,6 +378,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
     ));
     let pd_url = pd.url("/v2/enqueue");
     let app = TestApp::builder()
+        .manual_clock()
         .configure(move |c| {
             c.notify.pagerduty_events_url = pd_url;
             c.pagerduty_routing_key = Some("refusal-key".parse().expect("key"));
@@ -388,7 +389,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
     let writer = app.create_key(&["write"]).await;
     let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let _agent = AgentProcess::start_with(
+    let agent_process = AgentProcess::start_with(
         &addr,
         &agent_key,
         "guarded-1",
@@ -439,19 +440,51 @@ async fn a_refused_run_opens_an_alert_and_pages() {
     assert_eq!(triggers[0]["routing_key"], "refusal-key");
     assert_eq!(triggers[0]["dedup_key"], alert["dedup_key"]);
 
-    // More passes over the agent's service (it keeps beating) add nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A later pass over the agent's service sees the refusal again (it looks a day back) and
+    // adds nothing. To make one happen, the agent goes away and its service's interval passes:
+    // that pass opens the agent's `heartbeat_missing` alert.
+    drop(agent_process);
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        "guarded-1",
+        Duration::from_secs(30),
+        "disconnect",
+        |a| a["status"] == "disconnected",
+    )
+    .await;
+    let interval = medic_server::gateway::AGENT_SERVICE_INTERVAL_SECONDS.unsigned_abs();
+    app.advance(Duration::from_secs(interval + 1));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = admin_get(
+            &app.client,
+            &app.base,
+            &format!(
+                "/v2/alerts?kind=heartbeat_missing&service_id={}",
+                alert["service_id"]
+            ),
+        )
+        .await
+        .unwrap();
+        if page["total_count"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no later pass: {page:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let page = admin_get(&app.client, &app.base, "/v2/alerts?kind=run_refused")
         .await
         .unwrap();
     assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page:#}");
-    assert_eq!(
-        pd.requests()
-            .iter()
-            .filter(|r| r.json()["event_action"] == "trigger")
-            .count(),
-        1
-    );
+    // Paged twice in all: the refusal once, the silence once.
+    let seen = pd.wait_for(2, Duration::from_secs(10)).await;
+    let refusal_pages = seen
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["event_action"] == "trigger" && b["dedup_key"] == alert["dedup_key"])
+        .count();
+    assert_eq!(refusal_pages, 1, "{seen:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +541,6 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
         json!({ "agent_id": "runner-1", "script_id": greet, "parameters": { "WHO": "again" } }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = admin_get(&app.client, &app.base, &format!("/v2/runs/{later}"))
         .await
         .unwrap();
@@ -517,6 +549,14 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     let run = finished(&app, &later).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "hello again\n");
+    // It waited for the agent: sent by the session the agent opened when it came back.
+    let back = admin_get(&app.client, &app.base, "/v2/agents/runner-1")
+        .await
+        .unwrap();
+    assert!(
+        run["dispatched_at"].as_str() >= back["connected_at"].as_str(),
+        "sent before the agent was back: {run:#} {back:#}"
+    );
 
     let text = app.metrics().await;
     let n = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
@@ -631,6 +671,41 @@ async fn run_until(
     }
 }
 
+/// Moves the server's manual clock a second at a time until the run satisfies `pred`,
+/// looking after each step (the run sweep wakes on every move). Returns how much of the
+/// server's time had to pass; fails past `at_most`.
+async fn advance_until_run(
+    app: &TestApp,
+    run_id: &str,
+    what: &str,
+    at_most: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Duration {
+    let step = Duration::from_secs(1);
+    let mut passed = Duration::ZERO;
+    loop {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{run_id}"))
+                .await
+                .expect("the run exists");
+            if pred(&run) {
+                return passed;
+            }
+            assert!(
+                passed < at_most,
+                "run never {what} within {at_most:?}: {run:#}"
+            );
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.advance(step);
+        passed += step;
+    }
+}
+
 /// Waits (up to 30 s) until the agent `agent_id` is connected.
 async fn connected(app: &TestApp, agent_id: &str) {
     wait_for_agent(
@@ -655,6 +730,7 @@ fn shared_dir() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() {
     let app = TestApp::builder()
+        .manual_clock()
         .configure(|c| c.agent_run_grace = Duration::from_secs(1))
         .spawn()
         .await;
@@ -677,7 +753,14 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
     .await;
     run_until(&app.base, &app.client, &run_id, "started", running).await;
     drop(agent); // SIGKILL
-    let run = run_until(&app.base, &app.client, &run_id, "lost", lost).await;
+    let took = advance_until_run(&app, &run_id, "lost", Duration::from_secs(30), lost).await;
+    assert!(
+        took >= Duration::from_secs(3),
+        "lost after {took:?}, before its timeout and the grace had passed"
+    );
+    let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{run_id}"))
+        .await
+        .unwrap();
     assert!(
         run["exit_code"].is_null() && run["finished_at"].is_string(),
         "{run:#}"
@@ -694,11 +777,22 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
     )
     .await;
     run_until(&app.base, &app.client, &run_id, "started", running).await;
-    let killed_at = Instant::now();
+    let before = admin_get(&app.client, &app.base, "/v2/agents/doomed-1")
+        .await
+        .unwrap();
     drop(agent);
     let _agent = AgentProcess::start_with(&addr, &agent_key, "doomed-1", allow);
-    run_until(&app.base, &app.client, &run_id, "lost", lost).await;
-    assert!(killed_at.elapsed() < Duration::from_secs(60));
+    wait_for_agent(
+        &app.client,
+        &app.base,
+        "doomed-1",
+        Duration::from_secs(30),
+        "reconnect",
+        |a| a["status"] == "connected" && a["session_id"] != before["session_id"],
+    )
+    .await;
+    let took = advance_until_run(&app, &run_id, "lost", Duration::from_secs(10), lost).await;
+    assert!(took >= Duration::from_secs(1), "lost before the grace");
 
     // Queued for an agent that stays away past the expiry: expired, and never sent when the
     // agent comes back.
@@ -725,10 +819,22 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
     assert!(queued["expires_at"].is_string(), "{queued:#}");
     let expiring = queued["run_id"].as_str().unwrap().to_owned();
     let expired = |r: &Value| r["status"] == "expired";
-    run_until(&app.base, &app.client, &expiring, "expired", expired).await;
+    let took =
+        advance_until_run(&app, &expiring, "expired", Duration::from_secs(10), expired).await;
+    assert!(took >= Duration::from_secs(1), "expired early");
     let _back = AgentProcess::start_with(&addr, &agent_key, "away-1", allow);
     connected(&app, "away-1").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A run queued now is claimed and sent by the returning agent's session; a claim would
+    // have taken the expired run too, so once this one has left the queue the other had every
+    // chance to be sent.
+    let fresh = queue(
+        &app,
+        &writer,
+        json!({ "agent_id": "away-1", "script_id": sleepy }),
+    )
+    .await;
+    let sent = |r: &Value| r["status"] != "queued";
+    run_until(&app.base, &app.client, &fresh, "sent", sent).await;
     let run = admin_get(&app.client, &app.base, &format!("/v2/runs/{expiring}"))
         .await
         .unwrap();
@@ -772,8 +878,15 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
         "echo ran >> \"$MEDIC_PARAM_LOG\"\nsleep 3\necho done\n",
     )
     .await;
+    let mark = approved_script(
+        &app,
+        &writer,
+        "mark",
+        "echo marked >> \"$MEDIC_PARAM_LOG\"\n",
+    )
+    .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let allow = "[[allow]]\nscript = \"once\"\n";
+    let allow = "[[allow]]\nscript = \"once\"\n[[allow]]\nscript = \"mark\"\n";
     let _agent = AgentProcess::start_with(&addr, &agent_key, "cut-1", allow);
     connected(&app, "cut-1").await;
     let dir = shared_dir();
@@ -795,18 +908,33 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .expect("rebind the same port");
-    let restarted = medic_server::server::start(stopped.config.clone(), listener)
-        .await
-        .expect("server restarts");
+    let restarted = medic_server::server::start_with_clock(
+        stopped.config.clone(),
+        listener,
+        stopped.clock.clone(),
+    )
+    .await
+    .expect("server restarts");
     let base = format!("http://{}", restarted.addr);
     let ended = |r: &Value| r["status"] != "running" && r["status"] != "dispatched";
     let run = run_until(&base, &client, &run_id, "reported", ended).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "done\n");
-    // Give a redelivery every chance to happen: the script ran once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A redelivery would have been sent ahead of a run queued now, on the same session, and
+    // started first: once this one has ended, the log shows whether the first ran twice.
+    let r = crate::support::send(
+        client
+            .post(format!("{base}/v2/runs"))
+            .bearer_auth(&writer)
+            .json(&json!({ "agent_id": "cut-1", "script_id": mark,
+                           "parameters": { "LOG": log.display().to_string() } })),
+    )
+    .await;
+    let marker = assert_ok(&r, 201)["run_id"].as_str().unwrap().to_owned();
+    let run = run_until(&base, &client, &marker, "reported", ended).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
     let ran = std::fs::read_to_string(&log).expect("the script wrote its log");
-    assert_eq!(ran, "ran\n", "the run was executed more than once");
+    assert_eq!(ran, "ran\nmarked\n", "the run was executed more than once");
     let run = admin_get(&client, &base, &format!("/v2/runs/{run_id}"))
         .await
         .unwrap();
@@ -1002,7 +1130,48 @@ async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
         |a| a["status"] == "connected",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the session get past its start: its first heartbeat is recorded (the session's own
+    // dispatch came before it), and a run queued on B itself, delivered by the same session
+    // loop after that heartbeat's dispatch, has ended. From then on only B's queue poll (or a
+    // heartbeat 20 s away) sends the agent anything.
+    let a_base = format!("http://127.0.0.1:{pa}");
+    let agent = admin_get(&client, &a_base, "/v2/agents/far-1")
+        .await
+        .unwrap();
+    let service = agent["service_id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = admin_get(
+            &client,
+            &a_base,
+            &format!("/v2/services/{service}/heartbeats?limit=1"),
+        )
+        .await
+        .unwrap();
+        if page["entries"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat from the agent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let local = call(
+        &client,
+        pb,
+        &writer,
+        post.clone(),
+        "/v2/runs",
+        Some(json!({ "agent_id": "far-1", "script_id": script_id, "parameters": { "WHO": "A" } })),
+    )
+    .await;
+    let done = |r: &Value| r["status"] == "succeeded";
+    run_until(
+        &a_base,
+        &client,
+        local["run_id"].as_str().unwrap(),
+        "succeeded",
+        done,
+    )
+    .await;
     let queued_at = Instant::now();
     let run = call(
         &client,
@@ -1014,7 +1183,6 @@ async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
     )
     .await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let done = |r: &Value| r["status"] == "succeeded";
     let run = run_until(
         &format!("http://127.0.0.1:{pa}"),
         &client,

@@ -123,6 +123,13 @@ impl AgentProcess {
     }
 }
 
+impl AgentProcess {
+    /// What the agent has logged so far (JSON lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -197,7 +204,7 @@ async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     let key = app.create_key(&["agent"]).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let client = app.client.clone();
-    let _agent = AgentProcess::start(&addr, &key, "it-host-1");
+    let agent_process = AgentProcess::start(&addr, &key, "it-host-1");
 
     // Connected, with what the hello said.
     let agent = wait_for_agent(
@@ -260,9 +267,10 @@ async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     let listener = TcpListener::bind(&addr)
         .await
         .expect("rebind the same port");
-    let restarted = server::start(stopped.config.clone(), listener)
-        .await
-        .expect("server restarts");
+    let restarted =
+        server::start_with_clock(stopped.config.clone(), listener, stopped.clock.clone())
+            .await
+            .expect("server restarts");
     let base = format!("http://{}", restarted.addr);
     let agent = wait_for_agent(
         &client,
@@ -291,7 +299,22 @@ async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["results"]["status"], "revoked", "{body:#}");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The session is closed, and the agent, dialling again, is refused at its next hello: its
+    // log shows the refusal twice (the close, then a reconnection).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent_process
+        .log()
+        .matches("this agent was revoked")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent was not refused again: {}",
+            agent_process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let agent = admin_get(&client, &base, "/v2/agents/it-host-1")
         .await
         .unwrap();

@@ -1,6 +1,10 @@
 //! Alerting end to end: a real server (in process, or the binary for crash and replica tests)
 //! detects silence, opens alerts, routes them, and delivers to local recording servers standing
 //! in for PagerDuty, Slack and webhook receivers.
+//!
+//! The in-process servers run on a manual clock: a test lets a service's interval pass with
+//! [`TestApp::advance`] instead of waiting for it. The binaries run on the wall clock, so those
+//! tests wait for the events they expect (an alert listed, the outbox empty), never a fixed time.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -27,6 +31,7 @@ fn pd_ok() -> Answer {
 async fn app_with(pd: &Recorder, database: Option<String>) -> TestApp {
     let pd_url = pd.url("/v2/enqueue");
     TestApp::builder()
+        .manual_clock()
         .configure(move |c| {
             c.notify.pagerduty_events_url = pd_url;
             c.notify.allow_private_webhook_targets = true;
@@ -37,6 +42,11 @@ async fn app_with(pd: &Recorder, database: Option<String>) -> TestApp {
         })
         .spawn()
         .await
+}
+
+/// Lets services with a one-second interval go down: more than their interval passes.
+fn silence(app: &TestApp) {
+    app.advance(Duration::from_millis(1_500));
 }
 
 /// Polls `GET /v2/alerts?<query>` until `n` alerts are listed.
@@ -51,6 +61,28 @@ async fn wait_alerts(app: &TestApp, query: &str, n: usize, within: Duration) -> 
             return entries;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the one pending delivery's failed attempt is recorded; returns in how many
+/// milliseconds (of the server's clock) its retry is due. While an attempt is in flight the row
+/// is leased for the dispatch lease (30 s), longer than any first retry delay.
+async fn retry_due_in(app: &TestApp) -> i64 {
+    let store = app.store().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = store.next_delivery_at().await.expect("read the outbox");
+        if let Some(due) = next {
+            let due_in = due.millis() - app.now().millis();
+            if due_in <= 5_000 {
+                return due_in;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed attempt was never recorded: {next:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -95,6 +127,7 @@ async fn full_cycle(database: Option<String>) {
     let b = app
         .create_service(&json!({"heartbeat_name": "nightly-export", "interval_seconds": 1, "team": "data", "priority": "p1", "runbook": "https://runbooks.example/export"}))
         .await;
+    silence(&app);
 
     let alerts = wait_alerts(&app, "state=open", 2, Duration::from_secs(10)).await;
     let by_service: HashMap<i64, &Value> = alerts
@@ -229,14 +262,25 @@ async fn a_failing_receiver_is_retried_with_backoff_and_the_monitor_keeps_going(
     let app = app_with(&pd, None).await;
     app.create_service(&json!({"heartbeat_name": "flaky", "interval_seconds": 1}))
         .await;
+    silence(&app);
     let first = wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
-    // The first attempt fails (500), the retry (1–5 s later) succeeds.
-    let seen = pd.wait_for(2, Duration::from_secs(15)).await;
+    // The first attempt fails (500) and is put off by 1–5 s; once that has passed, the retry
+    // succeeds.
+    pd.wait_for(1, Duration::from_secs(10)).await;
+    let retry_in = retry_due_in(&app).await;
+    assert!(
+        (1_000..=5_000).contains(&retry_in),
+        "retry due in {retry_in} ms"
+    );
+    assert_eq!(pd.requests().len(), 1, "retried before it was due");
+    app.advance(Duration::from_millis(retry_in.unsigned_abs()));
+    let seen = pd.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(events(&seen, "trigger").len(), 2);
     assert_eq!(seen[0].json()["dedup_key"], seen[1].json()["dedup_key"]);
     // Meanwhile another service going silent is still detected.
     app.create_service(&json!({"heartbeat_name": "other", "interval_seconds": 1}))
         .await;
+    silence(&app);
     wait_alerts(&app, "state=open", 2, Duration::from_secs(10)).await;
     let text = app.metrics().await;
     assert!(
@@ -259,6 +303,7 @@ async fn a_receiver_that_times_out_shows_in_the_delivery_log_and_is_retried() {
     hook.answer(Answer::status(200).after(Duration::from_secs(5)));
     let pd_url = pd.url("/v2/enqueue");
     let app = TestApp::builder()
+        .manual_clock()
         .configure(move |c| {
             c.notify.pagerduty_events_url = pd_url;
             c.notify.allow_private_webhook_targets = true;
@@ -279,7 +324,9 @@ async fn a_receiver_that_times_out_shows_in_the_delivery_log_and_is_retried() {
         201,
     );
     let target_id = target["target_id"].as_i64().expect("target id");
+    silence(&app);
     wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
+    // The notification timeout is real time (the receiver really is slow): poll for its end.
     let deadline = Instant::now() + Duration::from_secs(20);
     let entry = loop {
         let r = app
@@ -324,6 +371,7 @@ async fn a_receiver_that_times_out_shows_in_the_delivery_log_and_is_retried() {
     // The monitor is not held up by the slow receiver.
     app.create_service(&json!({"heartbeat_name": "another", "interval_seconds": 1}))
         .await;
+    silence(&app);
     wait_alerts(&app, "state=open", 2, Duration::from_secs(10)).await;
 }
 
@@ -386,13 +434,31 @@ async fn a_child_of_a_down_parent_does_not_page_separately() {
     let parent = app
         .create_service(&json!({"heartbeat_name": "rack-7", "interval_seconds": 1}))
         .await;
+    silence(&app);
     wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
+    pd.wait_for(1, Duration::from_secs(10)).await;
     // The child goes silent while the parent is down.
-    app.create_service(&json!({"heartbeat_name": "host-7a", "interval_seconds": 1,
-        "parent_id": parent["service_id"]}))
+    let child = app
+        .create_service(&json!({"heartbeat_name": "host-7a", "interval_seconds": 1,
+            "parent_id": parent["service_id"]}))
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_alerts(&app, "state=open", 1, Duration::from_secs(1)).await;
+    silence(&app);
+    // Judged down (its state and any alert commit in the same pass)...
+    let path = format!("/v2/services/{}", child["service_id"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = assert_ok(&app.admin().get(&path).await, 200)["state"].clone();
+        if state == "down" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child was never judged: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and folded into the parent's alert: no alert, so no outbox row and no page.
+    wait_alerts(&app, "state=open", 1, Duration::ZERO).await;
     let seen = pd.requests();
     assert_eq!(events(&seen, "trigger").len(), 1, "only the parent pages");
     let text = app.metrics().await;
@@ -413,6 +479,7 @@ async fn the_slack_acknowledge_button_acknowledges_with_a_valid_signature_only()
     pd.answer(pd_ok());
     let pd_url = pd.url("/v2/enqueue");
     let app = TestApp::builder()
+        .manual_clock()
         .configure(move |c| {
             c.notify.pagerduty_events_url = pd_url;
             c.pagerduty_routing_key = Some("legacy-routing-key".parse::<Secret>().expect("key"));
@@ -422,6 +489,7 @@ async fn the_slack_acknowledge_button_acknowledges_with_a_valid_signature_only()
         .await;
     app.create_service(&json!({"heartbeat_name": "slacky", "interval_seconds": 1}))
         .await;
+    silence(&app);
     let alert = wait_alerts(&app, "state=open", 1, Duration::from_secs(10)).await;
     let id = alert[0]["alert_id"].as_i64().expect("id");
     let payload = json!({"type": "block_actions", "user": {"id": "U1", "username": "dana"},
@@ -529,6 +597,23 @@ async fn api(
     r.json().await.expect("json")
 }
 
+/// Waits until no delivery is pending in the database at `url`: nothing is left to send.
+async fn wait_outbox_empty(url: &str, within: Duration) {
+    let config = medic_server::config::Config::for_database(url);
+    let store = medic_server::server::open_store(&config)
+        .await
+        .expect("open the store");
+    let deadline = Instant::now() + within;
+    while let Some(due) = store.next_delivery_at().await.expect("read the outbox") {
+        assert!(
+            Instant::now() < deadline,
+            "a delivery is still pending (due {due})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().await;
+}
+
 fn kill9(child: &mut Child) {
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
@@ -561,9 +646,10 @@ async fn a_server_killed_before_its_page_is_confirmed_pages_once_after_restart()
     let port = free_port();
     let mut second = server(&db, &pd.url("/v2/enqueue"), port, dir.path());
     wait_up(&client, port).await;
-    // The outbox row survived; after the dead process's lease it is delivered again.
+    // The outbox row survived; after the dead process's lease it is delivered again, and once
+    // that is recorded nothing is left to send.
     let seen = pd.wait_for(2, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_outbox_empty(&db, Duration::from_secs(20)).await;
     let all = pd.requests();
     kill9(&mut second);
     assert_eq!(
@@ -605,8 +691,13 @@ async fn two_replicas_page_each_incident_once_even_when_one_dies() {
         )
         .await;
     }
-    // Kill one replica midway.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Kill one replica midway: once some incidents have been paged, while most are still to
+    // come.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&pd.requests(), "trigger").len() < 20 {
+        assert!(Instant::now() < deadline, "no incident paged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     kill9(&mut a);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut alerts = 0;
@@ -629,7 +720,9 @@ async fn two_replicas_page_each_incident_once_even_when_one_dies() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Deliveries the dead replica held are resent once their lease runs out: wait until none
+    // is left before counting.
+    wait_outbox_empty(&db.url, Duration::from_secs(30)).await;
     let page = api(
         &client,
         pb,

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use medic_server::domain::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -201,11 +200,12 @@ async fn scopes_are_enforced_with_403() {
 #[tokio::test]
 async fn an_expired_key_is_refused_even_while_cached() {
     let app = TestApp::builder()
+        .manual_clock()
         .api_key_cache(Duration::from_secs(300))
         .spawn()
         .await;
     let before = auth_failures(&app, "expired").await;
-    let expires = Timestamp::now().plus_millis(1_500);
+    let expires = app.now().plus_millis(1_500);
     let created = app
         .create_key_with(&json!({ "name": "short-lived", "scopes": "read",
                                   "expires_at": expires.rfc3339() }))
@@ -215,8 +215,10 @@ async fn an_expired_key_is_refused_even_while_cached() {
     let key = created["key"].as_str().unwrap().to_owned();
     assert_ok(&app.with_key(&key).get("/v2/services").await, 200);
 
-    let wait = expires.millis() - Timestamp::now().millis() + 100;
-    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    // Valid up to its expiry, refused from then on, though the verified key is still cached.
+    app.advance(Duration::from_millis(1_499));
+    assert_ok(&app.with_key(&key).get("/v2/services").await, 200);
+    app.advance(Duration::from_millis(1));
     let r = app.with_key(&key).get("/v2/services").await;
     assert_unauthorized(&r, "API key has expired.");
     assert!(auth_failures(&app, "expired").await >= before + 1.0);
@@ -224,7 +226,7 @@ async fn an_expired_key_is_refused_even_while_cached() {
     let keys = assert_ok(&app.admin().get("/v2/api-keys").await, 200);
     assert_eq!(keys[0]["status"], "expired");
 
-    let past = Timestamp::now().plus_millis(-1_000).rfc3339();
+    let past = app.now().plus_millis(-1_000).rfc3339();
     let r = app
         .admin()
         .post_json(

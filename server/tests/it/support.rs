@@ -16,7 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use medic_server::clock::Clock;
 use medic_server::config::{Config, RateLimiterType, RateLimits, Secret};
+use medic_server::domain::Timestamp;
 use medic_server::server::{self, Running};
 use medic_server::store::Store;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -42,6 +44,7 @@ type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
 /// Options for [`TestApp`]; [`Builder::spawn`] starts the server.
 pub struct Builder {
     anonymous: bool,
+    clock: Clock,
     tweaks: Vec<Tweak>,
 }
 
@@ -66,6 +69,14 @@ impl Builder {
             .map(|c| c.parse().expect("CIDR"))
             .collect::<Vec<_>>();
         self.configure(move |c| c.trusted_proxies = nets)
+    }
+
+    /// The server reads a manual clock, starting at the current time, that only
+    /// [`TestApp::advance`] moves: time passes for the monitor, the dispatcher, the gateway and
+    /// the handlers without the test waiting.
+    pub fn manual_clock(mut self) -> Self {
+        self.clock = Clock::manual(Timestamp::now());
+        self
     }
 
     pub fn api_key_cache(self, ttl: Duration) -> Self {
@@ -98,7 +109,7 @@ impl Builder {
             tweak(&mut config);
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let running = server::start(config.clone(), listener)
+        let running = server::start_with_clock(config.clone(), listener, self.clock.clone())
             .await
             .expect("server starts");
         let base = format!("http://{}", running.addr);
@@ -110,6 +121,7 @@ impl Builder {
             base,
             client,
             config,
+            clock: self.clock,
             running: Some(running),
             _dir: dir,
         }
@@ -122,6 +134,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub config: Config,
+    /// The server's clock (the system clock unless [`Builder::manual_clock`]).
+    pub clock: Clock,
     running: Option<Running>,
     _dir: TempDir,
 }
@@ -138,6 +152,7 @@ impl TestApp {
     pub fn builder() -> Builder {
         Builder {
             anonymous: false,
+            clock: Clock::system(),
             tweaks: Vec::new(),
         }
     }
@@ -145,6 +160,17 @@ impl TestApp {
     /// A server with the defaults: anonymous heartbeats off.
     pub async fn spawn() -> Self {
         Self::builder().spawn().await
+    }
+
+    /// Moves the server's manual clock forward (see [`Builder::manual_clock`]); the monitor,
+    /// the dispatcher and the run sweep look again at once.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// The server's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -248,6 +274,7 @@ impl TestApp {
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
         Stopped {
             config: self.config.clone(),
+            clock: self.clock.clone(),
             _dir: dir,
         }
     }
@@ -256,6 +283,8 @@ impl TestApp {
 /// What is left of a [`TestApp`] after [`TestApp::shutdown`]: its database.
 pub struct Stopped {
     pub config: Config,
+    /// The clock the server read, to start the next one on.
+    pub clock: Clock,
     _dir: TempDir,
 }
 
