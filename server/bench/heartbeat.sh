@@ -24,7 +24,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)"; exit 1; }
 cargo build --release --locked -p medic-server --bin medic-server --example baseline >&2
-BIN="$CARGO_TARGET_DIR/release/medic-server"
+# MEDIC_BENCH_SERVER_BIN: measure another build of the server (e.g. the static one of the image).
+BIN="${MEDIC_BENCH_SERVER_BIN:-$CARGO_TARGET_DIR/release/medic-server}"
 BASELINE="$CARGO_TARGET_DIR/release/examples/baseline"
 WORK=$(mktemp -d)
 PID=""

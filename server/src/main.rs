@@ -11,6 +11,13 @@ use medic_server::domain::{Scopes, Timestamp, apikey};
 use medic_server::store::{NewApiKey, NewAuditEntry};
 use medic_server::{server, telemetry};
 
+/// The static (musl) build, which the container image ships, allocates with mimalloc: musl's
+/// own allocator takes one global lock per call, which the runtime's worker threads then queue
+/// on. The glibc build keeps glibc's allocator. docs/benchmarks.md has the two side by side.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
