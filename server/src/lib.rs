@@ -14,6 +14,8 @@
 //! - [`http`] — the router, middleware and one module per resource.
 //! - [`notify`] — outbound notifications: Slack, PagerDuty and signed webhooks, one delivery
 //!   attempt at a time, retry backoff, and the SSRF guard for user-set URLs.
+//! - [`playbook`] — the pure core of auto-remediation: documents, plans, variables, secrets,
+//!   the execution state machine, triggers and the circuit breaker.
 //! - [`telemetry`] — logging and the Prometheus recorder.
 //! - [`server`] — process lifecycle: start on a bound listener, drain on shutdown.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod gateway;
 pub mod http;
 pub mod monitor;
 pub mod notify;
+pub mod playbook;
 pub mod ratelimit;
 pub mod server;
 pub mod store;

@@ -1,0 +1,459 @@
+//! Variables: `${NAME}`, `${steps.<step>.<field>}` and `${secrets.NAME}` in the text of a
+//! playbook, and the masking of secret values in everything that leaves an execution.
+//!
+//! A [`Template`] is parsed once, when the document is validated, so a malformed reference is a
+//! validation problem; rendering resolves every reference through a [`Scope`] and fails on the
+//! first one it cannot resolve — a reference is never left in the text. `$${` writes a literal
+//! `${`; a `$` not followed by `{` is just a dollar sign.
+//!
+//! Script parameters are rendered with the same templates, but their values travel to the
+//! script as data (environment variables); nothing here ever builds script source.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use super::secrets::SecretValue;
+
+/// The names the execution context provides, spelled as they are written in `${…}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContextVar {
+    ServiceId,
+    ServiceName,
+    HeartbeatName,
+    AlertId,
+    ExecutionId,
+    PlaybookName,
+    PlaybookVersion,
+    Trigger,
+}
+
+impl ContextVar {
+    pub const ALL: [Self; 8] = [
+        Self::ServiceId,
+        Self::ServiceName,
+        Self::HeartbeatName,
+        Self::AlertId,
+        Self::ExecutionId,
+        Self::PlaybookName,
+        Self::PlaybookVersion,
+        Self::Trigger,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceId => "SERVICE_ID",
+            Self::ServiceName => "SERVICE_NAME",
+            Self::HeartbeatName => "HEARTBEAT_NAME",
+            Self::AlertId => "ALERT_ID",
+            Self::ExecutionId => "EXECUTION_ID",
+            Self::PlaybookName => "PLAYBOOK_NAME",
+            Self::PlaybookVersion => "PLAYBOOK_VERSION",
+            Self::Trigger => "TRIGGER",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+/// The fields of an earlier step's result that `${steps.<step>.<field>}` may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StepField {
+    /// `completed`, `failed`, `interrupted`, … (every step kind).
+    Status,
+    /// The script's exit code (script steps; the first failing run's, else the last run's).
+    ExitCode,
+    /// The captured, capped and masked output (script and webhook steps).
+    Output,
+    /// The HTTP status code of the response (webhook steps).
+    HttpStatus,
+}
+
+impl StepField {
+    pub const ALL: [Self; 4] = [Self::Status, Self::ExitCode, Self::Output, Self::HttpStatus];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::ExitCode => "exit_code",
+            Self::Output => "output",
+            Self::HttpStatus => "http_status",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+/// One `${…}` reference as written; whether a plain name is a context variable or an input is
+/// decided by validation, which knows the declared inputs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reference {
+    /// `${NAME}`: a context variable or a declared input.
+    Name(String),
+    /// `${steps.<step>.<field>}`; `field` is kept as written so validation can name a bad one.
+    Step { step: String, field: String },
+    /// `${secrets.NAME}`.
+    Secret(String),
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => write!(f, "${{{name}}}"),
+            Self::Step { step, field } => write!(f, "${{steps.{step}.{field}}}"),
+            Self::Secret(name) => write!(f, "${{secrets.{name}}}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Ref(Reference),
+}
+
+/// A parsed text with references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+/// Why a text is not a valid template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`${{` at byte {at} is never closed with `}}` (write `$${{` for a literal `${{`)")]
+    Unclosed { at: usize },
+    #[error(
+        "`${{{inner}}}` is not a variable: use ${{NAME}}, ${{steps.<step>.<field>}} or ${{secrets.NAME}}"
+    )]
+    Malformed { inner: String },
+}
+
+/// A reference that could not be resolved when rendering.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown variable {reference}")]
+pub struct Unresolved {
+    pub reference: Reference,
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A step name: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+pub fn is_step_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A variable, input or secret name: a letter or `_`, then letters, digits or `_`.
+pub fn is_variable_name(s: &str) -> bool {
+    s.len() <= 64 && is_name(s)
+}
+
+fn parse_reference(inner: &str) -> Option<Reference> {
+    if let Some(rest) = inner.strip_prefix("secrets.") {
+        return is_variable_name(rest).then(|| Reference::Secret(rest.to_owned()));
+    }
+    if let Some(rest) = inner.strip_prefix("steps.") {
+        let (step, field) = rest.rsplit_once('.')?;
+        return (is_step_name(step) && is_name(field)).then(|| Reference::Step {
+            step: step.to_owned(),
+            field: field.to_owned(),
+        });
+    }
+    is_variable_name(inner).then(|| Reference::Name(inner.to_owned()))
+}
+
+impl Template {
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = source;
+        let mut offset = 0;
+        while let Some(i) = rest.find('$') {
+            text.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(escaped) = after.strip_prefix("${") {
+                text.push_str("${");
+                offset += i + 3;
+                rest = escaped;
+            } else if let Some(open) = after.strip_prefix('{') {
+                let close = open
+                    .find('}')
+                    .ok_or(TemplateError::Unclosed { at: offset + i })?;
+                let inner = &open[..close];
+                let reference = parse_reference(inner).ok_or_else(|| TemplateError::Malformed {
+                    inner: inner.to_owned(),
+                })?;
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::Ref(reference));
+                offset += i + 2 + close + 1;
+                rest = &open[close + 1..];
+            } else {
+                text.push('$');
+                offset += i + 1;
+                rest = after;
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            parts,
+        })
+    }
+
+    /// The empty text.
+    pub fn empty() -> Self {
+        Self {
+            source: String::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// The text as written in the playbook.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Every reference, in order of appearance.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref(r) => Some(r),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The text before the first reference (what validation can check statically, e.g. a URL's
+    /// scheme).
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// Resolves every reference; the first unresolvable one is an error.
+    pub fn render(&self, scope: &Scope) -> Result<String, Unresolved> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Ref(r) => out.push_str(scope.resolve(r).ok_or_else(|| Unresolved {
+                    reference: r.clone(),
+                })?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a running execution can substitute: its context, its inputs, its earlier steps'
+/// results and the secrets it references.
+#[derive(Default)]
+pub struct Scope {
+    context: BTreeMap<ContextVar, String>,
+    inputs: BTreeMap<String, String>,
+    steps: BTreeMap<(String, StepField), String>,
+    secrets: BTreeMap<String, SecretValue>,
+}
+
+impl Scope {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn context(mut self, var: ContextVar, value: impl Into<String>) -> Self {
+        self.context.insert(var, value.into());
+        self
+    }
+
+    pub fn inputs(mut self, inputs: BTreeMap<String, String>) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
+    pub fn step(mut self, step: &str, field: StepField, value: impl Into<String>) -> Self {
+        self.steps.insert((step.to_owned(), field), value.into());
+        self
+    }
+
+    pub fn secret(mut self, name: &str, value: SecretValue) -> Self {
+        self.secrets.insert(name.to_owned(), value);
+        self
+    }
+
+    /// A context variable wins over an input of the same name; validation refuses such inputs.
+    pub fn resolve(&self, reference: &Reference) -> Option<&str> {
+        match reference {
+            Reference::Name(name) => ContextVar::parse(name)
+                .and_then(|v| self.context.get(&v))
+                .or_else(|| self.inputs.get(name))
+                .map(String::as_str),
+            Reference::Step { step, field } => StepField::parse(field)
+                .and_then(|f| self.steps.get(&(step.clone(), f)))
+                .map(String::as_str),
+            Reference::Secret(name) => self.secrets.get(name).map(SecretValue::expose),
+        }
+    }
+
+    /// A masker for every secret this scope holds.
+    pub fn masker(&self) -> Masker {
+        Masker::new(self.secrets.values().map(SecretValue::expose))
+    }
+}
+
+/// What replaces a secret value in masked text.
+pub const MASK: &str = "********";
+
+/// Replaces every occurrence of any secret value in a text with [`MASK`]. Longest values win
+/// where two overlap, so a secret that contains another is masked whole.
+#[derive(Clone)]
+pub struct Masker {
+    matcher: Option<AhoCorasick>,
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Masker(..)")
+    }
+}
+
+impl Masker {
+    /// Empty values are ignored (they would match everywhere).
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let patterns: Vec<&str> = values.into_iter().filter(|v| !v.is_empty()).collect();
+        let matcher = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .ok()
+        };
+        Self { matcher }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        match &self.matcher {
+            Some(m) => {
+                let replacements = vec![MASK; m.patterns_len()];
+                m.replace_all(text, &replacements)
+            }
+            None => text.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope::new()
+            .context(ContextVar::ServiceName, "api")
+            .context(ContextVar::ExecutionId, "42")
+            .inputs(BTreeMap::from([(
+                "unit".to_owned(),
+                "api.service".to_owned(),
+            )]))
+            .step("restart", StepField::Status, "completed")
+            .secret("TOKEN", SecretValue::new("s3cr3t-value"))
+    }
+
+    #[test]
+    fn parses_and_renders_every_reference_kind() {
+        let t = Template::parse(
+            "svc=${SERVICE_NAME} unit=${unit} st=${steps.restart.status} auth=${secrets.TOKEN}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.references().cloned().collect::<Vec<_>>(),
+            vec![
+                Reference::Name("SERVICE_NAME".into()),
+                Reference::Name("unit".into()),
+                Reference::Step {
+                    step: "restart".into(),
+                    field: "status".into()
+                },
+                Reference::Secret("TOKEN".into()),
+            ]
+        );
+        assert_eq!(
+            t.render(&scope()).unwrap(),
+            "svc=api unit=api.service st=completed auth=s3cr3t-value"
+        );
+    }
+
+    #[test]
+    fn escapes_and_lone_dollars_stay_literal() {
+        let t = Template::parse("cost $5, literal $${HOME} and ${EXECUTION_ID}$").unwrap();
+        assert_eq!(
+            t.render(&scope()).unwrap(),
+            "cost $5, literal ${HOME} and 42$"
+        );
+        assert_eq!(t.references().count(), 1);
+    }
+
+    #[test]
+    fn an_unknown_variable_is_an_error_never_left_in_the_text() {
+        let t = Template::parse("id=${ALERT_ID}").unwrap();
+        let err = t.render(&scope()).unwrap_err();
+        assert_eq!(err.reference, Reference::Name("ALERT_ID".into()));
+        assert_eq!(err.to_string(), "unknown variable ${ALERT_ID}");
+        let t = Template::parse("${secrets.OTHER}").unwrap();
+        assert!(t.render(&scope()).is_err());
+        let t = Template::parse("${steps.restart.exit_code}").unwrap();
+        assert!(t.render(&scope()).is_err());
+    }
+
+    #[test]
+    fn malformed_references_are_refused() {
+        assert_eq!(
+            Template::parse("a ${unclosed"),
+            Err(TemplateError::Unclosed { at: 2 })
+        );
+        for bad in [
+            "${}",
+            "${1abc}",
+            "${a b}",
+            "${secrets.}",
+            "${steps.x}",
+            "${steps..status}",
+            "${$x}",
+        ] {
+            assert!(
+                matches!(Template::parse(bad), Err(TemplateError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_every_secret_value_longest_first() {
+        let m = Masker::new(["abc", "abcdef", ""]);
+        assert_eq!(m.mask("x abcdef y abc z"), format!("x {MASK} y {MASK} z"));
+        assert_eq!(m.mask("nothing here"), "nothing here");
+        let m = scope().masker();
+        assert_eq!(
+            m.mask("curl -H 'Authorization: s3cr3t-value' failed: s3cr3t-value"),
+            format!("curl -H 'Authorization: {MASK}' failed: {MASK}")
+        );
+        assert_eq!(Masker::new([]).mask("as is"), "as is");
+    }
+}
