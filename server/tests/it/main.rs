@@ -36,6 +36,7 @@ mod cli;
 mod db;
 mod http_auth;
 mod http_bounds;
+mod http_conn;
 mod http_durability;
 mod http_jobs;
 mod http_legacy;
