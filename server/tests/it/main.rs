@@ -42,6 +42,7 @@ mod http_jobs;
 mod http_legacy;
 mod http_ops;
 mod http_ratelimit;
+mod http_ratelimit_clients;
 mod http_scripts;
 mod http_services;
 mod http_teams;
