@@ -305,6 +305,41 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace_seconds: u64,
+    /// How long a client may take to send a request's headers (and, on a kept-alive
+    /// connection, to start the next request), in seconds; then the connection is closed.
+    #[arg(
+        long,
+        env = "MEDIC_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_read_timeout_seconds: u64,
+    /// A connection on which nothing is read or written and no request is running for this
+    /// long is closed, in seconds.
+    #[arg(
+        long,
+        env = "MEDIC_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 120,
+        global = true
+    )]
+    pub idle_timeout_seconds: u64,
+    /// Most open client connections; further clients wait in the listen backlog.
+    #[arg(
+        long,
+        env = "MEDIC_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub max_connections: usize,
+    /// Most open connections from one peer address (0: no per-address limit); connections
+    /// above it are closed at once. Behind a proxy every client shares the proxy's address.
+    #[arg(
+        long,
+        env = "MEDIC_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_connections_per_ip: usize,
     /// How long a verified API key is cached (bounds how long a revocation takes to reach
     /// other replicas), in seconds.
     #[arg(
@@ -409,6 +444,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// 0: no per-address limit.
+    pub max_connections_per_ip: usize,
     pub api_key_cache: Duration,
     pub ready_timeout: Duration,
     pub api_key_cache_max_entries: usize,
@@ -523,6 +563,20 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             errors.push("MEDIC_MAX_BODY_BYTES must be at least 1024".to_owned());
         }
+        for (name, v) in [
+            (
+                "MEDIC_HEADER_READ_TIMEOUT_SECONDS",
+                self.header_read_timeout_seconds,
+            ),
+            ("MEDIC_IDLE_TIMEOUT_SECONDS", self.idle_timeout_seconds),
+        ] {
+            if v == 0 {
+                errors.push(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_connections == 0 {
+            errors.push("MEDIC_MAX_CONNECTIONS must be at least 1".to_owned());
+        }
         if self.request_timeout_seconds == 0 {
             errors.push("MEDIC_REQUEST_TIMEOUT_SECONDS must be at least 1".to_owned());
         }
@@ -586,6 +640,10 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             api_key_cache: Duration::from_secs(self.api_key_cache_seconds),
             ready_timeout: Duration::from_millis(self.ready_timeout_ms),
             api_key_cache_max_entries: self.api_key_cache_max_entries,

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod connections;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
@@ -203,20 +204,15 @@ pub async fn start_with_clock(
     let app = http::app(state);
     let stop = shutdown.clone();
     let grace = cfg.shutdown_grace;
+    let limits = connections::Limits {
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
+    };
     let task = tokio::spawn(async move {
-        // No Nagle delay: an agent session's small frames (a run request, an ack) must leave at
-        // once, not wait up to 40 ms for the peer's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut serve = tokio::spawn(serve.into_future());
+        let serve = connections::serve(listener, app, limits, stop.clone());
+        let mut serve = tokio::spawn(serve);
         stop.cancelled().await;
         tracing::info!("shutting down: draining in-flight requests");
         // Agents are told to go (and dial again later) while HTTP requests drain.

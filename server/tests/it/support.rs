@@ -105,6 +105,8 @@ impl Builder {
         config.api_key_cache = Duration::from_secs(5);
         config.request_timeout = Duration::from_secs(30);
         config.shutdown_grace = Duration::from_secs(10);
+        // Tests open hundreds of connections from one address.
+        config.max_connections_per_ip = 0;
         for tweak in self.tweaks {
             tweak(&mut config);
         }
