@@ -5,7 +5,7 @@
 #
 # The image is `FROM scratch`: one static (musl) binary, a CA bundle, /etc/passwd and /etc/group
 # for the unprivileged user (uid/gid 1000), its data directory and an empty /tmp. No shell, no
-# package manager, no libc to patch. Size: ~15 MB (docs/deploy.md).
+# package manager, no libc to patch. Size: 19.8 MB (docs/deploy.md).
 #
 # Stage "builder" compiles the server with the pinned toolchain and Cargo.lock (--locked) for
 # the musl target of the build machine's architecture; dependency compilation is cached in its
