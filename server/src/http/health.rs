@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::json_response;
+use super::schema::Time;
 use crate::domain::Priority;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -49,6 +50,8 @@ pub struct HealthOut {
     /// The server's version.
     version: String,
     uptime_seconds: u64,
+    /// The server's clock when it answered (the old service's CLI shows it).
+    timestamp: Time,
     components: Components,
 }
 
@@ -155,6 +158,7 @@ async fn health(State(app): State<AppState>) -> Response {
         status,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: app.started.elapsed().as_secs(),
+        timestamp: Time(app.clock.now()),
         components: Components {
             database,
             redis,

@@ -29,6 +29,12 @@ async fn health_reports_the_database_and_only_configured_components() {
     assert_eq!(h["status"], "healthy");
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert!(h["uptime_seconds"].is_u64());
+    // The old service's CLI reads the server's time from `/health`.
+    let at = h["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with("+00:00"),
+        "timestamp is RFC 3339 UTC: {h}"
+    );
     let db = &h["components"]["database"];
     assert_eq!(db["status"], "healthy");
     assert_eq!(db["backend"], "sqlite");
