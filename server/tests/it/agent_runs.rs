@@ -878,8 +878,9 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
         "echo ran >> \"$MEDIC_PARAM_LOG\"\nsleep 3\necho done\n",
     )
     .await;
+    let mark = approved_script(&app, &writer, "mark", "echo marked\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let allow = "[[allow]]\nscript = \"once\"\n";
+    let allow = "[[allow]]\nscript = \"once\"\n[[allow]]\nscript = \"mark\"\n";
     let _agent = AgentProcess::start_with(&addr, &agent_key, "cut-1", allow);
     connected(&app, "cut-1").await;
     let dir = shared_dir();
@@ -913,8 +914,22 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
     let run = run_until(&base, &client, &run_id, "reported", ended).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["stdout"], "done\n");
-    // Give a redelivery every chance to happen: the script ran once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A run queued after the report is sent after any redelivery of the first one would
+    // have been (runs reach the agent in order on one session): once it has ended, the
+    // first run had every chance to run again.
+    let r = client
+        .post(format!("{base}/v2/runs"))
+        .bearer_auth(&writer)
+        .json(&json!({ "agent_id": "cut-1", "script_id": mark }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let marker: Value = r.json().await.unwrap();
+    let marker = marker["results"]["run_id"].as_str().unwrap().to_owned();
+    let over = |r: &Value| ENDED.contains(&r["status"].as_str().unwrap_or_default());
+    let marked = run_until(&base, &client, &marker, "ended", over).await;
+    assert_eq!(marked["status"], "succeeded", "{marked:#}");
     let ran = std::fs::read_to_string(&log).expect("the script wrote its log");
     assert_eq!(ran, "ran\n", "the run was executed more than once");
     let run = admin_get(&client, &base, &format!("/v2/runs/{run_id}"))
