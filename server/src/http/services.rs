@@ -350,8 +350,8 @@ pub struct CreateServiceIn {
 }
 
 /// An expected schedule as a request gives it.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleIn {
     /// A cron expression (five fields, or six with seconds).
     #[schema(min_length = 1)]
@@ -362,10 +362,10 @@ pub struct ScheduleIn {
 
 /// Parses and checks an expected schedule.
 fn check_schedule(raw: Value) -> Result<ScheduleSpec, ApiError> {
-    let spec: ScheduleSpec = serde_json::from_value(raw).map_err(|_| {
+    let spec: ScheduleIn = serde_json::from_value(raw).map_err(|_| {
         ApiError::bad_request("schedule must be an object {\"cron\": \"…\", \"timezone\": \"…\"}.")
     })?;
-    let tz = spec.timezone.trim();
+    let tz = spec.timezone.as_deref().unwrap_or_default().trim();
     let tz = if tz.is_empty() { "UTC" } else { tz };
     crate::domain::schedule::parse_timezone(tz)
         .map_err(|e| ApiError::bad_request(format!("schedule.timezone: {e}.")))?;

@@ -20,6 +20,7 @@ mod audit;
 pub mod batch;
 mod keys;
 pub mod postgres;
+mod records;
 mod runs;
 mod scripts;
 mod services;

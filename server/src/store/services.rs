@@ -1,8 +1,6 @@
 //! Services, heartbeats and job runs: the values crossing the store boundary and
 //! [`ServiceStore`]. SQL in `sqlite/services.rs` and `postgres/services.rs`.
 
-use serde::{Deserialize, Serialize};
-
 use super::*;
 use crate::domain::{
     HeartbeatName, Priority, RunStatus, ServiceId, ServiceState, SignalKind, SnapshotAction,
@@ -97,16 +95,15 @@ pub enum JobSignalOutcome {
 
 // ---- services ---------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mute {
     pub at: Timestamp,
     pub until: Option<Timestamp>,
     pub reason: Option<String>,
 }
 
-/// A registered service, as stored. Also the payload of snapshots, so its serialized form is
-/// stable across backends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A registered service, as stored. Snapshots keep it in the form `records.rs` fixes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub id: ServiceId,
     pub heartbeat_name: String,
@@ -125,39 +122,29 @@ pub struct Service {
     pub last_heartbeat_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// How the monitor watches the service beyond the interval (added with the monitor;
-    /// snapshots taken before it read as the defaults).
-    #[serde(default)]
+    /// How the monitor watches the service beyond the interval.
     pub monitoring: Monitoring,
 }
 
 /// An expected schedule: a cron expression in an IANA time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleSpec {
     pub cron: String,
     pub timezone: String,
 }
 
 /// The monitor's per-service settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Monitoring {
     /// Expected schedule instead of the fixed interval (the interval still sets the default
     /// re-notification cadence).
-    #[serde(default)]
     pub schedule: Option<ScheduleSpec>,
     /// Re-notify an open, unacknowledged alert this often; `None`: every interval; 0: never.
-    #[serde(default)]
     pub renotify_seconds: Option<i64>,
     /// While this service's parent has an open alert, this service's alerts fold into it.
-    #[serde(default)]
     pub parent_id: Option<ServiceId>,
     /// Open a `job_failed` alert when a run fails.
-    #[serde(default = "yes")]
     pub alert_on_failure: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Monitoring {

@@ -182,12 +182,18 @@ macro_rules! json_text {
         text_value!($t, |v| serde_json::to_string(v).unwrap_or_default(), |s| Ok(serde_json::from_str(s)?));
     )*};
 }
-json_text!(
-    WorkingHours,
-    MaintenanceWindow,
-    Destination,
+json_text!(WorkingHours, MaintenanceWindow, Destination);
+
+// Stored through their record forms (`records.rs`), which fix the column's format.
+text_value!(
     super::Service,
-    super::TargetConfig
+    |v| serde_json::to_string(&super::records::ServiceRecord::from(v)).unwrap_or_default(),
+    |s| Ok(serde_json::from_str::<super::records::ServiceRecord>(s)?.into())
+);
+text_value!(
+    super::TargetConfig,
+    |v| serde_json::to_string(&super::records::TargetConfigRecord::from(v)).unwrap_or_default(),
+    |s| Ok(serde_json::from_str::<super::records::TargetConfigRecord>(s)?.into())
 );
 
 /// A JSON text column read into a type defined elsewhere (`#[sqlx(try_from = "JsonText<T>")]`).

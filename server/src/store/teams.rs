@@ -1,8 +1,6 @@
 //! Teams, notification targets and maintenance windows, and [`TeamStore`]. SQL in
 //! `sqlite/teams.rs` and `postgres/teams.rs`.
 
-use serde::{Deserialize, Serialize};
-
 use super::*;
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
@@ -61,10 +59,9 @@ pub enum TargetOwner {
     Service(ServiceId),
 }
 
-/// Where and how a target is notified. Serialized (tagged by `kind`) into the `config` column;
-/// secrets are stored as given and masked by the HTTP layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// Where and how a target is notified. Stored (tagged by `kind`, `records.rs`) in the `config`
+/// column; secrets are stored as given and masked by the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetConfig {
     Slack { channel: String },
     Pagerduty { routing_key: String },

@@ -178,7 +178,7 @@ impl TeamStore for PgStore {
             .bind(new.priority)
             .bind(new.period.as_str())
             .bind(new.enabled)
-            .bind(to_json(&new.config).map_err(unavailable)?)
+            .bind(&new.config)
             .bind(new.at)
             .fetch_one(&mut *tx)
             .await
@@ -252,7 +252,7 @@ impl TeamStore for PgStore {
         .bind(t.priority)
         .bind(t.period.as_str())
         .bind(t.enabled)
-        .bind(to_json(&t.config).map_err(unavailable)?)
+        .bind(&t.config)
         .bind(at)
         .bind(id.0)
         .execute(&mut *tx)

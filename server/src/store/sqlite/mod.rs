@@ -125,7 +125,8 @@ impl SqliteStore {
         actor: &str,
         at: Timestamp,
     ) -> Result<SnapshotId, sqlx::Error> {
-        let data = serde_json::to_string(service).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let data = serde_json::to_string(&records::ServiceRecord::from(service))
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
