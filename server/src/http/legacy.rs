@@ -52,6 +52,18 @@ impl RunIdValue {
     pub fn into_text(self) -> Result<Option<String>, ApiError> {
         let s = match self {
             Self::Text(s) => s.trim().to_owned(),
+            // Integers beyond 64 bits reach us as floats with their digits rounded away: a
+            // float that large cannot be kept as sent.
+            Self::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.abs() >= 9_007_199_254_740_992.0)
+                    && n.as_i64().is_none()
+                    && n.as_u64().is_none() =>
+            {
+                return Err(ApiError::bad_request(
+                    "run_id is too large a number to keep exactly; send it as a string.",
+                ));
+            }
             Self::Number(n) => n.to_string(),
         };
         if s.is_empty() {

@@ -100,6 +100,88 @@ pub async fn timeout(State(app): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
+/// Refuses control characters (NUL and the like) and malformed UTF-8 in the path and the query
+/// string with a 400 that names the parameter, before a handler or a database sees them
+/// (PostgreSQL cannot store NUL in text).
+pub async fn reject_control_characters(req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    match unprintable_in_uri(req.uri(), template) {
+        Some(message) => ApiError::bad_request(message).into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// What is wrong with the path or the query of `uri`, if anything: `template` (the matched
+/// route, `/service/{name}`) names the path parameters.
+pub fn unprintable_in_uri(uri: &axum::http::Uri, template: Option<&str>) -> Option<String> {
+    let names: Vec<&str> = template.map_or_else(Vec::new, |t| t.split('/').collect());
+    for (i, segment) in uri.path().split('/').enumerate() {
+        if !segment.contains('%') {
+            // Only percent-escapes can carry control characters into a URI.
+            continue;
+        }
+        let printable = String::from_utf8(percent_decode(segment))
+            .is_ok_and(|s| !s.chars().any(char::is_control));
+        if !printable {
+            let name = names
+                .get(i)
+                .and_then(|t| t.strip_prefix('{'))
+                .and_then(|t| t.strip_suffix('}'))
+                .map(|t| t.trim_start_matches('*'));
+            return Some(match name {
+                Some(n) => {
+                    format!("Path parameter {n} must be UTF-8 text without control characters.")
+                }
+                None => "The request path must be UTF-8 text without control characters.".into(),
+            });
+        }
+    }
+    let query = uri.query()?;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| String::from_utf8(percent_decode(&s.replace('+', " ")));
+        let Ok(key) = decode(key) else {
+            return Some("Query parameter names must be UTF-8 text.".into());
+        };
+        if key.chars().any(char::is_control) {
+            return Some("Query parameter names must not contain control characters.".into());
+        }
+        let printable = decode(value).is_ok_and(|v| !v.chars().any(char::is_control));
+        if !printable {
+            return Some(format!(
+                "Query parameter {key} must be UTF-8 text without control characters."
+            ));
+        }
+    }
+    None
+}
+
+/// `%XX` escapes decoded to bytes (a malformed escape is kept as written).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Which limit a path falls under.
 pub fn classify(path: &str) -> RateClass {
     if path == "/heartbeat" || path.starts_with("/v2/heartbeat/") {
