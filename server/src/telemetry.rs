@@ -218,6 +218,10 @@ fn describe() {
     );
     describe_gauge!("medic_build_info", "Build information; always 1");
     describe_gauge!(
+        "medic_api_key_cache_entries",
+        "API keys (and unknown key ids) in this replica's key cache"
+    );
+    describe_gauge!(
         "medic_rate_limiter_buckets",
         "Client buckets held by the in-memory rate limiter (bounded by MEDIC_RATE_LIMIT_MAX_BUCKETS)"
     );

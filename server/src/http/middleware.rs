@@ -280,6 +280,32 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
                 })
                 .map(str::to_owned)
         });
+    let limits = &app.config.limits;
+    let class_limit = match class {
+        RateClass::Heartbeat => limits.heartbeat,
+        RateClass::Management => limits.management,
+        RateClass::Health => limits.health,
+        RateClass::Metrics => limits.metrics,
+        RateClass::Docs => limits.docs,
+    };
+    let ip_key = format!("ip:{ip}");
+    // A credential this replica has not verified recently is paid for by the client address
+    // first, from a budget of its own (so anonymous requests from the same address do not
+    // lock keys out): a client over it is refused before its key is looked up, so made-up keys
+    // cost a throttled client no lookup and fill no cache.
+    let mut ip_decision = None;
+    if let Some(Some(t)) = &token
+        && !app.auth.recognises(t)
+    {
+        let d = app
+            .limiter
+            .check(class, &format!("unverified:{ip}"), class_limit)
+            .await;
+        if !d.allowed {
+            return too_many_requests(class, &d);
+        }
+        ip_decision = Some(d);
+    }
     let caller = match token {
         None => Caller::Anonymous,
         Some(None) => Caller::Invalid(AuthError::Malformed),
@@ -292,43 +318,21 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         metrics::counter!("medic_auth_failures_total", "reason" => e.reason()).increment(1);
     }
 
-    let limits = &app.config.limits;
-    let class_limit = match class {
-        RateClass::Heartbeat => limits.heartbeat,
-        RateClass::Management => limits.management,
-        RateClass::Health => limits.health,
-        RateClass::Metrics => limits.metrics,
-        RateClass::Docs => limits.docs,
-    };
-    let (key, limit) = match &caller {
-        Caller::Key(p) => {
+    let decision = match (&caller, ip_decision) {
+        (Caller::Key(p), _) => {
             let tier = p
                 .rate_limit_per_minute
                 .filter(|_| matches!(class, RateClass::Heartbeat | RateClass::Management));
-            (p.rate_key(), tier.unwrap_or(class_limit))
+            app.limiter
+                .check(class, &p.rate_key(), tier.unwrap_or(class_limit))
+                .await
         }
-        _ => (format!("ip:{ip}"), class_limit),
+        // Already spent before the lookup.
+        (_, Some(d)) => d,
+        (_, None) => app.limiter.check(class, &ip_key, class_limit).await,
     };
-    let decision = app.limiter.check(class, &key, limit).await;
     if !decision.allowed {
-        metrics::counter!("medic_rate_limit_rejections_total", "class" => class.as_str())
-            .increment(1);
-        let retry = decision
-            .retry_after
-            .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
-        let body = RateLimitedEnvelope {
-            success: false,
-            message: format!("Rate limit exceeded. Retry after {retry} seconds."),
-            results: NoResults::Empty,
-            retry_after: retry,
-        };
-        let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
-        set_rate_headers(resp.headers_mut(), &decision);
-        resp.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from_str(&retry.to_string()).unwrap_or(HeaderValue::from_static("1")),
-        );
-        return resp;
+        return too_many_requests(class, &decision);
     }
 
     let mut resp = match &caller {
@@ -342,6 +346,27 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         }
     };
     set_rate_headers(resp.headers_mut(), &decision);
+    resp
+}
+
+/// The 429 answer: the envelope with `retry_after`, `Retry-After` and the rate-limit headers.
+fn too_many_requests(class: RateClass, decision: &Decision) -> Response {
+    metrics::counter!("medic_rate_limit_rejections_total", "class" => class.as_str()).increment(1);
+    let retry = decision
+        .retry_after
+        .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let body = RateLimitedEnvelope {
+        success: false,
+        message: format!("Rate limit exceeded. Retry after {retry} seconds."),
+        results: NoResults::Empty,
+        retry_after: retry,
+    };
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+    set_rate_headers(resp.headers_mut(), decision);
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from_str(&retry.to_string()).unwrap_or(HeaderValue::from_static("1")),
+    );
     resp
 }
 
