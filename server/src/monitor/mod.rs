@@ -138,7 +138,7 @@ pub async fn run_monitor(
                 for (kind, priority, team, due) in &report.opened {
                     metrics::counter!("medic_alerts_opened_total",
                         "kind" => kind.as_str(), "priority" => priority.as_str(),
-                        "team" => team.clone())
+                        "team" => crate::telemetry::team_label(team))
                     .increment(1);
                     let lag = (clock.now().millis() - due.millis()).max(0);
                     metrics::histogram!("medic_monitor_detection_lag_seconds")
