@@ -88,7 +88,8 @@ pub enum Command {
     CheckConfig,
     /// Probe a running server's /health/live on this host; exit 0 when it answers 200.
     Healthcheck {
-        /// Address to probe (default: 127.0.0.1 and the configured port).
+        /// Address to probe: host:port, a host name or an IP address, optionally as
+        /// http://host:port/ (default: 127.0.0.1 and the configured port).
         #[arg(long)]
         url: Option<String>,
     },
@@ -486,6 +487,14 @@ impl Settings {
         }
         if self.db_max_connections == 0 {
             errors.push("MEDIC_DB_MAX_CONNECTIONS must be at least 1".to_owned());
+        }
+        if db.starts_with("sqlite:") && self.role == Role::Api {
+            errors.push(
+                "MEDIC_ROLE=api runs no monitor, and SQLite allows one server process, so no \
+                 alert would ever open: use MEDIC_ROLE=all with SQLite, or PostgreSQL to run \
+                 api and worker processes apart"
+                    .to_owned(),
+            );
         }
         if let Some(r) = &self.redis_url {
             let r = r.expose();
