@@ -297,3 +297,43 @@ fn healthcheck_accepts_host_names_and_urls() {
         assert_eq!(code, Some(0), "--url {url}: {err}");
     }
 }
+
+#[test]
+fn each_subcommands_help_lists_only_the_settings_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |args: &[&str]| {
+        let out = run(medic(dir.path()).args(args).arg("--help"));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve"]);
+    assert!(serve.contains("--redis-url") && serve.contains("--database-url"));
+    let health = help(&["healthcheck"]);
+    assert!(
+        health.contains("--url") && health.contains("--port"),
+        "{health}"
+    );
+    let create = help(&["api-key", "create"]);
+    assert!(
+        create.contains("--database-url") && create.contains("--scopes"),
+        "{create}"
+    );
+    for (what, text) in [("healthcheck", &health), ("api-key create", &create)] {
+        for other in ["--redis-url", "--rate-limit-docs-requests", "--slack-token"] {
+            assert!(
+                !text.contains(other),
+                "{what} --help lists {other}:\n{text}"
+            );
+        }
+    }
+    assert!(!health.contains("--database-url"), "{health}");
+    // A setting left out of the help is still accepted (a shared environment or file).
+    let probe = run(medic(dir.path()).args([
+        "healthcheck",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--url",
+        &format!("127.0.0.1:{}", free_port()),
+    ]));
+    assert_eq!(probe.status.code(), Some(1), "{probe:?}");
+}
