@@ -237,3 +237,50 @@ async fn a_run_id_number_beyond_64_bits_is_refused_not_rounded() {
         json!("123456789012345678901234567890")
     );
 }
+
+/// Requests hyper refuses before any handler runs still get the JSON envelope.
+#[tokio::test]
+async fn unparseable_requests_get_the_json_envelope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app_on(None).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for (request, status) in [
+        (
+            "GET /health HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)),
+            414,
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(request.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(v["success"], json!(false), "{v}");
+        assert_eq!(v["results"], json!(""), "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    // Ordinary answers are untouched.
+    assert_ok(&app.admin().get("/v2/services").await, 200);
+}
