@@ -289,22 +289,17 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         RateClass::Docs => limits.docs,
     };
     let ip_key = format!("ip:{ip}");
-    // A credential this replica has not verified recently is paid for by the client address
-    // first, from a budget of its own (so anonymous requests from the same address do not
-    // lock keys out): a client over it is refused before its key is looked up, so made-up keys
-    // cost a throttled client no lookup and fill no cache.
-    let mut ip_decision = None;
+    // Failed authentications are counted per client address, in a budget of their own; once a
+    // client has spent it, any key it presents that this replica has not verified recently is
+    // refused before it is looked up, so made-up keys cost a throttled client no lookup and
+    // fill no cache. Keys that verify never spend it, so clients sharing an address (a NAT)
+    // each keep their key's own limit.
+    let failures_key = format!("auth-failures:{ip}");
     if let Some(Some(t)) = &token
         && !app.auth.recognises(t)
+        && let Some(refusal) = app.limiter.refusing(class, &failures_key)
     {
-        let d = app
-            .limiter
-            .check(class, &format!("unverified:{ip}"), class_limit)
-            .await;
-        if !d.allowed {
-            return too_many_requests(class, &d);
-        }
-        ip_decision = Some(d);
+        return too_many_requests(class, &refusal);
     }
     let caller = match token {
         None => Caller::Anonymous,
@@ -318,8 +313,8 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         metrics::counter!("medic_auth_failures_total", "reason" => e.reason()).increment(1);
     }
 
-    let decision = match (&caller, ip_decision) {
-        (Caller::Key(p), _) => {
+    let decision = match &caller {
+        Caller::Key(p) => {
             let tier = p
                 .rate_limit_per_minute
                 .filter(|_| matches!(class, RateClass::Heartbeat | RateClass::Management));
@@ -327,9 +322,14 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
                 .check(class, &p.rate_key(), tier.unwrap_or(class_limit))
                 .await
         }
-        // Already spent before the lookup.
-        (_, Some(d)) => d,
-        (_, None) => app.limiter.check(class, &ip_key, class_limit).await,
+        Caller::Invalid(AuthError::Unavailable) | Caller::Anonymous => {
+            app.limiter.check(class, &ip_key, class_limit).await
+        }
+        Caller::Invalid(_) => {
+            app.limiter
+                .check_refusing(class, &failures_key, class_limit)
+                .await
+        }
     };
     if !decision.allowed {
         return too_many_requests(class, &decision);
