@@ -131,6 +131,30 @@ impl Authenticator {
         self.cache.len()
     }
 
+    /// Whether `token` is a key this replica verified recently (the bootstrap key, or a cached
+    /// key whose secret matches), found without asking the store or touching the cache. The
+    /// gate spends a client address's budget before looking up any other token.
+    pub fn recognises(&self, token: &str) -> bool {
+        let token = token.trim();
+        let presented = apikey::digest(token);
+        if self
+            .bootstrap_digest
+            .is_some_and(|boot| apikey::digests_match(&presented, &boot))
+        {
+            return true;
+        }
+        let Ok(id) = apikey::parse_id(token) else {
+            return false;
+        };
+        self.cache.get(&id).is_some_and(|hit| {
+            hit.fetched.elapsed() < self.ttl
+                && hit
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| apikey::digests_match(&r.digest, &presented))
+        })
+    }
+
     /// Verifies a presented token (the part after `Bearer `).
     pub async fn authenticate(&self, token: &str, now: Timestamp) -> Result<Principal, AuthError> {
         let token = token.trim();
@@ -191,6 +215,7 @@ impl Authenticator {
                 fetched: Instant::now(),
             },
         );
+        metrics::gauge!("medic_api_key_cache_entries").set(self.cache.len() as f64);
         Ok(record)
     }
 

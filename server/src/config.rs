@@ -88,7 +88,8 @@ pub enum Command {
     CheckConfig,
     /// Probe a running server's /health/live on this host; exit 0 when it answers 200.
     Healthcheck {
-        /// Address to probe (default: 127.0.0.1 and the configured port).
+        /// Address to probe: host:port, a host name or an IP address, optionally as
+        /// http://host:port/ (default: 127.0.0.1 and the configured port).
         #[arg(long)]
         url: Option<String>,
     },
@@ -487,6 +488,14 @@ impl Settings {
         if self.db_max_connections == 0 {
             errors.push("MEDIC_DB_MAX_CONNECTIONS must be at least 1".to_owned());
         }
+        if db.starts_with("sqlite:") && self.role == Role::Api {
+            errors.push(
+                "MEDIC_ROLE=api runs no monitor, and SQLite allows one server process, so no \
+                 alert would ever open: use MEDIC_ROLE=all with SQLite, or PostgreSQL to run \
+                 api and worker processes apart"
+                    .to_owned(),
+            );
+        }
         if let Some(r) = &self.redis_url {
             let r = r.expose();
             if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
@@ -803,9 +812,66 @@ impl Cli {
                 cmd = cmd.mut_arg(key, |a| a.default_value(value));
             }
         }
-        let matches = cmd.try_get_matches_from(args)?;
+        let matches = hide_settings_that_do_not_apply(cmd).try_get_matches_from(args)?;
         Ok(Cli::from_arg_matches(&matches)?)
     }
+}
+
+/// The settings each subcommand reads; `serve` and `check-config` (which checks them all) read
+/// every one, so only these are listed.
+const SUBCOMMAND_SETTINGS: [(&[&str], &[&str]); 4] = [
+    (&["healthcheck"], &["config", "port", "bind"]),
+    (
+        &["migrate"],
+        &[
+            "config",
+            "database_url",
+            "db_max_connections",
+            "log_level",
+            "log_format",
+        ],
+    ),
+    (
+        &["api-key", "create"],
+        &[
+            "config",
+            "database_url",
+            "db_max_connections",
+            "log_level",
+            "log_format",
+        ],
+    ),
+    (&["openapi"], &[]),
+];
+
+/// Keeps every setting accepted everywhere (so a shared environment or `--config` file never
+/// breaks a subcommand) but leaves those a subcommand does not read out of its `--help`.
+fn hide_settings_that_do_not_apply(mut cmd: clap::Command) -> clap::Command {
+    let settings: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    // A subcommand that already has a global setting keeps it when clap copies the globals
+    // down, so a hidden copy stays hidden (and still sets the same value).
+    let hide = |mut sc: clap::Command, keep: &[&str]| {
+        for a in &settings {
+            if !keep.contains(&a.get_id().as_str()) {
+                sc = sc.arg(a.clone().hide(true));
+            }
+        }
+        sc
+    };
+    for (path, keep) in SUBCOMMAND_SETTINGS {
+        cmd = match path {
+            [name] => cmd.mut_subcommand(*name, |sc| hide(sc, keep)),
+            [name, child] => cmd.mut_subcommand(*name, |sc| {
+                hide(sc, keep).mut_subcommand(*child, |c| hide(c, keep))
+            }),
+            _ => cmd,
+        };
+    }
+    cmd
 }
 
 fn config_path(

@@ -126,6 +126,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Which database a command wrote to, for people: an SQLite file's absolute path, or a
+/// PostgreSQL server and database without the credentials.
+fn database_description(cfg: &Config) -> String {
+    let url = cfg.database_url.expose();
+    if let Some(path) = server::sqlite_path(url) {
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        return format!("the SQLite database {}", shown.display());
+    }
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme().starts_with("postgres") => format!(
+            "the PostgreSQL database {} on {}:{}",
+            u.path().trim_start_matches('/'),
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432)
+        ),
+        _ => format!("the {} database", backend_name(cfg)),
+    }
+}
+
 fn backend_name(cfg: &Config) -> &'static str {
     medic_server::store::Backend::from_url(cfg.database_url.expose())
         .map_or("unknown", |b| b.as_str())
@@ -193,10 +212,11 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             store.close().await;
             println!("{}", generated.plaintext);
             eprintln!(
-                "created API key {} ({}) with scopes {}; the key above is shown only once",
+                "created API key {} ({}) with scopes {} in {}; the key above is shown only once",
                 record.id,
                 record.name,
-                record.scopes.to_list_string()
+                record.scopes.to_list_string(),
+                database_description(&cfg)
             );
             Ok(())
         }
@@ -207,22 +227,46 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
 /// `GET /health/live` on this host without an HTTP client dependency (for container
 /// health checks in images that have no curl).
 fn healthcheck(cfg: &Config, url: Option<&str>) -> ExitCode {
-    let addr: SocketAddr = match url {
-        Some(u) => match u
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-        {
-            Ok(a) => a,
-            Err(_) => {
-                eprintln!("healthcheck: --url must be host:port (IP address)");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => SocketAddr::from(([127, 0, 0, 1], cfg.bind.port())),
+    let default_host = format!("127.0.0.1:{}", cfg.bind.port());
+    // `host:port`, `http://host:port/`, a host name or an IP address (IPv6 in brackets).
+    let host = url.map_or(default_host.as_str(), |u| {
+        let u = u.trim();
+        let u = u.strip_prefix("http://").unwrap_or(u);
+        u.split('/').next().unwrap_or(u)
+    });
+    let port = cfg.bind.port();
+    let resolve = |spec: &str| {
+        std::net::ToSocketAddrs::to_socket_addrs(spec)
+            .map(Iterator::collect::<Vec<_>>)
+            .ok()
+            .filter(|addrs| !addrs.is_empty())
     };
+    // With its port, or without one (the configured port then).
+    let resolved = resolve(host).or_else(|| {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => Some(vec![SocketAddr::new(ip, port)]),
+            Err(_) => resolve(&format!("{bare}:{port}")),
+        }
+    });
+    let Some(addrs) = resolved else {
+        eprintln!(
+            "healthcheck: cannot resolve --url {host:?}; give host:port, e.g. localhost:{port}"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let addr = addrs[0];
     let probe = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        // A name may resolve to several addresses (localhost: ::1 and 127.0.0.1): the first
+        // that accepts.
+        let mut connected = Err(std::io::Error::other("no address"));
+        for a in &addrs {
+            connected = TcpStream::connect_timeout(a, Duration::from_secs(3));
+            if connected.is_ok() {
+                break;
+            }
+        }
+        let mut s = connected?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
         let mut buf = [0u8; 64];

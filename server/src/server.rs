@@ -41,6 +41,16 @@ pub enum StartError {
          SQLite supports one server process — run several replicas on PostgreSQL"
     )]
     SqliteInUse(String),
+    #[error(
+        "cannot create {lock} (the lock file that keeps a second server off the SQLite \
+         database {database}): {error}; the database's directory must exist and be writable \
+         by the server's user"
+    )]
+    SqliteDirectory {
+        lock: String,
+        database: String,
+        error: std::io::Error,
+    },
 }
 
 /// Opens the configured store (without migrating).
@@ -84,7 +94,7 @@ impl Running {
 
 /// Connects, migrates and starts serving on `listener`.
 /// Where an SQLite URL keeps its data, unless it is in memory.
-fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -108,7 +118,12 @@ fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, StartError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .open(&lock_path)
+        .map_err(|error| StartError::SqliteDirectory {
+            lock: std::path::Path::new(&lock_path).display().to_string(),
+            database: path.display().to_string(),
+            error,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -43,6 +43,36 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
+/// Most distinct `team` label values one process exports; later teams share `other`.
+pub const MAX_TEAM_LABELS: usize = 50;
+/// Longest `team` label value, in characters.
+const MAX_TEAM_LABEL_CHARS: usize = 64;
+
+/// The `team` label for `team`: its lowercase name (teams are case-insensitive), cut to 64
+/// characters, while fewer than [`MAX_TEAM_LABELS`] teams have been seen; `other` after that.
+/// Team names come from anyone who may write a service, so the label set must not grow with
+/// what they send.
+pub fn team_label(team: &str) -> String {
+    static SEEN: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let name: String = team
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_TEAM_LABEL_CHARS)
+        .collect();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(&name) || seen.len() < MAX_TEAM_LABELS {
+        seen.insert(name.clone());
+        name
+    } else {
+        "other".to_owned()
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -218,6 +248,10 @@ fn describe() {
     );
     describe_gauge!("medic_build_info", "Build information; always 1");
     describe_gauge!(
+        "medic_api_key_cache_entries",
+        "API keys (and unknown key ids) in this replica's key cache"
+    );
+    describe_gauge!(
         "medic_rate_limiter_buckets",
         "Client buckets held by the in-memory rate limiter (bounded by MEDIC_RATE_LIMIT_MAX_BUCKETS)"
     );
@@ -296,7 +330,7 @@ fn describe() {
         "medic_housekeeping_deleted_total",
         "Rows deleted by retention housekeeping, by table"
     );
-    // Not described (its team label is open-ended, so it has no zero series to start from):
+    // Not described (its team label, bounded by `team_label`, has no zero series to start from):
     // medic_alerts_opened_total{kind, priority, team}, medic_monitor_services_judged_total.
     for reason in ["muted", "maintenance", "parent"] {
         metrics::counter!("medic_alerts_suppressed_total", "reason" => reason).absolute(0);

@@ -37,14 +37,155 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "Invalid request body: expected a JSON object, not an array.",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.is_syntax() || e.is_eof() {
-            "Request body is not valid JSON"
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Request body is not valid JSON: {}",
+            in_api_words(&e.to_string())
+        ))
+    })?;
+    if let Some(field) = control_field(&value) {
+        return Err(ApiError::bad_request(field));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = in_api_words(&e.inner().to_string());
+        ApiError::bad_request(if path == "." {
+            format!("Invalid request body: {detail}.")
         } else {
-            "Invalid request body"
-        };
-        ApiError::bad_request(format!("{what}: {e}"))
+            format!("Invalid request body: {path}: {detail}.")
+        })
     })
+}
+
+/// Whether `c` may appear in a string of a request body: no control character but tab,
+/// line feed and carriage return (script texts and descriptions have lines).
+fn allowed_in_body(c: char) -> bool {
+    !c.is_control() || matches!(c, '\t' | '\n' | '\r')
+}
+
+/// The message for the first string (or object key) of a body that holds a control character,
+/// naming its field (`labels.role`, `agent_ids[2]`).
+fn control_field(value: &serde_json::Value) -> Option<String> {
+    fn walk(v: &serde_json::Value, path: &mut String) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if !s.chars().all(allowed_in_body) => Some(format!(
+                "Invalid request body: {} must not contain control characters.",
+                if path.is_empty() { "the body" } else { path }
+            )),
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                path.truncate(len);
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                if !k.chars().all(allowed_in_body) {
+                    return Some(
+                        "Invalid request body: field names must not contain control characters."
+                            .to_owned(),
+                    );
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = walk(item, path);
+                path.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    walk(value, &mut String::new())
+}
+
+/// Rewrites serde's wording, which names Rust types (`expected struct CreateServiceIn`,
+/// `expected u32`, `untagged enum RunIdValue`), into the API's JSON vocabulary.
+fn in_api_words(message: &str) -> String {
+    // serde_json appends the position; bodies are short and the field path says more.
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    };
+    let mut out = message.to_owned();
+    // Phrases followed by a Rust type name.
+    for (phrase, replace) in [
+        ("data did not match any variant of untagged enum ", None),
+        ("expected struct ", Some("expected a JSON object")),
+        ("expected tuple struct ", Some("expected a JSON array")),
+        (
+            "expected enum ",
+            Some("expected one of the documented values"),
+        ),
+    ] {
+        while let Some(i) = out.find(phrase) {
+            let rest = &out[i + phrase.len()..];
+            let name_len = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let name = &rest[..name_len];
+            let with = match replace {
+                Some(w) => w.to_owned(),
+                None => format!("expected {}", untagged_expectation(name)),
+            };
+            out = format!("{}{with}{}", &out[..i], &rest[name_len..]);
+        }
+    }
+    for (from, to) in [
+        ("invalid type: map", "invalid type: JSON object"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: unit value", "invalid type: null"),
+        ("expected a map", "expected a JSON object"),
+        ("expected a sequence", "expected an array"),
+        ("expected unit", "expected null"),
+        ("expected a borrowed string", "expected a string"),
+    ] {
+        out = out.replace(from, to);
+    }
+    // Primitive expectations: `expected u32` and the like end the message or a clause.
+    for (types, words) in [
+        (
+            &["u8", "u16", "u32", "u64", "u128", "usize"][..],
+            "a whole number of 0 or more",
+        ),
+        (
+            &["i8", "i16", "i32", "i64", "i128", "isize"][..],
+            "a whole number",
+        ),
+        (&["f32", "f64"][..], "a number"),
+    ] {
+        for t in types {
+            let from = format!("expected {t}");
+            let mut search = 0;
+            while let Some(found) = out[search..].find(&from) {
+                let i = search + found;
+                let end = i + from.len();
+                let at_boundary = out[end..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_alphanumeric());
+                if at_boundary {
+                    out.replace_range(i..end, &format!("expected {words}"));
+                    search = i + "expected ".len() + words.len();
+                } else {
+                    search = end;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What each of the API's "one of several shapes" fields accepts.
+fn untagged_expectation(name: &str) -> &'static str {
+    match name {
+        "RunIdValue" => "a string or a number",
+        "Flag" => "0, 1, true or false",
+        "ScopesIn" => "a list of scopes or a comma-separated string",
+        _ => "a value of the documented shape",
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {

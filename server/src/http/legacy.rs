@@ -52,6 +52,18 @@ impl RunIdValue {
     pub fn into_text(self) -> Result<Option<String>, ApiError> {
         let s = match self {
             Self::Text(s) => s.trim().to_owned(),
+            // Integers beyond 64 bits reach us as floats with their digits rounded away: a
+            // float that large cannot be kept as sent.
+            Self::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.abs() >= 9_007_199_254_740_992.0)
+                    && n.as_i64().is_none()
+                    && n.as_u64().is_none() =>
+            {
+                return Err(ApiError::bad_request(
+                    "run_id is too large a number to keep exactly; send it as a string.",
+                ));
+            }
             Self::Number(n) => n.to_string(),
         };
         if s.is_empty() {
@@ -160,19 +172,38 @@ async fn post_heartbeat(
     }
 }
 
+/// `maxCount` as the old service read it: above 250 is 250, anything that is not an integer
+/// (a clipped digit string included) is the default, 250; zero or negative is an error.
+fn max_count(raw: Option<&str>) -> Result<i64, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(MAX_HEARTBEAT_ROWS);
+    };
+    let negative = raw.starts_with('-');
+    let digits = raw.strip_prefix(['-', '+']).unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(MAX_HEARTBEAT_ROWS);
+    }
+    if negative || digits.bytes().all(|b| b == b'0') {
+        return Err(ApiError::bad_request(format!(
+            "Query parameter maxCount must be a positive integer (at most {MAX_HEARTBEAT_ROWS} rows are returned)."
+        )));
+    }
+    Ok(digits
+        .parse::<i64>()
+        .map_or(MAX_HEARTBEAT_ROWS, |n| n.min(MAX_HEARTBEAT_ROWS)))
+}
+
 /// List recent heartbeats, newest first.
 #[utoipa::path(get, path = "/heartbeat", tag = "heartbeats", operation_id = "v1_list_heartbeats",
     params(("heartbeat_name" = Option<String>, Query), ("service_name" = Option<String>, Query),
-           ("maxCount" = Option<i64>, Query, minimum = 1, maximum = 250,
-            description = "Default 250")),
+           ("maxCount" = Option<i64>, Query, minimum = 1,
+            description = "Default 250; larger values are capped at 250 and a value that is not an integer means 250")),
     security(("bearer" = []), ()),
     responses((status = 200, description = "Heartbeats, newest first", body = Envelope<Vec<V1Heartbeat>>),
-              (status = 400, description = "Bad maxCount")))]
+              (status = 400, description = "maxCount is zero or negative")))]
 async fn get_heartbeats(State(app): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     caller.require_or_anonymous(Scope::Read, app.config.allow_anonymous_heartbeats)?;
-    let max = params
-        .int("maxCount", 1, MAX_HEARTBEAT_ROWS)?
-        .unwrap_or(MAX_HEARTBEAT_ROWS);
+    let max = max_count(params.text("maxCount"))?;
     let rows = app
         .store
         .list_heartbeats(&HeartbeatQuery {

@@ -100,6 +100,88 @@ pub async fn timeout(State(app): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
+/// Refuses control characters (NUL and the like) and malformed UTF-8 in the path and the query
+/// string with a 400 that names the parameter, before a handler or a database sees them
+/// (PostgreSQL cannot store NUL in text).
+pub async fn reject_control_characters(req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    match unprintable_in_uri(req.uri(), template) {
+        Some(message) => ApiError::bad_request(message).into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// What is wrong with the path or the query of `uri`, if anything: `template` (the matched
+/// route, `/service/{name}`) names the path parameters.
+pub fn unprintable_in_uri(uri: &axum::http::Uri, template: Option<&str>) -> Option<String> {
+    let names: Vec<&str> = template.map_or_else(Vec::new, |t| t.split('/').collect());
+    for (i, segment) in uri.path().split('/').enumerate() {
+        if !segment.contains('%') {
+            // Only percent-escapes can carry control characters into a URI.
+            continue;
+        }
+        let printable = String::from_utf8(percent_decode(segment))
+            .is_ok_and(|s| !s.chars().any(char::is_control));
+        if !printable {
+            let name = names
+                .get(i)
+                .and_then(|t| t.strip_prefix('{'))
+                .and_then(|t| t.strip_suffix('}'))
+                .map(|t| t.trim_start_matches('*'));
+            return Some(match name {
+                Some(n) => {
+                    format!("Path parameter {n} must be UTF-8 text without control characters.")
+                }
+                None => "The request path must be UTF-8 text without control characters.".into(),
+            });
+        }
+    }
+    let query = uri.query()?;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| String::from_utf8(percent_decode(&s.replace('+', " ")));
+        let Ok(key) = decode(key) else {
+            return Some("Query parameter names must be UTF-8 text.".into());
+        };
+        if key.chars().any(char::is_control) {
+            return Some("Query parameter names must not contain control characters.".into());
+        }
+        let printable = decode(value).is_ok_and(|v| !v.chars().any(char::is_control));
+        if !printable {
+            return Some(format!(
+                "Query parameter {key} must be UTF-8 text without control characters."
+            ));
+        }
+    }
+    None
+}
+
+/// `%XX` escapes decoded to bytes (a malformed escape is kept as written).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Which limit a path falls under.
 pub fn classify(path: &str) -> RateClass {
     if path == "/heartbeat" || path.starts_with("/v2/heartbeat/") {
@@ -198,6 +280,27 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
                 })
                 .map(str::to_owned)
         });
+    let limits = &app.config.limits;
+    let class_limit = match class {
+        RateClass::Heartbeat => limits.heartbeat,
+        RateClass::Management => limits.management,
+        RateClass::Health => limits.health,
+        RateClass::Metrics => limits.metrics,
+        RateClass::Docs => limits.docs,
+    };
+    let ip_key = format!("ip:{ip}");
+    // Failed authentications are counted per client address, in a budget of their own; once a
+    // client has spent it, any key it presents that this replica has not verified recently is
+    // refused before it is looked up, so made-up keys cost a throttled client no lookup and
+    // fill no cache. Keys that verify never spend it, so clients sharing an address (a NAT)
+    // each keep their key's own limit.
+    let failures_key = format!("auth-failures:{ip}");
+    if let Some(Some(t)) = &token
+        && !app.auth.recognises(t)
+        && let Some(refusal) = app.limiter.refusing(class, &failures_key)
+    {
+        return too_many_requests(class, &refusal);
+    }
     let caller = match token {
         None => Caller::Anonymous,
         Some(None) => Caller::Invalid(AuthError::Malformed),
@@ -210,43 +313,26 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         metrics::counter!("medic_auth_failures_total", "reason" => e.reason()).increment(1);
     }
 
-    let limits = &app.config.limits;
-    let class_limit = match class {
-        RateClass::Heartbeat => limits.heartbeat,
-        RateClass::Management => limits.management,
-        RateClass::Health => limits.health,
-        RateClass::Metrics => limits.metrics,
-        RateClass::Docs => limits.docs,
-    };
-    let (key, limit) = match &caller {
+    let decision = match &caller {
         Caller::Key(p) => {
             let tier = p
                 .rate_limit_per_minute
                 .filter(|_| matches!(class, RateClass::Heartbeat | RateClass::Management));
-            (p.rate_key(), tier.unwrap_or(class_limit))
+            app.limiter
+                .check(class, &p.rate_key(), tier.unwrap_or(class_limit))
+                .await
         }
-        _ => (format!("ip:{ip}"), class_limit),
+        Caller::Invalid(AuthError::Unavailable) | Caller::Anonymous => {
+            app.limiter.check(class, &ip_key, class_limit).await
+        }
+        Caller::Invalid(_) => {
+            app.limiter
+                .check_refusing(class, &failures_key, class_limit)
+                .await
+        }
     };
-    let decision = app.limiter.check(class, &key, limit).await;
     if !decision.allowed {
-        metrics::counter!("medic_rate_limit_rejections_total", "class" => class.as_str())
-            .increment(1);
-        let retry = decision
-            .retry_after
-            .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
-        let body = RateLimitedEnvelope {
-            success: false,
-            message: format!("Rate limit exceeded. Retry after {retry} seconds."),
-            results: NoResults::Empty,
-            retry_after: retry,
-        };
-        let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
-        set_rate_headers(resp.headers_mut(), &decision);
-        resp.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from_str(&retry.to_string()).unwrap_or(HeaderValue::from_static("1")),
-        );
-        return resp;
+        return too_many_requests(class, &decision);
     }
 
     let mut resp = match &caller {
@@ -260,6 +346,27 @@ pub async fn gate(State(app): State<AppState>, mut req: Request, next: Next) -> 
         }
     };
     set_rate_headers(resp.headers_mut(), &decision);
+    resp
+}
+
+/// The 429 answer: the envelope with `retry_after`, `Retry-After` and the rate-limit headers.
+fn too_many_requests(class: RateClass, decision: &Decision) -> Response {
+    metrics::counter!("medic_rate_limit_rejections_total", "class" => class.as_str()).increment(1);
+    let retry = decision
+        .retry_after
+        .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let body = RateLimitedEnvelope {
+        success: false,
+        message: format!("Rate limit exceeded. Retry after {retry} seconds."),
+        results: NoResults::Empty,
+        retry_after: retry,
+    };
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+    set_rate_headers(resp.headers_mut(), decision);
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from_str(&retry.to_string()).unwrap_or(HeaderValue::from_static("1")),
+    );
     resp
 }
 

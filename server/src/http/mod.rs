@@ -167,6 +167,9 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            middleware::reject_control_characters,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::gate,

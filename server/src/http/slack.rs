@@ -4,7 +4,7 @@
 //! request is accepted only with a valid signature: `X-Slack-Signature: v0=<hex HMAC-SHA256 of
 //! "v0:<X-Slack-Request-Timestamp>:<body>">` under `SLACK_SIGNING_SECRET`, with a timestamp
 //! within five minutes (no replays). Handled actions: `ack_alert` (value = alert id) acknowledges
-//! the alert as `slack:<user>`; `approve_playbook` / `reject_playbook` (COMPAT) name playbook
+//! the alert as `slack:<user id>`; `approve_playbook` / `reject_playbook` (COMPAT) name playbook
 //! executions, which this server does not run, so they answer 404.
 
 use axum::body::Bytes;
@@ -87,12 +87,20 @@ async fn slack_interactions(
     let action = &payload["actions"][0];
     let action_id = action["action_id"].as_str().unwrap_or_default();
     let value = action["value"].as_str().unwrap_or_default();
-    let user = payload["user"]["username"]
+    // The user id (`U024BE7LH`): a Slack user can change their name, never their id.
+    let user_id = payload["user"]["id"]
+        .as_str()
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+        .ok_or_else(|| ApiError::bad_request("user.id must be a Slack user id."))?;
+    let actor = format!("slack:{user_id}");
+    // The name at the time, for people reading the audit log.
+    let user_name: Option<String> = payload["user"]["username"]
         .as_str()
         .or_else(|| payload["user"]["name"].as_str())
-        .or_else(|| payload["user"]["id"].as_str())
-        .unwrap_or("unknown");
-    let actor = format!("slack:{}", user.chars().take(64).collect::<String>());
+        .map(|n| n.chars().filter(|c| !c.is_control()).take(64).collect());
     let id: i64 = value
         .trim()
         .parse()
@@ -111,7 +119,8 @@ async fn slack_interactions(
                         "alert_acknowledged",
                         &actor,
                         Some(a.service_id),
-                        json!({"alert_id": a.alert_id, "kind": AlertKind::from(a.kind), "via": "slack"}),
+                        json!({"alert_id": a.alert_id, "kind": AlertKind::from(a.kind), "via": "slack",
+                               "slack_user_name": user_name}),
                     )
                 }),
             )

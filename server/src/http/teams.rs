@@ -551,13 +551,16 @@ fn target_config(
             } else {
                 ssrf::check_url(url, allowlist)
             };
-            if let Err(e) = checked {
-                tracing::info!(reason = e.reason(), "webhook URL refused");
-                return Err(ApiError::bad_request(format!(
-                    "config.url: {}.",
-                    ssrf::INVALID_WEBHOOK_URL
-                )));
-            }
+            let checked = match checked {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(reason = e.reason(), "webhook URL refused");
+                    return Err(ApiError::bad_request(format!(
+                        "config.url: {}.",
+                        ssrf::INVALID_WEBHOOK_URL
+                    )));
+                }
+            };
             let secret = config_str(config, "secret")?;
             let n = secret.chars().count();
             if !(MIN_SECRET..=MAX_SECRET).contains(&n) || secret.chars().any(char::is_control) {
@@ -566,7 +569,8 @@ fn target_config(
                 )));
             }
             Ok(TargetConfig::Webhook {
-                url: url.to_owned(),
+                // Stored as it will be requested, not as typed.
+                url: checked.url().as_str().to_owned(),
                 secret: secret.to_owned(),
             })
         }

@@ -138,7 +138,7 @@ pub async fn run_monitor(
                 for (kind, priority, team, due) in &report.opened {
                     metrics::counter!("medic_alerts_opened_total",
                         "kind" => kind.as_str(), "priority" => priority.as_str(),
-                        "team" => team.clone())
+                        "team" => crate::telemetry::team_label(team))
                     .increment(1);
                     let lag = (clock.now().millis() - due.millis()).max(0);
                     metrics::histogram!("medic_monitor_detection_lag_seconds")
@@ -176,6 +176,36 @@ pub async fn run_monitor(
     tracing::info!("monitor stopped");
 }
 
+/// A delivery's `event_id`: a UUID derived from the delivery row (its id and creation time) and
+/// the alert it belongs to (its dedup key, which holds the service and the incident's start, and
+/// its opening time), so every retry, on any replica, sends the same id, while another
+/// deployment or a reset database — whose row ids start again at 1 — never produces it again.
+pub fn event_id(c: &ClaimedDelivery) -> String {
+    use sha2::Digest;
+    let d = &c.delivery;
+    let a = &c.alert;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        "medic-event".to_owned(),
+        d.id.to_string(),
+        d.created_at.millis().to_string(),
+        format!("{:?}", d.event),
+        format!("{:?}", d.destination),
+        a.alert_id.to_string(),
+        a.dedup_key.clone(),
+        a.created_at.millis().to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The webhook body / notification content for a claimed delivery.
 pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
     let d = &c.delivery;
@@ -199,7 +229,7 @@ pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
     };
     AlertEvent {
         schema_version: WEBHOOK_SCHEMA_VERSION,
-        event_id: format!("medic-delivery-{}", d.id),
+        event_id: event_id(c),
         event: d.event,
         at: d.created_at,
         alert: AlertRef {

@@ -43,9 +43,13 @@ pub fn sample_event(kind: EventKind) -> AlertEvent {
             "c3f8e2d1-4b5a-4e69-a7d0-9f1b2c3d4e04",
         ),
     };
+    // As the monitor words them (`monitor::event_for`).
+    let silent = "payments-nightly: no heartbeat since 2026-11-23T18:17:47.123+00:00 \
+                  (expected every 5m)";
     let summary = match kind {
-        EventKind::Resolved => "payments-nightly: heartbeats are back after 52m".to_owned(),
-        _ => "payments-nightly: no heartbeat for 10m (expected every 5m)".to_owned(),
+        EventKind::Triggered | EventKind::Renotified => silent.to_owned(),
+        EventKind::Acknowledged => format!("Acknowledged by slack:U024BE7LH: {silent}"),
+        EventKind::Resolved => "Resolved: payments-nightly is beating again".to_owned(),
     };
     AlertEvent {
         schema_version: WEBHOOK_SCHEMA_VERSION,
@@ -56,7 +60,8 @@ pub fn sample_event(kind: EventKind) -> AlertEvent {
             id: 42,
             kind: AlertKind::HeartbeatMissing,
             state,
-            dedup_key: "medic/17/heartbeat_missing/42".to_owned(),
+            // `medic-<service id>-heartbeat_missing-<down since, ms>`, as the monitor makes it.
+            dedup_key: format!("medic-17-heartbeat_missing-{}", opened.millis()),
             opened_at: opened,
             actor,
         },
@@ -70,7 +75,7 @@ pub fn sample_event(kind: EventKind) -> AlertEvent {
             runbook: Some("https://wiki.example.com/runbooks/payments-nightly".to_owned()),
         },
         summary,
-        url: Some("https://medic.example.com/alerts/42".to_owned()),
+        url: Some("https://medic.example.com/v2/alerts/42".to_owned()),
     }
 }
 

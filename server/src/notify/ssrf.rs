@@ -145,7 +145,14 @@ fn check(raw: &str, allowlist: &[String], guard_network: bool) -> Result<ParsedT
     if raw.len() > MAX_URL_LEN {
         return Err(SsrfError::Malformed);
     }
-    let url = Url::parse(raw.trim()).map_err(|_| SsrfError::Malformed)?;
+    let raw = raw.trim();
+    // The URL standard reads `\` as `/` in http(s) URLs, most other clients do not:
+    // `http://example.com\@127.0.0.1/` is example.com here but 127.0.0.1 to curl. A URL that
+    // clients read differently is refused, as are control characters the parser would drop.
+    if raw.contains('\\') || raw.chars().any(char::is_control) {
+        return Err(SsrfError::Malformed);
+    }
+    let mut url = Url::parse(raw).map_err(|_| SsrfError::Malformed)?;
     let scheme = match url.scheme() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -178,6 +185,12 @@ fn check(raw: &str, allowlist: &[String], guard_network: bool) -> Result<ParsedT
     if !allowlist.is_empty() && !allowlist.iter().any(|e| allowlist_matches(e, &host)) {
         return Err(SsrfError::NotAllowlisted);
     }
+    // The normalised form is what is stored, shown and requested: the host as it was checked
+    // (lowercase, punycode, no trailing dot), no fragment, a default port left out.
+    if let TargetHost::Domain(d) = &host {
+        url.set_host(Some(d)).map_err(|_| SsrfError::Malformed)?;
+    }
+    url.set_fragment(None);
     Ok(ParsedTarget {
         url,
         scheme,
@@ -506,6 +519,27 @@ mod tests {
             &format!("https://example.com/{}", "a".repeat(MAX_URL_LEN)),
             SsrfError::Malformed,
         );
+    }
+
+    #[test]
+    fn urls_that_clients_read_differently_are_refused() {
+        for url in [
+            "http://example.com\\@127.0.0.1:18099/",
+            "http://a.example.com\\@evil.test/",
+            "https://example.com/a\\b",
+            "https://exa\tmple.com/",
+            "https://example.com/a\nb",
+        ] {
+            refused(url, SsrfError::Malformed);
+        }
+    }
+
+    #[test]
+    fn the_normalised_url_is_the_checked_one() {
+        let t = accepted(" HTTPS://Hooks.Example.COM.:443/a/../medic?x=1#frag ");
+        assert_eq!(t.url().as_str(), "https://hooks.example.com/medic?x=1");
+        let t = accepted("https://bücher.example/");
+        assert_eq!(t.url().as_str(), "https://xn--bcher-kva.example/");
     }
 
     #[test]

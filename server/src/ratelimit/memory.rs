@@ -121,6 +121,10 @@ impl MemoryLimiter {
         self.max_buckets.store(max.max(1), Ordering::Relaxed);
     }
 
+    pub(crate) fn max_buckets(&self) -> usize {
+        self.max_buckets.load(Ordering::Relaxed)
+    }
+
     /// Number of live buckets, overflow buckets included.
     pub(crate) fn len(&self) -> usize {
         self.buckets.len()

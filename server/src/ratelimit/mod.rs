@@ -270,6 +270,7 @@ impl RateLimiter {
                 memory,
                 redis,
                 warn_gate: WarnGate::new(),
+                refused: dashmap::DashMap::new(),
             }),
         };
         limiter.inner.publish_backend();
@@ -295,6 +296,40 @@ impl RateLimiter {
             metrics::counter!(FALLBACK_METRIC).increment(1);
         }
         self.inner.memory.check(class, key, limit_per_minute)
+    }
+
+    /// [`Self::check`], remembering on this replica a refusal until it runs out, so that
+    /// [`Self::refusing`] can answer for the client without asking the backend. For budgets
+    /// whose refusal should stop work *before* it is done (looking up a presented API key).
+    pub async fn check_refusing(&self, class: RateClass, key: &str, limit: u32) -> Decision {
+        let decision = self.check(class, key, limit).await;
+        if !decision.allowed {
+            let until = Instant::now() + decision.retry_after.unwrap_or(Duration::from_secs(1));
+            let refused = &self.inner.refused;
+            if refused.len() >= self.inner.memory.max_buckets() {
+                let now = Instant::now();
+                refused.retain(|_, (u, _)| *u > now);
+            }
+            if refused.len() < self.inner.memory.max_buckets() {
+                refused.insert((class, key.to_owned()), (until, decision));
+            }
+        }
+        decision
+    }
+
+    /// The refusal [`Self::check_refusing`] last gave `key`, while it lasts.
+    pub fn refusing(&self, class: RateClass, key: &str) -> Option<Decision> {
+        let id = (class, key.to_owned());
+        let (until, decision) = *self.inner.refused.get(&id)?;
+        let now = Instant::now();
+        if until <= now {
+            self.inner.refused.remove(&id);
+            return None;
+        }
+        Some(Decision {
+            retry_after: Some(until - now),
+            ..decision
+        })
     }
 
     /// Bounds the in-memory limiter's client buckets (see `memory.rs`).
@@ -334,6 +369,9 @@ struct Inner {
     memory: MemoryLimiter,
     redis: Option<RedisBackend>,
     warn_gate: WarnGate,
+    /// Clients refused by [`RateLimiter::check_refusing`], until when; at most as many as the
+    /// memory limiter's buckets.
+    refused: dashmap::DashMap<(RateClass, String), (Instant, Decision)>,
 }
 
 impl Inner {

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -123,10 +123,60 @@ impl Drop for Running {
     }
 }
 
-/// A socket that records its activity.
+/// A socket that records its activity, and gives the answers hyper writes by itself (a request
+/// it could not parse) the JSON envelope every other answer has.
 struct Watched {
     io: TcpStream,
     activity: Arc<Activity>,
+    /// An answer rewritten by [`enveloped`], accepted from hyper but not yet all sent.
+    pending: Vec<u8>,
+}
+
+/// hyper answers a request it cannot parse by itself, with an empty body: 400 (a malformed
+/// request line or header), 414 (URI too long) or 431 (headers too large). Such a head —
+/// `HTTP/1.1 4xx …` with `content-length: 0`, which no handler's answer has — is given a JSON
+/// error envelope; every other write passes unchanged.
+fn enveloped(head: &[u8]) -> Option<Vec<u8>> {
+    let message = if head.starts_with(b"HTTP/1.1 400 ") {
+        "Malformed request: the request line or a header could not be parsed."
+    } else if head.starts_with(b"HTTP/1.1 414 ") {
+        "The request URI is too long."
+    } else if head.starts_with(b"HTTP/1.1 431 ") {
+        "The request headers are too large: too many, or too long."
+    } else {
+        return None;
+    };
+    let text = std::str::from_utf8(head).ok()?;
+    let head_end = text.find("\r\n\r\n")?;
+    if head_end + 4 != text.len() {
+        return None;
+    }
+    let empty = "\r\ncontent-length: 0\r\n";
+    let at = text[..head_end + 2].find(empty)?;
+    let body = serde_json::json!({"success": false, "message": message, "results": ""}).to_string();
+    let mut out = String::with_capacity(text.len() + body.len() + 48);
+    out.push_str(&text[..at]);
+    out.push_str("\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.push_str(&body.len().to_string());
+    out.push_str("\r\n");
+    out.push_str(&text[at + empty.len()..]);
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+impl Watched {
+    /// Sends what is left of a rewritten answer; ready when nothing is.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+            self.activity.touch();
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -149,6 +199,13 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        if let Some(answer) = enveloped(buf) {
+            self.pending = answer;
+            // Accepted: the rewritten answer is sent by this and the following calls.
+            let _ = self.drain(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if r.is_ready() {
             self.activity.touch();
@@ -161,6 +218,16 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        // hyper's own answers are a head alone, in one slice.
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next())
+            && let Some(answer) = enveloped(only)
+        {
+            self.pending = answer;
+            let _ = self.drain(cx)?;
+            return Poll::Ready(Ok(only.len()));
+        }
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if r.is_ready() {
             self.activity.touch();
@@ -173,10 +240,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -258,6 +327,7 @@ async fn serve_connection(
     let io = TokioIo::new(Watched {
         io: tcp,
         activity: activity.clone(),
+        pending: Vec::new(),
     });
     let requests = activity.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {

@@ -521,15 +521,17 @@ async fn the_slack_acknowledge_button_acknowledges_with_a_valid_signature_only()
     let r = crate::support::send(post("slack-signing-secret", body)).await;
     let acked = assert_ok(&r, 200);
     assert_eq!(acked["state"], "acknowledged");
-    assert_eq!(acked["acknowledged_by"], "slack:dana");
+    // The Slack user id, which the user cannot change, not the display name.
+    assert_eq!(acked["acknowledged_by"], "slack:U1");
     let r = app
         .admin()
         .get("/v2/audit-logs?action_type=alert_acknowledged")
         .await;
     let entries = assert_ok(&r, 200)["entries"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["actor"], "slack:dana");
+    assert_eq!(entries[0]["actor"], "slack:U1");
     assert_eq!(entries[0]["details"]["via"], "slack");
+    assert_eq!(entries[0]["details"]["slack_user_name"], "dana");
     let seen = pd.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(events(&seen, "acknowledge").len(), 1);
 }
@@ -750,4 +752,67 @@ async fn two_replicas_page_each_incident_once_even_when_one_dies() {
         triggers.len(),
         keys.len()
     );
+}
+
+/// One service going silent on a fresh server with a webhook target; returns the first two
+/// deliveries the receiver saw (the first answered 500, so the second is its retry).
+async fn first_delivery_and_its_retry() -> Vec<Value> {
+    let pd = Recorder::start().await;
+    pd.answer(pd_ok());
+    let hook = Recorder::start().await;
+    hook.push(Answer::status(500));
+    hook.answer(Answer::status(200));
+    let app = app_with(&pd, None).await;
+    let svc = app
+        .create_service(&json!({"heartbeat_name": "ledger", "interval_seconds": 1}))
+        .await;
+    assert_ok(
+        &app.admin()
+            .post_json(
+                &format!("/v2/services/{}/targets", svc["service_id"]),
+                &json!({"kind": "webhook", "config": {"url": hook.url("/hook"), "secret": "0123456789abcdef"}}),
+            )
+            .await,
+        201,
+    );
+    silence(&app);
+    hook.wait_for(1, Duration::from_secs(10)).await;
+    let retry_in = retry_due_in(&app).await;
+    app.advance(Duration::from_millis(retry_in.unsigned_abs()));
+    let seen = hook.wait_for(2, Duration::from_secs(10)).await;
+    seen.iter().take(2).map(|r| r.json()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_event_ids_repeat_on_retry_and_never_across_databases() {
+    let first = first_delivery_and_its_retry().await;
+    let second = first_delivery_and_its_retry().await;
+    // A retry carries the same id, so a receiver may drop it.
+    assert_eq!(first[0]["event_id"], first[1]["event_id"]);
+    assert_eq!(second[0]["event_id"], second[1]["event_id"]);
+    // A fresh database (row ids start again at 1) never reuses an id a receiver has seen.
+    assert_ne!(first[0]["event_id"], second[0]["event_id"]);
+    // The documented example has the shape of a real delivery.
+    let documented: Value =
+        serde_json::from_str(include_str!("../fixtures/webhook/triggered.json")).expect("fixture");
+    let shape = |v: &Value| {
+        let key = v["alert"]["dedup_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let rest = key
+            .strip_prefix(&format!("medic-{}-heartbeat_missing-", v["service"]["id"]))
+            .unwrap_or_default()
+            .to_owned();
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
+    };
+    assert!(shape(&first[0]), "{}", first[0]);
+    assert!(shape(&documented), "{documented}");
+    for body in [&first[0], &second[0], &documented] {
+        let id = body["event_id"].as_str().expect("event_id");
+        assert!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "event_id {id:?} is not a UUID"
+        );
+    }
 }

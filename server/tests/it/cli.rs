@@ -210,3 +210,130 @@ fn a_second_server_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("PostgreSQL"), "{err}");
 }
+
+#[test]
+fn start_up_messages_say_what_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database whose directory cannot be made (a file stands where it should be) is named,
+    // with what the server tried to do there.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let db = file.join("medic.db");
+    let out = run(medic(dir.path())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("PORT", free_port().to_string()));
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("lock file"), "{err}");
+    assert!(!err.contains("listener"), "{err}");
+
+    // api-key create says which database it wrote to.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let created = run(medic(elsewhere.path())
+        .env("DATABASE_URL", "sqlite://medic.db")
+        .args(["api-key", "create", "--name", "ops", "--scopes", "read"]));
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    let err = String::from_utf8_lossy(&created.stderr);
+    let expected = std::fs::canonicalize(elsewhere.path())
+        .unwrap()
+        .join("medic.db");
+    assert!(
+        err.contains(&expected.display().to_string()),
+        "{err} does not name {}",
+        expected.display()
+    );
+
+    // MEDIC_ROLE=api on SQLite would never alert: refused, by check-config too.
+    let api = run(medic(dir.path())
+        .arg("check-config")
+        .env("MEDIC_ROLE", "api"));
+    assert_eq!(api.status.code(), Some(64), "{api:?}");
+    assert!(
+        String::from_utf8_lossy(&api.stderr).contains("MEDIC_ROLE=api"),
+        "{api:?}"
+    );
+}
+
+#[test]
+fn healthcheck_accepts_host_names_and_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = medic(dir.path())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_healthy(dir.path(), port);
+    let mut answers = Vec::new();
+    for url in [
+        format!("localhost:{port}"),
+        format!("http://localhost:{port}/"),
+        format!("http://127.0.0.1:{port}"),
+    ] {
+        let probe = run(medic(dir.path()).args(["healthcheck", "--url", &url]));
+        answers.push((
+            url,
+            probe.status.code(),
+            String::from_utf8_lossy(&probe.stderr).into_owned(),
+        ));
+    }
+    // Without a port, the configured one.
+    let probe = run(medic(dir.path()).env("PORT", port.to_string()).args([
+        "healthcheck",
+        "--url",
+        "localhost",
+    ]));
+    answers.push((
+        "localhost".into(),
+        probe.status.code(),
+        String::from_utf8_lossy(&probe.stderr).into_owned(),
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "server did not become healthy");
+    for (url, code, err) in answers {
+        assert_eq!(code, Some(0), "--url {url}: {err}");
+    }
+}
+
+#[test]
+fn each_subcommands_help_lists_only_the_settings_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |args: &[&str]| {
+        let out = run(medic(dir.path()).args(args).arg("--help"));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve"]);
+    assert!(serve.contains("--redis-url") && serve.contains("--database-url"));
+    let health = help(&["healthcheck"]);
+    assert!(
+        health.contains("--url") && health.contains("--port"),
+        "{health}"
+    );
+    let create = help(&["api-key", "create"]);
+    assert!(
+        create.contains("--database-url") && create.contains("--scopes"),
+        "{create}"
+    );
+    for (what, text) in [("healthcheck", &health), ("api-key create", &create)] {
+        for other in ["--redis-url", "--rate-limit-docs-requests", "--slack-token"] {
+            assert!(
+                !text.contains(other),
+                "{what} --help lists {other}:\n{text}"
+            );
+        }
+    }
+    assert!(!health.contains("--database-url"), "{health}");
+    // A setting left out of the help is still accepted (a shared environment or file).
+    let probe = run(medic(dir.path()).args([
+        "healthcheck",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--url",
+        &format!("127.0.0.1:{}", free_port()),
+    ]));
+    assert_eq!(probe.status.code(), Some(1), "{probe:?}");
+}

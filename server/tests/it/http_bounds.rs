@@ -69,3 +69,47 @@ async fn a_flood_of_new_client_addresses_neither_grows_the_limiter_nor_gets_past
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_names_from_writers_do_not_grow_the_metric_labels() {
+    use medic_server::telemetry::MAX_TEAM_LABELS;
+    let app = TestApp::builder().manual_clock().spawn().await;
+    let teams = MAX_TEAM_LABELS + 10;
+    for i in 0..teams {
+        app.create_service(
+            &json!({"heartbeat_name": format!("svc-{i}"), "interval_seconds": 1,
+                                   "team": format!("Team-{i}-{}", "x".repeat(200))}),
+        )
+        .await;
+    }
+    app.advance(std::time::Duration::from_millis(1_500));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = app.admin().get("/v2/alerts?state=open&limit=1").await;
+        let open = crate::support::assert_ok(&r, 200)["total_count"]
+            .as_u64()
+            .unwrap_or(0);
+        if open as usize >= teams {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{open} alerts opened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let text = app.metrics().await;
+    let labels: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("medic_alerts_opened_total{"))
+        .filter_map(|l| l.split("team=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        labels.len() <= MAX_TEAM_LABELS + 1,
+        "{} team label values",
+        labels.len()
+    );
+    assert!(labels.contains("other"), "{labels:?}");
+    assert!(labels.iter().all(|l| l.chars().count() <= 64), "{labels:?}");
+    assert!(
+        !labels.iter().any(|l| l.contains('T')),
+        "not folded: {labels:?}"
+    );
+}

@@ -291,14 +291,40 @@ async fn get_heartbeat_filters_newest_first() {
 }
 
 #[tokio::test]
-async fn get_heartbeat_bad_max_count_is_400() {
+async fn get_heartbeat_max_count_is_capped_as_the_old_service_did() {
     let app = legacy_app().await;
-    for bad in ["0", "251", "-1", "ten", "2.5"] {
+    app.register("one", 1).await;
+    let r = app
+        .post_json(
+            "/heartbeat",
+            &json!({"heartbeat_name": "one", "status": "UP"}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    // Above 250 is capped at 250 (the TypeScript client asks for 500); not an integer means
+    // the default, 250.
+    for lenient in [
+        "251",
+        "300",
+        "500",
+        "99999999999999999999",
+        "ten",
+        "2.5",
+        "",
+    ] {
+        let r = app.get(&format!("/heartbeat?maxCount={lenient}")).await;
+        assert_eq!(
+            assert_ok(&r, 200).as_array().map(Vec::len),
+            Some(1),
+            "maxCount={lenient}"
+        );
+    }
+    for bad in ["0", "-1", "-300"] {
         let r = app.get(&format!("/heartbeat?maxCount={bad}")).await;
         assert_error(
             &r,
             400,
-            "Query parameter maxCount must be an integer between 1 and 250.",
+            "Query parameter maxCount must be a positive integer (at most 250 rows are returned).",
         );
     }
 }

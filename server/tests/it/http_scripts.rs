@@ -133,7 +133,11 @@ async fn registration_is_validated() {
     let r = post(json!({ "name": "x", "interpreter": "perl", "content": "1" })).await;
     assert_error(&r, 400, "interpreter must be bash, sh or python3.");
     let r = post(body("x", "echo \u{0} hi")).await;
-    assert_error(&r, 400, "content must not contain NUL.");
+    assert_error(
+        &r,
+        400,
+        "Invalid request body: content must not contain control characters.",
+    );
     let r = post(body("x", "  ")).await;
     assert_error(&r, 400, "content must not be empty.");
     let r = post(body("x", &"#".repeat(MAX_SCRIPT_BYTES + 1))).await;

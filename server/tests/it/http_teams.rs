@@ -560,3 +560,57 @@ async fn snooze_creates_a_service_window_from_now() {
     assert_eq!(audit["total_count"], 1, "{audit}");
     assert_eq!(audit["entries"][0]["details"]["reason"], "reboot");
 }
+
+#[tokio::test]
+async fn webhook_urls_are_stored_normalised_and_ambiguous_ones_refused() {
+    let app = TestApp::spawn().await;
+    let svc = service(&app, "billing-job").await;
+    let path = format!("/v2/services/{svc}/targets");
+    let body = |url: &str| json!({ "kind": "webhook", "config": { "url": url, "secret": WEBHOOK_SECRET } });
+    // A backslash reads as a path separator to Medic but as the end of a user name to curl
+    // and Python, which would connect to 127.0.0.1.
+    for url in [
+        "http://example.com\\@127.0.0.1:18099/",
+        "https://hooks.example.com\\x/medic",
+        "https://hooks.example.com/a\\b",
+    ] {
+        let r = app.admin().post_json(&path, &body(url)).await;
+        assert_error(&r, 400, "config.url: Invalid webhook URL.");
+    }
+    // What is stored and shown is the URL as it will be requested.
+    let r = app
+        .admin()
+        .post_json(
+            &path,
+            &body(" HTTPS://Hooks.Example.COM.:443/a/../medic?x=1 "),
+        )
+        .await;
+    let wh = assert_ok(&r, 201);
+    assert_eq!(wh["config"]["url"], "https://hooks.example.com/medic?x=1");
+    let r = app.admin().get(&path).await;
+    assert_eq!(
+        assert_ok(&r, 200)[0]["config"]["url"],
+        "https://hooks.example.com/medic?x=1"
+    );
+}
+
+#[tokio::test]
+async fn the_allowlist_judges_the_host_every_client_would_connect_to() {
+    let app = TestApp::builder()
+        .configure(|c| c.allowed_webhook_hosts = vec!["*.example.com".into()])
+        .spawn()
+        .await;
+    let svc = service(&app, "billing-job").await;
+    let path = format!("/v2/services/{svc}/targets");
+    let body = |url: &str| json!({ "kind": "webhook", "config": { "url": url, "secret": WEBHOOK_SECRET } });
+    for url in [
+        "http://a.example.com\\@evil.test/",
+        "http://a.example.com@evil.test/",
+        "http://evil.test#@a.example.com/",
+    ] {
+        let r = app.admin().post_json(&path, &body(url)).await;
+        assert_error(&r, 400, "config.url: Invalid webhook URL.");
+    }
+    let r = app.admin().get(&path).await;
+    assert_eq!(assert_ok(&r, 200).as_array().map(Vec::len), Some(0));
+}

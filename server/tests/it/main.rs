@@ -38,6 +38,7 @@ mod http_auth;
 mod http_bounds;
 mod http_conn;
 mod http_durability;
+mod http_input;
 mod http_jobs;
 mod http_legacy;
 mod http_ops;

@@ -316,7 +316,11 @@ async fn pagerduty_actions_follow_the_alert() {
         let body = rec.only_request().json();
         assert_eq!(body["event_action"], action, "{kind:?}");
         // Every event of one alert carries the same key, so PagerDuty keeps one incident.
-        assert_eq!(body["dedup_key"], "medic/17/heartbeat_missing/42");
+        assert_eq!(body["dedup_key"], ev.alert.dedup_key.as_str());
+        assert_eq!(
+            body["dedup_key"],
+            event(EventKind::Triggered).alert.dedup_key.as_str()
+        );
     }
 }
 
@@ -399,7 +403,7 @@ async fn slack_and_pagerduty_link_to_the_public_url_when_the_event_has_no_link()
     n.deliver(&pagerduty(), &ev).await;
     assert_eq!(
         rec.only_request().json()["client_url"],
-        "https://medic.example.com/alerts/42"
+        "https://medic.example.com/v2/alerts/42"
     );
 }
 
