@@ -21,7 +21,7 @@ use dashmap::DashMap;
 
 use crate::config::Secret;
 use crate::domain::apikey::{self, ApiKeyId};
-use crate::domain::{Scopes, Timestamp};
+use crate::domain::{OwnerId, Scopes, Timestamp};
 use crate::store::{ApiKeyRecord, Store, StoreError};
 
 /// Who is calling.
@@ -33,6 +33,8 @@ pub struct Principal {
     pub scopes: Scopes,
     /// Per-key requests per minute, overriding the per-class limits.
     pub rate_limit_per_minute: Option<u32>,
+    /// The person or service account the key belongs to (four-eyes compares these).
+    pub owner_id: OwnerId,
 }
 
 impl Principal {
@@ -143,6 +145,7 @@ impl Authenticator {
                 name: "bootstrap-admin".to_owned(),
                 scopes: [crate::domain::Scope::Admin].into_iter().collect(),
                 rate_limit_per_minute: None,
+                owner_id: OwnerId::bootstrap(),
             });
         }
         let id = apikey::parse_id(token).map_err(|_| AuthError::Malformed)?;
@@ -168,6 +171,7 @@ impl Authenticator {
             name: record.name,
             scopes: record.scopes,
             rate_limit_per_minute: record.rate_limit_per_minute,
+            owner_id: record.owner_id,
         })
     }
 

@@ -250,7 +250,7 @@ async fn revoke_agent(
     );
     let revoked = app
         .store
-        .revoke_agent(&agent_id, &who, now, Some(&audit))
+        .revoke_agent(&agent_id, &who.label(), now, Some(&audit))
         .await?;
     let agent = app
         .store

@@ -15,7 +15,7 @@ use super::extract::{Caller, JsonBody};
 use super::schema::{KeyScope, Time, time};
 use crate::domain::apikey::{self, ApiKeyId};
 use crate::domain::{Scope, Scopes, Timestamp};
-use crate::store::{ApiKeyRecord, NewApiKey};
+use crate::store::{Actor, ApiKeyRecord, NewApiKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,7 +40,8 @@ pub struct CreateKeyIn {
     /// Printable characters.
     #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// Any of read, write, admin, agent (a list, or one comma-separated string); not empty.
+    /// Any of read, write, admin, run, ingest, agent (a list, or one comma-separated string);
+    /// not empty. The key belongs to its creator's owner, always.
     scopes: ScopesIn,
     /// In the future; absent: never expires.
     #[serde(default)]
@@ -85,6 +86,9 @@ pub struct KeyOut {
     status: KeyStatus,
     created_at: Time,
     created_by: Option<String>,
+    /// The person or service account the key belongs to: its creator's, for keys made
+    /// through the API (`bootstrap` for the bootstrap admin key's).
+    owner_id: String,
     expires_at: Option<Time>,
     revoked_at: Option<Time>,
     /// Absent: the server's per-route-class limits.
@@ -107,6 +111,7 @@ impl KeyOut {
             status,
             created_at: k.created_at.into(),
             created_by: k.created_by.clone(),
+            owner_id: k.owner_id.0.clone(),
             expires_at: time(k.expires_at),
             revoked_at: time(k.revoked_at),
             rate_limit_per_minute: k.rate_limit_per_minute,
@@ -181,7 +186,7 @@ async fn create_api_key(
         .create_api_key(&NewApiKey {
             audit: Some(entry(
                 "api_key_created",
-                &admin.actor(),
+                &Actor::new(admin.actor()),
                 None,
                 json!({
                     "key_id": generated.id.0,
@@ -197,6 +202,9 @@ async fn create_api_key(
             rate_limit_per_minute: body.rate_limit_per_minute.or(tier),
             created_by: Some(admin.actor()),
             created_at: now,
+            // A key made through the API is its creator's: four-eyes sees one person.
+            owner_id: admin.owner_id.clone(),
+            new_owner: None,
         })
         .await?;
     Ok(ok(
@@ -242,7 +250,7 @@ async fn revoke_api_key(
     let now = app.clock.now();
     let audit = entry(
         "api_key_revoked",
-        &admin.actor(),
+        &Actor::new(admin.actor()),
         None,
         json!({ "key_id": id.0 }),
     );

@@ -78,7 +78,7 @@ async fn a_caller_can_wait_for_a_run_to_end() {
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let nap = approved_script(
         &app,
         &writer,
@@ -148,7 +148,7 @@ async fn a_caller_can_wait_for_a_run_to_end() {
 async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let script = approved_script(&app, &writer, "where", "echo \"on $MEDIC_AGENT_ID\"\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let allow = "[[allow]]\nscript = \"where\"\n";
@@ -307,7 +307,7 @@ async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
 async fn a_run_the_agent_is_too_busy_for_waits_and_runs_later() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let slow = approved_script(&app, &writer, "slow", "sleep 2\necho slow\n").await;
     let quick = approved_script(&app, &writer, "quick", "echo quick\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -386,7 +386,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let agent_process = AgentProcess::start_with(
@@ -491,7 +491,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
 async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let greet = approved_script(&app, &writer, "greet", GREET).await;
     let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -583,7 +583,7 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
 async fn runs_are_refused_when_they_could_not_run() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let reader = app.create_key(&["read"]).await;
     let greet = approved_script(&app, &writer, "greet", GREET).await;
     // A second, pending version: not runnable by number, the approved one is the default.
@@ -735,7 +735,7 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let sleepy = approved_script(&app, &writer, "sleepy", "sleep 20\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let allow = "[[allow]]\nscript = \"sleepy\"\n";
@@ -870,7 +870,7 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
 async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_once() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let once = approved_script(
         &app,
         &writer,
@@ -928,7 +928,7 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
 async fn parameters_reach_the_script_verbatim_and_the_agents_secrets_never_do() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let show = approved_script(
         &app,
         &writer,
@@ -1073,7 +1073,9 @@ async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
         }
     };
     let agent_key = key("agent").await;
-    let writer = key("write").await;
+    // Another person's key (keys made through the API are the bootstrap admin's).
+    let writer =
+        crate::support::key_for_owner(&*db.store, "replica-writer", &["write", "run"]).await;
     let script = call(
         &client,
         pa,
