@@ -35,6 +35,8 @@ pub struct Principal {
     pub rate_limit_per_minute: Option<u32>,
     /// The person or service account the key belongs to (four-eyes compares these).
     pub owner_id: OwnerId,
+    /// For agent keys: the labels an agent connecting with this key may carry.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Principal {
@@ -146,6 +148,7 @@ impl Authenticator {
                 scopes: [crate::domain::Scope::Admin].into_iter().collect(),
                 rate_limit_per_minute: None,
                 owner_id: OwnerId::bootstrap(),
+                labels: Default::default(),
             });
         }
         let id = apikey::parse_id(token).map_err(|_| AuthError::Malformed)?;
@@ -172,6 +175,7 @@ impl Authenticator {
             scopes: record.scopes,
             rate_limit_per_minute: record.rate_limit_per_minute,
             owner_id: record.owner_id,
+            labels: record.labels,
         })
     }
 

@@ -116,6 +116,10 @@ pub enum ApiKeyCommand {
         /// For a new owner: person (default) or service (a service account).
         #[arg(long, default_value = "person")]
         owner_kind: String,
+        /// For agent keys: a label an agent connecting with this key may carry, `name=value`
+        /// (repeat for more).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
         /// Expiry as RFC 3339 (for example 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires: Option<String>,

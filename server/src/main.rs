@@ -164,8 +164,24 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             rate_limit,
             owner,
             owner_kind,
+            labels,
         }) => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .context("--label must be name=value")
+                })
+                .collect::<anyhow::Result<std::collections::BTreeMap<_, _>>>()?;
             let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
+            if !labels.is_empty() {
+                if !scopes.allows(medic_server::domain::Scope::Agent) {
+                    anyhow::bail!("--label is for keys with the agent scope");
+                }
+                medic_protocol::validate::validate_labels(&labels)
+                    .map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+            }
             let expires_at = expires
                 .map(|e| Timestamp::parse(&e).context("--expires must be an RFC 3339 timestamp"))
                 .transpose()?;
@@ -229,6 +245,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                     created_at: now,
                     owner_id,
                     new_owner,
+                    labels,
                 })
                 .await?;
             store.close().await;

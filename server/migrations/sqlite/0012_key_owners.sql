@@ -30,3 +30,7 @@ WHERE decided_at IS NOT NULL;
 ALTER TABLE audit_log ADD COLUMN on_behalf_of TEXT;
 ALTER TABLE snapshots ADD COLUMN restored_on_behalf_of TEXT;
 ALTER TABLE snapshots ADD COLUMN on_behalf_of TEXT;
+
+-- The labels an agent key grants: an agent carries a label it declares only when its key
+-- grants it (a JSON object of names to values; NULL grants none).
+ALTER TABLE api_keys ADD COLUMN labels TEXT;

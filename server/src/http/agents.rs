@@ -148,6 +148,7 @@ async fn connect_agent(
         writer: app.writer.clone(),
         remote: Some(remote),
         key_id,
+        granted_labels: principal.labels.clone(),
     };
     let gateway = app.gateway.clone();
     // Frames up to twice the protocol's limit are read and answered with `frame_too_large`;

@@ -1,5 +1,7 @@
 //! API keys: create (the plaintext is shown once), list, revoke. Admin scope.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,11 @@ pub struct CreateKeyIn {
     #[serde(default)]
     #[schema(minimum = 1)]
     rate_limit_per_minute: Option<u32>,
+    /// Agent keys only: the labels an agent connecting with this key may carry (it carries
+    /// those of its configured labels that are granted here, with the same value). Label
+    /// names and values as the agent protocol allows them.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// A named rate-limit tier.
@@ -93,6 +100,8 @@ pub struct KeyOut {
     revoked_at: Option<Time>,
     /// Absent: the server's per-route-class limits.
     rate_limit_per_minute: Option<u32>,
+    /// The labels an agent connecting with this key may carry.
+    labels: BTreeMap<String, String>,
 }
 
 impl KeyOut {
@@ -115,6 +124,7 @@ impl KeyOut {
             expires_at: time(k.expires_at),
             revoked_at: time(k.revoked_at),
             rate_limit_per_minute: k.rate_limit_per_minute,
+            labels: k.labels.clone(),
         }
     }
 }
@@ -180,6 +190,15 @@ async fn create_api_key(
             "rate_limit_per_minute must be positive.",
         ));
     }
+    if !body.labels.is_empty() {
+        if !scopes.allows(Scope::Agent) {
+            return Err(ApiError::bad_request(
+                "labels are granted only to keys with the agent scope.",
+            ));
+        }
+        medic_protocol::validate::validate_labels(&body.labels)
+            .map_err(|e| ApiError::bad_request(format!("labels: {e}.")))?;
+    }
     let generated = apikey::generate();
     let record = app
         .store
@@ -192,6 +211,7 @@ async fn create_api_key(
                     "key_id": generated.id.0,
                     "name": name,
                     "scopes": scopes.list().into_iter().map(KeyScope::from).collect::<Vec<_>>(),
+                    "labels": body.labels,
                 }),
             )),
             id: generated.id.clone(),
@@ -205,6 +225,7 @@ async fn create_api_key(
             // A key made through the API is its creator's: four-eyes sees one person.
             owner_id: admin.owner_id.clone(),
             new_owner: None,
+            labels: body.labels.clone(),
         })
         .await?;
     Ok(ok(

@@ -2,7 +2,14 @@
 //! `postgres/keys.rs`.
 
 use super::*;
+use std::collections::BTreeMap;
+
 use crate::domain::{ApiKeyId, OwnerId, OwnerKind, Scopes, Timestamp};
+
+/// How a key's granted labels are stored: a JSON object, or NULL for none.
+pub(super) fn labels_text(labels: &BTreeMap<String, String>) -> Option<String> {
+    (!labels.is_empty()).then(|| serde_json::to_string(labels).unwrap_or_default())
+}
 
 /// A new key owner (a person or a service account). Made only by `medic-server api-key create
 /// --owner <name>`, never through the API.
@@ -40,6 +47,8 @@ pub struct NewApiKey {
     pub owner_id: OwnerId,
     /// An owner to create first, in the same transaction (the command line only).
     pub new_owner: Option<NewKeyOwner>,
+    /// For agent keys: the labels an agent connecting with this key may carry.
+    pub labels: BTreeMap<String, String>,
     /// Written in the same transaction as the key.
     pub audit: Option<NewAuditEntry>,
 }
@@ -56,6 +65,8 @@ pub struct ApiKeyRecord {
     pub rate_limit_per_minute: Option<u32>,
     pub created_by: Option<String>,
     pub owner_id: OwnerId,
+    /// The labels an agent connecting with this key may carry (empty: none).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// API keys (their digests; never the secrets).
@@ -122,6 +133,7 @@ pub(super) struct ApiKeyRow {
     rate_limit_per_minute: Option<i64>,
     created_by: Option<String>,
     owner_id: Option<String>,
+    labels: Option<String>,
 }
 
 impl From<ApiKeyRow> for ApiKeyRecord {
@@ -141,6 +153,11 @@ impl From<ApiKeyRow> for ApiKeyRecord {
                 .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
             created_by: r.created_by,
             owner_id,
+            // Written only by `labels_text`; anything unreadable grants nothing.
+            labels: r
+                .labels
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
         }
     }
 }

@@ -1766,6 +1766,7 @@ fn new_key(id: &str, created: i64) -> NewApiKey {
         created_at: t(created),
         owner_id: OwnerId::bootstrap(),
         new_owner: None,
+        labels: Default::default(),
         audit: Some(NewAuditEntry {
             on_behalf_of: None,
             action_type: "api_key_created".into(),
@@ -1811,8 +1812,11 @@ async fn key_owners(s: &dyn Store) {
     let mut k = new_key("000000000002", 2);
     k.owner_id = OwnerId("0wner0000001".into());
     k.new_owner = Some(owner("0wner0000001", "Backup Robot", OwnerKind::Service));
+    k.labels = BTreeMap::from([("tier".into(), "web".into()), ("env".into(), "prod".into())]);
     let rec = s.create_api_key(&k).await.unwrap();
     assert_eq!(rec.owner_id, OwnerId("0wner0000001".into()));
+    assert_eq!(rec.labels, k.labels);
+    assert!(by_boot.labels.is_empty());
     assert_eq!(
         s.get_api_key(&k.id).await.unwrap().unwrap().owner_id,
         rec.owner_id

@@ -163,6 +163,7 @@ pub async fn key_for_owner(store: &dyn Store, owner: &str, scopes: &[&str]) -> S
             created_at: Timestamp::now(),
             owner_id,
             new_owner,
+            labels: Default::default(),
             audit: None,
         })
         .await

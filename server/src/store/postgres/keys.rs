@@ -2,13 +2,15 @@
 
 use super::*;
 use crate::domain::OwnerId;
+use crate::store::keys::labels_text;
 
 #[async_trait::async_trait]
 impl KeyStore for PgStore {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let sql = format!(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             rate_limit_per_minute, created_by, owner_id, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING {API_KEY_COLUMNS}"
         );
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -39,6 +41,7 @@ impl KeyStore for PgStore {
             .bind(key.rate_limit_per_minute.map(i64::from))
             .bind(&key.created_by)
             .bind(&key.owner_id.0)
+            .bind(labels_text(&key.labels))
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;

@@ -98,7 +98,7 @@ const SNAPSHOT_COLUMNS: &str = "id, service_id, action_type, snapshot_data::text
     actor, on_behalf_of, created_at, restored_at, restored_by, restored_on_behalf_of";
 
 const API_KEY_COLUMNS: &str = "id, name, digest, scopes, created_at, expires_at, revoked_at, \
-    rate_limit_per_minute, created_by, owner_id";
+    rate_limit_per_minute, created_by, owner_id, labels";
 
 const AUDIT_COLUMNS: &str = "id, action_type, actor, on_behalf_of, service_id, execution_id, details::text AS details, \
     created_at";

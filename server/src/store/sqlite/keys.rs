@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::domain::OwnerId;
+use crate::store::keys::labels_text;
 
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
@@ -26,7 +27,8 @@ impl KeyStore for SqliteStore {
         }
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+             rate_limit_per_minute, created_by, owner_id, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         )
         .bind(&key.id.0)
         .bind(&key.name)
@@ -37,6 +39,7 @@ impl KeyStore for SqliteStore {
         .bind(key.rate_limit_per_minute.map(i64::from))
         .bind(&key.created_by)
         .bind(&key.owner_id.0)
+        .bind(labels_text(&key.labels))
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
