@@ -887,6 +887,37 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_service_changes_need_anonymous_heartbeats() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert!(!cfg.allow_anonymous_heartbeats && !cfg.allow_anonymous_service_changes);
+        let alone = parse(&["--allow-anonymous-service-changes", "true"], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap_err();
+        assert!(
+            alone
+                .iter()
+                .any(|e| e.contains("MEDIC_ALLOW_ANONYMOUS_SERVICE_CHANGES")),
+            "{alone:?}"
+        );
+        let both = parse(
+            &[
+                "--allow-anonymous-heartbeats",
+                "true",
+                "--allow-anonymous-service-changes",
+                "true",
+            ],
+            None,
+        )
+        .unwrap()
+        .settings
+        .validate()
+        .unwrap();
+        assert!(both.allow_anonymous_service_changes);
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         assert!(parse(&[], Some("prot = 1\n")).is_err());
     }
