@@ -199,7 +199,8 @@ async fn get_snapshot(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreIn {
-    /// Who is restoring (else the X-Actor header, else the API key's name).
+    /// On whose behalf the key restores (else the X-Actor header): recorded as
+    /// `restored_on_behalf_of`; the key itself is `restored_by`.
     #[serde(default)]
     #[schema(max_length = 255)]
     actor: Option<String>,
