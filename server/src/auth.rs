@@ -21,7 +21,7 @@ use dashmap::DashMap;
 
 use crate::config::Secret;
 use crate::domain::apikey::{self, ApiKeyId};
-use crate::domain::{Scopes, Timestamp};
+use crate::domain::{OwnerId, Scopes, Timestamp};
 use crate::store::{ApiKeyRecord, Store, StoreError};
 
 /// Who is calling.
@@ -33,6 +33,10 @@ pub struct Principal {
     pub scopes: Scopes,
     /// Per-key requests per minute, overriding the per-class limits.
     pub rate_limit_per_minute: Option<u32>,
+    /// The person or service account the key belongs to (four-eyes compares these).
+    pub owner_id: OwnerId,
+    /// For agent keys: the labels an agent connecting with this key may carry.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Principal {
@@ -167,6 +171,8 @@ impl Authenticator {
                 name: "bootstrap-admin".to_owned(),
                 scopes: [crate::domain::Scope::Admin].into_iter().collect(),
                 rate_limit_per_minute: None,
+                owner_id: OwnerId::bootstrap(),
+                labels: Default::default(),
             });
         }
         let id = apikey::parse_id(token).map_err(|_| AuthError::Malformed)?;
@@ -192,6 +198,8 @@ impl Authenticator {
             name: record.name,
             scopes: record.scopes,
             rate_limit_per_minute: record.rate_limit_per_minute,
+            owner_id: record.owner_id,
+            labels: record.labels,
         })
     }
 

@@ -106,9 +106,21 @@ pub enum ApiKeyCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: read, write, admin, agent.
+        /// Comma-separated scopes: read, write, admin, run, ingest, agent.
         #[arg(long)]
         scopes: String,
+        /// The person or service account the key belongs to (default: the key's name). An
+        /// owner of that name that does not exist yet is created here: the only way to make
+        /// one, since keys made through the API belong to their creator's owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// For a new owner: person (default) or service (a service account).
+        #[arg(long, default_value = "person")]
+        owner_kind: String,
+        /// For agent keys: a label an agent connecting with this key may carry, `name=value`
+        /// (repeat for more).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
         /// Expiry as RFC 3339 (for example 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires: Option<String>,
@@ -160,9 +172,14 @@ pub struct Settings {
     /// A bootstrap admin credential (at least 32 characters), accepted as a Bearer token.
     #[arg(long, env = "MEDIC_ADMIN_API_KEY", global = true)]
     pub admin_api_key: Option<Secret>,
-    /// Accept heartbeats and the legacy v1 routes without an API key (migration path).
+    /// Accept heartbeats, job signals, new service registrations and the v1 reads without an
+    /// API key (migration path).
     #[arg(long, env = "MEDIC_ALLOW_ANONYMOUS_HEARTBEATS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
     pub allow_anonymous_heartbeats: bool,
+    /// Also let requests without a key change, deactivate or mute existing services through
+    /// `POST /service/<name>` (needs MEDIC_ALLOW_ANONYMOUS_HEARTBEATS=true).
+    #[arg(long, env = "MEDIC_ALLOW_ANONYMOUS_SERVICE_CHANGES", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous_service_changes: bool,
     /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed.
     #[arg(
         long,
@@ -431,6 +448,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub admin_api_key: Option<Secret>,
     pub allow_anonymous_heartbeats: bool,
+    /// Anonymous `POST /service/<name>` (only with `allow_anonymous_heartbeats`).
+    pub allow_anonymous_service_changes: bool,
     pub trusted_proxies: Vec<IpNet>,
     /// Webhook host allowlist ([`crate::notify::ssrf::check_url`]); empty allows any public host.
     pub allowed_webhook_hosts: Vec<String>,
@@ -493,6 +512,12 @@ impl Settings {
                 "MEDIC_ROLE=api runs no monitor, and SQLite allows one server process, so no \
                  alert would ever open: use MEDIC_ROLE=all with SQLite, or PostgreSQL to run \
                  api and worker processes apart"
+                    .to_owned(),
+            );
+        }
+        if self.allow_anonymous_service_changes && !self.allow_anonymous_heartbeats {
+            errors.push(
+                "MEDIC_ALLOW_ANONYMOUS_SERVICE_CHANGES needs MEDIC_ALLOW_ANONYMOUS_HEARTBEATS=true"
                     .to_owned(),
             );
         }
@@ -637,6 +662,7 @@ impl Settings {
             log_format: self.log_format,
             admin_api_key: self.admin_api_key.clone(),
             allow_anonymous_heartbeats: self.allow_anonymous_heartbeats,
+            allow_anonymous_service_changes: self.allow_anonymous_service_changes,
             trusted_proxies: trusted,
             allowed_webhook_hosts: crate::notify::ssrf::parse_allowlist(
                 &self.allowed_webhook_hosts,
@@ -924,6 +950,37 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(cfg.bind.port(), 7000);
+    }
+
+    #[test]
+    fn anonymous_service_changes_need_anonymous_heartbeats() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert!(!cfg.allow_anonymous_heartbeats && !cfg.allow_anonymous_service_changes);
+        let alone = parse(&["--allow-anonymous-service-changes", "true"], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap_err();
+        assert!(
+            alone
+                .iter()
+                .any(|e| e.contains("MEDIC_ALLOW_ANONYMOUS_SERVICE_CHANGES")),
+            "{alone:?}"
+        );
+        let both = parse(
+            &[
+                "--allow-anonymous-heartbeats",
+                "true",
+                "--allow-anonymous-service-changes",
+                "true",
+            ],
+            None,
+        )
+        .unwrap()
+        .settings
+        .validate()
+        .unwrap();
+        assert!(both.allow_anonymous_service_changes);
     }
 
     #[test]

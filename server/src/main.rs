@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use medic_server::config::{ApiKeyCommand, Cli, Command, Config};
-use medic_server::domain::{Scopes, Timestamp, apikey};
-use medic_server::store::{NewApiKey, NewAuditEntry};
+use medic_server::domain::{OwnerId, OwnerKind, Scopes, Timestamp, apikey};
+use medic_server::store::{NewApiKey, NewAuditEntry, NewKeyOwner};
 use medic_server::{server, telemetry};
 
 /// The static (musl) build, which the container image ships, allocates with mimalloc: musl's
@@ -73,6 +73,10 @@ fn main() -> ExitCode {
             );
             println!("  role:         {:?}", cfg.role);
             println!("  anonymous v1: {}", cfg.allow_anonymous_heartbeats);
+            println!(
+                "  anonymous service changes: {}",
+                cfg.allow_anonymous_service_changes
+            );
             println!(
                 "  slack:        {}",
                 match (&cfg.notify.slack_token, &cfg.slack_channel_id) {
@@ -177,28 +181,79 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             scopes,
             expires,
             rate_limit,
+            owner,
+            owner_kind,
+            labels,
         }) => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .context("--label must be name=value")
+                })
+                .collect::<anyhow::Result<std::collections::BTreeMap<_, _>>>()?;
             let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
+            if !labels.is_empty() {
+                if !scopes.allows(medic_server::domain::Scope::Agent) {
+                    anyhow::bail!("--label is for keys with the agent scope");
+                }
+                medic_protocol::validate::validate_labels(&labels)
+                    .map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+            }
             let expires_at = expires
                 .map(|e| Timestamp::parse(&e).context("--expires must be an RFC 3339 timestamp"))
                 .transpose()?;
+            let kind =
+                OwnerKind::parse(&owner_kind).context("--owner-kind must be person or service")?;
+            let owner = owner.unwrap_or_else(|| name.clone()).trim().to_owned();
+            if owner.is_empty() || owner.len() > 255 || owner.chars().any(char::is_control) {
+                anyhow::bail!("--owner must be 1 to 255 printable characters");
+            }
             let store = server::open_store(&cfg).await?;
             store.migrate().await?;
             let generated = apikey::generate();
             let now = Timestamp::now();
             let by = "medic-server api-key create";
+            let audit = |action: &str, details: serde_json::Value| NewAuditEntry {
+                action_type: action.to_owned(),
+                actor: by.to_owned(),
+                on_behalf_of: None,
+                service_id: None,
+                execution_id: None,
+                details,
+                at: now,
+            };
+            let (owner_id, new_owner) = match store.find_key_owner(&owner).await? {
+                Some(o) => (o.id, None),
+                None => {
+                    let id = OwnerId::generate();
+                    let new = NewKeyOwner {
+                        audit: Some(audit(
+                            "key_owner_created",
+                            serde_json::json!({
+                                "owner_id": id, "name": owner, "kind": kind.as_str(),
+                            }),
+                        )),
+                        id: id.clone(),
+                        name: owner.clone(),
+                        kind,
+                        created_by: by.to_owned(),
+                        created_at: now,
+                    };
+                    (id, Some(new))
+                }
+            };
+            let created_owner = new_owner.is_some();
             let record = store
                 .create_api_key(&NewApiKey {
-                    audit: Some(NewAuditEntry {
-                        action_type: "api_key_created".to_owned(),
-                        actor: by.to_owned(),
-                        service_id: None,
-                        execution_id: None,
-                        details: serde_json::json!({
+                    audit: Some(audit(
+                        "api_key_created",
+                        serde_json::json!({
                             "key_id": generated.id, "name": name, "scopes": scopes.list(),
+                            "owner_id": owner_id,
                         }),
-                        at: now,
-                    }),
+                    )),
                     id: generated.id.clone(),
                     name,
                     digest: generated.digest,
@@ -207,15 +262,25 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                     rate_limit_per_minute: rate_limit,
                     created_by: Some(by.to_owned()),
                     created_at: now,
+                    owner_id,
+                    new_owner,
+                    labels,
                 })
                 .await?;
             store.close().await;
             println!("{}", generated.plaintext);
             eprintln!(
-                "created API key {} ({}) with scopes {} in {}; the key above is shown only once",
+                "created API key {} ({}) with scopes {} for {} owner {owner:?} ({}) in {}; the key \
+                 above is shown only once",
                 record.id,
                 record.name,
                 record.scopes.to_list_string(),
+                if created_owner {
+                    "the new"
+                } else {
+                    "the existing"
+                },
+                record.owner_id,
                 database_description(&cfg)
             );
             Ok(())

@@ -25,6 +25,69 @@ impl std::fmt::Display for ApiKeyId {
     }
 }
 
+/// The person or service account an API key belongs to.
+///
+/// Owners are what four-eyes compares: two keys of one owner are one pair of eyes. A key
+/// created through the API belongs to its creator's owner; a new owner is made only by
+/// `medic-server api-key create --owner <name>` run against the database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OwnerId(pub String);
+
+impl OwnerId {
+    /// The owner of the bootstrap admin key and of every key it creates.
+    pub fn bootstrap() -> Self {
+        Self(BOOTSTRAP_OWNER.to_owned())
+    }
+
+    /// A new random owner id (12 hex characters, like a key id).
+    pub fn generate() -> Self {
+        let mut id = [0u8; ID_BYTES];
+        rand::fill(&mut id);
+        Self(hex::encode(id))
+    }
+}
+
+impl std::fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of the bootstrap admin key's owner.
+pub const BOOTSTRAP_OWNER: &str = "bootstrap";
+
+/// Whether an owner is a person or a service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerKind {
+    Person,
+    Service,
+}
+
+impl OwnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "person" => Some(Self::Person),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+}
+
+/// The four-eyes rule: an approval counts only when the approver is another owner than the
+/// requester. Script decisions use it, and so must every other approval (playbook steps).
+pub fn second_pair_of_eyes(requester: &OwnerId, approver: &OwnerId) -> bool {
+    requester != approver
+}
+
 /// A freshly generated key: the plaintext (shown once) and what the store keeps.
 pub struct GeneratedKey {
     pub id: ApiKeyId,
@@ -92,6 +155,10 @@ pub enum Scope {
     Write,
     Admin,
     Agent,
+    /// Heartbeats and job signals, nothing else: the key a cron job holds.
+    Ingest,
+    /// Runs on agents (`POST /v2/runs`); `write` does not imply it.
+    Run,
 }
 
 impl Scope {
@@ -101,6 +168,8 @@ impl Scope {
             Self::Write => "write",
             Self::Admin => "admin",
             Self::Agent => "agent",
+            Self::Ingest => "ingest",
+            Self::Run => "run",
         }
     }
 
@@ -110,13 +179,16 @@ impl Scope {
             "write" => Some(Self::Write),
             "admin" => Some(Self::Admin),
             "agent" => Some(Self::Agent),
+            "ingest" => Some(Self::Ingest),
+            "run" => Some(Self::Run),
             _ => None,
         }
     }
 }
 
-/// The set of scopes a key holds. `admin` implies `write`, which implies `read`; `agent` is
-/// separate (an agent credential cannot manage services).
+/// The set of scopes a key holds. `admin` implies `write` and `run`; `write` implies `read` and
+/// `ingest`; `ingest` (heartbeats and job signals) and `run` (runs on agents) imply nothing;
+/// `agent` is separate (an agent credential cannot manage services).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scopes(u8);
 
@@ -142,6 +214,8 @@ impl Scopes {
             Scope::Write => 2,
             Scope::Admin => 4,
             Scope::Agent => 8,
+            Scope::Ingest => 16,
+            Scope::Run => 32,
         }
     }
 
@@ -157,14 +231,23 @@ impl Scopes {
             Scope::Write => has(Scope::Write) || has(Scope::Admin),
             Scope::Admin => has(Scope::Admin),
             Scope::Agent => has(Scope::Agent),
+            Scope::Ingest => has(Scope::Ingest) || has(Scope::Write) || has(Scope::Admin),
+            Scope::Run => has(Scope::Run) || has(Scope::Admin),
         }
     }
 
     pub fn list(self) -> Vec<Scope> {
-        [Scope::Read, Scope::Write, Scope::Admin, Scope::Agent]
-            .into_iter()
-            .filter(|s| self.0 & Self::bit(*s) != 0)
-            .collect()
+        [
+            Scope::Read,
+            Scope::Write,
+            Scope::Admin,
+            Scope::Agent,
+            Scope::Ingest,
+            Scope::Run,
+        ]
+        .into_iter()
+        .filter(|s| self.0 & Self::bit(*s) != 0)
+        .collect()
     }
 
     /// Canonical comma-separated form, as stored.
@@ -200,6 +283,14 @@ mod tests {
     }
 
     #[test]
+    fn four_eyes_compares_owners() {
+        let alice = OwnerId("a1".into());
+        assert!(!second_pair_of_eyes(&alice, &alice.clone()));
+        assert!(second_pair_of_eyes(&alice, &OwnerId::bootstrap()));
+        assert_ne!(OwnerId::generate(), OwnerId::generate());
+    }
+
+    #[test]
     fn scope_implications() {
         let admin = Scopes::parse_list("admin").unwrap();
         assert!(admin.allows(Scope::Read) && admin.allows(Scope::Write));
@@ -207,6 +298,22 @@ mod tests {
         let read = Scopes::parse_list("read").unwrap();
         assert!(!read.allows(Scope::Write));
         assert!(Scopes::parse_list("read,bogus").is_err());
+        let ingest = Scopes::parse_list("ingest").unwrap();
+        assert!(ingest.allows(Scope::Ingest));
+        for s in [
+            Scope::Read,
+            Scope::Write,
+            Scope::Admin,
+            Scope::Agent,
+            Scope::Run,
+        ] {
+            assert!(!ingest.allows(s), "ingest allows {s:?}");
+        }
+        let write = Scopes::parse_list("write").unwrap();
+        assert!(write.allows(Scope::Ingest) && !write.allows(Scope::Run));
+        assert!(admin.allows(Scope::Run) && admin.allows(Scope::Ingest));
+        let run = Scopes::parse_list("run").unwrap();
+        assert!(run.allows(Scope::Run) && !run.allows(Scope::Read));
         assert_eq!(
             Scopes::parse_list("write, read").unwrap().to_list_string(),
             "read,write"

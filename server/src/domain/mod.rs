@@ -17,7 +17,7 @@ pub mod stats;
 pub mod time;
 
 pub use alert::{AlertKind, AlertState, Destination, EventKind};
-pub use apikey::{ApiKeyId, KeyParseError, Scope, Scopes};
+pub use apikey::{ApiKeyId, KeyParseError, OwnerId, OwnerKind, Scope, Scopes};
 pub use ids::{ScriptId, TargetId, TeamId, WindowId};
 pub use run::{AgentRunStatus, RunStatus, SignalKind};
 pub use service::{

@@ -33,7 +33,7 @@ mod watch;
 pub use runs::{LATENCY_METRIC, REFUSED_METRIC, RUNS_METRIC, sweep_runs};
 pub use watch::{MAX_WAIT, RECHECK_INTERVAL, RunWatch};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -429,7 +429,7 @@ impl Gateway {
                 agent_version: hello.agent_version.clone(),
                 os: hello.os.clone(),
                 arch: hello.arch.clone(),
-                labels: hello.labels.clone(),
+                labels: granted_labels(&hello.labels, &ctx.granted_labels),
                 session_id: session_id.clone(),
                 remote_addr: ctx.remote.map(|a| a.to_string()),
                 key_id: ctx.key_id.clone(),
@@ -455,6 +455,21 @@ pub struct SessionContext {
     pub remote: Option<SocketAddr>,
     /// The id of the API key the connection authenticated with.
     pub key_id: Option<String>,
+    /// The labels that key grants; the agent carries only those of its hello's labels.
+    pub granted_labels: BTreeMap<String, String>,
+}
+
+/// The labels an agent carries: those it declares that its key grants with the same value. A
+/// label selects targets for runs, so an agent never gives itself one.
+pub fn granted_labels(
+    declared: &BTreeMap<String, String>,
+    granted: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    declared
+        .iter()
+        .filter(|(k, v)| granted.get(*k) == Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// A refusal: the error code, its message and the close code.

@@ -148,6 +148,7 @@ async fn connect_agent(
         writer: app.writer.clone(),
         remote: Some(remote),
         key_id,
+        granted_labels: principal.labels.clone(),
     };
     let gateway = app.gateway.clone();
     // Frames up to twice the protocol's limit are read and answered with `frame_too_large`;
@@ -250,7 +251,7 @@ async fn revoke_agent(
     );
     let revoked = app
         .store
-        .revoke_agent(&agent_id, &who, now, Some(&audit))
+        .revoke_agent(&agent_id, &who.label(), now, Some(&audit))
         .await?;
     let agent = app
         .store

@@ -217,10 +217,12 @@ async fn change(
         )
     };
     let outcome = if resolve {
-        app.store.resolve_alert(id, &who, now, Some(&audit)).await?
+        app.store
+            .resolve_alert(id, &who.label(), now, Some(&audit))
+            .await?
     } else {
         app.store
-            .acknowledge_alert(id, &who, now, Some(&audit))
+            .acknowledge_alert(id, &who.label(), now, Some(&audit))
             .await?
     };
     let verb = if resolve { "resolved" } else { "acknowledged" };

@@ -1,5 +1,7 @@
 //! API keys: create (the plaintext is shown once), list, revoke. Admin scope.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use super::extract::{Caller, JsonBody};
 use super::schema::{KeyScope, Time, time};
 use crate::domain::apikey::{self, ApiKeyId};
 use crate::domain::{Scope, Scopes, Timestamp};
-use crate::store::{ApiKeyRecord, NewApiKey};
+use crate::store::{Actor, ApiKeyRecord, NewApiKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,7 +42,8 @@ pub struct CreateKeyIn {
     /// Printable characters.
     #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// Any of read, write, admin, agent (a list, or one comma-separated string); not empty.
+    /// Any of read, write, admin, run, ingest, agent (a list, or one comma-separated string);
+    /// not empty. The key belongs to its creator's owner, always.
     scopes: ScopesIn,
     /// In the future; absent: never expires.
     #[serde(default)]
@@ -54,6 +57,11 @@ pub struct CreateKeyIn {
     #[serde(default)]
     #[schema(minimum = 1)]
     rate_limit_per_minute: Option<u32>,
+    /// Agent keys only: the labels an agent connecting with this key may carry (it carries
+    /// those of its configured labels that are granted here, with the same value). Label
+    /// names and values as the agent protocol allows them.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// A named rate-limit tier.
@@ -85,10 +93,15 @@ pub struct KeyOut {
     status: KeyStatus,
     created_at: Time,
     created_by: Option<String>,
+    /// The person or service account the key belongs to: its creator's, for keys made
+    /// through the API (`bootstrap` for the bootstrap admin key's).
+    owner_id: String,
     expires_at: Option<Time>,
     revoked_at: Option<Time>,
     /// Absent: the server's per-route-class limits.
     rate_limit_per_minute: Option<u32>,
+    /// The labels an agent connecting with this key may carry.
+    labels: BTreeMap<String, String>,
 }
 
 impl KeyOut {
@@ -107,9 +120,11 @@ impl KeyOut {
             status,
             created_at: k.created_at.into(),
             created_by: k.created_by.clone(),
+            owner_id: k.owner_id.0.clone(),
             expires_at: time(k.expires_at),
             revoked_at: time(k.revoked_at),
             rate_limit_per_minute: k.rate_limit_per_minute,
+            labels: k.labels.clone(),
         }
     }
 }
@@ -175,18 +190,28 @@ async fn create_api_key(
             "rate_limit_per_minute must be positive.",
         ));
     }
+    if !body.labels.is_empty() {
+        if !scopes.allows(Scope::Agent) {
+            return Err(ApiError::bad_request(
+                "labels are granted only to keys with the agent scope.",
+            ));
+        }
+        medic_protocol::validate::validate_labels(&body.labels)
+            .map_err(|e| ApiError::bad_request(format!("labels: {e}.")))?;
+    }
     let generated = apikey::generate();
     let record = app
         .store
         .create_api_key(&NewApiKey {
             audit: Some(entry(
                 "api_key_created",
-                &admin.actor(),
+                &Actor::new(admin.actor()),
                 None,
                 json!({
                     "key_id": generated.id.0,
                     "name": name,
                     "scopes": scopes.list().into_iter().map(KeyScope::from).collect::<Vec<_>>(),
+                    "labels": body.labels,
                 }),
             )),
             id: generated.id.clone(),
@@ -197,6 +222,10 @@ async fn create_api_key(
             rate_limit_per_minute: body.rate_limit_per_minute.or(tier),
             created_by: Some(admin.actor()),
             created_at: now,
+            // A key made through the API is its creator's: four-eyes sees one person.
+            owner_id: admin.owner_id.clone(),
+            new_owner: None,
+            labels: body.labels.clone(),
         })
         .await?;
     Ok(ok(
@@ -242,7 +271,7 @@ async fn revoke_api_key(
     let now = app.clock.now();
     let audit = entry(
         "api_key_revoked",
-        &admin.actor(),
+        &Actor::new(admin.actor()),
         None,
         json!({ "key_id": id.0 }),
     );

@@ -13,7 +13,7 @@ use super::error::{ApiResult, Envelope, ok};
 use super::extract::{Caller, Page, PageParams, Params, paginated};
 use super::schema::Time;
 use crate::domain::{Scope, ServiceId};
-use crate::store::{AuditEntry, AuditFilter};
+use crate::store::{Actor, AuditEntry, AuditFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit_logs))
@@ -24,13 +24,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// never hold a secret.
 pub fn entry(
     action: &str,
-    actor: &str,
+    actor: &Actor,
     service_id: Option<ServiceId>,
     details: impl Serialize,
 ) -> crate::store::NewAuditEntry {
     crate::store::NewAuditEntry {
         action_type: action.to_owned(),
-        actor: actor.to_owned(),
+        actor: actor.name.clone(),
+        on_behalf_of: actor.on_behalf_of.clone(),
         service_id,
         execution_id: None,
         // The response types serialize infallibly (no maps with non-string keys).
@@ -44,7 +45,11 @@ pub fn entry(
 pub struct AuditEntryOut {
     id: i64,
     action_type: String,
+    /// The API key that made the change, as `name (id)` (`bootstrap-admin` for the bootstrap
+    /// key), or the component that did.
     actor: String,
+    /// Whom the caller said it acted for (the `X-Actor` header), as told: not verified.
+    on_behalf_of: Option<String>,
     service_id: Option<i64>,
     execution_id: Option<i64>,
     /// What changed; its shape depends on `action_type`.
@@ -59,6 +64,7 @@ impl From<&AuditEntry> for AuditEntryOut {
             id: e.id,
             action_type: e.action_type.clone(),
             actor: e.actor.clone(),
+            on_behalf_of: e.on_behalf_of.clone(),
             service_id: e.service_id.map(|s| s.0),
             execution_id: e.execution_id,
             details: e.details.clone(),
@@ -145,8 +151,9 @@ fn cell(s: &str) -> String {
 }
 
 fn to_csv(entries: &[AuditEntry]) -> String {
-    let mut out =
-        String::from("id,timestamp,action_type,actor,service_id,execution_id,details\r\n");
+    let mut out = String::from(
+        "id,timestamp,action_type,actor,service_id,execution_id,details,on_behalf_of\r\n",
+    );
     for e in entries {
         let row = [
             e.id.to_string(),
@@ -156,6 +163,7 @@ fn to_csv(entries: &[AuditEntry]) -> String {
             e.service_id.map(|s| s.0.to_string()).unwrap_or_default(),
             e.execution_id.map(|x| x.to_string()).unwrap_or_default(),
             cell(&e.details.to_string()),
+            cell(e.on_behalf_of.as_deref().unwrap_or_default()),
         ];
         out.push_str(&row.join(","));
         out.push_str("\r\n");

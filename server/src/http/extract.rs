@@ -370,27 +370,34 @@ impl Caller {
 /// Longest accepted `X-Actor` header.
 pub const MAX_ACTOR_LEN: usize = 255;
 
-/// Who is acting: the `X-Actor` header when valid, else the key's name, else "anonymous".
-pub fn actor(parts_headers: &axum::http::HeaderMap, caller: &Caller) -> Result<String, ApiError> {
-    if let Some(v) = parts_headers.get("x-actor") {
-        let s = v
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|s| {
-                !s.is_empty() && s.len() <= MAX_ACTOR_LEN && s.chars().all(|c| !c.is_control())
-            })
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "X-Actor must be 1 to {MAX_ACTOR_LEN} printable characters."
-                ))
-            })?;
-        return Ok(s.to_owned());
-    }
-    Ok(match caller {
+/// Who is acting: always the authenticated key (else "anonymous"); a valid `X-Actor` header is
+/// kept apart as whom the key says it acted for.
+pub fn actor(
+    parts_headers: &axum::http::HeaderMap,
+    caller: &Caller,
+) -> Result<crate::store::Actor, ApiError> {
+    let on_behalf_of = match parts_headers.get("x-actor") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|s| {
+                    !s.is_empty() && s.len() <= MAX_ACTOR_LEN && s.chars().all(|c| !c.is_control())
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "X-Actor must be 1 to {MAX_ACTOR_LEN} printable characters."
+                    ))
+                })?
+                .to_owned(),
+        ),
+    };
+    let name = match caller {
         Caller::Key(p) => p.actor(),
         _ => "anonymous".to_owned(),
-    })
+    };
+    Ok(crate::store::Actor { name, on_behalf_of })
 }
 
 /// A page of a v2 list: `{entries, total_count, limit, offset, has_more}`.

@@ -113,7 +113,7 @@ async fn post_heartbeat(
     caller: Caller,
     JsonBody(body): JsonBody<HeartbeatIn>,
 ) -> ApiResult {
-    caller.require_or_anonymous(Scope::Write, app.config.allow_anonymous_heartbeats)?;
+    caller.require_or_anonymous(Scope::Ingest, app.config.allow_anonymous_heartbeats)?;
     let invalid = |e: ApiError| {
         metrics::counter!("medic_heartbeats_received_total", "outcome" => "invalid").increment(1);
         e
@@ -612,7 +612,12 @@ async fn update_service(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<ServiceUpdateIn>,
 ) -> ApiResult {
-    caller.require_or_anonymous(Scope::Write, app.config.allow_anonymous_heartbeats)?;
+    // Anonymous callers may register services, not change existing ones, unless the operator
+    // also allows that.
+    caller.require_or_anonymous(
+        Scope::Write,
+        app.config.allow_anonymous_heartbeats && app.config.allow_anonymous_service_changes,
+    )?;
     let who = actor(&headers, &caller)?;
     let mut patch = ServicePatch::default();
     if let Some(v) = &body.service_name {

@@ -239,7 +239,7 @@ async fn create_window(
         scope,
         window: window(body.window, now)?,
         reason: reason(body.reason.as_deref())?,
-        created_by: who,
+        created_by: who.label(),
         at: now,
     };
     match scope {
@@ -251,12 +251,15 @@ async fn create_window(
                 return Err(ApiError::not_found(format!("Team {id} was not found.")));
             }
         }
-        WindowScope::Global => {}
+        // Silencing every alert is an administrator's call.
+        WindowScope::Global => {
+            caller.require(Scope::Admin)?;
+        }
     }
     let audit = |w: &MaintenanceWindowRecord| {
         entry(
             "maintenance_window_created",
-            &w.created_by,
+            &who,
             service_of(w),
             WindowOut::new(w, now),
         )
@@ -311,6 +314,9 @@ async fn delete_window(
             "Maintenance window {id} was not found."
         )));
     };
+    if w.scope == WindowScope::Global {
+        caller.require(Scope::Admin)?;
+    }
     let audit = entry(
         "maintenance_window_deleted",
         &who,
@@ -370,7 +376,7 @@ async fn snooze_service(
     let audit = |rec: &MaintenanceWindowRecord| {
         entry(
             "service_snoozed",
-            &rec.created_by,
+            &who,
             Some(s.id),
             WindowOut::new(rec, now),
         )
@@ -382,7 +388,7 @@ async fn snooze_service(
                 scope: WindowScope::Service(s.id),
                 window: w,
                 reason,
-                created_by: who,
+                created_by: who.label(),
                 at: now,
             },
             Some(&audit),

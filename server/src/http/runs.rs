@@ -180,7 +180,7 @@ async fn create_run(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRunIn>,
 ) -> ApiResult {
-    caller.require(Scope::Write)?;
+    caller.require(Scope::Run)?;
     let who = actor(&headers, &caller)?;
     let script_id = match (body.script_id, &body.script) {
         (Some(id), None) => ScriptId(id),
@@ -274,7 +274,7 @@ async fn create_run(
                 script_version: version.version,
                 parameters: body.parameters.clone(),
                 timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
-                requested_by: who.clone(),
+                requested_by: who.label(),
                 at: now,
                 expires_at: now.plus_millis(i64::from(expires_in) * 1000),
             }

@@ -100,7 +100,9 @@ macro_rules! wire_enum {
 
 wire_enum! {
     /// A permission an API key carries.
-    KeyScope from crate::domain::Scope { Read = "read", Write = "write", Admin = "admin", Agent = "agent" }
+    KeyScope from crate::domain::Scope {
+        Read = "read", Write = "write", Admin = "admin", Agent = "agent", Ingest = "ingest", Run = "run",
+    }
 }
 
 wire_enum! {

@@ -3,9 +3,9 @@
 //!
 //! Names, interpreters and the size limit are the agent protocol's ([`medic_protocol`]), so
 //! nothing the server accepts is refused by an agent for its shape. The server computes each
-//! version's SHA-256. Registering content equal to the latest version's changes nothing. The
-//! API key that registered a version may not decide it; the bootstrap admin key, which has no
-//! key id, counts as one key of its own.
+//! version's SHA-256. Registering content equal to the latest version's changes nothing. No key
+//! of the owner whose key registered a version may decide it (four-eyes compares owners, so a
+//! second key minted by the same admin is not a second person).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -57,9 +57,12 @@ pub struct VersionOut {
     created_by: String,
     /// The API key that registered the version.
     created_by_key: Option<String>,
+    /// The owner of that key (four-eyes compares owners).
+    created_by_owner: Option<String>,
     created_at: Time,
     decided_by: Option<String>,
     decided_by_key: Option<String>,
+    decided_by_owner: Option<String>,
     decided_at: Option<Time>,
     decision_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,9 +79,11 @@ impl VersionOut {
             status: v.status.into(),
             created_by: v.created_by.clone(),
             created_by_key: v.created_by_key.as_ref().map(|k| k.0.clone()),
+            created_by_owner: v.created_by_owner.as_ref().map(|o| o.0.clone()),
             created_at: v.created_at.into(),
             decided_by: v.decided_by.clone(),
             decided_by_key: v.decided_by_key.as_ref().map(|k| k.0.clone()),
+            decided_by_owner: v.decided_by_owner.as_ref().map(|o| o.0.clone()),
             decided_at: time(v.decided_at),
             decision_reason: v.decision_reason.clone(),
             content: with_content.then(|| v.content.clone()),
@@ -275,8 +280,9 @@ async fn register_script(
         sha256,
         content: body.content,
         description: optional_text(body.description.as_deref(), "description")?,
-        created_by: who.clone(),
+        created_by: who.label(),
         created_by_key: principal.key_id.clone(),
+        created_by_owner: principal.owner_id.clone(),
         at: now,
     };
     match app.store.register_script_version(&new).await? {
@@ -284,7 +290,7 @@ async fn register_script(
             let out = RegisteredOut::new(&name, &version);
             Ok(ok(
                 StatusCode::CREATED,
-                "Script version registered; it needs approval by another admin key.",
+                "Script version registered; it needs approval by another person's admin key.",
                 out,
             ))
         }
@@ -370,8 +376,9 @@ async fn decide(
     details["reason"] = json!(reason);
     let d = ScriptDecision {
         decision,
-        actor: who.clone(),
+        actor: who.label(),
         key_id: principal.key_id.clone(),
+        owner_id: principal.owner_id.clone(),
         reason: reason.clone(),
         at: now,
         audit: Some(entry(action, &who, None, details)),
@@ -392,10 +399,11 @@ async fn decide(
             script.name,
             v.status.as_str()
         ))),
-        DecideOutcome::SameKey => Err(ApiError::new(
+        DecideOutcome::SameOwner => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "The API key that registered this script version may not approve or reject it; \
-             another admin key must decide.",
+            "This script version was registered with a key of the same owner; another person's \
+             admin key must approve or reject it (keys created through the API belong to their \
+             creator's owner).",
         )),
         DecideOutcome::NotFound => Err(ApiError::not_found(format!(
             "Version {} of script {} was not found.",

@@ -769,7 +769,7 @@ async fn change(
     app: &AppState,
     before: Service,
     patch: ServicePatch,
-    actor: String,
+    actor: crate::store::Actor,
     at: Timestamp,
 ) -> ApiResult {
     let meta = ChangeMeta {

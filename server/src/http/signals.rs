@@ -144,7 +144,7 @@ async fn signal(
     kind: SignalKind,
     body: SignalIn,
 ) -> ApiResult {
-    caller.require_or_anonymous(Scope::Write, app.config.allow_anonymous_heartbeats)?;
+    caller.require_or_anonymous(Scope::Ingest, app.config.allow_anonymous_heartbeats)?;
     let id = ServiceId(path_id(&raw_id, "service_id")?);
     let run_id = body
         .run_id

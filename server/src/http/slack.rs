@@ -117,7 +117,7 @@ async fn slack_interactions(
                 Some(&|a: &Alert| {
                     entry(
                         "alert_acknowledged",
-                        &actor,
+                        &crate::store::Actor::new(actor.clone()),
                         Some(a.service_id),
                         json!({"alert_id": a.alert_id, "kind": AlertKind::from(a.kind), "via": "slack",
                                "slack_user_name": user_name}),

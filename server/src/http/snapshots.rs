@@ -34,10 +34,16 @@ pub struct SnapshotOut {
     action_type: schema::SnapshotAction,
     /// The service as it was before the change.
     snapshot_data: StoredServiceOut,
+    /// The API key that made the change, as `name (id)`.
     actor: String,
+    /// Whom the key said it acted for (`X-Actor`), as told: not verified.
+    on_behalf_of: Option<String>,
     created_at: Time,
     restored_at: Option<Time>,
+    /// The API key that restored it.
     restored_by: Option<String>,
+    /// Whom that key said it restored for (the body's `actor`, else `X-Actor`).
+    restored_on_behalf_of: Option<String>,
 }
 
 impl From<&Snapshot> for SnapshotOut {
@@ -48,9 +54,11 @@ impl From<&Snapshot> for SnapshotOut {
             action_type: s.action_type.into(),
             snapshot_data: (&s.snapshot_data).into(),
             actor: s.actor.clone(),
+            on_behalf_of: s.on_behalf_of.clone(),
             created_at: s.created_at.into(),
             restored_at: time(s.restored_at),
             restored_by: s.restored_by.clone(),
+            restored_on_behalf_of: s.restored_on_behalf_of.clone(),
         }
     }
 }
@@ -191,7 +199,8 @@ async fn get_snapshot(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreIn {
-    /// Who is restoring (else the X-Actor header, else the API key's name).
+    /// On whose behalf the key restores (else the X-Actor header): recorded as
+    /// `restored_on_behalf_of`; the key itself is `restored_by`.
     #[serde(default)]
     #[schema(max_length = 255)]
     actor: Option<String>,
@@ -214,6 +223,7 @@ async fn restore_snapshot(
 ) -> ApiResult {
     caller.require(Scope::Write)?;
     let id = SnapshotId(path_id(&id, "snapshot_id")?);
+    // The body's "actor" (else X-Actor) says whom the key restores for; the key is the actor.
     let who = match body.actor.as_deref().map(str::trim) {
         Some(a) if !a.is_empty() => {
             if a.len() > MAX_ACTOR_LEN || a.chars().any(char::is_control) {
@@ -221,7 +231,9 @@ async fn restore_snapshot(
                     "actor must be 1 to {MAX_ACTOR_LEN} printable characters."
                 )));
             }
-            a.to_owned()
+            let mut who = actor(&HeaderMap::new(), &caller)?;
+            who.on_behalf_of = Some(a.to_owned());
+            who
         }
         _ => actor(&headers, &caller)?,
     };

@@ -581,7 +581,7 @@ async fn create_target(
     app: &AppState,
     owner: TargetOwner,
     body: CreateTargetIn,
-    who: &str,
+    who: &crate::store::Actor,
 ) -> ApiResult {
     let new = NewTarget {
         owner,

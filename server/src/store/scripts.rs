@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::sql::InterpreterText;
 use super::*;
-use crate::domain::{ApiKeyId, ScriptId, Timestamp};
+use crate::domain::{ApiKeyId, OwnerId, ScriptId, Timestamp};
 
 pub use medic_protocol::Interpreter;
 
@@ -57,6 +57,8 @@ pub struct NewScriptVersion {
     pub created_by: String,
     /// `None` for the bootstrap admin key.
     pub created_by_key: Option<ApiKeyId>,
+    /// The owner of the registering key: four-eyes compares it with the decider's.
+    pub created_by_owner: OwnerId,
     pub at: Timestamp,
     /// Written in the same transaction when a version is created (not when the content is
     /// unchanged); the store adds the new version's `script_id` and `version` to its details.
@@ -94,6 +96,10 @@ pub struct ScriptVersion {
     pub decided_by_key: Option<ApiKeyId>,
     pub decided_at: Option<Timestamp>,
     pub decision_reason: Option<String>,
+    /// The owners of the registering and deciding keys (`None` only for rows older than
+    /// owners, which the owners migration filled in).
+    pub created_by_owner: Option<OwnerId>,
+    pub decided_by_owner: Option<OwnerId>,
 }
 
 /// A script with its versions, oldest first ([`Store::list_scripts`] gives only the latest).
@@ -146,8 +152,10 @@ impl Decision {
 pub struct ScriptDecision {
     pub decision: Decision,
     pub actor: String,
-    /// `None` for the bootstrap admin key, which counts as a key of its own.
+    /// `None` for the bootstrap admin key.
     pub key_id: Option<ApiKeyId>,
+    /// The deciding key's owner: it must differ from the registering key's.
+    pub owner_id: OwnerId,
     pub reason: Option<String>,
     pub at: Timestamp,
     /// Written in the same transaction when the decision is made.
@@ -160,8 +168,8 @@ pub enum DecideOutcome {
     /// Approved or rejected before; unchanged.
     AlreadyDecided(ScriptVersion),
     NotFound,
-    /// The deciding key registered the version; unchanged.
-    SameKey,
+    /// The deciding key belongs to the owner whose key registered the version; unchanged.
+    SameOwner,
 }
 
 /// Scripts, their versions and their review.
@@ -189,7 +197,7 @@ pub trait ScriptStore: Send + Sync {
         version: i32,
     ) -> StoreResult<Option<ScriptVersion>>;
     /// Approves or rejects a pending version (by its row id). A version is decided once, and
-    /// never by the key that registered it.
+    /// never by a key of the owner whose key registered it.
     async fn decide_script_version(
         &self,
         version_id: i64,

@@ -294,7 +294,7 @@ impl ServicePatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeMeta {
     pub action: SnapshotAction,
-    pub actor: String,
+    pub actor: Actor,
     pub at: Timestamp,
 }
 
@@ -338,7 +338,8 @@ pub trait ServiceStore: Send + Sync {
         change: &ChangeMeta,
     ) -> StoreResult<Option<Service>>;
     /// Snapshots and soft-deletes a service. `None` when it does not exist.
-    async fn delete_service(&self, id: ServiceId, actor: &str) -> StoreResult<Option<SnapshotId>>;
+    async fn delete_service(&self, id: ServiceId, actor: &Actor)
+    -> StoreResult<Option<SnapshotId>>;
 }
 
 /// The columns a [`Service`] is read from.

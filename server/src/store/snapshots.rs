@@ -12,10 +12,16 @@ pub struct Snapshot {
     pub action_type: SnapshotAction,
     /// The service as it was before the change.
     pub snapshot_data: Service,
+    /// The API key that made the change.
     pub actor: String,
+    /// Whom it said it acted for (`X-Actor`).
+    pub on_behalf_of: Option<String>,
     pub created_at: Timestamp,
     pub restored_at: Option<Timestamp>,
+    /// The API key that restored it.
     pub restored_by: Option<String>,
+    /// Whom that key said it restored for (the body's `actor`, else `X-Actor`).
+    pub restored_on_behalf_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -55,7 +61,7 @@ pub trait SnapshotStore: Send + Sync {
     async fn restore_snapshot(
         &self,
         id: SnapshotId,
-        actor: &str,
+        actor: &Actor,
         audit: Option<AuditWith<'_, Service>>,
     ) -> StoreResult<RestoreOutcome>;
 }

@@ -30,9 +30,9 @@ use super::{DeliveryState, ScriptStatus};
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{
-    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, Priority, RunStatus,
-    Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId, TeamId,
-    Timestamp, WindowId,
+    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, OwnerId, Priority,
+    RunStatus, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId,
+    TeamId, Timestamp, WindowId,
 };
 
 impl Type<Sqlite> for Timestamp {
@@ -172,6 +172,7 @@ text_enum!(
 );
 
 text_value!(ApiKeyId, |v| v.0.as_str(), |s| Ok(ApiKeyId(s.to_owned())));
+text_value!(OwnerId, |v| v.0.as_str(), |s| Ok(OwnerId(s.to_owned())));
 text_value!(Scopes, |v| v.to_list_string(), |s| Ok(Scopes::parse_list(
     s
 )?));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::agents::{AgentProcess, admin_get, wait_for_agent};
-use crate::support::{TestApp, assert_error_contains, assert_ok, metric};
+use crate::support::{TestApp, assert_error, assert_error_contains, assert_ok, metric};
 use crate::support_recorder::{Answer, Recorder};
 
 const GREET: &str = "echo \"hello $MEDIC_PARAM_WHO\"\n";
@@ -78,7 +78,7 @@ async fn a_caller_can_wait_for_a_run_to_end() {
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let nap = approved_script(
         &app,
         &writer,
@@ -147,8 +147,19 @@ async fn a_caller_can_wait_for_a_run_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
     let app = TestApp::spawn().await;
-    let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    // Each key grants its hosts' tier.
+    let tier_key = |tier: &str| {
+        let body = json!({ "name": format!("tier-{tier}"), "scopes": ["agent"], "labels": { "tier": tier } });
+        let app = &app;
+        async move {
+            app.create_key_with(&body).await["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (web_key, db_key) = (tier_key("web").await, tier_key("db").await);
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let script = approved_script(&app, &writer, "where", "echo \"on $MEDIC_AGENT_ID\"\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let allow = "[[allow]]\nscript = \"where\"\n";
@@ -157,7 +168,7 @@ async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
         .map(|(id, tier)| {
             AgentProcess::start_with(
                 &addr,
-                &agent_key,
+                if *tier == "web" { &web_key } else { &db_key },
                 id,
                 &format!("tier = \"{tier}\"\n{allow}"),
             )
@@ -307,7 +318,7 @@ async fn runs_fan_out_to_agents_by_ids_and_by_labels() {
 async fn a_run_the_agent_is_too_busy_for_waits_and_runs_later() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let slow = approved_script(&app, &writer, "slow", "sleep 2\necho slow\n").await;
     let quick = approved_script(&app, &writer, "quick", "echo quick\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -386,7 +397,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let agent_process = AgentProcess::start_with(
@@ -491,7 +502,7 @@ async fn a_refused_run_opens_an_alert_and_pages() {
 async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let greet = approved_script(&app, &writer, "greet", GREET).await;
     let other = approved_script(&app, &writer, "not-here", "echo no\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -583,7 +594,7 @@ async fn approved_scripts_run_on_a_real_agent_and_refusals_are_stored() {
 async fn runs_are_refused_when_they_could_not_run() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let reader = app.create_key(&["read"]).await;
     let greet = approved_script(&app, &writer, "greet", GREET).await;
     // A second, pending version: not runnable by number, the approved one is the default.
@@ -735,7 +746,7 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
         .spawn()
         .await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let sleepy = approved_script(&app, &writer, "sleepy", "sleep 20\n").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let allow = "[[allow]]\nscript = \"sleepy\"\n";
@@ -870,7 +881,7 @@ async fn a_run_whose_agent_is_killed_ends_lost_and_a_run_left_waiting_expires() 
 async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_once() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let once = approved_script(
         &app,
         &writer,
@@ -943,7 +954,7 @@ async fn a_run_cut_off_by_a_server_restart_is_reported_after_reconnect_and_runs_
 async fn parameters_reach_the_script_verbatim_and_the_agents_secrets_never_do() {
     let app = TestApp::spawn().await;
     let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
     let show = approved_script(
         &app,
         &writer,
@@ -1088,7 +1099,9 @@ async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
         }
     };
     let agent_key = key("agent").await;
-    let writer = key("write").await;
+    // Another person's key (keys made through the API are the bootstrap admin's).
+    let writer =
+        crate::support::key_for_owner(&*db.store, "replica-writer", &["write", "run"]).await;
     let script = call(
         &client,
         pa,
@@ -1193,5 +1206,75 @@ async fn a_run_queued_on_one_replica_reaches_an_agent_connected_to_another() {
         queued_at.elapsed() < Duration::from_secs(10),
         "took {:?}: not the queue poll",
         queued_at.elapsed()
+    );
+}
+
+/// Labels select the hosts a run reaches, so an agent carries only the labels its key grants:
+/// a rogue key connecting as a new id with `tier = "web"` gets no label-targeted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_give_itself_labels_its_key_does_not_grant() {
+    let app = TestApp::spawn().await;
+    let granted = app
+        .create_key_with(
+            &json!({ "name": "web-1", "scopes": ["agent"], "labels": { "tier": "web" } }),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rogue = app.create_key(&["agent"]).await;
+    let writer = app.create_key_for("it-writer", &["write", "run"]).await;
+    approved_script(&app, &writer, "where", "echo \"on $MEDIC_AGENT_ID\"\n").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let extra = "tier = \"web\"\n[[allow]]\nscript = \"where\"\n";
+    let _honest = AgentProcess::start_with(&addr, &granted, "web-1", extra);
+    let _rogue = AgentProcess::start_with(&addr, &rogue, "rogue-1", extra);
+    connected(&app, "web-1").await;
+    connected(&app, "rogue-1").await;
+
+    let labels_of = |id: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.admin().get(&format!("/v2/agents/{id}")).await;
+            assert_ok(&r, 200)["labels"].clone()
+        }
+    };
+    assert_eq!(labels_of("web-1").await, json!({ "tier": "web" }));
+    assert_eq!(labels_of("rogue-1").await, json!({}));
+    let r = app.admin().get("/v2/agents?label.tier=web").await;
+    let ids: Vec<Value> = assert_ok(&r, 200)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("web-1")]);
+
+    let r = app
+        .with_key(&writer)
+        .post_json(
+            "/v2/runs",
+            &json!({ "labels": { "tier": "web" }, "script": "where" }),
+        )
+        .await;
+    let out = assert_ok(&r, 201);
+    let runs = out["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{out:#}");
+    assert_eq!(runs[0]["agent_id"], "web-1");
+    let run = finished(&app, runs[0]["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["stdout"], "on web-1\n");
+
+    // Labels are granted to agent keys only.
+    let r = app
+        .admin()
+        .post_json(
+            "/v2/api-keys",
+            &json!({ "name": "x", "scopes": ["write"], "labels": { "tier": "web" } }),
+        )
+        .await;
+    assert_error(
+        &r,
+        400,
+        "labels are granted only to keys with the agent scope.",
     );
 }

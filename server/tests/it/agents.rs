@@ -201,7 +201,15 @@ async fn heartbeat_count(client: &reqwest::Client, base: &str, service_id: i64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     let app = TestApp::spawn().await;
-    let key = app.create_key(&["agent"]).await;
+    // The key grants the label the agent declares (`role = "it"`).
+    let key = app
+        .create_key_with(
+            &json!({ "name": "it-host-1", "scopes": ["agent"], "labels": { "role": "it" } }),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let addr = app.base.trim_start_matches("http://").to_owned();
     let client = app.client.clone();
     let agent_process = AgentProcess::start(&addr, &key, "it-host-1");

@@ -337,3 +337,67 @@ fn each_subcommands_help_lists_only_the_settings_it_reads() {
     ]));
     assert_eq!(probe.status.code(), Some(1), "{probe:?}");
 }
+
+/// The command line is the one place a key owner is made: `--owner` names a person (created on
+/// first use, audited) or an existing one (any case), and the key belongs to it.
+#[tokio::test]
+async fn api_key_create_makes_an_owner_once_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |name: &str, owner: &str, kind: &str| {
+        run(medic(dir.path()).args([
+            "api-key",
+            "create",
+            "--name",
+            name,
+            "--scopes",
+            "admin",
+            "--owner",
+            owner,
+            "--owner-kind",
+            kind,
+        ]))
+    };
+    let first = create("alice-laptop", "alice", "person");
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("the new owner \"alice\""));
+    let second = create("alice-desktop", "ALICE", "person");
+    assert_eq!(second.status.code(), Some(0), "{second:?}");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("the existing owner"));
+    let bot = create("backup-bot", "backups", "service");
+    assert_eq!(bot.status.code(), Some(0), "{bot:?}");
+    let bad = create("x", "y", "robot");
+    assert_ne!(bad.status.code(), Some(0), "{bad:?}");
+
+    let key_id = |out: &Output| {
+        let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        medic_server::domain::apikey::parse_id(&key).expect("a key")
+    };
+    let url = format!("sqlite://{}/medic.db", dir.path().display());
+    let store = medic_server::store::connect(&url, &medic_server::store::PoolOptions::default())
+        .await
+        .expect("store");
+    let a1 = store.get_api_key(&key_id(&first)).await.unwrap().unwrap();
+    let a2 = store.get_api_key(&key_id(&second)).await.unwrap().unwrap();
+    let b = store.get_api_key(&key_id(&bot)).await.unwrap().unwrap();
+    assert_eq!(a1.owner_id, a2.owner_id, "one person, two keys");
+    assert_ne!(a1.owner_id, b.owner_id);
+    assert_ne!(a1.owner_id.0, "bootstrap");
+    let backups = store.find_key_owner("backups").await.unwrap().unwrap();
+    assert_eq!(backups.id, b.owner_id);
+    assert_eq!(backups.kind, medic_server::domain::OwnerKind::Service);
+    let filter = medic_server::store::AuditFilter {
+        action_type: Some("key_owner_created".into()),
+        ..Default::default()
+    };
+    let page = medic_server::store::PageRequest {
+        limit: 10,
+        offset: 0,
+    };
+    let made = store.list_audit(&filter, page).await.unwrap().entries;
+    assert_eq!(made.len(), 2, "{made:#?}");
+    assert!(
+        made.iter()
+            .all(|e| e.actor == "medic-server api-key create")
+    );
+    store.close().await;
+}

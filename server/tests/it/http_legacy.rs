@@ -13,8 +13,13 @@ use crate::support::{
     Reply, TestApp, assert_envelope, assert_error, assert_error_contains, assert_ok, encode, send,
 };
 
+/// The old service's openness: anonymous heartbeats and anonymous changes to services.
 async fn legacy_app() -> TestApp {
-    TestApp::builder().anonymous(true).spawn().await
+    TestApp::builder()
+        .anonymous(true)
+        .configure(|c| c.allow_anonymous_service_changes = true)
+        .spawn()
+        .await
 }
 
 fn beat(name: &str, status: &str) -> Value {
@@ -589,7 +594,8 @@ async fn post_service_update_changes_fields_and_snapshots_the_old_state() {
     assert_eq!(page["total_count"], 1);
     let snap = &page["entries"][0];
     assert_eq!(snap["action_type"], "edit");
-    assert_eq!(snap["actor"], "alice");
+    assert_eq!(snap["actor"], "anonymous");
+    assert_eq!(snap["on_behalf_of"], "alice");
     assert_eq!(snap["snapshot_data"]["team"], "site-reliability");
     assert_eq!(snap["snapshot_data"]["interval_seconds"], 300);
 }

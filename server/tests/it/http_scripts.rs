@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{TestApp, assert_error, assert_error_contains, assert_ok};
 
-const SAME_KEY: &str = "The API key that registered this script version may not approve or \
-    reject it; another admin key must decide.";
+const SAME_KEY: &str = "This script version was registered with a key of the same owner; \
+    another person's admin key must approve or reject it (keys created through the API belong to \
+    their creator's owner).";
 
 fn body(name: &str, content: &str) -> Value {
     json!({ "name": name, "interpreter": "bash", "content": content, "description": "restart" })
@@ -161,9 +162,9 @@ async fn registration_is_validated() {
 #[tokio::test]
 async fn approval_needs_admin_and_another_key() {
     let app = TestApp::spawn().await;
-    let admin_a = app.create_key(&["admin"]).await;
-    let admin_b = app.create_key(&["admin"]).await;
-    let writer = app.create_key(&["write"]).await;
+    let admin_a = app.create_key_for("alice", &["admin"]).await;
+    let admin_b = app.create_key_for("bob", &["admin"]).await;
+    let writer = app.create_key_for("carol", &["write"]).await;
 
     let r = app
         .with_key(&admin_a)

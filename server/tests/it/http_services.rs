@@ -327,7 +327,10 @@ async fn patch_updates_and_snapshots_with_the_action_and_actor() {
         .map(|e| {
             (
                 e["action_type"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
+                // Whom the key acted for, where it said (the key is always the actor).
+                e["on_behalf_of"]
+                    .as_str()
+                    .unwrap_or_else(|| e["actor"].as_str().unwrap()),
             )
         })
         .collect();
@@ -467,7 +470,8 @@ async fn delete_then_restore_brings_back_the_same_service() {
         &app.admin().get(&format!("/v2/snapshots/{snap}")).await,
         200,
     );
-    assert_eq!(s["restored_by"], "carol");
+    assert_eq!(s["restored_by"], "bootstrap-admin");
+    assert_eq!(s["restored_on_behalf_of"], "carol");
     assert!(s["restored_at"].is_string());
     assert_error(
         &app.admin()
@@ -489,7 +493,8 @@ async fn delete_then_restore_brings_back_the_same_service() {
         200,
     );
     assert_eq!(audit["total_count"], 1);
-    assert_eq!(audit["entries"][0]["actor"], "carol");
+    assert_eq!(audit["entries"][0]["actor"], "bootstrap-admin");
+    assert_eq!(audit["entries"][0]["on_behalf_of"], "carol");
     assert_eq!(audit["entries"][0]["service_id"], id);
 }
 
@@ -534,7 +539,8 @@ async fn restore_uses_the_actor_header_and_refuses_a_name_taken_since() {
         &app.admin().get(&format!("/v2/snapshots/{snap}")).await,
         200,
     );
-    assert_eq!(s["restored_by"], "dave");
+    assert_eq!(s["restored_by"], "bootstrap-admin");
+    assert_eq!(s["restored_on_behalf_of"], "dave");
 }
 
 #[tokio::test]
@@ -576,7 +582,10 @@ async fn mute_with_until_and_reason_then_unmute() {
         .map(|e| {
             (
                 e["action_type"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
+                // Whom the key acted for, where it said (the key is always the actor).
+                e["on_behalf_of"]
+                    .as_str()
+                    .unwrap_or_else(|| e["actor"].as_str().unwrap()),
             )
         })
         .collect();
@@ -820,7 +829,10 @@ async fn audit_logs_filter_page_and_export_csv() {
         audit("?action_type=api_key_created").await["total_count"],
         3
     );
-    assert_eq!(audit("?actor=bootstrap-admin").await["total_count"], 3);
+    // The restore's "actor" is whom the key acted for; the bootstrap key made all four.
+    assert_eq!(audit("?actor=bootstrap-admin").await["total_count"], 4);
+    assert_eq!(newest["actor"], "bootstrap-admin");
+    assert_eq!(newest["on_behalf_of"], "=HYPERLINK(\"x\")");
     assert_page(&audit("?limit=3").await, 4, 3, 0, 3, true);
     assert_page(&audit("?limit=3&offset=3").await, 4, 3, 3, 1, false);
     assert_eq!(audit("?start_date=2999-01-01").await["total_count"], 0);
@@ -878,11 +890,11 @@ async fn audit_logs_filter_page_and_export_csv() {
     let lines: Vec<&str> = r.body.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
         lines[0],
-        "id,timestamp,action_type,actor,service_id,execution_id,details"
+        "id,timestamp,action_type,actor,service_id,execution_id,details,on_behalf_of"
     );
     assert_eq!(lines.len(), 3, "{}", r.body);
     assert!(lines[1].contains(",snapshot_restored,"), "{}", lines[1]);
-    // A formula-looking actor is defused and quoted.
+    // A formula-looking on-behalf-of name is defused and quoted.
     assert!(
         lines[1].contains("\"'=HYPERLINK(\"\"x\"\")\""),
         "{}",

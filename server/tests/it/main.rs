@@ -35,6 +35,7 @@ mod alerting;
 mod cli;
 mod db;
 mod http_auth;
+mod http_authz;
 mod http_bounds;
 mod http_conn;
 mod http_durability;

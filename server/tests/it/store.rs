@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 use medic_server::domain::service::name_key;
 use medic_server::domain::{
-    ApiKeyId, HeartbeatName, Priority, Scope, Scopes, ServiceId, ServiceState, SnapshotAction,
-    SnapshotId, Timestamp,
+    ApiKeyId, HeartbeatName, OwnerId, OwnerKind, Priority, Scope, Scopes, ServiceId, ServiceState,
+    SnapshotAction, SnapshotId, Timestamp,
 };
 use medic_server::store::*;
 use serde_json::json;
@@ -42,6 +42,8 @@ conformance! {
     alerts_open_and_list,
     alerts_dedup_until_resolved(db),
     api_keys,
+    key_owners,
+    actor_and_on_behalf_of_are_kept_apart,
     audit_log_filters_and_paging,
     timestamps_round_trip_to_the_millisecond,
 }
@@ -108,7 +110,7 @@ fn hb(name: &str, status: &str, at: Timestamp) -> NewHeartbeat {
 fn change(action: SnapshotAction, actor: &str, at: Timestamp) -> ChangeMeta {
     ChangeMeta {
         action,
-        actor: actor.into(),
+        actor: Actor::new(actor),
         at,
     }
 }
@@ -1089,7 +1091,10 @@ async fn list_services_paging(s: &dyn Store) {
         ids.push(service(s, &format!("page-{i}")).await.id);
     }
     let gone = service(s, "page-deleted").await;
-    s.delete_service(gone.id, "t").await.unwrap().unwrap();
+    s.delete_service(gone.id, &Actor::new("t"))
+        .await
+        .unwrap()
+        .unwrap();
     let p = s
         .list_services(&ServiceFilter::default(), page(3, 2))
         .await
@@ -1345,7 +1350,7 @@ async fn delete_and_restore(s: &dyn Store) {
     let svc = s.get_service(svc.id).await.unwrap().unwrap();
 
     let snap_id = s
-        .delete_service(svc.id, "carol")
+        .delete_service(svc.id, &Actor::new("carol"))
         .await
         .unwrap()
         .expect("deleted");
@@ -1356,7 +1361,12 @@ async fn delete_and_restore(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(listed.total_count, 0);
-    assert_eq!(s.delete_service(svc.id, "carol").await.unwrap(), None);
+    assert_eq!(
+        s.delete_service(svc.id, &Actor::new("carol"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         s.record_heartbeats(&[hb("doomed", "UP", t(60))])
             .await
@@ -1389,19 +1399,25 @@ async fn delete_and_restore(s: &dyn Store) {
     let usurper = service(s, "DOOMED").await;
     assert_ne!(usurper.id, svc.id);
     assert_eq!(
-        s.restore_snapshot(snap_id, "dave", None).await.unwrap(),
+        s.restore_snapshot(snap_id, &Actor::new("dave"), None)
+            .await
+            .unwrap(),
         RestoreOutcome::NameTaken
     );
     assert_eq!(
         s.get_snapshot(snap_id).await.unwrap().unwrap().restored_at,
         None
     );
-    s.delete_service(usurper.id, "dave").await.unwrap().unwrap();
+    s.delete_service(usurper.id, &Actor::new("dave"))
+        .await
+        .unwrap()
+        .unwrap();
 
     // Restoring the delete brings the service back under its old id, with its audit entry
     // (built from the restored service) in the same commit.
     let audit = |who: &'static str| {
         move |restored: &Service| NewAuditEntry {
+            on_behalf_of: None,
             action_type: "snapshot_restored".into(),
             actor: who.into(),
             service_id: Some(restored.id),
@@ -1411,7 +1427,7 @@ async fn delete_and_restore(s: &dyn Store) {
         }
     };
     let restored = match s
-        .restore_snapshot(snap_id, "dave", Some(&audit("dave")))
+        .restore_snapshot(snap_id, &Actor::new("dave"), Some(&audit("dave")))
         .await
         .unwrap()
     {
@@ -1432,7 +1448,7 @@ async fn delete_and_restore(s: &dyn Store) {
     assert!(marked.restored_at.is_some());
     assert_eq!(marked.restored_by.as_deref(), Some("dave"));
     assert_eq!(
-        s.restore_snapshot(snap_id, "erin", Some(&audit("erin")))
+        s.restore_snapshot(snap_id, &Actor::new("erin"), Some(&audit("erin")))
             .await
             .unwrap(),
         RestoreOutcome::AlreadyRestored
@@ -1443,7 +1459,7 @@ async fn delete_and_restore(s: &dyn Store) {
     assert_eq!(entries[0].service_id, Some(svc.id));
     assert_eq!(entries[0].details["name"], "Doomed");
     assert_eq!(
-        s.restore_snapshot(SnapshotId(snap_id.0 + 10_000), "erin", None)
+        s.restore_snapshot(SnapshotId(snap_id.0 + 10_000), &Actor::new("erin"), None)
             .await
             .unwrap(),
         RestoreOutcome::NotFound
@@ -1492,7 +1508,7 @@ async fn restore_edit_snapshot(s: &dyn Store) {
     let first = snapshots_of(s, svc.id).await.entries.pop().unwrap();
     assert_eq!(first.snapshot_data.team, "site-reliability");
     let restored = match s
-        .restore_snapshot(first.snapshot_id, "ops", None)
+        .restore_snapshot(first.snapshot_id, &Actor::new("ops"), None)
         .await
         .unwrap()
     {
@@ -1748,7 +1764,11 @@ fn new_key(id: &str, created: i64) -> NewApiKey {
         rate_limit_per_minute: None,
         created_by: None,
         created_at: t(created),
+        owner_id: OwnerId::bootstrap(),
+        new_owner: None,
+        labels: Default::default(),
         audit: Some(NewAuditEntry {
+            on_behalf_of: None,
             action_type: "api_key_created".into(),
             actor: "alice".into(),
             service_id: None,
@@ -1757,6 +1777,125 @@ fn new_key(id: &str, created: i64) -> NewApiKey {
             at: t(created),
         }),
     }
+}
+
+/// A key belongs to an owner; a new owner is written with its key and its audit entry in one
+/// transaction, and a taken name (case-insensitively) writes nothing.
+async fn key_owners(s: &dyn Store) {
+    let boot = s
+        .get_key_owner(&OwnerId::bootstrap())
+        .await
+        .unwrap()
+        .expect("the migrations make the bootstrap owner");
+    assert_eq!(boot.name, "bootstrap-admin");
+    assert_eq!(boot.kind, OwnerKind::Person);
+
+    let by_boot = s.create_api_key(&new_key("000000000001", 1)).await.unwrap();
+    assert_eq!(by_boot.owner_id, OwnerId::bootstrap());
+
+    let owner = |id: &str, name: &str, kind| NewKeyOwner {
+        id: OwnerId(id.into()),
+        name: name.into(),
+        kind,
+        created_by: "cli".into(),
+        created_at: t(2),
+        audit: Some(NewAuditEntry {
+            on_behalf_of: None,
+            action_type: "key_owner_created".into(),
+            actor: "cli".into(),
+            service_id: None,
+            execution_id: None,
+            details: json!({ "owner_id": id }),
+            at: t(2),
+        }),
+    };
+    let mut k = new_key("000000000002", 2);
+    k.owner_id = OwnerId("0wner0000001".into());
+    k.new_owner = Some(owner("0wner0000001", "Backup Robot", OwnerKind::Service));
+    k.labels = BTreeMap::from([("tier".into(), "web".into()), ("env".into(), "prod".into())]);
+    let rec = s.create_api_key(&k).await.unwrap();
+    assert_eq!(rec.owner_id, OwnerId("0wner0000001".into()));
+    assert_eq!(rec.labels, k.labels);
+    assert!(by_boot.labels.is_empty());
+    assert_eq!(
+        s.get_api_key(&k.id).await.unwrap().unwrap().owner_id,
+        rec.owner_id
+    );
+    let found = s
+        .find_key_owner("backup robot")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(found.id, rec.owner_id);
+    assert_eq!(found.kind, OwnerKind::Service);
+    assert_eq!(found.created_by, "cli");
+    assert_eq!(s.find_key_owner("nobody").await.unwrap(), None);
+
+    // A taken name: neither the owner nor the key nor an audit entry is written.
+    let mut again = new_key("000000000003", 3);
+    again.owner_id = OwnerId("0wner0000002".into());
+    again.new_owner = Some(owner("0wner0000002", "BACKUP ROBOT", OwnerKind::Person));
+    let dup = s.create_api_key(&again).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert_eq!(s.get_api_key(&again.id).await.unwrap(), None);
+    assert_eq!(
+        s.get_key_owner(&OwnerId("0wner0000002".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    let made = crate::db::audit_log(s, Some("key_owner_created")).await;
+    assert_eq!(made.len(), 1, "{made:#?}");
+    let owners: Vec<_> = s
+        .list_key_owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id.0)
+        .collect();
+    assert!(
+        owners.contains(&"bootstrap".to_owned()) && owners.contains(&"0wner0000001".to_owned())
+    );
+    assert_eq!(owners.len(), 2, "{owners:?}");
+}
+
+/// The actor (the key) and whom it said it acted for are stored apart, in audit entries and in
+/// snapshots.
+async fn actor_and_on_behalf_of_are_kept_apart(s: &dyn Store) {
+    let svc = service(s, "told").await;
+    let who = Actor {
+        name: "ops (0123456789ab)".into(),
+        on_behalf_of: Some("bootstrap-admin".into()),
+    };
+    s.append_audit(&NewAuditEntry {
+        action_type: "team_created".into(),
+        actor: who.name.clone(),
+        on_behalf_of: who.on_behalf_of.clone(),
+        service_id: None,
+        execution_id: None,
+        details: json!({}),
+        at: t(1),
+    })
+    .await
+    .unwrap();
+    let e = crate::db::audit_log(s, Some("team_created"))
+        .await
+        .remove(0);
+    assert_eq!(e.actor, "ops (0123456789ab)");
+    assert_eq!(e.on_behalf_of.as_deref(), Some("bootstrap-admin"));
+    s.delete_service(svc.id, &who).await.unwrap().unwrap();
+    let snap = snapshots_of(s, svc.id).await.entries.pop().unwrap();
+    assert_eq!(snap.actor, "ops (0123456789ab)");
+    assert_eq!(snap.on_behalf_of.as_deref(), Some("bootstrap-admin"));
+    s.restore_snapshot(snap.snapshot_id, &who, None)
+        .await
+        .unwrap();
+    let restored = s.get_snapshot(snap.snapshot_id).await.unwrap().unwrap();
+    assert_eq!(restored.restored_by.as_deref(), Some("ops (0123456789ab)"));
+    assert_eq!(
+        restored.restored_on_behalf_of.as_deref(),
+        Some("bootstrap-admin")
+    );
 }
 
 /// The `key_id`s of an action's audit entries, sorted.
@@ -1809,6 +1948,7 @@ async fn api_keys(s: &dyn Store) {
     );
 
     let revocation = NewAuditEntry {
+        on_behalf_of: None,
         action_type: "api_key_revoked".into(),
         actor: "alice".into(),
         service_id: None,
@@ -1868,6 +2008,7 @@ async fn audit_log_filters_and_paging(s: &dyn Store) {
     ];
     for (i, (action, actor, service_id, execution_id, at)) in entries.into_iter().enumerate() {
         s.append_audit(&NewAuditEntry {
+            on_behalf_of: None,
             action_type: action.into(),
             actor: actor.into(),
             service_id,
@@ -2073,6 +2214,7 @@ async fn timestamps_round_trip_to_the_millisecond(s: &dyn Store) {
         );
 
         s.append_audit(&NewAuditEntry {
+            on_behalf_of: None,
             action_type: format!("clock-{i}"),
             actor: "t".into(),
             service_id: None,

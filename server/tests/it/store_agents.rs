@@ -125,6 +125,7 @@ async fn agents_revoked_are_refused(store: &dyn Store) {
             .unwrap(),
     );
     let audit = |who: &str| NewAuditEntry {
+        on_behalf_of: None,
         action_type: "agent_revoked".into(),
         actor: who.into(),
         service_id: None,
@@ -283,6 +284,7 @@ async fn script(store: &dyn Store) -> ScriptId {
             description: None,
             created_by: "alice".into(),
             created_by_key: Some(ApiKeyId("aaaaaaaaaaaa".into())),
+            created_by_owner: medic_server::domain::OwnerId("aaaaaaaaaaaa".into()),
             at: t(0),
             audit: None,
         })
@@ -307,6 +309,7 @@ fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
         at: t(at),
         expires_at: t(at + 3_600_000),
         audit: Some(NewAuditEntry {
+            on_behalf_of: None,
             action_type: "agent_run_requested".into(),
             actor: "alice".into(),
             service_id: None,

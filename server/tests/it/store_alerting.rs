@@ -230,6 +230,7 @@ async fn operator_ack_and_resolve_queue_follow_ups(store: &dyn Store) {
     // that does not apply writes no entry.
     let audit = |who: &'static str| {
         move |changed: &Alert| NewAuditEntry {
+            on_behalf_of: None,
             action_type: "alert_acknowledged".into(),
             actor: who.into(),
             service_id: Some(changed.service_id),
@@ -375,7 +376,7 @@ async fn suppressions_are_recorded_once(store: &dyn Store) {
             &patch,
             &ChangeMeta {
                 action: medic_server::domain::SnapshotAction::Mute,
-                actor: "alice".into(),
+                actor: Actor::new("alice"),
                 at: t(1000),
             },
         )

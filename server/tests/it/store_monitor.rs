@@ -490,6 +490,7 @@ async fn windows_crud_and_filters(s: &dyn Store) {
 async fn changes_commit_with_their_audit_entries(s: &dyn Store) {
     fn entry(action: &str, details: serde_json::Value) -> NewAuditEntry {
         NewAuditEntry {
+            on_behalf_of: None,
             action_type: action.into(),
             actor: "it".into(),
             service_id: None,

@@ -1,7 +1,7 @@
 //! Store conformance for registered scripts and their versions (SQLite always, PostgreSQL when
 //! configured). Every check runs once per backend.
 
-use medic_server::domain::{ApiKeyId, Timestamp};
+use medic_server::domain::{ApiKeyId, OwnerId, Timestamp};
 use medic_server::store::*;
 
 conformance! {
@@ -21,6 +21,11 @@ fn hash(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
 
+/// In these checks each key is its own owner; the bootstrap key's owner is `bootstrap`.
+fn owner(key: Option<&str>) -> OwnerId {
+    key.map_or_else(OwnerId::bootstrap, |k| OwnerId(k.into()))
+}
+
 fn new_version(name: &str, content: &str, n: u8, key: Option<&str>) -> NewScriptVersion {
     NewScriptVersion {
         name: name.into(),
@@ -30,8 +35,10 @@ fn new_version(name: &str, content: &str, n: u8, key: Option<&str>) -> NewScript
         description: Some("restart it".into()),
         created_by: "alice".into(),
         created_by_key: key.map(|k| ApiKeyId(k.into())),
+        created_by_owner: owner(key),
         at: t(i64::from(n)),
         audit: Some(NewAuditEntry {
+            on_behalf_of: None,
             action_type: "script_registered".into(),
             actor: "alice".into(),
             service_id: None,
@@ -63,9 +70,11 @@ fn decision(decision: Decision, key: Option<&str>, at: i64) -> ScriptDecision {
         decision,
         actor: "bob".into(),
         key_id: key.map(|k| ApiKeyId(k.into())),
+        owner_id: owner(key),
         reason: Some("looks fine".into()),
         at: t(at),
         audit: Some(NewAuditEntry {
+            on_behalf_of: None,
             action_type: "script_decided".into(),
             actor: "bob".into(),
             service_id: None,
@@ -311,7 +320,7 @@ async fn scripts_same_key_may_not_decide(store: &dyn Store) {
                 .decide_script_version(by_key.id, &decision(d, Some("k1"), 5))
                 .await
                 .unwrap(),
-            DecideOutcome::SameKey
+            DecideOutcome::SameOwner
         );
         // The bootstrap key counts as one key of its own.
         assert_eq!(
@@ -319,7 +328,7 @@ async fn scripts_same_key_may_not_decide(store: &dyn Store) {
                 .decide_script_version(by_bootstrap.id, &decision(d, None, 5))
                 .await
                 .unwrap(),
-            DecideOutcome::SameKey
+            DecideOutcome::SameOwner
         );
     }
     assert_eq!(

@@ -130,6 +130,47 @@ impl Builder {
     }
 }
 
+/// Creates an API key for `owner` (a person, created if new) on the database, as `medic-server
+/// api-key create --owner` does.
+pub async fn key_for_owner(store: &dyn Store, owner: &str, scopes: &[&str]) -> String {
+    use medic_server::domain::{OwnerId, OwnerKind, Scopes, apikey};
+    use medic_server::store::{NewApiKey, NewKeyOwner};
+    let (owner_id, new_owner) = match store.find_key_owner(owner).await.expect("owner") {
+        Some(o) => (o.id, None),
+        None => {
+            let id = OwnerId::generate();
+            let new = NewKeyOwner {
+                id: id.clone(),
+                name: owner.to_owned(),
+                kind: OwnerKind::Person,
+                created_by: "it".into(),
+                created_at: Timestamp::now(),
+                audit: None,
+            };
+            (id, Some(new))
+        }
+    };
+    let generated = apikey::generate();
+    store
+        .create_api_key(&NewApiKey {
+            id: generated.id.clone(),
+            name: format!("{owner}-{}", scopes.join("-")),
+            digest: generated.digest,
+            scopes: Scopes::parse_list(&scopes.join(",")).expect("scopes"),
+            expires_at: None,
+            rate_limit_per_minute: None,
+            created_by: Some("it".into()),
+            created_at: Timestamp::now(),
+            owner_id,
+            new_owner,
+            labels: Default::default(),
+            audit: None,
+        })
+        .await
+        .expect("key created");
+    generated.plaintext
+}
+
 /// A running server on its own database. Dropping it stops the server; [`TestApp::shutdown`]
 /// stops it and waits until it has drained.
 pub struct TestApp {
@@ -222,6 +263,16 @@ impl TestApp {
             )
             .await;
         results["key"].as_str().expect("key in results").to_owned()
+    }
+
+    /// Creates an API key for `owner` (a person, created if new) the way `medic-server api-key
+    /// create --owner` does, on the database: keys made through the API belong to their
+    /// creator's owner, so this is how a test gets a second person.
+    pub async fn create_key_for(&self, owner: &str, scopes: &[&str]) -> String {
+        let store = self.store().await;
+        let key = key_for_owner(&*store, owner, scopes).await;
+        store.close().await;
+        key
     }
 
     /// Creates an API key from a full request body and returns the `results` object.

@@ -1,16 +1,36 @@
 //! API keys on PostgreSQL.
 
 use super::*;
+use crate::domain::OwnerId;
+use crate::store::keys::labels_text;
 
 #[async_trait::async_trait]
 impl KeyStore for PgStore {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let sql = format!(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             rate_limit_per_minute, created_by, owner_id, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING {API_KEY_COLUMNS}"
         );
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if let Some(o) = &key.new_owner {
+            sqlx::query(
+                "INSERT INTO key_owners (id, name, kind, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&o.id.0)
+            .bind(&o.name)
+            .bind(o.kind.as_str())
+            .bind(o.created_at)
+            .bind(&o.created_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if let Some(e) = &o.audit {
+                insert_audit(&mut tx, e).await?;
+            }
+        }
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(&key.id.0)
             .bind(&key.name)
@@ -20,6 +40,8 @@ impl KeyStore for PgStore {
             .bind(key.expires_at)
             .bind(key.rate_limit_per_minute.map(i64::from))
             .bind(&key.created_by)
+            .bind(&key.owner_id.0)
+            .bind(labels_text(&key.labels))
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -73,5 +95,38 @@ impl KeyStore for PgStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)
+    }
+
+    async fn get_key_owner(&self, id: &OwnerId) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE id = $1")
+            .bind(&id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| KeyOwner::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE lower(name) = lower($1)")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| KeyOwner::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>> {
+        let rows = sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners ORDER BY created_at, id COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(KeyOwner::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
     }
 }

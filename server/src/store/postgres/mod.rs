@@ -95,13 +95,13 @@ const ALERT_COLUMNS: &str = "id, service_id, kind, name, state, dedup_key, \
     down_since, last_notified_at, acknowledged_by, resolved_by, resolve_reason, run_id, summary";
 
 const SNAPSHOT_COLUMNS: &str = "id, service_id, action_type, snapshot_data::text AS snapshot_data, \
-    actor, created_at, restored_at, restored_by";
+    actor, on_behalf_of, created_at, restored_at, restored_by, restored_on_behalf_of";
 
 const API_KEY_COLUMNS: &str = "id, name, digest, scopes, created_at, expires_at, revoked_at, \
-    rate_limit_per_minute, created_by";
+    rate_limit_per_minute, created_by, owner_id, labels";
 
-const AUDIT_COLUMNS: &str =
-    "id, action_type, actor, service_id, execution_id, details::text AS details, created_at";
+const AUDIT_COLUMNS: &str = "id, action_type, actor, on_behalf_of, service_id, execution_id, details::text AS details, \
+    created_at";
 
 fn collect<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T, sqlx::Error>) -> StoreResult<Vec<T>> {
     rows.iter()
@@ -152,20 +152,22 @@ impl PgStore {
         tx: &mut Transaction<'static, Postgres>,
         service: &Service,
         action: SnapshotAction,
-        actor: &str,
+        actor: &Actor,
         at: Timestamp,
     ) -> Result<SnapshotId, sqlx::Error> {
         let data = serde_json::to_string(&records::ServiceRecord::from(service))
             .map_err(|e| sqlx::Error::Encode(e.into()))?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at) \
-             VALUES ($1, $2, $3::jsonb, $4, $5) RETURNING id",
+            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at, \
+             on_behalf_of) \
+             VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
         )
         .bind(service.id.0)
         .bind(action.as_str())
         .bind(data)
-        .bind(actor)
+        .bind(&actor.name)
         .bind(at)
+        .bind(&actor.on_behalf_of)
         .fetch_one(&mut **tx)
         .await?;
         Ok(SnapshotId(id))

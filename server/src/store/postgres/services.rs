@@ -452,7 +452,11 @@ impl ServiceStore for PgStore {
         Ok(Some(after))
     }
 
-    async fn delete_service(&self, id: ServiceId, actor: &str) -> StoreResult<Option<SnapshotId>> {
+    async fn delete_service(
+        &self,
+        id: ServiceId,
+        actor: &Actor,
+    ) -> StoreResult<Option<SnapshotId>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let Some(before) = Self::lock_service(&mut tx, id).await.map_err(unavailable)? else {
             return Ok(None);

@@ -31,7 +31,7 @@ pub(super) async fn insert_audit(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (action_type, actor, service_id, execution_id, details, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         created_at, on_behalf_of) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&e.action_type)
     .bind(&e.actor)
@@ -39,6 +39,7 @@ pub(super) async fn insert_audit(
     .bind(e.execution_id)
     .bind(e.details.to_string())
     .bind(e.at)
+    .bind(&e.on_behalf_of)
     .execute(conn)
     .await
     .map_err(unavailable)?;

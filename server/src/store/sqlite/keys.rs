@@ -1,14 +1,34 @@
 //! API keys on SQLite.
 
 use super::*;
+use crate::domain::OwnerId;
+use crate::store::keys::labels_text;
 
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
+        if let Some(o) = &key.new_owner {
+            sqlx::query(
+                "INSERT INTO key_owners (id, name, kind, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&o.id.0)
+            .bind(&o.name)
+            .bind(o.kind.as_str())
+            .bind(o.created_at)
+            .bind(&o.created_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if let Some(e) = &o.audit {
+                insert_audit(&mut tx, e).await?;
+            }
+        }
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+             rate_limit_per_minute, created_by, owner_id, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         )
         .bind(&key.id.0)
         .bind(&key.name)
@@ -18,6 +38,8 @@ impl KeyStore for SqliteStore {
         .bind(key.expires_at)
         .bind(key.rate_limit_per_minute.map(i64::from))
         .bind(&key.created_by)
+        .bind(&key.owner_id.0)
+        .bind(labels_text(&key.labels))
         .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -70,5 +92,40 @@ impl KeyStore for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(revoked)
+    }
+
+    async fn get_key_owner(&self, id: &OwnerId) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE id = $1")
+            .bind(&id.0)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| KeyOwner::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE lower(name) = lower($1)")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(unavailable)?
+            .map(|r| KeyOwner::from_row(&r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, created_at, created_by FROM key_owners ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(KeyOwner::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
     }
 }

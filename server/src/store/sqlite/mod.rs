@@ -122,20 +122,22 @@ impl SqliteStore {
         tx: &mut Transaction<'_, Sqlite>,
         service: &Service,
         action: SnapshotAction,
-        actor: &str,
+        actor: &Actor,
         at: Timestamp,
     ) -> Result<SnapshotId, sqlx::Error> {
         let data = serde_json::to_string(&records::ServiceRecord::from(service))
             .map_err(|e| sqlx::Error::Encode(e.into()))?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at, \
+             on_behalf_of) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(service.id.0)
         .bind(action.as_str())
         .bind(data)
-        .bind(actor)
+        .bind(&actor.name)
         .bind(at)
+        .bind(&actor.on_behalf_of)
         .fetch_one(&mut **tx)
         .await?;
         Ok(SnapshotId(id))

@@ -4,14 +4,14 @@
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::*;
-use crate::domain::Timestamp;
 use crate::domain::service::name_key;
+use crate::domain::{OwnerId, Timestamp};
 use crate::store::sql::escape_like;
 use crate::store::*;
 
 const VERSION_COLUMNS: &str = "id, script_id, version, interpreter, content, sha256, \
     description, status, created_by, created_by_key, created_at, decided_by, decided_by_key, \
-    decided_at, decision_reason";
+    decided_at, decision_reason, created_by_owner, decided_by_owner";
 
 /// [`VERSION_COLUMNS`] qualified with the alias `v`, for joins.
 fn qualified() -> String {
@@ -84,8 +84,8 @@ impl ScriptStore for SqliteStore {
         let next = latest.map_or(1, |v| v.version + 1);
         let sql = format!(
             "INSERT INTO script_versions (script_id, version, interpreter, content, sha256, \
-             description, created_by, created_by_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {VERSION_COLUMNS}"
+             description, created_by, created_by_key, created_at, created_by_owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(script_id)
@@ -97,6 +97,7 @@ impl ScriptStore for SqliteStore {
             .bind(&new.created_by)
             .bind(new.created_by_key.as_ref().map(|k| k.0.as_str()))
             .bind(new.at)
+            .bind(&new.created_by_owner.0)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -234,12 +235,16 @@ impl ScriptStore for SqliteStore {
         if current.status != ScriptStatus::Pending {
             return Ok(DecideOutcome::AlreadyDecided(current));
         }
-        if current.created_by_key == d.key_id {
-            return Ok(DecideOutcome::SameKey);
+        let registrant = current
+            .created_by_owner
+            .clone()
+            .unwrap_or_else(OwnerId::bootstrap);
+        if !crate::domain::apikey::second_pair_of_eyes(&registrant, &d.owner_id) {
+            return Ok(DecideOutcome::SameOwner);
         }
         let sql = format!(
             "UPDATE script_versions SET status = $1, decided_by = $2, decided_by_key = $3, \
-             decided_at = $4, decision_reason = $5 WHERE id = $6 RETURNING {VERSION_COLUMNS}"
+             decided_at = $4, decision_reason = $5, decided_by_owner = $7 WHERE id = $6 RETURNING {VERSION_COLUMNS}"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(d.decision.status().as_str())
@@ -248,6 +253,7 @@ impl ScriptStore for SqliteStore {
             .bind(d.at)
             .bind(&d.reason)
             .bind(version_id)
+            .bind(&d.owner_id.0)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;

@@ -487,7 +487,11 @@ impl ServiceStore for SqliteStore {
         Ok(Some(after))
     }
 
-    async fn delete_service(&self, id: ServiceId, actor: &str) -> StoreResult<Option<SnapshotId>> {
+    async fn delete_service(
+        &self,
+        id: ServiceId,
+        actor: &Actor,
+    ) -> StoreResult<Option<SnapshotId>> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let Some(before) = Self::service_in_tx(&mut tx, id)
             .await

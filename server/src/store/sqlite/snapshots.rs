@@ -68,7 +68,7 @@ impl SnapshotStore for SqliteStore {
     async fn restore_snapshot(
         &self,
         id: SnapshotId,
-        actor: &str,
+        actor: &Actor,
         audit: Option<AuditWith<'_, Service>>,
     ) -> StoreResult<RestoreOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
@@ -122,13 +122,17 @@ impl SnapshotStore for SqliteStore {
         Self::write_service(&mut tx, &restored, true)
             .await
             .map_err(unavailable)?;
-        sqlx::query("UPDATE snapshots SET restored_at = $1, restored_by = $2 WHERE id = $3")
-            .bind(now)
-            .bind(actor)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE snapshots SET restored_at = $1, restored_by = $2, restored_on_behalf_of = $4 \
+             WHERE id = $3",
+        )
+        .bind(now)
+        .bind(&actor.name)
+        .bind(id.0)
+        .bind(&actor.on_behalf_of)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         if let Some(entry) = audit {
             insert_audit(&mut tx, &entry(&restored)).await?;
         }
