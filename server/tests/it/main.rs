@@ -54,6 +54,7 @@ mod store;
 mod store_agents;
 mod store_alerting;
 mod store_monitor;
+mod store_playbooks;
 mod store_scripts;
 mod support;
 mod support_recorder;
