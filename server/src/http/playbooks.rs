@@ -240,13 +240,17 @@ pub struct InvalidPlaybookEnvelope {
 /// The answer for a document that is not valid: 413 when too large, else 400 with every
 /// problem (as text in `message` and structured in `problems`).
 fn refused(e: &DocumentError) -> ApiError {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    let message = match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => text,
+    };
     match e {
-        DocumentError::TooLarge { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}."))
-        }
+        DocumentError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
         DocumentError::Invalid(problems) => {
             let out: Vec<ProblemOut> = problems.iter().map(ProblemOut::from).collect();
-            ApiError::bad_request(format!("{e}.")).with_field("problems", json!(out))
+            ApiError::bad_request(message).with_field("problems", json!(out))
         }
     }
 }

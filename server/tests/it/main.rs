@@ -41,6 +41,7 @@ mod http_durability;
 mod http_jobs;
 mod http_legacy;
 mod http_ops;
+mod http_playbooks;
 mod http_ratelimit;
 mod http_ratelimit_clients;
 mod http_scripts;
