@@ -210,3 +210,106 @@ fn a_second_server_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("PostgreSQL"), "{err}");
 }
+
+#[tokio::test]
+async fn secrets_rotate_reencrypts_every_secret_under_the_new_key() {
+    use base64::Engine;
+    use medic_server::playbook::secrets::{Keyring, SecretValue, SecretsKey};
+    use medic_server::store::{self, NewAuditEntry, NewSecret, PoolOptions};
+
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/medic.db", dir.path().display());
+
+    let no_key = run(medic(dir.path()).args(["secrets", "rotate"]));
+    assert_ne!(no_key.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&no_key.stderr).contains("MEDIC_SECRETS_KEY is not set"),
+        "{no_key:?}"
+    );
+
+    // Two secrets sealed under the old key.
+    let old = Keyring::new(SecretsKey::from_bytes(&[1; 32]), vec![]);
+    let db = store::connect(&url, &PoolOptions::default()).await.unwrap();
+    db.migrate().await.unwrap();
+    for name in ["DEPLOY_TOKEN", "PAGER_KEY"] {
+        let sealed = old.seal(name, &SecretValue::new(format!("value-of-{name}")));
+        let audit = |_: &store::SecretInfo| NewAuditEntry {
+            action_type: "secret_set".into(),
+            actor: "test".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({}),
+            at: medic_server::domain::Timestamp::now(),
+        };
+        db.put_secret(
+            &NewSecret {
+                name: name.into(),
+                sealed: sealed.to_text(),
+                key_id: sealed.key_id.clone(),
+                actor: "test".into(),
+                at: medic_server::domain::Timestamp::now(),
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    }
+    db.close().await;
+
+    // Without the old key the values do not open: refused, nothing changed.
+    let wrong = run(medic(dir.path())
+        .args(["secrets", "rotate"])
+        .env("MEDIC_SECRETS_KEY", b64(2)));
+    assert_ne!(wrong.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("nothing was changed"),
+        "{wrong:?}"
+    );
+
+    let rotated = run(medic(dir.path())
+        .args(["secrets", "rotate"])
+        .env("MEDIC_SECRETS_KEY", b64(2))
+        .env("MEDIC_SECRETS_OLD_KEYS", b64(1)));
+    assert_eq!(rotated.status.code(), Some(0), "{rotated:?}");
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(said.contains("re-encrypted 2 of 2 secrets"), "{said}");
+
+    // The new key alone now opens everything, and the rotation is in the audit log.
+    let db = store::connect(&url, &PoolOptions::default()).await.unwrap();
+    let new_only = Keyring::new(SecretsKey::from_bytes(&[2; 32]), vec![]);
+    medic_server::server::check_secrets(&*db, Some(&new_only))
+        .await
+        .unwrap();
+    assert!(
+        medic_server::server::check_secrets(&*db, Some(&old))
+            .await
+            .is_err()
+    );
+    let entries = db
+        .list_audit(
+            &store::AuditFilter {
+                action_type: Some("secrets_rotated".into()),
+                ..store::AuditFilter::default()
+            },
+            store::PageRequest {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "medic-server secrets rotate");
+    assert_eq!(entries[0].details["resealed"], 2);
+    db.close().await;
+
+    // A server on this database starts with the new key, and refuses without one.
+    let refused = run(medic(dir.path()).env("PORT", free_port().to_string()));
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("MEDIC_SECRETS_KEY is not set"),
+        "{refused:?}"
+    );
+}
