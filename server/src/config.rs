@@ -703,9 +703,8 @@ impl Settings {
         let old = non_empty(self.secrets_old_keys.as_ref().map(Secret::expose));
         let Some(current) = current else {
             if old.is_some() {
-                errors.push(
-                    "MEDIC_SECRETS_OLD_KEYS is set but MEDIC_SECRETS_KEY is not".to_owned(),
-                );
+                errors
+                    .push("MEDIC_SECRETS_OLD_KEYS is set but MEDIC_SECRETS_KEY is not".to_owned());
             }
             return None;
         };

@@ -162,10 +162,7 @@ pub struct Checked {
 pub async fn check(app: &AppState, text: &str) -> Result<Checked, ApiError> {
     let recorder = Recorder::default();
     let first = validate(text, &recorder);
-    let (scripts, secrets) = (
-        recorder.scripts.into_inner(),
-        recorder.secrets.into_inner(),
-    );
+    let (scripts, secrets) = (recorder.scripts.into_inner(), recorder.secrets.into_inner());
     if matches!(first, Err(DocumentError::TooLarge { .. })) {
         return Ok(Checked {
             result: first,
@@ -868,10 +865,12 @@ async fn put_playbook(
 fn toggled(outcome: ToggleOutcome, id: PlaybookId, done: &str, already: &str) -> ApiResult {
     match outcome {
         ToggleOutcome::Done(r) => Ok(ok(StatusCode::OK, done, PlaybookSummaryOut::from(&r))),
-        ToggleOutcome::Unchanged(r) => Ok(ok(StatusCode::OK, already, PlaybookSummaryOut::from(&r))),
-        ToggleOutcome::NotFound => Err(ApiError::not_found(format!(
-            "Playbook {id} was not found."
-        ))),
+        ToggleOutcome::Unchanged(r) => {
+            Ok(ok(StatusCode::OK, already, PlaybookSummaryOut::from(&r)))
+        }
+        ToggleOutcome::NotFound => {
+            Err(ApiError::not_found(format!("Playbook {id} was not found.")))
+        }
     }
 }
 

@@ -144,9 +144,11 @@ async fn put_secret(
     };
     let audit = |s: &SecretInfo| entry("secret_set", &who, None, details(s));
     match app.store.put_secret(&new, &audit).await? {
-        PutSecretOutcome::Created(s) => {
-            Ok(ok(StatusCode::CREATED, "Secret stored.", SecretOut::from(&s)))
-        }
+        PutSecretOutcome::Created(s) => Ok(ok(
+            StatusCode::CREATED,
+            "Secret stored.",
+            SecretOut::from(&s),
+        )),
         PutSecretOutcome::Updated(s) => {
             Ok(ok(StatusCode::OK, "Secret replaced.", SecretOut::from(&s)))
         }
@@ -174,6 +176,8 @@ async fn delete_secret(
     let audit = |s: &SecretInfo| entry("secret_deleted", &who, None, details(s));
     match app.store.delete_secret(name, &audit).await? {
         Some(s) => Ok(ok(StatusCode::OK, "Secret deleted.", SecretOut::from(&s))),
-        None => Err(ApiError::not_found(format!("No secret is called {name:?}."))),
+        None => Err(ApiError::not_found(format!(
+            "No secret is called {name:?}."
+        ))),
     }
 }

@@ -51,8 +51,8 @@ use crate::domain::{ApiKeyId, ServiceId, SnapshotId, Timestamp};
 // The vocabulary the store records, defined in `domain` and re-exported here for callers that
 // name it through the store.
 pub use crate::domain::{
-    PlaybookId, AgentRunStatus, AlertKind, AlertState, Destination, EventKind, RunStatus, ScriptId, SignalKind,
-    TargetId, TeamId, WindowId,
+    AgentRunStatus, AlertKind, AlertState, Destination, EventKind, PlaybookId, RunStatus, ScriptId,
+    SignalKind, TargetId, TeamId, WindowId,
 };
 
 #[derive(Debug, thiserror::Error)]

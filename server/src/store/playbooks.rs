@@ -106,7 +106,9 @@ pub enum AddVersionOutcome {
     /// A disabled playbook takes no new version until it is restored.
     Disabled,
     /// The new document renames the playbook to a name another playbook has.
-    NameTaken { id: PlaybookId },
+    NameTaken {
+        id: PlaybookId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,8 +143,10 @@ pub trait PlaybookStore: Send + Sync {
     /// The playbook with its current version and the summary of every version.
     async fn get_playbook(&self, id: PlaybookId) -> StoreResult<Option<Playbook>>;
     /// The current version alone (what a new execution pins).
-    async fn current_playbook_version(&self, id: PlaybookId)
-    -> StoreResult<Option<PlaybookVersion>>;
+    async fn current_playbook_version(
+        &self,
+        id: PlaybookId,
+    ) -> StoreResult<Option<PlaybookVersion>>;
     /// Version `version` of the playbook (what a running execution reloads).
     async fn get_playbook_version(
         &self,
@@ -185,6 +189,5 @@ pub(crate) const RECORD_COLUMNS: &str = "p.id, p.name, p.description, p.enabled,
     p.current_version, v.sha256, p.created_at, p.updated_at, p.disabled_at, p.disabled_by";
 
 /// `FROM` clause joining each playbook to its current version.
-pub(crate) const RECORD_FROM: &str =
-    " FROM playbooks p JOIN playbook_versions v ON v.playbook_id = p.id \
+pub(crate) const RECORD_FROM: &str = " FROM playbooks p JOIN playbook_versions v ON v.playbook_id = p.id \
      AND v.version = p.current_version";

@@ -79,7 +79,10 @@ pub struct RotateSummary {
 pub enum RotateOutcome {
     Done(RotateSummary),
     /// `name` could not be resealed; nothing was written.
-    Failed { name: String, reason: String },
+    Failed {
+        name: String,
+        reason: String,
+    },
 }
 
 /// Sealed secrets.

@@ -30,9 +30,9 @@ use super::{DeliveryState, ScriptStatus};
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{
-    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, Priority, RunStatus,
-    PlaybookId, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId, TeamId,
-    Timestamp, WindowId,
+    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, PlaybookId, Priority,
+    RunStatus, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId,
+    TeamId, Timestamp, WindowId,
 };
 
 impl Type<Sqlite> for Timestamp {

@@ -106,7 +106,13 @@ fn sha(text: &str) -> String {
 }
 
 /// POSTs or PUTs `text` as `application/yaml`.
-async fn send_yaml(app: &TestApp, key: &str, method: Method, path: &str, text: &str) -> crate::support::Reply {
+async fn send_yaml(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    text: &str,
+) -> crate::support::Reply {
     send(
         app.with_key(key)
             .request(method, path)
@@ -125,7 +131,9 @@ async fn audit(app: &TestApp, action: &str) -> Vec<Value> {
 }
 
 async fn documents_versions_and_identical_put(backend: Backend) {
-    let Some(app) = spawn(backend, None).await else { return };
+    let Some(app) = spawn(backend, None).await else {
+        return;
+    };
     let writer = app.create_key(&["write"]).await;
     let reader = app.create_key(&["read"]).await;
 
@@ -156,12 +164,22 @@ async fn documents_versions_and_identical_put(backend: Backend) {
     );
 
     let second = WAIT_DOC.replace("30s", "1m");
-    let r = send_yaml(&app, &writer, Method::PUT, &format!("/v2/playbooks/{id}"), &second).await;
+    let r = send_yaml(
+        &app,
+        &writer,
+        Method::PUT,
+        &format!("/v2/playbooks/{id}"),
+        &second,
+    )
+    .await;
     let v2 = assert_ok(&r, 201);
     assert_eq!(v2["version"], 2);
     assert_eq!(v2["sha256"], sha(&second));
 
-    let r = app.with_key(&reader).get(&format!("/v2/playbooks/{id}")).await;
+    let r = app
+        .with_key(&reader)
+        .get(&format!("/v2/playbooks/{id}"))
+        .await;
     let p = assert_ok(&r, 200);
     assert_eq!(p["playbook_id"], id);
     assert_eq!(p["current_version"], 2);
@@ -172,7 +190,12 @@ async fn documents_versions_and_identical_put(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["version"].as_i64().unwrap(), v["sha256"].as_str().unwrap().to_owned()))
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(versions, vec![(1, sha(WAIT_DOC)), (2, sha(&second))]);
 
@@ -206,7 +229,9 @@ async fn documents_versions_and_identical_put(backend: Backend) {
 }
 
 async fn list_filters_disable_and_restore(backend: Backend) {
-    let Some(app) = spawn(backend, None).await else { return };
+    let Some(app) = spawn(backend, None).await else {
+        return;
+    };
     let writer = app.create_key(&["write"]).await;
     let mut ids = Vec::new();
     for name in ["api-restart", "db-failover", "API-flush"] {
@@ -231,12 +256,23 @@ async fn list_filters_disable_and_restore(backend: Backend) {
     .await;
     assert_error_contains(&r, 409, &format!("Playbook {} is already called", ids[0]));
 
-    let r = app.with_key(&writer).delete(&format!("/v2/playbooks/{}", ids[1])).await;
+    let r = app
+        .with_key(&writer)
+        .delete(&format!("/v2/playbooks/{}", ids[1]))
+        .await;
     let disabled = assert_ok(&r, 200);
     assert_eq!(disabled["enabled"], false);
     assert!(disabled["disabled_at"].is_string());
-    let r = app.with_key(&writer).delete(&format!("/v2/playbooks/{}", ids[1])).await;
-    assert!(r.json()["message"].as_str().unwrap().contains("already disabled"));
+    let r = app
+        .with_key(&writer)
+        .delete(&format!("/v2/playbooks/{}", ids[1]))
+        .await;
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("already disabled")
+    );
     assert_eq!(audit(&app, "playbook_disabled").await.len(), 1);
 
     let list = |q: &'static str| {
@@ -250,14 +286,24 @@ async fn list_filters_disable_and_restore(backend: Backend) {
                 .iter()
                 .map(|e| e["name"].as_str().unwrap().to_owned())
                 .collect();
-            (page["total_count"].as_i64().unwrap(), page["has_more"].as_bool().unwrap(), names)
+            (
+                page["total_count"].as_i64().unwrap(),
+                page["has_more"].as_bool().unwrap(),
+                names,
+            )
         }
     };
     assert_eq!(list("?name=api").await.2, vec!["api-restart", "API-flush"]);
     assert_eq!(list("?enabled=0").await.2, vec!["db-failover"]);
     assert_eq!(list("?enabled=1&name=FLUSH").await.2, vec!["API-flush"]);
-    assert_eq!(list("?limit=2").await, (3, true, vec!["api-restart".into(), "db-failover".into()]));
-    assert_eq!(list("?limit=2&offset=2").await, (3, false, vec!["API-flush".into()]));
+    assert_eq!(
+        list("?limit=2").await,
+        (3, true, vec!["api-restart".into(), "db-failover".into()])
+    );
+    assert_eq!(
+        list("?limit=2&offset=2").await,
+        (3, false, vec!["API-flush".into()])
+    );
     let r = app.admin().get("/v2/playbooks?enabled=maybe").await;
     assert_error_contains(&r, 400, "enabled");
 
@@ -267,7 +313,9 @@ async fn list_filters_disable_and_restore(backend: Backend) {
         &writer,
         Method::PUT,
         &format!("/v2/playbooks/{}", ids[1]),
-        &WAIT_DOC.replace("pause-then-check", "db-failover").replace("30s", "2m"),
+        &WAIT_DOC
+            .replace("pause-then-check", "db-failover")
+            .replace("30s", "2m"),
     )
     .await;
     assert_error_contains(&r, 409, "is disabled; restore it");
@@ -278,7 +326,10 @@ async fn list_filters_disable_and_restore(backend: Backend) {
     assert_eq!(assert_ok(&r, 200)["enabled"], true);
     assert_eq!(audit(&app, "playbook_restored").await.len(), 1);
     assert_eq!(list("?enabled=0").await.0, 0);
-    let r = app.with_key(&writer).post("/v2/playbooks/4242/restore").await;
+    let r = app
+        .with_key(&writer)
+        .post("/v2/playbooks/4242/restore")
+        .await;
     assert_error_contains(&r, 404, "was not found");
 }
 
@@ -292,12 +343,21 @@ steps:
 "#;
 
 async fn scopes_read_write_and_admin_for_secrets(backend: Backend) {
-    let Some(app) = spawn(backend, Some(keyring(1))).await else { return };
+    let Some(app) = spawn(backend, Some(keyring(1))).await else {
+        return;
+    };
     let reader = app.create_key(&["read"]).await;
     let writer = app.create_key(&["write"]).await;
     let r = send_yaml(&app, &reader, Method::POST, "/v2/playbooks", WAIT_DOC).await;
     assert_error_contains(&r, 403, "lacks the write scope");
-    let r = send_yaml(&app, &reader, Method::POST, "/v2/playbooks/validate", WAIT_DOC).await;
+    let r = send_yaml(
+        &app,
+        &reader,
+        Method::POST,
+        "/v2/playbooks/validate",
+        WAIT_DOC,
+    )
+    .await;
     assert_error_contains(&r, 403, "lacks the write scope");
     let r = app.get("/v2/playbooks").await;
     assert_eq!(r.status.as_u16(), 401);
@@ -324,7 +384,14 @@ async fn scopes_read_write_and_admin_for_secrets(backend: Backend) {
     // A document that uses a secret needs an admin key to be stored.
     let r = send_yaml(&app, &writer, Method::POST, "/v2/playbooks", SECRET_DOC).await;
     assert_error_contains(&r, 403, "uses secrets");
-    let r = send_yaml(&app, app.admin_key(), Method::POST, "/v2/playbooks", SECRET_DOC).await;
+    let r = send_yaml(
+        &app,
+        app.admin_key(),
+        Method::POST,
+        "/v2/playbooks",
+        SECRET_DOC,
+    )
+    .await;
     let id = assert_ok(&r, 201)["playbook_id"].as_i64().unwrap();
     // ... and so does each new version of it; a version without secrets needs only write.
     let r = send_yaml(
@@ -345,15 +412,26 @@ async fn scopes_read_write_and_admin_for_secrets(backend: Backend) {
     )
     .await;
     assert_ok(&r, 201);
-    let r = app.with_key(&reader).get(&format!("/v2/playbooks/{id}")).await;
+    let r = app
+        .with_key(&reader)
+        .get(&format!("/v2/playbooks/{id}"))
+        .await;
     assert_ok(&r, 200);
 }
 
 /// `(what, document, status, [(json pointer into problems[0], expected)], message fragment)`.
-type Case = (&'static str, String, u16, Vec<(&'static str, Value)>, &'static str);
+type Case = (
+    &'static str,
+    String,
+    u16,
+    Vec<(&'static str, Value)>,
+    &'static str,
+);
 
 fn bad_documents() -> Vec<Case> {
-    let step = |body: &str| format!("name: bad\nsteps:\n  - name: first\n    type: wait\n    duration: 1m\n{body}");
+    let step = |body: &str| {
+        format!("name: bad\nsteps:\n  - name: first\n    type: wait\n    duration: 1m\n{body}")
+    };
     let mut bomb = String::from(
         "name: lol\ninputs:\n  bomb:\n    default:\n      - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
     );
@@ -380,7 +458,11 @@ fn bad_documents() -> Vec<Case> {
             "unknown key in a step",
             step("  - name: restart\n    type: wait\n    timout: 5m\n    duration: 1m\n"),
             400,
-            vec![("/step", json!("restart")), ("/field", json!("timout")), ("/line", json!(8))],
+            vec![
+                ("/step", json!("restart")),
+                ("/field", json!("timout")),
+                ("/line", json!(8)),
+            ],
             "timout",
         ),
         (
@@ -394,49 +476,81 @@ fn bad_documents() -> Vec<Case> {
             "unknown step type",
             step("  - name: reboot\n    type: reboot\n"),
             400,
-            vec![("/step", json!("reboot")), ("/field", json!("type")), ("/line", json!(7))],
+            vec![
+                ("/step", json!("reboot")),
+                ("/field", json!("type")),
+                ("/line", json!(7)),
+            ],
             "reboot",
         ),
         (
             "duplicate step names",
             step("  - name: first\n    type: wait\n    duration: 2m\n"),
             400,
-            vec![("/step", json!("first")), ("/field", json!("name")), ("/line", json!(6))],
+            vec![
+                ("/step", json!("first")),
+                ("/field", json!("name")),
+                ("/line", json!(6)),
+            ],
             "already called `first`",
         ),
         (
             "unknown script",
-            step("  - name: restart\n    type: script\n    script: no-such-script\n    on: {agent_ids: [web-1]}\n"),
+            step(
+                "  - name: restart\n    type: script\n    script: no-such-script\n    on: {agent_ids: [web-1]}\n",
+            ),
             400,
-            vec![("/step", json!("restart")), ("/field", json!("script")), ("/line", json!(8))],
+            vec![
+                ("/step", json!("restart")),
+                ("/field", json!("script")),
+                ("/line", json!(8)),
+            ],
             "no script called `no-such-script`",
         ),
         (
             "unknown secret",
-            step("  - name: call\n    type: webhook\n    url: https://example.com/x\n    headers: {X-Token: \"${secrets.NOPE}\"}\n"),
+            step(
+                "  - name: call\n    type: webhook\n    url: https://example.com/x\n    headers: {X-Token: \"${secrets.NOPE}\"}\n",
+            ),
             400,
-            vec![("/step", json!("call")), ("/field", json!("headers.X-Token")), ("/line", json!(9))],
+            vec![
+                ("/step", json!("call")),
+                ("/field", json!("headers.X-Token")),
+                ("/line", json!(9)),
+            ],
             "no secret called `NOPE`",
         ),
         (
             "unknown input",
             step("  - name: call\n    type: webhook\n    url: \"https://example.com/${unit}\"\n"),
             400,
-            vec![("/step", json!("call")), ("/field", json!("url")), ("/line", json!(8))],
+            vec![
+                ("/step", json!("call")),
+                ("/field", json!("url")),
+                ("/line", json!(8)),
+            ],
             "unknown variable ${unit}",
         ),
         (
             "bare number as a duration",
             "name: bad\nsteps:\n  - name: first\n    type: wait\n    duration: 30\n".to_owned(),
             400,
-            vec![("/step", json!("first")), ("/field", json!("duration")), ("/line", json!(5))],
+            vec![
+                ("/step", json!("first")),
+                ("/field", json!("duration")),
+                ("/line", json!(5)),
+            ],
             "duration",
         ),
         (
             "bad duration unit",
             "name: bad\nsteps:\n  - name: first\n    type: wait\n    duration: 5x\n".to_owned(),
             400,
-            vec![("/step", json!("first")), ("/field", json!("duration")), ("/line", json!(5))],
+            vec![
+                ("/step", json!("first")),
+                ("/field", json!("duration")),
+                ("/line", json!(5)),
+            ],
             "`5x` is not a duration",
         ),
         (
@@ -450,16 +564,27 @@ fn bad_documents() -> Vec<Case> {
             "bad glob",
             format!("{}triggers:\n  - service: \"api-[\"\n", step("")),
             400,
-            vec![("/field", json!("triggers[0].service")), ("/line", json!(7))],
+            vec![
+                ("/field", json!("triggers[0].service")),
+                ("/line", json!(7)),
+            ],
             "is not a valid glob",
         ),
         ("alias bomb", bomb, 400, vec![], "alias"),
-        ("oversized document", big, 413, vec![], "more than the 262144 accepted"),
+        (
+            "oversized document",
+            big,
+            413,
+            vec![],
+            "more than the 262144 accepted",
+        ),
     ]
 }
 
 async fn bad_input_is_refused_with_step_field_and_line_and_nothing_is_saved(backend: Backend) {
-    let Some(app) = spawn(backend, Some(keyring(1))).await else { return };
+    let Some(app) = spawn(backend, Some(keyring(1))).await else {
+        return;
+    };
     let admin = app.admin_key();
     // A playbook to send new versions to.
     let r = send_yaml(&app, admin, Method::POST, "/v2/playbooks", WAIT_DOC).await;
@@ -485,26 +610,46 @@ async fn bad_input_is_refused_with_step_field_and_line_and_nothing_is_saved(back
             let body = r.json();
             let message = body["message"].as_str().unwrap();
             if status == 400 {
-                let problems = body["problems"].as_array().unwrap_or_else(|| panic!("{what}: {body}"));
+                let problems = body["problems"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{what}: {body}"));
                 assert!(!problems.is_empty(), "{what}: {body}");
                 let first = &problems[0];
                 for (pointer, value) in &expected {
-                    assert_eq!(first.pointer(pointer), Some(value), "{what} {pointer}: {body}");
+                    assert_eq!(
+                        first.pointer(pointer),
+                        Some(value),
+                        "{what} {pointer}: {body}"
+                    );
                 }
                 if let Some(step) = first["step"].as_str() {
-                    assert!(message.contains(&format!("step `{step}`")), "{what}: {message}");
+                    assert!(
+                        message.contains(&format!("step `{step}`")),
+                        "{what}: {message}"
+                    );
                 }
                 if let Some(line) = first["line"].as_u64() {
-                    assert!(message.contains(&format!("line {line}")), "{what}: {message}");
+                    assert!(
+                        message.contains(&format!("line {line}")),
+                        "{what}: {message}"
+                    );
                 }
             }
         }
         // Refused quickly, bombs and oversized documents included.
-        assert!(started.elapsed() < Duration::from_secs(5), "{what} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} took {:?}",
+            started.elapsed()
+        );
     }
     // Bodies that carry no document.
     for (content_type, body, fragment) in [
-        ("application/json", "{\"doc\": \"name: x\"}", "unknown field `doc`"),
+        (
+            "application/json",
+            "{\"doc\": \"name: x\"}",
+            "unknown field `doc`",
+        ),
         ("application/json", "not json", "not valid JSON"),
         ("application/json", "", "Request body is empty"),
         ("application/yaml", "   ", "Request body is empty"),
@@ -537,7 +682,9 @@ async fn bad_input_is_refused_with_step_field_and_line_and_nothing_is_saved(back
 }
 
 async fn validate_is_a_dry_run_that_checks_scripts_secrets_and_inputs(backend: Backend) {
-    let Some(app) = spawn(backend, Some(keyring(1))).await else { return };
+    let Some(app) = spawn(backend, Some(keyring(1))).await else {
+        return;
+    };
     let doc = r#"name: restart-api
 approval: timeout:15m
 inputs:
@@ -565,7 +712,14 @@ steps:
     let validate = |text: String| {
         let app = &app;
         async move {
-            let r = send_yaml(app, app.admin_key(), Method::POST, "/v2/playbooks/validate", &text).await;
+            let r = send_yaml(
+                app,
+                app.admin_key(),
+                Method::POST,
+                "/v2/playbooks/validate",
+                &text,
+            )
+            .await;
             assert_ok(&r, 200)
         }
     };
@@ -687,10 +841,12 @@ async fn database_text(app: &TestApp) -> String {
         .unwrap();
         let mut all = String::new();
         for t in tables {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{t}\" t")))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{t}\" t"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
             for r in rows {
                 all.push_str(&r.get::<String, _>(0));
                 all.push('\n');
@@ -701,7 +857,9 @@ async fn database_text(app: &TestApp) -> String {
 }
 
 async fn secret_values_are_write_only_and_never_stored_in_plaintext(backend: Backend) {
-    let Some(app) = spawn(backend, Some(keyring(7))).await else { return };
+    let Some(app) = spawn(backend, Some(keyring(7))).await else {
+        return;
+    };
     let value = "s3cr3t-Value-that-must-never-leak-7f3a";
     let put = |name: &'static str, v: &'static str| {
         let app = &app;
@@ -728,24 +886,52 @@ async fn secret_values_are_write_only_and_never_stored_in_plaintext(backend: Bac
     let r = app.admin().get("/v2/secrets").await;
     let list = assert_ok(&r, 200);
     assert!(!r.body.contains(value));
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["DEPLOY_TOKEN", "OTHER"]);
     let first = list[0].as_object().unwrap();
     let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        vec!["created_at", "created_by", "key_id", "name", "updated_at", "updated_by"]
+        vec![
+            "created_at",
+            "created_by",
+            "key_id",
+            "name",
+            "updated_at",
+            "updated_by"
+        ]
     );
 
     // Bad names and values change nothing.
     for (path, body, fragment) in [
         ("/v2/secrets/9LIVES", json!({"value": "x"}), "name must be"),
-        ("/v2/secrets/has-dash", json!({"value": "x"}), "name must be"),
-        ("/v2/secrets/EMPTY", json!({"value": ""}), "must not be empty"),
+        (
+            "/v2/secrets/has-dash",
+            json!({"value": "x"}),
+            "name must be",
+        ),
+        (
+            "/v2/secrets/EMPTY",
+            json!({"value": ""}),
+            "must not be empty",
+        ),
         ("/v2/secrets/NUL", json!({"value": "a\u{0}b"}), "NUL"),
-        ("/v2/secrets/BIG", json!({"value": "x".repeat(16 * 1024 + 1)}), "longer than"),
-        ("/v2/secrets/EXTRA", json!({"value": "x", "note": "y"}), "unknown field"),
+        (
+            "/v2/secrets/BIG",
+            json!({"value": "x".repeat(16 * 1024 + 1)}),
+            "longer than",
+        ),
+        (
+            "/v2/secrets/EXTRA",
+            json!({"value": "x", "note": "y"}),
+            "unknown field",
+        ),
     ] {
         let r = send(app.admin().request(Method::PUT, path).json(&body)).await;
         assert_error_contains(&r, 400, fragment);
@@ -762,13 +948,19 @@ async fn secret_values_are_write_only_and_never_stored_in_plaintext(backend: Bac
 
     // Nowhere in the database in plaintext (nor its base64), but sealed under the key.
     let stored = database_text(&app).await;
-    assert!(stored.contains("DEPLOY_TOKEN"), "the dump must see the secrets table");
+    assert!(
+        stored.contains("DEPLOY_TOKEN"),
+        "the dump must see the secrets table"
+    );
     assert!(!stored.contains(value), "plaintext secret in the database");
     let b64 = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(value)
     };
-    assert!(!stored.contains(&b64[..20]), "base64 of the secret in the database");
+    assert!(
+        !stored.contains(&b64[..20]),
+        "base64 of the secret in the database"
+    );
     let sealed = app
         .store()
         .await
@@ -791,7 +983,9 @@ async fn secret_values_are_write_only_and_never_stored_in_plaintext(backend: Bac
 }
 
 async fn secrets_routes_need_the_key(backend: Backend) {
-    let Some(app) = spawn(backend, None).await else { return };
+    let Some(app) = spawn(backend, None).await else {
+        return;
+    };
     for (method, path) in [
         (Method::GET, "/v2/secrets"),
         (Method::PUT, "/v2/secrets/DEPLOY_TOKEN"),
@@ -806,7 +1000,14 @@ async fn secrets_routes_need_the_key(backend: Backend) {
         assert_error_contains(&r, 503, "set MEDIC_SECRETS_KEY");
     }
     // A document can still be validated; its secret is simply not stored.
-    let r = send_yaml(&app, app.admin_key(), Method::POST, "/v2/playbooks/validate", SECRET_DOC).await;
+    let r = send_yaml(
+        &app,
+        app.admin_key(),
+        Method::POST,
+        "/v2/playbooks/validate",
+        SECRET_DOC,
+    )
+    .await;
     let out = assert_ok(&r, 200);
     assert_eq!(out["valid"], false);
     assert!(
@@ -818,7 +1019,9 @@ async fn secrets_routes_need_the_key(backend: Backend) {
 }
 
 async fn a_server_holding_secrets_refuses_to_start_without_the_right_key(backend: Backend) {
-    let Some(server) = spawn(backend, Some(keyring(1))).await else { return };
+    let Some(server) = spawn(backend, Some(keyring(1))).await else {
+        return;
+    };
     let r = send(
         server
             .admin()
@@ -843,7 +1046,10 @@ async fn a_server_holding_secrets_refuses_to_start_without_the_right_key(backend
         msg.contains("1 secrets are stored but MEDIC_SECRETS_KEY is not set"),
         "{msg}"
     );
-    let err = start(Some(keyring(2))).await.err().expect("wrong key: refused");
+    let err = start(Some(keyring(2)))
+        .await
+        .err()
+        .expect("wrong key: refused");
     let msg = err.to_string();
     assert!(msg.contains("the server has the wrong key"), "{msg}");
     assert!(msg.contains(keyring(1).current_id().as_str()), "{msg}");

@@ -25,9 +25,8 @@ fn t(offset_ms: i64) -> Timestamp {
 }
 
 fn doc(name: &str, n: u8) -> NewPlaybookVersion {
-    let source = format!(
-        "name: {name}\nsteps:\n  - name: pause\n    type: wait\n    duration: {n}s\n"
-    );
+    let source =
+        format!("name: {name}\nsteps:\n  - name: pause\n    type: wait\n    duration: {n}s\n");
     NewPlaybookVersion {
         name: name.into(),
         description: Some(format!("revision {n}")),
@@ -165,7 +164,10 @@ async fn playbooks_versions_and_same_hash_no_op(store: &dyn Store) {
     }
 
     let missing = PlaybookId(id.0 + 1000);
-    assert_eq!(add(store, missing, &second).await, AddVersionOutcome::NotFound);
+    assert_eq!(
+        add(store, missing, &second).await,
+        AddVersionOutcome::NotFound
+    );
     assert_eq!(store.get_playbook(missing).await.unwrap(), None);
     assert_eq!(store.current_playbook_version(missing).await.unwrap(), None);
 }
@@ -198,7 +200,12 @@ async fn playbooks_names_are_unique_case_insensitively(store: &dyn Store) {
     );
     // A disabled playbook keeps its name.
     store
-        .disable_playbook(a.playbook_id, "bob", t(9000), &audit_record("playbook_disabled"))
+        .disable_playbook(
+            a.playbook_id,
+            "bob",
+            t(9000),
+            &audit_record("playbook_disabled"),
+        )
         .await
         .unwrap();
     match store
@@ -427,9 +434,7 @@ async fn playbooks_concurrent_writers_number_versions_once(store: &dyn Store) {
     assert_eq!(created.len(), 1, "{results:?}");
     let id = created[0];
     // Eight new versions at once: numbered 2..=9 without a gap or a repeat.
-    let adds = (0..8u8).map(|n| async move {
-        add(store, id, &doc("contended", 100 + n)).await
-    });
+    let adds = (0..8u8).map(|n| async move { add(store, id, &doc("contended", 100 + n)).await });
     let mut numbers: Vec<i32> = futures::future::join_all(adds)
         .await
         .into_iter()
@@ -585,7 +590,9 @@ async fn secrets_rotation_is_all_or_nothing(store: &dyn Store) {
         }
     );
     let keys = |all: Vec<SealedSecret>| -> Vec<(String, String, String)> {
-        all.into_iter().map(|s| (s.name, s.sealed, s.key_id)).collect()
+        all.into_iter()
+            .map(|s| (s.name, s.sealed, s.key_id))
+            .collect()
     };
     assert_eq!(
         keys(store.all_sealed_secrets().await.unwrap()),
@@ -624,7 +631,9 @@ async fn secrets_rotation_is_all_or_nothing(store: &dyn Store) {
 fn ring(current: u8, old: &[u8]) -> Keyring {
     Keyring::new(
         SecretsKey::from_bytes(&[current; 32]),
-        old.iter().map(|b| SecretsKey::from_bytes(&[*b; 32])).collect(),
+        old.iter()
+            .map(|b| SecretsKey::from_bytes(&[*b; 32]))
+            .collect(),
     )
 }
 
@@ -632,7 +641,10 @@ async fn secrets_rotation_and_start_up_check_with_real_keys(store: &dyn Store) {
     // No secrets: no key needed.
     check_secrets(store, None).await.unwrap();
     let old = ring(1, &[]);
-    for (name, value) in [("DEPLOY_TOKEN", "hunter2-deploy"), ("PAGER", "hunter2-pager")] {
+    for (name, value) in [
+        ("DEPLOY_TOKEN", "hunter2-deploy"),
+        ("PAGER", "hunter2-pager"),
+    ] {
         let sealed = old.seal(name, &SecretValue::new(value));
         store
             .put_secret(
@@ -644,7 +656,8 @@ async fn secrets_rotation_and_start_up_check_with_real_keys(store: &dyn Store) {
     }
     let missing = check_secrets(store, None).await.unwrap_err();
     assert!(
-        matches!(missing, StartError::Secrets(_)) && missing.to_string().contains("MEDIC_SECRETS_KEY"),
+        matches!(missing, StartError::Secrets(_))
+            && missing.to_string().contains("MEDIC_SECRETS_KEY"),
         "{missing}"
     );
     let wrong = check_secrets(store, Some(&ring(2, &[]))).await.unwrap_err();
@@ -656,7 +669,13 @@ async fn secrets_rotation_and_start_up_check_with_real_keys(store: &dyn Store) {
 
     let rotating = ring(2, &[1]);
     let summary = rotate_secrets(store, &rotating, "test").await.unwrap();
-    assert_eq!(summary, RotateSummary { total: 2, resealed: 2 });
+    assert_eq!(
+        summary,
+        RotateSummary {
+            total: 2,
+            resealed: 2
+        }
+    );
     // After the rotation the new key alone opens everything, and the old one no longer does.
     let new_only = ring(2, &[]);
     check_secrets(store, Some(&new_only)).await.unwrap();
@@ -664,13 +683,27 @@ async fn secrets_rotation_and_start_up_check_with_real_keys(store: &dyn Store) {
     for s in store.all_sealed_secrets().await.unwrap() {
         assert!(!s.sealed.contains("hunter2"));
         let sealed = Sealed::from_text(&s.sealed).unwrap();
-        assert!(new_only.open(&s.name, &sealed).unwrap().expose().starts_with("hunter2-"));
+        assert!(
+            new_only
+                .open(&s.name, &sealed)
+                .unwrap()
+                .expose()
+                .starts_with("hunter2-")
+        );
     }
     // Again: nothing left to reseal.
     let again = rotate_secrets(store, &rotating, "test").await.unwrap();
-    assert_eq!(again, RotateSummary { total: 2, resealed: 0 });
+    assert_eq!(
+        again,
+        RotateSummary {
+            total: 2,
+            resealed: 0
+        }
+    );
     // A rotation whose keys cannot open a value changes nothing.
-    let err = rotate_secrets(store, &ring(3, &[]), "test").await.unwrap_err();
+    let err = rotate_secrets(store, &ring(3, &[]), "test")
+        .await
+        .unwrap_err();
     assert!(err.contains("nothing was changed"), "{err}");
     check_secrets(store, Some(&new_only)).await.unwrap();
 }

@@ -130,18 +130,16 @@ impl PlaybookStore for PgStore {
         audit: AuditWith<'_, PlaybookVersion>,
     ) -> StoreResult<AddVersionOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let locked: Option<i64> = sqlx::query_scalar("SELECT id FROM playbooks WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM playbooks WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         if locked.is_none() {
             return Ok(AddVersionOutcome::NotFound);
         }
-        let Some(current) = version_of(&mut tx, id, None)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(current) = version_of(&mut tx, id, None).await.map_err(unavailable)? else {
             return Ok(AddVersionOutcome::NotFound);
         };
         if !current.enabled {

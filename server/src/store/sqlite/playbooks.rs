@@ -127,10 +127,7 @@ impl PlaybookStore for SqliteStore {
         audit: AuditWith<'_, PlaybookVersion>,
     ) -> StoreResult<AddVersionOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(current) = version_of(&mut tx, id, None)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(current) = version_of(&mut tx, id, None).await.map_err(unavailable)? else {
             return Ok(AddVersionOutcome::NotFound);
         };
         if !current.enabled {

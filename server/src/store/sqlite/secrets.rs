@@ -5,7 +5,10 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 use super::*;
 use crate::store::*;
 
-async fn info_of(conn: &mut SqliteConnection, name: &str) -> Result<Option<SecretInfo>, sqlx::Error> {
+async fn info_of(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<SecretInfo>, sqlx::Error> {
     let sql = format!("SELECT {SECRET_INFO_COLUMNS} FROM secrets WHERE name = $1");
     sqlx::query(AssertSqlSafe(sql))
         .bind(name)
@@ -88,8 +91,9 @@ impl SecretStore for SqliteStore {
     async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<SealedSecret>> {
         let mut out = Vec::new();
         for chunk in names.chunks(SQLITE_CHUNK) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("SELECT name, sealed, key_id FROM secrets WHERE name IN (");
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT name, sealed, key_id FROM secrets WHERE name IN (",
+            );
             let mut list = qb.separated(", ");
             for n in chunk {
                 list.push_bind(n.clone());
