@@ -3,12 +3,12 @@
 //! This module owns every byte of SQL in Medic. [`Store`] is the one storage trait, the sum of
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
-//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`) and one file in each backend, [`sqlite`] and
-//! [`postgres`], each with its own migrations (same version numbers) under
-//! `server/migrations/<backend>/`. What the backends share below the trait — how values are
-//! stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend imports the
-//! other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each method owns
-//! its transaction: a method either does all of its writes or none.
+//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`) and one file in
+//! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
+//! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
+//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend
+//! imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
+//! method owns its transaction: a method either does all of its writes or none.
 //!
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
 //! is down, who may do what, what a job signal or a run report does to a run: those rules are
