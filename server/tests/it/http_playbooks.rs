@@ -163,6 +163,13 @@ async fn documents_versions_and_identical_put(backend: Backend) {
         r.body
     );
 
+    // A JSON document is a YAML document too, stored as written.
+    let json_doc = r#"{"name": "json-written", "steps": [{"name": "pause", "type": "wait", "duration": "5s"}]}"#;
+    let r = send_yaml(&app, &writer, Method::POST, "/v2/playbooks", json_doc).await;
+    let from_json = assert_ok(&r, 201);
+    assert_eq!(from_json["name"], "json-written");
+    assert_eq!(from_json["sha256"], sha(json_doc));
+
     let second = WAIT_DOC.replace("30s", "1m");
     let r = send_yaml(
         &app,
@@ -219,10 +226,12 @@ async fn documents_versions_and_identical_put(backend: Backend) {
     let r = send_yaml(&app, &writer, Method::PUT, "/v2/playbooks/999", &second).await;
     assert_error_contains(&r, 404, "Playbook 999 was not found.");
 
+    // Newest first: the JSON-written playbook, then the first one.
     let created = audit(&app, "playbook_created").await;
-    assert_eq!(created.len(), 1);
-    assert_eq!(created[0]["details"]["playbook_id"], id);
-    assert_eq!(created[0]["details"]["sha256"], sha(WAIT_DOC));
+    assert_eq!(created.len(), 2);
+    assert_eq!(created[1]["details"]["playbook_id"], id);
+    assert_eq!(created[1]["details"]["sha256"], sha(WAIT_DOC));
+    assert_eq!(created[1]["details"]["version"], 1);
     let added = audit(&app, "playbook_version_added").await;
     assert_eq!(added.len(), 1);
     assert_eq!(added[0]["details"]["version"], 2);
@@ -571,6 +580,17 @@ fn bad_documents() -> Vec<Case> {
             "is not a valid glob",
         ),
         ("alias bomb", bomb, 400, vec![], "alias"),
+        (
+            "deep nesting",
+            format!(
+                "name: deep\ninputs:\n  x:\n    default: {}{}\nsteps:\n  - {{name: w, type: wait, duration: 1m}}\n",
+                "[".repeat(40),
+                "]".repeat(40)
+            ),
+            400,
+            vec![],
+            "nesting depth",
+        ),
         (
             "oversized document",
             big,
