@@ -100,7 +100,15 @@ impl<S: Send + Sync> FromRequest<S> for DocumentText {
             String::from_utf8(bytes.to_vec())
                 .map_err(|_| ApiError::bad_request("The playbook is not valid UTF-8."))?
         } else {
-            parse_json::<DocumentIn>(&bytes)?.document
+            parse_json::<DocumentIn>(&bytes)
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "{} Send the playbook as the raw body with Content-Type: \
+                         application/yaml, or as JSON {{\"document\": \"<text>\"}}.",
+                        e.message
+                    ))
+                })?
+                .document
         };
         Ok(Self(text))
     }

@@ -305,7 +305,26 @@ async fn secrets_rotate_reencrypts_every_secret_under_the_new_key() {
     assert_eq!(entries[0].details["resealed"], 2);
     db.close().await;
 
-    // A server on this database starts with the new key, and refuses without one.
+    // check-config shows the key's id, never the key.
+    let shown = run(medic(dir.path())
+        .arg("check-config")
+        .env("MEDIC_SECRETS_KEY", b64(2)));
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        out.contains(&format!("key id {}", new_only.current_id())) && !out.contains(&b64(2)),
+        "{out}"
+    );
+    let bad = run(medic(dir.path())
+        .arg("check-config")
+        .env("MEDIC_SECRETS_KEY", "too-short"));
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("MEDIC_SECRETS_KEY") && !err.contains("too-short"),
+        "{err}"
+    );
+
+    // A server on this database refuses to start without the key.
     let refused = run(medic(dir.path()).env("PORT", free_port().to_string()));
     assert_ne!(refused.status.code(), Some(0));
     assert!(

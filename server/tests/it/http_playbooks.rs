@@ -671,6 +671,11 @@ async fn bad_input_is_refused_with_step_field_and_line_and_nothing_is_saved(back
             "unknown field `doc`",
         ),
         ("application/json", "not json", "not valid JSON"),
+        (
+            "application/json",
+            "{\"name\": \"x\", \"steps\": []}",
+            "or as JSON {\"document\": \"<text>\"}",
+        ),
         ("application/json", "", "Request body is empty"),
         ("application/yaml", "   ", "Request body is empty"),
     ] {
