@@ -134,10 +134,14 @@ impl Catalog for Recorder {
         true
     }
     fn server_scripts_enabled(&self) -> bool {
-        // Server-side scripts are not offered by this server.
-        false
+        SERVER_SCRIPTS
     }
 }
+
+/// Whether `on: server` is accepted. No setting enables scripts on the server yet
+/// (`MEDIC_SERVER_SCRIPTS` comes with the engine that runs them), so such a step is refused
+/// with a problem naming that setting.
+const SERVER_SCRIPTS: bool = false;
 
 /// What the store holds, for the names a document uses.
 pub struct StoreCatalog {
@@ -153,7 +157,7 @@ impl Catalog for StoreCatalog {
         self.secrets.contains(name)
     }
     fn server_scripts_enabled(&self) -> bool {
-        false
+        SERVER_SCRIPTS
     }
 }
 

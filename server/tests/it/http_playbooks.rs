@@ -579,6 +579,17 @@ fn bad_documents() -> Vec<Case> {
             ],
             "is not a valid glob",
         ),
+        (
+            "script on the server",
+            step("  - name: local\n    type: script\n    on: server\n    script: cleanup\n"),
+            400,
+            vec![
+                ("/step", json!("local")),
+                ("/field", json!("on")),
+                ("/line", json!(8)),
+            ],
+            "MEDIC_SERVER_SCRIPTS",
+        ),
         ("alias bomb", bomb, 400, vec![], "alias"),
         (
             "deep nesting",
