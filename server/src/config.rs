@@ -98,6 +98,16 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     /// Print the OpenAPI document (what `/openapi.json` serves) and exit.
     Openapi,
+    /// Manage playbook secrets directly in the database.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret under MEDIC_SECRETS_KEY (values sealed under a key in
+    /// MEDIC_SECRETS_OLD_KEYS are opened with it), in one transaction.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -230,6 +240,15 @@ pub struct Settings {
     /// PagerDuty routing key for alerts of teams without a PagerDuty target (legacy default).
     #[arg(long, env = "PAGERDUTY_ROUTING_KEY", global = true)]
     pub pagerduty_routing_key: Option<Secret>,
+    /// The key that encrypts playbook secrets: base64 of exactly 32 bytes
+    /// (`openssl rand -base64 32`). Without it `/v2/secrets` answers 503, and a server that holds
+    /// secrets refuses to start.
+    #[arg(long, env = "MEDIC_SECRETS_KEY", global = true)]
+    pub secrets_key: Option<Secret>,
+    /// Earlier secrets keys still accepted for reading during a rotation (comma-separated
+    /// base64); `medic-server secrets rotate` re-encrypts everything under MEDIC_SECRETS_KEY.
+    #[arg(long, env = "MEDIC_SECRETS_OLD_KEYS", global = true)]
+    pub secrets_old_keys: Option<Secret>,
     /// The server's public base URL, for links in notifications (e.g. https://medic.example.com).
     #[arg(long, env = "MEDIC_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
@@ -461,6 +480,8 @@ pub struct Config {
     pub slack_signing_secret: Option<Secret>,
     /// Legacy default PagerDuty routing key (`PAGERDUTY_ROUTING_KEY`).
     pub pagerduty_routing_key: Option<Secret>,
+    /// The playbook secrets keys (`MEDIC_SECRETS_KEY`, `MEDIC_SECRETS_OLD_KEYS`), if configured.
+    pub secrets: Option<crate::playbook::secrets::Keyring>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -646,6 +667,7 @@ impl Settings {
                 errors.push(format!("{name} must be at least 1"));
             }
         }
+        let secrets = self.secrets_keyring(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -672,6 +694,7 @@ impl Settings {
             slack_signing_secret: non_empty(self.slack_signing_secret.as_ref().map(Secret::expose))
                 .map(Secret),
             pagerduty_routing_key,
+            secrets,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -701,6 +724,32 @@ impl Settings {
                 audit_ms: days_ms(self.retention_audit_days),
             },
         })
+    }
+}
+
+impl Settings {
+    /// The secrets keyring, or `None` when `MEDIC_SECRETS_KEY` is unset or empty; a bad key is
+    /// an error (naming the variable, never the value), as are old keys without a current one.
+    fn secrets_keyring(
+        &self,
+        errors: &mut Vec<String>,
+    ) -> Option<crate::playbook::secrets::Keyring> {
+        let current = non_empty(self.secrets_key.as_ref().map(Secret::expose));
+        let old = non_empty(self.secrets_old_keys.as_ref().map(Secret::expose));
+        let Some(current) = current else {
+            if old.is_some() {
+                errors
+                    .push("MEDIC_SECRETS_OLD_KEYS is set but MEDIC_SECRETS_KEY is not".to_owned());
+            }
+            return None;
+        };
+        match crate::playbook::secrets::Keyring::from_env_values(&current, old.as_deref()) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -1011,6 +1060,46 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("DATABASE_URL")));
         assert!(errors.iter().any(|e| e.contains("nonsense")));
         assert!(errors.iter().any(|e| e.contains("REDIS_URL")));
+    }
+
+    #[test]
+    fn secrets_keys_are_checked_and_never_printed() {
+        // 32 bytes of 0x07 and of 0x08, base64.
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let old = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
+        let cfg = parse(&["--secrets-key", key, "--secrets-old-keys", old], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap();
+        let ring = cfg.secrets.as_ref().expect("keyring");
+        let sealed = crate::playbook::secrets::Keyring::from_env_values(old, None)
+            .unwrap()
+            .seal("A", &crate::playbook::secrets::SecretValue::new("v"));
+        assert_eq!(ring.open("A", &sealed).unwrap().expose(), "v");
+        assert!(!format!("{cfg:?}").contains(key));
+        let unset = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert!(unset.secrets.is_none());
+        let errors = parse(&["--secrets-key", "c2hvcnQ="], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("MEDIC_SECRETS_KEY") && e.contains("32 bytes")),
+            "{errors:?}"
+        );
+        let errors = parse(&["--secrets-old-keys", old], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("MEDIC_SECRETS_OLD_KEYS")),
+            "{errors:?}"
+        );
     }
 
     #[test]

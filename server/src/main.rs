@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use medic_server::config::{ApiKeyCommand, Cli, Command, Config};
+use medic_server::config::{ApiKeyCommand, Cli, Command, Config, SecretsCommand};
 use medic_server::domain::{OwnerId, OwnerKind, Scopes, Timestamp, apikey};
 use medic_server::store::{NewApiKey, NewAuditEntry, NewKeyOwner};
 use medic_server::{server, telemetry};
@@ -101,6 +101,13 @@ fn main() -> ExitCode {
                     "any public host".to_owned()
                 } else {
                     format!("only {}", cfg.notify.allowed_webhook_hosts.join(", "))
+                }
+            );
+            println!(
+                "  secrets key:  {}",
+                match &cfg.secrets {
+                    None => "not configured (MEDIC_SECRETS_KEY)".to_owned(),
+                    Some(k) => format!("key id {}", k.current_id()),
                 }
             );
             ExitCode::SUCCESS
@@ -282,6 +289,28 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 },
                 record.owner_id,
                 database_description(&cfg)
+            );
+            Ok(())
+        }
+        Command::Secrets(SecretsCommand::Rotate) => {
+            let Some(keyring) = cfg.secrets.as_ref() else {
+                anyhow::bail!(
+                    "MEDIC_SECRETS_KEY is not set: set the new key there and the old one in \
+                     MEDIC_SECRETS_OLD_KEYS"
+                );
+            };
+            let store = server::open_store(&cfg).await?;
+            store.migrate().await?;
+            let result =
+                server::rotate_secrets(&*store, keyring, "medic-server secrets rotate").await;
+            store.close().await;
+            let summary = result.map_err(anyhow::Error::msg)?;
+            println!(
+                "re-encrypted {} of {} secrets under key id {}; every secret now opens with \
+                 MEDIC_SECRETS_KEY alone",
+                summary.resealed,
+                summary.total,
+                keyring.current_id()
             );
             Ok(())
         }

@@ -51,6 +51,26 @@ pub enum StartError {
         database: String,
         error: std::io::Error,
     },
+    #[error("playbook secrets: {0}")]
+    Secrets(#[from] crate::playbook::secrets::StartupError),
+}
+
+/// Refuses to go on when the database holds secrets that the configured keys cannot open
+/// (no `MEDIC_SECRETS_KEY`, the wrong one, or a value that was altered): a server that started
+/// anyway would fail every playbook that uses them, later and less clearly.
+pub async fn check_secrets(
+    store: &dyn Store,
+    keyring: Option<&crate::playbook::secrets::Keyring>,
+) -> Result<(), StartError> {
+    use crate::playbook::secrets::{Sealed, StartupError, check_startup};
+    let stored = store.all_sealed_secrets().await?;
+    let sealed = stored
+        .iter()
+        .map(|s| Sealed::from_text(&s.sealed).map(|x| (s.name.as_str(), x)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartupError::Unreadable)?;
+    check_startup(keyring, sealed.iter().map(|(name, s)| (*name, s)))?;
+    Ok(())
 }
 
 /// Opens the configured store (without migrating).
@@ -63,6 +83,51 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
         },
     )
     .await
+}
+
+/// Seals every stored secret again under the current key of `keyring` (values under an old key
+/// open with `MEDIC_SECRETS_OLD_KEYS`), all in one transaction with its `secrets_rotated` audit
+/// entry; any value that does not open stops the rotation and nothing is written.
+pub async fn rotate_secrets(
+    store: &dyn Store,
+    keyring: &crate::playbook::secrets::Keyring,
+    actor: &str,
+) -> Result<store::RotateSummary, String> {
+    use crate::playbook::secrets::Sealed;
+    let reseal = |s: &store::SealedSecret| -> Result<Option<store::Resealed>, String> {
+        let sealed = Sealed::from_text(&s.sealed).map_err(|e| e.to_string())?;
+        if !keyring.needs_reseal(&sealed) {
+            return Ok(None);
+        }
+        let new = keyring
+            .reseal(&s.name, &sealed)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(store::Resealed {
+            sealed: new.to_text(),
+            key_id: new.key_id,
+        }))
+    };
+    let key_id = keyring.current_id().to_string();
+    let audit = |summary: &store::RotateSummary| store::NewAuditEntry {
+        action_type: "secrets_rotated".to_owned(),
+        actor: actor.to_owned(),
+        service_id: None,
+        execution_id: None,
+        details: serde_json::json!({
+            "total": summary.total, "resealed": summary.resealed, "key_id": key_id,
+        }),
+        at: crate::domain::Timestamp::now(),
+    };
+    match store
+        .rotate_secrets(&reseal, &audit)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        store::RotateOutcome::Done(summary) => Ok(summary),
+        store::RotateOutcome::Failed { name, reason } => Err(format!(
+            "secret {name:?} could not be re-encrypted, nothing was changed: {reason}"
+        )),
+    }
 }
 
 /// Largest group commit.
@@ -149,6 +214,7 @@ pub async fn start_with_clock(
     let sqlite_lock = lock_sqlite(cfg.database_url.expose())?;
     let store = open_store(&cfg).await?;
     store.migrate().await?;
+    check_secrets(&*store, cfg.secrets.as_ref()).await?;
     let limiter = match (cfg.rate_limiter_type, &cfg.redis_url) {
         (RateLimiterType::Memory, _) | (RateLimiterType::Auto, None) => RateLimiter::memory(),
         (kind, url) => {

@@ -23,6 +23,11 @@ pub struct WindowId(pub i64);
 #[serde(transparent)]
 pub struct ScriptId(pub i64);
 
+/// Database id of a playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlaybookId(pub i64);
+
 macro_rules! display_id {
     ($($t:ty),*) => {$(
         impl std::fmt::Display for $t {
@@ -32,4 +37,4 @@ macro_rules! display_id {
         }
     )*};
 }
-display_id!(TeamId, TargetId, WindowId, ScriptId);
+display_id!(TeamId, TargetId, WindowId, ScriptId, PlaybookId);

@@ -18,7 +18,7 @@ pub mod time;
 
 pub use alert::{AlertKind, AlertState, Destination, EventKind};
 pub use apikey::{ApiKeyId, KeyParseError, OwnerId, OwnerKind, Scope, Scopes};
-pub use ids::{ScriptId, TargetId, TeamId, WindowId};
+pub use ids::{PlaybookId, ScriptId, TargetId, TeamId, WindowId};
 pub use run::{AgentRunStatus, RunStatus, SignalKind};
 pub use service::{
     HeartbeatName, NameError, Priority, ServiceId, ServiceState, SnapshotAction, SnapshotId,

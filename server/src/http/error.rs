@@ -85,6 +85,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra top-level fields of the error envelope (`problems` of an invalid playbook).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -93,7 +95,14 @@ impl ApiError {
             status,
             message: message.into(),
             headers: Vec::new(),
+            fields: Vec::new(),
         }
+    }
+
+    /// Adds a top-level field to the error envelope, beside `success`, `message`, `results`.
+    pub fn with_field(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.fields.push((name, value));
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -151,14 +160,22 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = json_response(
-            self.status,
-            &ErrorEnvelope {
-                success: false,
-                message: self.message,
-                results: NoResults::Empty,
-            },
-        );
+        let envelope = ErrorEnvelope {
+            success: false,
+            message: self.message,
+            results: NoResults::Empty,
+        };
+        let mut resp = if self.fields.is_empty() {
+            json_response(self.status, &envelope)
+        } else {
+            let mut body = serde_json::to_value(&envelope).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                for (k, v) in self.fields {
+                    map.insert(k.to_owned(), v);
+                }
+            }
+            json_response(self.status, &body)
+        };
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }

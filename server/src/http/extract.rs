@@ -20,7 +20,7 @@ pub struct JsonBody<T>(pub T);
 /// Like [`JsonBody`], but an empty body gives `T::default()`.
 pub struct OptionalJsonBody<T>(pub T);
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
@@ -30,7 +30,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     })
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every body is an object; serde would otherwise fill a struct from an array by position.
     if bytes.trim_ascii_start().first() == Some(&b'[') {
         return Err(ApiError::bad_request(

@@ -18,9 +18,11 @@ pub mod health;
 pub mod legacy;
 pub mod maintenance;
 pub mod middleware;
+pub mod playbooks;
 pub mod runs;
 pub mod schema;
 pub mod scripts;
+pub mod secrets;
 pub mod services;
 pub mod signals;
 pub mod slack;
@@ -104,6 +106,8 @@ impl std::ops::Deref for AppState {
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "scripts", description = "Registered remediation scripts and their approval"),
         (name = "agents", description = "Host agents: the WebSocket gateway and the registry"),
+        (name = "playbooks", description = "Remediation playbooks: documents and their versions"),
+        (name = "secrets", description = "Secrets that playbooks use (admin; values are write-only)"),
     )
 )]
 struct ApiDoc;
@@ -151,6 +155,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(slack::router())
         .merge(agents::router())
         .merge(runs::router())
+        .merge(playbooks::router())
+        .merge(secrets::router())
 }
 
 /// The OpenAPI document describing every route.

@@ -569,6 +569,17 @@ fn locate(text: &str, err: &serde_saphyr::Error) -> Problem {
     } else {
         Lines::read(text)
     };
+    // The parser's own words for a broken budget name internal counters; say what was refused.
+    let message = if over_budget {
+        format!(
+            "the document exceeds the parser's limits (nesting depth {MAX_DEPTH}, {MAX_NODES} \
+             nodes, {MAX_ALIASES} anchors and {MAX_ALIASES} aliases, {MAX_REPLAYED_EVENTS} \
+             events replayed through aliases): an alias bomb or an over-nested document is \
+             refused unread"
+        )
+    } else {
+        message
+    };
     let step = line.and_then(|l| lines.step_at(l));
     let mut field = named.clone();
     let mut step_name = None;

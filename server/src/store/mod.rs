@@ -3,12 +3,12 @@
 //! This module owns every byte of SQL in Medic. [`Store`] is the one storage trait, the sum of
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
-//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`) and one file in each backend, [`sqlite`] and
-//! [`postgres`], each with its own migrations (same version numbers) under
-//! `server/migrations/<backend>/`. What the backends share below the trait — how values are
-//! stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend imports the
-//! other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each method owns
-//! its transaction: a method either does all of its writes or none.
+//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`) and one file in
+//! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
+//! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
+//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend
+//! imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
+//! method owns its transaction: a method either does all of its writes or none.
 //!
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
 //! is down, who may do what, what a job signal or a run report does to a run: those rules are
@@ -19,10 +19,12 @@ mod alerting;
 mod audit;
 pub mod batch;
 mod keys;
+mod playbooks;
 pub mod postgres;
 mod records;
 mod runs;
 mod scripts;
+mod secrets;
 mod services;
 mod snapshots;
 mod sql;
@@ -37,8 +39,10 @@ pub use agents::*;
 pub use alerting::*;
 pub use audit::*;
 pub use keys::*;
+pub use playbooks::*;
 pub use runs::*;
 pub use scripts::*;
+pub use secrets::*;
 pub use services::*;
 pub use snapshots::*;
 pub use teams::*;
@@ -48,8 +52,8 @@ use crate::domain::{ApiKeyId, ServiceId, SnapshotId, Timestamp};
 // The vocabulary the store records, defined in `domain` and re-exported here for callers that
 // name it through the store.
 pub use crate::domain::{
-    AgentRunStatus, AlertKind, AlertState, Destination, EventKind, RunStatus, ScriptId, SignalKind,
-    TargetId, TeamId, WindowId,
+    AgentRunStatus, AlertKind, AlertState, Destination, EventKind, PlaybookId, RunStatus, ScriptId,
+    SignalKind, TargetId, TeamId, WindowId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,8 @@ pub trait Store:
     + ScriptStore
     + KeyStore
     + AuditStore
+    + PlaybookStore
+    + SecretStore
     + Send
     + Sync
     + 'static
@@ -167,7 +173,7 @@ pub trait Store:
 /// The store traits, for code that calls store methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AgentStore, AlertStore, AuditStore, KeyStore, RunStore, ScriptStore, ServiceStore,
-        SnapshotStore, Store, TeamStore,
+        AgentStore, AlertStore, AuditStore, KeyStore, PlaybookStore, RunStore, ScriptStore,
+        SecretStore, ServiceStore, SnapshotStore, Store, TeamStore,
     };
 }

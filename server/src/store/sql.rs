@@ -30,7 +30,8 @@ use super::{DeliveryState, ScriptStatus};
 use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{
-    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, OwnerId, Priority,
+    AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, OwnerId, PlaybookId,
+    Priority,
     RunStatus, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId,
     TeamId, Timestamp, WindowId,
 };
@@ -110,7 +111,9 @@ macro_rules! integer_id {
         }
     )*};
 }
-integer_id!(ServiceId, SnapshotId, TeamId, TargetId, WindowId, ScriptId);
+integer_id!(
+    ServiceId, SnapshotId, TeamId, TargetId, WindowId, ScriptId, PlaybookId
+);
 
 /// Text values: written with `$to`, read back with `$from` (which may refuse a value).
 macro_rules! text_value {

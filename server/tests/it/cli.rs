@@ -401,3 +401,125 @@ async fn api_key_create_makes_an_owner_once_and_reuses_it() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn secrets_rotate_reencrypts_every_secret_under_the_new_key() {
+    use base64::Engine;
+    use medic_server::playbook::secrets::{Keyring, SecretValue, SecretsKey};
+    use medic_server::store::{self, NewAuditEntry, NewSecret, PoolOptions};
+
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/medic.db", dir.path().display());
+
+    let no_key = run(medic(dir.path()).args(["secrets", "rotate"]));
+    assert_ne!(no_key.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&no_key.stderr).contains("MEDIC_SECRETS_KEY is not set"),
+        "{no_key:?}"
+    );
+
+    // Two secrets sealed under the old key.
+    let old = Keyring::new(SecretsKey::from_bytes(&[1; 32]), vec![]);
+    let db = store::connect(&url, &PoolOptions::default()).await.unwrap();
+    db.migrate().await.unwrap();
+    for name in ["DEPLOY_TOKEN", "PAGER_KEY"] {
+        let sealed = old.seal(name, &SecretValue::new(format!("value-of-{name}")));
+        let audit = |_: &store::SecretInfo| NewAuditEntry {
+            action_type: "secret_set".into(),
+            actor: "test".into(),
+            service_id: None,
+            execution_id: None,
+            details: serde_json::json!({}),
+            at: medic_server::domain::Timestamp::now(),
+        };
+        db.put_secret(
+            &NewSecret {
+                name: name.into(),
+                sealed: sealed.to_text(),
+                key_id: sealed.key_id.clone(),
+                actor: "test".into(),
+                at: medic_server::domain::Timestamp::now(),
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    }
+    db.close().await;
+
+    // Without the old key the values do not open: refused, nothing changed.
+    let wrong = run(medic(dir.path())
+        .args(["secrets", "rotate"])
+        .env("MEDIC_SECRETS_KEY", b64(2)));
+    assert_ne!(wrong.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("nothing was changed"),
+        "{wrong:?}"
+    );
+
+    let rotated = run(medic(dir.path())
+        .args(["secrets", "rotate"])
+        .env("MEDIC_SECRETS_KEY", b64(2))
+        .env("MEDIC_SECRETS_OLD_KEYS", b64(1)));
+    assert_eq!(rotated.status.code(), Some(0), "{rotated:?}");
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(said.contains("re-encrypted 2 of 2 secrets"), "{said}");
+
+    // The new key alone now opens everything, and the rotation is in the audit log.
+    let db = store::connect(&url, &PoolOptions::default()).await.unwrap();
+    let new_only = Keyring::new(SecretsKey::from_bytes(&[2; 32]), vec![]);
+    medic_server::server::check_secrets(&*db, Some(&new_only))
+        .await
+        .unwrap();
+    assert!(
+        medic_server::server::check_secrets(&*db, Some(&old))
+            .await
+            .is_err()
+    );
+    let entries = db
+        .list_audit(
+            &store::AuditFilter {
+                action_type: Some("secrets_rotated".into()),
+                ..store::AuditFilter::default()
+            },
+            store::PageRequest {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "medic-server secrets rotate");
+    assert_eq!(entries[0].details["resealed"], 2);
+    db.close().await;
+
+    // check-config shows the key's id, never the key.
+    let shown = run(medic(dir.path())
+        .arg("check-config")
+        .env("MEDIC_SECRETS_KEY", b64(2)));
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        out.contains(&format!("key id {}", new_only.current_id())) && !out.contains(&b64(2)),
+        "{out}"
+    );
+    let bad = run(medic(dir.path())
+        .arg("check-config")
+        .env("MEDIC_SECRETS_KEY", "too-short"));
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("MEDIC_SECRETS_KEY") && !err.contains("too-short"),
+        "{err}"
+    );
+
+    // A server on this database refuses to start without the key.
+    let refused = run(medic(dir.path()).env("PORT", free_port().to_string()));
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("MEDIC_SECRETS_KEY is not set"),
+        "{refused:?}"
+    );
+}
