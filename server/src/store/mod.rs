@@ -3,7 +3,7 @@
 //! This module owns every byte of SQL in Medic. [`Store`] is the one storage trait, the sum of
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
-//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`) and one file in each backend, [`sqlite`] and
+//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `executions.rs`) and one file in each backend, [`sqlite`] and
 //! [`postgres`], each with its own migrations (same version numbers) under
 //! `server/migrations/<backend>/`. What the backends share below the trait — how values are
 //! stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend imports the
@@ -18,6 +18,7 @@ mod agents;
 mod alerting;
 mod audit;
 pub mod batch;
+mod executions;
 mod keys;
 pub mod postgres;
 mod runs;
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use agents::*;
 pub use alerting::*;
 pub use audit::*;
+pub use executions::*;
 pub use keys::*;
 pub use runs::*;
 pub use scripts::*;
@@ -138,6 +140,7 @@ pub trait Store:
     + ScriptStore
     + KeyStore
     + AuditStore
+    + ExecutionStore
     + Send
     + Sync
     + 'static
@@ -166,7 +169,7 @@ pub trait Store:
 /// The store traits, for code that calls store methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AgentStore, AlertStore, AuditStore, KeyStore, RunStore, ScriptStore, ServiceStore,
+        AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, RunStore, ScriptStore, ServiceStore,
         SnapshotStore, Store, TeamStore,
     };
 }

@@ -53,6 +53,7 @@ mod recovery;
 mod store;
 mod store_agents;
 mod store_alerting;
+mod store_executions;
 mod store_monitor;
 mod store_scripts;
 mod support;
