@@ -179,6 +179,10 @@ pub async fn start_with_clock(
         };
         spawn_workers(&cfg, notifiers, &workers);
     }
+    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), cfg.playbook.clone());
+    if cfg.role != Role::Api {
+        tracker.spawn(engine.clone().run(background.clone()));
+    }
     let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone());
     // Every replica serves agents, so every replica polls the queue for its own sessions.
     tracker.spawn(
@@ -198,6 +202,7 @@ pub async fn start_with_clock(
         config: cfg.clone(),
         outbox,
         gateway: gateway.clone(),
+        engine,
     });
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod docs;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod legacy;
@@ -64,6 +65,8 @@ pub struct Inner {
     /// Wakes the notification dispatcher after an operator changes an alert.
     pub outbox: Arc<crate::monitor::OutboxSignal>,
     pub gateway: crate::gateway::Gateway,
+    /// Starts playbook executions and applies operators' decisions to them.
+    pub engine: crate::engine::Engine,
 }
 
 impl AppState {
@@ -104,6 +107,7 @@ impl std::ops::Deref for AppState {
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "scripts", description = "Registered remediation scripts and their approval"),
         (name = "agents", description = "Host agents: the WebSocket gateway and the registry"),
+        (name = "executions", description = "Playbook executions: timelines and approvals"),
     )
 )]
 struct ApiDoc;
@@ -151,6 +155,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(slack::router())
         .merge(agents::router())
         .merge(runs::router())
+        .merge(executions::router())
 }
 
 /// The OpenAPI document describing every route.
