@@ -61,6 +61,8 @@ const MAX_BATCH: usize = 1024;
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Starts playbook executions (the HTTP routes that start them use the same handle).
+    pub engine: crate::engine::Engine,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -202,7 +204,7 @@ pub async fn start_with_clock(
         config: cfg.clone(),
         outbox,
         gateway: gateway.clone(),
-        engine,
+        engine: engine.clone(),
     });
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -242,6 +244,7 @@ pub async fn start_with_clock(
     tracing::info!(%addr, backend = cfg_backend(&cfg), "medic-server listening");
     Ok(Running {
         addr,
+        engine,
         shutdown,
         task,
     })

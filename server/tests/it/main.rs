@@ -49,6 +49,7 @@ mod http_teams;
 mod migrations;
 mod notify;
 mod outage;
+mod playbook_engine;
 mod recovery;
 mod store;
 mod store_agents;

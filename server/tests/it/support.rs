@@ -170,6 +170,15 @@ impl TestApp {
         self.clock.advance(by);
     }
 
+    /// The server's playbook engine, to start executions as its routes do.
+    pub fn engine(&self) -> medic_server::engine::Engine {
+        self.running
+            .as_ref()
+            .expect("the server is running")
+            .engine
+            .clone()
+    }
+
     /// The server's current time.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
