@@ -678,7 +678,7 @@ impl Settings {
         if !errors.is_empty() {
             return Err(errors);
         }
-    let playbook = crate::engine::EngineSettings {
+        let playbook = crate::engine::EngineSettings {
             lease: Duration::from_secs(self.playbook_lease_seconds),
             recheck: Duration::from_secs(self.playbook_recheck_seconds),
             machine: crate::playbook::machine::Settings {

@@ -67,7 +67,10 @@ pub fn entries(
             ApprovalOutcome::TimedOut => push(action::APPROVAL_TIMED_OUT, details),
             ApprovalOutcome::Expired => {}
         }
-        if matches!(a.outcome, ApprovalOutcome::Approved | ApprovalOutcome::TimedOut) {
+        if matches!(
+            a.outcome,
+            ApprovalOutcome::Approved | ApprovalOutcome::TimedOut
+        ) {
             push(action::EXECUTION_STARTED, json!({ "approval": a.outcome }));
         }
     }

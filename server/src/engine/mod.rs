@@ -42,8 +42,8 @@ use crate::playbook::plan::InputProblems;
 use crate::playbook::vars::{ContextVar, Scope};
 use crate::playbook::{Catalog, DocumentError, Plan};
 use crate::store::{
-    Backend, ExecutionRecord, ExecutionTrigger, ExecutionWrite, NewExecution, PinnedVersion,
-    Store, StoreError,
+    Backend, ExecutionRecord, ExecutionTrigger, ExecutionWrite, NewExecution, PinnedVersion, Store,
+    StoreError,
 };
 
 /// Who the worker's own transitions are recorded as.
@@ -160,7 +160,10 @@ const MAX_CACHED_PLANS: usize = 512;
 
 impl Plans {
     fn get(&self, pinned: &PinnedVersion) -> Result<Arc<Plan>, DocumentError> {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = map.get(&pinned.sha256) {
             return Ok(Arc::clone(p));
         }
@@ -267,7 +270,10 @@ impl Engine {
         let settings = &self.0.settings;
         let from = now.plus_millis(-ms(breaker::WINDOW));
         let requested_by = req.requested_by.clone().map(OwnerId);
-        let actor = req.requested_by.clone().unwrap_or_else(|| req.trigger.as_str().to_owned());
+        let actor = req
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| req.trigger.as_str().to_owned());
         let service_id = req.service_id;
         let build = |id: i64, recent: &crate::store::RecentStarts| {
             let breaker = breaker::check(

@@ -81,13 +81,16 @@ pub async fn send_webhook(
         Ok(c) => c,
         Err(e) => {
             if let crate::notify::GuardRefusal::Refused(r) = &e {
-                tracing::warn!(reason = r.reason(), "webhook step refused by the SSRF guard");
+                tracing::warn!(
+                    reason = r.reason(),
+                    "webhook step refused by the SSRF guard"
+                );
             }
             return failed(&masker, e.to_string());
         }
     };
-    let method = reqwest::Method::from_bytes(w.method.as_str().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
+    let method =
+        reqwest::Method::from_bytes(w.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut request = client
         .request(method, url)
         .header(IDEMPOTENCY_KEY, idempotency_key)
@@ -118,13 +121,14 @@ pub async fn send_webhook(
         Err(e) => (None, Some(transport_error_text(&e, w.timeout))),
     };
     let ok = w.is_success(status) && read_error.is_none();
-    let error = if ok {
-        None
-    } else {
-        Some(masker.mask(&read_error.unwrap_or_else(|| {
-            format!("HTTP {status} is not one of the step's success codes")
-        })))
-    };
+    let error =
+        if ok {
+            None
+        } else {
+            Some(masker.mask(&read_error.unwrap_or_else(|| {
+                format!("HTTP {status} is not one of the step's success codes")
+            })))
+        };
     Outcome {
         ok,
         http_status: Some(status),

@@ -289,13 +289,7 @@ fn reason(body: &ReasonIn, required: bool) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
-async fn decide(
-    app: &AppState,
-    raw: &str,
-    event: Event,
-    who: &str,
-    done: &str,
-) -> ApiResult {
+async fn decide(app: &AppState, raw: &str, event: Event, who: &str, done: &str) -> ApiResult {
     let id = path_id(raw, "execution")?;
     match app.engine.decide(id, event, who).await {
         Ok((record, _)) => Ok(ok(StatusCode::OK, done, ExecutionOut::new(&record)?)),
@@ -304,7 +298,10 @@ async fn decide(
             StatusCode::FORBIDDEN,
             "Whoever requested an execution cannot approve it; another person's key must.",
         )),
-        Err(DecideError::Refused(r)) => Err(ApiError::conflict(format!("{}.", upper_first(&r.to_string())))),
+        Err(DecideError::Refused(r)) => Err(ApiError::conflict(format!(
+            "{}.",
+            upper_first(&r.to_string())
+        ))),
         Err(DecideError::Lost) => Err(ApiError::conflict(
             "Another decision on this execution came first.",
         )),
@@ -338,7 +335,14 @@ async fn approve_execution(
     let p = caller.require(Scope::Write)?;
     let by = OwnerId(owner_of(p));
     let who = actor(&headers, &caller)?;
-    decide(&app, &raw, Event::Approve { by }, &who, "Execution approved.").await
+    decide(
+        &app,
+        &raw,
+        Event::Approve { by },
+        &who,
+        "Execution approved.",
+    )
+    .await
 }
 
 /// Reject an execution waiting for approval; it ends `cancelled`.
@@ -361,7 +365,14 @@ async fn reject_execution(
     let by = OwnerId(owner_of(p));
     let who = actor(&headers, &caller)?;
     let reason = reason(&body, true)?;
-    decide(&app, &raw, Event::Reject { by, reason }, &who, "Execution rejected.").await
+    decide(
+        &app,
+        &raw,
+        Event::Reject { by, reason },
+        &who,
+        "Execution rejected.",
+    )
+    .await
 }
 
 /// Cancel an execution in any state that has not ended; queued agent runs are cancelled.
@@ -389,5 +400,12 @@ async fn cancel_execution(
     } else {
         reason
     };
-    decide(&app, &raw, Event::Cancel { by, reason }, &who, "Execution cancelled.").await
+    decide(
+        &app,
+        &raw,
+        Event::Cancel { by, reason },
+        &who,
+        "Execution cancelled.",
+    )
+    .await
 }

@@ -169,7 +169,7 @@ pub trait Store:
 /// The store traits, for code that calls store methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, RunStore, ScriptStore, ServiceStore,
-        SnapshotStore, Store, TeamStore,
+        AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, RunStore, ScriptStore,
+        ServiceStore, SnapshotStore, Store, TeamStore,
     };
 }

@@ -147,9 +147,7 @@ fn keys_seen(rec: &Recorder) -> Vec<String> {
         .collect()
 }
 
-async fn webhook_steps_reach_the_receiver_once_each_with_their_idempotency_key(
-    db: Option<TestDb>,
-) {
+async fn webhook_steps_reach_the_receiver_once_each_with_their_idempotency_key(db: Option<TestDb>) {
     let e = env(db).await;
     let rec = Recorder::start().await;
     rec.push(Answer::json(202, json!({ "accepted": true })));
@@ -212,7 +210,11 @@ async fn a_wait_and_a_condition_are_durable_timers_on_the_clock(db: Option<TestD
     e.app.advance(Duration::from_secs(599));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let still = get(&e.app, id).await;
-    assert_eq!(still["steps"].as_array().map(Vec::len), Some(1), "{still:#}");
+    assert_eq!(
+        still["steps"].as_array().map(Vec::len),
+        Some(1),
+        "{still:#}"
+    );
     e.app.advance(Duration::from_secs(1));
     // The condition is checked at once and found unmet: it waits for its next check.
     let checking = wait_until(&e.app, id, "checking", |x| {
@@ -241,9 +243,7 @@ async fn a_wait_and_a_condition_are_durable_timers_on_the_clock(db: Option<TestD
     assert_eq!(rec.requests().len(), 1);
 }
 
-async fn a_condition_that_is_never_met_fails_the_step_and_follows_on_failure(
-    db: Option<TestDb>,
-) {
+async fn a_condition_that_is_never_met_fails_the_step_and_follows_on_failure(db: Option<TestDb>) {
     let e = env(db).await;
     let service = e.app.register("never-back", 60).await;
     let yaml = "name: verify\nsteps:\n  - name: up\n    type: condition\n    \
@@ -305,14 +305,22 @@ async fn required_approval_is_four_eyes_and_expires(db: Option<TestDb>) {
     assert_error_contains(&r, 403, "cannot approve");
     assert!(rec.requests().is_empty());
     // Someone else can; it then runs.
-    let r = e.app.admin().post(&format!("/v2/executions/{id}/approve")).await;
+    let r = e
+        .app
+        .admin()
+        .post(&format!("/v2/executions/{id}/approve"))
+        .await;
     let body = assert_ok(&r, 200);
     assert_eq!(body["approval"]["outcome"], "approved");
     assert_eq!(body["approval"]["by"], "key:bootstrap-admin");
     wait_status(&e.app, id, "completed").await;
     assert_eq!(keys_seen(&rec), [format!("{id}:0")]);
     // Deciding again is refused.
-    let r = e.app.admin().post(&format!("/v2/executions/{id}/approve")).await;
+    let r = e
+        .app
+        .admin()
+        .post(&format!("/v2/executions/{id}/approve"))
+        .await;
     assert_error_contains(&r, 409, "completed");
 
     // Rejected: cancelled, with the reason, and nothing runs.
@@ -412,7 +420,10 @@ async fn fifty_concurrent_decisions_on_one_execution_have_one_winner(db: Option<
         statuses.push(c.await.expect("call"));
     }
     let wins = statuses.iter().filter(|s| **s == 200).count();
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
     // The approval is decided exactly once. A cancel may legitimately win afterwards against
     // the running execution (cancel works in every state that has not ended), but never a
     // second approval decision; and every accepted call is exactly one committed transition.
@@ -428,7 +439,10 @@ async fn fifty_concurrent_decisions_on_one_execution_have_one_winner(db: Option<
         assert_eq!(cancels, 1, "nobody decided: {audit:?}");
     }
     if count("rejected") == 1 {
-        assert_eq!(cancels, 0, "a rejected execution was cancelled again: {audit:?}");
+        assert_eq!(
+            cancels, 0,
+            "a rejected execution was cancelled again: {audit:?}"
+        );
     }
 }
 
@@ -469,7 +483,10 @@ async fn approve_and_reject_racing_across_two_replicas_have_one_winner() {
         1,
         "{statuses:?}"
     );
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
     let store = apps[0].store().await;
     let audit = audit_actions(&store, id).await;
     let decisions = audit
@@ -584,7 +601,9 @@ async fn the_circuit_breaker_records_executions_over_the_limit_as_skipped(db: Op
     assert_eq!(r.status, "waiting");
     let skipped = app
         .admin()
-        .get(&format!("/v2/executions?service_id={service}&status=skipped"))
+        .get(&format!(
+            "/v2/executions?service_id={service}&status=skipped"
+        ))
         .await;
     let page = assert_ok(&skipped, 200);
     assert_eq!(page["total_count"], 1);
@@ -651,11 +670,20 @@ async fn execution_routes_refuse_bad_input(db: Option<TestDb>) {
     // Nothing above changed it.
     let still = get(app, id).await;
     assert_eq!(still["status"], "pending_approval");
-    let r = app.admin().post(&format!("/v2/executions/{id}/cancel")).await;
+    let r = app
+        .admin()
+        .post(&format!("/v2/executions/{id}/cancel"))
+        .await;
     assert_eq!(assert_ok(&r, 200)["status"], "cancelled");
-    let r = app.admin().post(&format!("/v2/executions/{id}/cancel")).await;
+    let r = app
+        .admin()
+        .post(&format!("/v2/executions/{id}/cancel"))
+        .await;
     assert_error_contains(&r, 409, "already cancelled");
-    let list = assert_ok(&app.admin().get("/v2/executions?status=cancelled").await, 200);
+    let list = assert_ok(
+        &app.admin().get("/v2/executions?status=cancelled").await,
+        200,
+    );
     assert_eq!(list["total_count"], 1);
     assert_eq!(list["entries"][0]["execution_id"], id);
 }

@@ -133,7 +133,13 @@ async fn executions_create_writes_state_audit_and_counts_starts(s: &dyn Store) {
     // Skipped executions never started: they do not count.
     create(s, &new_execution(1, Some(7), t(30)), "skipped", None).await;
     // Older than the window: not counted.
-    create(s, &new_execution(1, Some(7), t(-7_200_000)), "completed", None).await;
+    create(
+        s,
+        &new_execution(1, Some(7), t(-7_200_000)),
+        "completed",
+        None,
+    )
+    .await;
 
     let seen = std::sync::Mutex::new(None);
     let new = new_execution(1, Some(7), t(40));
@@ -228,10 +234,7 @@ async fn executions_one_of_many_racing_updates_wins(db: &crate::db::TestDb) {
         }
     }
     assert_eq!(wins, 1);
-    assert_eq!(
-        audit_of(&*s, a.id).await,
-        ["execution_started", "approved"]
-    );
+    assert_eq!(audit_of(&*s, a.id).await, ["execution_started", "approved"]);
 }
 
 async fn executions_concurrent_starts_see_each_other(db: &crate::db::TestDb) {
@@ -277,7 +280,12 @@ async fn executions_claim_leases_what_is_due(s: &dyn Store) {
     assert_eq!(got[0].lease_owner.as_deref(), Some("w1"));
     assert_eq!(got[0].lease_until, Some(t(30_001)));
     // Leased: nobody else gets it until the lease runs out.
-    assert!(s.claim_executions("w2", t(2), t(30_002), 10).await.unwrap().is_empty());
+    assert!(
+        s.claim_executions("w2", t(2), t(30_002), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.next_execution_due().await.unwrap(), Some(t(30_001)));
     let got = s
         .claim_executions("w2", t(30_001), t(60_001), 10)
@@ -287,7 +295,12 @@ async fn executions_claim_leases_what_is_due(s: &dyn Store) {
     // Only the holder's release counts.
     s.release_execution(due.id, "w1").await.unwrap();
     assert_eq!(
-        s.get_execution(due.id).await.unwrap().unwrap().lease_owner.as_deref(),
+        s.get_execution(due.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_owner
+            .as_deref(),
         Some("w2")
     );
     s.release_execution(due.id, "w2").await.unwrap();

@@ -90,7 +90,7 @@ async fn write(
             execution_id: Some(id),
             ..e.clone()
         };
-        insert_audit(&mut **tx, &entry).await?;
+        insert_audit(tx, &entry).await?;
     }
     Ok(true)
 }
@@ -105,9 +105,14 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<ExecutionRecord> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let recent = RecentStarts {
-            playbook: starts(&mut tx, "AND playbook_id = $2", Some(new.pinned.playbook_id), window_from)
-                .await
-                .map_err(unavailable)?,
+            playbook: starts(
+                &mut tx,
+                "AND playbook_id = $2",
+                Some(new.pinned.playbook_id),
+                window_from,
+            )
+            .await
+            .map_err(unavailable)?,
             service: match new.service_id {
                 Some(s) => starts(&mut tx, "AND service_id = $2", Some(s.0), window_from)
                     .await
@@ -258,9 +263,8 @@ impl ExecutionStore for SqliteStore {
             .fetch_one(&self.read)
             .await
             .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM playbook_executions"
-        ));
+        let mut qb =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM playbook_executions"));
         push_filter(&mut qb, filter);
         qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(page.limit))
