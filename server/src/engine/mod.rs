@@ -507,16 +507,22 @@ impl Engine {
     /// Drives one claimed execution until it has nothing to do at once, then frees it.
     async fn drive(&self, record: ExecutionRecord) {
         let id = record.id;
-        match self.load(record) {
+        let due = match self.load(record) {
             Ok(loaded) => self.drive_loaded(loaded).await,
-            Err(e) => tracing::error!(execution = id, error = %e, "cannot drive execution"),
-        }
-        if let Err(e) = self.0.store.release_execution(id, &self.0.owner).await {
+            Err(e) => {
+                tracing::error!(execution = id, error = %e, "cannot drive execution");
+                None
+            }
+        };
+        if let Err(e) = self.0.store.release_execution(id, &self.0.owner, due).await {
             tracing::warn!(execution = id, error = %e, "could not release an execution");
         }
     }
 
-    async fn drive_loaded(&self, mut loaded: Loaded) {
+    /// Feeds events until nothing is left to do at once; returns when the execution is due
+    /// next: its durable timer, or now when driving stopped early (a store error) so that the
+    /// next claim recovers it. (When another change came first, the release writes nothing.)
+    async fn drive_loaded(&self, mut loaded: Loaded) -> Option<Timestamp> {
         let now = self.0.clock.now();
         let first = if loaded.exec.wake_at.is_some_and(|w| w <= now) {
             Event::Timer
@@ -539,14 +545,19 @@ impl Engine {
                 }
             };
             let Some(actions) = self.commit(&mut loaded, decision, now, None).await else {
-                return;
+                return Some(self.0.clock.now());
             };
             for action in actions {
                 match self.perform(&mut loaded, action).await {
                     Ok(more) => events.extend(more),
-                    Err(Lost) => return,
+                    Err(Lost) => return Some(self.0.clock.now()),
                 }
             }
+        }
+        if loaded.exec.status.is_terminal() {
+            None
+        } else {
+            loaded.exec.wake_at
         }
     }
 
@@ -567,13 +578,9 @@ impl Engine {
             loaded.record.service_id,
             now,
         );
-        let due = if execution.status.is_terminal() {
-            None
-        } else if has_work(&actions) {
-            Some(now)
-        } else {
-            execution.wake_at
-        };
+        // While held, due now: if this worker dies, the next claim after the lease recovers it.
+        // Releasing sets the real timer.
+        let due = (!execution.status.is_terminal()).then_some(now);
         let until = hold_until.unwrap_or_else(|| now.plus_millis(ms(self.0.settings.lease)));
         let lease = Some((self.0.owner.clone(), until));
         let write = to_write(&execution, due, lease, now, entries);

@@ -180,8 +180,14 @@ pub trait ExecutionStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<ExecutionRecord>>;
 
-    /// Drops `owner`'s lease on execution `id`, if it still holds it.
-    async fn release_execution(&self, id: i64, owner: &str) -> StoreResult<()>;
+    /// Drops `owner`'s lease on execution `id` and sets when it is due next, if `owner` still
+    /// holds it (otherwise someone else changed it since, and nothing is written).
+    async fn release_execution(
+        &self,
+        id: i64,
+        owner: &str,
+        due_at: Option<Timestamp>,
+    ) -> StoreResult<()>;
 
     /// Drops every lease and makes the leased executions due at `now`: for a process that
     /// is the only one on its database (SQLite), at start-up, since the leases' holder is

@@ -687,3 +687,115 @@ async fn execution_routes_refuse_bad_input(db: Option<TestDb>) {
     assert_eq!(list["total_count"], 1);
     assert_eq!(list["entries"][0]["execution_id"], id);
 }
+
+/// A `medic-server` process, killed (SIGKILL) when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// PostgreSQL only: the worker process is killed with SIGKILL while two webhooks are in flight;
+/// another server takes the executions over once their leases have run out. The step that is
+/// not `idempotent` ends `interrupted` and is never sent again; the idempotent one is sent again
+/// with the same `Idempotency-Key`; both executions go on to their next step, which runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_webhook_is_taken_over_without_sending_a_step_twice() {
+    let Some(db) = crate::db::postgres().await else {
+        return;
+    };
+    let rec = Recorder::start().await;
+    // The first two requests are never answered in time: the worker dies holding them.
+    rec.answer(Answer::json(200, json!({})).after(Duration::from_secs(60)));
+    let yaml = |idempotent: bool| {
+        format!(
+            "name: kill-{idempotent}\nsteps:\n  - name: first\n    type: webhook\n    url: {0}\n    \
+             timeout: 30s\n    idempotent: {idempotent}\n    on_failure: continue\n  \
+             - name: second\n    type: webhook\n    url: {0}\n",
+            rec.url("/step")
+        )
+    };
+    let engine = Engine::new(
+        db.store.clone(),
+        medic_server::clock::Clock::system(),
+        medic_server::engine::EngineSettings::default(),
+    );
+    let plain = start_on(&engine, &yaml(false), None, None).await;
+    let repeatable = start_on(&engine, &yaml(true), None, None).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let worker = Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_medic-server"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("PORT", port.to_string())
+            .env("MEDIC_ADMIN_API_KEY", crate::support::ADMIN_KEY)
+            .env("MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")
+            .env("MEDIC_PLAYBOOK_LEASE_SECONDS", "5")
+            .env("MEDIC_PLAYBOOK_RECHECK_SECONDS", "1")
+            .env("MEDIC_LOG_LEVEL", "warn")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("medic-server starts"),
+    );
+    let seen = rec.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(seen.len(), 2, "the worker never sent the first steps");
+    drop(worker);
+    rec.answer(Answer::json(200, json!({})));
+    let first_keys = keys_seen(&rec);
+
+    // Another server, whose clock is past the dead worker's leases, takes over.
+    let url = db.url.clone();
+    let app = TestApp::builder()
+        .manual_clock_at(medic_server::domain::Timestamp::now().plus_millis(120_000))
+        .configure(move |c| {
+            c.database_url = url.parse().expect("database url");
+            c.notify.allow_private_webhook_targets = true;
+            c.playbook.allow_private_targets = true;
+        })
+        .spawn()
+        .await;
+    let done = wait_status(&app, plain, "completed").await;
+    assert_eq!(done["steps"][0]["status"], "interrupted");
+    assert!(
+        done["steps"][0]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("not re-sent")),
+        "{done:#}"
+    );
+    assert_eq!(done["steps"][1]["status"], "completed");
+    let again = wait_status(&app, repeatable, "completed").await;
+    assert_eq!(again["steps"][0]["status"], "completed");
+    assert_eq!(again["steps"][0]["attempt"], 2);
+
+    let mut keys = keys_seen(&rec);
+    keys.sort();
+    let mut want = vec![
+        format!("{plain}:0"),
+        format!("{plain}:1"),
+        format!("{repeatable}:0"),
+        format!("{repeatable}:0"),
+        format!("{repeatable}:1"),
+    ];
+    want.sort();
+    assert_eq!(keys, want, "first sent: {first_keys:?}");
+    let attempts: Vec<_> = rec
+        .requests()
+        .iter()
+        .filter(|r| r.header("idempotency-key") == Some(&format!("{repeatable}:0")))
+        .map(|r| r.header("x-medic-attempt").unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(attempts, ["1", "2"]);
+    drop(app);
+    drop(db);
+}

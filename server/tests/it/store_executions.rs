@@ -293,7 +293,7 @@ async fn executions_claim_leases_what_is_due(s: &dyn Store) {
         .unwrap();
     assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), [due.id]);
     // Only the holder's release counts.
-    s.release_execution(due.id, "w1").await.unwrap();
+    s.release_execution(due.id, "w1", None).await.unwrap();
     assert_eq!(
         s.get_execution(due.id)
             .await
@@ -303,9 +303,14 @@ async fn executions_claim_leases_what_is_due(s: &dyn Store) {
             .as_deref(),
         Some("w2")
     );
-    s.release_execution(due.id, "w2").await.unwrap();
+    s.release_execution(due.id, "w2", Some(t(60_000)))
+        .await
+        .unwrap();
     let r = s.get_execution(due.id).await.unwrap().unwrap();
-    assert_eq!((r.lease_owner, r.lease_until), (None, None));
+    assert_eq!(
+        (r.lease_owner, r.lease_until, r.due_at),
+        (None, None, Some(t(60_000)))
+    );
 
     // At the timer, both are due; oldest due first; `limit` holds.
     let got = s

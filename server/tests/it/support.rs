@@ -79,6 +79,12 @@ impl Builder {
         self
     }
 
+    /// A manual clock (see [`Builder::manual_clock`]) that starts at `start`.
+    pub fn manual_clock_at(mut self, start: Timestamp) -> Self {
+        self.clock = Clock::manual(start);
+        self
+    }
+
     pub fn api_key_cache(self, ttl: Duration) -> Self {
         self.configure(move |c| c.api_key_cache = ttl)
     }

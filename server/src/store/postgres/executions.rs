@@ -212,20 +212,25 @@ impl ExecutionStore for PgStore {
         Ok(out)
     }
 
-    async fn release_execution(&self, id: i64, owner: &str) -> StoreResult<()> {
+    async fn release_execution(
+        &self,
+        id: i64,
+        owner: &str,
+        due_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE playbook_executions SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_owner = $2",
+            "UPDATE playbook_executions SET lease_owner = NULL, lease_until = NULL, \
+             due_at = $3 WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
         .bind(owner)
+        .bind(due_at)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(())
     }
 
-    /// Only for a process alone on its database; with replicas, leases run out instead.
     async fn release_all_execution_leases(&self, now: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE playbook_executions SET lease_owner = NULL, lease_until = NULL, \

@@ -202,13 +202,19 @@ impl ExecutionStore for SqliteStore {
         Ok(out)
     }
 
-    async fn release_execution(&self, id: i64, owner: &str) -> StoreResult<()> {
+    async fn release_execution(
+        &self,
+        id: i64,
+        owner: &str,
+        due_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE playbook_executions SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_owner = $2",
+            "UPDATE playbook_executions SET lease_owner = NULL, lease_until = NULL, \
+             due_at = $3 WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
         .bind(owner)
+        .bind(due_at)
         .execute(&self.write)
         .await
         .map_err(unavailable)?;
