@@ -799,3 +799,64 @@ async fn a_worker_killed_mid_webhook_is_taken_over_without_sending_a_step_twice(
     drop(app);
     drop(db);
 }
+
+/// PostgreSQL only: two servers drive 200 executions from one database (half started on each);
+/// every webhook step is sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_database_send_each_step_exactly_once() {
+    let Some(db) = crate::db::postgres().await else {
+        return;
+    };
+    let rec = Recorder::start().await;
+    let server = |db: &TestDb| {
+        let url = db.url.clone();
+        TestApp::builder().configure(move |c| {
+            c.database_url = url.parse().expect("database url");
+            c.notify.allow_private_webhook_targets = true;
+            c.playbook.allow_private_targets = true;
+            c.playbook.recheck = Duration::from_millis(200);
+            c.playbook.limits.per_service = 1000;
+            c.playbook.limits.global = 1000;
+        })
+    };
+    let first = server(&db).spawn().await;
+    let second = server(&db).spawn().await;
+    let yaml = format!(
+        "name: many\nsteps:\n  - name: one\n    type: webhook\n    url: {0}\n  \
+         - name: two\n    type: webhook\n    url: {0}\n",
+        rec.url("/many")
+    );
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let engine = if i % 2 == 0 {
+            first.engine()
+        } else {
+            second.engine()
+        };
+        ids.push(start_on(&engine, &yaml, None, None).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = first
+            .admin()
+            .get("/v2/executions?status=completed&limit=1")
+            .await;
+        if assert_ok(&r, 200)["total_count"] == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all executions completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut keys = keys_seen(&rec);
+    keys.sort();
+    let mut want: Vec<String> = ids
+        .iter()
+        .flat_map(|id| [format!("{id}:0"), format!("{id}:1")])
+        .collect();
+    want.sort();
+    assert_eq!(keys.len(), 400);
+    assert_eq!(keys, want);
+    drop(first);
+    drop(second);
+    drop(db);
+}
