@@ -21,8 +21,10 @@
 //!
 //! - [`audit`] — the audit entries of a transition.
 //! - [`steps`] — the step drivers: webhooks (through the SSRF guard) and conditions.
+//! - [`runs`] — script steps on agents, through the agent runs machinery.
 
 pub mod audit;
+pub mod runs;
 pub mod steps;
 
 use std::collections::{HashMap, VecDeque};
@@ -555,10 +557,18 @@ impl Engine {
             }
         }
         if loaded.exec.status.is_terminal() {
-            None
-        } else {
-            loaded.exec.wake_at
+            return None;
         }
+        let runs_in_flight = loaded
+            .exec
+            .current()
+            .is_some_and(|s| s.runs.iter().any(|r| r.dispatched && r.outcome.is_none()));
+        if runs_in_flight {
+            // Look at the runs again soon (`Recover` re-reads them).
+            let poll = self.0.clock.now().plus_millis(ms(runs::RUN_POLL));
+            return Some(loaded.exec.wake_at.map_or(poll, |w| w.min(poll)));
+        }
+        loaded.exec.wake_at
     }
 
     /// Writes `decision` over the version `loaded` holds; returns its actions, or `None` when
@@ -685,27 +695,25 @@ impl Engine {
                     },
                 }])
             }
-            Action::ResolveTargets { step } => Ok(vec![Event::TargetsResolved {
-                step,
-                agents: Vec::new(),
-            }]),
+            Action::ResolveTargets { step } => {
+                match runs::resolve(&*self.0.store, &loaded.plan, step).await {
+                    Ok(agents) => Ok(vec![Event::TargetsResolved { step, agents }]),
+                    // Tried again at the next look (the execution stays due).
+                    Err(e) => {
+                        tracing::warn!(execution = id, error = %e, "cannot resolve targets");
+                        Err(Lost)
+                    }
+                }
+            }
             Action::DispatchRuns { step, runs } => {
-                // Agent script steps are not driven by the engine in this version: each run
-                // ends at once with that reason, so the step follows its `on_failure`.
-                Ok(runs
-                    .into_iter()
-                    .map(|(_, run_id)| Event::RunFinished {
-                        step,
-                        run_id,
-                        outcome: machine::Outcome {
-                            ok: false,
-                            error: Some(
-                                "agent script steps are not available in this version".into(),
-                            ),
-                            ..machine::Outcome::default()
-                        },
-                    })
-                    .collect())
+                let scope = Self::scope(loaded, &loaded.exec);
+                let exec = runs::ForExecution {
+                    id,
+                    service_id: loaded.record.service_id,
+                    scope: &scope,
+                    now: self.0.clock.now(),
+                };
+                Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
             }
             Action::CancelRuns { .. } => Ok(Vec::new()),
             Action::Escalate { step, reason } => {

@@ -50,6 +50,7 @@ both! {
     a_restart_mid_execution_resumes_and_runs_no_step_twice,
     the_circuit_breaker_records_executions_over_the_limit_as_skipped,
     execution_routes_refuse_bad_input,
+    script_steps_run_on_real_agents_through_the_runs_machinery,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -858,5 +859,89 @@ async fn two_workers_on_one_database_send_each_step_exactly_once() {
     assert_eq!(keys, want);
     drop(first);
     drop(second);
+    drop(db);
+}
+
+async fn script_steps_run_on_real_agents_through_the_runs_machinery(db: Option<TestDb>) {
+    // The system clock: the engine reads the runs of a step in flight every second.
+    let url = db.as_ref().map(|d| d.url.clone());
+    let app = TestApp::builder()
+        .configure(move |c| {
+            if let Some(url) = url {
+                c.database_url = url.parse().expect("database url");
+            }
+        })
+        .spawn()
+        .await;
+    let agent_key = app.create_key(&["agent"]).await;
+    let writer = app.create_key(&["write"]).await;
+    for (name, content) in [
+        ("greet", "echo \"hello $MEDIC_PARAM_WHO\"\n"),
+        ("fail", "echo broken >&2\nexit 3\n"),
+    ] {
+        let r = app
+            .with_key(&writer)
+            .post_json(
+                "/v2/scripts",
+                &json!({ "name": name, "interpreter": "sh", "content": content }),
+            )
+            .await;
+        let id = assert_ok(&r, 201)["script_id"].as_i64().expect("id");
+        let r = app
+            .admin()
+            .post_json(&format!("/v2/scripts/{id}/approve"), &json!({}))
+            .await;
+        assert_ok(&r, 200);
+    }
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"greet\"\n[[allow]]\nscript = \"fail\"\n";
+    let _agent = crate::agents::AgentProcess::start_with(&addr, &agent_key, "runner-pb", allow);
+    crate::agents::wait_for_agent(
+        &app.client,
+        &app.base,
+        "runner-pb",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    let yaml = "name: greet-hosts\nsteps:\n  - name: hello\n    type: script\n    script: greet\n    \
+                on: {labels: {role: it}}\n    params: {WHO: \"${PLAYBOOK_NAME}\"}\n  \
+                - name: broken\n    type: script\n    script: fail\n    on: {agent_ids: [runner-pb]}\n    \
+                on_failure: continue\n";
+    let id = start_on(&app.engine(), yaml, None, None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let e = get(&app, id).await;
+        if e["status"] == "completed" {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "never completed: {e:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let hello = &done["steps"][0];
+    assert_eq!(hello["status"], "completed", "{done:#}");
+    assert_eq!(hello["exit_code"], 0);
+    assert_eq!(hello["output"], "[runner-pb] hello pb-1\n");
+    assert_eq!(hello["runs"][0]["run_id"], format!("{id}.0.0"));
+    assert_eq!(hello["runs"][0]["agent_id"], "runner-pb");
+    let broken = &done["steps"][1];
+    assert_eq!(broken["status"], "failed", "{done:#}");
+    assert_eq!(broken["exit_code"], 3);
+    assert!(
+        broken["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("code 3")),
+        "{done:#}"
+    );
+    // The runs are ordinary agent runs, with the machine's ids.
+    let r = app.admin().get(&format!("/v2/runs/{id}.0.0")).await;
+    let run = assert_ok(&r, 200);
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["parameters"]["WHO"], "pb-1");
+    assert_eq!(run["requested_by"], format!("playbook execution {id}"));
+    let r = app.admin().get("/v2/runs?agent_id=runner-pb").await;
+    assert_eq!(assert_ok(&r, 200)["total_count"], 2);
+    drop(app);
     drop(db);
 }
