@@ -114,7 +114,7 @@ pub struct ExecutionOut {
 }
 
 impl ExecutionOut {
-    fn new(r: &ExecutionRecord) -> Result<Self, ApiError> {
+    pub(crate) fn new(r: &ExecutionRecord) -> Result<Self, ApiError> {
         let exec: Execution = serde_json::from_value(r.state.clone())
             .map_err(|e| ApiError::internal(&format!("execution {}: {e}", r.id)))?;
         let trigger = ExecutionTrigger::parse(&r.trigger)
@@ -289,7 +289,15 @@ fn reason(body: &ReasonIn, required: bool) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
-async fn decide(app: &AppState, raw: &str, event: Event, who: &str, done: &str) -> ApiResult {
+/// Applies a decision and answers with the execution, or the error envelope the decision's
+/// refusal means (also used by the Slack buttons).
+pub(crate) async fn decide(
+    app: &AppState,
+    raw: &str,
+    event: Event,
+    who: &str,
+    done: &str,
+) -> ApiResult {
     let id = path_id(raw, "execution")?;
     match app.engine.decide(id, event, who).await {
         Ok((record, _)) => Ok(ok(StatusCode::OK, done, ExecutionOut::new(&record)?)),

@@ -51,6 +51,7 @@ both! {
     the_circuit_breaker_records_executions_over_the_limit_as_skipped,
     execution_routes_refuse_bad_input,
     script_steps_run_on_real_agents_through_the_runs_machinery,
+    slack_buttons_approve_and_reject_executions,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -942,6 +943,91 @@ async fn script_steps_run_on_real_agents_through_the_runs_machinery(db: Option<T
     assert_eq!(run["requested_by"], format!("playbook execution {id}"));
     let r = app.admin().get("/v2/runs?agent_id=runner-pb").await;
     assert_eq!(assert_ok(&r, 200)["total_count"], 2);
+    drop(app);
+    drop(db);
+}
+
+async fn slack_buttons_approve_and_reject_executions(db: Option<TestDb>) {
+    use hmac::{KeyInit, Mac};
+    let app = builder(db.as_ref())
+        .configure(|c| {
+            c.slack_signing_secret = Some("slack-signing-secret".parse().expect("secret"));
+        })
+        .spawn()
+        .await;
+    let rec = Recorder::start().await;
+    let yaml = APPROVED_WEBHOOK.replace("URL", &rec.url("/x"));
+    let engine = app.engine();
+    let press = |action: &str, id: i64, user: &str, secret: &str| {
+        let payload = json!({"type": "block_actions", "user": {"id": "U1", "username": user},
+            "actions": [{"action_id": action, "value": id.to_string()}]});
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("v0:{ts}:{body}").as_bytes());
+        app.client
+            .post(app.url("/v2/slack/interactions"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header(
+                "x-slack-signature",
+                format!("v0={}", hex::encode(mac.finalize().into_bytes())),
+            )
+            .body(body)
+    };
+    // Requested by the Slack user `dana`: she cannot approve it herself; a bad signature
+    // changes nothing; `lee` can.
+    let id = start_on(&engine, &yaml, None, Some("slack:dana")).await;
+    let r = crate::support::send(press("approve_playbook", id, "lee", "wrong")).await;
+    assert_eq!(r.status.as_u16(), 401);
+    let r = crate::support::send(press(
+        "approve_playbook",
+        id,
+        "dana",
+        "slack-signing-secret",
+    ))
+    .await;
+    assert_error_contains(&r, 403, "cannot approve");
+    assert_eq!(get(&app, id).await["status"], "pending_approval");
+    let r =
+        crate::support::send(press("approve_playbook", id, "lee", "slack-signing-secret")).await;
+    let approved = assert_ok(&r, 200);
+    assert_eq!(approved["approval"]["by"], "slack:lee");
+    wait_status(&app, id, "completed").await;
+
+    let other = start_on(&engine, &yaml, None, Some("key:a")).await;
+    let r = crate::support::send(press(
+        "reject_playbook",
+        other,
+        "lee",
+        "slack-signing-secret",
+    ))
+    .await;
+    let rejected = assert_ok(&r, 200);
+    assert_eq!(rejected["status"], "cancelled");
+    assert_eq!(rejected["approval"]["outcome"], "rejected");
+    let r = crate::support::send(press(
+        "reject_playbook",
+        other,
+        "lee",
+        "slack-signing-secret",
+    ))
+    .await;
+    assert_error_contains(&r, 409, "already cancelled");
+    let r = crate::support::send(press(
+        "approve_playbook",
+        9999,
+        "lee",
+        "slack-signing-secret",
+    ))
+    .await;
+    assert_error_contains(&r, 404, "No execution 9999");
+    assert_eq!(keys_seen(&rec), [format!("{id}:0")]);
     drop(app);
     drop(db);
 }
