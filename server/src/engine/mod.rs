@@ -368,8 +368,11 @@ impl Engine {
             return Err(DecideError::Lost);
         }
         for a in &decision.actions {
-            if let Action::Notify(n) = a {
-                notice(&loaded.record, *n);
+            match a {
+                Action::Notify(n) => notice(&loaded.record, *n),
+                // A cancelled execution's queued runs are never sent.
+                Action::CancelRuns { run_ids } => self.cancel_runs(run_ids).await,
+                _ => {}
             }
         }
         self.wake();
@@ -380,6 +383,15 @@ impl Engine {
             .await?
             .ok_or(DecideError::NotFound)?;
         Ok((record, decision.execution))
+    }
+
+    /// Queued runs of a step that no longer needs them expire now and are never sent; runs an
+    /// agent already has go on to their end (their results are ignored).
+    async fn cancel_runs(&self, run_ids: &[String]) {
+        let now = self.0.clock.now();
+        if let Err(e) = self.0.store.expire_queued_agent_runs(run_ids, now).await {
+            tracing::warn!(error = %e, "cannot cancel queued runs");
+        }
     }
 
     fn load(&self, record: ExecutionRecord) -> Result<Loaded, String> {
@@ -715,7 +727,10 @@ impl Engine {
                 };
                 Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
             }
-            Action::CancelRuns { .. } => Ok(Vec::new()),
+            Action::CancelRuns { run_ids } => {
+                self.cancel_runs(&run_ids).await;
+                Ok(Vec::new())
+            }
             Action::Escalate { step, reason } => {
                 tracing::warn!(execution = id, step, reason = %reason, "execution escalated");
                 metrics::counter!("medic_playbook_escalations_total").increment(1);

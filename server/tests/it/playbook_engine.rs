@@ -52,6 +52,7 @@ both! {
     execution_routes_refuse_bad_input,
     script_steps_run_on_real_agents_through_the_runs_machinery,
     slack_buttons_approve_and_reject_executions,
+    cancelling_an_execution_cancels_its_queued_agent_runs,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -1028,6 +1029,87 @@ async fn slack_buttons_approve_and_reject_executions(db: Option<TestDb>) {
     .await;
     assert_error_contains(&r, 404, "No execution 9999");
     assert_eq!(keys_seen(&rec), [format!("{id}:0")]);
+    drop(app);
+    drop(db);
+}
+
+async fn cancelling_an_execution_cancels_its_queued_agent_runs(db: Option<TestDb>) {
+    let url = db.as_ref().map(|d| d.url.clone());
+    let app = TestApp::builder()
+        .configure(move |c| {
+            if let Some(url) = url {
+                c.database_url = url.parse().expect("database url");
+            }
+        })
+        .spawn()
+        .await;
+    let writer = app.create_key(&["write"]).await;
+    let r = app
+        .with_key(&writer)
+        .post_json(
+            "/v2/scripts",
+            &json!({ "name": "fix", "interpreter": "sh", "content": "echo fixed\n" }),
+        )
+        .await;
+    let script = assert_ok(&r, 201)["script_id"].as_i64().expect("id");
+    assert_ok(
+        &app.admin()
+            .post_json(&format!("/v2/scripts/{script}/approve"), &json!({}))
+            .await,
+        200,
+    );
+    // A registered agent that is away: its run waits in the queue.
+    let store = app.store().await;
+    store
+        .agent_connected(&medic_server::store::AgentConnection {
+            id: "away-1".into(),
+            hostname: "away-1.example.com".into(),
+            agent_version: "0.1.0".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            labels: std::collections::BTreeMap::new(),
+            session_id: "s1".into(),
+            remote_addr: None,
+            key_id: None,
+            service_id: None,
+            at: app.now(),
+        })
+        .await
+        .expect("agent registered");
+    let yaml = "name: fix-away\nsteps:\n  - name: fix\n    type: script\n    script: fix\n    \
+                on: {agent_ids: [away-1]}\n";
+    let id = start_on(&app.engine(), yaml, None, None).await;
+    let run_id = format!("{id}.0.0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.admin().get(&format!("/v2/runs/{run_id}")).await;
+        if r.status.as_u16() == 200 {
+            assert_eq!(assert_ok(&r, 200)["status"], "queued");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run was never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&app, id).await["status"], "running");
+    let r = app
+        .admin()
+        .post(&format!("/v2/executions/{id}/cancel"))
+        .await;
+    let cancelled = assert_ok(&r, 200);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["steps"][0]["status"], "cancelled");
+    // The sweep (every second) ends the run `expired`; it is never sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.admin().get(&format!("/v2/runs/{run_id}")).await;
+        let run = assert_ok(&r, 200);
+        if run["status"] == "expired" {
+            break;
+        }
+        assert_eq!(run["status"], "queued", "{run:#}");
+        assert!(Instant::now() < deadline, "the run stayed queued: {run:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(app);
     drop(db);
 }
