@@ -94,6 +94,17 @@ pub struct ExecutionContext {
     /// The validated inputs, as substitution text.
     #[serde(default)]
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// The approved version of each script the playbook runs, pinned when it started.
+    #[serde(default)]
+    pub scripts: std::collections::BTreeMap<String, PinnedScript>,
+}
+
+/// A script version an execution runs: approved when the execution started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PinnedScript {
+    pub script_id: i64,
+    pub version: i32,
+    pub sha256: String,
 }
 
 /// A request to start an execution of a pinned playbook version.
@@ -117,6 +128,9 @@ pub enum StartError {
     Inputs(InputProblems),
     #[error("service {0} does not exist")]
     UnknownService(i64),
+    /// A script step's script is not registered or has no approved version.
+    #[error("{0}")]
+    Script(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -258,6 +272,16 @@ impl Engine {
                 .ok_or(StartError::UnknownService(sid.0))?;
             context.service_name = Some(service.service_name);
             context.heartbeat_name = Some(service.heartbeat_name);
+        }
+        for step in &plan.steps {
+            if let crate::playbook::plan::StepKind::Script(sc) = &step.kind
+                && !context.scripts.contains_key(&sc.script)
+            {
+                let pin = runs::approved_version(&*self.0.store, &sc.script)
+                    .await
+                    .map_err(StartError::Script)?;
+                context.scripts.insert(sc.script.clone(), pin);
+            }
         }
         let now = self.0.clock.now();
         let new = NewExecution {
@@ -724,6 +748,7 @@ impl Engine {
                     service_id: loaded.record.service_id,
                     scope: &scope,
                     now: self.0.clock.now(),
+                    scripts: &loaded.context.scripts,
                 };
                 Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
             }

@@ -128,6 +128,8 @@ pub struct ForExecution<'a> {
     pub service_id: Option<ServiceId>,
     pub scope: &'a Scope,
     pub now: Timestamp,
+    /// The script versions pinned when the execution started.
+    pub scripts: &'a BTreeMap<String, super::PinnedScript>,
 }
 
 /// Queues `runs` (agent id, run id) of step `step` unless they exist, and answers the runs
@@ -143,8 +145,8 @@ pub async fn dispatch(
         return Vec::new();
     };
     let mut events = Vec::new();
-    // The script's latest approved version, and the parameters as data.
-    let version = match approved_version(store, &s.script).await {
+    // The version pinned at the start (still approved), and the parameters as data.
+    let version = match pinned_version(store, exec.scripts, &s.script).await {
         Ok(v) => v,
         Err(e) => {
             return runs
@@ -202,8 +204,8 @@ pub async fn dispatch(
         let new = NewAgentRun {
             id: run_id.clone(),
             agent_id: agent_id.clone(),
-            script_id: version.0,
-            script_version: version.1,
+            script_id: crate::store::ScriptId(version.script_id),
+            script_version: version.version,
             parameters: parameters.clone(),
             timeout_seconds: timeout,
             requested_by: actor.clone(),
@@ -218,7 +220,8 @@ pub async fn dispatch(
                 execution_id: Some(exec.id),
                 details: json!({
                     "run_id": run_id, "agent_id": agent_id, "script": s.script,
-                    "version": version.1, "step": plan.steps[step].name,
+                    "version": version.version, "sha256": version.sha256,
+                    "step": plan.steps[step].name,
                 }),
                 at: exec.now,
             }),
@@ -242,10 +245,42 @@ pub async fn dispatch(
     events
 }
 
-async fn approved_version(
+/// The version of `name` an execution pinned, checked to be still approved with the same hash.
+async fn pinned_version(
+    store: &dyn Store,
+    pins: &BTreeMap<String, super::PinnedScript>,
+    name: &str,
+) -> Result<super::PinnedScript, String> {
+    let pin = pins
+        .get(name)
+        .ok_or_else(|| format!("script `{name}` was not pinned when the execution started"))?;
+    let v = store
+        .get_script_version(crate::store::ScriptId(pin.script_id), pin.version)
+        .await
+        .map_err(|e| format!("cannot read script `{name}`: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "version {} of script `{name}` no longer exists",
+                pin.version
+            )
+        })?;
+    if v.status != ScriptStatus::Approved || v.sha256 != pin.sha256 {
+        return Err(format!(
+            "version {} of script `{name}` is no longer the approved text pinned at the start",
+            pin.version
+        ));
+    }
+    Ok(pin.clone())
+}
+
+/// The latest approved version of script `name`, to pin when an execution starts.
+///
+/// # Errors
+/// The script is not registered, has no approved version, or cannot be read.
+pub async fn approved_version(
     store: &dyn Store,
     name: &str,
-) -> Result<(crate::store::ScriptId, i32), String> {
+) -> Result<super::PinnedScript, String> {
     let id = store
         .script_id_by_name(name)
         .await
@@ -261,6 +296,10 @@ async fn approved_version(
         .iter()
         .rev()
         .find(|v| v.status == ScriptStatus::Approved)
-        .map(|v| (script.id, v.version))
+        .map(|v| super::PinnedScript {
+            script_id: script.id.0,
+            version: v.version,
+            sha256: v.sha256.clone(),
+        })
         .ok_or_else(|| format!("script `{name}` has no approved version"))
 }

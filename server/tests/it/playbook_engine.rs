@@ -53,6 +53,7 @@ both! {
     script_steps_run_on_real_agents_through_the_runs_machinery,
     slack_buttons_approve_and_reject_executions,
     cancelling_an_execution_cancels_its_queued_agent_runs,
+    a_script_step_runs_the_version_approved_when_the_execution_started,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -1112,4 +1113,78 @@ async fn cancelling_an_execution_cancels_its_queued_agent_runs(db: Option<TestDb
     }
     drop(app);
     drop(db);
+}
+
+async fn a_script_step_runs_the_version_approved_when_the_execution_started(db: Option<TestDb>) {
+    let e = env(db).await;
+    let app = &e.app;
+    let writer = app.create_key(&["write"]).await;
+    let register = |content: &'static str| {
+        let writer = writer.clone();
+        async move {
+            let r = app
+                .with_key(&writer)
+                .post_json(
+                    "/v2/scripts",
+                    &json!({ "name": "fix", "interpreter": "sh", "content": content }),
+                )
+                .await;
+            assert_ok(&r, 201)["script_id"].as_i64().expect("id")
+        }
+    };
+    let script = register("echo one\n").await;
+    let yaml = "name: later-fix\nsteps:\n  - name: pause\n    type: wait\n    duration: 1m\n  \
+                - name: fix\n    type: script\n    script: fix\n    on: {agent_ids: [away-1]}\n";
+    // Not approved yet: the execution cannot start.
+    let refused = app.engine().start(request(yaml, None, None)).await;
+    assert!(
+        matches!(&refused, Err(medic_server::engine::StartError::Script(m)) if m.contains("no approved version")),
+        "{refused:?}"
+    );
+    assert_ok(
+        &app.admin()
+            .post_json(&format!("/v2/scripts/{script}/approve"), &json!({}))
+            .await,
+        200,
+    );
+    let store = app.store().await;
+    store
+        .agent_connected(&medic_server::store::AgentConnection {
+            id: "away-1".into(),
+            hostname: "away-1.example.com".into(),
+            agent_version: "0.1.0".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            labels: std::collections::BTreeMap::new(),
+            session_id: "s1".into(),
+            remote_addr: None,
+            key_id: None,
+            service_id: None,
+            at: app.now(),
+        })
+        .await
+        .expect("agent registered");
+    let id = start_on(&app.engine(), yaml, None, None).await;
+    wait_status(app, id, "waiting").await;
+    // A newer version is registered and approved while the execution waits.
+    register("echo two\n").await;
+    let r = app
+        .admin()
+        .post_json(
+            &format!("/v2/scripts/{script}/versions/2/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_ok(&r, 200);
+    app.advance(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let run = loop {
+        let r = app.admin().get(&format!("/v2/runs/{id}.1.0")).await;
+        if r.status.as_u16() == 200 {
+            break assert_ok(&r, 200);
+        }
+        assert!(Instant::now() < deadline, "the run was never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(run["script_version"], 1, "{run:#}");
 }
