@@ -269,6 +269,50 @@ pub struct Settings {
         global = true
     )]
     pub dispatch_lease_seconds: u64,
+    /// Playbook executions one service may start per hour before the circuit breaker opens
+    /// (further executions are recorded as `skipped`).
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_BREAKER_PER_SERVICE",
+        default_value_t = 5,
+        global = true
+    )]
+    pub playbook_breaker_per_service: u32,
+    /// Playbook executions that may start per hour in all, before the breaker opens.
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_BREAKER_GLOBAL",
+        default_value_t = 50,
+        global = true
+    )]
+    pub playbook_breaker_global: u32,
+    /// How long an execution of a playbook with `approval: required` waits for a decision
+    /// before it is `expired` (minutes).
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_APPROVAL_MAX_WAIT_MINUTES",
+        default_value_t = 1440,
+        global = true
+    )]
+    pub playbook_approval_max_wait_minutes: u64,
+    /// How long a worker holds an execution it is driving before another worker may take it
+    /// over (seconds); a webhook step holds it for its timeout on top.
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_LEASE_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub playbook_lease_seconds: u64,
+    /// PostgreSQL: how often the engine looks for executions other replicas made due
+    /// (seconds). SQLite has one process, which is always told.
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_RECHECK_SECONDS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub playbook_recheck_seconds: u64,
     /// Seconds past a run's timeout (counted from when it was sent or started), or past the
     /// agent's reconnection without it, after which a run the agent has not reported is `lost`.
     #[arg(
@@ -499,6 +543,8 @@ pub struct Config {
     pub dispatch_lease: Duration,
     pub agent_run_grace: Duration,
     pub retention: crate::store::Retention,
+    /// The playbook engine (`MEDIC_PLAYBOOK_*`, and the webhook guard's settings).
+    pub playbook: crate::engine::EngineSettings,
 }
 
 /// Requests per minute per client, by route class.
@@ -592,6 +638,23 @@ impl Settings {
         if !(1..=3600).contains(&self.dispatch_lease_seconds) {
             errors.push("MEDIC_DISPATCH_LEASE_SECONDS must be between 1 and 3600".to_owned());
         }
+        if self.playbook_breaker_per_service == 0 {
+            errors.push("MEDIC_PLAYBOOK_BREAKER_PER_SERVICE must be at least 1".to_owned());
+        }
+        if self.playbook_breaker_global == 0 {
+            errors.push("MEDIC_PLAYBOOK_BREAKER_GLOBAL must be at least 1".to_owned());
+        }
+        if !(1..=43_200).contains(&self.playbook_approval_max_wait_minutes) {
+            errors.push(
+                "MEDIC_PLAYBOOK_APPROVAL_MAX_WAIT_MINUTES must be between 1 and 43200".to_owned(),
+            );
+        }
+        if !(5..=3600).contains(&self.playbook_lease_seconds) {
+            errors.push("MEDIC_PLAYBOOK_LEASE_SECONDS must be between 5 and 3600".to_owned());
+        }
+        if !(1..=3600).contains(&self.playbook_recheck_seconds) {
+            errors.push("MEDIC_PLAYBOOK_RECHECK_SECONDS must be between 1 and 3600".to_owned());
+        }
         if !(1..=86_400).contains(&self.agent_run_grace_seconds) {
             errors.push("MEDIC_AGENT_RUN_GRACE_SECONDS must be between 1 and 86400".to_owned());
         }
@@ -671,6 +734,22 @@ impl Settings {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let playbook = crate::engine::EngineSettings {
+            lease: Duration::from_secs(self.playbook_lease_seconds),
+            recheck: Duration::from_secs(self.playbook_recheck_seconds),
+            machine: crate::playbook::machine::Settings {
+                approval_max_wait: Duration::from_secs(
+                    self.playbook_approval_max_wait_minutes * 60,
+                ),
+            },
+            limits: crate::playbook::breaker::Limits {
+                per_service: self.playbook_breaker_per_service,
+                global: self.playbook_breaker_global,
+            },
+            allowed_hosts: notify.allowed_webhook_hosts.clone(),
+            allow_private_targets: notify.allow_private_webhook_targets,
+            ..crate::engine::EngineSettings::default()
+        };
         Ok(Config {
             bind: self
                 .bind
@@ -723,6 +802,7 @@ impl Settings {
                 snapshots_ms: days_ms(self.retention_snapshot_days),
                 audit_ms: days_ms(self.retention_audit_days),
             },
+            playbook,
         })
     }
 }

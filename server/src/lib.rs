@@ -14,6 +14,7 @@
 //! - [`http`] — the router, middleware and one module per resource.
 //! - [`notify`] — outbound notifications: Slack, PagerDuty and signed webhooks, one delivery
 //!   attempt at a time, retry backoff, and the SSRF guard for user-set URLs.
+//! - [`engine`] — the playbook engine: durable executions driven on the pure state machine.
 //! - [`playbook`] — the pure core of auto-remediation: documents, plans, variables, secrets,
 //!   the execution state machine, triggers and the circuit breaker.
 //! - [`telemetry`] — logging and the Prometheus recorder.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod gateway;
 pub mod http;
 pub mod monitor;

@@ -111,6 +111,7 @@ pub async fn rotate_secrets(
     let audit = |summary: &store::RotateSummary| store::NewAuditEntry {
         action_type: "secrets_rotated".to_owned(),
         actor: actor.to_owned(),
+        on_behalf_of: None,
         service_id: None,
         execution_id: None,
         details: serde_json::json!({
@@ -136,6 +137,8 @@ const MAX_BATCH: usize = 1024;
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Starts playbook executions (the HTTP routes that start them use the same handle).
+    pub engine: crate::engine::Engine,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -260,6 +263,10 @@ pub async fn start_with_clock(
         };
         spawn_workers(&cfg, notifiers, &workers);
     }
+    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), cfg.playbook.clone());
+    if cfg.role != Role::Api {
+        tracker.spawn(engine.clone().run(background.clone()));
+    }
     let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone());
     // Every replica serves agents, so every replica polls the queue for its own sessions.
     tracker.spawn(
@@ -279,6 +286,7 @@ pub async fn start_with_clock(
         config: cfg.clone(),
         outbox,
         gateway: gateway.clone(),
+        engine: engine.clone(),
     });
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -318,6 +326,7 @@ pub async fn start_with_clock(
     tracing::info!(%addr, backend = cfg_backend(&cfg), "medic-server listening");
     Ok(Running {
         addr,
+        engine,
         shutdown,
         task,
     })

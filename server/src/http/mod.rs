@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod docs;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod legacy;
@@ -66,6 +67,8 @@ pub struct Inner {
     /// Wakes the notification dispatcher after an operator changes an alert.
     pub outbox: Arc<crate::monitor::OutboxSignal>,
     pub gateway: crate::gateway::Gateway,
+    /// Starts playbook executions and applies operators' decisions to them.
+    pub engine: crate::engine::Engine,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ impl std::ops::Deref for AppState {
         (name = "agents", description = "Host agents: the WebSocket gateway and the registry"),
         (name = "playbooks", description = "Remediation playbooks: documents and their versions"),
         (name = "secrets", description = "Secrets that playbooks use (admin; values are write-only)"),
+        (name = "executions", description = "Playbook executions: timelines and approvals"),
     )
 )]
 struct ApiDoc;
@@ -157,6 +161,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(runs::router())
         .merge(playbooks::router())
         .merge(secrets::router())
+        .merge(executions::router())
 }
 
 /// The OpenAPI document describing every route.

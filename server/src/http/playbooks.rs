@@ -703,7 +703,7 @@ async fn create_playbook(
     caller.require(Scope::Write)?;
     let who = actor(&headers, &caller)?;
     let plan = accept(&app, &caller, &text).await?;
-    let new = new_version(&plan, text, &who, &caller, &app);
+    let new = new_version(&plan, text, &who.name, &caller, &app);
     let audit = |v: &PlaybookVersion| entry("playbook_created", &who, None, version_details(v));
     match app.store.create_playbook(&new, &audit).await? {
         CreatePlaybookOutcome::Created(v) => Ok(ok(
@@ -843,7 +843,7 @@ async fn put_playbook(
     let who = actor(&headers, &caller)?;
     let id = PlaybookId(path_id(&id, "playbook_id")?);
     let plan = accept(&app, &caller, &text).await?;
-    let new = new_version(&plan, text, &who, &caller, &app);
+    let new = new_version(&plan, text, &who.name, &caller, &app);
     let audit =
         |v: &PlaybookVersion| entry("playbook_version_added", &who, None, version_details(v));
     match app.store.add_playbook_version(id, &new, &audit).await? {
@@ -910,7 +910,7 @@ async fn disable_playbook(
     let audit = |r: &PlaybookRecord| entry("playbook_disabled", &who, None, record_details(r));
     let outcome = app
         .store
-        .disable_playbook(id, &who, app.clock.now(), &audit)
+        .disable_playbook(id, &who.name, app.clock.now(), &audit)
         .await?;
     toggled(
         outcome,

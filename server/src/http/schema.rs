@@ -185,6 +185,38 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Where a playbook execution is.
+    ExecutionStatus from crate::playbook::machine::ExecutionStatus {
+        PendingApproval = "pending_approval", Running = "running", Waiting = "waiting",
+        Completed = "completed", Failed = "failed", Cancelled = "cancelled",
+        Skipped = "skipped", Expired = "expired",
+    }
+}
+
+wire_enum! {
+    /// Where a step of an execution is.
+    StepStatus from crate::playbook::machine::StepStatus {
+        Running = "running", Waiting = "waiting", Completed = "completed", Failed = "failed",
+        Interrupted = "interrupted", Cancelled = "cancelled",
+    }
+}
+
+wire_enum! {
+    /// How an execution's approval was decided.
+    ApprovalOutcome from crate::playbook::machine::ApprovalOutcome {
+        Approved = "approved", Rejected = "rejected", TimedOut = "timed_out",
+        Expired = "expired",
+    }
+}
+
+wire_enum! {
+    /// What started an execution.
+    ExecutionTrigger from crate::store::ExecutionTrigger {
+        Manual = "manual", Webhook = "webhook", Alert = "alert",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +236,10 @@ mod tests {
             PagingPeriod::pairs(),
             EventKind::pairs(),
             DeliveryState::pairs(),
+            ExecutionStatus::pairs(),
+            StepStatus::pairs(),
+            ApprovalOutcome::pairs(),
+            ExecutionTrigger::pairs(),
         ];
         for (source, wire) in all.into_iter().flatten() {
             assert_eq!(source, wire);

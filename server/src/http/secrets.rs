@@ -139,7 +139,7 @@ async fn put_secret(
         name: name.to_owned(),
         sealed: sealed.to_text(),
         key_id: sealed.key_id,
-        actor: who.clone(),
+        actor: who.name.clone(),
         at: app.clock.now(),
     };
     let audit = |s: &SecretInfo| entry("secret_set", &who, None, details(s));

@@ -4,8 +4,9 @@
 //! request is accepted only with a valid signature: `X-Slack-Signature: v0=<hex HMAC-SHA256 of
 //! "v0:<X-Slack-Request-Timestamp>:<body>">` under `SLACK_SIGNING_SECRET`, with a timestamp
 //! within five minutes (no replays). Handled actions: `ack_alert` (value = alert id) acknowledges
-//! the alert as `slack:<user id>`; `approve_playbook` / `reject_playbook` (COMPAT) name playbook
-//! executions, which this server does not run, so they answer 404.
+//! the alert as `slack:<user id>`; `approve_playbook` / `reject_playbook` (COMPAT; value =
+//! execution id) approve or reject a playbook execution as `slack:<user id>`, with the same
+//! four-eyes rule and race-free decision as the API (`http::executions`).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,6 +20,7 @@ use super::AppState;
 use super::alerts::AlertOut;
 use super::audit::entry;
 use super::error::{ApiError, ApiResult, Envelope, ok};
+use super::executions::{self, ExecutionOut};
 use super::schema::AlertKind;
 use crate::store::{Alert, AlertChange};
 
@@ -31,6 +33,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn unauthorized() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "Invalid Slack signature.")
+}
+
+/// What a button press answers with.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum SlackOut {
+    Alert(Box<AlertOut>),
+    Execution(Box<ExecutionOut>),
 }
 
 /// Checks Slack's signature over the raw body.
@@ -59,7 +69,9 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_s: i64) -> Res
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
                  description = "payload=<block_actions JSON>, signed by Slack"),
     security(("slack_signature" = [])),
-    responses((status = 200, description = "Handled (`ack_alert`): the alert", body = Envelope<AlertOut>),
+    responses((status = 200, description = "Handled: the alert (`ack_alert`) or the execution (`approve_playbook`, `reject_playbook`)", body = Envelope<SlackOut>),
+              (status = 403, description = "The Slack user requested the execution and cannot approve it"),
+              (status = 409, description = "The execution is not waiting for approval, or another decision came first"),
               (status = 400, description = "Malformed payload"),
               (status = 401, description = "Bad, stale or missing signature, or no signing secret configured"),
               (status = 404, description = "No such alert or execution")))]
@@ -141,9 +153,19 @@ async fn slack_interactions(
                 ))
             }
         },
-        "approve_playbook" | "reject_playbook" => Err(ApiError::not_found(format!(
-            "Execution {id} was not found."
-        ))),
+        "approve_playbook" => {
+            let by = crate::playbook::machine::OwnerId(actor.clone());
+            let event = crate::playbook::machine::Event::Approve { by };
+            executions::decide(&app, &id.to_string(), event, &actor, "Execution approved.").await
+        }
+        "reject_playbook" => {
+            let by = crate::playbook::machine::OwnerId(actor.clone());
+            let event = crate::playbook::machine::Event::Reject {
+                by,
+                reason: "rejected in Slack".to_owned(),
+            };
+            executions::decide(&app, &id.to_string(), event, &actor, "Execution rejected.").await
+        }
         _ => Err(ApiError::bad_request(
             "actions[0].action_id must be ack_alert, approve_playbook or reject_playbook.",
         )),

@@ -327,6 +327,87 @@ impl Notifiers {
     }
 }
 
+/// A request client for one user-set URL, through the SSRF guard: the URL is checked, its host
+/// resolved once, and the client connects to that checked address only, follows no redirect
+/// and uses no proxy. Playbook webhook steps and `http_ok` conditions use it.
+///
+/// # Errors
+/// The guard's refusal.
+pub async fn guarded_client(
+    url: &str,
+    allowlist: &[String],
+    allow_private: bool,
+    timeout: Duration,
+) -> Result<(Client, url::Url), GuardRefusal> {
+    let checked = if allow_private {
+        ssrf::check_url_allowing_private(url, allowlist)
+    } else {
+        ssrf::check_url(url, allowlist)
+    };
+    let target = checked.map_err(GuardRefusal::Refused)?;
+    let resolved = if allow_private {
+        ssrf::resolve_unchecked(&target).await
+    } else {
+        ssrf::resolve_checked(&target).await
+    };
+    let addr = resolved.map_err(GuardRefusal::Refused)?;
+    let mut builder = base_builder(timeout).no_proxy();
+    if let TargetHost::Domain(name) = target.host() {
+        builder = builder
+            .resolve(name, addr)
+            .dns_resolver(Arc::new(PinnedResolver {
+                name: name.clone(),
+                addr,
+            }));
+    }
+    let client = builder
+        .build()
+        .map_err(|e| GuardRefusal::Client(error_text(&e)))?;
+    Ok((client, target.url().clone()))
+}
+
+/// Why [`guarded_client`] gave no client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardRefusal {
+    /// The SSRF guard refused the URL (the variant's `reason()` is for logs).
+    #[error("{INVALID_WEBHOOK_URL}: refused by the outbound request guard")]
+    Refused(SsrfError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Reads at most `max` bytes of an answer's body.
+///
+/// # Errors
+/// The transport's.
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    let mut cut = false;
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max.saturating_sub(out.len());
+        if chunk.len() > room {
+            cut = true;
+        }
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok((out, cut))
+}
+
+/// A transport error and its causes on one line, without the URL.
+pub fn transport_error_text(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("timed out after {} ms", timeout.as_millis())
+    } else {
+        error_text(e)
+    }
+}
+
 fn base_builder(timeout: Duration) -> reqwest::ClientBuilder {
     Client::builder()
         .user_agent(webhook::USER_AGENT)

@@ -18,8 +18,8 @@ pub mod ssrf;
 pub mod webhook;
 
 pub use deliver::{
-    DEFAULT_PAGERDUTY_EVENTS_URL, DEFAULT_SLACK_API_URL, DEFAULT_TIMEOUT, Notifiers,
-    NotifiersError, NotifySettings,
+    DEFAULT_PAGERDUTY_EVENTS_URL, DEFAULT_SLACK_API_URL, DEFAULT_TIMEOUT, GuardRefusal, Notifiers,
+    NotifiersError, NotifySettings, guarded_client, read_capped, transport_error_text,
 };
 pub use event::{AlertEvent, AlertRef, Destination, EventKind, Outcome, ServiceRef};
 pub use retry::{BASE_DELAY, MAX_ATTEMPTS, MAX_DELAY, MIN_DELAY, delay_ceiling, retry_delay};

@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;
 
@@ -39,7 +39,7 @@ use super::vars::{Scope, StepField};
 /// The most output kept per step (and per run); longer output is cut at a character boundary.
 pub const MAX_STEP_OUTPUT_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     PendingApproval,
@@ -73,7 +73,7 @@ impl ExecutionStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Running,
@@ -103,7 +103,7 @@ impl StepStatus {
 }
 
 /// Whether a non-repeatable action (a webhook, a server-side script) may have happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Not sent yet: safe to send.
@@ -114,12 +114,12 @@ pub enum Phase {
 
 /// Who asked for or decided on an execution: an API key's owner id, or a Slack user. Compared
 /// for the four-eyes rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OwnerId(pub String);
 
 /// How a webhook, a script run or a whole server-side script ended.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,7 +134,7 @@ pub struct Outcome {
 }
 
 /// One agent run of a script step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRun {
     pub agent_id: String,
     /// Deterministic: `<execution id>.<step index>.<target index>`.
@@ -144,11 +144,11 @@ pub struct AgentRun {
 }
 
 /// A step's result, as the timeline shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResult {
     pub index: usize,
     pub name: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub status: StepStatus,
     pub phase: Phase,
     pub attempt: u32,
@@ -182,7 +182,7 @@ impl StepResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalOutcome {
     Approved,
@@ -193,7 +193,18 @@ pub enum ApprovalOutcome {
     Expired,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl ApprovalOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::TimedOut => "timed_out",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalDecision {
     pub outcome: ApprovalOutcome,
     pub by: Option<OwnerId>,
@@ -202,7 +213,7 @@ pub struct ApprovalDecision {
 }
 
 /// The persisted state of one execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: String,
     pub status: ExecutionStatus,
@@ -294,7 +305,7 @@ pub enum Event {
 }
 
 /// Notifications the driver sends (Slack, webhooks) for a transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Notice {
     AwaitingApproval,
@@ -711,7 +722,7 @@ fn begin(
     exec.steps.push(StepResult {
         index,
         name: step.name.clone(),
-        kind: step.kind.as_str(),
+        kind: step.kind.as_str().to_owned(),
         status: StepStatus::Running,
         phase: Phase::Ready,
         attempt: 1,

@@ -3,7 +3,8 @@
 //! This module owns every byte of SQL in Medic. [`Store`] is the one storage trait, the sum of
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
-//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`) and one file in
+//! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`,
+//! `executions.rs`) and one file in
 //! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
 //! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
 //! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend
@@ -18,6 +19,7 @@ mod agents;
 mod alerting;
 mod audit;
 pub mod batch;
+mod executions;
 mod keys;
 mod playbooks;
 pub mod postgres;
@@ -38,6 +40,7 @@ use std::time::Duration;
 pub use agents::*;
 pub use alerting::*;
 pub use audit::*;
+pub use executions::*;
 pub use keys::*;
 pub use playbooks::*;
 pub use runs::*;
@@ -145,6 +148,7 @@ pub trait Store:
     + AuditStore
     + PlaybookStore
     + SecretStore
+    + ExecutionStore
     + Send
     + Sync
     + 'static
@@ -173,7 +177,7 @@ pub trait Store:
 /// The store traits, for code that calls store methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AgentStore, AlertStore, AuditStore, KeyStore, PlaybookStore, RunStore, ScriptStore,
-        SecretStore, ServiceStore, SnapshotStore, Store, TeamStore,
+        AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, PlaybookStore, RunStore,
+        ScriptStore, SecretStore, ServiceStore, SnapshotStore, Store, TeamStore,
     };
 }

@@ -232,6 +232,10 @@ pub trait RunStore: Send + Sync {
     /// whose expiry has passed (`expired`) and the sent or running runs past their deadline
     /// (`lost`).
     async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep>;
+    /// Makes these runs, if still queued, expire at `at`: they are never sent after it, and the
+    /// sweep ends them `expired` (a cancelled playbook execution's runs). Returns how many.
+    async fn expire_queued_agent_runs(&self, run_ids: &[String], at: Timestamp)
+    -> StoreResult<u64>;
     /// Agents that have runs queued and not expired at `now`.
     async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>>;
 }

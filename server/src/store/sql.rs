@@ -31,9 +31,8 @@ use crate::domain::monitor::PagingPeriod;
 use crate::domain::schedule::{MaintenanceWindow, WorkingHours};
 use crate::domain::{
     AgentRunStatus, AlertKind, AlertState, ApiKeyId, Destination, EventKind, OwnerId, PlaybookId,
-    Priority,
-    RunStatus, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId, TargetId,
-    TeamId, Timestamp, WindowId,
+    Priority, RunStatus, Scopes, ScriptId, ServiceId, ServiceState, SnapshotAction, SnapshotId,
+    TargetId, TeamId, Timestamp, WindowId,
 };
 
 impl Type<Sqlite> for Timestamp {

@@ -427,6 +427,7 @@ async fn secrets_rotate_reencrypts_every_secret_under_the_new_key() {
         let sealed = old.seal(name, &SecretValue::new(format!("value-of-{name}")));
         let audit = |_: &store::SecretInfo| NewAuditEntry {
             action_type: "secret_set".into(),
+            on_behalf_of: None,
             actor: "test".into(),
             service_id: None,
             execution_id: None,

@@ -305,6 +305,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v2/agents/{agent_id}", &["get", "delete"]),
     ("/v2/runs", &["get", "post"]),
     ("/v2/runs/{run_id}", &["get"]),
+    ("/v2/executions", &["get"]),
+    ("/v2/executions/{execution_id}", &["get"]),
+    ("/v2/executions/{execution_id}/approve", &["post"]),
+    ("/v2/executions/{execution_id}/reject", &["post"]),
+    ("/v2/executions/{execution_id}/cancel", &["post"]),
 ];
 
 #[tokio::test]

@@ -14,6 +14,7 @@ conformance! {
     runs_queue_send_start_and_finish_once,
     runs_pending_and_listing,
     runs_expire_in_the_queue_and_are_lost_past_their_deadline,
+    runs_still_queued_can_be_made_to_expire,
 }
 
 const T0: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
@@ -740,4 +741,50 @@ async fn runs_expire_in_the_queue_and_are_lost_past_their_deadline(store: &dyn S
         store.sweep_agent_runs(t(99_999)).await.unwrap(),
         RunSweep::default()
     );
+}
+
+async fn runs_still_queued_can_be_made_to_expire(store: &dyn Store) {
+    connected(store.agent_connected(&conn("x-1", "s1", 0)).await.unwrap());
+    let script_id = script(store).await;
+    for id in ["waiting", "sent"] {
+        store
+            .create_agent_run(&new_run(id, "x-1", script_id, 0))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .agent_run_sent("sent", t(100), t(5_100))
+            .await
+            .unwrap()
+    );
+    let ids = [
+        "waiting".to_owned(),
+        "sent".to_owned(),
+        "unknown".to_owned(),
+    ];
+    // Only the run still in the queue is touched.
+    assert_eq!(
+        store.expire_queued_agent_runs(&ids, t(200)).await.unwrap(),
+        1
+    );
+    assert!(
+        store
+            .claim_agent_runs("x-1", t(200), t(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .agent_run_sent("waiting", t(200), t(200))
+            .await
+            .unwrap()
+    );
+    let swept = store.sweep_agent_runs(t(200)).await.unwrap();
+    assert_eq!(swept.expired, 1);
+    let status =
+        |id: &'static str| async move { store.get_agent_run(id).await.unwrap().unwrap().status };
+    assert_eq!(status("waiting").await, AgentRunStatus::Expired);
+    assert_eq!(status("sent").await, AgentRunStatus::Dispatched);
 }

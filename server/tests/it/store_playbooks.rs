@@ -41,6 +41,7 @@ fn doc(name: &str, n: u8) -> NewPlaybookVersion {
 fn audit_version(action: &'static str) -> impl Fn(&PlaybookVersion) -> NewAuditEntry + Sync {
     move |v: &PlaybookVersion| NewAuditEntry {
         action_type: action.into(),
+        on_behalf_of: None,
         actor: v.author.clone(),
         service_id: None,
         execution_id: None,
@@ -52,6 +53,7 @@ fn audit_version(action: &'static str) -> impl Fn(&PlaybookVersion) -> NewAuditE
 fn audit_record(action: &'static str) -> impl Fn(&PlaybookRecord) -> NewAuditEntry + Sync {
     move |r: &PlaybookRecord| NewAuditEntry {
         action_type: action.into(),
+        on_behalf_of: None,
         actor: "bob".into(),
         service_id: None,
         execution_id: None,
@@ -464,6 +466,7 @@ fn secret(name: &str, sealed: &str, key_id: &str, at: i64) -> NewSecret {
 fn audit_secret(action: &'static str) -> impl Fn(&SecretInfo) -> NewAuditEntry + Sync {
     move |s: &SecretInfo| NewAuditEntry {
         action_type: action.into(),
+        on_behalf_of: None,
         actor: s.updated_by.clone(),
         service_id: None,
         execution_id: None,
@@ -566,6 +569,7 @@ async fn secrets_rotation_is_all_or_nothing(store: &dyn Store) {
     }
     let audit = |s: &RotateSummary| NewAuditEntry {
         action_type: "secrets_rotated".into(),
+        on_behalf_of: None,
         actor: "rotation".into(),
         service_id: None,
         execution_id: None,

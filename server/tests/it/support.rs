@@ -79,6 +79,12 @@ impl Builder {
         self
     }
 
+    /// A manual clock (see [`Builder::manual_clock`]) that starts at `start`.
+    pub fn manual_clock_at(mut self, start: Timestamp) -> Self {
+        self.clock = Clock::manual(start);
+        self
+    }
+
     pub fn api_key_cache(self, ttl: Duration) -> Self {
         self.configure(move |c| c.api_key_cache = ttl)
     }
@@ -209,6 +215,15 @@ impl TestApp {
     /// the dispatcher and the run sweep look again at once.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
+    }
+
+    /// The server's playbook engine, to start executions as its routes do.
+    pub fn engine(&self) -> medic_server::engine::Engine {
+        self.running
+            .as_ref()
+            .expect("the server is running")
+            .engine
+            .clone()
     }
 
     /// The server's current time.

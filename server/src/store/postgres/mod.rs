@@ -21,6 +21,7 @@
 mod agents;
 mod alerting;
 mod audit;
+mod executions;
 mod keys;
 mod playbooks;
 mod runs;

@@ -11,6 +11,7 @@
 mod agents;
 mod alerting;
 mod audit;
+mod executions;
 mod keys;
 mod playbooks;
 mod runs;

@@ -175,6 +175,26 @@ impl RunStore for SqliteStore {
         Ok(ClaimedRun::oldest_first(claimed))
     }
 
+    async fn expire_queued_agent_runs(
+        &self,
+        run_ids: &[String],
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut n = 0;
+        for id in run_ids {
+            n += sqlx::query(
+                "UPDATE agent_runs SET expires_at = $1 WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        }
+        Ok(n)
+    }
+
     async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
         let updated = sqlx::query(
             "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \

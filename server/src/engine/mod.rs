@@ -1,0 +1,826 @@
+//! The playbook engine: the driver of the pure state machine in [`crate::playbook::machine`].
+//!
+//! An execution lives in the store (`ExecutionStore`): the machine's state as JSON, its
+//! `version`, `due_at` (when a worker should look at it next) and a lease. The worker
+//! ([`Engine::run`]) claims due executions with a lease, feeds each the event it is due for
+//! (`Timer` when its durable timer passed, otherwise `Recover`, which re-derives what was left
+//! to do), and for every decision: writes the new state over the version it read, together
+//! with its audit entries, then performs the decision's actions and feeds their results back.
+//! A webhook step is marked in flight (`Sending`) and committed **before** the request leaves,
+//! so a worker that dies mid-request leaves a step that `Recover` resolves by its kind — it is
+//! never sent twice unless the step says `idempotent: true`.
+//!
+//! Operators' decisions (approve, reject, cancel — [`Engine::decide`]) are the same conditional
+//! write: of two racing decisions exactly one commits, the other is refused.
+//!
+//! Durable timers: the worker sleeps until the earliest `due_at` in the store, or until woken
+//! ([`Engine::wake`], fired when this process starts or changes an execution), or until a
+//! manual clock moves. With nothing due it issues no query. On PostgreSQL, where another
+//! replica may start an execution this process was not told about, it also looks again every
+//! `recheck` (5 s by default).
+//!
+//! - [`audit`] — the audit entries of a transition.
+//! - [`steps`] — the step drivers: webhooks (through the SSRF guard) and conditions.
+//! - [`runs`] — script steps on agents, through the agent runs machinery.
+
+pub mod audit;
+pub mod runs;
+pub mod steps;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::domain::{ServiceId, Timestamp};
+use crate::playbook::breaker::{self, Breaker, Limits, Recent};
+use crate::playbook::machine::{self, Action, Decision, Event, Execution, Notice, OwnerId};
+use crate::playbook::plan::InputProblems;
+use crate::playbook::vars::{ContextVar, Scope};
+use crate::playbook::{Catalog, DocumentError, Plan};
+use crate::store::{
+    Backend, ExecutionRecord, ExecutionTrigger, ExecutionWrite, NewExecution, PinnedVersion, Store,
+    StoreError,
+};
+
+/// Who the worker's own transitions are recorded as.
+pub const ENGINE_ACTOR: &str = "engine";
+
+/// The engine's settings (`MEDIC_PLAYBOOK_*`).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How long a claim holds an execution before another worker may take it over.
+    pub lease: Duration,
+    /// Executions claimed per query.
+    pub batch: u32,
+    /// Executions driven at once by one process.
+    pub concurrency: usize,
+    /// PostgreSQL only: how often to look for executions other replicas made due.
+    pub recheck: Duration,
+    pub machine: machine::Settings,
+    pub limits: Limits,
+    /// The SSRF guard's settings for webhook steps and `http_ok` conditions.
+    pub allowed_hosts: Vec<String>,
+    pub allow_private_targets: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            batch: 32,
+            concurrency: 32,
+            recheck: Duration::from_secs(5),
+            machine: machine::Settings::default(),
+            limits: Limits::default(),
+            allowed_hosts: Vec::new(),
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// What an execution is about, kept with it: the service and alert it concerns and its inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecutionContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_name: Option<String>,
+    /// The validated inputs, as substitution text.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// The approved version of each script the playbook runs, pinned when it started.
+    #[serde(default)]
+    pub scripts: std::collections::BTreeMap<String, PinnedScript>,
+}
+
+/// A script version an execution runs: approved when the execution started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PinnedScript {
+    pub script_id: i64,
+    pub version: i32,
+    pub sha256: String,
+}
+
+/// A request to start an execution of a pinned playbook version.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub pinned: PinnedVersion,
+    pub service_id: Option<ServiceId>,
+    pub alert_id: Option<i64>,
+    pub trigger: ExecutionTrigger,
+    /// Who asked (an API key id, a Slack user): they may not approve it.
+    pub requested_by: Option<String>,
+    /// The variables given, checked against the playbook's `inputs`.
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the playbook version is not valid: {0}")]
+    Invalid(DocumentError),
+    #[error("the variables do not fit the playbook's inputs")]
+    Inputs(InputProblems),
+    #[error("service {0} does not exist")]
+    UnknownService(i64),
+    /// A script step's script is not registered or has no approved version.
+    #[error("{0}")]
+    Script(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("execution not found")]
+    NotFound,
+    /// The machine refused the event (already decided, self-approval, terminal…).
+    #[error("{0}")]
+    Refused(machine::Refusal),
+    /// Another decision committed first.
+    #[error("the execution changed while deciding; another decision came first")]
+    Lost,
+    #[error("the stored execution cannot be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The catalog a stored version is re-read with: it was checked against the real one when it
+/// was saved, and scripts and secrets are resolved again when a step uses them.
+struct Pinned;
+
+impl Catalog for Pinned {
+    fn script_exists(&self, _: &str) -> bool {
+        true
+    }
+    fn secret_exists(&self, _: &str) -> bool {
+        true
+    }
+    fn server_scripts_enabled(&self) -> bool {
+        true
+    }
+}
+
+/// Parsed plans by content hash; versions never change, so entries never go stale.
+#[derive(Default)]
+struct Plans(Mutex<HashMap<String, Arc<Plan>>>);
+
+/// Most plans kept parsed; the cache starts over when full.
+const MAX_CACHED_PLANS: usize = 512;
+
+impl Plans {
+    fn get(&self, pinned: &PinnedVersion) -> Result<Arc<Plan>, DocumentError> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = map.get(&pinned.sha256) {
+            return Ok(Arc::clone(p));
+        }
+        let plan = Arc::new(crate::playbook::validate(&pinned.source, &Pinned)?);
+        if map.len() >= MAX_CACHED_PLANS {
+            map.clear();
+        }
+        map.insert(pinned.sha256.clone(), Arc::clone(&plan));
+        Ok(plan)
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    settings: EngineSettings,
+    wake: Notify,
+    /// This process's lease owner name.
+    owner: String,
+    plans: Plans,
+}
+
+/// The engine handle; cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+/// An execution read back: its record, its state and its plan.
+struct Loaded {
+    record: ExecutionRecord,
+    exec: Execution,
+    plan: Arc<Plan>,
+    context: ExecutionContext,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Clock, settings: EngineSettings) -> Self {
+        let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        Self(Arc::new(Inner {
+            store,
+            clock,
+            settings,
+            wake: Notify::new(),
+            owner,
+            plans: Plans::default(),
+        }))
+    }
+
+    /// Makes the worker look at the store again (an execution was started or changed here).
+    pub fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.0.settings
+    }
+
+    /// The plan of a pinned version, parsed once per content hash.
+    ///
+    /// # Errors
+    /// The version's text is not a valid playbook.
+    pub fn plan(&self, pinned: &PinnedVersion) -> Result<Arc<Plan>, DocumentError> {
+        self.0.plans.get(pinned)
+    }
+
+    /// Starts an execution: checks the inputs, counts recent starts for the circuit breaker
+    /// and records the execution (`skipped` when the breaker is open) with its audit entry, in
+    /// one transaction; the worker takes it from there.
+    ///
+    /// # Errors
+    /// Invalid version or inputs, an unknown service, the store.
+    pub async fn start(&self, req: StartRequest) -> Result<ExecutionRecord, StartError> {
+        let plan = self.plan(&req.pinned).map_err(StartError::Invalid)?;
+        let inputs = plan
+            .resolve_inputs(&req.variables)
+            .map_err(StartError::Inputs)?;
+        let mut context = ExecutionContext {
+            inputs,
+            ..ExecutionContext::default()
+        };
+        if let Some(sid) = req.service_id {
+            let service = self
+                .0
+                .store
+                .get_service(sid)
+                .await?
+                .ok_or(StartError::UnknownService(sid.0))?;
+            context.service_name = Some(service.service_name);
+            context.heartbeat_name = Some(service.heartbeat_name);
+        }
+        for step in &plan.steps {
+            if let crate::playbook::plan::StepKind::Script(sc) = &step.kind
+                && !context.scripts.contains_key(&sc.script)
+            {
+                let pin = runs::approved_version(&*self.0.store, &sc.script)
+                    .await
+                    .map_err(StartError::Script)?;
+                context.scripts.insert(sc.script.clone(), pin);
+            }
+        }
+        let now = self.0.clock.now();
+        let new = NewExecution {
+            pinned: req.pinned.clone(),
+            service_id: req.service_id,
+            alert_id: req.alert_id,
+            trigger: req.trigger,
+            requested_by: req.requested_by.clone(),
+            context: serde_json::to_value(&context).unwrap_or_else(|_| json!({})),
+            at: now,
+        };
+        let settings = &self.0.settings;
+        let from = now.plus_millis(-ms(breaker::WINDOW));
+        let requested_by = req.requested_by.clone().map(OwnerId);
+        let actor = req
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| req.trigger.as_str().to_owned());
+        let service_id = req.service_id;
+        let build = |id: i64, recent: &crate::store::RecentStarts| {
+            let breaker = breaker::check(
+                now,
+                settings.limits,
+                plan.max_per_hour,
+                Recent {
+                    playbook: &recent.playbook,
+                    service: &recent.service,
+                    global: &recent.global,
+                },
+                None,
+            );
+            match breaker {
+                Breaker::Open { scope, .. } => {
+                    metrics::gauge!("medic_circuit_breaker_open", "scope" => scope.as_str())
+                        .set(1.0);
+                }
+                Breaker::Closed => {
+                    for scope in ["playbook", "service", "global"] {
+                        metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
+                    }
+                }
+            }
+            let Decision { execution, actions } = machine::start(
+                &plan,
+                &id.to_string(),
+                requested_by.clone(),
+                now,
+                settings.machine,
+                breaker,
+            );
+            let entries = audit::entries(None, &execution, &actor, service_id, now);
+            // Work to do at once (step 0 of an execution without approval): due now.
+            let due = if has_work(&actions) {
+                Some(now)
+            } else {
+                execution.wake_at
+            };
+            to_write(&execution, due, None, now, entries)
+        };
+        let record = self.0.store.create_execution(&new, from, &build).await?;
+        note_start(&record);
+        self.wake();
+        Ok(record)
+    }
+
+    /// Applies an operator's decision (approve, reject, cancel) as one conditional write.
+    ///
+    /// # Errors
+    /// Unknown execution, refused by the machine, lost to another decision, the store.
+    pub async fn decide(
+        &self,
+        id: i64,
+        event: Event,
+        actor: &str,
+    ) -> Result<(ExecutionRecord, Execution), DecideError> {
+        let record = self
+            .0
+            .store
+            .get_execution(id)
+            .await?
+            .ok_or(DecideError::NotFound)?;
+        let loaded = self.load(record).map_err(DecideError::Corrupt)?;
+        let now = self.0.clock.now();
+        let decision = machine::decide(&loaded.plan, &loaded.exec, now, event)
+            .map_err(DecideError::Refused)?;
+        let entries = audit::entries(
+            Some(&loaded.exec),
+            &decision.execution,
+            actor,
+            loaded.record.service_id,
+            now,
+        );
+        // The worker re-derives the actions (`Recover`) when it claims the execution.
+        let due = if decision.execution.status.is_terminal() {
+            None
+        } else if has_work(&decision.actions) {
+            Some(now)
+        } else {
+            decision.execution.wake_at
+        };
+        let write = to_write(&decision.execution, due, None, now, entries);
+        let won = self
+            .0
+            .store
+            .update_execution(id, loaded.record.version, &write)
+            .await?;
+        if !won {
+            return Err(DecideError::Lost);
+        }
+        for a in &decision.actions {
+            match a {
+                Action::Notify(n) => notice(&loaded.record, *n),
+                // A cancelled execution's queued runs are never sent.
+                Action::CancelRuns { run_ids } => self.cancel_runs(run_ids).await,
+                _ => {}
+            }
+        }
+        self.wake();
+        let record = self
+            .0
+            .store
+            .get_execution(id)
+            .await?
+            .ok_or(DecideError::NotFound)?;
+        Ok((record, decision.execution))
+    }
+
+    /// Queued runs of a step that no longer needs them expire now and are never sent; runs an
+    /// agent already has go on to their end (their results are ignored).
+    async fn cancel_runs(&self, run_ids: &[String]) {
+        let now = self.0.clock.now();
+        if let Err(e) = self.0.store.expire_queued_agent_runs(run_ids, now).await {
+            tracing::warn!(error = %e, "cannot cancel queued runs");
+        }
+    }
+
+    fn load(&self, record: ExecutionRecord) -> Result<Loaded, String> {
+        let exec: Execution = serde_json::from_value(record.state.clone())
+            .map_err(|e| format!("execution {}: state: {e}", record.id))?;
+        let plan = self
+            .plan(&record.pinned())
+            .map_err(|e| format!("execution {}: playbook version: {e}", record.id))?;
+        let context: ExecutionContext =
+            serde_json::from_value(record.context.clone()).unwrap_or_default();
+        Ok(Loaded {
+            record,
+            exec,
+            plan,
+            context,
+        })
+    }
+
+    /// The substitution scope of `loaded` as it stands.
+    fn scope(loaded: &Loaded, exec: &Execution) -> Scope {
+        let r = &loaded.record;
+        let c = &loaded.context;
+        let mut scope = Scope::new()
+            .context(ContextVar::ExecutionId, r.id.to_string())
+            .context(ContextVar::PlaybookName, r.playbook_name.clone())
+            .context(ContextVar::PlaybookVersion, r.playbook_version.to_string())
+            .context(ContextVar::Trigger, r.trigger.clone())
+            .inputs(c.inputs.clone());
+        if let Some(s) = r.service_id {
+            scope = scope.context(ContextVar::ServiceId, s.0.to_string());
+        }
+        if let Some(n) = &c.service_name {
+            scope = scope.context(ContextVar::ServiceName, n.clone());
+        }
+        if let Some(n) = &c.heartbeat_name {
+            scope = scope.context(ContextVar::HeartbeatName, n.clone());
+        }
+        if let Some(a) = r.alert_id {
+            scope = scope.context(ContextVar::AlertId, a.to_string());
+        }
+        exec.scope_steps(scope)
+    }
+
+    /// Runs the worker until `stop`: claims due executions and drives each on its own task.
+    pub async fn run(self, stop: CancellationToken) {
+        let store = Arc::clone(&self.0.store);
+        let clock = self.0.clock.clone();
+        let settings = self.0.settings.clone();
+        let lease = ms(settings.lease);
+        if store.backend() == Backend::Sqlite {
+            // One process per SQLite database: leases in it belong to a process that is gone.
+            match store.release_all_execution_leases(clock.now()).await {
+                Ok(n) if n > 0 => tracing::info!(executions = n, "resuming executions"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "could not resume executions"),
+            }
+        }
+        let recheck = (store.backend() == Backend::Postgres).then_some(settings.recheck);
+        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let tasks = TaskTracker::new();
+        let mut ticks = clock.ticks();
+        tracing::info!(owner = %self.0.owner, "playbook engine started");
+        loop {
+            let now = clock.now();
+            let available = u32::try_from(permits.available_permits())
+                .unwrap_or(u32::MAX)
+                .min(settings.batch);
+            let pause = if available == 0 {
+                // Every slot busy: a finishing task wakes us.
+                Duration::from_secs(3600)
+            } else {
+                match store
+                    .claim_executions(&self.0.owner, now, now.plus_millis(lease), available)
+                    .await
+                {
+                    Ok(batch) if !batch.is_empty() => {
+                        for record in batch {
+                            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                                break;
+                            };
+                            let engine = self.clone();
+                            tasks.spawn(async move {
+                                engine.drive(record).await;
+                                drop(permit);
+                                engine.wake();
+                            });
+                        }
+                        Duration::ZERO
+                    }
+                    Ok(_) => match store.next_execution_due().await {
+                        Ok(next) => {
+                            let wait = next.map_or(Duration::MAX, |t| {
+                                Duration::from_millis(
+                                    u64::try_from((t.millis() - clock.now().millis()).max(0))
+                                        .unwrap_or(0),
+                                )
+                            });
+                            let wait = recheck.map_or(wait, |r| wait.min(r));
+                            wait.min(Duration::from_secs(24 * 3600))
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading the next execution timer failed");
+                            Duration::from_secs(1)
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming executions failed");
+                        Duration::from_secs(1)
+                    }
+                }
+            };
+            if pause.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.0.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+                () = ticks.advanced() => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("playbook engine stopped");
+    }
+
+    /// Drives one claimed execution until it has nothing to do at once, then frees it.
+    async fn drive(&self, record: ExecutionRecord) {
+        let id = record.id;
+        let due = match self.load(record) {
+            Ok(loaded) => self.drive_loaded(loaded).await,
+            Err(e) => {
+                tracing::error!(execution = id, error = %e, "cannot drive execution");
+                None
+            }
+        };
+        if let Err(e) = self.0.store.release_execution(id, &self.0.owner, due).await {
+            tracing::warn!(execution = id, error = %e, "could not release an execution");
+        }
+    }
+
+    /// Feeds events until nothing is left to do at once; returns when the execution is due
+    /// next: its durable timer, or now when driving stopped early (a store error) so that the
+    /// next claim recovers it. (When another change came first, the release writes nothing.)
+    async fn drive_loaded(&self, mut loaded: Loaded) -> Option<Timestamp> {
+        let now = self.0.clock.now();
+        let first = if loaded.exec.wake_at.is_some_and(|w| w <= now) {
+            Event::Timer
+        } else {
+            Event::Recover
+        };
+        let mut events = VecDeque::from([first]);
+        while let Some(event) = events.pop_front() {
+            let now = self.0.clock.now();
+            let was_timer = event == Event::Timer;
+            let decision = match machine::decide(&loaded.plan, &loaded.exec, now, event) {
+                Ok(d) => d,
+                Err(machine::Refusal::Stale(_) | machine::Refusal::NotDue) if was_timer => {
+                    events.push_back(Event::Recover);
+                    continue;
+                }
+                Err(r) => {
+                    tracing::debug!(execution = loaded.record.id, refusal = %r, "event refused");
+                    continue;
+                }
+            };
+            let Some(actions) = self.commit(&mut loaded, decision, now, None).await else {
+                return Some(self.0.clock.now());
+            };
+            for action in actions {
+                match self.perform(&mut loaded, action).await {
+                    Ok(more) => events.extend(more),
+                    Err(Lost) => return Some(self.0.clock.now()),
+                }
+            }
+        }
+        if loaded.exec.status.is_terminal() {
+            return None;
+        }
+        let runs_in_flight = loaded
+            .exec
+            .current()
+            .is_some_and(|s| s.runs.iter().any(|r| r.dispatched && r.outcome.is_none()));
+        if runs_in_flight {
+            // Look at the runs again soon (`Recover` re-reads them).
+            let poll = self.0.clock.now().plus_millis(ms(runs::RUN_POLL));
+            return Some(loaded.exec.wake_at.map_or(poll, |w| w.min(poll)));
+        }
+        loaded.exec.wake_at
+    }
+
+    /// Writes `decision` over the version `loaded` holds; returns its actions, or `None` when
+    /// another change came first (the execution is then someone else's).
+    async fn commit(
+        &self,
+        loaded: &mut Loaded,
+        decision: Decision,
+        now: Timestamp,
+        hold_until: Option<Timestamp>,
+    ) -> Option<Vec<Action>> {
+        let Decision { execution, actions } = decision;
+        let entries = audit::entries(
+            Some(&loaded.exec),
+            &execution,
+            ENGINE_ACTOR,
+            loaded.record.service_id,
+            now,
+        );
+        // While held, due now: if this worker dies, the next claim after the lease recovers it.
+        // Releasing sets the real timer.
+        let due = (!execution.status.is_terminal()).then_some(now);
+        let until = hold_until.unwrap_or_else(|| now.plus_millis(ms(self.0.settings.lease)));
+        let lease = Some((self.0.owner.clone(), until));
+        let write = to_write(&execution, due, lease, now, entries);
+        match self
+            .0
+            .store
+            .update_execution(loaded.record.id, loaded.record.version, &write)
+            .await
+        {
+            Ok(true) => {
+                loaded.record.version = write.version;
+                loaded.record.status.clone_from(&write.status);
+                loaded.exec = execution;
+                Some(actions)
+            }
+            Ok(false) => {
+                tracing::info!(execution = loaded.record.id, "execution changed elsewhere");
+                None
+            }
+            Err(e) => {
+                tracing::error!(execution = loaded.record.id, error = %e, "cannot save execution");
+                None
+            }
+        }
+    }
+
+    /// Performs one action; the events its results are.
+    async fn perform(&self, loaded: &mut Loaded, action: Action) -> Result<Vec<Event>, Lost> {
+        let id = loaded.record.id;
+        match action {
+            Action::SendWebhook {
+                step,
+                idempotency_key,
+                attempt,
+            } => {
+                let now = self.0.clock.now();
+                let decision =
+                    match machine::decide(&loaded.plan, &loaded.exec, now, Event::Sending { step })
+                    {
+                        Ok(d) => d,
+                        Err(r) => {
+                            tracing::warn!(execution = id, refusal = %r, "not sending");
+                            return Ok(Vec::new());
+                        }
+                    };
+                let timeout = match &loaded.plan.steps[step].kind {
+                    crate::playbook::plan::StepKind::Webhook(w) => w.timeout,
+                    _ => Duration::from_secs(30),
+                };
+                // Hold the execution for the whole request, so no other worker recovers it
+                // while it is in flight.
+                let hold = now.plus_millis(ms(timeout) + ms(self.0.settings.lease));
+                self.commit(loaded, decision, now, Some(hold))
+                    .await
+                    .ok_or(Lost)?;
+                let scope = Self::scope(loaded, &loaded.exec);
+                let outcome = steps::send_webhook(
+                    &loaded.plan,
+                    step,
+                    &scope,
+                    &idempotency_key,
+                    attempt,
+                    &self.0.settings,
+                )
+                .await;
+                Ok(vec![Event::StepDone { step, outcome }])
+            }
+            Action::CheckCondition { step } => {
+                let scope = Self::scope(loaded, &loaded.exec);
+                let started = loaded.exec.steps.get(step).map(|s| s.started_at);
+                let (met, detail) = steps::check_condition(
+                    &*self.0.store,
+                    &loaded.plan,
+                    step,
+                    &scope,
+                    loaded.record.service_id,
+                    loaded.record.alert_id,
+                    started,
+                    &self.0.settings,
+                )
+                .await;
+                Ok(vec![Event::ConditionChecked { step, met, detail }])
+            }
+            Action::RunOnServer { step } => {
+                // Scripts on the server are not available in this version: the step fails
+                // with that reason (after being marked in flight, as the machine requires).
+                let now = self.0.clock.now();
+                let Ok(d) =
+                    machine::decide(&loaded.plan, &loaded.exec, now, Event::Sending { step })
+                else {
+                    return Ok(Vec::new());
+                };
+                self.commit(loaded, d, now, None).await.ok_or(Lost)?;
+                Ok(vec![Event::StepDone {
+                    step,
+                    outcome: machine::Outcome {
+                        ok: false,
+                        error: Some(
+                            "scripts on the server are not available in this version".into(),
+                        ),
+                        ..machine::Outcome::default()
+                    },
+                }])
+            }
+            Action::ResolveTargets { step } => {
+                match runs::resolve(&*self.0.store, &loaded.plan, step).await {
+                    Ok(agents) => Ok(vec![Event::TargetsResolved { step, agents }]),
+                    // Tried again at the next look (the execution stays due).
+                    Err(e) => {
+                        tracing::warn!(execution = id, error = %e, "cannot resolve targets");
+                        Err(Lost)
+                    }
+                }
+            }
+            Action::DispatchRuns { step, runs } => {
+                let scope = Self::scope(loaded, &loaded.exec);
+                let exec = runs::ForExecution {
+                    id,
+                    service_id: loaded.record.service_id,
+                    scope: &scope,
+                    now: self.0.clock.now(),
+                    scripts: &loaded.context.scripts,
+                };
+                Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
+            }
+            Action::CancelRuns { run_ids } => {
+                self.cancel_runs(&run_ids).await;
+                Ok(Vec::new())
+            }
+            Action::Escalate { step, reason } => {
+                tracing::warn!(execution = id, step, reason = %reason, "execution escalated");
+                metrics::counter!("medic_playbook_escalations_total").increment(1);
+                Ok(Vec::new())
+            }
+            Action::Notify(n) => {
+                notice(&loaded.record, n);
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// Another change committed first: the execution is no longer this worker's to drive.
+struct Lost;
+
+/// Whether `actions` hold work the worker must do at once (not just notices).
+fn has_work(actions: &[Action]) -> bool {
+    actions.iter().any(|a| !matches!(a, Action::Notify(_)))
+}
+
+fn to_write(
+    exec: &Execution,
+    due: Option<Timestamp>,
+    lease: Option<(String, Timestamp)>,
+    now: Timestamp,
+    audit: Vec<crate::store::NewAuditEntry>,
+) -> ExecutionWrite {
+    ExecutionWrite {
+        status: exec.status.as_str().to_owned(),
+        version: i64::try_from(exec.version).unwrap_or(i64::MAX),
+        state: serde_json::to_value(exec).unwrap_or_else(|_| json!({})),
+        due_at: due,
+        lease,
+        finished_at: exec.finished_at,
+        at: now,
+        audit,
+    }
+}
+
+fn note_start(record: &ExecutionRecord) {
+    if record.status == "skipped" {
+        metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
+    }
+    metrics::counter!("medic_playbook_executions_started_total",
+        "status" => record.status.clone())
+    .increment(1);
+}
+
+/// A transition notice: logged and counted (Slack and webhook notices are not sent yet).
+fn notice(record: &ExecutionRecord, n: Notice) {
+    let name = match n {
+        Notice::AwaitingApproval => "awaiting_approval",
+        Notice::Started => "started",
+        Notice::Completed => "completed",
+        Notice::Failed => "failed",
+        Notice::Cancelled => "cancelled",
+        Notice::Expired => "expired",
+        Notice::Skipped => "skipped",
+    };
+    if !matches!(n, Notice::AwaitingApproval | Notice::Started) {
+        metrics::counter!("medic_playbook_executions_total",
+            "playbook" => record.playbook_name.clone(), "status" => name)
+        .increment(1);
+    }
+    tracing::info!(execution = record.id, playbook = %record.playbook_name, notice = name,
+        "playbook execution");
+}
