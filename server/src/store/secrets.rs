@@ -67,7 +67,7 @@ pub struct Resealed {
 pub type Reseal<'a> = &'a (dyn Fn(&SealedSecret) -> Result<Option<Resealed>, String> + Sync);
 
 /// What a rotation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotateSummary {
     /// Secrets stored.
     pub total: usize,
