@@ -957,7 +957,11 @@ async fn secret_values_are_write_only_and_never_stored_in_plaintext(backend: Bac
             json!({"value": ""}),
             "must not be empty",
         ),
-        ("/v2/secrets/NUL", json!({"value": "a\u{0}b"}), "NUL"),
+        (
+            "/v2/secrets/NUL",
+            json!({"value": "a\u{0}b"}),
+            "control characters",
+        ),
         (
             "/v2/secrets/BIG",
             json!({"value": "x".repeat(16 * 1024 + 1)}),

@@ -876,8 +876,16 @@ async fn script_steps_run_on_real_agents_through_the_runs_machinery(db: Option<T
         })
         .spawn()
         .await;
-    let agent_key = app.create_key(&["agent"]).await;
-    let writer = app.create_key(&["write"]).await;
+    // The key grants the label the step selects by.
+    let agent_key = app
+        .create_key_with(
+            &json!({ "name": "runner-pb", "scopes": ["agent"], "labels": { "role": "it" } }),
+        )
+        .await["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let writer = app.create_key_for("script-author", &["write"]).await;
     for (name, content) in [
         ("greet", "echo \"hello $MEDIC_PARAM_WHO\"\n"),
         ("fail", "echo broken >&2\nexit 3\n"),
@@ -961,7 +969,7 @@ async fn slack_buttons_approve_and_reject_executions(db: Option<TestDb>) {
     let yaml = APPROVED_WEBHOOK.replace("URL", &rec.url("/x"));
     let engine = app.engine();
     let press = |action: &str, id: i64, user: &str, secret: &str| {
-        let payload = json!({"type": "block_actions", "user": {"id": "U1", "username": user},
+        let payload = json!({"type": "block_actions", "user": {"id": user, "username": user},
             "actions": [{"action_id": action, "value": id.to_string()}]});
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload.to_string())
@@ -1044,7 +1052,7 @@ async fn cancelling_an_execution_cancels_its_queued_agent_runs(db: Option<TestDb
         })
         .spawn()
         .await;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("script-author", &["write"]).await;
     let r = app
         .with_key(&writer)
         .post_json(
@@ -1118,7 +1126,7 @@ async fn cancelling_an_execution_cancels_its_queued_agent_runs(db: Option<TestDb
 async fn a_script_step_runs_the_version_approved_when_the_execution_started(db: Option<TestDb>) {
     let e = env(db).await;
     let app = &e.app;
-    let writer = app.create_key(&["write"]).await;
+    let writer = app.create_key_for("script-author", &["write"]).await;
     let register = |content: &'static str| {
         let writer = writer.clone();
         async move {
