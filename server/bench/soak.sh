@@ -12,7 +12,10 @@
 # second half of the run in MB/min (target ≤ 0.1).
 #
 # Needs: curl, python3; PostgreSQL at MEDIC_BENCH_DATABASE_URL (default
-# postgres://postgres@127.0.0.1:5432/postgres; a fresh database medic_soak is created).
+# postgres://postgres@127.0.0.1:5432/postgres; a fresh database SOAK_DB, default medic_soak, is
+# created for each run — give two concurrent series different SOAK_DB and BENCH_PORT values).
+# NICE=-10 runs the server and the load generator at that niceness (negative values need root),
+# so other work on the machine takes less of their CPU.
 # MEDIC_SERVER_BIN runs another server binary (e.g. an older build, to measure a regression);
 # with MEDIC_SOAK_BIN as well, nothing is built.
 set -euo pipefail
@@ -25,6 +28,10 @@ SERVICES=${SERVICES:-"100 10000"}
 SCRAPE=${SCRAPE:-"off 15"}
 PG_ADMIN_URL=${MEDIC_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${BENCH_PORT:-18183}
+SOAK_DB=${SOAK_DB:-medic_soak}
+NICE=${NICE:-}
+RUN=()
+[ -n "$NICE" ] && RUN=(nice -n "$NICE")
 ADMIN_KEY="soak-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -52,14 +59,14 @@ for backend in $BACKENDS; do
       case $backend in
         sqlite) rm -f "$WORK"/soak.db*; DB="sqlite://$WORK/soak.db" ;;
         postgres)
-          psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS medic_soak WITH (FORCE)" >/dev/null
-          psql "$PG_ADMIN_URL" -qc "CREATE DATABASE medic_soak" >/dev/null
-          DB="${PG_ADMIN_URL%/*}/medic_soak" ;;
+          psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $SOAK_DB WITH (FORCE)" >/dev/null
+          psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $SOAK_DB" >/dev/null
+          DB="${PG_ADMIN_URL%/*}/$SOAK_DB" ;;
       esac
       DATABASE_URL=$DB PORT=$PORT MEDIC_LOG_LEVEL=warn MEDIC_ADMIN_API_KEY=$ADMIN_KEY \
         RATE_LIMIT_HEARTBEAT_REQUESTS=1000000000 RATE_LIMIT_MANAGEMENT_REQUESTS=1000000000 \
         RATE_LIMIT_METRICS_REQUESTS=1000000 \
-        "$BIN" >"$WORK/server.log" 2>&1 &
+        "${RUN[@]}" "$BIN" >"$WORK/server.log" 2>&1 &
       PID=$!
       wait_up
       key=$(curl -fsS -X POST "http://127.0.0.1:$PORT/v2/api-keys" \
@@ -69,7 +76,7 @@ for backend in $BACKENDS; do
       scrape_flag=()
       [ "$scrape" != off ] && scrape_flag=(--scrape "$scrape")
       echo "== $backend, $services services, scrape $scrape, $RATE/s, $MINUTES min"
-      "$SOAK" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --beat-key "$key" --pid "$PID" \
+      "${RUN[@]}" "$SOAK" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --beat-key "$key" --pid "$PID" \
         --services "$services" --rate "$RATE" --minutes "$MINUTES" "${scrape_flag[@]}" |
         sed -u "s/^RESULT /RESULT backend=$backend /"
       kill -TERM "$PID"; wait "$PID" || true; PID=""
