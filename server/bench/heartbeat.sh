@@ -10,7 +10,9 @@
 #
 # Needs: wrk (apt-get install wrk), curl, python3; PostgreSQL at MEDIC_BENCH_DATABASE_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres; a fresh database medic_bench is created).
-# Set BACKENDS="sqlite" to skip PostgreSQL.
+# Set BACKENDS="sqlite" to skip PostgreSQL, LIST=off to skip the 10,000-service listing,
+# CEILING=off to skip the do-nothing ceiling. NICE=-10 runs the server, wrk and the ceiling at
+# that niceness (negative values need root). MEDIC_BENCH_SERVER_BIN with CEILING=off builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,11 +21,17 @@ CONNECTIONS=${CONNECTIONS:-64}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 PG_ADMIN_URL=${MEDIC_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${BENCH_PORT:-18181}
+LIST=${LIST:-on}
+CEILING=${CEILING:-on}
+RUN=()
+[ -n "${NICE:-}" ] && RUN=(nice -n "$NICE")
 ADMIN_KEY="bench-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)"; exit 1; }
-cargo build --release --locked -p medic-server --bin medic-server --example baseline >&2
+if [ -z "${MEDIC_BENCH_SERVER_BIN:-}" ] || [ "$CEILING" != off ]; then
+  cargo build --release --locked -p medic-server --bin medic-server --example baseline >&2
+fi
 # MEDIC_BENCH_SERVER_BIN: measure another build of the server (e.g. the static one of the image).
 BIN="${MEDIC_BENCH_SERVER_BIN:-$CARGO_TARGET_DIR/release/medic-server}"
 BASELINE="$CARGO_TARGET_DIR/release/examples/baseline"
@@ -49,7 +57,7 @@ api() { # method path [json]
 
 run_load() { # label -> prints RESULT line, tracks peak RSS of $PID
   local peak=0 out
-  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s server/bench/heartbeat.lua \
+  "${RUN[@]}" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s server/bench/heartbeat.lua \
     "http://127.0.0.1:$PORT" >"$WORK/wrk.out" 2>&1 &
   local wrk_pid=$!
   while kill -0 "$wrk_pid" 2>/dev/null; do
@@ -73,7 +81,7 @@ for backend in $BACKENDS; do
   esac
   DATABASE_URL=$DB PORT=$PORT MEDIC_LOG_LEVEL=warn MEDIC_ADMIN_API_KEY=$ADMIN_KEY \
     RATE_LIMIT_HEARTBEAT_REQUESTS=1000000000 RATE_LIMIT_MANAGEMENT_REQUESTS=1000000000 \
-    "$BIN" >"$WORK/server-$backend.log" 2>&1 &
+    "${RUN[@]}" "$BIN" >"$WORK/server-$backend.log" 2>&1 &
   PID=$!
   wait_up /health/live
   sleep 1
@@ -88,6 +96,10 @@ for backend in $BACKENDS; do
   result=$(run_load "$backend")
   echo "[$backend] POST /heartbeat: $result idle_rss_mb=$((idle / 1024))"
   RPS[$backend]=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$result")
+  if [ "$LIST" = off ]; then
+    kill -TERM "$PID"; wait "$PID" || true; PID=""
+    continue
+  fi
 
   # GET /v2/services with 10,000 services.
   python3 - "$PORT" "$ADMIN_KEY" <<'PY'
@@ -110,7 +122,8 @@ PY
   kill -TERM "$PID"; wait "$PID" || true; PID=""
 done
 
-PORT=$PORT "$BASELINE" >"$WORK/baseline.log" 2>&1 &
+[ "$CEILING" = off ] && exit 0
+PORT=$PORT "${RUN[@]}" "$BASELINE" >"$WORK/baseline.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 50); do curl -fs -XPOST "http://127.0.0.1:$PORT/heartbeat" >/dev/null 2>&1 && break; sleep 0.1; done
 unset MEDIC_BENCH_KEY
