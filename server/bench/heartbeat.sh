@@ -25,6 +25,12 @@ LIST=${LIST:-on}
 CEILING=${CEILING:-on}
 RUN=()
 [ -n "${NICE:-}" ] && RUN=(nice -n "$NICE")
+# With autogroup scheduling (sched_autogroup_enabled), niceness only orders the processes of one
+# session against each other; the session's own autogroup niceness is what counts against other
+# sessions. Set it too (run the script under `setsid` so that only its own session changes).
+if [ -n "${NICE:-}" ] && [ -w "/proc/$$/autogroup" ]; then
+  echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || echo "could not set the autogroup niceness" >&2
+fi
 ADMIN_KEY="bench-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 

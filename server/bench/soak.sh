@@ -15,7 +15,7 @@
 # postgres://postgres@127.0.0.1:5432/postgres; a fresh database SOAK_DB, default medic_soak, is
 # created for each run — give two concurrent series different SOAK_DB and BENCH_PORT values).
 # NICE=-10 runs the server and the load generator at that niceness (negative values need root),
-# so other work on the machine takes less of their CPU.
+# so other work on the machine takes less of their CPU (see the autogroup note below).
 # MEDIC_SERVER_BIN runs another server binary (e.g. an older build, to measure a regression);
 # with MEDIC_SOAK_BIN as well, nothing is built.
 set -euo pipefail
@@ -32,6 +32,12 @@ SOAK_DB=${SOAK_DB:-medic_soak}
 NICE=${NICE:-}
 RUN=()
 [ -n "$NICE" ] && RUN=(nice -n "$NICE")
+# With autogroup scheduling (sched_autogroup_enabled), niceness only orders the processes of one
+# session against each other; the session's own autogroup niceness is what counts against other
+# sessions. Set it too (run the script under `setsid` so that only its own session changes).
+if [ -n "${NICE:-}" ] && [ -w "/proc/$$/autogroup" ]; then
+  echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || echo "could not set the autogroup niceness" >&2
+fi
 ADMIN_KEY="soak-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
