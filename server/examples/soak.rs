@@ -6,7 +6,7 @@
 //! `/metrics` every `--scrape` seconds as a Prometheus server would. Every sample prints one
 //! line; at the end it prints the peak RSS and the least-squares slope of RSS over the second
 //! half of the run (after warm-up), in MB per minute, plus the rate actually achieved and the
-//! number of failed requests.
+//! number of failed requests with their causes (HTTP status, or `timeout`/`connect`/`transport`).
 //!
 //! `--key` registers the services (admin or write scope); `--beat-key` (default: the same key)
 //! authenticates the heartbeats.
@@ -14,8 +14,9 @@
 //! By hand: `soak --base http://127.0.0.1:18183 --key ADMIN --pid 1234 --services 100 \
 //!  --rate 2000 --minutes 15 [--scrape 15]`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -150,6 +151,8 @@ async fn main() {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let skipped = Arc::new(AtomicU64::new(0));
+    // Why requests failed: an HTTP status, or the transport error's kind.
+    let failures: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let total = Duration::from_secs_f64(a.minutes * 60.0);
     let t0 = Instant::now();
 
@@ -224,12 +227,13 @@ async fn main() {
             };
             let body = bodies[next_service].clone();
             next_service = (next_service + 1) % bodies.len();
-            let (client, auth, base, ok, failed) = (
+            let (client, auth, base, ok, failed, failures) = (
                 client.clone(),
                 beat_auth.clone(),
                 a.base.clone(),
                 ok.clone(),
                 failed.clone(),
+                failures.clone(),
             );
             tokio::spawn(async move {
                 let r = client
@@ -244,8 +248,15 @@ async fn main() {
                         let _ = r.bytes().await;
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    _ => {
+                    other => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        let why = match other {
+                            Ok(r) => r.status().as_u16().to_string(),
+                            Err(e) if e.is_timeout() => "timeout".to_owned(),
+                            Err(e) if e.is_connect() => "connect".to_owned(),
+                            Err(_) => "transport".to_owned(),
+                        };
+                        *failures.lock().expect("failures").entry(why).or_default() += 1;
                     }
                 }
                 drop(permit);
@@ -269,9 +280,19 @@ async fn main() {
     let first_rss = points.first().map_or(f64::NAN, |p| p.1);
     let last_rss = points.last().map_or(f64::NAN, |p| p.1);
     let elapsed = t0.elapsed().as_secs_f64();
+    let failures = failures.lock().expect("failures");
+    let failure_kinds = if failures.is_empty() {
+        "none".to_owned()
+    } else {
+        failures
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     println!(
         "RESULT services={} rate_target={} rate_achieved={:.0} minutes={:.1} scrape={} \
-         ok={} failed={} skipped={} rss_first_mb={first_rss:.1} rss_last_mb={last_rss:.1} \
+         ok={} failed={} failures={failure_kinds} skipped={} rss_first_mb={first_rss:.1} rss_last_mb={last_rss:.1} \
          peak_rss_mb={peak:.1} slope_second_half_mb_per_min={:.3} \
          anon_slope_second_half_mb_per_min={:.3} samples_second_half={}",
         a.services,
