@@ -97,6 +97,9 @@ pub struct ExecutionContext {
     /// The approved version of each script the playbook runs, pinned when it started.
     #[serde(default)]
     pub scripts: std::collections::BTreeMap<String, PinnedScript>,
+    /// The API key that requested it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_key: Option<String>,
 }
 
 /// A script version an execution runs: approved when the execution started.
@@ -114,8 +117,13 @@ pub struct StartRequest {
     pub service_id: Option<ServiceId>,
     pub alert_id: Option<i64>,
     pub trigger: ExecutionTrigger,
-    /// Who asked (an API key id, a Slack user): they may not approve it.
+    /// Who asked, for the four-eyes rule: `owner:<key owner>` for an API key, `slack:<user
+    /// id>` for a Slack user. They may not approve it.
     pub requested_by: Option<String>,
+    /// The API key that asked (recorded with the execution and in its audit entry).
+    pub requester_key: Option<String>,
+    /// Who the start is recorded as in the audit log (defaults to `requested_by`).
+    pub actor: Option<crate::store::Actor>,
     /// The variables given, checked against the playbook's `inputs`.
     pub variables: serde_json::Map<String, serde_json::Value>,
 }
@@ -261,6 +269,7 @@ impl Engine {
             .map_err(StartError::Inputs)?;
         let mut context = ExecutionContext {
             inputs,
+            requester_key: req.requester_key.clone(),
             ..ExecutionContext::default()
         };
         if let Some(sid) = req.service_id {
@@ -296,10 +305,15 @@ impl Engine {
         let settings = &self.0.settings;
         let from = now.plus_millis(-ms(breaker::WINDOW));
         let requested_by = req.requested_by.clone().map(OwnerId);
-        let actor = req
-            .requested_by
-            .clone()
-            .unwrap_or_else(|| req.trigger.as_str().to_owned());
+        let actor = req.actor.clone().unwrap_or_else(|| {
+            crate::store::Actor::new(
+                req.requested_by
+                    .clone()
+                    .unwrap_or_else(|| req.trigger.as_str().to_owned()),
+            )
+        });
+        let requester_key = req.requester_key.clone();
+        let trigger = req.trigger;
         let service_id = req.service_id;
         let build = |id: i64, recent: &crate::store::RecentStarts| {
             let breaker = breaker::check(
@@ -332,7 +346,16 @@ impl Engine {
                 settings.machine,
                 breaker,
             );
-            let entries = audit::entries(None, &execution, &actor, service_id, now);
+            let mut entries = audit::entries(None, &execution, &actor.name, service_id, now);
+            for e in &mut entries {
+                e.on_behalf_of.clone_from(&actor.on_behalf_of);
+                if let Some(d) = e.details.as_object_mut() {
+                    d.insert("trigger".into(), json!(trigger.as_str()));
+                    if let Some(k) = &requester_key {
+                        d.insert("requester_key".into(), json!(k));
+                    }
+                }
+            }
             // Work to do at once (step 0 of an execution without approval): due now.
             let due = if has_work(&actions) {
                 Some(now)
@@ -364,6 +387,17 @@ impl Engine {
             .await?
             .ok_or(DecideError::NotFound)?;
         let loaded = self.load(record).map_err(DecideError::Corrupt)?;
+        if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
+            // Four-eyes by owner: the requester and the approver are compared as owners (a key's
+            // owner, a Slack user), never as keys.
+            let requester = crate::domain::apikey::OwnerId(requester.0.clone());
+            if !crate::domain::apikey::second_pair_of_eyes(
+                &requester,
+                &crate::domain::apikey::OwnerId(by.0.clone()),
+            ) {
+                return Err(DecideError::Refused(machine::Refusal::SelfApproval));
+            }
+        }
         let now = self.0.clock.now();
         let decision = machine::decide(&loaded.plan, &loaded.exec, now, event)
             .map_err(DecideError::Refused)?;
