@@ -22,10 +22,12 @@
 //! - [`audit`] — the audit entries of a transition.
 //! - [`steps`] — the step drivers: webhooks (through the SSRF guard) and conditions.
 //! - [`runs`] — script steps on agents, through the agent runs machinery.
+//! - [`triggers`] — alert triggers, fired inside the monitor pass that opens the alert.
 
 pub mod audit;
 pub mod runs;
 pub mod steps;
+pub mod triggers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -128,6 +130,82 @@ pub struct StartRequest {
     pub variables: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What a new execution's first state is built from, inside the transaction that inserts it
+/// (the API's start, or a monitor pass that fires an alert trigger).
+pub(crate) struct FirstState {
+    pub plan: Arc<Plan>,
+    pub settings: EngineSettings,
+    pub requested_by: Option<OwnerId>,
+    pub actor: crate::store::Actor,
+    pub requester_key: Option<String>,
+    pub trigger: ExecutionTrigger,
+    pub service_id: Option<ServiceId>,
+    pub now: Timestamp,
+}
+
+impl FirstState {
+    /// The first state of execution `id`, the circuit breaker counting `recent`.
+    pub fn write(&self, id: i64, recent: &crate::store::RecentStarts) -> ExecutionWrite {
+        let Self {
+            plan,
+            settings,
+            requested_by,
+            actor,
+            requester_key,
+            trigger,
+            service_id,
+            now,
+        } = self;
+        let (now, service_id, trigger) = (*now, *service_id, *trigger);
+        let breaker = breaker::check(
+            now,
+            settings.limits,
+            plan.max_per_hour,
+            Recent {
+                playbook: &recent.playbook,
+                service: &recent.service,
+                global: &recent.global,
+            },
+            None,
+        );
+        match breaker {
+            Breaker::Open { scope, .. } => {
+                metrics::gauge!("medic_circuit_breaker_open", "scope" => scope.as_str()).set(1.0);
+            }
+            Breaker::Closed => {
+                for scope in ["playbook", "service", "global"] {
+                    metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
+                }
+            }
+        }
+        let Decision { execution, actions } = machine::start(
+            plan,
+            &id.to_string(),
+            requested_by.clone(),
+            now,
+            settings.machine,
+            breaker,
+        );
+        let mut entries = audit::entries(None, &execution, &actor.name, service_id, now);
+        for e in &mut entries {
+            e.on_behalf_of.clone_from(&actor.on_behalf_of);
+            if let Some(d) = e.details.as_object_mut() {
+                d.insert("trigger".into(), json!(trigger.as_str()));
+                if let Some(k) = &requester_key {
+                    d.insert("requester_key".into(), json!(k));
+                }
+            }
+        }
+        // Work to do at once (step 0 of an execution without approval): due now.
+        let due = if has_work(&actions) {
+            Some(now)
+        } else {
+            execution.wake_at
+        };
+        to_write(&execution, due, None, now, entries)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the playbook version is not valid: {0}")]
@@ -208,11 +286,20 @@ struct Inner {
     /// This process's lease owner name.
     owner: String,
     plans: Plans,
+    triggers: triggers::TriggerCache,
 }
 
 /// The engine handle; cheap to clone.
 #[derive(Clone)]
 pub struct Engine(Arc<Inner>);
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("owner", &self.0.owner)
+            .finish_non_exhaustive()
+    }
+}
 
 /// An execution read back: its record, its state and its plan.
 struct Loaded {
@@ -236,6 +323,7 @@ impl Engine {
             wake: Notify::new(),
             owner,
             plans: Plans::default(),
+            triggers: triggers::TriggerCache::default(),
         }))
     }
 
@@ -315,55 +403,17 @@ impl Engine {
         let requester_key = req.requester_key.clone();
         let trigger = req.trigger;
         let service_id = req.service_id;
-        let build = |id: i64, recent: &crate::store::RecentStarts| {
-            let breaker = breaker::check(
-                now,
-                settings.limits,
-                plan.max_per_hour,
-                Recent {
-                    playbook: &recent.playbook,
-                    service: &recent.service,
-                    global: &recent.global,
-                },
-                None,
-            );
-            match breaker {
-                Breaker::Open { scope, .. } => {
-                    metrics::gauge!("medic_circuit_breaker_open", "scope" => scope.as_str())
-                        .set(1.0);
-                }
-                Breaker::Closed => {
-                    for scope in ["playbook", "service", "global"] {
-                        metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
-                    }
-                }
-            }
-            let Decision { execution, actions } = machine::start(
-                &plan,
-                &id.to_string(),
-                requested_by.clone(),
-                now,
-                settings.machine,
-                breaker,
-            );
-            let mut entries = audit::entries(None, &execution, &actor.name, service_id, now);
-            for e in &mut entries {
-                e.on_behalf_of.clone_from(&actor.on_behalf_of);
-                if let Some(d) = e.details.as_object_mut() {
-                    d.insert("trigger".into(), json!(trigger.as_str()));
-                    if let Some(k) = &requester_key {
-                        d.insert("requester_key".into(), json!(k));
-                    }
-                }
-            }
-            // Work to do at once (step 0 of an execution without approval): due now.
-            let due = if has_work(&actions) {
-                Some(now)
-            } else {
-                execution.wake_at
-            };
-            to_write(&execution, due, None, now, entries)
+        let first = FirstState {
+            plan: Arc::clone(&plan),
+            settings: settings.clone(),
+            requested_by,
+            actor,
+            requester_key,
+            trigger,
+            service_id,
+            now,
         };
+        let build = move |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
         let record = self.0.store.create_execution(&new, from, &build).await?;
         note_start(&record);
         self.wake();

@@ -38,6 +38,8 @@ both! {
     execute_validates_inputs_records_the_requester_and_answers_at_once,
     four_eyes_compares_owners_not_keys,
     the_webhook_trigger_checks_its_secret_and_signature,
+    a_down_service_fires_its_playbooks_once_per_incident_with_cooldowns,
+    consecutive_job_failures_are_counted_from_real_runs,
 }
 
 fn builder(db: Option<&TestDb>) -> Builder {
@@ -371,4 +373,209 @@ async fn the_webhook_trigger_checks_its_secret_and_signature(db: Option<TestDb>)
     assert_eq!(list.len(), 2);
     drop(app);
     drop(db);
+}
+
+/// Polls the service's alerts (`?<query>`) until exactly `n` are listed (10 s at most).
+async fn wait_alerts(app: &TestApp, sid: i64, query: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .admin()
+            .get(&format!("/v2/services/{sid}/alerts?{query}"))
+            .await;
+        let entries = assert_ok(&r, 200)["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if entries.len() == n {
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} alerts for {query}: {entries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The alert executions of playbook `id`, newest first.
+async fn fired(app: &TestApp, playbook: i64) -> Vec<Value> {
+    executions(app, &format!("trigger=alert&playbook_id={playbook}")).await
+}
+
+async fn a_down_service_fires_its_playbooks_once_per_incident_with_cooldowns(db: Option<TestDb>) {
+    let app = builder(db.as_ref()).spawn().await;
+    let rec = Recorder::start().await;
+    let url = rec.url("/fix/${HEARTBEAT_NAME}/${ALERT_ID}");
+    let each = store_playbook(
+        &app,
+        &format!(
+            "name: every-incident\ntriggers:\n  - heartbeat: \"pay-*\"\n    kinds: \
+             [heartbeat_missing]\nsteps:\n  - name: call\n    type: webhook\n    url: {url}\n"
+        ),
+    )
+    .await;
+    let cooled = store_playbook(
+        &app,
+        "name: cooled\ntriggers:\n  - team: payments\n    cooldown: 1h\nsteps:\n  - name: \
+         pause\n    type: wait\n    duration: 1s\n",
+    )
+    .await;
+    // Matches nothing here: another team and another kind.
+    let other = store_playbook(
+        &app,
+        "name: other\ntriggers:\n  - team: data\n  - heartbeat: \"pay-*\"\n    kinds: \
+         [job_failed]\nsteps:\n  - name: pause\n    type: wait\n    duration: 1s\n",
+    )
+    .await;
+    let service = app
+        .create_service(&json!({"heartbeat_name": "pay-api", "interval_seconds": 1,
+                                "team": "payments", "renotify_seconds": 60}))
+        .await;
+    let sid = service["service_id"].as_i64().expect("service id");
+    let unrelated = app
+        .create_service(&json!({"heartbeat_name": "web-api", "interval_seconds": 1}))
+        .await;
+    assert!(unrelated["service_id"].is_i64());
+
+    // The service goes down: the alert and its executions commit together.
+    app.advance(Duration::from_millis(1_500));
+    let alerts = wait_alerts(&app, sid, "state=open", 1).await;
+    let alert_id = alerts[0]["alert_id"].as_i64().expect("alert id");
+    let first = fired(&app, each).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0]["alert_id"], alert_id);
+    assert_eq!(first[0]["service_id"], sid);
+    assert!(first[0]["requested_by"].is_null());
+    assert_eq!(fired(&app, cooled).await.len(), 1);
+    assert!(fired(&app, other).await.is_empty());
+    // The execution runs, with the alert's context.
+    let eid = first[0]["execution_id"].as_i64().expect("id");
+    wait_until(&app, eid, |e| e["status"] == "completed").await;
+    let paths: Vec<String> = rec.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, [format!("/fix/pay-api/{alert_id}")]);
+
+    // Later passes (a re-notification, an escalation) fire nothing new for this incident.
+    let store = app.store().await;
+    let notified = store
+        .get_alert(alert_id)
+        .await
+        .expect("alert")
+        .expect("alert")
+        .details
+        .last_notified_at;
+    app.advance(Duration::from_secs(61));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = store
+            .get_alert(alert_id)
+            .await
+            .expect("alert")
+            .expect("alert");
+        if a.details.last_notified_at != notified {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never re-notified");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fired(&app, each).await.len(), 1);
+    assert_eq!(fired(&app, cooled).await.len(), 1);
+
+    // Recovery resolves the incident; a new one fires again — except inside the cooldown.
+    beat(&app).await;
+    wait_alerts(&app, sid, "state=resolved", 1).await;
+    app.advance(Duration::from_millis(1_500));
+    let open = wait_alerts(&app, sid, "state=open", 1).await;
+    let second_alert = open[0]["alert_id"].as_i64().expect("alert id");
+    assert_ne!(second_alert, alert_id);
+    let again = fired(&app, each).await;
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0]["alert_id"], second_alert);
+    assert_eq!(fired(&app, cooled).await.len(), 1, "inside the cooldown");
+
+    // After the cooldown, the next incident fires the cooled playbook too.
+    beat(&app).await;
+    wait_alerts(&app, sid, "state=resolved", 2).await;
+    app.advance(Duration::from_secs(3_600));
+    let open = wait_alerts(&app, sid, "state=open", 1).await;
+    let third_alert = open[0]["alert_id"].as_i64().expect("alert id");
+    let cooled_runs = fired(&app, cooled).await;
+    assert_eq!(cooled_runs.len(), 2);
+    assert_eq!(cooled_runs[0]["alert_id"], third_alert);
+    assert_eq!(fired(&app, each).await.len(), 3);
+    assert!(fired(&app, other).await.is_empty());
+    // The unrelated service's alerts fired nothing of `each` (its name does not match).
+    assert!(
+        fired(&app, each)
+            .await
+            .iter()
+            .all(|e| e["service_id"] == sid)
+    );
+    drop(app);
+    drop(db);
+}
+
+async fn consecutive_job_failures_are_counted_from_real_runs(db: Option<TestDb>) {
+    let app = builder(db.as_ref()).spawn().await;
+    let pb = store_playbook(
+        &app,
+        "name: third-failure\ntriggers:\n  - heartbeat: \"batch-*\"\n    kinds: [job_failed]\n    \
+         consecutive_failures: 3\nsteps:\n  - name: pause\n    type: wait\n    duration: 1s\n",
+    )
+    .await;
+    let service = app
+        .create_service(&json!({"heartbeat_name": "batch-export", "interval_seconds": 3600}))
+        .await;
+    let sid = service["service_id"].as_i64().expect("service id");
+    let signal = |what: &'static str, run: &'static str| {
+        // Each signal a little later than the one before (the clock is manual).
+        app.advance(Duration::from_millis(10));
+        let app = app.admin();
+        async move {
+            let r = app
+                .post_json(
+                    &format!("/v2/heartbeat/{sid}/{what}"),
+                    &json!({ "run_id": run }),
+                )
+                .await;
+            assert_ok(&r, 201);
+        }
+    };
+    // Two failed runs: two alerts, nothing fired (each alert is visible with whatever it
+    // started, in one commit).
+    for (n, run) in [(1, "r1"), (2, "r2")] {
+        signal("fail", run).await;
+        wait_alerts(&app, sid, "kind=job_failed", n).await;
+        assert!(fired(&app, pb).await.is_empty(), "after {n} failures");
+    }
+    // The third in a row fires.
+    signal("fail", "r3").await;
+    let alerts = wait_alerts(&app, sid, "kind=job_failed", 3).await;
+    let third = alerts
+        .iter()
+        .find(|a| a["run_id"] == "r3")
+        .expect("alert of r3");
+    let runs = fired(&app, pb).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["alert_id"], third["alert_id"]);
+    // A success resets the count: the next failure is the first again.
+    signal("start", "r4").await;
+    signal("complete", "r4").await;
+    signal("fail", "r5").await;
+    wait_alerts(&app, sid, "kind=job_failed", 4).await;
+    assert_eq!(fired(&app, pb).await.len(), 1);
+    drop(app);
+    drop(db);
+}
+
+/// A heartbeat for `pay-api`: it is up again.
+async fn beat(app: &TestApp) {
+    let r = app
+        .admin()
+        .post_json(
+            "/heartbeat",
+            &json!({"heartbeat_name": "pay-api", "status": "UP"}),
+        )
+        .await;
+    assert_ok(&r, 201);
 }
