@@ -195,12 +195,15 @@ pub struct TriggeringAlert<'a> {
     pub now: Timestamp,
 }
 
+/// Builds an alert execution's first state (an owned [`BuildExecution`]).
+pub type OwnedBuild = Box<dyn Fn(i64, &RecentStarts) -> ExecutionWrite + Send + Sync>;
+
 /// An execution an alert trigger starts, built inside the pass's transaction.
 pub struct TriggeredStart {
     pub new: NewExecution,
     /// Where the circuit breaker's window starts.
     pub window_from: Timestamp,
-    pub build: Box<dyn Fn(i64, &RecentStarts) -> ExecutionWrite + Send + Sync>,
+    pub build: OwnedBuild,
 }
 
 /// The alert triggers a monitor pass evaluates each time it opens or escalates an alert; the
