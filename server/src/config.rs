@@ -229,6 +229,19 @@ pub struct Settings {
     /// button); without it that route refuses every request.
     #[arg(long, env = "SLACK_SIGNING_SECRET", global = true)]
     pub slack_signing_secret: Option<Secret>,
+    /// Shared secret of the playbook webhook trigger
+    /// (`POST /v2/webhooks/playbooks/{id}/trigger`); without it that route answers 503.
+    #[arg(long, env = "MEDIC_WEBHOOK_SECRET", global = true)]
+    pub webhook_secret: Option<Secret>,
+    /// How old a signed webhook trigger's `X-Medic-Timestamp` may be, in seconds (either way).
+    #[arg(
+        long,
+        env = "MEDIC_WEBHOOK_REPLAY_WINDOW_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    pub webhook_replay_window_seconds: u64,
     /// PagerDuty Events API v2 endpoint.
     #[arg(
         long,
@@ -522,6 +535,10 @@ pub struct Config {
     pub slack_channel_id: Option<String>,
     /// Verifies Slack's interactivity callbacks.
     pub slack_signing_secret: Option<Secret>,
+    /// The playbook webhook trigger's secret (`MEDIC_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<Secret>,
+    /// The signed webhook trigger's replay window.
+    pub webhook_replay_window: Duration,
     /// Legacy default PagerDuty routing key (`PAGERDUTY_ROUTING_KEY`).
     pub pagerduty_routing_key: Option<Secret>,
     /// The playbook secrets keys (`MEDIC_SECRETS_KEY`, `MEDIC_SECRETS_OLD_KEYS`), if configured.
@@ -772,6 +789,8 @@ impl Settings {
             slack_channel_id,
             slack_signing_secret: non_empty(self.slack_signing_secret.as_ref().map(Secret::expose))
                 .map(Secret),
+            webhook_secret: non_empty(self.webhook_secret.as_ref().map(Secret::expose)).map(Secret),
+            webhook_replay_window: Duration::from_secs(self.webhook_replay_window_seconds),
             pagerduty_routing_key,
             secrets,
             max_body_bytes: self.max_body_bytes,

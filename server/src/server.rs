@@ -250,6 +250,7 @@ pub async fn start_with_clock(
         background.clone(),
     ));
     let outbox = Arc::new(OutboxSignal::default());
+    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), cfg.playbook.clone());
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())
             .map_err(|e| StartError::Notifications(e.to_string()))?
@@ -260,10 +261,10 @@ pub async fn start_with_clock(
             clock: &clock,
             tracker: &tracker,
             stop: &background,
+            engine: &engine,
         };
         spawn_workers(&cfg, notifiers, &workers);
     }
-    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), cfg.playbook.clone());
     if cfg.role != Role::Api {
         tracker.spawn(engine.clone().run(background.clone()));
     }
@@ -339,6 +340,7 @@ struct Workers<'a> {
     clock: &'a Clock,
     tracker: &'a TaskTracker,
     stop: &'a CancellationToken,
+    engine: &'a crate::engine::Engine,
 }
 
 /// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
@@ -349,6 +351,7 @@ fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
         clock,
         tracker,
         stop,
+        engine,
     } = *w;
     let mut destinations = Vec::new();
     if let Some(key) = &cfg.pagerduty_routing_key {
@@ -365,6 +368,7 @@ fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
         store.clone(),
         MonitorSettings {
             defaults: monitor::Defaults { destinations },
+            triggers: Some(engine.clone()),
             ..MonitorSettings::default()
         },
         outbox.clone(),

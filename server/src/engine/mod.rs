@@ -22,10 +22,12 @@
 //! - [`audit`] — the audit entries of a transition.
 //! - [`steps`] — the step drivers: webhooks (through the SSRF guard) and conditions.
 //! - [`runs`] — script steps on agents, through the agent runs machinery.
+//! - [`triggers`] — alert triggers, fired inside the monitor pass that opens the alert.
 
 pub mod audit;
 pub mod runs;
 pub mod steps;
+pub mod triggers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -97,6 +99,9 @@ pub struct ExecutionContext {
     /// The approved version of each script the playbook runs, pinned when it started.
     #[serde(default)]
     pub scripts: std::collections::BTreeMap<String, PinnedScript>,
+    /// The API key that requested it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_key: Option<String>,
 }
 
 /// A script version an execution runs: approved when the execution started.
@@ -114,10 +119,91 @@ pub struct StartRequest {
     pub service_id: Option<ServiceId>,
     pub alert_id: Option<i64>,
     pub trigger: ExecutionTrigger,
-    /// Who asked (an API key id, a Slack user): they may not approve it.
+    /// Who asked, for the four-eyes rule: `owner:<key owner>` for an API key, `slack:<user
+    /// id>` for a Slack user. They may not approve it.
     pub requested_by: Option<String>,
+    /// The API key that asked (recorded with the execution and in its audit entry).
+    pub requester_key: Option<String>,
+    /// Who the start is recorded as in the audit log (defaults to `requested_by`).
+    pub actor: Option<crate::store::Actor>,
     /// The variables given, checked against the playbook's `inputs`.
     pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a new execution's first state is built from, inside the transaction that inserts it
+/// (the API's start, or a monitor pass that fires an alert trigger).
+pub(crate) struct FirstState {
+    pub plan: Arc<Plan>,
+    pub settings: EngineSettings,
+    pub requested_by: Option<OwnerId>,
+    pub actor: crate::store::Actor,
+    pub requester_key: Option<String>,
+    pub trigger: ExecutionTrigger,
+    pub service_id: Option<ServiceId>,
+    pub now: Timestamp,
+}
+
+impl FirstState {
+    /// The first state of execution `id`, the circuit breaker counting `recent`.
+    pub fn write(&self, id: i64, recent: &crate::store::RecentStarts) -> ExecutionWrite {
+        let Self {
+            plan,
+            settings,
+            requested_by,
+            actor,
+            requester_key,
+            trigger,
+            service_id,
+            now,
+        } = self;
+        let (now, service_id, trigger) = (*now, *service_id, *trigger);
+        let breaker = breaker::check(
+            now,
+            settings.limits,
+            plan.max_per_hour,
+            Recent {
+                playbook: &recent.playbook,
+                service: &recent.service,
+                global: &recent.global,
+            },
+            None,
+        );
+        match breaker {
+            Breaker::Open { scope, .. } => {
+                metrics::gauge!("medic_circuit_breaker_open", "scope" => scope.as_str()).set(1.0);
+            }
+            Breaker::Closed => {
+                for scope in ["playbook", "service", "global"] {
+                    metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
+                }
+            }
+        }
+        let Decision { execution, actions } = machine::start(
+            plan,
+            &id.to_string(),
+            requested_by.clone(),
+            now,
+            settings.machine,
+            breaker,
+        );
+        let mut entries = audit::entries(None, &execution, &actor.name, service_id, now);
+        for e in &mut entries {
+            e.on_behalf_of.clone_from(&actor.on_behalf_of);
+            if let Some(d) = e.details.as_object_mut() {
+                d.insert("trigger".into(), json!(trigger.as_str()));
+                if let Some(k) = &requester_key {
+                    d.insert("requester_key".into(), json!(k));
+                }
+            }
+        }
+        // Work to do at once (step 0 of an execution without approval): due now.
+        let due = if has_work(&actions) {
+            Some(now)
+        } else {
+            execution.wake_at
+        };
+        to_write(&execution, due, None, now, entries)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,11 +286,20 @@ struct Inner {
     /// This process's lease owner name.
     owner: String,
     plans: Plans,
+    triggers: triggers::TriggerCache,
 }
 
 /// The engine handle; cheap to clone.
 #[derive(Clone)]
 pub struct Engine(Arc<Inner>);
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("owner", &self.0.owner)
+            .finish_non_exhaustive()
+    }
+}
 
 /// An execution read back: its record, its state and its plan.
 struct Loaded {
@@ -228,6 +323,7 @@ impl Engine {
             wake: Notify::new(),
             owner,
             plans: Plans::default(),
+            triggers: triggers::TriggerCache::default(),
         }))
     }
 
@@ -261,6 +357,7 @@ impl Engine {
             .map_err(StartError::Inputs)?;
         let mut context = ExecutionContext {
             inputs,
+            requester_key: req.requester_key.clone(),
             ..ExecutionContext::default()
         };
         if let Some(sid) = req.service_id {
@@ -296,51 +393,27 @@ impl Engine {
         let settings = &self.0.settings;
         let from = now.plus_millis(-ms(breaker::WINDOW));
         let requested_by = req.requested_by.clone().map(OwnerId);
-        let actor = req
-            .requested_by
-            .clone()
-            .unwrap_or_else(|| req.trigger.as_str().to_owned());
+        let actor = req.actor.clone().unwrap_or_else(|| {
+            crate::store::Actor::new(
+                req.requested_by
+                    .clone()
+                    .unwrap_or_else(|| req.trigger.as_str().to_owned()),
+            )
+        });
+        let requester_key = req.requester_key.clone();
+        let trigger = req.trigger;
         let service_id = req.service_id;
-        let build = |id: i64, recent: &crate::store::RecentStarts| {
-            let breaker = breaker::check(
-                now,
-                settings.limits,
-                plan.max_per_hour,
-                Recent {
-                    playbook: &recent.playbook,
-                    service: &recent.service,
-                    global: &recent.global,
-                },
-                None,
-            );
-            match breaker {
-                Breaker::Open { scope, .. } => {
-                    metrics::gauge!("medic_circuit_breaker_open", "scope" => scope.as_str())
-                        .set(1.0);
-                }
-                Breaker::Closed => {
-                    for scope in ["playbook", "service", "global"] {
-                        metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
-                    }
-                }
-            }
-            let Decision { execution, actions } = machine::start(
-                &plan,
-                &id.to_string(),
-                requested_by.clone(),
-                now,
-                settings.machine,
-                breaker,
-            );
-            let entries = audit::entries(None, &execution, &actor, service_id, now);
-            // Work to do at once (step 0 of an execution without approval): due now.
-            let due = if has_work(&actions) {
-                Some(now)
-            } else {
-                execution.wake_at
-            };
-            to_write(&execution, due, None, now, entries)
+        let first = FirstState {
+            plan: Arc::clone(&plan),
+            settings: settings.clone(),
+            requested_by,
+            actor,
+            requester_key,
+            trigger,
+            service_id,
+            now,
         };
+        let build = move |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
         let record = self.0.store.create_execution(&new, from, &build).await?;
         note_start(&record);
         self.wake();
@@ -364,6 +437,17 @@ impl Engine {
             .await?
             .ok_or(DecideError::NotFound)?;
         let loaded = self.load(record).map_err(DecideError::Corrupt)?;
+        if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
+            // Four-eyes by owner: the requester and the approver are compared as owners (a key's
+            // owner, a Slack user), never as keys.
+            let requester = crate::domain::apikey::OwnerId(requester.0.clone());
+            if !crate::domain::apikey::second_pair_of_eyes(
+                &requester,
+                &crate::domain::apikey::OwnerId(by.0.clone()),
+            ) {
+                return Err(DecideError::Refused(machine::Refusal::SelfApproval));
+            }
+        }
         let now = self.0.clock.now();
         let decision = machine::decide(&loaded.plan, &loaded.exec, now, event)
             .map_err(DecideError::Refused)?;

@@ -4,8 +4,10 @@
 //! Each decision is one conditional write of the execution's state (see [`crate::engine`]): of
 //! any number of concurrent decisions on one execution exactly one commits; the others are
 //! answered 409 and change nothing. **Four-eyes:** whoever requested an execution cannot
-//! approve it. The requester is identified by the API key that started it (its key id; the
-//! bootstrap admin key counts as one requester), so the rule compares key ids.
+//! approve it. The requester is identified by the **owner** of the API key that started it
+//! (`owner:<owner id>`; the bootstrap admin key and the keys it made share the `bootstrap`
+//! owner), or by the Slack user (`slack:<user id>`), so a person cannot approve their own
+//! execution with a second key (`domain::apikey::second_pair_of_eyes`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,13 +40,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Longest accepted decision reason.
 pub const MAX_REASON_LEN: usize = 1000;
 
-/// Who a caller is for the four-eyes rule: its API key id (`key:<id>`), or the bootstrap
-/// admin key.
+/// Who a caller is for the four-eyes rule: the owner of its API key (`owner:<owner id>`), so
+/// that two keys of one person are one requester.
 pub fn owner_of(p: &Principal) -> String {
-    match &p.key_id {
-        Some(id) => format!("key:{id}"),
-        None => "key:bootstrap-admin".to_owned(),
-    }
+    format!("owner:{}", p.owner_id.0)
 }
 
 /// One agent run of a script step.
@@ -102,7 +101,11 @@ pub struct ExecutionOut {
     alert_id: Option<i64>,
     trigger: schema::ExecutionTrigger,
     status: schema::ExecutionStatus,
+    /// Who requested it, as the four-eyes rule compares: `owner:<key owner>` or
+    /// `slack:<user id>`; absent for alert triggers.
     requested_by: Option<String>,
+    /// The API key that requested it.
+    requested_by_key: Option<String>,
     created_at: Time,
     updated_at: Time,
     finished_at: Option<Time>,
@@ -130,6 +133,7 @@ impl ExecutionOut {
             trigger: trigger.into(),
             status: exec.status.into(),
             requested_by: r.requested_by.clone(),
+            requested_by_key: r.context["requester_key"].as_str().map(str::to_owned),
             created_at: r.created_at.into(),
             updated_at: r.updated_at.into(),
             finished_at: time(r.finished_at),

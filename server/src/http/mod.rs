@@ -29,6 +29,7 @@ pub mod signals;
 pub mod slack;
 pub mod snapshots;
 pub mod teams;
+pub mod webhook_trigger;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,6 +163,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(playbooks::router())
         .merge(secrets::router())
         .merge(executions::router())
+        .merge(webhook_trigger::router())
 }
 
 /// The OpenAPI document describing every route.

@@ -11,6 +11,11 @@
 //! Scopes: `read` for the GETs; `write` to validate, create, add a version, disable and
 //! restore — except that a document that uses `${secrets.…}` needs `admin`, because a playbook
 //! can send a secret wherever its webhook points, and secrets are an admin's to hand out.
+//!
+//! `POST /v2/playbooks/{id}/execute` starts an execution of the current version (COMPAT: 201
+//! at once, the run is not awaited); it needs the `run` scope (admin implies it), like any
+//! other way of running something on hosts. [`start_execution`] is shared with the signed
+//! webhook trigger (`http::webhook_trigger`).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -48,6 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_playbook, put_playbook, disable_playbook))
         .routes(routes!(get_version))
         .routes(routes!(restore_playbook))
+        .routes(routes!(execute_playbook))
 }
 
 // ---- the document body ----------------------------------------------------------------------
@@ -947,4 +953,177 @@ async fn restore_playbook(
         "Playbook restored.",
         "Playbook was already enabled; nothing changed.",
     )
+}
+
+// ---- starting executions --------------------------------------------------------------------
+
+/// The body of `POST /v2/playbooks/{id}/execute` and of the webhook trigger.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteIn {
+    /// The service the execution is about (`${SERVICE_ID}`, `${SERVICE_NAME}`, breaker).
+    #[serde(default)]
+    service_id: Option<i64>,
+    /// Values for the playbook's declared `inputs`: every required input, each of its type.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What COMPAT promises a start answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedOut {
+    execution_id: i64,
+    playbook_id: i64,
+    playbook_name: String,
+    playbook_version: i64,
+    /// `running`, `pending_approval`, or `skipped` when the circuit breaker is open.
+    status: String,
+    service_id: Option<i64>,
+    trigger: String,
+}
+
+/// Who starts an execution through HTTP.
+pub(crate) struct Requester {
+    /// The four-eyes identity (`owner:<id>`), if any.
+    pub requested_by: Option<String>,
+    pub key: Option<String>,
+    pub actor: crate::store::Actor,
+}
+
+/// Parses a start body (empty means `{}`); bad JSON or unknown fields are a 400.
+pub(crate) fn execute_body(bytes: &[u8]) -> Result<ExecuteIn, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExecuteIn::default());
+    }
+    parse_json(bytes)
+}
+
+/// Starts an execution of playbook `raw`'s current version: 201 with the execution, or the
+/// 4xx that says why nothing started.
+pub(crate) async fn start_execution(
+    app: &AppState,
+    raw: &str,
+    body: ExecuteIn,
+    trigger: crate::store::ExecutionTrigger,
+    who: Requester,
+) -> ApiResult {
+    use crate::engine::{StartError, StartRequest};
+    let id = PlaybookId(path_id(raw, "playbook_id")?);
+    let service_id = match body.service_id {
+        Some(s) if s < 1 => {
+            return Err(ApiError::bad_request(
+                "service_id must be a positive integer.",
+            ));
+        }
+        s => s.map(crate::domain::ServiceId),
+    };
+    let version = app
+        .store
+        .current_playbook_version(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Playbook {id} was not found.")))?;
+    if !version.enabled {
+        return Err(ApiError::conflict(format!(
+            "Playbook {id} is disabled; restore it to run it."
+        )));
+    }
+    let pinned = crate::store::PinnedVersion {
+        playbook_id: version.playbook_id.0,
+        name: version.name.clone(),
+        version: i64::from(version.version),
+        sha256: version.sha256.clone(),
+        source: version.source.clone(),
+    };
+    let req = StartRequest {
+        pinned,
+        service_id,
+        alert_id: None,
+        trigger,
+        requested_by: who.requested_by,
+        requester_key: who.key,
+        actor: Some(who.actor),
+        variables: body.variables.unwrap_or_default(),
+    };
+    match app.engine.start(req).await {
+        Ok(r) => Ok(ok(
+            StatusCode::CREATED,
+            if r.status == "skipped" {
+                "The circuit breaker is open: the execution was recorded as skipped."
+            } else {
+                "Execution started."
+            },
+            StartedOut {
+                execution_id: r.id,
+                playbook_id: r.playbook_id,
+                playbook_name: r.playbook_name.clone(),
+                playbook_version: r.playbook_version,
+                status: r.status.clone(),
+                service_id: r.service_id.map(|s| s.0),
+                trigger: r.trigger.clone(),
+            },
+        )),
+        Err(StartError::Inputs(problems)) => {
+            let text: Vec<String> = problems
+                .0
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect();
+            let out: Vec<ProblemOut> = problems.0.iter().map(ProblemOut::from).collect();
+            Err(ApiError::bad_request(format!(
+                "The variables do not fit the playbook's inputs; nothing was started: {}.",
+                text.join("; ")
+            ))
+            .with_field("problems", json!(out)))
+        }
+        Err(StartError::UnknownService(s)) => {
+            Err(ApiError::not_found(format!("Service {s} was not found.")))
+        }
+        Err(StartError::Script(m)) => Err(ApiError::conflict(format!("{m}; nothing was started."))),
+        Err(StartError::Invalid(e)) => Err(ApiError::internal(&format!(
+            "playbook {id} version {}: {e}",
+            version.version
+        ))),
+        Err(StartError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Start an execution of the playbook's current version (asynchronous: answers at once).
+///
+/// Needs the `run` scope (or admin). The requester (key id and owner) is recorded; that
+/// owner cannot approve the execution.
+#[utoipa::path(post, path = "/v2/playbooks/{playbook_id}/execute", tag = "playbooks",
+    params(("playbook_id" = i64, Path, minimum = 1)),
+    request_body(content = ExecuteIn, description = "Optional; `{}` when empty"),
+    responses((status = 201, description = "Started (or skipped by the circuit breaker); not awaited", body = Envelope<StartedOut>),
+              (status = 400, description = "Bad body, or variables that do not fit the inputs (each named)"),
+              (status = 404, description = "Unknown playbook or service"),
+              (status = 409, description = "Disabled playbook, or a script without an approved version"),
+              (status = 429, description = "Rate limited")),
+    security(("bearer" = [])))]
+async fn execute_playbook(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    super::extract::OptionalJsonBody(body): super::extract::OptionalJsonBody<ExecuteIn>,
+) -> ApiResult {
+    let p = caller.require(Scope::Run)?;
+    let who = Requester {
+        requested_by: Some(super::executions::owner_of(p)),
+        key: Some(
+            p.key_id
+                .as_ref()
+                .map_or_else(|| "bootstrap-admin".to_owned(), |k| k.to_string()),
+        ),
+        actor: actor(&headers, &caller)?,
+    };
+    start_execution(
+        &app,
+        &raw,
+        body,
+        crate::store::ExecutionTrigger::Manual,
+        who,
+    )
+    .await
 }

@@ -55,6 +55,8 @@ pub struct MonitorSettings {
     /// The longest the monitor sleeps without looking at the deadlines.
     pub max_sleep: Duration,
     pub defaults: Defaults,
+    /// The playbook engine whose alert triggers each pass fires (`None`: no triggers).
+    pub triggers: Option<crate::engine::Engine>,
 }
 
 impl Default for MonitorSettings {
@@ -63,6 +65,7 @@ impl Default for MonitorSettings {
             batch: 500,
             max_sleep: Duration::from_millis(500),
             defaults: Defaults::default(),
+            triggers: None,
         }
     }
 }
@@ -127,8 +130,36 @@ pub async fn run_monitor(
         let started = Instant::now();
         let defaults = &settings.defaults;
         let judge = |ctx: &_, d: &_| judge::judge(now, defaults, ctx, d);
-        let pause = match store.monitor_pass(now, settings.batch, &judge).await {
+        // The pass fires alert triggers in its own transaction; without them it waits.
+        let armed = match &settings.triggers {
+            Some(engine) => match engine.alert_triggers().await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the playbooks' alert triggers failed");
+                    metrics::counter!("medic_monitor_pass_errors_total").increment(1);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let hook: &dyn crate::store::AlertTriggers = match &armed {
+            Some(a) => a,
+            None => &crate::store::NoTriggers,
+        };
+        let pause = match store
+            .monitor_pass_triggering(now, settings.batch, &judge, hook)
+            .await
+        {
             Ok(report) => {
+                if report.executions_started > 0
+                    && let Some(engine) = &settings.triggers
+                {
+                    engine.wake();
+                }
                 let took = started.elapsed();
                 metrics::histogram!("medic_monitor_pass_seconds").record(took.as_secs_f64());
                 if report.examined > 0 {

@@ -1,5 +1,7 @@
 //! Values crossing the store boundary for the monitor, alerts and the notification outbox.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::domain::{
     AlertKind, AlertState, Destination, EventKind, Priority, RunStatus, ServiceId, TargetId,
@@ -177,6 +179,62 @@ pub struct Verdict {
 /// Judges one due service (pure; called inside the pass's transaction).
 pub type Judge<'a> = dyn Fn(&MonitorContext, &DueService) -> Verdict + Send + Sync + 'a;
 
+/// An alert a monitor pass just opened or escalated (re-notified), as alert triggers see it.
+#[derive(Debug, Clone)]
+pub struct TriggeringAlert<'a> {
+    pub alert_id: i64,
+    pub service: &'a Service,
+    pub kind: AlertKind,
+    /// Real consecutive failures: missed heartbeat intervals since the last heartbeat, or
+    /// consecutive failed job runs; 1 for an overdue job or a refused run.
+    pub consecutive_failures: u32,
+    /// When each playbook last fired an alert execution for this service.
+    pub last_fired: &'a HashMap<i64, Timestamp>,
+    /// Playbooks that already fired for this alert (at most once per incident).
+    pub fired_for_alert: &'a [i64],
+    pub now: Timestamp,
+}
+
+/// Builds an alert execution's first state (an owned [`BuildExecution`]).
+pub type OwnedBuild = Box<dyn Fn(i64, &RecentStarts) -> ExecutionWrite + Send + Sync>;
+
+/// An execution an alert trigger starts, built inside the pass's transaction.
+pub struct TriggeredStart {
+    pub new: NewExecution,
+    /// Where the circuit breaker's window starts.
+    pub window_from: Timestamp,
+    pub build: OwnedBuild,
+}
+
+/// The alert triggers a monitor pass evaluates each time it opens or escalates an alert; the
+/// executions they give are inserted in the pass's transaction.
+pub trait AlertTriggers: Send + Sync {
+    /// Whether any trigger exists at all (a pass without any skips the lookups).
+    fn is_empty(&self) -> bool;
+    fn fire(&self, alert: &TriggeringAlert<'_>) -> Vec<TriggeredStart>;
+}
+
+/// No alert triggers.
+pub struct NoTriggers;
+
+impl AlertTriggers for NoTriggers {
+    fn is_empty(&self) -> bool {
+        true
+    }
+    fn fire(&self, _: &TriggeringAlert<'_>) -> Vec<TriggeredStart> {
+        Vec::new()
+    }
+}
+
+/// Real consecutive failures behind a `heartbeat_missing` alert at `now`: whole intervals
+/// (after the grace period) since the last heartbeat, or since registration; at least 1.
+pub fn missed_intervals(service: &Service, now: Timestamp) -> u32 {
+    let since = service.last_heartbeat_at.unwrap_or(service.created_at);
+    let interval = service.interval_seconds.max(1) * 1000;
+    let late = now.millis() - since.millis() - service.grace_seconds.max(0) * 1000;
+    u32::try_from((late / interval).max(1)).unwrap_or(u32::MAX)
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PassReport {
@@ -187,6 +245,8 @@ pub struct PassReport {
     pub renotified: usize,
     pub resolved: usize,
     pub suppressed: Vec<SuppressionReason>,
+    /// Executions alert triggers started.
+    pub executions_started: usize,
     /// The earliest deadline left after the pass (any service, also ones not due).
     pub next_deadline: Option<Timestamp>,
 }
@@ -454,6 +514,19 @@ pub trait AlertStore: Send + Sync {
         now: Timestamp,
         limit: u32,
         judge: &Judge<'_>,
+    ) -> StoreResult<PassReport> {
+        self.monitor_pass_triggering(now, limit, judge, &NoTriggers)
+            .await
+    }
+    /// [`AlertStore::monitor_pass`], also inserting the executions `triggers` start for each
+    /// alert the pass opens or re-notifies, in the same transaction (at most one per playbook
+    /// and alert).
+    async fn monitor_pass_triggering(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        judge: &Judge<'_>,
+        triggers: &dyn AlertTriggers,
     ) -> StoreResult<PassReport>;
     /// The earliest deadline of any live service.
     async fn next_deadline(&self) -> StoreResult<Option<Timestamp>>;

@@ -96,6 +96,8 @@ fn request(yaml: &str, service: Option<i64>, requested_by: Option<&str>) -> Star
         alert_id: None,
         trigger: ExecutionTrigger::Manual,
         requested_by: requested_by.map(str::to_owned),
+        requester_key: None,
+        actor: None,
         variables: serde_json::Map::new(),
     }
 }
@@ -291,9 +293,18 @@ async fn required_approval_is_four_eyes_and_expires(db: Option<TestDb>) {
     let e = env(db).await;
     let rec = Recorder::start().await;
     let yaml = APPROVED_WEBHOOK.replace("URL", &rec.url("/x"));
-    let requester = e.app.create_key(&["read", "write"]).await;
-    let key_id = requester.split('_').nth(1).expect("key id").to_owned();
-    let owner = format!("key:{key_id}");
+    // Alice requests it; her second key is no second pair of eyes.
+    let requester = e.app.create_key_for("alice", &["read", "write"]).await;
+    let second_key = e.app.create_key_for("alice", &["read", "write"]).await;
+    let alice = e
+        .app
+        .store()
+        .await
+        .find_key_owner("alice")
+        .await
+        .expect("owner")
+        .expect("alice");
+    let owner = format!("owner:{}", alice.id.0);
     let engine = e.app.engine();
     let id = start_on(&engine, &yaml, None, Some(&owner)).await;
     let pending = get(&e.app, id).await;
@@ -307,6 +318,12 @@ async fn required_approval_is_four_eyes_and_expires(db: Option<TestDb>) {
         .post(&format!("/v2/executions/{id}/approve"))
         .await;
     assert_error_contains(&r, 403, "cannot approve");
+    let r = e
+        .app
+        .with_key(&second_key)
+        .post(&format!("/v2/executions/{id}/approve"))
+        .await;
+    assert_error_contains(&r, 403, "cannot approve");
     assert!(rec.requests().is_empty());
     // Someone else can; it then runs.
     let r = e
@@ -316,7 +333,7 @@ async fn required_approval_is_four_eyes_and_expires(db: Option<TestDb>) {
         .await;
     let body = assert_ok(&r, 200);
     assert_eq!(body["approval"]["outcome"], "approved");
-    assert_eq!(body["approval"]["by"], "key:bootstrap-admin");
+    assert_eq!(body["approval"]["by"], "owner:bootstrap");
     wait_status(&e.app, id, "completed").await;
     assert_eq!(keys_seen(&rec), [format!("{id}:0")]);
     // Deciding again is refused.

@@ -249,11 +249,12 @@ impl AlertStore for PgStore {
         self.change_alert(id, actor, at, true, audit).await
     }
 
-    async fn monitor_pass(
+    async fn monitor_pass_triggering(
         &self,
         now: Timestamp,
         limit: u32,
         judge: &Judge<'_>,
+        triggers: &dyn AlertTriggers,
     ) -> StoreResult<PassReport> {
         let mut report = PassReport::default();
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -345,7 +346,7 @@ impl AlertStore for PgStore {
                 } = judge(&ctx, d);
                 states.push(state.map(ServiceState::as_str));
                 deadlines.push(deadline_at.map(dt));
-                apply(&mut tx, d, alerts, suppressions, now, &mut report).await?;
+                apply(&mut tx, d, alerts, suppressions, now, triggers, &mut report).await?;
             }
             // Every judged service's state and next deadline in one statement: a pass at
             // 100,000 services must not cost a round trip per service while it holds row locks
@@ -608,6 +609,7 @@ async fn apply(
     ops: Vec<AlertOp>,
     suppressions: Vec<NewSuppression>,
     now: Timestamp,
+    triggers: &dyn AlertTriggers,
     report: &mut PassReport,
 ) -> StoreResult<()> {
     for op in ops {
@@ -644,6 +646,7 @@ async fn apply(
                 .map_err(unavailable)?;
                 if let Some(id) = id {
                     queue(tx, id, EventKind::Triggered, &notify, None, now).await?;
+                    fire_triggers(tx, d, id, kind, now, triggers, report).await?;
                     // Lag counts from when the alert became due: the deadline the monitor woke
                     // for (a window's end, say), never before the service went down.
                     let due = d.deadline_at.map_or(down_since, |t| t.max(down_since));
@@ -663,6 +666,19 @@ async fn apply(
                 if changed == 1 {
                     queue(tx, alert_id, EventKind::Renotified, &notify, None, now).await?;
                     report.renotified += 1;
+                    // An escalation: triggers that wanted more missed intervals may fire now.
+                    if d.live_alert.as_ref().is_some_and(|a| a.id == alert_id) {
+                        fire_triggers(
+                            tx,
+                            d,
+                            alert_id,
+                            AlertKind::HeartbeatMissing,
+                            now,
+                            triggers,
+                            report,
+                        )
+                        .await?;
+                    }
                 }
             }
             AlertOp::Resolve { alert_id, reason } => {
@@ -818,6 +834,69 @@ async fn load_jobs(
             .map_err(unavailable)?,
             dedup_key: r.try_get("dedup_key").map_err(unavailable)?,
         });
+    }
+    Ok(())
+}
+
+/// Evaluates the alert triggers for an alert this pass opened or escalated and inserts the
+/// executions they start, in the pass's transaction (at most one per playbook and alert).
+async fn fire_triggers(
+    tx: &mut Transaction<'static, Postgres>,
+    d: &DueService,
+    alert_id: i64,
+    kind: AlertKind,
+    now: Timestamp,
+    triggers: &dyn AlertTriggers,
+    report: &mut PassReport,
+) -> StoreResult<()> {
+    use super::executions::insert_execution;
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let consecutive_failures = match kind {
+        AlertKind::HeartbeatMissing => missed_intervals(&d.service, now),
+        AlertKind::JobFailed => {
+            let recent: Vec<String> = sqlx::query_scalar(
+                "SELECT status FROM job_runs WHERE service_id = $1 AND status <> 'running' \
+                 ORDER BY finished_at DESC LIMIT 1000",
+            )
+            .bind(d.service.id.0)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            let failed = recent.iter().take_while(|s| s.as_str() == "failed").count();
+            u32::try_from(failed.max(1)).unwrap_or(u32::MAX)
+        }
+        AlertKind::JobOverdue | AlertKind::RunRefused => 1,
+    };
+    let rows: Vec<(i64, Timestamp)> = sqlx::query_as(
+        "SELECT playbook_id, max(created_at) FROM playbook_executions \
+         WHERE service_id = $1 AND trigger = 'alert' GROUP BY playbook_id",
+    )
+    .bind(d.service.id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let last_fired: HashMap<i64, Timestamp> = rows.into_iter().collect();
+    let fired_for_alert: Vec<i64> = sqlx::query_scalar(
+        "SELECT playbook_id FROM playbook_executions WHERE alert_id = $1 AND trigger = 'alert'",
+    )
+    .bind(alert_id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let alert = TriggeringAlert {
+        alert_id,
+        service: &d.service,
+        kind,
+        consecutive_failures,
+        last_fired: &last_fired,
+        fired_for_alert: &fired_for_alert,
+        now,
+    };
+    for start in triggers.fire(&alert) {
+        insert_execution(tx, &start.new, start.window_from, &*start.build).await?;
+        report.executions_started += 1;
     }
     Ok(())
 }

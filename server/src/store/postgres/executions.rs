@@ -99,6 +99,72 @@ async fn write(
     Ok(true)
 }
 
+/// Inserts an execution inside `tx` (the start's own transaction, or a monitor pass's): counts
+/// the recent starts, allocates the id, builds the first state and writes it with its audit.
+pub(super) async fn insert_execution(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewExecution,
+    window_from: Timestamp,
+    build: BuildExecution<'_>,
+) -> StoreResult<ExecutionRecord> {
+    // One start at a time across replicas: the breaker counts what it decides on.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(START_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    let recent = RecentStarts {
+        playbook: starts(
+            &mut *tx,
+            "AND playbook_id = $2",
+            Some(new.pinned.playbook_id),
+            window_from,
+        )
+        .await
+        .map_err(unavailable)?,
+        service: match new.service_id {
+            Some(s) => starts(tx, "AND service_id = $2", Some(s.0), window_from)
+                .await
+                .map_err(unavailable)?,
+            None => Vec::new(),
+        },
+        global: starts(tx, "AND $2::bigint IS NULL", None, window_from)
+            .await
+            .map_err(unavailable)?,
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO playbook_executions (playbook_id, playbook_name, playbook_version, \
+         playbook_sha256, playbook_source, service_id, alert_id, trigger, requested_by, \
+         context, status, version, state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, 'new', 0, '{}'::jsonb, $11, $11) \
+         RETURNING id",
+    )
+    .bind(new.pinned.playbook_id)
+    .bind(&new.pinned.name)
+    .bind(new.pinned.version)
+    .bind(&new.pinned.sha256)
+    .bind(&new.pinned.source)
+    .bind(new.service_id.map(|s| s.0))
+    .bind(new.alert_id)
+    .bind(new.trigger.as_str())
+    .bind(&new.requested_by)
+    .bind(new.context.to_string())
+    .bind(new.at)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let first = build(id, &recent);
+    write(tx, id, None, &first).await?;
+    let sql = format!("SELECT {COLUMNS} FROM playbook_executions WHERE id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    let record = ExecutionRecord::from_row(&row).map_err(unavailable)?;
+    Ok(record)
+}
+
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn create_execution(
@@ -108,61 +174,7 @@ impl ExecutionStore for PgStore {
         build: BuildExecution<'_>,
     ) -> StoreResult<ExecutionRecord> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // One start at a time across replicas: the breaker counts what it decides on.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(START_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let recent = RecentStarts {
-            playbook: starts(
-                &mut tx,
-                "AND playbook_id = $2",
-                Some(new.pinned.playbook_id),
-                window_from,
-            )
-            .await
-            .map_err(unavailable)?,
-            service: match new.service_id {
-                Some(s) => starts(&mut tx, "AND service_id = $2", Some(s.0), window_from)
-                    .await
-                    .map_err(unavailable)?,
-                None => Vec::new(),
-            },
-            global: starts(&mut tx, "AND $2::bigint IS NULL", None, window_from)
-                .await
-                .map_err(unavailable)?,
-        };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO playbook_executions (playbook_id, playbook_name, playbook_version, \
-             playbook_sha256, playbook_source, service_id, alert_id, trigger, requested_by, \
-             context, status, version, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, 'new', 0, '{}'::jsonb, $11, $11) \
-             RETURNING id",
-        )
-        .bind(new.pinned.playbook_id)
-        .bind(&new.pinned.name)
-        .bind(new.pinned.version)
-        .bind(&new.pinned.sha256)
-        .bind(&new.pinned.source)
-        .bind(new.service_id.map(|s| s.0))
-        .bind(new.alert_id)
-        .bind(new.trigger.as_str())
-        .bind(&new.requested_by)
-        .bind(new.context.to_string())
-        .bind(new.at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let first = build(id, &recent);
-        write(&mut tx, id, None, &first).await?;
-        let sql = format!("SELECT {COLUMNS} FROM playbook_executions WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let record = ExecutionRecord::from_row(&row).map_err(unavailable)?;
+        let record = insert_execution(&mut tx, new, window_from, build).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
     }
