@@ -249,4 +249,18 @@ mod tests {
             Breaker::Closed
         );
     }
+
+    #[test]
+    fn an_opening_is_announced_by_its_first_skip_only() {
+        let starts = [at(50), at(40), at(30)];
+        // The breaker filled at 30 minutes ago: the first skip after it is the announcement.
+        assert!(first_of_opening(&starts, &[]));
+        assert!(!first_of_opening(&starts, &[at(20)]));
+        assert!(!first_of_opening(&starts, &[at(30)]));
+        // A skip of an earlier opening does not count for this one.
+        assert!(first_of_opening(&starts, &[at(45)]));
+        // No counted start at all (a limit of 0 never happens, but a reset forgot them).
+        assert!(first_of_opening(&[], &[]));
+        assert!(!first_of_opening(&[], &[at(5)]));
+    }
 }

@@ -502,7 +502,7 @@ async fn an_open_breaker_tells_the_team_once_per_opening_and_an_admin_reset_clos
         metric(
             &metrics,
             "medic_playbook_executions_total",
-            &["status=\"skipped\""]
+            &["playbook=\"restart-api\"", "status=\"skipped\""]
         )
         .is_some_and(|v| v >= 3.0),
         "{metrics}"
