@@ -250,7 +250,9 @@ pub async fn start_with_clock(
         background.clone(),
     ));
     let outbox = Arc::new(OutboxSignal::default());
-    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), cfg.playbook.clone());
+    let mut engine_settings = cfg.playbook.clone();
+    engine_settings.notify_defaults = default_destinations(&cfg);
+    let engine = crate::engine::Engine::new(store.clone(), clock.clone(), engine_settings);
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())
             .map_err(|e| StartError::Notifications(e.to_string()))?
@@ -267,6 +269,20 @@ pub async fn start_with_clock(
     }
     if cfg.role != Role::Api {
         tracker.spawn(engine.clone().run(background.clone()));
+        let notifiers = Notifiers::new(cfg.notify.clone())
+            .map_err(|e| StartError::Notifications(e.to_string()))?
+            .with_clock(clock.clone());
+        tracker.spawn(crate::engine::notices::run_dispatcher(
+            store.clone(),
+            notifiers,
+            crate::engine::notices::DispatchSettings {
+                lease: cfg.dispatch_lease,
+                ..crate::engine::notices::DispatchSettings::default()
+            },
+            engine.notice_signal(),
+            clock.clone(),
+            background.clone(),
+        ));
     }
     let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone());
     // Every replica serves agents, so every replica polls the queue for its own sessions.
@@ -343,16 +359,8 @@ struct Workers<'a> {
     engine: &'a crate::engine::Engine,
 }
 
-/// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
-fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
-    let Workers {
-        store,
-        outbox,
-        clock,
-        tracker,
-        stop,
-        engine,
-    } = *w;
+/// The deployment's default destinations (`PAGERDUTY_ROUTING_KEY`, `SLACK_CHANNEL_ID`).
+fn default_destinations(cfg: &Config) -> Vec<Destination> {
     let mut destinations = Vec::new();
     if let Some(key) = &cfg.pagerduty_routing_key {
         destinations.push(Destination::Pagerduty {
@@ -364,6 +372,20 @@ fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
             channel: channel.clone(),
         });
     }
+    destinations
+}
+
+/// Starts the monitor and the notification dispatcher (roles `worker` and `all`).
+fn spawn_workers(cfg: &Config, notifiers: Notifiers, w: &Workers<'_>) {
+    let Workers {
+        store,
+        outbox,
+        clock,
+        tracker,
+        stop,
+        engine,
+    } = *w;
+    let destinations = default_destinations(cfg);
     tracker.spawn(monitor::run_monitor(
         store.clone(),
         MonitorSettings {

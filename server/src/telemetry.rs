@@ -73,6 +73,37 @@ pub fn team_label(team: &str) -> String {
     }
 }
 
+/// Distinct `playbook` label values before new playbooks are counted as `other`.
+pub const MAX_PLAYBOOK_LABELS: usize = 100;
+
+/// The `playbook` label for a playbook's name: the name (cut to 64 characters) while fewer than
+/// [`MAX_PLAYBOOK_LABELS`] playbooks have been seen, `other` after that, so the label set stays
+/// bounded however many playbooks are created.
+pub fn playbook_label(name: &str) -> String {
+    static SEEN: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_TEAM_LABEL_CHARS)
+        .collect();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(&name) || seen.len() < MAX_PLAYBOOK_LABELS {
+        seen.insert(name.clone());
+        name
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// Playbook executions and steps last seconds to hours.
+const PLAYBOOK_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -170,6 +201,11 @@ impl Recorder for CountingRecorder {
     }
 }
 
+/// Seconds from an execution's start to its end, by final status.
+pub const PLAYBOOK_EXECUTION_SECONDS: &str = "medic_playbook_execution_duration_seconds";
+/// Seconds from a step's start to its end, by step kind and status.
+pub const PLAYBOOK_STEP_SECONDS: &str = "medic_playbook_step_duration_seconds";
+
 /// A recorder with Medic's buckets, and its [`Upkeep`].
 pub fn build_recorder() -> (CountingRecorder, Upkeep) {
     let inner = PrometheusBuilder::new()
@@ -178,6 +214,18 @@ pub fn build_recorder() -> (CountingRecorder, Upkeep) {
             b.set_buckets_for_metric(
                 Matcher::Full("medic_heartbeat_batch_size".to_owned()),
                 BATCH_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PLAYBOOK_EXECUTION_SECONDS.to_owned()),
+                PLAYBOOK_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PLAYBOOK_STEP_SECONDS.to_owned()),
+                PLAYBOOK_BUCKETS,
             )
         })
         .map(PrometheusBuilder::build_recorder)
@@ -372,6 +420,66 @@ fn describe() {
     }
     let _ = metrics::histogram!("medic_monitor_detection_lag_seconds");
     let _ = metrics::histogram!("medic_monitor_pass_seconds");
+    describe_playbooks();
+}
+
+/// The playbook engine's metrics, with zero series for the fixed label sets.
+fn describe_playbooks() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "medic_playbook_executions_total",
+        "Playbook executions that ended, by playbook (bounded; `other` past 100 playbooks) and \
+         status (completed, failed, cancelled, expired, skipped)"
+    );
+    describe_counter!(
+        "medic_playbook_executions_started_total",
+        "Playbook executions recorded, by their first status"
+    );
+    describe_histogram!(
+        PLAYBOOK_EXECUTION_SECONDS,
+        Unit::Seconds,
+        "Time from an execution's start to its end, by status"
+    );
+    describe_histogram!(
+        PLAYBOOK_STEP_SECONDS,
+        Unit::Seconds,
+        "Time from a step's start to its end, by step kind and status"
+    );
+    describe_gauge!(
+        "medic_playbook_executions_pending_approval",
+        "Executions waiting for an approval decision (as last counted by this replica)"
+    );
+    describe_gauge!(
+        "medic_circuit_breaker_open",
+        "1 while the remediation circuit breaker of a scope (playbook, service, global) was \
+         found open by the last start this replica saw, else 0"
+    );
+    describe_counter!(
+        "medic_circuit_breaker_trips_total",
+        "Circuit breaker openings (counted once per opening, when its first execution is skipped)"
+    );
+    describe_counter!(
+        "medic_playbook_escalations_total",
+        "Condition steps that escalated (paged through the service's routing)"
+    );
+    describe_counter!(
+        "medic_playbook_notices_total",
+        "Playbook notices that ended, by channel and outcome (delivered, failed)"
+    );
+    for scope in ["playbook", "service", "global"] {
+        metrics::gauge!("medic_circuit_breaker_open", "scope" => scope).set(0.0);
+    }
+    // Zero series so rules and dashboards find the metrics on a quiet server: a series without
+    // `playbook` per final status (sums over playbooks are unchanged), and the histograms
+    // without labels.
+    for status in ["completed", "failed", "cancelled", "expired", "skipped"] {
+        metrics::counter!("medic_playbook_executions_total", "status" => status).absolute(0);
+    }
+    let _ = metrics::histogram!(PLAYBOOK_EXECUTION_SECONDS);
+    let _ = metrics::histogram!(PLAYBOOK_STEP_SECONDS);
+    metrics::counter!("medic_circuit_breaker_trips_total").absolute(0);
+    metrics::counter!("medic_playbook_escalations_total").absolute(0);
+    metrics::gauge!("medic_playbook_executions_pending_approval").set(0.0);
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! - [`triggers`] — alert triggers, fired inside the monitor pass that opens the alert.
 
 pub mod audit;
+pub mod notices;
 pub mod runs;
 pub mod steps;
 pub mod triggers;
@@ -41,7 +42,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::domain::{ServiceId, Timestamp};
 use crate::playbook::breaker::{self, Breaker, Limits, Recent};
-use crate::playbook::machine::{self, Action, Decision, Event, Execution, Notice, OwnerId};
+use crate::playbook::machine::{
+    self, Action, Decision, Event, Execution, ExecutionStatus, Notice, OwnerId,
+};
 use crate::playbook::plan::InputProblems;
 use crate::playbook::vars::{ContextVar, Scope};
 use crate::playbook::{Catalog, DocumentError, Plan};
@@ -69,6 +72,9 @@ pub struct EngineSettings {
     /// The SSRF guard's settings for webhook steps and `http_ok` conditions.
     pub allowed_hosts: Vec<String>,
     pub allow_private_targets: bool,
+    /// Where notices go for an execution without a service, or whose service and team have
+    /// nothing configured (the deployment's default Slack channel and PagerDuty key).
+    pub notify_defaults: Vec<crate::domain::Destination>,
 }
 
 impl Default for EngineSettings {
@@ -82,6 +88,7 @@ impl Default for EngineSettings {
             limits: Limits::default(),
             allowed_hosts: Vec::new(),
             allow_private_targets: false,
+            notify_defaults: Vec::new(),
         }
     }
 }
@@ -141,6 +148,17 @@ pub(crate) struct FirstState {
     pub trigger: ExecutionTrigger,
     pub service_id: Option<ServiceId>,
     pub now: Timestamp,
+    /// Who hears of the start (and of a breaker opening); `None` queues no notice.
+    pub notify: Option<StartNotices>,
+    /// Set when this start opened the circuit breaker (counted once the insert committed).
+    pub tripped: std::sync::atomic::AtomicBool,
+}
+
+/// The notices a start queues with its first state.
+pub(crate) struct StartNotices {
+    pub audience: notices::Audience,
+    /// The execution's subject; its `id` is filled in by [`FirstState::write`].
+    pub subject: notices::Subject,
 }
 
 impl FirstState {
@@ -155,6 +173,8 @@ impl FirstState {
             trigger,
             service_id,
             now,
+            notify,
+            tripped,
         } = self;
         let (now, service_id, trigger) = (*now, *service_id, *trigger);
         let breaker = breaker::check(
@@ -202,7 +222,50 @@ impl FirstState {
         } else {
             execution.wake_at
         };
-        to_write(&execution, due, None, now, entries)
+        let mut write = to_write(&execution, due, None, now, entries);
+        if let Some(StartNotices { audience, subject }) = notify {
+            let subject = notices::Subject {
+                id,
+                ..subject.clone()
+            };
+            write.notices = notices::notices(
+                plan,
+                &subject,
+                None,
+                &execution,
+                &actions,
+                None,
+                audience,
+                &Scope::new().masker(),
+                now,
+            );
+            if let Breaker::Open {
+                scope,
+                count,
+                limit,
+                closes_at,
+            } = breaker
+            {
+                let (starts, skipped) = match scope {
+                    breaker::Scope::Playbook => (&recent.playbook, &recent.skipped_playbook),
+                    breaker::Scope::Service => (&recent.service, &recent.skipped_service),
+                    breaker::Scope::Global => (&recent.global, &recent.skipped_global),
+                };
+                if breaker::first_of_opening(starts, skipped) {
+                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    write.notices.extend(notices::breaker_notice(
+                        &subject,
+                        scope.as_str(),
+                        count,
+                        limit,
+                        closes_at,
+                        audience,
+                        now,
+                    ));
+                }
+            }
+        }
+        write
     }
 }
 
@@ -287,6 +350,8 @@ struct Inner {
     owner: String,
     plans: Plans,
     triggers: triggers::TriggerCache,
+    /// Poked when notices were queued (the notice dispatcher waits on it).
+    notices: Arc<Notify>,
 }
 
 /// The engine handle; cheap to clone.
@@ -307,6 +372,8 @@ struct Loaded {
     exec: Execution,
     plan: Arc<Plan>,
     context: ExecutionContext,
+    /// Who hears about it, read when it first has something to say.
+    audience: Option<notices::Audience>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -324,12 +391,51 @@ impl Engine {
             owner,
             plans: Plans::default(),
             triggers: triggers::TriggerCache::default(),
+            notices: Arc::new(Notify::new()),
         }))
     }
 
     /// Makes the worker look at the store again (an execution was started or changed here).
     pub fn wake(&self) {
         self.0.wake.notify_one();
+    }
+
+    /// What the notice dispatcher waits on: poked when this process queued notices.
+    pub fn notice_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.0.notices)
+    }
+
+    /// Sets `medic_playbook_executions_pending_approval` from the store.
+    pub async fn count_pending(&self) {
+        let filter = crate::store::ExecutionFilter {
+            status: Some(ExecutionStatus::PendingApproval.as_str().to_owned()),
+            ..crate::store::ExecutionFilter::default()
+        };
+        let page = crate::store::PageRequest {
+            limit: 1,
+            offset: 0,
+        };
+        match self.0.store.list_executions(&filter, page).await {
+            Ok(p) => metrics::gauge!("medic_playbook_executions_pending_approval")
+                .set(p.total_count as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot count executions awaiting approval"),
+        }
+    }
+
+    /// The audience of `loaded`, read once.
+    async fn audience_of(&self, loaded: &mut Loaded) -> notices::Audience {
+        if let Some(a) = &loaded.audience {
+            return a.clone();
+        }
+        let a = notices::audience(
+            &*self.0.store,
+            loaded.record.service_id,
+            self.0.clock.now(),
+            &self.0.settings.notify_defaults,
+        )
+        .await;
+        loaded.audience = Some(a.clone());
+        a
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -403,6 +509,13 @@ impl Engine {
         let requester_key = req.requester_key.clone();
         let trigger = req.trigger;
         let service_id = req.service_id;
+        let audience = notices::audience(
+            &*self.0.store,
+            req.service_id,
+            now,
+            &settings.notify_defaults,
+        )
+        .await;
         let first = FirstState {
             plan: Arc::clone(&plan),
             settings: settings.clone(),
@@ -412,10 +525,30 @@ impl Engine {
             trigger,
             service_id,
             now,
+            notify: Some(StartNotices {
+                audience,
+                subject: notices::Subject {
+                    id: 0,
+                    playbook_id: req.pinned.playbook_id,
+                    playbook_name: req.pinned.name.clone(),
+                    playbook_version: req.pinned.version,
+                    trigger: req.trigger.as_str().to_owned(),
+                    alert_id: req.alert_id,
+                    requested_by: req.requested_by.clone(),
+                },
+            }),
+            tripped: std::sync::atomic::AtomicBool::new(false),
         };
-        let build = move |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
+        let build = |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
         let record = self.0.store.create_execution(&new, from, &build).await?;
+        if first.tripped.load(std::sync::atomic::Ordering::Relaxed) {
+            metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
+        }
         note_start(&record);
+        if record.status == ExecutionStatus::PendingApproval.as_str() {
+            self.count_pending().await;
+        }
+        self.0.notices.notify_one();
         self.wake();
         Ok(record)
     }
@@ -436,7 +569,7 @@ impl Engine {
             .get_execution(id)
             .await?
             .ok_or(DecideError::NotFound)?;
-        let loaded = self.load(record).map_err(DecideError::Corrupt)?;
+        let mut loaded = self.load(record).map_err(DecideError::Corrupt)?;
         if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
             // Four-eyes by owner: the requester and the approver are compared as owners (a key's
             // owner, a Slack user), never as keys.
@@ -451,6 +584,23 @@ impl Engine {
         let now = self.0.clock.now();
         let decision = machine::decide(&loaded.plan, &loaded.exec, now, event)
             .map_err(DecideError::Refused)?;
+        let queued = if notices::has_notices(&decision.actions) {
+            let audience = self.audience_of(&mut loaded).await;
+            let masker = Self::scope(&loaded, &decision.execution).masker();
+            notices::notices(
+                &loaded.plan,
+                &notices::Subject::from(&loaded.record),
+                Some(&loaded.exec),
+                &decision.execution,
+                &decision.actions,
+                Some(actor),
+                &audience,
+                &masker,
+                now,
+            )
+        } else {
+            Vec::new()
+        };
         let entries = audit::entries(
             Some(&loaded.exec),
             &decision.execution,
@@ -466,7 +616,8 @@ impl Engine {
         } else {
             decision.execution.wake_at
         };
-        let write = to_write(&decision.execution, due, None, now, entries);
+        let mut write = to_write(&decision.execution, due, None, now, entries);
+        write.notices = queued;
         let won = self
             .0
             .store
@@ -475,9 +626,14 @@ impl Engine {
         if !won {
             return Err(DecideError::Lost);
         }
+        if !write.notices.is_empty() {
+            self.0.notices.notify_one();
+        }
+        self.count_pending().await;
+        note_steps(&loaded.exec, &decision.execution);
         for a in &decision.actions {
             match a {
-                Action::Notify(n) => notice(&loaded.record, *n),
+                Action::Notify(n) => notice(&loaded.record, &decision.execution, *n),
                 // A cancelled execution's queued runs are never sent.
                 Action::CancelRuns { run_ids } => self.cancel_runs(run_ids).await,
                 _ => {}
@@ -515,6 +671,7 @@ impl Engine {
             exec,
             plan,
             context,
+            audience: None,
         })
     }
 
@@ -562,6 +719,7 @@ impl Engine {
         let tasks = TaskTracker::new();
         let mut ticks = clock.ticks();
         tracing::info!(owner = %self.0.owner, "playbook engine started");
+        self.count_pending().await;
         loop {
             let now = clock.now();
             let available = u32::try_from(permits.available_permits())
@@ -701,6 +859,23 @@ impl Engine {
         hold_until: Option<Timestamp>,
     ) -> Option<Vec<Action>> {
         let Decision { execution, actions } = decision;
+        let queued = if notices::has_notices(&actions) {
+            let audience = self.audience_of(loaded).await;
+            let masker = Self::scope(loaded, &execution).masker();
+            notices::notices(
+                &loaded.plan,
+                &notices::Subject::from(&loaded.record),
+                Some(&loaded.exec),
+                &execution,
+                &actions,
+                None,
+                &audience,
+                &masker,
+                now,
+            )
+        } else {
+            Vec::new()
+        };
         let entries = audit::entries(
             Some(&loaded.exec),
             &execution,
@@ -713,7 +888,8 @@ impl Engine {
         let due = (!execution.status.is_terminal()).then_some(now);
         let until = hold_until.unwrap_or_else(|| now.plus_millis(ms(self.0.settings.lease)));
         let lease = Some((self.0.owner.clone(), until));
-        let write = to_write(&execution, due, lease, now, entries);
+        let mut write = to_write(&execution, due, lease, now, entries);
+        write.notices = queued;
         match self
             .0
             .store
@@ -721,7 +897,15 @@ impl Engine {
             .await
         {
             Ok(true) => {
+                if !write.notices.is_empty() {
+                    self.0.notices.notify_one();
+                }
                 loaded.record.version = write.version;
+                let pending = ExecutionStatus::PendingApproval;
+                if (loaded.exec.status == pending) != (execution.status == pending) {
+                    self.count_pending().await;
+                }
+                note_steps(&loaded.exec, &execution);
                 loaded.record.status.clone_from(&write.status);
                 loaded.exec = execution;
                 Some(actions)
@@ -846,7 +1030,7 @@ impl Engine {
                 Ok(Vec::new())
             }
             Action::Notify(n) => {
-                notice(&loaded.record, n);
+                notice(&loaded.record, &loaded.exec, n);
                 Ok(Vec::new())
             }
         }
@@ -877,20 +1061,25 @@ fn to_write(
         finished_at: exec.finished_at,
         at: now,
         audit,
+        notices: Vec::new(),
     }
 }
 
 fn note_start(record: &ExecutionRecord) {
     if record.status == "skipped" {
-        metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
+        metrics::counter!("medic_playbook_executions_total",
+            "playbook" => crate::telemetry::playbook_label(&record.playbook_name),
+            "status" => "skipped")
+        .increment(1);
     }
     metrics::counter!("medic_playbook_executions_started_total",
         "status" => record.status.clone())
     .increment(1);
 }
 
-/// A transition notice: logged and counted (Slack and webhook notices are not sent yet).
-fn notice(record: &ExecutionRecord, n: Notice) {
+/// A transition notice: logged and counted; an ending records the execution's duration. (The
+/// Slack and webhook notices were queued with the transition: [`notices`].)
+fn notice(record: &ExecutionRecord, exec: &Execution, n: Notice) {
     let name = match n {
         Notice::AwaitingApproval => "awaiting_approval",
         Notice::Started => "started",
@@ -902,9 +1091,42 @@ fn notice(record: &ExecutionRecord, n: Notice) {
     };
     if !matches!(n, Notice::AwaitingApproval | Notice::Started) {
         metrics::counter!("medic_playbook_executions_total",
-            "playbook" => record.playbook_name.clone(), "status" => name)
+            "playbook" => crate::telemetry::playbook_label(&record.playbook_name), "status" => name)
         .increment(1);
+        if let Some(end) = exec.finished_at {
+            let secs = (end.millis() - exec.created_at.millis()).max(0) as f64 / 1000.0;
+            metrics::histogram!(crate::telemetry::PLAYBOOK_EXECUTION_SECONDS, "status" => name)
+                .record(secs);
+        }
     }
     tracing::info!(execution = record.id, playbook = %record.playbook_name, notice = name,
         "playbook execution");
+}
+
+/// Records the duration of every step that ended between `prev` and `next`.
+fn note_steps(prev: &Execution, next: &Execution) {
+    for s in &next.steps {
+        let Some(end) = s.finished_at else { continue };
+        let was_done = prev
+            .steps
+            .get(s.index)
+            .is_some_and(|p| p.finished_at.is_some());
+        if !was_done {
+            let secs = (end.millis() - s.started_at.millis()).max(0) as f64 / 1000.0;
+            metrics::histogram!(crate::telemetry::PLAYBOOK_STEP_SECONDS,
+                "kind" => step_kind_label(&s.kind), "status" => s.status.as_str())
+            .record(secs);
+        }
+    }
+}
+
+/// Step kinds are a fixed set; anything else is `other`.
+fn step_kind_label(kind: &str) -> &'static str {
+    match kind {
+        "webhook" => "webhook",
+        "script" => "script",
+        "wait" => "wait",
+        "condition" => "condition",
+        _ => "other",
+    }
 }

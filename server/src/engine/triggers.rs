@@ -228,6 +228,8 @@ impl AlertTriggers for ArmedTriggers {
                 trigger: ExecutionTrigger::Alert,
                 service_id: Some(service.id),
                 now: alert.now,
+                notify: None,
+                tripped: std::sync::atomic::AtomicBool::new(false),
             };
             tracing::info!(playbook = %a.pinned.name, alert = alert.alert_id,
                 service = %service.service_name, "alert trigger fired");

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod alerts;
 pub mod api_keys;
 pub mod audit;
+pub mod breaker;
 pub mod docs;
 pub mod error;
 pub mod executions;
@@ -164,6 +165,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(secrets::router())
         .merge(executions::router())
         .merge(webhook_trigger::router())
+        .merge(breaker::router())
 }
 
 /// The OpenAPI document describing every route.

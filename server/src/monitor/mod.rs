@@ -425,7 +425,7 @@ pub const PURGE_BATCH: u32 = 1000;
 fn age_of(r: &Retention, t: PurgeTable) -> i64 {
     match t {
         PurgeTable::HeartbeatEvents => r.heartbeats_ms,
-        PurgeTable::Deliveries => r.deliveries_ms,
+        PurgeTable::Deliveries | PurgeTable::ExecutionNotices => r.deliveries_ms,
         PurgeTable::ResolvedAlerts | PurgeTable::Suppressions => r.resolved_alerts_ms,
         PurgeTable::Snapshots => r.snapshots_ms,
         PurgeTable::AuditEntries => r.audit_ms,

@@ -21,6 +21,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Client, redirect};
 
 use super::event::{AlertEvent, Destination, Outcome};
+use super::playbook::{self, PlaybookEvent};
 use super::ssrf::{self, INVALID_WEBHOOK_URL, SsrfError, TargetHost};
 use super::{pagerduty, slack, webhook};
 use crate::clock::Clock;
@@ -246,6 +247,23 @@ impl Notifiers {
     }
 
     async fn webhook(&self, url: &str, secret: &str, event: &AlertEvent) -> Outcome {
+        let body = match serde_json::to_vec(event) {
+            Ok(b) => b,
+            Err(e) => return failed(&format!("cannot serialize the event: {e}")),
+        };
+        self.signed_post(url, secret, event.event.as_str(), &event.event_id, body)
+            .await
+    }
+
+    /// Posts a signed webhook body through the SSRF guard.
+    async fn signed_post(
+        &self,
+        url: &str,
+        secret: &str,
+        event_name: &str,
+        event_id: &str,
+        body: Vec<u8>,
+    ) -> Outcome {
         let private = self.settings.allow_private_webhook_targets;
         let allowlist = &self.settings.allowed_webhook_hosts;
         let checked = if private {
@@ -291,18 +309,14 @@ impl Notifiers {
                 };
             }
         };
-        let body = match serde_json::to_vec(event) {
-            Ok(b) => b,
-            Err(e) => return failed(&format!("cannot serialize the event: {e}")),
-        };
         let timestamp = u64::try_from(self.clock.now().millis().div_euclid(1000)).unwrap_or(0);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            webhook::HEADER_EVENT,
-            HeaderValue::from_static(event.event.as_str()),
-        );
-        match HeaderValue::from_str(&event.event_id) {
+        match HeaderValue::from_str(event_name) {
+            Ok(v) => headers.insert(webhook::HEADER_EVENT, v),
+            Err(_) => return failed("the event name is not a valid header value"),
+        };
+        match HeaderValue::from_str(event_id) {
             Ok(v) => headers.insert(webhook::HEADER_DELIVERY, v),
             Err(_) => return failed("the event id is not a valid header value"),
         };
@@ -322,6 +336,135 @@ impl Notifiers {
         match request.send().await {
             // The body is not read: a receiver's answer means nothing but its status.
             Ok(resp) => webhook::outcome(resp.status().as_u16()),
+            Err(e) => transport(&e, self.settings.timeout),
+        }
+    }
+}
+
+impl Notifiers {
+    /// One attempt to deliver a playbook notice to `dest`. `approval_ref`: for a decision in
+    /// Slack, the approval request's message (`"<channel id> <ts>"`) to update in place.
+    pub async fn deliver_notice(
+        &self,
+        dest: &Destination,
+        event: &PlaybookEvent,
+        approval_ref: Option<&str>,
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        let linked;
+        let event = match (&event.url, &self.settings.public_url) {
+            (None, Some(base)) => {
+                linked = PlaybookEvent {
+                    url: Some(format!(
+                        "{}/v2/executions/{}",
+                        base.trim_end_matches('/'),
+                        event.execution.id
+                    )),
+                    ..event.clone()
+                };
+                &linked
+            }
+            _ => event,
+        };
+        let outcome = match dest {
+            Destination::Slack { channel } => {
+                let (method, body) =
+                    match approval_ref.and_then(|r| playbook::slack_update(r, event)) {
+                        Some(body) => ("chat.update", body),
+                        None => (
+                            "chat.postMessage",
+                            playbook::slack_message(channel.trim(), event),
+                        ),
+                    };
+                if channel.trim().is_empty() {
+                    failed("no Slack channel given")
+                } else {
+                    self.slack_call(method, &body).await
+                }
+            }
+            Destination::Pagerduty { routing_key } => {
+                if routing_key.trim().is_empty() {
+                    failed("PagerDuty is not configured (no routing key)")
+                } else {
+                    self.pagerduty_post(&playbook::pagerduty_body(routing_key.trim(), event))
+                        .await
+                }
+            }
+            Destination::Webhook { url, secret } => match serde_json::to_vec(event) {
+                Ok(body) => {
+                    self.signed_post(url, secret, &event.event, &event.event_id, body)
+                        .await
+                }
+                Err(e) => failed(&format!("cannot serialize the event: {e}")),
+            },
+        };
+        let result = match outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { .. } => "failed",
+        };
+        metrics::counter!(
+            "medic_notification_attempts_total",
+            "channel" => dest.channel(),
+            "outcome" => result,
+        )
+        .increment(1);
+        metrics::histogram!("medic_notification_duration_seconds", "channel" => dest.channel())
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// One Slack Web API call (`chat.postMessage`, `chat.update`) with the bot token.
+    async fn slack_call(&self, method: &str, body: &serde_json::Value) -> Outcome {
+        let Some(token) = self
+            .settings
+            .slack_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        else {
+            return failed("Slack is not configured");
+        };
+        let url = format!(
+            "{}/{method}",
+            self.settings.slack_api_url.trim_end_matches('/')
+        );
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            return failed("the Slack token is not a valid header value");
+        };
+        auth.set_sensitive(true);
+        let request = self
+            .client
+            .post(url)
+            .header(AUTHORIZATION, auth)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body.to_string());
+        match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match read_limited(resp).await {
+                    Ok(answer) => playbook::slack_outcome(status, &answer),
+                    Err(e) => transport(&e, self.settings.timeout),
+                }
+            }
+            Err(e) => transport(&e, self.settings.timeout),
+        }
+    }
+
+    async fn pagerduty_post(&self, body: &serde_json::Value) -> Outcome {
+        let dedup = body["dedup_key"].as_str().unwrap_or_default().to_owned();
+        let request = self
+            .client
+            .post(&self.settings.pagerduty_events_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match read_limited(resp).await {
+                    Ok(answer) => pagerduty::outcome(status, &answer, &dedup),
+                    Err(e) => transport(&e, self.settings.timeout),
+                }
+            }
             Err(e) => transport(&e, self.settings.timeout),
         }
     }

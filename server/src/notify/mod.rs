@@ -10,6 +10,7 @@
 mod deliver;
 pub mod event;
 pub mod pagerduty;
+pub mod playbook;
 mod retry;
 #[cfg(test)]
 pub(crate) mod sample;

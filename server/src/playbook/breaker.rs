@@ -4,9 +4,9 @@
 //! executions that were later cancelled; skipped ones do not, since they never started). The
 //! scopes are checked from the narrowest (the playbook's own limit, then the service) to the
 //! global one, and the first that is full opens the breaker. The driver records the execution
-//! as `skipped`, notifies the team once per opening, and sets
-//! `medic_circuit_breaker_open{scope}`; an admin's reset is the driver's `reset_at` — starts
-//! before it are not counted.
+//! as `skipped`, notifies the team once per opening ([`first_of_opening`]), and sets
+//! `medic_circuit_breaker_open{scope}`. An admin's reset of a scope is applied by the store:
+//! the executions recorded in that scope before the reset are left out of the lists given here.
 
 use std::time::Duration;
 
@@ -113,6 +113,15 @@ pub fn check(
         }
     }
     Breaker::Closed
+}
+
+/// Whether skipping now is the first skip of the breaker's current opening in a scope, so the
+/// team hears about the opening once: the opening began with the newest start that counts
+/// (`starts`; no execution starts in the scope while it stays open), and a skip at or after
+/// it (`skipped`) was already announced.
+pub fn first_of_opening(starts: &[Timestamp], skipped: &[Timestamp]) -> bool {
+    let opened = starts.iter().max();
+    !skipped.iter().any(|t| opened.is_none_or(|o| t >= o))
 }
 
 #[cfg(test)]
@@ -239,5 +248,19 @@ mod tests {
             check(now(), Limits::default(), None, recent, Some(at(15))),
             Breaker::Closed
         );
+    }
+
+    #[test]
+    fn an_opening_is_announced_by_its_first_skip_only() {
+        let starts = [at(50), at(40), at(30)];
+        // The breaker filled at 30 minutes ago: the first skip after it is the announcement.
+        assert!(first_of_opening(&starts, &[]));
+        assert!(!first_of_opening(&starts, &[at(20)]));
+        assert!(!first_of_opening(&starts, &[at(30)]));
+        // A skip of an earlier opening does not count for this one.
+        assert!(first_of_opening(&starts, &[at(45)]));
+        // No counted start at all (a limit of 0 never happens, but a reset forgot them).
+        assert!(first_of_opening(&[], &[]));
+        assert!(!first_of_opening(&[], &[at(5)]));
     }
 }

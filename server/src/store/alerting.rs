@@ -378,16 +378,19 @@ pub enum PurgeTable {
     Suppressions,
     Snapshots,
     AuditEntries,
+    /// Finished playbook notices created before the cutoff (the deliveries' retention).
+    ExecutionNotices,
 }
 
 impl PurgeTable {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::HeartbeatEvents,
         Self::Deliveries,
         Self::ResolvedAlerts,
         Self::Suppressions,
         Self::Snapshots,
         Self::AuditEntries,
+        Self::ExecutionNotices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -398,6 +401,7 @@ impl PurgeTable {
             Self::Suppressions => "alert_suppressions",
             Self::Snapshots => "snapshots",
             Self::AuditEntries => "audit_log",
+            Self::ExecutionNotices => "execution_notices",
         }
     }
 
@@ -432,6 +436,10 @@ impl PurgeTable {
             Self::AuditEntries => &[
                 "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
                  WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            ],
+            Self::ExecutionNotices => &[
+                "DELETE FROM execution_notices WHERE id IN (SELECT id FROM execution_notices \
+                 WHERE state <> 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2)",
             ],
         }
     }

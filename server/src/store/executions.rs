@@ -78,6 +78,8 @@ pub struct ExecutionWrite {
     pub at: Timestamp,
     /// Written in the same transaction, each with the execution's id.
     pub audit: Vec<NewAuditEntry>,
+    /// Notices queued in the same transaction (the playbook outbox).
+    pub notices: Vec<NewNotice>,
 }
 
 /// Start times of executions that count for the circuit breaker (every status but
@@ -89,6 +91,11 @@ pub struct RecentStarts {
     /// This service's (any playbook); empty without a service.
     pub service: Vec<Timestamp>,
     pub global: Vec<Timestamp>,
+    /// The executions the open breaker skipped, by the same scopes (so an opening is announced
+    /// once). Every list leaves out what came before the scope's last reset.
+    pub skipped_playbook: Vec<Timestamp>,
+    pub skipped_service: Vec<Timestamp>,
+    pub skipped_global: Vec<Timestamp>,
 }
 
 /// Builds a new execution's first state from its id and the recent starts, inside the

@@ -21,6 +21,7 @@ mod audit;
 pub mod batch;
 mod executions;
 mod keys;
+mod notices;
 mod playbooks;
 pub mod postgres;
 mod records;
@@ -42,6 +43,7 @@ pub use alerting::*;
 pub use audit::*;
 pub use executions::*;
 pub use keys::*;
+pub use notices::*;
 pub use playbooks::*;
 pub use runs::*;
 pub use scripts::*;
@@ -149,6 +151,8 @@ pub trait Store:
     + PlaybookStore
     + SecretStore
     + ExecutionStore
+    + NoticeStore
+    + BreakerStore
     + Send
     + Sync
     + 'static

@@ -53,6 +53,7 @@ mod migrations;
 mod notify;
 mod outage;
 mod playbook_engine;
+mod playbook_notices;
 mod playbook_triggers;
 mod recovery;
 mod store;

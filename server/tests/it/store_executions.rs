@@ -74,6 +74,7 @@ fn first(status: &str, due: Option<Timestamp>, at: Timestamp) -> ExecutionWrite 
             },
             at,
         )],
+        notices: Vec::new(),
     }
 }
 
@@ -173,6 +174,7 @@ async fn executions_update_is_conditional_on_version(s: &dyn Store) {
         finished_at: (status == "completed").then_some(t(5)),
         at: t(5),
         audit: vec![audit(action, t(5))],
+        notices: Vec::new(),
     };
     assert!(
         s.update_execution(a.id, 0, &w(1, "waiting", "step_completed"))
@@ -224,6 +226,7 @@ async fn executions_one_of_many_racing_updates_wins(db: &crate::db::TestDb) {
                 finished_at: None,
                 at: t(1),
                 audit: vec![audit("approved", t(1))],
+                notices: Vec::new(),
             };
             s.update_execution(a.id, 0, &w).await.unwrap()
         }));

@@ -23,6 +23,7 @@ mod alerting;
 mod audit;
 mod executions;
 mod keys;
+mod outbox;
 mod playbooks;
 mod runs;
 mod scripts;

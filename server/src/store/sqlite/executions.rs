@@ -35,22 +35,80 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &ExecutionFilter) {
     }
 }
 
+/// Start times in one breaker scope (`kind`: playbook, service or global, keyed by `value`)
+/// since `from` and since the scope's last reset: the executions that count (`skipped` false)
+/// or the ones the open breaker skipped (`skipped` true).
 async fn starts(
     tx: &mut Transaction<'_, Sqlite>,
     scope: &str,
     value: Option<i64>,
     from: Timestamp,
+    kind: &str,
+    skipped: bool,
 ) -> Result<Vec<Timestamp>, sqlx::Error> {
+    let status = if skipped {
+        "status = 'skipped'"
+    } else {
+        "status <> 'skipped'"
+    };
     let sql = format!(
-        "SELECT created_at FROM playbook_executions WHERE status <> 'skipped' \
-         AND created_at > $1 {scope} ORDER BY created_at DESC LIMIT $3"
+        "SELECT created_at FROM playbook_executions WHERE {status} \
+         AND created_at > $1 {scope} AND NOT EXISTS (SELECT 1 FROM circuit_breaker_resets r \
+         WHERE r.scope = $4 AND r.scope_key = coalesce($2, 0) AND r.last_execution_id >= playbook_executions.id) \
+         ORDER BY created_at DESC LIMIT $3"
     );
     sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(from)
         .bind(value)
         .bind(MAX_STARTS)
+        .bind(kind)
         .fetch_all(&mut **tx)
         .await
+}
+
+/// The breaker's view of the recent starts for `new`.
+async fn recent(
+    tx: &mut Transaction<'_, Sqlite>,
+    new: &NewExecution,
+    from: Timestamp,
+) -> Result<RecentStarts, sqlx::Error> {
+    let mut out = RecentStarts::default();
+    for skipped in [false, true] {
+        let playbook = starts(
+            tx,
+            "AND playbook_id = $2",
+            Some(new.pinned.playbook_id),
+            from,
+            "playbook",
+            skipped,
+        )
+        .await?;
+        let service = match new.service_id {
+            Some(s) => {
+                starts(
+                    tx,
+                    "AND service_id = $2",
+                    Some(s.0),
+                    from,
+                    "service",
+                    skipped,
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        let global = starts(tx, "AND $2 IS NULL", None, from, "global", skipped).await?;
+        if skipped {
+            out.skipped_playbook = playbook;
+            out.skipped_service = service;
+            out.skipped_global = global;
+        } else {
+            out.playbook = playbook;
+            out.service = service;
+            out.global = global;
+        }
+    }
+    Ok(out)
 }
 
 async fn write(
@@ -92,6 +150,7 @@ async fn write(
         };
         insert_audit(tx, &entry).await?;
     }
+    outbox::insert_notices(tx, id, w.at, &w.notices).await?;
     Ok(true)
 }
 
@@ -103,25 +162,9 @@ pub(super) async fn insert_execution(
     window_from: Timestamp,
     build: BuildExecution<'_>,
 ) -> StoreResult<ExecutionRecord> {
-    let recent = RecentStarts {
-        playbook: starts(
-            &mut *tx,
-            "AND playbook_id = $2",
-            Some(new.pinned.playbook_id),
-            window_from,
-        )
+    let recent = recent(&mut *tx, new, window_from)
         .await
-        .map_err(unavailable)?,
-        service: match new.service_id {
-            Some(s) => starts(tx, "AND service_id = $2", Some(s.0), window_from)
-                .await
-                .map_err(unavailable)?,
-            None => Vec::new(),
-        },
-        global: starts(tx, "AND $2 IS NULL", None, window_from)
-            .await
-            .map_err(unavailable)?,
-    };
+        .map_err(unavailable)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO playbook_executions (playbook_id, playbook_name, playbook_version, \
          playbook_sha256, playbook_source, service_id, alert_id, trigger, requested_by, \
