@@ -301,7 +301,7 @@ async fn approval_notices_reach_the_team_and_a_decision_updates_the_slack_messag
         .find(|r| r.header("x-medic-event") == Some("execution.approved"))
         .map(Recorded::json)
         .expect("approved event");
-    assert_eq!(approved["execution"]["decided_by"], "key:bootstrap-admin");
+    assert_eq!(approved["execution"]["decided_by"], "owner:bootstrap");
     let slack = wait_requests(&rx.slack, "the update and the completion", |s| {
         slack_calls(s, "chat.update").len() == 1 && slack_calls(s, "chat.postMessage").len() == 3
     })
