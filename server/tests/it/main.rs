@@ -34,6 +34,7 @@ mod agents;
 mod alerting;
 mod cli;
 mod db;
+mod gateway_strings;
 mod http_auth;
 mod http_authz;
 mod http_bounds;
