@@ -55,6 +55,7 @@ mod notify;
 mod outage;
 mod playbook_engine;
 mod recovery;
+mod slack_four_eyes;
 mod store;
 mod store_agents;
 mod store_alerting;
