@@ -114,7 +114,6 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck { url } => healthcheck(&cfg, url.as_deref()),
         other => {
-            telemetry::init_logging(&cfg.log_level, cfg.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -125,14 +124,23 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(other, cfg)) {
+            // Only the server exports traces (OTEL_EXPORTER_OTLP_ENDPOINT), never a one-off
+            // command; the exporter's requests run on this runtime.
+            let traces = {
+                let _runtime = runtime.enter();
+                let serve = matches!(other, Command::Serve);
+                telemetry::init(&cfg.log_level, cfg.log_format, serve)
+            };
+            let code = match runtime.block_on(run(other, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "medic-server failed");
                     eprintln!("medic-server: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            runtime.block_on(traces.shutdown());
+            code
         }
     }
 }

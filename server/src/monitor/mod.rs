@@ -127,7 +127,9 @@ pub async fn run_monitor(
         let started = Instant::now();
         let defaults = &settings.defaults;
         let judge = |ctx: &_, d: &_| judge::judge(now, defaults, ctx, d);
-        let pause = match store.monitor_pass(now, settings.batch, &judge).await {
+        let pass = store.monitor_pass(now, settings.batch, &judge);
+        let pass = tracing::Instrument::instrument(pass, tracing::info_span!("monitor_pass"));
+        let pause = match pass.await {
             Ok(report) => {
                 let took = started.elapsed();
                 metrics::histogram!("medic_monitor_pass_seconds").record(took.as_secs_f64());

@@ -52,6 +52,7 @@ mod http_services;
 mod http_teams;
 mod migrations;
 mod notify;
+mod otel;
 mod outage;
 mod playbook_engine;
 mod recovery;
