@@ -179,7 +179,7 @@ async fn spans_of_requests_batches_passes_and_deliveries_reach_an_otlp_receiver(
     let r = client
         .post(format!("{}/heartbeat", server.base))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"heartbeat_name": "otel-beating", "status": "UP"}))
+        .json(&json!({"heartbeat_name": "otel-silent", "status": "UP"}))
         .send()
         .await
         .expect("heartbeat");
