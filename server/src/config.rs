@@ -138,6 +138,19 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         rate_limit: Option<u32>,
     },
+    /// Link a key owner to their Slack user id (or unlink it), so that four-eyes treats their
+    /// button presses in Slack as their own: they cannot approve in Slack what they requested.
+    LinkSlack {
+        /// The owner's name (as given to `create --owner`).
+        #[arg(long)]
+        owner: String,
+        /// The Slack user id (`U024BE7LH`, from the user's Slack profile: "Copy member ID").
+        #[arg(long, required_unless_present = "unlink", conflicts_with = "unlink")]
+        slack_user_id: Option<String>,
+        /// Remove the owner's link instead.
+        #[arg(long)]
+        unlink: bool,
+    },
 }
 
 /// Every server setting. Each has a flag and an environment variable.
@@ -993,7 +1006,7 @@ impl Cli {
 
 /// The settings each subcommand reads; `serve` and `check-config` (which checks them all) read
 /// every one, so only these are listed.
-const SUBCOMMAND_SETTINGS: [(&[&str], &[&str]); 4] = [
+const SUBCOMMAND_SETTINGS: [(&[&str], &[&str]); 5] = [
     (&["healthcheck"], &["config", "port", "bind"]),
     (
         &["migrate"],
@@ -1016,6 +1029,16 @@ const SUBCOMMAND_SETTINGS: [(&[&str], &[&str]); 4] = [
         ],
     ),
     (&["openapi"], &[]),
+    (
+        &["api-key", "link-slack"],
+        &[
+            "config",
+            "database_url",
+            "db_max_connections",
+            "log_level",
+            "log_format",
+        ],
+    ),
 ];
 
 /// Keeps every setting accepted everywhere (so a shared environment or `--config` file never
@@ -1036,12 +1059,19 @@ fn hide_settings_that_do_not_apply(mut cmd: clap::Command) -> clap::Command {
         }
         sc
     };
+    // A parent of several listed subcommands (`api-key`) is given the hidden copies once.
+    let mut parents: Vec<&str> = Vec::new();
     for (path, keep) in SUBCOMMAND_SETTINGS {
         cmd = match path {
             [name] => cmd.mut_subcommand(*name, |sc| hide(sc, keep)),
-            [name, child] => cmd.mut_subcommand(*name, |sc| {
-                hide(sc, keep).mut_subcommand(*child, |c| hide(c, keep))
-            }),
+            [name, child] => {
+                let first = !parents.contains(name);
+                parents.push(name);
+                cmd.mut_subcommand(*name, |sc| {
+                    let sc = if first { hide(sc, keep) } else { sc };
+                    sc.mut_subcommand(*child, |c| hide(c, keep))
+                })
+            }
             _ => cmd,
         };
     }

@@ -114,7 +114,6 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck { url } => healthcheck(&cfg, url.as_deref()),
         other => {
-            telemetry::init_logging(&cfg.log_level, cfg.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -125,14 +124,23 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(other, cfg)) {
+            // Only the server exports traces (OTEL_EXPORTER_OTLP_ENDPOINT), never a one-off
+            // command; the exporter's requests run on this runtime.
+            let traces = {
+                let _runtime = runtime.enter();
+                let serve = matches!(other, Command::Serve);
+                telemetry::init(&cfg.log_level, cfg.log_format, serve)
+            };
+            let code = match runtime.block_on(run(other, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "medic-server failed");
                     eprintln!("medic-server: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            runtime.block_on(traces.shutdown());
+            code
         }
     }
 }
@@ -290,6 +298,74 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 record.owner_id,
                 database_description(&cfg)
             );
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::LinkSlack {
+            owner,
+            slack_user_id,
+            unlink,
+        }) => {
+            let slack_user_id = if unlink {
+                None
+            } else {
+                let id = slack_user_id.unwrap_or_default().trim().to_owned();
+                if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    anyhow::bail!(
+                        "--slack-user-id must be a Slack user id such as U024BE7LH (letters and \
+                         digits)"
+                    );
+                }
+                Some(id)
+            };
+            let store = server::open_store(&cfg).await?;
+            store.migrate().await?;
+            let Some(found) = store.find_key_owner(owner.trim()).await? else {
+                store.close().await;
+                anyhow::bail!(
+                    "no key owner is named {owner:?} in {}",
+                    database_description(&cfg)
+                );
+            };
+            let audit = NewAuditEntry {
+                action_type: "key_owner_slack_user_linked".to_owned(),
+                actor: "medic-server api-key link-slack".to_owned(),
+                on_behalf_of: None,
+                service_id: None,
+                execution_id: None,
+                details: serde_json::json!({
+                    "owner_id": found.id, "name": found.name,
+                    "slack_user_id": slack_user_id, "previous_slack_user_id": found.slack_user_id,
+                }),
+                at: Timestamp::now(),
+            };
+            let result = store
+                .set_key_owner_slack_user(&found.id, slack_user_id.as_deref(), &audit)
+                .await;
+            store.close().await;
+            match result {
+                Ok(true) => {}
+                Ok(false) => anyhow::bail!("the key owner {owner:?} was deleted meanwhile"),
+                Err(medic_server::store::StoreError::Conflict(_)) => anyhow::bail!(
+                    "the Slack user {} is already linked to another owner; unlink it there first",
+                    slack_user_id.unwrap_or_default()
+                ),
+                Err(e) => return Err(e.into()),
+            }
+            match slack_user_id {
+                Some(id) => eprintln!(
+                    "linked owner {:?} ({}) to the Slack user {id} in {}",
+                    found.name,
+                    found.id,
+                    database_description(&cfg)
+                ),
+                None => eprintln!(
+                    "unlinked owner {:?} ({}) from Slack in {}",
+                    found.name,
+                    found.id,
+                    database_description(&cfg)
+                ),
+            }
             Ok(())
         }
         Command::Secrets(SecretsCommand::Rotate) => {

@@ -26,21 +26,46 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+pub mod otel;
+
 /// Installs the global tracing subscriber. Safe to call more than once (later calls are no-ops).
 pub fn init_logging(level: &str, format: LogFormat) {
+    init(level, format, false);
+}
+
+/// [`init_logging`], plus span export when `traces` and the environment asks for it
+/// ([`otel`]; inside the Tokio runtime). The returned handle flushes the exporter at the end.
+pub fn init(level: &str, format: LogFormat, traces: bool) -> otel::Traces {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let (exporter, handle, problem) = if traces {
+        otel::layer()
+    } else {
+        (None, otel::Traces::default(), None)
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(exporter)
+        .try_init();
+    if let Some(problem) = problem {
+        tracing::error!(error = problem, "OpenTelemetry traces are off");
+    } else if handle.enabled() {
+        tracing::info!("exporting OpenTelemetry traces over OTLP/HTTP");
+    }
+    handle
 }
 
 /// Most distinct `team` label values one process exports; later teams share `other`.

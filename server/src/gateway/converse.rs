@@ -180,6 +180,14 @@ impl Gateway {
                     return "error from the agent";
                 }
                 report => {
+                    let report = match runs::checked_report(report) {
+                        Ok(report) => report,
+                        Err(why) => {
+                            let code = ErrorCode::Malformed;
+                            let _ = refuse(socket, code, &why, close_code(code)).await;
+                            return code.as_str();
+                        }
+                    };
                     if runs::report(
                         store,
                         clock,

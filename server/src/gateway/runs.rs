@@ -212,6 +212,57 @@ async fn send_run(
     Ok(())
 }
 
+/// Checks the strings of a run report before anything is stored, as the HTTP API checks its
+/// input. Identifiers (the run id, a refused run's script name) must follow the protocol's
+/// rules: a report that breaks them is refused (`Err`, the session ends `malformed`). Text for
+/// people is kept, made storable on every backend: the script's output loses only NUL (which
+/// PostgreSQL cannot store; colours, tabs and line breaks stay), a refusal's detail every
+/// control character but tab and line breaks. Each removed character becomes U+FFFD, as
+/// invalid UTF-8 already does.
+pub(super) fn checked_report(message: AgentMessage) -> Result<AgentMessage, String> {
+    use medic_protocol::validate::{validate_run_id, validate_script_name};
+    let run_id = match &message {
+        AgentMessage::RunAccepted(a) => Some(&a.run_id),
+        AgentMessage::RunOutput(o) => Some(&o.run_id),
+        AgentMessage::RunResult(r) => Some(&r.run_id),
+        AgentMessage::RunSkipped(s) => Some(&s.run_id),
+        _ => None,
+    };
+    if let Some(run_id) = run_id {
+        validate_run_id(run_id.as_str()).map_err(|e| e.to_string())?;
+    }
+    Ok(match message {
+        AgentMessage::RunResult(mut r) => {
+            r.stdout = replace(r.stdout, |c| c == '\0');
+            r.stderr = replace(r.stderr, |c| c == '\0');
+            AgentMessage::RunResult(r)
+        }
+        AgentMessage::RunOutput(mut o) => {
+            o.chunk = replace(o.chunk, |c| c == '\0');
+            AgentMessage::RunOutput(o)
+        }
+        AgentMessage::RunSkipped(mut s) => {
+            validate_script_name(&s.script).map_err(|e| e.to_string())?;
+            s.detail = replace(s.detail, |c| {
+                c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+            });
+            AgentMessage::RunSkipped(s)
+        }
+        other => other,
+    })
+}
+
+/// `text` with every character `bad` matches replaced by U+FFFD (no copy when none does).
+fn replace(text: String, bad: impl Fn(char) -> bool) -> String {
+    if text.chars().any(&bad) {
+        text.chars()
+            .map(|c| if bad(c) { '\u{FFFD}' } else { c })
+            .collect()
+    } else {
+        text
+    }
+}
+
 /// Stores a report about a run and acknowledges it once stored.
 pub(super) async fn report(
     store: &dyn Store,

@@ -287,3 +287,51 @@ async fn revoke_api_key(
         RevokedKeyOut { id: id.0 },
     ))
 }
+
+/// The key owner behind a requester or an approver as executions record them: `key:<key id>`
+/// (that key's owner; `key:bootstrap-admin` is the bootstrap owner) or `slack:<Slack user id>`
+/// (the owner linked to that Slack user, if any). `None`: no owner is known, so only the
+/// recorded identities themselves can be compared.
+pub(crate) async fn owner_behind(
+    store: &dyn crate::store::Store,
+    who: &str,
+) -> Result<Option<apikey::OwnerId>, crate::store::StoreError> {
+    if who == "key:bootstrap-admin" {
+        return Ok(Some(apikey::OwnerId::bootstrap()));
+    }
+    if let Some(id) = who.strip_prefix("owner:") {
+        return Ok(Some(apikey::OwnerId(id.to_owned())));
+    }
+    if let Some(id) = who.strip_prefix("key:") {
+        return Ok(store
+            .get_api_key(&ApiKeyId(id.to_owned()))
+            .await?
+            .map(|k| k.owner_id));
+    }
+    if let Some(user) = who.strip_prefix("slack:") {
+        return Ok(store
+            .find_key_owner_by_slack_user(user)
+            .await?
+            .map(|o| o.id));
+    }
+    Ok(None)
+}
+
+/// Four-eyes between a requester and an approver as executions record them: not the same
+/// identity, and not the same owner once keys and linked Slack users are resolved to owners.
+pub(crate) async fn second_pair_of_eyes(
+    store: &dyn crate::store::Store,
+    requester: &str,
+    approver: &str,
+) -> Result<bool, crate::store::StoreError> {
+    if requester == approver {
+        return Ok(false);
+    }
+    let (Some(r), Some(a)) = (
+        owner_behind(store, requester).await?,
+        owner_behind(store, approver).await?,
+    ) else {
+        return Ok(true);
+    };
+    Ok(apikey::second_pair_of_eyes(&r, &a))
+}

@@ -4,10 +4,11 @@
 //! Each decision is one conditional write of the execution's state (see [`crate::engine`]): of
 //! any number of concurrent decisions on one execution exactly one commits; the others are
 //! answered 409 and change nothing. **Four-eyes:** whoever requested an execution cannot
-//! approve it. The requester is identified by the **owner** of the API key that started it
-//! (`owner:<owner id>`; the bootstrap admin key and the keys it made share the `bootstrap`
-//! owner), or by the Slack user (`slack:<user id>`), so a person cannot approve their own
-//! execution with a second key (`domain::apikey::second_pair_of_eyes`).
+//! approve it. Requester and approver are recorded as `owner:<owner id>` (the owner of the
+//! API key; the bootstrap admin key and the keys it made share the `bootstrap` owner) or
+//! `slack:<user id>`; the rule compares those and, through the Slack users linked to owners,
+//! the owners behind them: another key of the same person, or their linked Slack user, is no
+//! second pair of eyes.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -303,13 +304,22 @@ pub(crate) async fn decide(
     done: &str,
 ) -> ApiResult {
     let id = path_id(raw, "execution")?;
+    // Four-eyes by owner: another key of the requester's owner, or the Slack user linked to
+    // it, is the same person (the state machine compares the recorded identities only).
+    if let Event::Approve { by } = &event
+        && let Some(requester) = app
+            .store
+            .get_execution(id)
+            .await?
+            .and_then(|r| r.requested_by)
+        && !super::api_keys::second_pair_of_eyes(&*app.store, &requester, &by.0).await?
+    {
+        return Err(self_approval());
+    }
     match app.engine.decide(id, event, who).await {
         Ok((record, _)) => Ok(ok(StatusCode::OK, done, ExecutionOut::new(&record)?)),
         Err(DecideError::NotFound) => Err(ApiError::not_found(format!("No execution {id}."))),
-        Err(DecideError::Refused(machine::Refusal::SelfApproval)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Whoever requested an execution cannot approve it; another person's key must.",
-        )),
+        Err(DecideError::Refused(machine::Refusal::SelfApproval)) => Err(self_approval()),
         Err(DecideError::Refused(r)) => Err(ApiError::conflict(format!(
             "{}.",
             upper_first(&r.to_string())
@@ -320,6 +330,13 @@ pub(crate) async fn decide(
         Err(DecideError::Corrupt(e)) => Err(ApiError::internal(&e)),
         Err(DecideError::Store(e)) => Err(e.into()),
     }
+}
+
+fn self_approval() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Whoever requested an execution cannot approve it; another person's key must.",
+    )
 }
 
 fn upper_first(s: &str) -> String {

@@ -6,7 +6,8 @@
 //! within five minutes (no replays). Handled actions: `ack_alert` (value = alert id) acknowledges
 //! the alert as `slack:<user id>`; `approve_playbook` / `reject_playbook` (COMPAT; value =
 //! execution id) approve or reject a playbook execution as `slack:<user id>`, with the same
-//! four-eyes rule and race-free decision as the API (`http::executions`).
+//! four-eyes rule and race-free decision as the API (`http::executions`): a Slack user linked to a
+//! key owner (`medic-server api-key link-slack`) is that owner for four-eyes.
 
 use axum::body::Bytes;
 use axum::extract::State;

@@ -150,10 +150,9 @@ pub async fn run_monitor(
             Some(a) => a,
             None => &crate::store::NoTriggers,
         };
-        let pause = match store
-            .monitor_pass_triggering(now, settings.batch, &judge, hook)
-            .await
-        {
+        let pass = store.monitor_pass_triggering(now, settings.batch, &judge, hook);
+        let pass = tracing::Instrument::instrument(pass, tracing::info_span!("monitor_pass"));
+        let pause = match pass.await {
             Ok(report) => {
                 if report.executions_started > 0
                     && let Some(engine) = &settings.triggers

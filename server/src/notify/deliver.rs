@@ -128,6 +128,7 @@ impl Notifiers {
     }
 
     /// One attempt to deliver `event` to `dest`.
+    #[tracing::instrument(name = "notification_delivery", skip_all, fields(channel = dest.channel()))]
     pub async fn deliver(&self, dest: &Destination, event: &AlertEvent) -> Outcome {
         let started = std::time::Instant::now();
         let outcome = match dest {

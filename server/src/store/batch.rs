@@ -109,7 +109,9 @@ async fn writer_loop(
         }
         let inputs: Vec<NewHeartbeat> = batch.iter().map(|p| p.heartbeat.clone()).collect();
         metrics::histogram!("medic_heartbeat_batch_size").record(inputs.len() as f64);
-        match store.record_heartbeats(&inputs).await {
+        let span = tracing::info_span!("heartbeat_batch", size = inputs.len());
+        let written = tracing::Instrument::instrument(store.record_heartbeats(&inputs), span);
+        match written.await {
             Ok(outcomes) if outcomes.len() == batch.len() => {
                 for (p, o) in batch.drain(..).zip(outcomes) {
                     let _ = p.reply.send(Ok(o));

@@ -31,6 +31,9 @@ pub struct KeyOwner {
     pub kind: OwnerKind,
     pub created_by: String,
     pub created_at: Timestamp,
+    /// The owner's Slack user id (`U024BE7LH`), when linked: their button presses in Slack are
+    /// theirs for four-eyes.
+    pub slack_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +97,24 @@ pub trait KeyStore: Send + Sync {
     /// The owner with this name, compared case-insensitively.
     async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>>;
     async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>>;
+    /// The owner linked to this Slack user id.
+    async fn find_key_owner_by_slack_user(
+        &self,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<KeyOwner>>;
+    /// Links the owner to a Slack user id (`None`: unlinks), with `audit` in the same
+    /// transaction. `false` (and nothing written) when there is no such owner; a Slack user
+    /// linked to another owner is a `Conflict`.
+    async fn set_key_owner_slack_user(
+        &self,
+        id: &OwnerId,
+        slack_user_id: Option<&str>,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<bool>;
 }
+
+/// The columns of a `key_owners` row, in [`KeyOwnerRow`]'s order.
+pub(super) const KEY_OWNER_COLUMNS: &str = "id, name, kind, created_at, created_by, slack_user_id";
 
 /// A `key_owners` row.
 #[derive(sqlx::FromRow)]
@@ -104,6 +124,7 @@ pub(super) struct KeyOwnerRow {
     kind: String,
     created_by: String,
     created_at: Timestamp,
+    slack_user_id: Option<String>,
 }
 
 impl From<KeyOwnerRow> for KeyOwner {
@@ -115,6 +136,7 @@ impl From<KeyOwnerRow> for KeyOwner {
             kind: OwnerKind::parse(&r.kind).unwrap_or(OwnerKind::Person),
             created_by: r.created_by,
             created_at: r.created_at,
+            slack_user_id: r.slack_user_id,
         }
     }
 }

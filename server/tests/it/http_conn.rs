@@ -123,3 +123,172 @@ async fn idle_kept_alive_connections_are_closed() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+// ---- the real binary under a low descriptor limit -------------------------------------------
+
+/// A `medic-server` process started under `ulimit -n <fds>`, killed when dropped.
+struct Limited {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Limited {
+    fn start(fds: u32, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let log = dir.path().join("server.log");
+        let mut cmd = std::process::Command::new("sh");
+        // The shell lowers its own limit (soft and hard), then becomes the server.
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {fds} && exec \"$0\""))
+            .arg(env!("CARGO_BIN_EXE_medic-server"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", "sqlite://medic.db")
+            .env("PORT", port.to_string())
+            .env("MEDIC_ADMIN_API_KEY", crate::support::ADMIN_KEY)
+            .env("MEDIC_LOG_FORMAT", "text")
+            .env("MEDIC_LOG_LEVEL", "warn")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("medic-server starts");
+        Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/health/live` answers 200 (from `from`).
+    async fn wait_live(&mut self, from: [u8; 4]) {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the server exited ({status}):\n{}", self.log());
+            }
+            if let Ok(Ok(mut s)) =
+                tokio::time::timeout(Duration::from_secs(2), connect_from(from, &self.addr())).await
+            {
+                let request =
+                    b"GET /health/live HTTP/1.1\r\nHost: medic\r\nConnection: close\r\n\r\n";
+                if s.write_all(request).await.is_ok() {
+                    let mut got = Vec::new();
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got));
+                    if matches!(read.await, Ok(Ok(_))) && got.starts_with(b"HTTP/1.1 200 OK") {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/health/live never answered:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Connects from a given loopback address (all of 127.0.0.0/8 is local on Linux).
+async fn connect_from(from: [u8; 4], to: &str) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
+    socket.connect(to.parse().expect("address")).await
+}
+
+/// A client from `from` that sends a request line and one header and never ends them.
+async fn slow_client_from(from: [u8; 4], to: &str) -> TcpStream {
+    let mut s = connect_from(from, to).await.expect("connect");
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: medic\r\n")
+        .await
+        .expect("write");
+    s
+}
+
+/// Under `ulimit -n 256`, 300 connections that never finish their headers neither stop the
+/// server nor its health check: from one address, the per-address limit closes all but a few
+/// at once and `/health/live` answers while they hang; from many addresses, the descriptors
+/// run out (the server logs it and keeps going), the header-read timeout cuts the slow ones
+/// off, and the server accepts and answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_under_a_low_descriptor_limit_do_not_stop_the_server() {
+    let mut server = Limited::start(
+        256,
+        &[
+            ("MEDIC_HEADER_READ_TIMEOUT_SECONDS", "2"),
+            ("MEDIC_MAX_CONNECTIONS_PER_IP", "16"),
+        ],
+    );
+    server.wait_live([127, 0, 0, 1]).await;
+    let to = server.addr();
+
+    // 300 slow connections from one address: at most 16 are kept.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        slow.push(slow_client_from([127, 0, 0, 1], &to).await);
+    }
+    // While they hang (well within the 2 s header timeout of the last ones), another address
+    // is served at once.
+    server.wait_live([127, 0, 0, 2]).await;
+    for s in &mut slow {
+        closed_by_server(s).await;
+    }
+    drop(slow);
+    server.wait_live([127, 0, 0, 1]).await;
+    assert!(
+        !server.log().contains("Too many open files"),
+        "descriptors ran out although one address held only 16:\n{}",
+        server.log()
+    );
+
+    // 300 slow connections from 20 addresses, 15 each: more than the server has descriptors.
+    let mut slow = Vec::new();
+    for i in 0..300u32 {
+        let host = 10 + u8::try_from(i % 20).unwrap();
+        slow.push(slow_client_from([127, 0, 1, host], &to).await);
+    }
+    // Every one is answered by a close, sooner or later: those accepted first after their
+    // header timeout, those left waiting for a descriptor once one is free.
+    for s in &mut slow {
+        closed_by_server(s).await;
+    }
+    drop(slow);
+    server.wait_live([127, 0, 0, 3]).await;
+    assert!(
+        server.log().contains("Too many open files"),
+        "the test never ran the server out of descriptors:\n{}",
+        server.log()
+    );
+    // And it still accepts new clients, from anywhere.
+    server.wait_live([127, 0, 0, 1]).await;
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "the server exited"
+    );
+}

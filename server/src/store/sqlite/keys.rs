@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::OwnerId;
-use crate::store::keys::labels_text;
+use crate::store::keys::{KEY_OWNER_COLUMNS, labels_text};
 
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
@@ -95,31 +95,35 @@ impl KeyStore for SqliteStore {
     }
 
     async fn get_key_owner(&self, id: &OwnerId) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE id = $1")
-            .bind(&id.0)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(unavailable)?
-            .map(|r| KeyOwner::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE id = $1"
+        )))
+        .bind(&id.0)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?
+        .map(|r| KeyOwner::from_row(&r))
+        .transpose()
+        .map_err(unavailable)
     }
 
     async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query("SELECT id, name, kind, created_at, created_by FROM key_owners WHERE lower(name) = lower($1)")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(unavailable)?
-            .map(|r| KeyOwner::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE lower(name) = lower($1)"
+        )))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?
+        .map(|r| KeyOwner::from_row(&r))
+        .transpose()
+        .map_err(unavailable)
     }
 
     async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, created_at, created_by FROM key_owners ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners ORDER BY created_at, id"
+        )))
         .fetch_all(&self.read)
         .await
         .map_err(unavailable)?;
@@ -127,5 +131,42 @@ impl KeyStore for SqliteStore {
             .map(KeyOwner::from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
+    }
+
+    async fn find_key_owner_by_slack_user(
+        &self,
+        slack_user_id: &str,
+    ) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE slack_user_id = $1"
+        )))
+        .bind(slack_user_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?
+        .map(|r| KeyOwner::from_row(&r))
+        .transpose()
+        .map_err(unavailable)
+    }
+
+    async fn set_key_owner_slack_user(
+        &self,
+        id: &OwnerId,
+        slack_user_id: Option<&str>,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
+        let done = sqlx::query("UPDATE key_owners SET slack_user_id = $1 WHERE id = $2")
+            .bind(slack_user_id)
+            .bind(&id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let changed = done.rows_affected() == 1;
+        if changed {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
     }
 }
