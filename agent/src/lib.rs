@@ -19,7 +19,8 @@
 //! - [`metrics`] — the agent's Prometheus counters, run-duration histogram and connection
 //!   gauge, and the optional loopback `GET /metrics` responder (hand-written HTTP/1.1).
 //! - [`backoff`] — reconnect delays: capped exponential backoff with full jitter, server hints.
-//! - [`log`] — JSON log lines on standard error.
+//! - [`log`] — `tracing` with JSON lines on standard error, or a daily-rotated file.
+//! - [`host`] — host facts (`sysinfo`) for the hello and periodic heartbeats.
 //! - [`cli`] — the command line: subcommands and flags, parsed by hand.
 //! - `main.rs` — reads the sources (file, environment, host name), runs a subcommand, maps
 //!   failures to exit codes (64 for bad usage or configuration).
@@ -68,6 +69,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod host;
 pub mod log;
 pub mod metrics;
 pub mod session;
