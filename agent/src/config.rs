@@ -522,24 +522,47 @@ const FILE_KEYS: [&str; 22] = [
 ];
 const ALLOW_KEYS: [&str; 3] = ["script", "sha256", "interpreter"];
 
-/// Reads the file's text: a syntax error is one problem (with its line); otherwise **every**
-/// unknown key is a problem with its line, and the rest is read. `None` when the file could not
-/// be read whole (a syntax error, or a value of the wrong type).
-fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> Option<FileConfig> {
-    let line_at = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let mut table: toml::Table = match toml::from_str(text) {
-        Ok(table) => table,
-        Err(e) => {
-            let at = e
-                .span()
-                .map(|span| format!(" (line {})", line_at(span.start)))
-                .unwrap_or_default();
-            problems.push(format!(
-                "{}{at}: {}",
-                path.display(),
-                e.message().trim_end()
-            ));
-            return None;
+/// At most this many syntax errors are reported from one file (each is skipped to find the next).
+const MAX_SYNTAX_ERRORS: usize = 10;
+
+/// Reads the file's text, reporting **every** problem with its line: each syntax error (the
+/// line is skipped and the rest read again, so one typo does not hide the others), then every
+/// unknown key, then what the rest holds. The flag says whether the file was read whole; when
+/// it was not, keys it may have set are unknown, and "not set" would be false.
+fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> (FileConfig, bool) {
+    let line_at =
+        |text: &str, offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut whole = true;
+    let mut syntax_errors = 0;
+    let mut current = text.to_owned();
+    let mut table: toml::Table = loop {
+        match toml::from_str(&current) {
+            Ok(table) => break table,
+            Err(e) => {
+                whole = false;
+                syntax_errors += 1;
+                let line = e.span().map(|span| line_at(&current, span.start));
+                let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+                problems.push(format!(
+                    "{}{at}: {}",
+                    path.display(),
+                    e.message().trim_end()
+                ));
+                // Skip the line and read the rest, unless skipping could move keys into
+                // another table (a broken header) or nothing more can be learnt.
+                let mut lines: Vec<&str> = current.split('\n').collect();
+                let Some(index) = line.map(|n| n - 1).filter(|&i| i < lines.len()) else {
+                    return (FileConfig::default(), false);
+                };
+                let skipped = syntax_errors >= MAX_SYNTAX_ERRORS
+                    || lines[index].trim_start().starts_with('[')
+                    || lines[index].trim().is_empty();
+                if skipped {
+                    return (FileConfig::default(), false);
+                }
+                lines[index] = "";
+                current = lines.join("\n");
+            }
         }
     };
     let mut unknown = |key: &str, within: &str| {
@@ -576,10 +599,10 @@ fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> Option<File
         }
     }
     match toml::Value::Table(table).try_into::<FileConfig>() {
-        Ok(file) => Some(file),
+        Ok(file) => (file, whole),
         Err(e) => {
             problems.push(format!("{}: {}", path.display(), e.message().trim_end()));
-            None
+            (FileConfig::default(), false)
         }
     }
 }
@@ -602,14 +625,11 @@ impl Config {
     pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
         let mut problems = Vec::new();
         // A file that cannot be read whole leaves its keys unknown: "not set" would be false.
-        let mut file_failed = false;
-        let file = match &sources.file {
-            None => FileConfig::default(),
-            Some((path, text)) => read_file(path, text, &mut problems).unwrap_or_else(|| {
-                file_failed = true;
-                FileConfig::default()
-            }),
+        let (file, whole) = match &sources.file {
+            None => (FileConfig::default(), true),
+            Some((path, text)) => read_file(path, text, &mut problems),
         };
+        let file_failed = !whole;
         let mut layers = Layers {
             sources,
             problems: Vec::new(),
