@@ -38,8 +38,12 @@
 //!   with the `ring` provider (no aws-lc, no OpenSSL), `webpki-roots` for the default trust
 //!   store, and `futures` for the stream/sink traits. Together they took the stripped binary
 //!   from 0.55 MB to about 2.0 MB; with the hardening it is 2,113,576 bytes (glibc) and
-//!   2,241,320 bytes as shipped (static musl, x86_64; `docs/benchmarks.md`);
-//! - `serde_json` (already in the tree through the protocol) for the JSON log lines;
+//!   2,241,320 bytes as shipped before the log and host facts (static musl, x86_64;
+//!   `docs/benchmarks.md`);
+//! - `tracing`, `tracing-subscriber` (`fmt` + `json` only: no ANSI, no env-filter, no regex)
+//!   and `tracing-appender` (its blocking daily-rolling file, never the background writer
+//!   thread) for the log; `sysinfo` (`system` + `disk`, no `multithread`) for host facts.
+//!   Together +217,856 bytes: 2,459,176 bytes as shipped (static musl, x86_64);
 //! - `rustix` (`event`, `fs`, `process`, `system`, `thread`) — `kill(-pgid)`, `waitid(WNOWAIT)`,
 //!   `pidfd_open`, `poll`, `prlimit`, `uname`, the sealed `memfd`, `prctl(PR_SET_DUMPABLE)`,
 //!   capabilities and groups, all as safe functions. `libc` would need `unsafe` at every call
