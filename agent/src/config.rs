@@ -49,6 +49,12 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// Address space a script may map unless told otherwise (`RLIMIT_AS`, Linux only).
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// Rotated log files kept (today's included) unless told otherwise.
+pub const DEFAULT_LOG_KEEP_FILES: u64 = 7;
+
+/// Seconds between host-fact reports unless told otherwise.
+pub const DEFAULT_HOST_FACTS_SECONDS: u64 = 300;
+
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "MEDIC_AGENT_CONFIG";
 
@@ -213,6 +219,12 @@ pub struct Config {
     pub limits: ResourceLimits,
     /// Where to serve Prometheus metrics (loopback only), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to write the log, rotated daily, instead of standard error.
+    pub log_file: Option<PathBuf>,
+    /// How many daily log files to keep (today's included).
+    pub log_keep_files: usize,
+    /// Time between host-fact reports (sent in a heartbeat; also in every hello).
+    pub host_facts_interval: Duration,
 }
 
 /// The configuration file's shape. Unknown keys are problems, so a typo is not silently ignored.
@@ -241,6 +253,9 @@ struct FileConfig {
     cpu_limit_seconds: Option<u64>,
     memory_limit_bytes: Option<u64>,
     metrics_listen: Option<String>,
+    log_file: Option<PathBuf>,
+    log_keep_files: Option<u64>,
+    host_facts_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,11 +301,17 @@ pub enum Setting {
     MemoryLimit,
     /// `metrics_listen`.
     MetricsListen,
+    /// `log_file`.
+    LogFile,
+    /// `log_keep_files`.
+    LogKeepFiles,
+    /// `host_facts_interval_seconds`.
+    HostFactsInterval,
 }
 
 impl Setting {
     /// Every setting, in documentation order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::ServerUrl,
         Self::AllowInsecureWs,
         Self::Credential,
@@ -307,6 +328,9 @@ impl Setting {
         Self::CpuLimit,
         Self::MemoryLimit,
         Self::MetricsListen,
+        Self::LogFile,
+        Self::LogKeepFiles,
+        Self::HostFactsInterval,
     ];
 
     /// The key in the file.
@@ -328,6 +352,9 @@ impl Setting {
             Self::CpuLimit => "cpu_limit_seconds",
             Self::MemoryLimit => "memory_limit_bytes",
             Self::MetricsListen => "metrics_listen",
+            Self::LogFile => "log_file",
+            Self::LogKeepFiles => "log_keep_files",
+            Self::HostFactsInterval => "host_facts_interval_seconds",
         }
     }
 
@@ -469,7 +496,7 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// The keys the file may hold at the top level, and in each `[[allow]]` table.
-const FILE_KEYS: [&str; 19] = [
+const FILE_KEYS: [&str; 22] = [
     "server_url",
     "allow_insecure_ws",
     "credential",
@@ -489,27 +516,53 @@ const FILE_KEYS: [&str; 19] = [
     "cpu_limit_seconds",
     "memory_limit_bytes",
     "metrics_listen",
+    "log_file",
+    "log_keep_files",
+    "host_facts_interval_seconds",
 ];
 const ALLOW_KEYS: [&str; 3] = ["script", "sha256", "interpreter"];
 
-/// Reads the file's text: a syntax error is one problem (with its line); otherwise **every**
-/// unknown key is a problem with its line, and the rest is read. `None` when the file could not
-/// be read whole (a syntax error, or a value of the wrong type).
-fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> Option<FileConfig> {
-    let line_at = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let mut table: toml::Table = match toml::from_str(text) {
-        Ok(table) => table,
-        Err(e) => {
-            let at = e
-                .span()
-                .map(|span| format!(" (line {})", line_at(span.start)))
-                .unwrap_or_default();
-            problems.push(format!(
-                "{}{at}: {}",
-                path.display(),
-                e.message().trim_end()
-            ));
-            return None;
+/// At most this many syntax errors are reported from one file (each is skipped to find the next).
+const MAX_SYNTAX_ERRORS: usize = 10;
+
+/// Reads the file's text, reporting **every** problem with its line: each syntax error (the
+/// line is skipped and the rest read again, so one typo does not hide the others), then every
+/// unknown key, then what the rest holds. The flag says whether the file was read whole; when
+/// it was not, keys it may have set are unknown, and "not set" would be false.
+fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> (FileConfig, bool) {
+    let line_at =
+        |text: &str, offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut whole = true;
+    let mut syntax_errors = 0;
+    let mut current = text.to_owned();
+    let mut table: toml::Table = loop {
+        match toml::from_str(&current) {
+            Ok(table) => break table,
+            Err(e) => {
+                whole = false;
+                syntax_errors += 1;
+                let line = e.span().map(|span| line_at(&current, span.start));
+                let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+                problems.push(format!(
+                    "{}{at}: {}",
+                    path.display(),
+                    e.message().trim_end()
+                ));
+                // Skip the line and read the rest, unless skipping could move keys into
+                // another table (a broken header) or nothing more can be learnt.
+                let mut lines: Vec<&str> = current.split('\n').collect();
+                let Some(index) = line.map(|n| n - 1).filter(|&i| i < lines.len()) else {
+                    return (FileConfig::default(), false);
+                };
+                let skipped = syntax_errors >= MAX_SYNTAX_ERRORS
+                    || lines[index].trim_start().starts_with('[')
+                    || lines[index].trim().is_empty();
+                if skipped {
+                    return (FileConfig::default(), false);
+                }
+                lines[index] = "";
+                current = lines.join("\n");
+            }
         }
     };
     let mut unknown = |key: &str, within: &str| {
@@ -546,10 +599,10 @@ fn read_file(path: &Path, text: &str, problems: &mut Vec<String>) -> Option<File
         }
     }
     match toml::Value::Table(table).try_into::<FileConfig>() {
-        Ok(file) => Some(file),
+        Ok(file) => (file, whole),
         Err(e) => {
             problems.push(format!("{}: {}", path.display(), e.message().trim_end()));
-            None
+            (FileConfig::default(), false)
         }
     }
 }
@@ -572,14 +625,11 @@ impl Config {
     pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
         let mut problems = Vec::new();
         // A file that cannot be read whole leaves its keys unknown: "not set" would be false.
-        let mut file_failed = false;
-        let file = match &sources.file {
-            None => FileConfig::default(),
-            Some((path, text)) => read_file(path, text, &mut problems).unwrap_or_else(|| {
-                file_failed = true;
-                FileConfig::default()
-            }),
+        let (file, whole) = match &sources.file {
+            None => (FileConfig::default(), true),
+            Some((path, text)) => read_file(path, text, &mut problems),
         };
+        let file_failed = !whole;
         let mut layers = Layers {
             sources,
             problems: Vec::new(),
@@ -808,6 +858,32 @@ impl Config {
             },
         };
 
+        let log_file = layers.path(Setting::LogFile, file.log_file);
+        if let Some(path) = &log_file
+            && (path.is_relative() || path.file_name().is_none())
+        {
+            problems.push(format!(
+                "log_file {} must be an absolute path to a file",
+                path.display()
+            ));
+        }
+        let keep = layers
+            .number(Setting::LogKeepFiles, file.log_keep_files)
+            .unwrap_or(DEFAULT_LOG_KEEP_FILES);
+        let log_keep_files =
+            in_range(&mut problems, "log_keep_files", keep, 1, 366).map_or(1, |n| n as usize);
+        let facts = layers
+            .number(Setting::HostFactsInterval, file.host_facts_interval_seconds)
+            .unwrap_or(DEFAULT_HOST_FACTS_SECONDS);
+        let facts = in_range(
+            &mut problems,
+            "host_facts_interval_seconds",
+            facts,
+            1,
+            86_400,
+        )
+        .unwrap_or(DEFAULT_HOST_FACTS_SECONDS);
+
         problems.append(&mut layers.problems);
         match (server_url, credential, agent_id) {
             (Some(server_url), Some(credential), Some(agent_id)) if problems.is_empty() => {
@@ -827,6 +903,9 @@ impl Config {
                     pass_env: file.pass_env,
                     limits,
                     metrics_listen,
+                    log_file,
+                    log_keep_files,
+                    host_facts_interval: Duration::from_secs(facts),
                 })
             }
             _ => Err(Problems(problems)),
@@ -906,6 +985,21 @@ impl Config {
                 }
             }
             Err(e) => problems.push(format!("work_dir {}: {e}", self.work_dir.display())),
+        }
+        if let Some(dir) = self.log_file.as_deref().and_then(Path::parent) {
+            let writable = dir.is_dir()
+                && rustix::fs::access(
+                    dir,
+                    rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                )
+                .is_ok();
+            if !writable {
+                problems.push(format!(
+                    "log_file: the directory {} does not exist or this user cannot write in it; \
+                     create it (owned by the agent's user, mode 0750) or choose another",
+                    dir.display()
+                ));
+            }
         }
         problems
     }

@@ -72,6 +72,8 @@ struct Loaded {
     run_as: Option<RunAs>,
     /// Whether this process can switch users now (root, or the switching capabilities).
     can_switch: bool,
+    /// What `run` logs once the logger is up (an insecure credential file).
+    warnings: Vec<String>,
 }
 
 /// Loads the configuration and checks everything a start would need; returns every problem.
@@ -83,6 +85,7 @@ fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
         .collect();
     let (path, explicit) = config::config_path(cli.config.as_deref(), &env);
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let file = match std::fs::read_to_string(&path) {
         Ok(text) => Some((path.clone(), text)),
         Err(e) if e.kind() == ErrorKind::NotFound && !explicit => None,
@@ -104,7 +107,7 @@ fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
                 if checking {
                     problems.push(exposed);
                 } else {
-                    log::warn("insecure credential file", &[("problem", &exposed)]);
+                    warnings.push(exposed);
                 }
             }
             let euid = rustix::process::geteuid().as_raw();
@@ -131,6 +134,7 @@ fn load(cli: &cli::Cli, checking: bool) -> Result<Loaded, Vec<String>> {
                     env: sources.env,
                     run_as,
                     can_switch,
+                    warnings,
                 });
             }
         }
@@ -159,8 +163,16 @@ fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
         config,
         env,
         run_as,
+        warnings,
         ..
     } = loaded;
+    // The logger next, so that everything after this is in the log.
+    if let Err(e) = log::init(config.log_file.as_deref(), config.log_keep_files) {
+        return report(&[e]);
+    }
+    for warning in warnings {
+        tracing::warn!(problem = %warning, "insecure credential file");
+    }
     let settings = match SessionSettings::from_config(&config, hostname()) {
         Ok(settings) => settings,
         Err(e) => return report(&[e]),
@@ -181,13 +193,11 @@ fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log::info(
-        "starting",
-        &[
-            ("agent_id", config.agent_id.as_str()),
-            ("server", config.server_url.as_str()),
-            ("version", env!("CARGO_PKG_VERSION")),
-        ],
+    tracing::info!(
+        agent_id = config.agent_id.as_str(),
+        server = config.server_url.as_str(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
     );
     let metrics_listen = config.metrics_listen;
     runtime.block_on(async move {
@@ -195,14 +205,11 @@ fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
         if let Some(addr) = metrics_listen {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
-                    log::info("serving metrics", &[("listen", &addr.to_string())]);
+                    tracing::info!(listen = %addr, "serving metrics");
                     tokio::spawn(metrics::serve(listener, stopped.clone()));
                 }
                 Err(e) => {
-                    log::warn(
-                        "cannot serve metrics",
-                        &[("listen", &addr.to_string()), ("error", &e.to_string())],
-                    );
+                    tracing::warn!(listen = %addr, error = %e, "cannot serve metrics");
                     return ExitCode::FAILURE;
                 }
             }
@@ -211,7 +218,7 @@ fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(hangup) => hangup,
             Err(e) => {
-                log::warn("cannot handle SIGHUP", &[("error", &e.to_string())]);
+                tracing::warn!(error = %e, "cannot handle SIGHUP");
                 return ExitCode::FAILURE;
             }
         };
@@ -231,7 +238,7 @@ fn run(cli: &cli::Cli, loaded: Loaded) -> ExitCode {
                 }
             }
         }
-        log::info("stopping", &[]);
+        tracing::info!("stopping");
         let _ = stop.send(true);
         let _ = agent.await;
         ExitCode::SUCCESS
@@ -265,9 +272,9 @@ fn reload(
     updates: &tokio::sync::watch::Sender<SessionSettings>,
 ) -> Option<(Config, SessionSettings)> {
     let refused = |problems: &[String]| {
-        log::warn(
-            "reload refused; the running configuration is kept",
-            &[("problems", &problems.join("; "))],
+        tracing::warn!(
+            problems = %problems.join("; "),
+            "reload refused; the running configuration is kept"
         );
     };
     let loaded = match load(cli, false) {
@@ -285,12 +292,12 @@ fn reload(
         }
     };
     if let Some(ignored) = executor.reload(exec_settings(&loaded.config, loaded.run_as)) {
-        log::warn("reload", &[("ignored", &ignored)]);
+        tracing::warn!(ignored = %ignored, "reload");
     }
     if loaded.config.metrics_listen != config.metrics_listen {
-        log::warn(
-            "reload",
-            &[("ignored", "metrics_listen takes effect at the next start")],
+        tracing::warn!(
+            ignored = "metrics_listen takes effect at the next start",
+            "reload"
         );
     }
     let reconnect = next.endpoint != session.endpoint
@@ -298,20 +305,27 @@ fn reload(
         || next.agent_id != session.agent_id
         || next.labels != session.labels
         || next.heartbeat_interval != session.heartbeat_interval
+        || next.host_facts_interval != session.host_facts_interval
         || loaded.config.ca_file != config.ca_file
         || loaded.config.client_identity != config.client_identity;
     if reconnect {
         let _ = updates.send(next.clone());
     }
-    log::info(
-        "configuration reloaded",
-        &[
-            (
-                "allowed_scripts",
-                &loaded.config.allowlist.len().to_string(),
-            ),
-            ("reconnect", if reconnect { "true" } else { "false" }),
-        ],
+    for warning in &loaded.warnings {
+        tracing::warn!(problem = %warning, "insecure credential file");
+    }
+    if loaded.config.log_file != config.log_file
+        || loaded.config.log_keep_files != config.log_keep_files
+    {
+        tracing::warn!(
+            ignored = "log_file and log_keep_files take effect at the next start",
+            "reload"
+        );
+    }
+    tracing::info!(
+        allowed_scripts = loaded.config.allowlist.len(),
+        reconnect,
+        "configuration reloaded"
     );
     Some((loaded.config, next))
 }

@@ -41,8 +41,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::backoff::{self, Jitter};
 use crate::config::{Config, Secret};
 use crate::exec::{Executor, Refusal};
-use crate::log;
-use crate::metrics;
+use crate::{host, metrics};
 
 /// How long SIGTERM waits for runs in flight to finish and their reports to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -73,6 +72,8 @@ pub struct SessionSettings {
     pub labels: BTreeMap<String, String>,
     /// The configured heartbeat interval (the server may ask for a shorter one).
     pub heartbeat_interval: Duration,
+    /// How often a heartbeat carries fresh host facts.
+    pub host_facts_interval: Duration,
 }
 
 impl SessionSettings {
@@ -92,6 +93,7 @@ impl SessionSettings {
             hostname,
             labels: config.labels.clone(),
             heartbeat_interval: config.heartbeat_interval,
+            host_facts_interval: config.host_facts_interval,
         })
     }
 }
@@ -366,30 +368,26 @@ impl Agent {
             let wait = match ended {
                 Ended::Shutdown => return,
                 Ended::Reconfigured => {
-                    log::info("reconnecting with the reloaded configuration", &[]);
+                    tracing::info!("reconnecting with the reloaded configuration");
                     attempt = 0;
                     continue;
                 }
                 Ended::Failed(why) => {
                     let wait = backoff::full_jitter(attempt, self.jitter.next_u64());
                     attempt = attempt.saturating_add(1);
-                    log::warn(
-                        "disconnected",
-                        &[
-                            ("reason", &why),
-                            ("retry_in_ms", &wait.as_millis().to_string()),
-                        ],
+                    tracing::warn!(
+                        reason = %why,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "disconnected"
                     );
                     wait
                 }
                 Ended::After(after, why) => {
                     let wait = backoff::after_hint(after, self.jitter.next_u64());
-                    log::info(
-                        "server asked to reconnect later",
-                        &[
-                            ("reason", &why),
-                            ("retry_in_ms", &wait.as_millis().to_string()),
-                        ],
+                    tracing::info!(
+                        reason = %why,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "server asked to reconnect later"
                     );
                     wait
                 }
@@ -435,6 +433,7 @@ impl Agent {
             arch: std::env::consts::ARCH.to_owned(),
             labels: self.settings.labels.clone(),
             running,
+            host: Some(host::facts()),
         }
     }
 
@@ -453,13 +452,11 @@ impl Agent {
             .min(self.settings.heartbeat_interval)
             .max(Duration::from_secs(1));
         metrics::global().session_opened();
-        log::info(
-            "connected",
-            &[
-                ("session_id", welcome.session_id.as_str()),
-                ("protocol_version", &welcome.protocol_version.to_string()),
-                ("heartbeat_interval_ms", &interval.as_millis().to_string()),
-            ],
+        tracing::info!(
+            session_id = welcome.session_id.as_str(),
+            protocol_version = welcome.protocol_version,
+            heartbeat_interval_ms = interval.as_millis() as u64,
+            "connected"
         );
         // Results that finished while disconnected join the unacknowledged ones; all go again.
         while let Ok(result) = self.results_rx.try_recv() {
@@ -478,6 +475,8 @@ impl Agent {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut seq: u64 = 0;
+        // The hello carried host facts just now.
+        let mut facts_sent = Instant::now();
         let mut last_heard = Instant::now();
         let mut drain: Option<Duration> = None;
         // Set by SIGTERM while runs are in flight or unacknowledged: when to give up waiting.
@@ -533,7 +532,7 @@ impl Agent {
                                 || backoff::exponential_ceiling(0),
                                 Duration::from_millis,
                             );
-                            log::info("the server is draining", &[("reason", &d.reason)]);
+                            tracing::info!(reason = %d.reason, "the server is draining");
                             drain = Some(after);
                         }
                         other => {
@@ -543,12 +542,19 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
+                    // Host facts every host_facts_interval (the hello carried the first ones).
+                    let host = (facts_sent.elapsed() >= self.settings.host_facts_interval)
+                        .then(|| {
+                            facts_sent = Instant::now();
+                            host::facts()
+                        });
                     let beat = AgentMessage::Heartbeat(Heartbeat {
                         seq,
                         sent_at: Timestamp::from_system_time(SystemTime::now()),
                         uptime_seconds: self.began.elapsed().as_secs(),
                         running_runs: self.executor.running() as u32,
-                        load_average: load_average(),
+                        load_average: host::load_average(),
+                        host,
                     });
                     seq += 1;
                     if let Err(e) = send(&mut ws, &beat).await {
@@ -575,12 +581,10 @@ impl Agent {
                         // Take no new runs; finish, report and hear the acks of the current
                         // ones, within the grace period.
                         stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-                        log::info(
-                            "stopping",
-                            &[
-                                ("running", &self.executor.running().to_string()),
-                                ("unacknowledged", &self.reports.len().to_string()),
-                            ],
+                        tracing::info!(
+                            running = self.executor.running(),
+                            unacknowledged = self.reports.len(),
+                            "stopping"
                         );
                     }
                 }
@@ -590,7 +594,7 @@ impl Agent {
                     return Ended::Reconfigured;
                 }
                 () = sleep_until_or_never(stopping) => {
-                    log::warn("stopping before every run was reported", &[]);
+                    tracing::warn!("stopping before every run was reported");
                     let _ = close_away(&mut ws).await;
                     return Ended::Shutdown;
                 }
@@ -653,13 +657,11 @@ impl Agent {
         match admitted {
             Err(refusal) => {
                 metrics::global().run_skipped(&request.script, refusal.reason);
-                log::info(
-                    "run skipped",
-                    &[
-                        ("run_id", run_id.as_str()),
-                        ("script", &request.script),
-                        ("reason", refusal.reason.as_str()),
-                    ],
+                tracing::info!(
+                    run_id = run_id.as_str(),
+                    script = %request.script,
+                    reason = refusal.reason.as_str(),
+                    "run skipped"
                 );
                 let skipped = AgentMessage::RunSkipped(refusal.to_skipped(&request));
                 self.reports.keep(run_id, skipped.clone());
@@ -668,9 +670,10 @@ impl Agent {
             Ok(permit) => {
                 let started_at = Timestamp::from_system_time(SystemTime::now());
                 self.started.insert(run_id.clone(), started_at.clone());
-                log::info(
-                    "run accepted",
-                    &[("run_id", run_id.as_str()), ("script", &request.script)],
+                tracing::info!(
+                    run_id = run_id.as_str(),
+                    script = %request.script,
+                    "run accepted"
                 );
                 let results = self.results_tx.clone();
                 let script = request.script.clone();
@@ -754,13 +757,6 @@ async fn refuse(ws: &mut Socket, code: ErrorCode, message: &str) -> Result<(), S
     });
     send(ws, &error).await?;
     ws.close(None).await.map_err(|e| e.to_string())
-}
-
-/// The 1, 5 and 15 minute load averages (Linux, from `/proc/loadavg`).
-fn load_average() -> Option<[f64; 3]> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
-    Some([fields.next()??, fields.next()??, fields.next()??])
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ into_message!(ServerMessage:
 // ---------------------------------------------------------------------------------------------
 
 /// The agent's introduction. See [`Hello::validate`](crate::Hello::validate) for its limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// The newest protocol version the agent speaks.
     pub protocol_version: u32,
@@ -137,6 +137,50 @@ pub struct Hello {
     /// dispatches them again nor declares them lost.
     #[serde(default)]
     pub running: Vec<RunId>,
+    /// Facts about the host, as the agent read them at connect time. Added after version 1:
+    /// absent from older agents, ignored by older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostFacts>,
+}
+
+/// What the agent knows about its host: sent in the hello and again every few minutes in a
+/// heartbeat. Every field is optional: a platform that cannot tell leaves it out. Added after
+/// version 1, so older peers neither send nor expect it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// The operating system's name, e.g. `"Debian GNU/Linux"`, `"Darwin"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_name: Option<String>,
+    /// The operating system's version, e.g. `"12"`, `"14.5"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// The kernel's release, e.g. `"6.1.0-18-amd64"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    /// The CPU architecture as the kernel reports it, e.g. `"x86_64"`, `"arm64"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Logical CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Physical memory, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    /// Memory available to new work without swapping, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_available_bytes: Option<u64>,
+    /// The 1, 5 and 15 minute load averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<[f64; 3]>,
+    /// Size of the file system mounted at `/`, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk_total_bytes: Option<u64>,
+    /// Space on `/` available to unprivileged users, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk_available_bytes: Option<u64>,
+    /// Seconds since the host booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
 }
 
 /// The agent's proof of life.
@@ -153,6 +197,10 @@ pub struct Heartbeat {
     /// The host's 1, 5 and 15 minute load averages, when the platform reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_average: Option<[f64; 3]>,
+    /// Fresh host facts, every few minutes rather than in every heartbeat. Added after
+    /// version 1: absent from older agents, ignored by older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostFacts>,
 }
 
 /// The agent accepted a run request and started the script.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::limits::*;
-use crate::{Hello, RunRequest, SkipReason};
+use crate::{Hello, HostFacts, RunRequest, SkipReason};
 
 /// Which part of a message broke a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +54,8 @@ pub enum ValidationSubject {
     Timeout,
     /// [`RunRequest::output_cap_bytes`].
     OutputCap,
+    /// One text field of [`HostFacts`].
+    HostFacts,
 }
 
 impl ValidationSubject {
@@ -78,6 +80,7 @@ impl ValidationSubject {
             Self::ParameterValue => "value of parameter",
             Self::Timeout => "timeout_seconds",
             Self::OutputCap => "output_cap_bytes",
+            Self::HostFacts => "host facts",
         }
     }
 }
@@ -444,6 +447,9 @@ impl Hello {
         for run_id in &self.running {
             validate_run_id(run_id.as_str())?;
         }
+        if let Some(host) = &self.host {
+            host.validate()?;
+        }
         Ok(())
     }
 
@@ -453,6 +459,36 @@ impl Hello {
             min: self.min_protocol_version,
             max: self.protocol_version,
         }
+    }
+}
+
+impl HostFacts {
+    /// Checks the text fields: at most [`MAX_HELLO_TEXT_LEN`] bytes, no control characters.
+    /// Numbers need no check: any value is a possible host.
+    pub fn validate(&self) -> Result {
+        for text in [
+            &self.os_name,
+            &self.os_version,
+            &self.kernel_version,
+            &self.arch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            check_text(ValidationSubject::HostFacts, text, MAX_HELLO_TEXT_LEN, true)?;
+        }
+        if let Some(load) = self.load_average
+            && load.iter().any(|l| !l.is_finite() || *l < 0.0)
+        {
+            return Err(ValidationError::new(
+                ValidationSubject::HostFacts,
+                ValidationProblem::OutOfRange {
+                    min: 0,
+                    max: u64::MAX,
+                },
+            ));
+        }
+        Ok(())
     }
 }
 

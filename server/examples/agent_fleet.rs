@@ -172,6 +172,7 @@ async fn agent(
         arch: "x86_64".into(),
         labels: BTreeMap::new(),
         running: Vec::new(),
+        host: None,
     });
     if ws.send(send(&hello)).await.is_err() {
         shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +212,7 @@ async fn agent(
                     uptime_seconds: began.elapsed().as_secs(),
                     running_runs: 0,
                     load_average: None,
+                    host: None,
                 });
                 seq += 1;
                 if ws.send(send(&m)).await.is_err() {

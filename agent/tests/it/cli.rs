@@ -212,3 +212,39 @@ fn check_config_on_a_broken_file_names_the_line_and_nothing_false() {
     assert!(!stderr.contains("is not set"), "{stderr}");
     assert!(!stderr.contains("no credential"), "{stderr}");
 }
+
+/// A syntax error no longer hides the rest: each broken line is reported, and the keys after
+/// it are still checked (an unknown key, a value out of range), without a false "not set".
+#[test]
+fn check_config_reports_the_problems_after_a_syntax_error() {
+    let dir = TempDir::create();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "server_url = \"wss://medic.example.com\"\n\
+         credential_file = \"/c\"\n\
+         run_as = medic-run\n\
+         heartbeat_intervall = 5\n\
+         max_concurrent_runs = 0\n\
+         labels = { env = }\n\
+         [[allow]]\n\
+         script = \"disk-report\"\n\
+         sha = \"abc\"\n",
+    )
+    .unwrap();
+    let out = agent(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "5 configuration problem(s)",
+        "(line 3): ",
+        "(line 6): ",
+        "(line 4): unknown key `heartbeat_intervall`",
+        "(line 9): unknown key `sha` in [[allow]]",
+        "max_concurrent_runs = 0 is outside 1..=",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!stderr.contains("is not set"), "{stderr}");
+    assert!(!stderr.contains("no credential"), "{stderr}");
+}

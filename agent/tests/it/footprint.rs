@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-/// Crates the agent must never link: server-side stacks, OpenSSL, clap, the full tokio.
+/// Crates the agent must never link: server-side stacks, OpenSSL, clap, the full tokio, a
+/// thread pool (rayon: the idle agent is one thread), regular expressions.
 const FORBIDDEN: &[&str] = &[
     "sqlx",
     "axum",
@@ -13,7 +14,18 @@ const FORBIDDEN: &[&str] = &[
     "clap",
     "reqwest",
     "redis",
-    "tracing-subscriber",
+    "rayon",
+    "regex",
+    "matchers",
+    "nu-ansi-term",
+];
+
+/// Features that would grow the binary or start threads: `tracing-subscriber`'s ANSI colours
+/// and env-filter, `sysinfo`'s rayon pool.
+const FORBIDDEN_FEATURES: &[(&str, &str)] = &[
+    ("tracing-subscriber", "ansi"),
+    ("tracing-subscriber", "env-filter"),
+    ("sysinfo", "multithread"),
 ];
 
 #[test]
@@ -43,6 +55,13 @@ fn no_forbidden_dependency_enters_the_agent() {
     for line in tree.lines() {
         let name = line.split(' ').next().unwrap_or("");
         assert!(!FORBIDDEN.contains(&name), "forbidden dependency: {line}");
+        for (krate, feature) in FORBIDDEN_FEATURES {
+            let features = line.rsplit(' ').next().unwrap_or("");
+            assert!(
+                !(name == *krate && features.split(',').any(|f| f == *feature)),
+                "{krate} with {feature}: {line}"
+            );
+        }
         if name == "tokio" {
             assert!(!line.contains("full"), "tokio with all features: {line}");
         }

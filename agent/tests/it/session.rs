@@ -464,3 +464,123 @@ async fn the_agent_process_refuses_and_reports_what_it_must_not_run() {
     }
     assert!(!marker.exists(), "a refused script ran");
 }
+
+/// The lines in `text` as JSON objects; panics on a line that is not one.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+/// Waits until the file at `path` (read again each time) holds `needle`.
+fn wait_for_text(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Without `log_file`, the log is JSON lines on standard error (journald keeps them); the hello
+/// carries the host's facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_on_stderr_and_the_hello_carries_host_facts() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = start_agent(listener.local_addr().unwrap().port());
+    let (mut ws, _) = accept(&listener).await;
+    let hello = handshake(&mut ws, "s-log").await;
+    let host = &hello["host"];
+    assert!(host["cpus"].as_u64().is_some_and(|n| n >= 1), "{hello}");
+    assert!(
+        host["memory_total_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{hello}"
+    );
+    assert!(host["kernel_version"].is_string(), "{hello}");
+    assert!(host["uptime_seconds"].is_u64(), "{hello}");
+    let text = wait_for_text(&agent.dir.path().join("agent.log"), "\"connected\"");
+    let lines = json_lines(&text);
+    let connected = lines
+        .iter()
+        .find(|l| l["message"] == "connected")
+        .expect("a connected line");
+    assert_eq!(connected["level"], "INFO", "{connected}");
+    assert_eq!(connected["session_id"], "s-log", "{connected}");
+    assert!(connected["timestamp"].is_string(), "{connected}");
+    let starting = lines.iter().find(|l| l["message"] == "starting").unwrap();
+    assert_eq!(starting["agent_id"], "session-test", "{starting}");
+}
+
+/// With `log_file`, the log goes to a file named for the day (UTC), and only the newest
+/// `log_keep_files` such files are kept; standard error stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_is_rotated_daily_and_old_files_are_pruned() {
+    let logs = TempDir::create();
+    for day in 1..=4 {
+        std::fs::write(
+            logs.path().join(format!("agent.2026-01-0{day}.log")),
+            "old\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(logs.path().join("unrelated.txt"), "keep me\n").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = start_agent_with(
+        &format!("ws://127.0.0.1:{}", listener.local_addr().unwrap().port()),
+        &format!(
+            "allow_insecure_ws = true\nlog_file = \"{}\"\nlog_keep_files = 2\n",
+            logs.path().join("agent.log").display()
+        ),
+    );
+    let (mut ws, _) = accept(&listener).await;
+    handshake(&mut ws, "s-file").await;
+    let dated = |name: &str| {
+        name.strip_prefix("agent.")
+            .and_then(|rest| rest.strip_suffix(".log"))
+            .is_some_and(|day| day.len() == 10 && day.as_bytes()[4] == b'-')
+    };
+    // Today's file: the one that is not among the old ones.
+    let today = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = std::fs::read_dir(logs.path())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .find(|n| dated(n) && !n.starts_with("agent.2026-01-0"));
+            if let Some(name) = found {
+                break logs.path().join(name);
+            }
+            assert!(Instant::now() < deadline, "no log file for today");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let text = wait_for_text(&today, "\"connected\"");
+    let lines = json_lines(&text);
+    assert!(lines.iter().any(|l| l["message"] == "starting"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "connected" && l["session_id"] == "s-file"),
+        "{text}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names.iter().filter(|n| dated(n)).count(),
+        2,
+        "log_keep_files = 2 keeps today's file and one older: {names:?}"
+    );
+    assert!(names.contains(&"unrelated.txt".to_owned()), "{names:?}");
+    let stderr = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
+    assert!(!stderr.contains("\"connected\""), "stderr: {stderr}");
+}

@@ -266,3 +266,65 @@ fn reason_and_code_names_are_their_wire_names() {
         ErrorCode::ALL.len()
     );
 }
+
+/// Host facts came after version 1: an older agent's hello and heartbeat (none) still decode,
+/// a newer one's carry them, and a hello that leaves them out encodes exactly as before.
+#[test]
+fn host_facts_are_optional_both_ways() {
+    let old = agent(json!({
+        "type": "hello",
+        "protocol_version": 1,
+        "min_protocol_version": 1,
+        "agent_id": "db-02",
+        "hostname": "db-02",
+        "agent_version": "0.1.0",
+        "os": "linux",
+        "arch": "x86_64",
+    }))
+    .expect("decodes");
+    let AgentMessage::Hello(old) = old else {
+        panic!("not a hello: {old:?}")
+    };
+    assert_eq!(old.host, None);
+    assert!(
+        !encode(&AgentMessage::Hello(old))
+            .unwrap()
+            .contains("host\"")
+    );
+
+    let new = agent(json!({
+        "type": "heartbeat",
+        "seq": 3,
+        "sent_at": "2026-03-01T12:00:00.000Z",
+        "uptime_seconds": 300,
+        "running_runs": 0,
+        "host": {
+            "os_name": "Debian GNU/Linux",
+            "os_version": "12",
+            "kernel_version": "6.1.0-18-amd64",
+            "arch": "x86_64",
+            "cpus": 4,
+            "memory_total_bytes": 8_589_934_592u64,
+            "memory_available_bytes": 4_294_967_296u64,
+            "load_average": [0.5, 0.25, 0.125],
+            "root_disk_total_bytes": 107_374_182_400u64,
+            "root_disk_available_bytes": 53_687_091_200u64,
+            "uptime_seconds": 86_400,
+            "gpu": "from an even newer agent",
+        },
+    }))
+    .expect("decodes");
+    let AgentMessage::Heartbeat(beat) = new else {
+        panic!("not a heartbeat: {new:?}")
+    };
+    let host = beat.host.expect("host facts");
+    assert_eq!(host.os_name.as_deref(), Some("Debian GNU/Linux"));
+    assert_eq!(host.cpus, Some(4));
+    assert_eq!(host.root_disk_available_bytes, Some(53_687_091_200));
+    assert_eq!(host.load_average, Some([0.5, 0.25, 0.125]));
+
+    // A partial set (a platform that cannot tell the disk) is fine.
+    let partial: HostFacts = serde_json::from_value(json!({"cpus": 2})).unwrap();
+    assert_eq!(partial.cpus, Some(2));
+    assert_eq!(partial.os_name, None);
+}

@@ -22,6 +22,7 @@ fn agent_samples() -> Vec<AgentMessage> {
             uptime_seconds: 86_400,
             running_runs: 1,
             load_average: Some([0.5, 0.25, 0.125]),
+            host: None,
         }
         .into(),
         RunAccepted {

@@ -65,6 +65,7 @@ pub fn hello() -> Hello {
         arch: "x86_64".into(),
         labels: map(&[("env", "prod"), ("role", "web")]),
         running: vec![RunId::new("run-0192f1a0")],
+        host: None,
     }
 }
 

@@ -311,6 +311,15 @@ fn validation_does_not_judge_policy() {
 #[test]
 fn a_valid_hello_passes() {
     assert_eq!(hello().validate(), Ok(()));
+    let mut with_host = hello();
+    with_host.host = Some(HostFacts {
+        os_name: Some("Debian GNU/Linux".into()),
+        os_version: Some(String::new()),
+        cpus: Some(2),
+        load_average: Some([0.0, 1.5, 64.0]),
+        ..HostFacts::default()
+    });
+    assert_eq!(with_host.validate(), Ok(()));
 }
 
 #[test]
@@ -340,6 +349,33 @@ fn hello_failures() {
             S::Running,
         ),
         (|h| h.running = vec![RunId::new("")], S::RunId),
+        (
+            |h| {
+                h.host = Some(HostFacts {
+                    kernel_version: Some("6.1\u{0}".into()),
+                    ..HostFacts::default()
+                })
+            },
+            S::HostFacts,
+        ),
+        (
+            |h| {
+                h.host = Some(HostFacts {
+                    os_name: Some("x".repeat(MAX_HELLO_TEXT_LEN + 1)),
+                    ..HostFacts::default()
+                })
+            },
+            S::HostFacts,
+        ),
+        (
+            |h| {
+                h.host = Some(HostFacts {
+                    load_average: Some([0.1, f64::NAN, 0.2]),
+                    ..HostFacts::default()
+                })
+            },
+            S::HostFacts,
+        ),
     ];
     for (break_it, subject) in cases {
         let mut hello = hello();

@@ -3,14 +3,15 @@
 //! the session.
 
 use axum::extract::ws::{Message, WebSocket};
-use medic_protocol::{AgentMessage, Drain, ErrorCode, RunId, ServerMessage};
+use medic_protocol::{AgentMessage, Drain, ErrorCode, HostFacts, RunId, ServerMessage};
 use tokio::sync::mpsc;
 
 use super::{
     Control, DRAIN_RECONNECT_AFTER, Gateway, IDLE_TIMEOUT, SessionContext, close, close_code,
     refuse, runs, send,
 };
-use crate::store::{HeartbeatOutcome, NewHeartbeat};
+use crate::domain::Timestamp;
+use crate::store::{HeartbeatOutcome, NewHeartbeat, Store};
 
 /// An open session: who it is and what its hello said.
 pub(super) struct Open<'a> {
@@ -113,8 +114,11 @@ impl Gateway {
                 }
             };
             match message {
-                AgentMessage::Heartbeat(_) => {
+                AgentMessage::Heartbeat(beat) => {
                     let now = clock.now();
+                    if let Some(host) = &beat.host {
+                        record_host_facts(store, agent_id, session_id, host, now).await;
+                    }
                     match ctx
                         .writer
                         .record(NewHeartbeat {
@@ -205,5 +209,29 @@ impl Gateway {
                 }
             }
         }
+    }
+}
+
+/// Stores the host facts of a hello or heartbeat. Facts that break the protocol's rules are
+/// dropped (the session goes on: they are informative only), as is a failed write.
+pub(super) async fn record_host_facts(
+    store: &dyn Store,
+    agent_id: &str,
+    session_id: &str,
+    host: &HostFacts,
+    at: Timestamp,
+) {
+    if let Err(e) = host.validate() {
+        tracing::warn!(agent_id, error = %e, "host facts ignored");
+        return;
+    }
+    let Ok(json) = serde_json::to_string(host) else {
+        return;
+    };
+    if let Err(e) = store
+        .agent_host_facts(agent_id, session_id, &json, at)
+        .await
+    {
+        tracing::warn!(agent_id, error = %e, "could not store the agent's host facts");
     }
 }

@@ -303,6 +303,10 @@ impl Gateway {
             }
         };
         let agent_id = hello.agent_id.as_str().to_owned();
+        if let Some(host) = &hello.host {
+            let now = self.clock().now();
+            converse::record_host_facts(&*ctx.store, &agent_id, &session_id, host, now).await;
+        }
         let (control_tx, mut control) = mpsc::channel(4);
         self.register(&agent_id, &session_id, control_tx);
         tracing::info!(agent_id, session_id, version, remote = ?ctx.remote, "agent connected");

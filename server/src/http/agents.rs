@@ -79,6 +79,39 @@ pub struct AgentOut {
     key_id: Option<String>,
     /// The service the agent's heartbeats are recorded on (`agent:<id>`).
     service_id: Option<i64>,
+    /// What the agent last reported about its host (in its hello, then every few minutes);
+    /// `null` for an agent that reports none (older than this field).
+    host: Option<HostFactsOut>,
+}
+
+/// Facts about an agent's host, as the agent read them (`sysinfo`). A fact the host's platform
+/// cannot tell is `null`.
+#[derive(Debug, Default, Serialize, serde::Deserialize, ToSchema)]
+pub struct HostFactsOut {
+    /// The operating system's name, e.g. `Debian GNU/Linux`.
+    os_name: Option<String>,
+    /// The operating system's version, e.g. `12`.
+    os_version: Option<String>,
+    /// The kernel's release, e.g. `6.1.0-18-amd64`.
+    kernel_version: Option<String>,
+    /// The CPU architecture as the kernel names it, e.g. `x86_64`.
+    arch: Option<String>,
+    /// Logical CPUs.
+    cpus: Option<u32>,
+    memory_total_bytes: Option<u64>,
+    /// Memory available without swapping.
+    memory_available_bytes: Option<u64>,
+    /// The 1, 5 and 15 minute load averages.
+    load_average: Option<[f64; 3]>,
+    /// Size of the file system mounted at `/`.
+    root_disk_total_bytes: Option<u64>,
+    /// Space on `/` available to unprivileged users.
+    root_disk_available_bytes: Option<u64>,
+    /// Seconds since the host booted.
+    uptime_seconds: Option<u64>,
+    /// When the server received this report.
+    #[serde(skip_deserializing)]
+    reported_at: Option<Time>,
 }
 
 impl AgentOut {
@@ -110,6 +143,11 @@ impl AgentOut {
             revoked_by: a.revoked_by.clone(),
             key_id: a.key_id.clone(),
             service_id: a.service_id.map(|s| s.0),
+            host: a.host_facts.as_deref().and_then(|json| {
+                let mut host: HostFactsOut = serde_json::from_str(json).ok()?;
+                host.reported_at = time(a.host_facts_at);
+                Some(host)
+            }),
         }
     }
 }

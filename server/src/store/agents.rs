@@ -34,6 +34,10 @@ pub struct AgentRecord {
     pub key_id: Option<String>,
     /// The service the agent's heartbeats are recorded on.
     pub service_id: Option<ServiceId>,
+    /// The agent's last host-fact report, a JSON object (`medic_protocol::HostFacts`).
+    pub host_facts: Option<String>,
+    /// When that report arrived.
+    pub host_facts_at: Option<Timestamp>,
 }
 
 /// A session that passed the handshake.
@@ -89,6 +93,15 @@ pub trait AgentStore: Send + Sync {
         &self,
         id: &str,
         session_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Stores the agent's latest host facts (a JSON object), if `session_id` is still its
+    /// current session.
+    async fn agent_host_facts(
+        &self,
+        id: &str,
+        session_id: &str,
+        facts: &str,
         at: Timestamp,
     ) -> StoreResult<()>;
     async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>>;

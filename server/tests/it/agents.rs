@@ -198,6 +198,97 @@ async fn heartbeat_count(client: &reqwest::Client, base: &str, service_id: i64) 
     .unwrap_or(0)
 }
 
+/// One line of /proc or /etc/os-release, for comparing with what the agent reported.
+fn proc_value(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once([':', '='])?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// Host facts (sysinfo) arrive in the hello, are shown by `GET /v2/agents/{id}` and are
+/// reported again every `host_facts_interval_seconds` through heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_agent_reports_its_host_facts_at_connect_and_again_later() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(&["agent"]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = AgentProcess::start_with_env(
+        &addr,
+        &key,
+        "facts-1",
+        "",
+        &[("MEDIC_AGENT_HOST_FACTS_INTERVAL_SECONDS", "2")],
+    );
+    let agent = wait_for_agent(
+        &app.client,
+        &app.base,
+        "facts-1",
+        Duration::from_secs(30),
+        "host facts",
+        |a| a["host"].is_object(),
+    )
+    .await;
+    let host = &agent["host"];
+    // What this very host says, read independently of the agent.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(host["kernel_version"], kernel.trim(), "{host:#}");
+    let mem_kib: u64 = proc_value("/proc/meminfo", "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(host["memory_total_bytes"], mem_kib * 1024, "{host:#}");
+    let available = host["memory_available_bytes"].as_u64().unwrap();
+    assert!(available > 0 && available <= mem_kib * 1024, "{host:#}");
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    assert_eq!(host["cpus"], cpus, "{host:#}");
+    if let Some(name) = proc_value("/etc/os-release", "NAME") {
+        assert_eq!(host["os_name"], name, "{host:#}");
+    }
+    assert_eq!(host["arch"], std::env::consts::ARCH, "{host:#}");
+    assert_eq!(
+        host["load_average"].as_array().map(Vec::len),
+        Some(3),
+        "{host:#}"
+    );
+    let disk = host["root_disk_total_bytes"].as_u64().unwrap();
+    assert!(
+        disk > 0 && host["root_disk_available_bytes"].as_u64().unwrap() <= disk,
+        "{host:#}"
+    );
+    let boot_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uptime = host["uptime_seconds"].as_u64().unwrap() as f64;
+    assert!(uptime > 0.0 && uptime <= boot_uptime + 1.0, "{host:#}");
+    let first = host["reported_at"].as_str().unwrap().to_owned();
+
+    // Reported again by a heartbeat, on the same session.
+    let later = wait_for_agent(
+        &app.client,
+        &app.base,
+        "facts-1",
+        Duration::from_secs(30),
+        "a second host-facts report",
+        |a| {
+            a["host"]["reported_at"]
+                .as_str()
+                .is_some_and(|t| t > first.as_str())
+        },
+    )
+    .await;
+    assert_eq!(later["session_id"], agent["session_id"]);
+    assert_eq!(later["host"]["kernel_version"], kernel.trim());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     let app = TestApp::spawn().await;

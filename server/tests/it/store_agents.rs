@@ -11,6 +11,7 @@ conformance! {
     agents_older_session_cannot_disconnect_newer,
     agents_revoked_are_refused,
     agents_list_filters_and_paging,
+    agents_keep_the_latest_host_facts_of_their_current_session,
     runs_queue_send_start_and_finish_once,
     runs_pending_and_listing,
     runs_expire_in_the_queue_and_are_lost_past_their_deadline,
@@ -91,6 +92,57 @@ async fn agents_register_update_and_disconnect(store: &dyn Store) {
     assert_eq!(back.connected_at, Some(t(1000)));
     assert_eq!(back.key_id.as_deref(), Some("ba9876543210"));
     assert!(store.get_agent("nobody").await.unwrap().is_none());
+}
+
+async fn agents_keep_the_latest_host_facts_of_their_current_session(store: &dyn Store) {
+    let first = connected(store.agent_connected(&conn("db-1", "s1", 0)).await.unwrap());
+    assert_eq!((first.host_facts, first.host_facts_at), (None, None));
+    let facts = r#"{"os_name":"Debian GNU/Linux","cpus":4,"load_average":[0.5,0.25,0.125]}"#;
+    store
+        .agent_host_facts("db-1", "s1", facts, t(100))
+        .await
+        .unwrap();
+    let got = store.get_agent("db-1").await.unwrap().unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(got.host_facts.as_deref().expect("stored")).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::from_str::<serde_json::Value>(facts).unwrap()
+    );
+    assert_eq!(got.host_facts_at, Some(t(100)));
+    // A session that is no longer the agent's current one changes nothing.
+    connected(
+        store
+            .agent_connected(&conn("db-1", "s2", 200))
+            .await
+            .unwrap(),
+    );
+    store
+        .agent_host_facts("db-1", "s1", r#"{"cpus":1}"#, t(300))
+        .await
+        .unwrap();
+    let kept = store.get_agent("db-1").await.unwrap().unwrap();
+    assert_eq!(kept.host_facts_at, Some(t(100)));
+    // Reconnecting keeps the facts until the new session reports its own; listing shows them.
+    store
+        .agent_host_facts("db-1", "s2", r#"{"cpus":8}"#, t(400))
+        .await
+        .unwrap();
+    let page = store
+        .list_agents(
+            &AgentFilter::default(),
+            PageRequest {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let listed = page.entries.iter().find(|a| a.id == "db-1").unwrap();
+    let listed_facts: serde_json::Value =
+        serde_json::from_str(listed.host_facts.as_deref().unwrap()).unwrap();
+    assert_eq!(listed_facts["cpus"], 8);
+    assert_eq!(listed.host_facts_at, Some(t(400)));
 }
 
 async fn agents_older_session_cannot_disconnect_newer(store: &dyn Store) {

@@ -10,7 +10,7 @@ use crate::store::*;
 
 const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels, connected, \
     session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, \
-    revoked_at, revoked_by, key_id, service_id";
+    revoked_at, revoked_by, key_id, service_id, host_facts, host_facts_at";
 
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &AgentFilter) {
     qb.push(" FROM agents WHERE 1 = 1");
@@ -109,6 +109,27 @@ impl AgentStore for SqliteStore {
             "UPDATE agents SET connected = 0, disconnected_at = $1 \
              WHERE id = $2 AND session_id = $3",
         )
+        .bind(at)
+        .bind(id)
+        .bind(session_id)
+        .execute(&self.write)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn agent_host_facts(
+        &self,
+        id: &str,
+        session_id: &str,
+        facts: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET host_facts = $1, host_facts_at = $2 \
+             WHERE id = $3 AND session_id = $4",
+        )
+        .bind(facts)
         .bind(at)
         .bind(id)
         .bind(session_id)
