@@ -500,6 +500,18 @@ fn describe_playbooks() {
     for status in ["completed", "failed", "cancelled", "expired", "skipped"] {
         metrics::counter!("medic_playbook_executions_total", "status" => status).absolute(0);
     }
+    // An execution is recorded as pending approval, running, or skipped by the breaker.
+    for status in ["pending_approval", "running", "skipped"] {
+        metrics::counter!("medic_playbook_executions_started_total", "status" => status)
+            .absolute(0);
+    }
+    for channel in ["slack", "pagerduty", "webhook"] {
+        for outcome in ["delivered", "failed"] {
+            metrics::counter!("medic_playbook_notices_total", "channel" => channel,
+                "outcome" => outcome)
+            .absolute(0);
+        }
+    }
     let _ = metrics::histogram!(PLAYBOOK_EXECUTION_SECONDS);
     let _ = metrics::histogram!(PLAYBOOK_STEP_SECONDS);
     metrics::counter!("medic_circuit_breaker_trips_total").absolute(0);
