@@ -110,18 +110,14 @@ impl SnapshotStore for SqliteStore {
         let Some(current) = current else {
             return Ok(RestoreOutcome::NotFound);
         };
-        Self::insert_snapshot(&mut tx, &current, SnapshotAction::Edit, actor, now)
-            .await
-            .map_err(unavailable)?;
+        Sql::insert_snapshot(&mut tx, &current, SnapshotAction::Edit, actor, now).await?;
         let mut restored = snap.snapshot_data.clone();
         restored.id = snap.service_id;
         restored.updated_at = now;
         // Observations are facts, not configuration: keep the newest.
         restored.last_heartbeat_at = current.last_heartbeat_at;
         restored.state = current.state;
-        Self::write_service(&mut tx, &restored, true)
-            .await
-            .map_err(unavailable)?;
+        Sql::write_service(&mut tx, &restored, true).await?;
         sqlx::query(
             "UPDATE snapshots SET restored_at = $1, restored_by = $2, restored_on_behalf_of = $4 \
              WHERE id = $3",
