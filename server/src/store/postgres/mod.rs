@@ -37,15 +37,14 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, Transaction};
 
 use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on PostgreSQL.
 type Sql = shared::Sql<Postgres>;
 use super::*;
-use crate::domain::service::name_key;
-use crate::domain::{SnapshotAction, Timestamp};
+use crate::domain::Timestamp;
 
 /// Upper bound on any one statement, so a stuck query frees its connection. A migration that
 /// needs longer starts with `SET LOCAL statement_timeout = 0` (each migration is a transaction).
@@ -74,19 +73,9 @@ fn dt(t: Timestamp) -> DateTime<Utc> {
     t.datetime()
 }
 
-fn ts(r: &PgRow, col: &str) -> Result<Timestamp, sqlx::Error> {
-    Ok(Timestamp::from_datetime(r.try_get(col)?))
-}
-
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
     v.ok_or_else(|| sqlx::Error::Decode(format!("invalid {what} in database").into()))
 }
-
-const SNAPSHOT_COLUMNS: &str = "id, service_id, action_type, snapshot_data::text AS snapshot_data, \
-    actor, on_behalf_of, created_at, restored_at, restored_by, restored_on_behalf_of";
-
-const API_KEY_COLUMNS: &str = "id, name, digest, scopes, created_at, expires_at, revoked_at, \
-    rate_limit_per_minute, created_by, owner_id, labels";
 
 fn collect<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T, sqlx::Error>) -> StoreResult<Vec<T>> {
     rows.iter()
@@ -114,42 +103,6 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         Ok(Self { pool, max })
-    }
-
-    /// `SELECT count(*)` and one page of `SELECT {columns}` over `table` with the same filter.
-    async fn page<T>(
-        &self,
-        table: &str,
-        columns: &str,
-        filter: impl Fn(&mut QueryBuilder<Postgres>),
-        order: &str,
-        page: PageRequest,
-        from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
-    ) -> StoreResult<Page<T>> {
-        let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) FROM {table}"));
-        filter(&mut count);
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM {table}"));
-        filter(&mut qb);
-        qb.push(" ORDER BY ")
-            .push(order)
-            .push(" LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries: collect(&rows, from_row)?,
-            total_count: total,
-        })
     }
 }
 

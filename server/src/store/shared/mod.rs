@@ -11,9 +11,14 @@
 //! Both backends accept `$N` placeholders (sqlx's SQLite driver binds `$N` to the N-th argument),
 //! so one statement text serves both.
 
+pub(crate) mod agents;
 pub(crate) mod alerting;
 pub(crate) mod audit;
+pub(crate) mod keys;
+pub(crate) mod runs;
+pub(crate) mod scripts;
 pub(crate) mod services;
+pub(crate) mod snapshots;
 pub(crate) mod teams;
 
 use std::marker::PhantomData;
@@ -47,6 +52,9 @@ pub(crate) trait Db: Database<Arguments: IntoArguments<Self>> {
     fn push_in_texts(qb: &mut QueryBuilder<Self>, values: &[String]);
     /// How many rows a statement changed (each driver has its own result type).
     fn rows_affected(r: &Self::QueryResult) -> u64;
+    /// The timestamp expression `at` plus `seconds` (an integer expression): millisecond
+    /// arithmetic on SQLite, an interval on PostgreSQL.
+    fn plus_seconds(at: &str, seconds: &str) -> String;
 }
 
 /// `IN (…)` with one parameter per value (`IN (NULL)`, which holds for no row, when empty).
@@ -83,6 +91,9 @@ impl Db for Sqlite {
     fn rows_affected(r: &Self::QueryResult) -> u64 {
         r.rows_affected()
     }
+    fn plus_seconds(at: &str, seconds: &str) -> String {
+        format!("{at} + {seconds} * 1000")
+    }
 }
 
 impl Db for Postgres {
@@ -101,6 +112,9 @@ impl Db for Postgres {
     }
     fn rows_affected(r: &Self::QueryResult) -> u64 {
         r.rows_affected()
+    }
+    fn plus_seconds(at: &str, seconds: &str) -> String {
+        format!("{at} + make_interval(secs => {seconds})")
     }
 }
 

@@ -35,8 +35,7 @@ use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on SQLite.
 type Sql = shared::Sql<Sqlite>;
 use super::*;
-use crate::domain::service::name_key;
-use crate::domain::{SnapshotAction, Timestamp};
+use crate::domain::Timestamp;
 
 /// Bound parameters per statement when batching (SQLite allows 32,766).
 const SQLITE_CHUNK: usize = 800;
