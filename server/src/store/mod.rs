@@ -7,8 +7,9 @@
 //! `executions.rs`) and one file in
 //! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
 //! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
-//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend
-//! imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
+//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`, and the statements
+//! that are the same on both are written once in `shared/` (generic over sqlx's `Database`);
+//! neither backend imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
 //! method owns its transaction: a method either does all of its writes or none.
 //!
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
@@ -29,6 +30,7 @@ mod runs;
 mod scripts;
 mod secrets;
 mod services;
+mod shared;
 mod snapshots;
 mod sql;
 pub mod sqlite;

@@ -4,33 +4,19 @@
 //! connection) or after (and the session learns of it at its next heartbeat, through
 //! [`agent_seen`](crate::store::Store::agent_seen)).
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use super::*;
 use crate::domain::Timestamp;
+use crate::store::shared::agents::{AgentSql, agent_columns};
 use crate::store::*;
 
-const AGENT_COLUMNS: &str = "id, hostname, agent_version, os, arch, labels::text AS labels, \
-    connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, \
-    last_seen_at, revoked_at, revoked_by, key_id, service_id, host_facts::text AS host_facts, \
-    host_facts_at";
-
-fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &AgentFilter) {
-    qb.push(" FROM agents WHERE true");
-    if let Some(c) = filter.connected {
-        qb.push(" AND connected = ").push_bind(c);
-    }
-    match filter.revoked {
-        Some(true) => {
-            qb.push(" AND revoked_at IS NOT NULL");
-        }
-        Some(false) => {
-            qb.push(" AND revoked_at IS NULL");
-        }
-        None => {}
-    }
-    if !filter.labels.is_empty() {
-        let wanted = serde_json::to_string(&filter.labels).unwrap_or_else(|_| "{}".to_owned());
+impl AgentSql for Postgres {
+    fn push_labels_filter(qb: &mut QueryBuilder<Self>, labels: &BTreeMap<String, String>) {
+        let wanted = serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_owned());
         qb.push(" AND labels @> ").push_bind(wanted).push("::jsonb");
     }
 }
@@ -73,7 +59,8 @@ impl AgentStore for PgStore {
              labels = $6::jsonb, connected = true, session_id = $7, remote_addr = $8, \
              connected_at = $9, last_seen_at = $9, service_id = coalesce($10, service_id), \
              key_id = $11 \
-             WHERE id = $1 RETURNING {AGENT_COLUMNS}"
+             WHERE id = $1 RETURNING {columns}",
+            columns = agent_columns::<Postgres>()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&c.id)
@@ -115,17 +102,7 @@ impl AgentStore for PgStore {
         session_id: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE agents SET connected = false, disconnected_at = $1 \
-             WHERE id = $2 AND session_id = $3",
-        )
-        .bind(at)
-        .bind(id)
-        .bind(session_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        Sql::agent_disconnected(&self.pool, id, session_id, at).await
     }
 
     async fn agent_host_facts(
@@ -135,31 +112,11 @@ impl AgentStore for PgStore {
         facts: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE agents SET host_facts = $1::jsonb, host_facts_at = $2 \
-             WHERE id = $3 AND session_id = $4",
-        )
-        .bind(facts)
-        .bind(at)
-        .bind(id)
-        .bind(session_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        Sql::agent_host_facts(&self.pool, id, session_id, facts, at).await
     }
 
     async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref()
-            .map(AgentRecord::from_row)
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_agent(&self.pool, id).await
     }
 
     async fn list_agents(
@@ -167,33 +124,7 @@ impl AgentStore for PgStore {
         filter: &AgentFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRecord>> {
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*)");
-        push_filter(&mut count, filter);
-        let total_count: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {AGENT_COLUMNS}"));
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(AgentRecord::from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries,
-            total_count,
-        })
+        Sql::list_agents(&self.pool, filter, page).await
     }
 
     async fn revoke_agent(
@@ -203,23 +134,6 @@ impl AgentStore for PgStore {
         at: Timestamp,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let updated = sqlx::query(
-            "UPDATE agents SET revoked_at = $1, revoked_by = $2, connected = false, \
-             disconnected_at = CASE WHEN connected THEN $1 ELSE disconnected_at END \
-             WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(by)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let revoked = updated.rows_affected() == 1;
-        if revoked && let Some(e) = audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(revoked)
+        Sql::revoke_agent(&self.pool, id, by, at, audit).await
     }
 }

@@ -1,78 +1,20 @@
-//! API keys on PostgreSQL.
+//! API keys and key owners on PostgreSQL: the statements are shared (`shared/keys.rs`).
 
 use super::*;
 use crate::domain::OwnerId;
-use crate::store::keys::{KEY_OWNER_COLUMNS, labels_text};
 
 #[async_trait::async_trait]
 impl KeyStore for PgStore {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
-        let sql = format!(
-            "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by, owner_id, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             RETURNING {API_KEY_COLUMNS}"
-        );
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        if let Some(o) = &key.new_owner {
-            sqlx::query(
-                "INSERT INTO key_owners (id, name, kind, created_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&o.id.0)
-            .bind(&o.name)
-            .bind(o.kind.as_str())
-            .bind(o.created_at)
-            .bind(&o.created_by)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if let Some(e) = &o.audit {
-                insert_audit(&mut tx, e).await?;
-            }
-        }
-        let r = sqlx::query(AssertSqlSafe(sql))
-            .bind(&key.id.0)
-            .bind(&key.name)
-            .bind(key.digest.as_slice())
-            .bind(key.scopes.to_list_string())
-            .bind(key.created_at)
-            .bind(key.expires_at)
-            .bind(key.rate_limit_per_minute.map(i64::from))
-            .bind(&key.created_by)
-            .bind(&key.owner_id.0)
-            .bind(labels_text(&key.labels))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if let Some(e) = &key.audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        ApiKeyRecord::from_row(&r).map_err(unavailable)
+        Sql::create_api_key(&self.pool, key).await
     }
 
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
-        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| ApiKeyRecord::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_api_key(&self.pool, id).await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        // Byte order, as SQLite compares text.
-        let sql =
-            format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id COLLATE \"C\"");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        collect(&rows, |r| ApiKeyRecord::from_row(r))
+        Sql::list_api_keys(&self.pool).await
     }
 
     async fn revoke_api_key(
@@ -81,75 +23,26 @@ impl KeyStore for PgStore {
         at: Timestamp,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(at)
-                .bind(&id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let revoked = done.rows_affected() == 1;
-        if revoked && let Some(e) = audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(revoked)
+        Sql::revoke_api_key(&self.pool, id, at, audit).await
     }
 
     async fn get_key_owner(&self, id: &OwnerId) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE id = $1"
-        )))
-        .bind(&id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::get_key_owner(&self.pool, id).await
     }
 
     async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE lower(name) = lower($1)"
-        )))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::find_key_owner(&self.pool, name).await
     }
 
     async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners ORDER BY created_at, id COLLATE \"C\""
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(KeyOwner::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)
+        Sql::list_key_owners(&self.pool).await
     }
 
     async fn find_key_owner_by_slack_user(
         &self,
         slack_user_id: &str,
     ) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE slack_user_id = $1"
-        )))
-        .bind(slack_user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::find_key_owner_by_slack_user(&self.pool, slack_user_id).await
     }
 
     async fn set_key_owner_slack_user(
@@ -158,18 +51,6 @@ impl KeyStore for PgStore {
         slack_user_id: Option<&str>,
         audit: &NewAuditEntry,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("UPDATE key_owners SET slack_user_id = $1 WHERE id = $2")
-            .bind(slack_user_id)
-            .bind(&id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let changed = done.rows_affected() == 1;
-        if changed {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(changed)
+        Sql::set_key_owner_slack_user(&self.pool, id, slack_user_id, audit).await
     }
 }

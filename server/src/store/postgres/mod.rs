@@ -37,15 +37,14 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, Transaction};
 
 use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
-use super::sql::escape_like;
+/// The statements both backends share, on PostgreSQL.
+type Sql = shared::Sql<Postgres>;
 use super::*;
-use crate::domain::run::{SignalStep, run_duration_ms, signal_heartbeat_status, signal_step};
-use crate::domain::service::name_key;
-use crate::domain::{Priority, SnapshotAction, Timestamp};
+use crate::domain::Timestamp;
 
 /// Upper bound on any one statement, so a stuck query frees its connection. A migration that
 /// needs longer starts with `SET LOCAL statement_timeout = 0` (each migration is a transaction).
@@ -74,38 +73,9 @@ fn dt(t: Timestamp) -> DateTime<Utc> {
     t.datetime()
 }
 
-fn dto(t: Option<Timestamp>) -> Option<DateTime<Utc>> {
-    t.map(Timestamp::datetime)
-}
-
-fn ts(r: &PgRow, col: &str) -> Result<Timestamp, sqlx::Error> {
-    Ok(Timestamp::from_datetime(r.try_get(col)?))
-}
-
-fn tso(r: &PgRow, col: &str) -> Result<Option<Timestamp>, sqlx::Error> {
-    Ok(r.try_get::<Option<DateTime<Utc>>, _>(col)?
-        .map(Timestamp::from_datetime))
-}
-
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
     v.ok_or_else(|| sqlx::Error::Decode(format!("invalid {what} in database").into()))
 }
-
-const RUN_COLUMNS: &str = "id, service_id, run_id, status, started_at, finished_at, duration_ms, \
-    exit_code, body, body_truncated";
-
-const ALERT_COLUMNS: &str = "id, service_id, kind, name, state, dedup_key, \
-    external_reference_id, alert_cycle, created_at, acknowledged_at, resolved_at, priority, team, \
-    down_since, last_notified_at, acknowledged_by, resolved_by, resolve_reason, run_id, summary";
-
-const SNAPSHOT_COLUMNS: &str = "id, service_id, action_type, snapshot_data::text AS snapshot_data, \
-    actor, on_behalf_of, created_at, restored_at, restored_by, restored_on_behalf_of";
-
-const API_KEY_COLUMNS: &str = "id, name, digest, scopes, created_at, expires_at, revoked_at, \
-    rate_limit_per_minute, created_by, owner_id, labels";
-
-const AUDIT_COLUMNS: &str = "id, action_type, actor, on_behalf_of, service_id, execution_id, details::text AS details, \
-    created_at";
 
 fn collect<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T, sqlx::Error>) -> StoreResult<Vec<T>> {
     rows.iter()
@@ -133,128 +103,6 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         Ok(Self { pool, max })
-    }
-
-    /// The live service `id`, locked for the rest of `tx`.
-    async fn lock_service(
-        tx: &mut Transaction<'static, Postgres>,
-        id: ServiceId,
-    ) -> Result<Option<Service>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL \
-             FOR NO KEY UPDATE"
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-    }
-
-    async fn insert_snapshot(
-        tx: &mut Transaction<'static, Postgres>,
-        service: &Service,
-        action: SnapshotAction,
-        actor: &Actor,
-        at: Timestamp,
-    ) -> Result<SnapshotId, sqlx::Error> {
-        let data = serde_json::to_string(&records::ServiceRecord::from(service))
-            .map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at, \
-             on_behalf_of) \
-             VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
-        )
-        .bind(service.id.0)
-        .bind(action.as_str())
-        .bind(data)
-        .bind(&actor.name)
-        .bind(at)
-        .bind(&actor.on_behalf_of)
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(SnapshotId(id))
-    }
-
-    /// Writes every mutable column of `s` (used by update and restore).
-    async fn write_service(
-        tx: &mut Transaction<'static, Postgres>,
-        s: &Service,
-        undelete: bool,
-    ) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "UPDATE services SET heartbeat_name = $1, name_key = $2, service_name = $3, \
-             environment = $4, active = $5, interval_seconds = $6, threshold = $7, \
-             grace_seconds = $8, team = $9, priority = $10, runbook = $11, state = $12, \
-             muted_at = $13, muted_until = $14, mute_reason = $15, max_duration_ms = $16, \
-             updated_at = $17, deadline_at = $17, schedule = $19, schedule_tz = $20, \
-             renotify_seconds = $21, parent_id = $22, alert_on_failure = $23{} WHERE id = $18",
-            if undelete { ", deleted_at = NULL" } else { "" }
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&s.heartbeat_name)
-            .bind(name_key(&s.heartbeat_name))
-            .bind(&s.service_name)
-            .bind(&s.environment)
-            .bind(s.active)
-            .bind(s.interval_seconds)
-            .bind(s.threshold)
-            .bind(s.grace_seconds)
-            .bind(&s.team)
-            .bind(s.priority.as_str())
-            .bind(&s.runbook)
-            .bind(s.state.as_str())
-            .bind(s.mute.as_ref().map(|m| dt(m.at)))
-            .bind(s.mute.as_ref().and_then(|m| dto(m.until)))
-            .bind(s.mute.as_ref().and_then(|m| m.reason.clone()))
-            .bind(s.max_duration_ms)
-            .bind(s.updated_at)
-            .bind(s.id.0)
-            .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
-            .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
-            .bind(s.monitoring.renotify_seconds)
-            .bind(s.monitoring.parent_id.map(|p| p.0))
-            .bind(s.monitoring.alert_on_failure)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// `SELECT count(*)` and one page of `SELECT {columns}` over `table` with the same filter.
-    async fn page<T>(
-        &self,
-        table: &str,
-        columns: &str,
-        filter: impl Fn(&mut QueryBuilder<Postgres>),
-        order: &str,
-        page: PageRequest,
-        from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
-    ) -> StoreResult<Page<T>> {
-        let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) FROM {table}"));
-        filter(&mut count);
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM {table}"));
-        filter(&mut qb);
-        qb.push(" ORDER BY ")
-            .push(order)
-            .push(" LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries: collect(&rows, from_row)?,
-            total_count: total,
-        })
     }
 }
 

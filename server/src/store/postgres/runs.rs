@@ -1,65 +1,21 @@
-//! Script runs dispatched to agents, on PostgreSQL. State changes are guarded `UPDATE`s
-//! (`WHERE status IN (…)`); finishing locks the run's row (`FOR UPDATE`), so two replicas
-//! storing the same resent report keep only the first.
+//! Script runs dispatched to agents on PostgreSQL: claiming (an `UPDATE … FROM` join) and
+//! orphan marking (`<> ALL(array)`) are PostgreSQL's; the rest is `shared/runs.rs`.
 
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::domain::Timestamp;
-use crate::domain::run::report_ends_run;
+use crate::store::shared::runs::run_columns;
 use crate::store::*;
-
-const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters::text AS parameters, \
-    timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
-    exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
-    refusal_reason, refusal_detail, expires_at, reported_at";
 
 #[async_trait::async_trait]
 impl RunStore for PgStore {
     async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
-        let sql = format!(
-            "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
-             timeout_seconds, requested_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) RETURNING {RUN_COLUMNS}"
-        );
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut runs = Vec::with_capacity(new.len());
-        for new in new {
-            let parameters = serde_json::to_string(&new.parameters)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let row = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(&new.id)
-                .bind(&new.agent_id)
-                .bind(new.script_id.0)
-                .bind(new.script_version)
-                .bind(parameters)
-                .bind(new.timeout_seconds)
-                .bind(&new.requested_by)
-                .bind(new.at)
-                .bind(new.expires_at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            if let Some(e) = &new.audit {
-                insert_audit(&mut tx, e).await?;
-            }
-            runs.push(AgentRun::from_row(&row).map_err(unavailable)?);
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(runs)
+        Sql::create_agent_runs(&self.pool, new).await
     }
 
     async fn get_agent_run(&self, run_id: &str) -> StoreResult<Option<AgentRun>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref()
-            .map(AgentRun::from_row)
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_agent_run(&self.pool, run_id).await
     }
 
     async fn list_agent_runs(
@@ -67,61 +23,11 @@ impl RunStore for PgStore {
         filter: &RunFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRun>> {
-        let push_filter = |qb: &mut QueryBuilder<Postgres>| {
-            qb.push(" FROM agent_runs WHERE true");
-            if let Some(agent_id) = &filter.agent_id {
-                qb.push(" AND agent_id = ").push_bind(agent_id.clone());
-            }
-            if let Some(status) = filter.status {
-                qb.push(" AND status = ").push_bind(status.as_str());
-            }
-            if let Some(script_id) = filter.script_id {
-                qb.push(" AND script_id = ").push_bind(script_id.0);
-            }
-        };
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*)");
-        push_filter(&mut count);
-        let total_count: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLUMNS}"));
-        push_filter(&mut qb);
-        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(AgentRun::from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries,
-            total_count,
-        })
+        Sql::list_agent_runs(&self.pool, filter, page).await
     }
 
     async fn unaccepted_agent_runs(&self, agent_id: &str) -> StoreResult<Vec<AgentRun>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE agent_id = $1 AND status = 'dispatched' \
-             ORDER BY created_at, id"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(agent_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(AgentRun::from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)
+        Sql::unaccepted_agent_runs(&self.pool, agent_id).await
     }
 
     async fn claim_agent_runs(
@@ -132,7 +38,7 @@ impl RunStore for PgStore {
     ) -> StoreResult<Vec<ClaimedRun>> {
         // One statement reads and claims (a racing session waits on the row locks, then finds
         // the runs no longer queued); the script version comes along from the join.
-        let columns = RUN_COLUMNS
+        let columns = run_columns::<Postgres>()
             .split(", ")
             .map(|c| format!("r.{c}"))
             .collect::<Vec<_>>()
@@ -181,32 +87,11 @@ impl RunStore for PgStore {
         run_ids: &[String],
         at: Timestamp,
     ) -> StoreResult<u64> {
-        let mut n = 0;
-        for id in run_ids {
-            n += sqlx::query(
-                "UPDATE agent_runs SET expires_at = $1 WHERE id = $2 AND status = 'queued'",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        }
-        Ok(n)
+        Sql::expire_queued_agent_runs(&self.pool, run_ids, at).await
     }
 
     async fn requeue_agent_run(&self, agent_id: &str, run_id: &str) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'queued', dispatched_at = NULL, lost_after = NULL \
-             WHERE id = $1 AND agent_id = $2 AND status = 'dispatched'",
-        )
-        .bind(run_id)
-        .bind(agent_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(updated.rows_affected() == 1)
+        Sql::requeue_agent_run(&self.pool, agent_id, run_id).await
     }
 
     async fn agent_run_sent(
@@ -215,19 +100,7 @@ impl RunStore for PgStore {
         at: Timestamp,
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'dispatched', dispatched_at = $1, \
-             lost_after = $3 + make_interval(secs => timeout_seconds) \
-             WHERE id = $2 AND (status = 'dispatched' \
-                 OR (status = 'queued' AND (expires_at IS NULL OR expires_at > $1)))",
-        )
-        .bind(at)
-        .bind(run_id)
-        .bind(lost_base)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(updated.rows_affected() == 1)
+        Sql::agent_run_sent(&self.pool, run_id, at, lost_base).await
     }
 
     async fn agent_run_started(
@@ -237,19 +110,7 @@ impl RunStore for PgStore {
         at: Timestamp,
         lost_base: Timestamp,
     ) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE agent_runs SET status = 'running', started_at = coalesce(started_at, $1), \
-             lost_after = $4 + make_interval(secs => timeout_seconds) \
-             WHERE id = $2 AND agent_id = $3 AND status IN ('queued', 'dispatched')",
-        )
-        .bind(at)
-        .bind(run_id)
-        .bind(agent_id)
-        .bind(lost_base)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(updated.rows_affected() == 1)
+        Sql::agent_run_started(&self.pool, agent_id, run_id, at, lost_base).await
     }
 
     async fn orphan_agent_runs(
@@ -272,38 +133,11 @@ impl RunStore for PgStore {
     }
 
     async fn sweep_agent_runs(&self, now: Timestamp) -> StoreResult<RunSweep> {
-        // Each statement re-checks its WHERE on rows another replica changed meanwhile, so a
-        // run is ended by one sweep only.
-        let expired = sqlx::query(
-            "UPDATE agent_runs SET status = 'expired', finished_at = $1 \
-             WHERE status = 'queued' AND expires_at <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        let lost = sqlx::query(
-            "UPDATE agent_runs SET status = 'lost', finished_at = $1 \
-             WHERE status IN ('dispatched', 'running') AND lost_after <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        Ok(RunSweep { expired, lost })
+        Sql::sweep_agent_runs(&self.pool, now).await
     }
 
     async fn agents_with_queued_runs(&self, now: Timestamp) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT agent_id FROM agent_runs \
-             WHERE status = 'queued' AND (expires_at IS NULL OR expires_at > $1)",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)
+        Sql::agents_with_queued_runs(&self.pool, now).await
     }
 
     async fn finish_agent_run(
@@ -312,102 +146,6 @@ impl RunStore for PgStore {
         run_id: &str,
         end: &AgentRunEnd,
     ) -> StoreResult<Option<RunFinish>> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let found: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT status, dispatched_at FROM agent_runs WHERE id = $1 AND agent_id = $2 FOR UPDATE",
-        )
-        .bind(run_id)
-        .bind(agent_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let Some((status, dispatched_at)) = found else {
-            return Ok(None);
-        };
-        let status = decode("run status", AgentRunStatus::parse(&status)).map_err(unavailable)?;
-        let dispatched_at = dispatched_at.map(Timestamp::from_datetime);
-        if !report_ends_run(status, matches!(end, AgentRunEnd::Finished { .. })) {
-            return Ok(Some(RunFinish {
-                status,
-                stored: false,
-                dispatched_at,
-            }));
-        }
-        let stored = match end {
-            AgentRunEnd::Finished {
-                status,
-                exit_code,
-                signal,
-                stdout,
-                stderr,
-                stdout_truncated,
-                stderr_truncated,
-                started_at,
-                finished_at,
-                duration_ms,
-            } => {
-                sqlx::query(
-                    "UPDATE agent_runs SET status = $1, exit_code = $2, signal = $3, \
-                     stdout = $4, stderr = $5, stdout_truncated = $6, stderr_truncated = $7, \
-                     started_at = coalesce(started_at, $8), finished_at = $9, \
-                     duration_ms = $10 WHERE id = $11",
-                )
-                .bind(status.as_str())
-                .bind(exit_code)
-                .bind(signal)
-                .bind(stdout)
-                .bind(stderr)
-                .bind(stdout_truncated)
-                .bind(stderr_truncated)
-                .bind(*started_at)
-                .bind(*finished_at)
-                .bind(duration_ms)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                *status
-            }
-            AgentRunEnd::Refused { reason, detail, at } => {
-                sqlx::query(
-                    "UPDATE agent_runs SET status = $5, refusal_reason = $1, \
-                     refusal_detail = $2, finished_at = $3 WHERE id = $4",
-                )
-                .bind(reason)
-                .bind(detail)
-                .bind(*at)
-                .bind(run_id)
-                .bind(end.status().as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                if end.raises_alert() {
-                    // The monitor opens the `run_refused` alert on its next pass.
-                    sqlx::query(
-                        "UPDATE services SET deadline_at = least(coalesce(deadline_at, $1), $1) \
-                         WHERE id = (SELECT service_id FROM agents WHERE id = $2)",
-                    )
-                    .bind(*at)
-                    .bind(agent_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                }
-                end.status()
-            }
-        };
-        // When the server stored the report (its own clock; `finished_at` is the agent's).
-        sqlx::query("UPDATE agent_runs SET reported_at = $1 WHERE id = $2")
-            .bind(Timestamp::now())
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(RunFinish {
-            status: stored,
-            stored: true,
-            dispatched_at,
-        }))
+        Sql::finish_agent_run(&self.pool, agent_id, run_id, end).await
     }
 }

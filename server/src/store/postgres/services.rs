@@ -1,41 +1,14 @@
-//! Services, heartbeats and job signals on PostgreSQL.
+//! Services, heartbeats and job signals on PostgreSQL: the batch of heartbeats (one statement
+//! over `unnest`) and the create (an upsert on the live name, interval arithmetic) are
+//! PostgreSQL's; the rest is `shared/services.rs`.
 
 use super::*;
+use crate::store::shared::services::ServiceSql;
 
-fn push_service_filter(qb: &mut QueryBuilder<Postgres>, f: &ServiceFilter) {
-    qb.push(" WHERE deleted_at IS NULL");
-    if let Some(v) = &f.name_contains {
-        let pattern = format!("%{}%", escape_like(&name_key(v)));
-        qb.push(" AND name_key LIKE ")
-            .push_bind(pattern)
-            .push(" ESCAPE '\\'");
-    }
-    if let Some(v) = &f.service_name {
-        qb.push(" AND lower(service_name COLLATE \"C\") = lower(")
-            .push_bind(v.clone())
-            .push(" COLLATE \"C\")");
-    }
-    if let Some(v) = &f.team {
-        qb.push(" AND lower(team COLLATE \"C\") = lower(")
-            .push_bind(v.clone())
-            .push(" COLLATE \"C\")");
-    }
-    if let Some(v) = f.active {
-        qb.push(" AND active = ").push_bind(v);
-    }
-    if let Some(v) = f.muted {
-        qb.push(if v {
-            " AND muted_at IS NOT NULL"
-        } else {
-            " AND muted_at IS NULL"
-        });
-    }
-    if let Some(v) = f.state {
-        qb.push(" AND state = ").push_bind(v.as_str());
-    }
-    if let Some(v) = f.priority {
-        qb.push(" AND priority = ").push_bind(v.as_str());
-    }
+impl ServiceSql for Postgres {
+    const TOUCH_AFTER_SIGNAL: &'static str = "UPDATE services \
+        SET last_heartbeat_at = GREATEST(last_heartbeat_at, $1), \
+        deadline_at = LEAST(deadline_at, $1) WHERE id = $2";
 }
 
 #[async_trait::async_trait]
@@ -139,200 +112,19 @@ impl ServiceStore for PgStore {
     }
 
     async fn list_heartbeats(&self, q: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT e.id, e.service_id, s.heartbeat_name, s.service_name, e.status, e.run_id, \
-             e.received_at, s.team, s.priority FROM heartbeat_events e \
-             JOIN services s ON s.id = e.service_id WHERE true",
-        );
-        if let Some(id) = q.service_id {
-            qb.push(" AND e.service_id = ").push_bind(id.0);
-        }
-        if let Some(k) = &q.name_key {
-            qb.push(" AND s.name_key = ").push_bind(k.clone());
-        }
-        if let Some(n) = &q.service_name {
-            qb.push(" AND lower(s.service_name COLLATE \"C\") = lower(")
-                .push_bind(n.clone())
-                .push(" COLLATE \"C\")");
-        }
-        qb.push(" ORDER BY e.received_at DESC, e.id DESC LIMIT ")
-            .push_bind(i64::from(q.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(q.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        collect(&rows, |r| HeartbeatRow::from_row(r))
+        Sql::list_heartbeats(&self.pool, q).await
     }
 
     async fn record_job_signal(&self, sig: &JobSignal) -> StoreResult<JobSignalOutcome> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Locking the service serialises signals for one service across replicas.
-        let Some(service) = Self::lock_service(&mut tx, sig.service_id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(JobSignalOutcome::UnknownService);
-        };
-        if !service.active {
-            return Ok(JobSignalOutcome::Inactive {
-                heartbeat_name: service.heartbeat_name,
-            });
-        }
-        let at = dt(sig.at);
-        let existing: Option<PgRow> = match (&sig.run_id, sig.kind) {
-            (Some(run_id), _) => {
-                let sql = format!(
-                    "SELECT {RUN_COLUMNS} FROM job_runs WHERE service_id = $1 AND run_id = $2 \
-                     FOR UPDATE"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(service.id.0)
-                    .bind(run_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-            }
-            (None, SignalKind::Start) => Ok(None),
-            (None, _) => {
-                let sql = format!(
-                    "SELECT {RUN_COLUMNS} FROM job_runs WHERE service_id = $1 \
-                     AND status = 'running' ORDER BY started_at DESC NULLS LAST, id DESC \
-                     LIMIT 1 FOR UPDATE"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(service.id.0)
-                    .fetch_optional(&mut *tx)
-                    .await
-            }
-        }
-        .map_err(unavailable)?;
-        let existing = existing
-            .map(|r| JobRun::from_row(&r))
-            .transpose()
-            .map_err(unavailable)?;
-        let new_run_id = || {
-            sig.run_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-        };
-        let existing = existing.map(|run| {
-            let status = run.status;
-            (run, status)
-        });
-        let run_row = match signal_step(sig.kind, sig.exit_code, existing) {
-            SignalStep::Keep(run) => run,
-            SignalStep::Start => {
-                let sql = format!(
-                    "INSERT INTO job_runs (service_id, run_id, status, started_at, body, \
-                     body_truncated) VALUES ($1, $2, 'running', $3, $4, $5) \
-                     RETURNING {RUN_COLUMNS}"
-                );
-                let r = sqlx::query(AssertSqlSafe(sql))
-                    .bind(service.id.0)
-                    .bind(new_run_id())
-                    .bind(at)
-                    .bind(&sig.body)
-                    .bind(sig.body_truncated)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-            SignalStep::Finish(run, finished_status) => {
-                let duration = run_duration_ms(run.started_at, sig.at);
-                let sql = format!(
-                    "UPDATE job_runs SET status = $1, finished_at = $2, duration_ms = $3, \
-                     exit_code = $4, body = coalesce($5, body), body_truncated = $6 \
-                     WHERE id = $7 RETURNING {RUN_COLUMNS}"
-                );
-                let r = sqlx::query(AssertSqlSafe(sql))
-                    .bind(finished_status.as_str())
-                    .bind(at)
-                    .bind(duration)
-                    .bind(sig.exit_code)
-                    .bind(&sig.body)
-                    .bind(sig.body_truncated || run.body_truncated)
-                    .bind(run.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-            SignalStep::RecordFinished(finished_status) => {
-                let sql = format!(
-                    "INSERT INTO job_runs (service_id, run_id, status, finished_at, exit_code, \
-                     body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     RETURNING {RUN_COLUMNS}"
-                );
-                let r = sqlx::query(AssertSqlSafe(sql))
-                    .bind(service.id.0)
-                    .bind(new_run_id())
-                    .bind(finished_status.as_str())
-                    .bind(at)
-                    .bind(sig.exit_code)
-                    .bind(&sig.body)
-                    .bind(sig.body_truncated)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-        };
-        let status = signal_heartbeat_status(sig.kind, sig.exit_code);
-        sqlx::query(
-            "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(service.id.0)
-        .bind(status)
-        .bind(&run_row.run_id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        sqlx::query(
-            "UPDATE services SET last_heartbeat_at = GREATEST(last_heartbeat_at, $1), \
-             deadline_at = LEAST(deadline_at, $1) WHERE id = $2",
-        )
-        .bind(at)
-        .bind(service.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(JobSignalOutcome::Recorded {
-            service: Box::new(service),
-            run: run_row,
-        })
+        Sql::record_job_signal(&self.pool, sig).await
     }
 
     async fn recent_run_durations(&self, service: ServiceId, limit: u32) -> StoreResult<Vec<i64>> {
-        sqlx::query_scalar(
-            "SELECT duration_ms FROM job_runs WHERE service_id = $1 \
-             AND finished_at IS NOT NULL AND duration_ms IS NOT NULL \
-             ORDER BY finished_at DESC, id DESC LIMIT $2",
-        )
-        .bind(service.0)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)
+        Sql::recent_run_durations(&self.pool, service, limit).await
     }
 
     async fn list_runs(&self, service: ServiceId, page: PageRequest) -> StoreResult<Page<JobRun>> {
-        self.page(
-            "job_runs",
-            RUN_COLUMNS,
-            |qb| {
-                qb.push(" WHERE service_id = ").push_bind(service.0);
-            },
-            "coalesce(started_at, finished_at) DESC NULLS LAST, id DESC",
-            page,
-            |r| JobRun::from_row(r),
-        )
-        .await
+        Sql::list_runs(&self.pool, service, page).await
     }
 
     async fn create_service(&self, new: &NewService) -> StoreResult<CreateOutcome> {
@@ -389,30 +181,11 @@ impl ServiceStore for PgStore {
     }
 
     async fn get_service(&self, id: ServiceId) -> StoreResult<Option<Service>> {
-        let sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_service(&self.pool, id).await
     }
 
     async fn find_service(&self, key: &str) -> StoreResult<Option<Service>> {
-        let sql = format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = $1 AND deleted_at IS NULL"
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::find_service(&self.pool, key).await
     }
 
     async fn list_services(
@@ -420,15 +193,7 @@ impl ServiceStore for PgStore {
         filter: &ServiceFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Service>> {
-        self.page(
-            "services",
-            SERVICE_COLUMNS,
-            |qb| push_service_filter(qb, filter),
-            "id",
-            page,
-            |r| Service::from_row(r),
-        )
-        .await
+        Sql::list_services(&self.pool, filter, page).await
     }
 
     async fn update_service(
@@ -437,19 +202,7 @@ impl ServiceStore for PgStore {
         patch: &ServicePatch,
         change: &ChangeMeta,
     ) -> StoreResult<Option<Service>> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let Some(before) = Self::lock_service(&mut tx, id).await.map_err(unavailable)? else {
-            return Ok(None);
-        };
-        Self::insert_snapshot(&mut tx, &before, change.action, &change.actor, change.at)
-            .await
-            .map_err(unavailable)?;
-        let after = patch.apply(&before, change.at);
-        Self::write_service(&mut tx, &after, false)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(after))
+        Sql::update_service(&self.pool, id, patch, change).await
     }
 
     async fn delete_service(
@@ -457,21 +210,6 @@ impl ServiceStore for PgStore {
         id: ServiceId,
         actor: &Actor,
     ) -> StoreResult<Option<SnapshotId>> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let Some(before) = Self::lock_service(&mut tx, id).await.map_err(unavailable)? else {
-            return Ok(None);
-        };
-        let now = Timestamp::now();
-        let snap = Self::insert_snapshot(&mut tx, &before, SnapshotAction::Delete, actor, now)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("UPDATE services SET deleted_at = $1, updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(snap))
+        Sql::delete_service(&self.pool, id, actor).await
     }
 }

@@ -1,75 +1,20 @@
-//! API keys on SQLite.
+//! API keys and key owners on SQLite: the statements are shared (`shared/keys.rs`).
 
 use super::*;
 use crate::domain::OwnerId;
-use crate::store::keys::{KEY_OWNER_COLUMNS, labels_text};
 
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        if let Some(o) = &key.new_owner {
-            sqlx::query(
-                "INSERT INTO key_owners (id, name, kind, created_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&o.id.0)
-            .bind(&o.name)
-            .bind(o.kind.as_str())
-            .bind(o.created_at)
-            .bind(&o.created_by)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if let Some(e) = &o.audit {
-                insert_audit(&mut tx, e).await?;
-            }
-        }
-        let r = sqlx::query(
-            "INSERT INTO api_keys (id, name, digest, scopes, created_at, expires_at, \
-             rate_limit_per_minute, created_by, owner_id, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
-        )
-        .bind(&key.id.0)
-        .bind(&key.name)
-        .bind(key.digest.as_slice())
-        .bind(key.scopes.to_list_string())
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(key.rate_limit_per_minute.map(i64::from))
-        .bind(&key.created_by)
-        .bind(&key.owner_id.0)
-        .bind(labels_text(&key.labels))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if let Some(e) = &key.audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        ApiKeyRecord::from_row(&r).map_err(unavailable)
+        Sql::create_api_key(&self.write, key).await
     }
 
     async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKeyRecord>> {
-        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
-            .bind(&id.0)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(unavailable)?
-            .map(|r| ApiKeyRecord::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_api_key(&self.read, id).await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.read)
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(ApiKeyRecord::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)
+        Sql::list_api_keys(&self.read).await
     }
 
     async fn revoke_api_key(
@@ -78,75 +23,26 @@ impl KeyStore for SqliteStore {
         at: Timestamp,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(at)
-                .bind(&id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let revoked = done.rows_affected() == 1;
-        if revoked && let Some(e) = audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(revoked)
+        Sql::revoke_api_key(&self.write, id, at, audit).await
     }
 
     async fn get_key_owner(&self, id: &OwnerId) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE id = $1"
-        )))
-        .bind(&id.0)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::get_key_owner(&self.read, id).await
     }
 
     async fn find_key_owner(&self, name: &str) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE lower(name) = lower($1)"
-        )))
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::find_key_owner(&self.read, name).await
     }
 
     async fn list_key_owners(&self) -> StoreResult<Vec<KeyOwner>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners ORDER BY created_at, id"
-        )))
-        .fetch_all(&self.read)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(KeyOwner::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)
+        Sql::list_key_owners(&self.read).await
     }
 
     async fn find_key_owner_by_slack_user(
         &self,
         slack_user_id: &str,
     ) -> StoreResult<Option<KeyOwner>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_OWNER_COLUMNS} FROM key_owners WHERE slack_user_id = $1"
-        )))
-        .bind(slack_user_id)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(unavailable)?
-        .map(|r| KeyOwner::from_row(&r))
-        .transpose()
-        .map_err(unavailable)
+        Sql::find_key_owner_by_slack_user(&self.read, slack_user_id).await
     }
 
     async fn set_key_owner_slack_user(
@@ -155,18 +51,6 @@ impl KeyStore for SqliteStore {
         slack_user_id: Option<&str>,
         audit: &NewAuditEntry,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("UPDATE key_owners SET slack_user_id = $1 WHERE id = $2")
-            .bind(slack_user_id)
-            .bind(&id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let changed = done.rows_affected() == 1;
-        if changed {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(changed)
+        Sql::set_key_owner_slack_user(&self.write, id, slack_user_id, audit).await
     }
 }

@@ -26,18 +26,16 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite, Transaction};
 
 use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
-use super::sql::escape_like;
+/// The statements both backends share, on SQLite.
+type Sql = shared::Sql<Sqlite>;
 use super::*;
-use crate::domain::run::{SignalStep, run_duration_ms, signal_heartbeat_status, signal_step};
-use crate::domain::service::name_key;
-use crate::domain::{Priority, SnapshotAction, Timestamp};
+use crate::domain::Timestamp;
 
 /// Bound parameters per statement when batching (SQLite allows 32,766).
 const SQLITE_CHUNK: usize = 800;
@@ -55,14 +53,6 @@ fn unavailable(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Unavailable(e.to_string()),
     }
-}
-
-fn ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(Timestamp::from_millis)
-}
-
-fn ms(t: Option<Timestamp>) -> Option<i64> {
-    t.map(Timestamp::millis)
 }
 
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
@@ -106,89 +96,6 @@ impl SqliteStore {
             read,
             max_read,
         })
-    }
-
-    async fn service_in_tx(
-        tx: &mut Transaction<'_, Sqlite>,
-        id: ServiceId,
-    ) -> Result<Option<Service>, sqlx::Error> {
-        let sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-    }
-
-    async fn insert_snapshot(
-        tx: &mut Transaction<'_, Sqlite>,
-        service: &Service,
-        action: SnapshotAction,
-        actor: &Actor,
-        at: Timestamp,
-    ) -> Result<SnapshotId, sqlx::Error> {
-        let data = serde_json::to_string(&records::ServiceRecord::from(service))
-            .map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (service_id, action_type, snapshot_data, actor, created_at, \
-             on_behalf_of) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(service.id.0)
-        .bind(action.as_str())
-        .bind(data)
-        .bind(&actor.name)
-        .bind(at)
-        .bind(&actor.on_behalf_of)
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(SnapshotId(id))
-    }
-
-    /// Writes every mutable column of `s` (used by update and restore).
-    async fn write_service(
-        tx: &mut Transaction<'_, Sqlite>,
-        s: &Service,
-        undelete: bool,
-    ) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "UPDATE services SET heartbeat_name = $1, name_key = $2, service_name = $3, \
-             environment = $4, active = $5, interval_seconds = $6, threshold = $7, grace_seconds = $8, \
-             team = $9, priority = $10, runbook = $11, state = $12, muted_at = $13, muted_until = $14, \
-             mute_reason = $15, max_duration_ms = $16, updated_at = $17, deadline_at = $18, schedule = $19, \
-             schedule_tz = $20, renotify_seconds = $21, parent_id = $22, alert_on_failure = $23{} WHERE id = $24",
-            if undelete { ", deleted_at = NULL" } else { "" }
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&s.heartbeat_name)
-            .bind(name_key(&s.heartbeat_name))
-            .bind(&s.service_name)
-            .bind(&s.environment)
-            .bind(i64::from(s.active))
-            .bind(s.interval_seconds)
-            .bind(s.threshold)
-            .bind(s.grace_seconds)
-            .bind(&s.team)
-            .bind(s.priority.as_str())
-            .bind(&s.runbook)
-            .bind(s.state.as_str())
-            .bind(s.mute.as_ref().map(|m| m.at.millis()))
-            .bind(s.mute.as_ref().and_then(|m| ms(m.until)))
-            .bind(s.mute.as_ref().and_then(|m| m.reason.clone()))
-            .bind(s.max_duration_ms)
-            .bind(s.updated_at)
-            .bind(s.updated_at)
-            .bind(s.monitoring.schedule.as_ref().map(|x| x.cron.clone()))
-            .bind(s.monitoring.schedule.as_ref().map(|x| x.timezone.clone()))
-            .bind(s.monitoring.renotify_seconds)
-            .bind(s.monitoring.parent_id.map(|p| p.0))
-            .bind(i64::from(s.monitoring.alert_on_failure))
-            .bind(s.id.0)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
 }
 

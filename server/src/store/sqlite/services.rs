@@ -1,41 +1,13 @@
-//! Services, heartbeats and job signals on SQLite.
+//! Services, heartbeats and job signals on SQLite: the batch insert of heartbeats and the create
+//! (time in integer milliseconds, one writer) are SQLite's; the rest is `shared/services.rs`.
 
 use super::*;
+use crate::store::shared::services::ServiceSql;
 
-fn push_service_filter(qb: &mut QueryBuilder<Sqlite>, f: &ServiceFilter) {
-    qb.push(" WHERE deleted_at IS NULL");
-    if let Some(v) = &f.name_contains {
-        let pattern = format!("%{}%", escape_like(&name_key(v)));
-        qb.push(" AND name_key LIKE ")
-            .push_bind(pattern)
-            .push(" ESCAPE '\\'");
-    }
-    if let Some(v) = &f.service_name {
-        qb.push(" AND lower(service_name) = lower(")
-            .push_bind(v.clone())
-            .push(")");
-    }
-    if let Some(v) = &f.team {
-        qb.push(" AND lower(team) = lower(")
-            .push_bind(v.clone())
-            .push(")");
-    }
-    if let Some(v) = f.active {
-        qb.push(" AND active = ").push_bind(i64::from(v));
-    }
-    if let Some(v) = f.muted {
-        qb.push(if v {
-            " AND muted_at IS NOT NULL"
-        } else {
-            " AND muted_at IS NULL"
-        });
-    }
-    if let Some(v) = f.state {
-        qb.push(" AND state = ").push_bind(v.as_str());
-    }
-    if let Some(v) = f.priority {
-        qb.push(" AND priority = ").push_bind(v.as_str());
-    }
+impl ServiceSql for Sqlite {
+    const TOUCH_AFTER_SIGNAL: &'static str = "UPDATE services \
+        SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), $1), \
+        deadline_at = min(coalesce(deadline_at, $1), $1) WHERE id = $2";
 }
 
 #[async_trait::async_trait]
@@ -148,206 +120,19 @@ impl ServiceStore for SqliteStore {
     }
 
     async fn list_heartbeats(&self, q: &HeartbeatQuery) -> StoreResult<Vec<HeartbeatRow>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT e.id, e.service_id, s.heartbeat_name, s.service_name, e.status, e.run_id, \
-             e.received_at, s.team, s.priority FROM heartbeat_events e \
-             JOIN services s ON s.id = e.service_id WHERE 1 = 1",
-        );
-        if let Some(id) = q.service_id {
-            qb.push(" AND e.service_id = ").push_bind(id.0);
-        }
-        if let Some(k) = &q.name_key {
-            qb.push(" AND s.name_key = ").push_bind(k.clone());
-        }
-        if let Some(n) = &q.service_name {
-            qb.push(" AND lower(s.service_name) = lower(")
-                .push_bind(n.clone())
-                .push(")");
-        }
-        qb.push(" ORDER BY e.received_at DESC, e.id DESC LIMIT ")
-            .push_bind(i64::from(q.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(q.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.read)
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(HeartbeatRow::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)
+        Sql::list_heartbeats(&self.read, q).await
     }
 
     async fn record_job_signal(&self, sig: &JobSignal) -> StoreResult<JobSignalOutcome> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(service) = Self::service_in_tx(&mut tx, sig.service_id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(JobSignalOutcome::UnknownService);
-        };
-        if !service.active {
-            return Ok(JobSignalOutcome::Inactive {
-                heartbeat_name: service.heartbeat_name,
-            });
-        }
-        let at = sig.at.millis();
-        let existing: Option<SqliteRow> = match (&sig.run_id, sig.kind) {
-            (Some(run_id), _) => {
-                sqlx::query("SELECT * FROM job_runs WHERE service_id = $1 AND run_id = $2")
-                    .bind(service.id.0)
-                    .bind(run_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-            }
-            (None, SignalKind::Start) => Ok(None),
-            (None, _) => {
-                sqlx::query(
-                    "SELECT * FROM job_runs WHERE service_id = $1 AND status = 'running' \
-                     ORDER BY started_at DESC, id DESC LIMIT 1",
-                )
-                .bind(service.id.0)
-                .fetch_optional(&mut *tx)
-                .await
-            }
-        }
-        .map_err(unavailable)?;
-        let existing = existing
-            .map(|r| JobRun::from_row(&r))
-            .transpose()
-            .map_err(unavailable)?;
-        let existing = existing.map(|run| {
-            let status = run.status;
-            (run, status)
-        });
-        let run_row = match signal_step(sig.kind, sig.exit_code, existing) {
-            SignalStep::Keep(run) => run,
-            SignalStep::Start => {
-                let run_id = sig
-                    .run_id
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let r = sqlx::query(
-                    "INSERT INTO job_runs (service_id, run_id, status, started_at, body, \
-                     body_truncated) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING *",
-                )
-                .bind(service.id.0)
-                .bind(run_id)
-                .bind(at)
-                .bind(&sig.body)
-                .bind(i64::from(sig.body_truncated))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-            SignalStep::Finish(run, finished_status) => {
-                let duration = run_duration_ms(run.started_at, sig.at);
-                let r = sqlx::query(
-                    "UPDATE job_runs SET status = $1, finished_at = $2, duration_ms = $3, \
-                     exit_code = $4, body = coalesce($5, body), body_truncated = $6 \
-                     WHERE id = $7 RETURNING *",
-                )
-                .bind(finished_status.as_str())
-                .bind(at)
-                .bind(duration)
-                .bind(sig.exit_code)
-                .bind(&sig.body)
-                .bind(i64::from(sig.body_truncated || run.body_truncated))
-                .bind(run.id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-            SignalStep::RecordFinished(finished_status) => {
-                let run_id = sig
-                    .run_id
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let r = sqlx::query(
-                    "INSERT INTO job_runs (service_id, run_id, status, finished_at, exit_code, \
-                     body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-                )
-                .bind(service.id.0)
-                .bind(run_id)
-                .bind(finished_status.as_str())
-                .bind(at)
-                .bind(sig.exit_code)
-                .bind(&sig.body)
-                .bind(i64::from(sig.body_truncated))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                JobRun::from_row(&r).map_err(unavailable)?
-            }
-        };
-        let status = signal_heartbeat_status(sig.kind, sig.exit_code);
-        sqlx::query(
-            "INSERT INTO heartbeat_events (service_id, status, run_id, received_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(service.id.0)
-        .bind(status)
-        .bind(&run_row.run_id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        sqlx::query(
-            "UPDATE services SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), $1), \
-             deadline_at = min(coalesce(deadline_at, $1), $1) WHERE id = $2",
-        )
-        .bind(at)
-        .bind(service.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(JobSignalOutcome::Recorded {
-            service: Box::new(service),
-            run: run_row,
-        })
+        Sql::record_job_signal(&self.write, sig).await
     }
 
     async fn recent_run_durations(&self, service: ServiceId, limit: u32) -> StoreResult<Vec<i64>> {
-        sqlx::query_scalar(
-            "SELECT duration_ms FROM job_runs WHERE service_id = $1 AND finished_at IS NOT NULL \
-             AND duration_ms IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT $2",
-        )
-        .bind(service.0)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await
-        .map_err(unavailable)
+        Sql::recent_run_durations(&self.read, service, limit).await
     }
 
     async fn list_runs(&self, service: ServiceId, page: PageRequest) -> StoreResult<Page<JobRun>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE service_id = $1")
-            .bind(service.0)
-            .fetch_one(&self.read)
-            .await
-            .map_err(unavailable)?;
-        let rows = sqlx::query(
-            "SELECT * FROM job_runs WHERE service_id = $1 \
-             ORDER BY coalesce(started_at, finished_at) DESC, id DESC LIMIT $2 OFFSET $3",
-        )
-        .bind(service.0)
-        .bind(i64::from(page.limit))
-        .bind(i64::from(page.offset))
-        .fetch_all(&self.read)
-        .await
-        .map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(JobRun::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries,
-            total_count: total,
-        })
+        Sql::list_runs(&self.read, service, page).await
     }
 
     async fn create_service(&self, new: &NewService) -> StoreResult<CreateOutcome> {
@@ -403,30 +188,11 @@ impl ServiceStore for SqliteStore {
     }
 
     async fn get_service(&self, id: ServiceId) -> StoreResult<Option<Service>> {
-        let sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1 AND deleted_at IS NULL");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::get_service(&self.read, id).await
     }
 
     async fn find_service(&self, key: &str) -> StoreResult<Option<Service>> {
-        let sql = format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE name_key = $1 AND deleted_at IS NULL"
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Service::from_row(&r))
-            .transpose()
-            .map_err(unavailable)
+        Sql::find_service(&self.read, key).await
     }
 
     async fn list_services(
@@ -434,33 +200,7 @@ impl ServiceStore for SqliteStore {
         filter: &ServiceFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Service>> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM services");
-        push_service_filter(&mut count, filter);
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.read)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {SERVICE_COLUMNS} FROM services"));
-        push_service_filter(&mut qb, filter);
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb
-            .build()
-            .fetch_all(&self.read)
-            .await
-            .map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(Service::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries,
-            total_count: total,
-        })
+        Sql::list_services(&self.read, filter, page).await
     }
 
     async fn update_service(
@@ -469,22 +209,7 @@ impl ServiceStore for SqliteStore {
         patch: &ServicePatch,
         change: &ChangeMeta,
     ) -> StoreResult<Option<Service>> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(before) = Self::service_in_tx(&mut tx, id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        Self::insert_snapshot(&mut tx, &before, change.action, &change.actor, change.at)
-            .await
-            .map_err(unavailable)?;
-        let after = patch.apply(&before, change.at);
-        Self::write_service(&mut tx, &after, false)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(after))
+        Sql::update_service(&self.write, id, patch, change).await
     }
 
     async fn delete_service(
@@ -492,25 +217,6 @@ impl ServiceStore for SqliteStore {
         id: ServiceId,
         actor: &Actor,
     ) -> StoreResult<Option<SnapshotId>> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(before) = Self::service_in_tx(&mut tx, id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        let now = Timestamp::now();
-        let snap = Self::insert_snapshot(&mut tx, &before, SnapshotAction::Delete, actor, now)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("UPDATE services SET deleted_at = $1, updated_at = $2 WHERE id = $3")
-            .bind(now)
-            .bind(now)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(snap))
+        Sql::delete_service(&self.write, id, actor).await
     }
 }
