@@ -322,7 +322,10 @@ async fn a_label_selector_preview_shows_each_matched_agents_host_facts() {
     let matched = &preview["entries"][0];
     assert_eq!(matched["agent_id"], "preview-1");
     let host = &matched["host"];
-    assert!(host.is_object(), "the preview shows no host facts: {matched:#}");
+    assert!(
+        host.is_object(),
+        "the preview shows no host facts: {matched:#}"
+    );
     // The facts are this very host's, read independently of the agent and the server.
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(host["kernel_version"], kernel.trim(), "{host:#}");
@@ -342,8 +345,14 @@ async fn a_label_selector_preview_shows_each_matched_agents_host_facts() {
         assert!(host.get(fact).is_some(), "{fact} missing: {host:#}");
     }
     // The same report as the agent's own page.
-    assert_eq!(host["reported_at"], agent["host"]["reported_at"], "{host:#}");
-    assert_eq!(host["memory_total_bytes"], agent["host"]["memory_total_bytes"]);
+    assert_eq!(
+        host["reported_at"], agent["host"]["reported_at"],
+        "{host:#}"
+    );
+    assert_eq!(
+        host["memory_total_bytes"],
+        agent["host"]["memory_total_bytes"]
+    );
     // A selector that reaches no agent previews nothing.
     let none = admin_get(&app.client, &app.base, "/v2/agents?label.role=db")
         .await
