@@ -5,8 +5,6 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi
 if [ "$1" -eq 1 ]; then
-    # Only root and the agent may look inside (the credential usually lives here).
-    chgrp medic-agent /etc/medic-agent && chmod 0750 /etc/medic-agent || exit 1
     # The work directory (systemd's StateDirectory= makes it too), so that check-config run by
     # hand before the first start finds it.
     [ -d /var/lib/medic-agent ] ||

@@ -1,6 +1,7 @@
 # medic-agent %pre ($1: 1 = install, 2 = upgrade). The user must exist before the files are
-# laid down, because /etc/medic-agent and agent.toml belong to the group medic-agent.
-# The package cannot declare Requires(pre) on them, so say plainly what is missing.
+# laid down, because /etc/medic-agent and agent.toml belong to the group medic-agent. The
+# package declares Requires(pre) on getent, groupadd and useradd; when they are missing all
+# the same (rpm --nodeps), say plainly what is missing.
 for tool in getent groupadd useradd; do
     command -v "$tool" >/dev/null 2>&1 ||
         { echo "medic-agent: $tool is missing; install shadow-utils and retry" >&2; exit 1; }

@@ -289,6 +289,77 @@ async fn a_real_agent_reports_its_host_facts_at_connect_and_again_later() {
     assert_eq!(later["host"]["kernel_version"], kernel.trim());
 }
 
+/// A label selector's preview (`GET /v2/agents?label.<key>=<value>`, the agents `labels` in
+/// `POST /v2/runs` would reach) shows each matched agent's host facts as its hello reported
+/// them, so an operator sees the systems a run would land on before running anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_selector_preview_shows_each_matched_agents_host_facts() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key_with(
+            &json!({ "name": "preview-1", "scopes": ["agent"], "labels": { "role": "it" } }),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = AgentProcess::start(&addr, &key, "preview-1");
+    let agent = wait_for_agent(
+        &app.client,
+        &app.base,
+        "preview-1",
+        Duration::from_secs(30),
+        "host facts",
+        |a| a["host"].is_object(),
+    )
+    .await;
+
+    let preview = admin_get(&app.client, &app.base, "/v2/agents?label.role=it")
+        .await
+        .unwrap();
+    assert_eq!(preview["total_count"], 1, "{preview:#}");
+    let matched = &preview["entries"][0];
+    assert_eq!(matched["agent_id"], "preview-1");
+    let host = &matched["host"];
+    assert!(
+        host.is_object(),
+        "the preview shows no host facts: {matched:#}"
+    );
+    // The facts are this very host's, read independently of the agent and the server.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(host["kernel_version"], kernel.trim(), "{host:#}");
+    assert_eq!(host["arch"], std::env::consts::ARCH, "{host:#}");
+    if let Some(name) = proc_value("/etc/os-release", "NAME") {
+        assert_eq!(host["os_name"], name, "{host:#}");
+    }
+    for fact in [
+        "os_version",
+        "cpus",
+        "memory_total_bytes",
+        "load_average",
+        "root_disk_total_bytes",
+        "uptime_seconds",
+        "reported_at",
+    ] {
+        assert!(host.get(fact).is_some(), "{fact} missing: {host:#}");
+    }
+    // The same report as the agent's own page.
+    assert_eq!(
+        host["reported_at"], agent["host"]["reported_at"],
+        "{host:#}"
+    );
+    assert_eq!(
+        host["memory_total_bytes"],
+        agent["host"]["memory_total_bytes"]
+    );
+    // A selector that reaches no agent previews nothing.
+    let none = admin_get(&app.client, &app.base, "/v2/agents?label.role=db")
+        .await
+        .unwrap();
+    assert_eq!(none["total_count"], 0, "{none:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_agent_connects_heartbeats_survives_a_restart_and_is_revoked() {
     let app = TestApp::spawn().await;

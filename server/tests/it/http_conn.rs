@@ -106,6 +106,46 @@ async fn connections_above_the_per_address_limit_are_closed() {
     assert_eq!(live(&a).await, "HTTP/1.1 200 OK");
 }
 
+/// `MEDIC_MAX_CONNECTIONS` caps the connections served at once, whatever their addresses: at
+/// the cap the next connection waits (in the listen backlog) and is served once held ones go
+/// away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_the_global_limit_wait_for_a_free_slot() {
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.header_read_timeout = Duration::from_secs(60);
+            c.max_connections = 3;
+            c.max_connections_per_ip = 0;
+        })
+        .spawn()
+        .await;
+    let a = addr(&app);
+    // Three held connections, from three addresses (no per-address limit applies anyway).
+    let mut held = Vec::new();
+    for host in 2..=4 {
+        held.push(slow_client_from([127, 0, 0, host], &a).await);
+    }
+    // A fourth, complete request is not served while the three are held. (Waiting here can
+    // only make a server without the cap look right, never a server with it look wrong.)
+    let mut fourth = TcpStream::connect(&a).await.expect("connect");
+    fourth
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: medic\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "answered above the connection limit: {early:?} {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // The held clients leave: the fourth is served.
+    drop(held);
+    let got = closed_by_server(&mut fourth).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_kept_alive_connections_are_closed() {
     let app = TestApp::builder()
