@@ -9,7 +9,7 @@ use crate::domain::run::report_ends_run;
 use crate::store::*;
 
 const RUN_COLUMNS: &str = "id, agent_id, script_id, script_version, parameters, \
-    timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
+    secret_parameters, timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, finished_at, \
     exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, \
     refusal_reason, refusal_detail, expires_at, reported_at";
 
@@ -18,14 +18,16 @@ impl RunStore for SqliteStore {
     async fn create_agent_runs(&self, new: &[NewAgentRun]) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
-             timeout_seconds, requested_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             timeout_seconds, requested_by, created_at, expires_at, secret_parameters) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING {RUN_COLUMNS}"
         );
         let mut tx = self.write.begin().await.map_err(unavailable)?;
         let mut runs = Vec::with_capacity(new.len());
         for new in new {
             let parameters = serde_json::to_string(&new.parameters)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let secret_parameters = serde_json::to_string(&new.secret_parameters)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let row = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(&new.id)
@@ -37,6 +39,7 @@ impl RunStore for SqliteStore {
                 .bind(&new.requested_by)
                 .bind(new.at)
                 .bind(new.expires_at)
+                .bind(secret_parameters)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
