@@ -406,6 +406,13 @@ impl Engine {
         self.0.wake.notify_one();
     }
 
+    /// Executions (and their start notices) were inserted outside the engine (a monitor pass
+    /// that fired alert triggers): wakes the worker and the notice dispatcher.
+    pub fn started_elsewhere(&self) {
+        self.wake();
+        self.0.notices.notify_one();
+    }
+
     /// What the notice dispatcher waits on: poked when this process queued notices.
     pub fn notice_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.0.notices)
