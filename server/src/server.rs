@@ -252,6 +252,7 @@ pub async fn start_with_clock(
     let outbox = Arc::new(OutboxSignal::default());
     let mut engine_settings = cfg.playbook.clone();
     engine_settings.notify_defaults = default_destinations(&cfg);
+    engine_settings.secrets = cfg.secrets.clone();
     let engine = crate::engine::Engine::new(store.clone(), clock.clone(), engine_settings);
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())
@@ -284,7 +285,8 @@ pub async fn start_with_clock(
             background.clone(),
         ));
     }
-    let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone());
+    let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone())
+        .with_secrets(cfg.secrets.clone());
     // Every replica serves agents, so every replica polls the queue for its own sessions.
     tracker.spawn(
         gateway

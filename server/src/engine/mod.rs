@@ -27,6 +27,7 @@
 pub mod audit;
 pub mod notices;
 pub mod runs;
+pub mod secrets;
 pub mod steps;
 pub mod triggers;
 
@@ -75,6 +76,8 @@ pub struct EngineSettings {
     /// Where notices go for an execution without a service, or whose service and team have
     /// nothing configured (the deployment's default Slack channel and PagerDuty key).
     pub notify_defaults: Vec<crate::domain::Destination>,
+    /// The keys that open stored secrets (`MEDIC_SECRETS_KEY`), for `${secrets.NAME}`.
+    pub secrets: Option<crate::playbook::secrets::Keyring>,
 }
 
 impl Default for EngineSettings {
@@ -89,6 +92,7 @@ impl Default for EngineSettings {
             allowed_hosts: Vec::new(),
             allow_private_targets: false,
             notify_defaults: Vec::new(),
+            secrets: None,
         }
     }
 }
@@ -374,6 +378,8 @@ struct Loaded {
     context: ExecutionContext,
     /// Who hears about it, read when it first has something to say.
     audience: Option<notices::Audience>,
+    /// The secrets its plan uses, opened when it was loaded (never stored).
+    secrets: std::collections::BTreeMap<String, crate::playbook::secrets::SecretValue>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -398,6 +404,13 @@ impl Engine {
     /// Makes the worker look at the store again (an execution was started or changed here).
     pub fn wake(&self) {
         self.0.wake.notify_one();
+    }
+
+    /// Executions (and their start notices) were inserted outside the engine (a monitor pass
+    /// that fired alert triggers): wakes the worker and the notice dispatcher.
+    pub fn started_elsewhere(&self) {
+        self.wake();
+        self.0.notices.notify_one();
     }
 
     /// What the notice dispatcher waits on: poked when this process queued notices.
@@ -570,6 +583,7 @@ impl Engine {
             .await?
             .ok_or(DecideError::NotFound)?;
         let mut loaded = self.load(record).map_err(DecideError::Corrupt)?;
+        self.open_secrets(&mut loaded).await?;
         if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
             // Four-eyes by owner: the requester and the approver are compared as owners (a key's
             // owner, a Slack user), never as keys.
@@ -672,7 +686,22 @@ impl Engine {
             plan,
             context,
             audience: None,
+            secrets: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Opens the secrets `loaded`'s plan uses (none are read for a plan that uses none).
+    async fn open_secrets(&self, loaded: &mut Loaded) -> Result<(), StoreError> {
+        if loaded.plan.secrets.is_empty() || loaded.exec.status.is_terminal() {
+            return Ok(());
+        }
+        loaded.secrets = secrets::open(
+            &*self.0.store,
+            self.0.settings.secrets.as_ref(),
+            loaded.plan.secrets.iter().map(String::as_str),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The substitution scope of `loaded` as it stands.
@@ -684,7 +713,8 @@ impl Engine {
             .context(ContextVar::PlaybookName, r.playbook_name.clone())
             .context(ContextVar::PlaybookVersion, r.playbook_version.to_string())
             .context(ContextVar::Trigger, r.trigger.clone())
-            .inputs(c.inputs.clone());
+            .inputs(c.inputs.clone())
+            .secrets(loaded.secrets.clone());
         if let Some(s) = r.service_id {
             scope = scope.context(ContextVar::ServiceId, s.0.to_string());
         }
@@ -788,7 +818,14 @@ impl Engine {
     async fn drive(&self, record: ExecutionRecord) {
         let id = record.id;
         let due = match self.load(record) {
-            Ok(loaded) => self.drive_loaded(loaded).await,
+            Ok(mut loaded) => match self.open_secrets(&mut loaded).await {
+                Ok(()) => self.drive_loaded(loaded).await,
+                // Looked at again shortly (the store is having trouble).
+                Err(e) => {
+                    tracing::warn!(execution = id, error = %e, "cannot read the secrets");
+                    Some(self.0.clock.now().plus_millis(1000))
+                }
+            },
             Err(e) => {
                 tracing::error!(execution = id, error = %e, "cannot drive execution");
                 None

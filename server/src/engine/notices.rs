@@ -76,35 +76,16 @@ pub async fn audience(
     now: Timestamp,
     defaults: &[Destination],
 ) -> Audience {
-    let defaults = Defaults {
-        destinations: defaults.to_vec(),
-    };
-    let fallback = |service| Audience {
-        service,
-        routes: route(
-            &MonitorContext::default(),
-            None,
-            crate::domain::ServiceId(0),
-            now,
-            &defaults,
-        ),
-    };
     let Some(sid) = service_id else {
-        return fallback(None);
+        return audience_in(None, &MonitorContext::default(), now, defaults);
     };
     let service = match store.get_service(sid).await {
         Ok(Some(s)) => s,
-        Ok(None) => return fallback(None),
+        Ok(None) => return audience_in(None, &MonitorContext::default(), now, defaults),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the service to route a playbook notice");
-            return fallback(None);
+            return audience_in(None, &MonitorContext::default(), now, defaults);
         }
-    };
-    let shown = ExecutionService {
-        id: sid.0,
-        name: service.heartbeat_name.clone(),
-        service_name: service.service_name.clone(),
-        team: service.team.clone(),
     };
     let team = store
         .find_team(&name_key(&service.team))
@@ -131,13 +112,48 @@ pub async fn audience(
     }
     targets.retain(|t| t.enabled);
     let ctx = MonitorContext {
-        teams: team.iter().cloned().collect(),
+        teams: team.into_iter().collect(),
         targets,
         ..MonitorContext::default()
     };
+    audience_in(Some(&service), &ctx, now, defaults)
+}
+
+/// The routing of `service` at `now` among the teams and enabled targets of `ctx` (which may
+/// hold every team and target: those of other services and teams are left out); the deployment
+/// defaults without a service. Pure: an alert trigger routes its start's notices with it
+/// inside the monitor pass.
+pub fn audience_in(
+    service: Option<&crate::store::Service>,
+    ctx: &MonitorContext,
+    now: Timestamp,
+    defaults: &[Destination],
+) -> Audience {
+    let defaults = Defaults {
+        destinations: defaults.to_vec(),
+    };
+    let Some(service) = service else {
+        return Audience {
+            service: None,
+            routes: route(
+                &MonitorContext::default(),
+                None,
+                crate::domain::ServiceId(0),
+                now,
+                &defaults,
+            ),
+        };
+    };
+    let key = name_key(&service.team);
+    let team = ctx.teams.iter().find(|t| name_key(&t.name) == key);
     Audience {
-        service: Some(shown),
-        routes: route(&ctx, team.as_ref(), sid, now, &defaults),
+        service: Some(ExecutionService {
+            id: service.id.0,
+            name: service.heartbeat_name.clone(),
+            service_name: service.service_name.clone(),
+            team: service.team.clone(),
+        }),
+        routes: route(ctx, team, service.id, now, &defaults),
     }
 }
 

@@ -81,7 +81,7 @@ fn outcome_of(run: &AgentRun, scope: &Scope) -> Option<Outcome> {
                 }
                 text.push_str(e);
             }
-            Some(masker.mask(&cap_output(&text)))
+            Some(cap_output(&masker.mask(&text)))
         }
     };
     let error = |why: String| Some(masker.mask(&why));
@@ -155,9 +155,22 @@ pub async fn dispatch(
                 .collect();
         }
     };
+    // A parameter that uses a secret is stored masked, with its secrets kept as references
+    // (`secret_parameters`); the gateway puts the values in when it sends the run.
+    let masker = exec.scope.masker();
     let mut parameters = BTreeMap::new();
+    let mut secret_parameters = BTreeMap::new();
     for (name, template) in &s.params {
-        match template.render(exec.scope) {
+        let rendered = template.render(exec.scope).and_then(|v| {
+            if template.uses_secrets() {
+                let parts = template.render_parts(exec.scope)?;
+                secret_parameters.insert(name.clone(), parts);
+                Ok(masker.mask(&v))
+            } else {
+                Ok(v)
+            }
+        });
+        match rendered {
             Ok(v) => {
                 parameters.insert(name.clone(), v);
             }
@@ -207,6 +220,7 @@ pub async fn dispatch(
             script_id: crate::store::ScriptId(version.script_id),
             script_version: version.version,
             parameters: parameters.clone(),
+            secret_parameters: secret_parameters.clone(),
             timeout_seconds: timeout,
             requested_by: actor.clone(),
             at: exec.now,

@@ -110,13 +110,16 @@ pub async fn send_webhook(
         Err(e) => return failed(&masker, transport_error_text(&e, w.timeout)),
     };
     let status = response.status().as_u16();
-    let (output, read_error) = match read_capped(response, MAX_STEP_OUTPUT_BYTES).await {
+    // Read past the cap by the longest a secret can be, and mask before cutting: a secret
+    // that straddles the cap is masked whole, never left half in the output.
+    let read_cap = MAX_STEP_OUTPUT_BYTES + crate::http::secrets::MAX_SECRET_BYTES;
+    let (output, read_error) = match read_capped(response, read_cap).await {
         Ok((bytes, cut)) => {
-            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut text = cap_output(&masker.mask(&String::from_utf8_lossy(&bytes)));
             if cut {
                 text.push_str("\n[… cut]");
             }
-            (Some(masker.mask(&cap_output(&text))), None)
+            (Some(text), None)
         }
         Err(e) => (None, Some(transport_error_text(&e, w.timeout))),
     };

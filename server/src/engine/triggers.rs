@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::{Engine, ExecutionContext, FirstState, PinnedScript, ms, runs};
+use super::{Engine, ExecutionContext, FirstState, PinnedScript, StartNotices, ms, notices, runs};
 use crate::domain::AlertKind as StoreKind;
 use crate::playbook::Plan;
 use crate::playbook::breaker;
@@ -41,6 +41,9 @@ struct Armed {
 pub struct ArmedTriggers {
     armed: Vec<Armed>,
     settings: super::EngineSettings,
+    /// Every team and enabled notification target, read before the pass: where the started /
+    /// awaiting-approval notices of the executions it fires go (routed like a manual start's).
+    routing: crate::store::MonitorContext,
 }
 
 /// Parsed versions with triggers by playbook id, with the SHA-256 they were read at
@@ -173,9 +176,24 @@ impl Engine {
                 });
             }
         }
+        // Routing for the start notices, read only when something can fire.
+        let routing = if armed.is_empty() {
+            crate::store::MonitorContext::default()
+        } else {
+            let mut targets = store
+                .list_targets(&crate::store::TargetFilter::default())
+                .await?;
+            targets.retain(|t| t.enabled);
+            crate::store::MonitorContext {
+                teams: store.list_teams().await?,
+                targets,
+                ..crate::store::MonitorContext::default()
+            }
+        };
         Ok(ArmedTriggers {
             armed,
             settings: self.0.settings.clone(),
+            routing,
         })
     }
 }
@@ -228,7 +246,23 @@ impl AlertTriggers for ArmedTriggers {
                 trigger: ExecutionTrigger::Alert,
                 service_id: Some(service.id),
                 now: alert.now,
-                notify: None,
+                notify: Some(StartNotices {
+                    audience: notices::audience_in(
+                        Some(service),
+                        &self.routing,
+                        alert.now,
+                        &self.settings.notify_defaults,
+                    ),
+                    subject: notices::Subject {
+                        id: 0,
+                        playbook_id: a.pinned.playbook_id,
+                        playbook_name: a.pinned.name.clone(),
+                        playbook_version: a.pinned.version,
+                        trigger: ExecutionTrigger::Alert.as_str().to_owned(),
+                        alert_id: Some(alert.alert_id),
+                        requested_by: None,
+                    },
+                }),
                 tripped: std::sync::atomic::AtomicBool::new(false),
             };
             tracing::info!(playbook = %a.pinned.name, alert = alert.alert_id,

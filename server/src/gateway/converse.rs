@@ -53,9 +53,18 @@ impl Gateway {
             Ok(n) => tracing::info!(agent_id, runs = n, "runs the agent no longer runs"),
             Err(e) => tracing::warn!(agent_id, error = %e, "could not check the agent's runs"),
         }
-        if runs::dispatch(store, clock, socket, agent_id, true, running, grace)
-            .await
-            .is_err()
+        if runs::dispatch(
+            store,
+            clock,
+            socket,
+            agent_id,
+            true,
+            running,
+            grace,
+            &self.shared.secrets,
+        )
+        .await
+        .is_err()
         {
             return "send failed";
         }
@@ -68,7 +77,7 @@ impl Gateway {
                         return code.as_str();
                     }
                     Control::Dispatch => {
-                        if runs::dispatch(store, clock, socket, agent_id, false, &[], grace).await.is_err() {
+                        if runs::dispatch(store, clock, socket, agent_id, false, &[], grace, &self.shared.secrets).await.is_err() {
                             return "send failed";
                         }
                         continue;
@@ -161,9 +170,18 @@ impl Gateway {
                         Err(e) => tracing::warn!(agent_id, error = %e, "agent_seen failed"),
                     }
                     // Runs queued through another replica reach the agent within a heartbeat.
-                    if runs::dispatch(store, clock, socket, agent_id, false, &[], grace)
-                        .await
-                        .is_err()
+                    if runs::dispatch(
+                        store,
+                        clock,
+                        socket,
+                        agent_id,
+                        false,
+                        &[],
+                        grace,
+                        &self.shared.secrets,
+                    )
+                    .await
+                    .is_err()
                     {
                         return "send failed";
                     }
@@ -200,6 +218,7 @@ impl Gateway {
                         report,
                         grace,
                         &self.shared.runs_ended,
+                        &self.shared.secrets,
                     )
                     .await
                     .is_err()

@@ -98,6 +98,8 @@ struct Shared {
     /// Callers waiting for runs to end.
     runs_ended: Arc<RunWatch>,
     clock: Clock,
+    /// The secrets of runs whose parameters use them (playbook script steps).
+    secrets: runs::RunSecrets,
 }
 
 /// The live sessions of this replica. Cheap to clone.
@@ -145,8 +147,19 @@ impl Gateway {
                 run_grace: grace,
                 runs_ended: Arc::default(),
                 clock,
+                secrets: runs::RunSecrets::default(),
             }),
         }
+    }
+
+    /// This gateway, opening the secrets that playbook script steps pass to their scripts with
+    /// `keyring` (`MEDIC_SECRETS_KEY`). Call before the gateway is cloned or used.
+    #[must_use]
+    pub fn with_secrets(mut self, keyring: Option<crate::playbook::secrets::Keyring>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.secrets = runs::RunSecrets::new(keyring);
+        }
+        self
     }
 
     fn clock(&self) -> &Clock {

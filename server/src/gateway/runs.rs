@@ -21,6 +21,8 @@ use medic_protocol::{Ack, AgentMessage, RunId, RunRequest, RunStatus, ServerMess
 use super::send;
 use crate::clock::Clock;
 use crate::domain::Timestamp;
+use crate::playbook::secrets::SecretValue;
+use crate::playbook::vars::{Masker, join_parts, secret_names};
 use crate::store::{AgentRun, AgentRunEnd, AgentRunStatus, ScriptStatus, Store};
 
 /// Runs that reached each status (`status` label), counted once by the replica that stored it.
@@ -63,6 +65,117 @@ async fn defer(
 /// Time from sending a run to storing the agent's report about it.
 pub const LATENCY_METRIC: &str = "medic_agent_run_result_seconds";
 
+/// The secrets of runs whose parameters use them (playbook script steps): the values are put
+/// into the run's request when it is sent — they are never stored, neither in the run record
+/// (which keeps each secret's name and the parameter masked) nor anywhere else — and every
+/// secret value is masked in what the agent reports (output, refusal detail) before it is
+/// stored.
+#[derive(Default)]
+pub(crate) struct RunSecrets {
+    keyring: Option<crate::playbook::secrets::Keyring>,
+    /// The masker of each run this process sent and that has not reported yet (`None`: the
+    /// run uses no secret). A run sent elsewhere (another replica, before a restart) is read
+    /// from the store when it reports.
+    sent: std::sync::Mutex<std::collections::HashMap<String, Option<Masker>>>,
+}
+
+/// Most runs [`RunSecrets`] remembers; it starts over when full (and reads the store instead).
+const MAX_REMEMBERED_RUNS: usize = 100_000;
+
+/// Why a run's parameters could not be made.
+enum ParamsError {
+    /// The store could not be read: the run goes back to the queue.
+    Store(String),
+    /// A secret is not stored (or does not open): the run cannot be sent.
+    Missing(String),
+}
+
+impl RunSecrets {
+    pub(crate) fn new(keyring: Option<crate::playbook::secrets::Keyring>) -> Self {
+        Self {
+            keyring,
+            sent: std::sync::Mutex::default(),
+        }
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<Masker>>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, run_id: &str, masker: Option<Masker>) {
+        let mut sent = self.sent();
+        if sent.len() >= MAX_REMEMBERED_RUNS {
+            sent.clear();
+        }
+        sent.insert(run_id.to_owned(), masker);
+    }
+
+    /// The parameters to send for `run`: its own, with the secrets' values put in.
+    async fn parameters(
+        &self,
+        store: &dyn Store,
+        run: &AgentRun,
+    ) -> Result<std::collections::BTreeMap<String, String>, ParamsError> {
+        if run.secret_parameters.is_empty() {
+            self.remember(&run.run_id, None);
+            return Ok(run.parameters.clone());
+        }
+        let (values, masker) = self.open(store, run).await?;
+        let mut parameters = run.parameters.clone();
+        for (name, parts) in &run.secret_parameters {
+            let value = join_parts(parts, |n| values.get(n).map(SecretValue::expose)).map_err(
+                |missing| {
+                    ParamsError::Missing(format!(
+                        "parameter {name}: no secret called `{missing}` is stored"
+                    ))
+                },
+            )?;
+            parameters.insert(name.clone(), value);
+        }
+        self.remember(&run.run_id, Some(masker));
+        Ok(parameters)
+    }
+
+    /// Opens the secrets `run` uses, and a masker of their values.
+    async fn open(
+        &self,
+        store: &dyn Store,
+        run: &AgentRun,
+    ) -> Result<(std::collections::BTreeMap<String, SecretValue>, Masker), ParamsError> {
+        let names = run.secret_parameters.values().flat_map(|p| secret_names(p));
+        let values = crate::engine::secrets::open(store, self.keyring.as_ref(), names)
+            .await
+            .map_err(|e| ParamsError::Store(e.to_string()))?;
+        let masker = Masker::new(values.values().map(SecretValue::expose));
+        Ok((values, masker))
+    }
+
+    /// The masker for what the agent reports about `run_id`, if the run uses secrets.
+    async fn masker(&self, store: &dyn Store, run_id: &str) -> Option<Masker> {
+        if let Some(m) = self.sent().get(run_id) {
+            return m.clone();
+        }
+        // Without keys no secret can be opened, so there is nothing to mask with.
+        self.keyring.as_ref()?;
+        match store.get_agent_run(run_id).await {
+            Ok(Some(run)) if !run.secret_parameters.is_empty() => {
+                self.open(store, &run).await.ok().map(|(_, m)| m)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "could not read a run to mask its report");
+                None
+            }
+        }
+    }
+
+    fn forget(&self, run_id: &str) {
+        self.sent().remove(run_id);
+    }
+}
+
 /// A run sent or started at `now` is lost unless reported by this plus its timeout.
 fn lost_base(now: Timestamp, grace: Duration) -> Timestamp {
     now.plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX))
@@ -76,6 +189,7 @@ fn at(t: &medic_protocol::Timestamp) -> Timestamp {
 /// earlier session sent and the agent never accepted, except the ones it says are `running`;
 /// then every queued run, claimed and read in one statement. Store failures are logged; the
 /// runs stay where they were.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn dispatch(
     store: &dyn Store,
     clock: &Clock,
@@ -84,9 +198,10 @@ pub(super) async fn dispatch(
     resend: bool,
     running: &[RunId],
     grace: Duration,
+    secrets: &RunSecrets,
 ) -> Result<(), axum::Error> {
     if resend {
-        resend_unaccepted(store, clock, socket, agent_id, running, grace).await?;
+        resend_unaccepted(store, clock, socket, agent_id, running, grace, secrets).await?;
     }
     let now = clock.now();
     // Claimed before they are sent, so a run that expired (or ended) meanwhile is never sent; a
@@ -102,8 +217,13 @@ pub(super) async fn dispatch(
         }
     };
     for c in claimed {
+        let Some(parameters) = parameters_or_end(store, clock, agent_id, &c.run, secrets).await
+        else {
+            continue;
+        };
         let request = run_request(
             &c.run,
+            parameters,
             c.script_name,
             c.interpreter,
             c.content,
@@ -115,6 +235,45 @@ pub(super) async fn dispatch(
     Ok(())
 }
 
+/// The parameters to send for `run` (secrets put in); `None` when it cannot be sent now: back
+/// in the queue when the store could not be read, refused (`secret_missing`, naming the
+/// secret) when a secret it uses is not stored.
+async fn parameters_or_end(
+    store: &dyn Store,
+    clock: &Clock,
+    agent_id: &str,
+    run: &AgentRun,
+    secrets: &RunSecrets,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    match secrets.parameters(store, run).await {
+        Ok(p) => Some(p),
+        Err(ParamsError::Store(e)) => {
+            tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not read a run's secrets");
+            if let Err(e) = store.requeue_agent_run(agent_id, &run.run_id).await {
+                tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not requeue a run");
+            }
+            None
+        }
+        Err(ParamsError::Missing(detail)) => {
+            tracing::warn!(
+                agent_id,
+                run_id = run.run_id,
+                detail,
+                "a run's secret is missing"
+            );
+            let end = AgentRunEnd::Refused {
+                reason: "secret_missing".to_owned(),
+                detail,
+                at: clock.now(),
+            };
+            if let Err(e) = store.finish_agent_run(agent_id, &run.run_id, &end).await {
+                tracing::warn!(agent_id, run_id = run.run_id, error = %e, "could not end a run");
+            }
+            None
+        }
+    }
+}
+
 /// Sends again the runs an earlier session sent and the agent never accepted.
 async fn resend_unaccepted(
     store: &dyn Store,
@@ -123,6 +282,7 @@ async fn resend_unaccepted(
     agent_id: &str,
     running: &[RunId],
     grace: Duration,
+    secrets: &RunSecrets,
 ) -> Result<(), axum::Error> {
     let unaccepted = match store.unaccepted_agent_runs(agent_id).await {
         Ok(runs) => runs,
@@ -150,8 +310,13 @@ async fn resend_unaccepted(
         else {
             continue;
         };
+        let Some(parameters) = parameters_or_end(store, clock, agent_id, &run, secrets).await
+        else {
+            continue;
+        };
         let request = run_request(
             &run,
+            parameters,
             script.name,
             version.interpreter,
             version.content,
@@ -177,6 +342,7 @@ async fn resend_unaccepted(
 
 fn run_request(
     run: &AgentRun,
+    parameters: std::collections::BTreeMap<String, String>,
     script: String,
     interpreter: medic_protocol::Interpreter,
     content: String,
@@ -191,7 +357,7 @@ fn run_request(
         content,
         sha256,
         approved,
-        parameters: run.parameters.clone(),
+        parameters,
         timeout_seconds: u32::try_from(run.timeout_seconds).unwrap_or(1),
         output_cap_bytes: None,
         stream_output: false,
@@ -264,6 +430,7 @@ fn replace(text: String, bad: impl Fn(char) -> bool) -> String {
 }
 
 /// Stores a report about a run and acknowledges it once stored.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn report(
     store: &dyn Store,
     clock: &Clock,
@@ -272,8 +439,19 @@ pub(super) async fn report(
     message: AgentMessage,
     grace: Duration,
     runs_ended: &super::RunWatch,
+    secrets: &RunSecrets,
 ) -> Result<(), axum::Error> {
     let mut refused = None;
+    // What the agent reports of a run that uses secrets is masked before it is stored.
+    let masker = match &message {
+        AgentMessage::RunResult(r) => secrets.masker(store, r.run_id.as_str()).await,
+        AgentMessage::RunSkipped(s) => secrets.masker(store, s.run_id.as_str()).await,
+        _ => None,
+    };
+    let mask = |text: String| match &masker {
+        Some(m) => m.mask(&text),
+        None => text,
+    };
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
             let base = lost_base(clock.now(), grace);
@@ -302,8 +480,8 @@ pub(super) async fn report(
                 status,
                 exit_code: r.exit_code,
                 signal: r.signal,
-                stdout: r.stdout,
-                stderr: r.stderr,
+                stdout: mask(r.stdout),
+                stderr: mask(r.stderr),
                 stdout_truncated: r.stdout_truncated,
                 stderr_truncated: r.stderr_truncated,
                 started_at: at(&r.started_at),
@@ -321,7 +499,7 @@ pub(super) async fn report(
             refused = Some(reason);
             let end = AgentRunEnd::Refused {
                 reason: reason.to_owned(),
-                detail: s.detail,
+                detail: mask(s.detail),
                 at: clock.now(),
             };
             (s.run_id, end)
@@ -334,6 +512,7 @@ pub(super) async fn report(
         .await
     {
         Ok(Some(finish)) => {
+            secrets.forget(run_id.as_str());
             if finish.stored {
                 runs_ended.ended(run_id.as_str());
                 metrics::counter!(RUNS_METRIC, "status" => finish.status.as_str()).increment(1);

@@ -273,6 +273,7 @@ async fn create_run(
                 script_id: script.id,
                 script_version: version.version,
                 parameters: body.parameters.clone(),
+                secret_parameters: BTreeMap::new(),
                 timeout_seconds: i32::try_from(timeout).unwrap_or(i32::MAX),
                 requested_by: who.label(),
                 at: now,

@@ -157,7 +157,7 @@ pub async fn run_monitor(
                 if report.executions_started > 0
                     && let Some(engine) = &settings.triggers
                 {
-                    engine.wake();
+                    engine.started_elsewhere();
                 }
                 let took = started.elapsed();
                 metrics::histogram!("medic_monitor_pass_seconds").record(took.as_secs_f64());

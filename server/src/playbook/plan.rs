@@ -320,6 +320,8 @@ pub struct Plan {
     /// The playbook's own limit on executions per hour, if any.
     pub max_per_hour: Option<u32>,
     pub steps: Vec<Step>,
+    /// Every secret the steps use (`${secrets.NAME}`), by name.
+    pub secrets: BTreeSet<String>,
     /// Hex SHA-256 of the document's bytes: the version's content identity.
     pub sha256: String,
 }
@@ -340,6 +342,7 @@ pub fn validate(text: &str, catalog: &dyn Catalog) -> Result<Plan, DocumentError
     let raw = document::parse(text).map_err(|p| DocumentError::Invalid(vec![p]))?;
     let mut v = Validator {
         catalog,
+        secrets: BTreeSet::new(),
         problems: Vec::new(),
         step: None,
         lines: None,
@@ -357,6 +360,8 @@ pub fn validate(text: &str, catalog: &dyn Catalog) -> Result<Plan, DocumentError
 
 struct Validator<'a> {
     catalog: &'a dyn Catalog,
+    /// The secrets referenced so far.
+    secrets: BTreeSet<String>,
     problems: Vec<Problem>,
     /// (index, name) of the step being validated.
     step: Option<(usize, String)>,
@@ -455,6 +460,9 @@ impl Validator<'_> {
         match Template::parse(text) {
             Ok(t) => {
                 for r in t.references() {
+                    if let Reference::Secret(name) = r {
+                        self.secrets.insert(name.clone());
+                    }
                     if let Err(msg) = check_reference(r, allowed, self.catalog) {
                         self.problem(field, msg);
                     }
@@ -580,6 +588,7 @@ impl Validator<'_> {
             triggers,
             max_per_hour,
             steps,
+            secrets: std::mem::take(&mut self.secrets),
             sha256,
         }
     }

@@ -135,11 +135,61 @@ pub enum TemplateError {
     Malformed { inner: String },
 }
 
-/// A reference that could not be resolved when rendering.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown variable {reference}")]
+/// A reference that could not be resolved when rendering. A secret is named (never shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unresolved {
     pub reference: Reference,
+}
+
+impl fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reference {
+            Reference::Secret(name) => write!(
+                f,
+                "unknown secret {}: no secret called `{name}` is stored",
+                self.reference
+            ),
+            r => write!(f, "unknown variable {r}"),
+        }
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// One piece of a rendered text whose secrets are kept as references: what a script
+/// parameter that uses `${secrets.NAME}` is stored as, so that the run record holds the
+/// secret's name and never its value (the value is put in when the run is sent to its agent).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamPart {
+    /// Text as rendered (every other reference resolved).
+    Text(String),
+    /// The value of the secret of that name.
+    Secret(String),
+}
+
+/// The secret names `parts` refers to.
+pub fn secret_names(parts: &[ParamPart]) -> impl Iterator<Item = &str> {
+    parts.iter().filter_map(|p| match p {
+        ParamPart::Secret(n) => Some(n.as_str()),
+        ParamPart::Text(_) => None,
+    })
+}
+
+/// Puts `parts` together, each secret's value from `secret`; the first secret it does not
+/// have is the error (its name).
+pub fn join_parts<'a>(
+    parts: &[ParamPart],
+    secret: impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            ParamPart::Text(t) => out.push_str(t),
+            ParamPart::Secret(n) => out.push_str(secret(n).ok_or_else(|| n.clone())?),
+        }
+    }
+    Ok(out)
 }
 
 fn is_name(s: &str) -> bool {
@@ -248,6 +298,39 @@ impl Template {
         }
     }
 
+    /// Whether the text uses a secret.
+    pub fn uses_secrets(&self) -> bool {
+        self.references().any(|r| matches!(r, Reference::Secret(_)))
+    }
+
+    /// Resolves every reference but keeps secrets as [`ParamPart::Secret`]; the first
+    /// reference `scope` cannot resolve (a secret it does not hold included) is an error.
+    pub fn render_parts(&self, scope: &Scope) -> Result<Vec<ParamPart>, Unresolved> {
+        let mut out: Vec<ParamPart> = Vec::new();
+        let mut text = String::new();
+        for part in &self.parts {
+            let value = match part {
+                Part::Text(t) => t.as_str(),
+                Part::Ref(r) => scope.resolve(r).ok_or_else(|| Unresolved {
+                    reference: r.clone(),
+                })?,
+            };
+            match part {
+                Part::Ref(Reference::Secret(name)) => {
+                    if !text.is_empty() {
+                        out.push(ParamPart::Text(std::mem::take(&mut text)));
+                    }
+                    out.push(ParamPart::Secret(name.clone()));
+                }
+                _ => text.push_str(value),
+            }
+        }
+        if !text.is_empty() {
+            out.push(ParamPart::Text(text));
+        }
+        Ok(out)
+    }
+
     /// Resolves every reference; the first unresolvable one is an error.
     pub fn render(&self, scope: &Scope) -> Result<String, Unresolved> {
         let mut out = String::new();
@@ -310,6 +393,12 @@ impl Scope {
                 .map(String::as_str),
             Reference::Secret(name) => self.secrets.get(name).map(SecretValue::expose),
         }
+    }
+
+    /// The secrets this scope holds, by name.
+    pub fn secrets(mut self, secrets: BTreeMap<String, SecretValue>) -> Self {
+        self.secrets.extend(secrets);
+        self
     }
 
     /// A masker for every secret this scope holds.
@@ -420,6 +509,52 @@ mod tests {
         assert!(t.render(&scope()).is_err());
         let t = Template::parse("${steps.restart.exit_code}").unwrap();
         assert!(t.render(&scope()).is_err());
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_in_the_error_never_shown() {
+        let t = Template::parse("Bearer ${secrets.OTHER}").unwrap();
+        let err = t.render(&scope()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown secret ${secrets.OTHER}: no secret called `OTHER` is stored"
+        );
+        assert!(t.render_parts(&scope()).is_err());
+    }
+
+    #[test]
+    fn parts_keep_secrets_as_references_and_join_back() {
+        let t =
+            Template::parse("Bearer ${secrets.TOKEN} for ${SERVICE_NAME}${secrets.TOKEN}").unwrap();
+        assert!(t.uses_secrets());
+        assert!(!Template::parse("${SERVICE_NAME}").unwrap().uses_secrets());
+        let parts = t.render_parts(&scope()).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                ParamPart::Text("Bearer ".into()),
+                ParamPart::Secret("TOKEN".into()),
+                ParamPart::Text(" for api".into()),
+                ParamPart::Secret("TOKEN".into()),
+            ]
+        );
+        // Stored as JSON without the value.
+        let stored = serde_json::to_string(&parts).unwrap();
+        assert!(!stored.contains("s3cr3t-value"), "{stored}");
+        let back: Vec<ParamPart> = serde_json::from_str(&stored).unwrap();
+        assert_eq!(secret_names(&back).collect::<Vec<_>>(), ["TOKEN", "TOKEN"]);
+        let joined = join_parts(&back, |n| (n == "TOKEN").then_some("s3cr3t-value")).unwrap();
+        assert_eq!(joined, t.render(&scope()).unwrap());
+        assert_eq!(join_parts(&back, |_| None), Err("TOKEN".to_owned()));
+        // Text that looks like a reference stays text.
+        let s = Scope::new()
+            .inputs(BTreeMap::from([(
+                "x".to_owned(),
+                "${secrets.TOKEN}".to_owned(),
+            )]))
+            .secret("TOKEN", SecretValue::new("v"));
+        let parts = Template::parse("${x}").unwrap().render_parts(&s).unwrap();
+        assert_eq!(parts, vec![ParamPart::Text("${secrets.TOKEN}".into())]);
     }
 
     #[test]

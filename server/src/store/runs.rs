@@ -7,6 +7,7 @@ use super::sql::JsonText;
 use super::*;
 pub use crate::domain::run::{ALERTING_REFUSALS, refusal_alerts};
 use crate::domain::{AgentRunStatus, ScriptId, Timestamp};
+pub use crate::playbook::vars::ParamPart;
 
 /// A run to queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,9 @@ pub struct NewAgentRun {
     pub script_id: ScriptId,
     pub script_version: i32,
     pub parameters: BTreeMap<String, String>,
+    /// The parameters that use secrets, with each secret kept as its name (their entries in
+    /// `parameters` are masked); the values are put in only when the run is sent.
+    pub secret_parameters: BTreeMap<String, Vec<ParamPart>>,
     pub timeout_seconds: i32,
     pub requested_by: String,
     pub at: Timestamp,
@@ -45,6 +49,9 @@ pub struct AgentRun {
     pub script_version: i32,
     #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub parameters: BTreeMap<String, String>,
+    /// See [`NewAgentRun::secret_parameters`].
+    #[sqlx(try_from = "JsonText<BTreeMap<String, Vec<ParamPart>>>")]
+    pub secret_parameters: BTreeMap<String, Vec<ParamPart>>,
     pub timeout_seconds: i32,
     pub status: AgentRunStatus,
     pub requested_by: String,

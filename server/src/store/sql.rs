@@ -231,6 +231,14 @@ impl From<JsonText<BTreeMap<String, String>>> for BTreeMap<String, String> {
     }
 }
 
+impl From<JsonText<BTreeMap<String, Vec<crate::playbook::vars::ParamPart>>>>
+    for BTreeMap<String, Vec<crate::playbook::vars::ParamPart>>
+{
+    fn from(v: JsonText<BTreeMap<String, Vec<crate::playbook::vars::ParamPart>>>) -> Self {
+        v.0
+    }
+}
+
 impl From<JsonText<serde_json::Value>> for serde_json::Value {
     fn from(v: JsonText<serde_json::Value>) -> Self {
         v.0

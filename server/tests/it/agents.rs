@@ -128,6 +128,12 @@ impl AgentProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("agent.log")).unwrap_or_default()
     }
+
+    /// The agent's directory: its configuration, credential, log and work directory (where
+    /// the run-id journal `recent-run-ids` lives).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
 }
 
 impl Drop for AgentProcess {

@@ -56,6 +56,7 @@ mod otel;
 mod outage;
 mod playbook_engine;
 mod playbook_notices;
+mod playbook_secrets;
 mod playbook_triggers;
 mod recovery;
 mod slack_four_eyes;

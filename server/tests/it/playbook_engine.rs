@@ -54,6 +54,7 @@ both! {
     slack_buttons_approve_and_reject_executions,
     cancelling_an_execution_cancels_its_queued_agent_runs,
     a_script_step_runs_the_version_approved_when_the_execution_started,
+    the_audit_log_filters_by_execution_and_housekeeping_drops_entries_after_90_days,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -1212,4 +1213,94 @@ async fn a_script_step_runs_the_version_approved_when_the_execution_started(db: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(run["script_version"], 1, "{run:#}");
+}
+
+/// The audit entries of execution `id` through `GET /v2/audit-logs?execution_id=…`, as JSON
+/// (the entries and `total_count`) and as CSV (the data rows and `X-Total-Count`).
+async fn audit_of(app: &TestApp, id: i64) -> (Vec<Value>, i64, Vec<String>, u64) {
+    let path = format!("/v2/audit-logs?execution_id={id}&limit=250");
+    let page = assert_ok(&app.admin().get(&path).await, 200);
+    let csv = crate::support::send(
+        app.admin()
+            .request(reqwest::Method::GET, &path)
+            .header("accept", "text/csv"),
+    )
+    .await;
+    assert_eq!(csv.status.as_u16(), 200, "{}", csv.body);
+    assert!(
+        csv.header("content-type")
+            .is_some_and(|c| c.starts_with("text/csv")),
+        "{:?}",
+        csv.headers
+    );
+    let rows: Vec<String> = csv.body.lines().skip(1).map(str::to_owned).collect();
+    (
+        page["entries"].as_array().cloned().unwrap_or_default(),
+        page["total_count"].as_i64().expect("total_count"),
+        rows,
+        csv.header_u64("x-total-count"),
+    )
+}
+
+async fn the_audit_log_filters_by_execution_and_housekeeping_drops_entries_after_90_days(
+    db: Option<TestDb>,
+) {
+    // The default retention (MEDIC_RETENTION_AUDIT_DAYS = 90).
+    let e = env(db).await;
+    let rec = Recorder::start().await;
+    let yaml = format!(
+        "name: audited\nsteps:\n  - name: call\n    type: webhook\n    url: {}\n",
+        rec.url("/audited")
+    );
+    let old = start_on(&e.app.engine(), &yaml, None, Some("key:a")).await;
+    wait_status(&e.app, old, "completed").await;
+    // 60 days later (a housekeeping round runs and keeps everything), another execution.
+    e.app.advance(Duration::from_secs(60 * 86_400));
+    let recent = start_on(&e.app.engine(), &yaml, None, Some("key:a")).await;
+    wait_status(&e.app, recent, "completed").await;
+
+    // Each execution's entries, and only them, in JSON and in CSV.
+    let want = ["execution_started", "step_completed", "execution_completed"];
+    for id in [old, recent] {
+        let (entries, total, rows, csv_total) = audit_of(&e.app, id).await;
+        let mut actions: Vec<&str> = entries
+            .iter()
+            .map(|x| x["action_type"].as_str().unwrap_or(""))
+            .collect();
+        actions.sort_unstable();
+        let mut expected = want.to_vec();
+        expected.sort_unstable();
+        assert_eq!(actions, expected, "{entries:#?}");
+        assert!(
+            entries.iter().all(|x| x["execution_id"] == id),
+            "{entries:#?}"
+        );
+        assert_eq!(total, 3);
+        assert_eq!(csv_total, 3);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        for row in &rows {
+            let cols: Vec<&str> = row.split(',').collect();
+            assert_eq!(cols[5], id.to_string(), "{row}");
+        }
+    }
+
+    // 31 days more: the first execution's entries are 91 days old and go, the others stay.
+    e.app.advance(Duration::from_secs(31 * 86_400));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (entries, total, rows, csv_total) = audit_of(&e.app, old).await;
+        if total == 0 {
+            assert!(entries.is_empty() && rows.is_empty());
+            assert_eq!(csv_total, 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old audit entries never removed: {entries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (entries, total, rows, _) = audit_of(&e.app, recent).await;
+    assert_eq!(total, 3, "{entries:#?}");
+    assert_eq!(rows.len(), 3);
 }

@@ -40,6 +40,7 @@ macro_rules! both {
 
 both! {
     approval_notices_reach_the_team_and_a_decision_updates_the_slack_message,
+    alert_triggered_starts_tell_the_team_like_manual_ones,
     an_escalating_condition_pages_through_the_service_routing,
     an_open_breaker_tells_the_team_once_per_opening_and_an_admin_reset_closes_it,
 }
@@ -224,6 +225,91 @@ fn metric(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Executions an alert starts announce themselves to the service's team as a manual start
+/// does: the awaiting-approval message (Slack with its buttons, and the webhook event) for a
+/// playbook that needs approval, `execution.started` for one that does not.
+async fn alert_triggered_starts_tell_the_team_like_manual_ones(db: Option<TestDb>) {
+    let rx = Receivers::start().await;
+    let e = env(db, &rx, 50).await;
+    let store = |yaml: String| {
+        let app = &e.app;
+        async move {
+            let r = app
+                .admin()
+                .post_json("/v2/playbooks", &json!({ "document": yaml }))
+                .await;
+            assert_ok(&r, 201)["playbook_id"]
+                .as_i64()
+                .expect("playbook id")
+        }
+    };
+    let trigger = "triggers:\n  - heartbeat: \"api-*\"\n    kinds: [heartbeat_missing]\n";
+    let gated = store(format!(
+        "name: gated-fix\napproval: required\n{trigger}steps:\n  - name: pause\n    \
+         type: wait\n    duration: 1s\n"
+    ))
+    .await;
+    let direct = store(format!(
+        "name: direct-fix\n{trigger}steps:\n  - name: pause\n    type: wait\n    \
+         duration: 1h\n"
+    ))
+    .await;
+    // The service misses its heartbeat: the alert opens and both playbooks fire.
+    e.app.advance(Duration::from_secs(3 * 3600));
+    let hook = wait_requests(&rx.hook, "the execution notices", |h| {
+        let events = events_of(h);
+        events.contains(&"execution.awaiting_approval".to_owned())
+            && events.contains(&"execution.started".to_owned())
+    })
+    .await;
+    let executions: Vec<Value> = hook
+        .iter()
+        .filter(|r| {
+            r.header("x-medic-event")
+                .is_some_and(|e| e.starts_with("execution."))
+        })
+        .map(Recorded::json)
+        .collect();
+    assert_eq!(executions.len(), 2, "{executions:#?}");
+    for body in &executions {
+        assert_eq!(body["execution"]["trigger"], "alert");
+        assert!(body["execution"]["alert_id"].is_i64(), "{body:#}");
+        assert_eq!(body["service"]["id"], e.service);
+        assert_eq!(body["service"]["team"], "ops");
+    }
+    let awaiting = executions
+        .iter()
+        .find(|b| b["event"] == "execution.awaiting_approval")
+        .expect("awaiting approval");
+    assert_eq!(awaiting["execution"]["playbook_id"], gated);
+    let started = executions
+        .iter()
+        .find(|b| b["event"] == "execution.started")
+        .expect("started");
+    assert_eq!(started["execution"]["playbook_id"], direct);
+    // Slack: the approval request with both buttons for the gated execution.
+    let id = awaiting["execution"]["id"].as_i64().expect("id");
+    // (The alert's own message, with its acknowledge button, goes there too.)
+    let asks_approval = |m: &Value| action_ids(m).iter().any(|(a, _)| a == "approve_playbook");
+    let slack = wait_requests(&rx.slack, "the approval request", |s| {
+        slack_calls(s, "chat.postMessage").iter().any(asks_approval)
+    })
+    .await;
+    let asks: Vec<Value> = slack_calls(&slack, "chat.postMessage")
+        .into_iter()
+        .filter(asks_approval)
+        .collect();
+    assert_eq!(asks.len(), 1, "{asks:#?}");
+    assert_eq!(asks[0]["channel"], "#ops");
+    assert_eq!(
+        action_ids(&asks[0]),
+        [
+            ("approve_playbook".to_owned(), id.to_string()),
+            ("reject_playbook".to_owned(), id.to_string())
+        ]
+    );
 }
 
 const APPROVAL: &str = "name: restart-api\napproval: required\nsteps:\n  - name: call\n    \

@@ -357,6 +357,7 @@ fn new_run(id: &str, agent: &str, script_id: ScriptId, at: i64) -> NewAgentRun {
         script_id,
         script_version: 1,
         parameters: BTreeMap::from([("WHO".to_owned(), "world".to_owned())]),
+        secret_parameters: BTreeMap::new(),
         timeout_seconds: 30,
         requested_by: "alice".into(),
         at: t(at),

@@ -17,9 +17,10 @@ use crate::store::*;
 pub(crate) fn run_columns<DB: Db>() -> String {
     format!(
         "id, agent_id, script_id, script_version, parameters{} AS parameters, \
-         timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, \
+         secret_parameters{} AS secret_parameters, timeout_seconds, status, requested_by, created_at, dispatched_at, started_at, \
          finished_at, exit_code, signal, stdout, stderr, stdout_truncated, stderr_truncated, \
          duration_ms, refusal_reason, refusal_detail, expires_at, reported_at",
+        DB::TEXT,
         DB::TEXT
     )
 }
@@ -47,15 +48,17 @@ where
     ) -> StoreResult<Vec<AgentRun>> {
         let sql = format!(
             "INSERT INTO agent_runs (id, agent_id, script_id, script_version, parameters, \
-             timeout_seconds, requested_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5{}, $6, $7, $8, $9) RETURNING {}",
-            DB::JSONB,
-            run_columns::<DB>()
+             timeout_seconds, requested_by, created_at, expires_at, secret_parameters) \
+             VALUES ($1, $2, $3, $4, $5{jsonb}, $6, $7, $8, $9, $10{jsonb}) RETURNING {}",
+            run_columns::<DB>(),
+            jsonb = DB::JSONB,
         );
         let mut tx = pool.begin().await.map_err(unavailable)?;
         let mut runs = Vec::with_capacity(new.len());
         for new in new {
             let parameters = serde_json::to_string(&new.parameters)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let secret_parameters = serde_json::to_string(&new.secret_parameters)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let row = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(&new.id)
@@ -67,6 +70,7 @@ where
                 .bind(&new.requested_by)
                 .bind(new.at)
                 .bind(new.expires_at)
+                .bind(secret_parameters)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
