@@ -40,6 +40,23 @@ use crate::domain::Timestamp;
 /// Bound parameters per statement when batching (SQLite allows 32,766).
 const SQLITE_CHUNK: usize = 800;
 
+/// Page cache of the one write connection, in KiB (`PRAGMA cache_size = -N`). Its pages stay
+/// valid between its own transactions, so this is the cache that saves reads: the heartbeat
+/// batches' index and table pages.
+const WRITE_CACHE_KIB: i64 = 16_000;
+
+/// Page cache of each read connection, in KiB (about 120 pages). Readers serve short indexed
+/// queries, and a reader's cache is emptied whenever another connection has committed since its
+/// last read (WAL), so a large one would mostly hold pages the operating system's file cache
+/// holds anyway — while sixteen of them at the writer's size could grow to ~270 MB.
+const READ_CACHE_KIB: i64 = 512;
+
+/// SQLite's heap budget for the whole process, in bytes (`PRAGMA soft_heap_limit`): above it
+/// every page cache reuses its own oldest pages instead of allocating more, so the total stays
+/// near this figure whatever `MEDIC_DB_MAX_CONNECTIONS` is. The write cache plus sixteen read
+/// caches (24 MiB) fit inside it.
+const SOFT_HEAP_LIMIT_BYTES: i64 = 32 << 20;
+
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
@@ -69,13 +86,20 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            .pragma("soft_heap_limit", SOFT_HEAP_LIMIT_BYTES.to_string());
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // The writer lives as long as the store: replacing it (sqlx's default lifetime is 30
+        // minutes) would throw away a full cache and build another one.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(opts.acquire_timeout)
-            .connect_with(base.clone())
+            .connect_with(
+                base.clone()
+                    .pragma("cache_size", format!("-{WRITE_CACHE_KIB}")),
+            )
             .await
             .map_err(unavailable)?;
         let (read, max_read) = if in_memory {
@@ -86,7 +110,10 @@ impl SqliteStore {
             let read = SqlitePoolOptions::new()
                 .max_connections(n)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_with(base.read_only(true))
+                .connect_with(
+                    base.read_only(true)
+                        .pragma("cache_size", format!("-{READ_CACHE_KIB}")),
+                )
                 .await
                 .map_err(unavailable)?;
             (read, n)
@@ -154,5 +181,57 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::SqliteConnection;
+
+    use super::*;
+
+    async fn pragma(conn: &mut SqliteConnection, name: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(conn)
+            .await
+            .expect("pragma")
+    }
+
+    /// SQLite's memory has one bound whatever the pool size: every connection's page cache is
+    /// what the invariant in ARCHITECTURE.md says (a small one per reader, the larger one for the
+    /// writer) and the process-wide heap budget is set.
+    #[tokio::test]
+    async fn every_connection_has_a_bounded_page_cache_and_the_heap_budget_is_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("memory.db").display());
+        let opts = PoolOptions::default();
+        let store = SqliteStore::connect(&url, &opts).await.expect("connect");
+        store.migrate().await.expect("migrate");
+
+        // Hold every read connection at once, so each one answers for itself.
+        let mut readers = Vec::new();
+        for _ in 0..opts.max_connections {
+            readers.push(store.read.acquire().await.expect("read connection"));
+        }
+        assert_eq!(readers.len(), 16);
+        let mut read_cache_kib = 0;
+        for conn in &mut readers {
+            let size = pragma(conn, "cache_size").await;
+            assert_eq!(size, -READ_CACHE_KIB, "a read connection's cache_size");
+            read_cache_kib += -size;
+            assert_eq!(pragma(conn, "soft_heap_limit").await, 32 << 20);
+        }
+        let mut writer = store.write.acquire().await.expect("write connection");
+        let write_cache_kib = -pragma(&mut writer, "cache_size").await;
+        assert_eq!(write_cache_kib, 16_000, "the write connection's cache_size");
+        assert_eq!(store.write.options().get_max_lifetime(), None);
+        assert_eq!(store.write.options().get_idle_timeout(), None);
+        let budget = pragma(&mut writer, "soft_heap_limit").await;
+        assert_eq!(budget, 32 << 20, "SQLite's process-wide heap budget");
+        // With the default pool every cache can be full at once within the budget.
+        assert!((write_cache_kib + read_cache_kib) * 1024 <= budget);
+        drop(readers);
+        drop(writer);
+        store.close().await;
     }
 }
