@@ -1,4 +1,4 @@
-//! The legacy v1 routes, exactly as COMPAT.md states them: `POST/GET /heartbeat`,
+//! The legacy v1 routes, as docs/api.md ("Legacy v1 routes") states them: `POST/GET /heartbeat`,
 //! `POST/GET /service`, `POST/GET /service/<heartbeat_name>`, `GET /alerts` and
 //! `GET /v1/healthcheck/network`. Booleans are 0/1 here and intervals are minutes; the v2 API
 //! speaks seconds and real booleans.
