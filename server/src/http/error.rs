@@ -7,7 +7,8 @@
 //! A database that cannot be reached ([`StoreError::Unavailable`], a failed heartbeat batch, a
 //! timed-out request) is never the caller's fault and never final: it is a 503 with
 //! `Retry-After` ([`ApiError::unavailable`], [`ApiError::retry_later`]), so clients and load
-//! balancers back off and try again instead of treating it as a server bug.
+//! balancers back off and try again instead of treating it as a server bug. A statement the
+//! database refused for another reason ([`StoreError::Failed`]) is a 500.
 
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -153,7 +154,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(_) => Self::conflict("A conflicting record already exists."),
             StoreError::Unavailable(_) => Self::unavailable(&e),
-            StoreError::Config(_) | StoreError::Migration(_) => Self::internal(&e),
+            StoreError::Failed(_) | StoreError::Config(_) | StoreError::Migration(_) => {
+                Self::internal(&e)
+            }
         }
     }
 }

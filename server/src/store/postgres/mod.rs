@@ -61,12 +61,7 @@ pub async fn connect(url: &str, opts: &PoolOptions) -> StoreResult<Arc<dyn Store
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    classify(e)
 }
 
 fn dt(t: Timestamp) -> DateTime<Utc> {

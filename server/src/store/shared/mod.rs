@@ -135,12 +135,7 @@ pub(crate) fn collect<R: sqlx::Row, T: for<'r> FromRow<'r, R>>(rows: &[R]) -> St
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    super::classify(e)
 }
 
 impl<DB: Db> Sql<DB>
