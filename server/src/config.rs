@@ -339,6 +339,22 @@ pub struct Settings {
         global = true
     )]
     pub playbook_recheck_seconds: u64,
+    /// Comma-separated names of the registered scripts that playbook steps may run on the server
+    /// itself (`on: server`). Empty (the default): none; such steps are refused.
+    #[arg(long, env = "MEDIC_SERVER_SCRIPTS", default_value = "", global = true)]
+    pub server_scripts: String,
+    /// Where scripts run on the server keep their private run directories and run-id journal.
+    #[arg(
+        long,
+        env = "MEDIC_SERVER_SCRIPTS_DIR",
+        default_value = "medic-server-scripts",
+        global = true
+    )]
+    pub server_scripts_dir: PathBuf,
+    /// The unprivileged account scripts run on the server run as. Required when the server runs
+    /// as root or holds CAP_SETUID/CAP_SETGID; never root.
+    #[arg(long, env = "MEDIC_SERVER_SCRIPTS_USER", global = true)]
+    pub server_scripts_user: Option<String>,
     /// Seconds past a run's timeout (counted from when it was sent or started), or past the
     /// agent's reconnection without it, after which a run the agent has not reported is `lost`.
     #[arg(
@@ -761,6 +777,7 @@ impl Settings {
             }
         }
         let secrets = self.secrets_keyring(&mut errors);
+        let server_scripts = self.server_scripts(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -778,6 +795,7 @@ impl Settings {
             },
             allowed_hosts: notify.allowed_webhook_hosts.clone(),
             allow_private_targets: notify.allow_private_webhook_targets,
+            server_scripts,
             ..crate::engine::EngineSettings::default()
         };
         Ok(Config {
@@ -840,6 +858,35 @@ impl Settings {
 }
 
 impl Settings {
+    /// What may run on the server itself, or `None` when `MEDIC_SERVER_SCRIPTS` is empty.
+    fn server_scripts(
+        &self,
+        errors: &mut Vec<String>,
+    ) -> Option<crate::engine::local::ServerScriptSettings> {
+        let mut allow = std::collections::BTreeSet::new();
+        for name in self.server_scripts.split(',').map(str::trim) {
+            if name.is_empty() {
+                continue;
+            }
+            match medic_protocol::validate::validate_script_name(name) {
+                Ok(()) => {
+                    allow.insert(name.to_owned());
+                }
+                Err(e) => errors.push(format!("MEDIC_SERVER_SCRIPTS: {name:?}: {e}")),
+            }
+        }
+        if let Some(user) = &self.server_scripts_user
+            && (user.is_empty() || user == "root")
+        {
+            errors.push("MEDIC_SERVER_SCRIPTS_USER must name an unprivileged account".to_owned());
+        }
+        (!allow.is_empty()).then(|| crate::engine::local::ServerScriptSettings {
+            allow,
+            dir: self.server_scripts_dir.clone(),
+            user: self.server_scripts_user.clone(),
+        })
+    }
+
     /// The secrets keyring, or `None` when `MEDIC_SECRETS_KEY` is unset or empty; a bad key is
     /// an error (naming the variable, never the value), as are old keys without a current one.
     fn secrets_keyring(

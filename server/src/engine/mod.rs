@@ -25,6 +25,7 @@
 //! - [`triggers`] — alert triggers, fired inside the monitor pass that opens the alert.
 
 pub mod audit;
+pub mod local;
 pub mod notices;
 pub mod runs;
 pub mod secrets;
@@ -78,6 +79,10 @@ pub struct EngineSettings {
     pub notify_defaults: Vec<crate::domain::Destination>,
     /// The keys that open stored secrets (`MEDIC_SECRETS_KEY`), for `${secrets.NAME}`.
     pub secrets: Option<crate::playbook::secrets::Keyring>,
+    /// What the operator allowed to run on the server itself (`MEDIC_SERVER_SCRIPTS*`).
+    pub server_scripts: Option<local::ServerScriptSettings>,
+    /// The executor of those scripts, made when the server starts.
+    pub server_executor: Option<local::ServerScripts>,
 }
 
 impl Default for EngineSettings {
@@ -93,6 +98,8 @@ impl Default for EngineSettings {
             allow_private_targets: false,
             notify_defaults: Vec::new(),
             secrets: None,
+            server_scripts: None,
+            server_executor: None,
         }
     }
 }
@@ -387,6 +394,11 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Engine {
+    /// What the operator allowed to run on the server itself, if anything.
+    pub fn server_scripts(&self) -> Option<&local::ServerScriptSettings> {
+        self.0.settings.server_scripts.as_ref()
+    }
+
     pub fn new(store: Arc<dyn Store>, clock: Clock, settings: EngineSettings) -> Self {
         let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         Self(Arc::new(Inner {
@@ -1016,25 +1028,32 @@ impl Engine {
                 Ok(vec![Event::ConditionChecked { step, met, detail }])
             }
             Action::RunOnServer { step } => {
-                // Scripts on the server are not available in this version: the step fails
-                // with that reason (after being marked in flight, as the machine requires).
                 let now = self.0.clock.now();
                 let Ok(d) =
                     machine::decide(&loaded.plan, &loaded.exec, now, Event::Sending { step })
                 else {
                     return Ok(Vec::new());
                 };
-                self.commit(loaded, d, now, None).await.ok_or(Lost)?;
-                Ok(vec![Event::StepDone {
+                let timeout = match &loaded.plan.steps[step].kind {
+                    crate::playbook::plan::StepKind::Script(s) => s.timeout,
+                    _ => Duration::from_secs(30),
+                };
+                // Marked in flight (and held for the whole run) before the script starts, so it
+                // never runs twice: after a crash the step ends `interrupted` instead.
+                let hold = now.plus_millis(ms(timeout) + ms(self.0.settings.lease));
+                self.commit(loaded, d, now, Some(hold)).await.ok_or(Lost)?;
+                let scope = Self::scope(loaded, &loaded.exec);
+                let outcome = local::run_step(
+                    self.0.settings.server_executor.as_ref(),
+                    &*self.0.store,
+                    &loaded.plan,
                     step,
-                    outcome: machine::Outcome {
-                        ok: false,
-                        error: Some(
-                            "scripts on the server are not available in this version".into(),
-                        ),
-                        ..machine::Outcome::default()
-                    },
-                }])
+                    id,
+                    &scope,
+                    &loaded.context.scripts,
+                )
+                .await;
+                Ok(vec![Event::StepDone { step, outcome }])
             }
             Action::ResolveTargets { step } => {
                 match runs::resolve(&*self.0.store, &loaded.plan, step).await {

@@ -261,7 +261,7 @@ pub async fn dispatch(
 }
 
 /// The version of `name` an execution pinned, checked to be still approved with the same hash.
-async fn pinned_version(
+pub(super) async fn pinned_version(
     store: &dyn Store,
     pins: &BTreeMap<String, super::PinnedScript>,
     name: &str,

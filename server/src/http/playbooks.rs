@@ -140,19 +140,16 @@ impl Catalog for Recorder {
         true
     }
     fn server_scripts_enabled(&self) -> bool {
-        SERVER_SCRIPTS
+        true
     }
 }
-
-/// Whether `on: server` is accepted. No setting enables scripts on the server yet
-/// (`MEDIC_SERVER_SCRIPTS` comes with the engine that runs them), so such a step is refused
-/// with a problem naming that setting.
-const SERVER_SCRIPTS: bool = false;
 
 /// What the store holds, for the names a document uses.
 pub struct StoreCatalog {
     scripts: BTreeSet<String>,
     secrets: BTreeSet<String>,
+    /// The scripts the operator allowed on the server (`MEDIC_SERVER_SCRIPTS`).
+    server_scripts: BTreeSet<String>,
 }
 
 impl Catalog for StoreCatalog {
@@ -163,7 +160,10 @@ impl Catalog for StoreCatalog {
         self.secrets.contains(name)
     }
     fn server_scripts_enabled(&self) -> bool {
-        SERVER_SCRIPTS
+        !self.server_scripts.is_empty()
+    }
+    fn server_script_allowed(&self, name: &str) -> bool {
+        self.server_scripts.contains(name)
     }
 }
 
@@ -207,6 +207,11 @@ pub async fn check(app: &AppState, text: &str) -> Result<Checked, ApiError> {
     let catalog = StoreCatalog {
         scripts: known_scripts,
         secrets: known_secrets,
+        server_scripts: app
+            .engine
+            .server_scripts()
+            .map(|s| s.allow.clone())
+            .unwrap_or_default(),
     };
     Ok(Checked {
         result: validate(text, &catalog),

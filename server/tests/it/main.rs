@@ -57,6 +57,7 @@ mod outage;
 mod playbook_engine;
 mod playbook_notices;
 mod playbook_secrets;
+mod playbook_server_scripts;
 mod playbook_triggers;
 mod recovery;
 mod slack_four_eyes;

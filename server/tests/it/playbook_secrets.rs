@@ -40,14 +40,14 @@ mod postgres {
 }
 
 /// A `medic-server` process, killed (SIGKILL) when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
 }
 
 impl ServerProcess {
-    fn start(db: &TestDb, dir: &Path, env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(db: &TestDb, dir: &Path, env: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -75,7 +75,7 @@ impl ServerProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -110,19 +110,19 @@ impl Drop for ServerProcess {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Client {
-    fn request(&self, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(key)
     }
 
-    async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let mut rb = self.request(method, path, ADMIN_KEY);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -140,7 +140,7 @@ impl Client {
         r.body
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self
@@ -157,7 +157,7 @@ impl Client {
         }
     }
 
-    async fn execution(&self, id: i64) -> Value {
+    pub(crate) async fn execution(&self, id: i64) -> Value {
         let r = self
             .admin(Method::GET, &format!("/v2/executions/{id}"), None)
             .await;
@@ -165,7 +165,7 @@ impl Client {
     }
 
     /// Polls the execution until it has ended (60 s at most).
-    async fn ended(&self, id: i64) -> Value {
+    pub(crate) async fn ended(&self, id: i64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let e = self.execution(id).await;
