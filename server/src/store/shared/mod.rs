@@ -15,6 +15,7 @@ pub(crate) mod agents;
 pub(crate) mod alerting;
 pub(crate) mod audit;
 pub(crate) mod keys;
+pub(crate) mod notices;
 pub(crate) mod runs;
 pub(crate) mod scripts;
 pub(crate) mod services;
