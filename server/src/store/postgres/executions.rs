@@ -154,7 +154,7 @@ async fn write(
         };
         insert_audit(tx, &entry).await?;
     }
-    outbox::insert_notices(tx, id, w.at, &w.notices).await?;
+    Sql::insert_notices(tx, id, w.at, &w.notices).await?;
     Ok(true)
 }
 

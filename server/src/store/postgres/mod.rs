@@ -23,7 +23,7 @@ mod alerting;
 mod audit;
 mod executions;
 mod keys;
-mod outbox;
+mod notices;
 mod playbooks;
 mod runs;
 mod scripts;

@@ -15,8 +15,10 @@ pub(crate) mod agents;
 pub(crate) mod alerting;
 pub(crate) mod audit;
 pub(crate) mod keys;
+pub(crate) mod notices;
 pub(crate) mod runs;
 pub(crate) mod scripts;
+pub(crate) mod secrets;
 pub(crate) mod services;
 pub(crate) mod snapshots;
 pub(crate) mod teams;
@@ -45,6 +47,9 @@ pub(crate) trait Db: Database<Arguments: IntoArguments<Self>> {
     const TIMESTAMPTZ: &'static str;
     /// Row lock of a queue's claim: skip rows another replica is claiming (PostgreSQL).
     const SKIP_LOCKED: &'static str;
+    /// Most values one statement tests with [`Db::push_in_texts`]: SQLite binds one parameter
+    /// per value, PostgreSQL one array.
+    const MAX_IN_LIST: usize;
     /// Appends a membership test of the preceding expression in `ids`: `= ANY($n)` with one
     /// array parameter on PostgreSQL, `IN ($n, …)` on SQLite.
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]);
@@ -82,6 +87,8 @@ impl Db for Sqlite {
     const TEXT: &'static str = "";
     const TIMESTAMPTZ: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    // SQLite allows 32,766 parameters; a statement stays far below.
+    const MAX_IN_LIST: usize = 800;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
         push_in_list(qb, ids);
     }
@@ -104,6 +111,7 @@ impl Db for Postgres {
     const TEXT: &'static str = "::text";
     const TIMESTAMPTZ: &'static str = "::timestamptz";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const MAX_IN_LIST: usize = usize::MAX;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
         qb.push(" = ANY(").push_bind(ids.to_vec()).push(")");
     }
