@@ -355,6 +355,15 @@ pub struct Settings {
     /// as root or holds CAP_SETUID/CAP_SETGID; never root.
     #[arg(long, env = "MEDIC_SERVER_SCRIPTS_USER", global = true)]
     pub server_scripts_user: Option<String>,
+    /// How many steps the engine runs at once in this process (each execution runs one step
+    /// at a time, so also how many executions it drives at once).
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_CONCURRENCY",
+        default_value_t = 32,
+        global = true
+    )]
+    pub playbook_concurrency: u32,
     /// Seconds past a run's timeout (counted from when it was sent or started), or past the
     /// agent's reconnection without it, after which a run the agent has not reported is `lost`.
     #[arg(
@@ -701,6 +710,13 @@ impl Settings {
         if !(1..=3600).contains(&self.playbook_recheck_seconds) {
             errors.push("MEDIC_PLAYBOOK_RECHECK_SECONDS must be between 1 and 3600".to_owned());
         }
+        if !(1..=4096).contains(&self.playbook_concurrency) {
+            errors.push(format!(
+                "MEDIC_PLAYBOOK_CONCURRENCY must be between 1 and 4096 (steps the engine runs at \
+                 once), not {}",
+                self.playbook_concurrency
+            ));
+        }
         if !(1..=86_400).contains(&self.agent_run_grace_seconds) {
             errors.push("MEDIC_AGENT_RUN_GRACE_SECONDS must be between 1 and 86400".to_owned());
         }
@@ -784,6 +800,7 @@ impl Settings {
         let playbook = crate::engine::EngineSettings {
             lease: Duration::from_secs(self.playbook_lease_seconds),
             recheck: Duration::from_secs(self.playbook_recheck_seconds),
+            concurrency: self.playbook_concurrency as usize,
             machine: crate::playbook::machine::Settings {
                 approval_max_wait: Duration::from_secs(
                     self.playbook_approval_max_wait_minutes * 60,
@@ -1160,6 +1177,33 @@ mod tests {
         assert_eq!(cfg.limits.metrics, 100);
         assert_eq!(cfg.limits.docs, 60);
         assert_eq!(cfg.role, Role::All);
+    }
+
+    #[test]
+    fn playbook_concurrency_is_bounded_with_a_clear_message() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert_eq!(cfg.playbook.concurrency, 32);
+        let cfg = parse(&["--playbook-concurrency", "4096"], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.playbook.concurrency, 4096);
+        for bad in ["0", "4097"] {
+            let errors = parse(&["--playbook-concurrency", bad], None)
+                .unwrap()
+                .settings
+                .validate()
+                .unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("MEDIC_PLAYBOOK_CONCURRENCY")
+                        && e.contains("between 1 and 4096")
+                        && e.contains(bad)),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// Executions claimed per query.
     pub batch: u32,
-    /// Executions driven at once by one process.
+    /// Steps run at once by one process (`MEDIC_PLAYBOOK_CONCURRENCY`): an execution runs one
+    /// step at a time, so also the executions it drives at once.
     pub concurrency: usize,
     /// PostgreSQL only: how often to look for executions other replicas made due.
     pub recheck: Duration,
@@ -161,8 +162,55 @@ pub(crate) struct FirstState {
     pub now: Timestamp,
     /// Who hears of the start (and of a breaker opening); `None` queues no notice.
     pub notify: Option<StartNotices>,
-    /// Set when this start opened the circuit breaker (counted once the insert committed).
-    pub tripped: std::sync::atomic::AtomicBool,
+    /// What the insert recorded, for the metrics once it committed.
+    pub note: Arc<StartNote>,
+}
+
+/// What a start recorded: its first status and whether it opened the circuit breaker. Filled
+/// in by [`FirstState::write`] inside the transaction and counted only once that committed
+/// ([`StartNote::count`]), whatever started the execution (the API, the webhook, an alert).
+#[derive(Debug, Default)]
+pub(crate) struct StartNote(Mutex<Option<(&'static str, bool)>>);
+
+impl StartNote {
+    fn set(&self, status: &'static str, tripped: bool) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((status, tripped));
+    }
+
+    /// The first status recorded, if the build ran.
+    pub fn status(&self) -> Option<&'static str> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(s, _)| s)
+    }
+
+    /// Counts a committed start: `medic_playbook_executions_started_total{status}`, a skip in
+    /// `medic_playbook_executions_total{playbook, status="skipped"}`, and an opening of the
+    /// circuit breaker in `medic_circuit_breaker_trips_total`.
+    pub fn count(&self, playbook_name: &str) {
+        let Some((status, tripped)) = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
+            return;
+        };
+        if tripped {
+            metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
+        }
+        if status == ExecutionStatus::Skipped.as_str() {
+            metrics::counter!("medic_playbook_executions_total",
+                "playbook" => crate::telemetry::playbook_label(playbook_name),
+                "status" => "skipped")
+            .increment(1);
+        }
+        metrics::counter!("medic_playbook_executions_started_total", "status" => status)
+            .increment(1);
+    }
 }
 
 /// The notices a start queues with its first state.
@@ -185,7 +233,7 @@ impl FirstState {
             service_id,
             now,
             notify,
-            tripped,
+            note,
         } = self;
         let (now, service_id, trigger) = (*now, *service_id, *trigger);
         let breaker = breaker::check(
@@ -234,6 +282,7 @@ impl FirstState {
             execution.wake_at
         };
         let mut write = to_write(&execution, due, None, now, entries);
+        let mut tripped = false;
         if let Some(StartNotices { audience, subject }) = notify {
             let subject = notices::Subject {
                 id,
@@ -263,7 +312,7 @@ impl FirstState {
                     breaker::Scope::Global => (&recent.global, &recent.skipped_global),
                 };
                 if breaker::first_of_opening(starts, skipped) {
-                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tripped = true;
                     write.notices.extend(notices::breaker_notice(
                         &subject,
                         scope.as_str(),
@@ -276,6 +325,7 @@ impl FirstState {
                 }
             }
         }
+        note.set(execution.status.as_str(), tripped);
         write
     }
 }
@@ -562,14 +612,11 @@ impl Engine {
                     requested_by: req.requested_by.clone(),
                 },
             }),
-            tripped: std::sync::atomic::AtomicBool::new(false),
+            note: Arc::default(),
         };
         let build = |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
         let record = self.0.store.create_execution(&new, from, &build).await?;
-        if first.tripped.load(std::sync::atomic::Ordering::Relaxed) {
-            metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
-        }
-        note_start(&record);
+        first.note.count(&record.playbook_name);
         if record.status == ExecutionStatus::PendingApproval.as_str() {
             self.count_pending().await;
         }
@@ -1119,18 +1166,6 @@ fn to_write(
         audit,
         notices: Vec::new(),
     }
-}
-
-fn note_start(record: &ExecutionRecord) {
-    if record.status == "skipped" {
-        metrics::counter!("medic_playbook_executions_total",
-            "playbook" => crate::telemetry::playbook_label(&record.playbook_name),
-            "status" => "skipped")
-        .increment(1);
-    }
-    metrics::counter!("medic_playbook_executions_started_total",
-        "status" => record.status.clone())
-    .increment(1);
 }
 
 /// A transition notice: logged and counted; an ending records the execution's duration. (The

@@ -54,6 +54,7 @@ mod migrations;
 mod notify;
 mod otel;
 mod outage;
+mod playbook_crash;
 mod playbook_engine;
 mod playbook_notices;
 mod playbook_secrets;
