@@ -543,3 +543,276 @@ async fn completions_and_the_man_page_come_from_the_command_tree() {
         &o.stdout[..200.min(o.stdout.len())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_a_real_agent_is_waited_for_and_its_output_shown() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let admin = |home: &Path| Medic::on(home, &app, app.admin_key());
+
+    // An agent key that grants a label; the agent connects with it.
+    let o = admin(home.path())
+        .run(&[
+            "-o", "json", "api-keys", "create", "--name", "web-1", "--scope", "agent", "--label",
+            "tier=web",
+        ])
+        .await;
+    ok(&o);
+    let agent_key = o.json()["key"].as_str().unwrap().to_owned();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = crate::agents::AgentProcess::start_with(
+        &addr,
+        &agent_key,
+        "web-1",
+        "tier = \"web\"\n[[allow]]\nscript = \"greet\"\n",
+    );
+    crate::agents::wait_for_agent(
+        &app.client,
+        &app.base,
+        "web-1",
+        Duration::from_secs(30),
+        "the agent to connect",
+        |a| a["connected"] == true,
+    )
+    .await;
+    let o = admin(home.path())
+        .run(&["agents", "list", "--label", "tier=web"])
+        .await;
+    ok(&o);
+    assert!(o.stdout.contains("web-1"), "{o:?}");
+    let o = admin(home.path())
+        .run(&["-o", "json", "agents", "list", "--label", "tier=db"])
+        .await;
+    ok(&o);
+    assert_eq!(o.json()["entries"], json!([]));
+
+    // Registered by one person, approved by another, run by label and waited for.
+    let writer = app.create_key_for("wendy", &["write", "run", "read"]).await;
+    let script = home.path().join("greet");
+    std::fs::write(&script, "echo \"hello $MEDIC_PARAM_WHO\"\n").unwrap();
+    ok(&Medic::on(home.path(), &app, &writer)
+        .run(&["scripts", "register", "-f", script.to_str().unwrap()])
+        .await);
+    ok(&admin(home.path()).run(&["scripts", "approve", "1"]).await);
+    let o = Medic::on(home.path(), &app, &writer)
+        .run(&[
+            "runs", "create", "--label", "tier=web", "--script", "greet", "--param", "WHO=ops",
+            "--wait",
+        ])
+        .await;
+    ok(&o);
+    assert!(o.stdout.contains("hello ops"), "{o:?}");
+    assert!(o.stderr.contains("on web-1: succeeded"), "{o:?}");
+
+    let runs = assert_ok(&app.admin().get("/v2/runs").await, 200);
+    let run_id = runs["entries"][0]["run_id"].as_str().unwrap().to_owned();
+    let o = admin(home.path()).run(&["runs", "output", &run_id]).await;
+    ok(&o);
+    assert_eq!(o.stdout, "hello ops\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playbooks_are_validated_applied_from_a_directory_and_executed() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let m = || Medic::on(home.path(), &app, app.admin_key());
+    let dir = home.path().join("playbooks");
+    std::fs::create_dir(&dir).unwrap();
+    let doc = "name: pause\ndescription: Waits.\nsteps:\n  - name: nap\n    type: wait\n    duration: 1s\n";
+    std::fs::write(dir.join("pause.yaml"), doc).unwrap();
+    let d = dir.to_str().unwrap();
+
+    // An invalid document: every problem with file and line, exit 5, nothing stored.
+    let bad = home.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: broken\nsteps:\n  - name: x\n    type: teleport\n",
+    )
+    .unwrap();
+    let o = m()
+        .run(&["playbooks", "validate", "-f", bad.to_str().unwrap()])
+        .await;
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(o.stderr.contains(&format!("{}:4", bad.display())), "{o:?}");
+    ok(&m().run(&["playbooks", "validate", "-f", d]).await);
+
+    // Apply prints the plan first: create, then unchanged, then an update.
+    let o = m().run(&["playbooks", "apply", "-f", d, "--dry-run"]).await;
+    ok(&o);
+    assert!(
+        o.stderr.contains("pause (") && o.stderr.contains("): create"),
+        "{o:?}"
+    );
+    let listed = assert_ok(&app.admin().get("/v2/playbooks").await, 200);
+    assert_eq!(listed["total_count"], 0);
+    let o = m().run(&["playbooks", "apply", "-f", d]).await;
+    ok(&o);
+    assert!(o.stdout.contains("Applied 1 change(s)."), "{o:?}");
+    let o = m().run(&["playbooks", "apply", "-f", d]).await;
+    ok(&o);
+    assert!(o.stderr.contains("unchanged (playbook 1 v1)"), "{o:?}");
+    std::fs::write(dir.join("pause.yaml"), doc.replace("1s", "2s")).unwrap();
+    let o = m().run(&["playbooks", "apply", "-f", d]).await;
+    ok(&o);
+    assert!(o.stderr.contains("update playbook 1: v1 -> v2"), "{o:?}");
+    let o = m().run(&["playbooks", "show", "pause"]).await;
+    ok(&o);
+    assert!(o.stdout.contains("duration: 2s"), "{o:?}");
+
+    // Execute by name and watch it to the end.
+    let o = m()
+        .run(&["-o", "json", "playbooks", "execute", "pause"])
+        .await;
+    ok(&o);
+    let exec = o.json()["execution_id"].as_i64().unwrap().to_string();
+    let o = m()
+        .run(&["executions", "watch", &exec, "--interval", "1"])
+        .await;
+    ok(&o);
+    assert!(o.stderr.contains("step 1 nap [wait]: completed"), "{o:?}");
+    let o = m()
+        .run(&["executions", "list", "--playbook", "pause"])
+        .await;
+    ok(&o);
+    assert!(o.stdout.contains("completed"), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_teams_targets_keys_heartbeats_snapshots_and_health() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let m = || Medic::on(home.path(), &app, app.admin_key());
+    let sid = app.register("billing", 5).await.to_string();
+
+    // A one-time window for two hours and a recurring one; list the active ones; end one.
+    let o = m()
+        .run(&[
+            "-o",
+            "json",
+            "maintenance",
+            "create",
+            "--service",
+            "billing",
+            "--for",
+            "2h",
+            "--reason",
+            "upgrade",
+        ])
+        .await;
+    ok(&o);
+    let w = o.json();
+    assert_eq!(w["window"]["kind"], "one_time");
+    assert_eq!(w["active"], true);
+    let wid = w["window_id"].as_i64().unwrap().to_string();
+    let o = m()
+        .run(&[
+            "-o",
+            "json",
+            "maintenance",
+            "create",
+            "--global",
+            "--cron",
+            "0 3 * * sun",
+            "--duration",
+            "1h",
+        ])
+        .await;
+    ok(&o);
+    assert_eq!(o.json()["window"]["duration_minutes"], 60);
+    let o = m()
+        .run(&["-o", "json", "maintenance", "list", "--active"])
+        .await;
+    ok(&o);
+    assert_eq!(o.json().as_array().map(Vec::len), Some(1), "{o:?}");
+    ok(&m().run(&["maintenance", "end", &wid]).await);
+    assert_eq!(m().run(&["maintenance", "show", &wid]).await.code, 3);
+
+    // A snooze is a window too.
+    let o = m()
+        .run(&["services", "snooze", "billing", "--for", "30m"])
+        .await;
+    ok(&o);
+    assert_eq!(
+        m().run(&["services", "snooze", "billing", "--for", "90s"])
+            .await
+            .code,
+        2
+    );
+
+    // Teams and targets.
+    let o = m()
+        .run(&["-o", "json", "teams", "create", "--name", "payments"])
+        .await;
+    ok(&o);
+    let team = o.json()["team_id"].as_i64().unwrap().to_string();
+    let o = m()
+        .run(&[
+            "-o",
+            "json",
+            "targets",
+            "create",
+            "--team-id",
+            &team,
+            "--kind",
+            "slack",
+            "--config",
+            r##"{"channel": "#pay"}"##,
+        ])
+        .await;
+    ok(&o);
+    let o = m().run(&["targets", "list", "--team-id", &team]).await;
+    ok(&o);
+    assert!(o.stdout.contains("slack"), "{o:?}");
+    let o = m().run(&["teams", "list"]).await;
+    ok(&o);
+    assert!(o.stdout.contains("payments"), "{o:?}");
+
+    // Heartbeats: send one by name, see it listed.
+    ok(&m().run(&["heartbeats", "send", "billing"]).await);
+    let o = m().run(&["-o", "json", "heartbeats", "list", &sid]).await;
+    ok(&o);
+    assert_eq!(o.json()["entries"][0]["status"], "UP");
+
+    // Snapshots of the service's changes.
+    ok(&m()
+        .run(&["services", "update", "billing", "--team", "payments"])
+        .await);
+    let o = m()
+        .run(&["-o", "json", "snapshots", "list", "--service", "billing"])
+        .await;
+    ok(&o);
+    assert!(o.json()["total_count"].as_i64().unwrap() >= 1, "{o:?}");
+
+    // Keys: the new key is shown once, listed without it, and revoked.
+    let o = m()
+        .run(&["api-keys", "create", "--name", "ci", "--scope", "read"])
+        .await;
+    ok(&o);
+    let key = o.stdout.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("mdk_"), "{o:?}");
+    ok(&Medic::on(home.path(), &app, &key)
+        .run(&["services", "list"])
+        .await);
+    let o = m().run(&["-o", "json", "api-keys", "list"]).await;
+    ok(&o);
+    assert!(!o.stdout.contains(&key));
+    let listed = o.json();
+    let id = listed
+        .get("entries")
+        .unwrap_or(&listed)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&m().run(&["api-keys", "revoke", &id]).await);
+
+    let o = Medic::new(home.path())
+        .run(&["--server", &app.url(""), "health"])
+        .await;
+    ok(&o);
+    assert!(o.stdout.contains("healthy"), "{o:?}");
+}
