@@ -50,6 +50,7 @@ mod http_ratelimit_clients;
 mod http_scripts;
 mod http_services;
 mod http_teams;
+mod medic_cli;
 mod migrations;
 mod notify;
 mod otel;
