@@ -69,3 +69,4 @@ mod store_playbooks;
 mod store_scripts;
 mod support;
 mod support_recorder;
+mod ui;

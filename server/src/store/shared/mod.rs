@@ -18,6 +18,7 @@ pub(crate) mod keys;
 pub(crate) mod runs;
 pub(crate) mod scripts;
 pub(crate) mod services;
+pub(crate) mod sessions;
 pub(crate) mod snapshots;
 pub(crate) mod teams;
 
