@@ -70,3 +70,4 @@ mod store_scripts;
 mod support;
 mod support_recorder;
 mod ui;
+mod ui_browser;
