@@ -107,8 +107,8 @@ const CSS: &str = include_str!("../../templates/ui/medic.css");
 pub fn router(app: AppState) -> Router<AppState> {
     let ui = Ui {
         api: Api(crate::http::api(app.clone())),
+        lifetimes: session::Lifetimes::new(&app.config),
         app,
-        lifetimes: session::Lifetimes::from_env(),
     };
     let routes = Router::new()
         .route("/ui", get(pages::overview))

@@ -29,17 +29,11 @@ pub struct Lifetimes {
 }
 
 impl Lifetimes {
-    pub fn from_env() -> Self {
-        let num = |name: &str, default: i64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(default)
-        };
+    pub fn new(config: &crate::config::Config) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
-            absolute_ms: num("MEDIC_UI_SESSION_HOURS", 12) * 3_600_000,
-            idle_ms: num("MEDIC_UI_SESSION_IDLE_MINUTES", 60) * 60_000,
+            absolute_ms: ms(config.ui_session),
+            idle_ms: ms(config.ui_session_idle),
         }
     }
 }

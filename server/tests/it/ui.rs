@@ -454,6 +454,26 @@ async fn sessions_expire_when_idle_and_absolutely_and_end_at_sign_out() {
     assert_eq!(b.get("/ui").await.status(), 303);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lifetimes_follow_the_configuration() {
+    let app = TestApp::builder()
+        .manual_clock()
+        .configure(|c| {
+            c.ui_session = Duration::from_secs(2 * 3_600);
+            c.ui_session_idle = Duration::from_secs(5 * 60);
+        })
+        .spawn()
+        .await;
+    let key = app.create_key(&["read"]).await;
+    let mut b = Browser::new(&app);
+    let set = b.sign_in(&key).await;
+    assert!(set.contains("Max-Age=7200"), "{set}");
+    app.advance(Duration::from_secs(4 * 60));
+    assert_eq!(b.get("/ui").await.status(), 200);
+    app.advance(Duration::from_secs(5 * 60));
+    assert_eq!(b.get("/ui").await.status(), 303);
+}
+
 /// Every action, each through the API's rules.
 async fn actions(app: &TestApp) {
     let s = seed(app).await;
