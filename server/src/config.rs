@@ -255,6 +255,14 @@ pub struct Settings {
         global = true
     )]
     pub webhook_replay_window_seconds: u64,
+    /// How long a web page session lasts at most, in hours.
+    #[arg(long, env = "MEDIC_UI_SESSION_HOURS", default_value_t = 12,
+        value_parser = clap::value_parser!(u64).range(1..=720), global = true)]
+    pub ui_session_hours: u64,
+    /// How long a web page session lasts without a request, in minutes.
+    #[arg(long, env = "MEDIC_UI_SESSION_IDLE_MINUTES", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=43_200), global = true)]
+    pub ui_session_idle_minutes: u64,
     /// PagerDuty Events API v2 endpoint.
     #[arg(
         long,
@@ -577,6 +585,9 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// The signed webhook trigger's replay window.
     pub webhook_replay_window: Duration,
+    /// The web page's session lifetimes: absolute and idle.
+    pub ui_session: Duration,
+    pub ui_session_idle: Duration,
     /// Legacy default PagerDuty routing key (`PAGERDUTY_ROUTING_KEY`).
     pub pagerduty_routing_key: Option<Secret>,
     /// The playbook secrets keys (`MEDIC_SECRETS_KEY`, `MEDIC_SECRETS_OLD_KEYS`), if configured.
@@ -839,6 +850,8 @@ impl Settings {
                 .map(Secret),
             webhook_secret: non_empty(self.webhook_secret.as_ref().map(Secret::expose)).map(Secret),
             webhook_replay_window: Duration::from_secs(self.webhook_replay_window_seconds),
+            ui_session: Duration::from_secs(self.ui_session_hours * 3_600),
+            ui_session_idle: Duration::from_secs(self.ui_session_idle_minutes * 60),
             pagerduty_routing_key,
             secrets,
             max_body_bytes: self.max_body_bytes,

@@ -175,9 +175,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The API's routes without the layers of [`app`], for the web page's in-process calls.
+pub(crate) fn api(state: AppState) -> Router {
+    routes().split_for_parts().0.with_state(state)
+}
+
 /// Builds the application.
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    let router = router.merge(crate::ui::router(state.clone()));
     let body_limit = state.config.max_body_bytes;
     router
         .fallback(not_found)

@@ -285,7 +285,7 @@ pub fn event_for(c: &ClaimedDelivery, public_url: Option<&str>) -> AlertEvent {
             runbook: s.runbook.clone(),
         },
         summary,
-        url: public_url.map(|u| format!("{}/v2/alerts/{}", u.trim_end_matches('/'), a.alert_id)),
+        url: public_url.map(|u| format!("{}/ui/alerts/{}", u.trim_end_matches('/'), a.alert_id)),
     }
 }
 

@@ -175,7 +175,11 @@ impl Notifiers {
     fn linked(&self, event: &AlertEvent) -> Option<AlertEvent> {
         match (&event.url, &self.settings.public_url) {
             (None, Some(base)) => Some(AlertEvent {
-                url: Some(base.clone()),
+                url: Some(format!(
+                    "{}/ui/alerts/{}",
+                    base.trim_end_matches('/'),
+                    event.alert.id
+                )),
                 ..event.clone()
             }),
             _ => None,

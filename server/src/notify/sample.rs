@@ -75,7 +75,7 @@ pub fn sample_event(kind: EventKind) -> AlertEvent {
             runbook: Some("https://wiki.example.com/runbooks/payments-nightly".to_owned()),
         },
         summary,
-        url: Some("https://medic.example.com/v2/alerts/42".to_owned()),
+        url: Some("https://medic.example.com/ui/alerts/42".to_owned()),
     }
 }
 

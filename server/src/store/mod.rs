@@ -30,6 +30,7 @@ mod runs;
 mod scripts;
 mod secrets;
 mod services;
+mod sessions;
 mod shared;
 mod snapshots;
 mod sql;
@@ -51,6 +52,7 @@ pub use runs::*;
 pub use scripts::*;
 pub use secrets::*;
 pub use services::*;
+pub use sessions::*;
 pub use snapshots::*;
 pub use teams::*;
 pub use types::*;
@@ -210,6 +212,7 @@ pub trait Store:
     + ExecutionStore
     + NoticeStore
     + BreakerStore
+    + SessionStore
     + Send
     + Sync
     + 'static
@@ -239,7 +242,7 @@ pub trait Store:
 pub mod prelude {
     pub use super::{
         AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, PlaybookStore, RunStore,
-        ScriptStore, SecretStore, ServiceStore, SnapshotStore, Store, TeamStore,
+        ScriptStore, SecretStore, ServiceStore, SessionStore, SnapshotStore, Store, TeamStore,
     };
 }
 

@@ -72,3 +72,5 @@ mod store_playbooks;
 mod store_scripts;
 mod support;
 mod support_recorder;
+mod ui;
+mod ui_browser;

@@ -389,13 +389,18 @@ async fn slack_and_pagerduty_link_to_the_public_url_when_the_event_has_no_link()
     let seen = rec.requests();
     assert_eq!(seen.len(), 2);
     assert!(
-        seen[0]
-            .body_text()
-            .contains("<https://medic.example.net/|View in Medic>"),
+        seen[0].body_text().contains(&format!(
+            "<https://medic.example.net/ui/alerts/{}|View in Medic>",
+            ev.alert.id
+        )),
         "{}",
         seen[0].body_text()
     );
-    assert_eq!(seen[1].json()["client_url"], "https://medic.example.net/");
+    // The link lands on the alert's page.
+    assert_eq!(
+        seen[1].json()["client_url"],
+        format!("https://medic.example.net/ui/alerts/{}", ev.alert.id)
+    );
     // The event's own link wins.
     rec.clear();
     let ev = event(EventKind::Triggered);
@@ -403,7 +408,7 @@ async fn slack_and_pagerduty_link_to_the_public_url_when_the_event_has_no_link()
     n.deliver(&pagerduty(), &ev).await;
     assert_eq!(
         rec.only_request().json()["client_url"],
-        "https://medic.example.com/v2/alerts/42"
+        "https://medic.example.com/ui/alerts/42"
     );
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod runs;
 pub(crate) mod scripts;
 pub(crate) mod secrets;
 pub(crate) mod services;
+pub(crate) mod sessions;
 pub(crate) mod snapshots;
 pub(crate) mod teams;
 

@@ -19,6 +19,7 @@ mod runs;
 mod scripts;
 mod secrets;
 mod services;
+mod sessions;
 mod snapshots;
 mod teams;
 
