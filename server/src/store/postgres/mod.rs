@@ -37,9 +37,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row};
 
-use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on PostgreSQL.
 type Sql = shared::Sql<Postgres>;
