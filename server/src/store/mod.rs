@@ -4,12 +4,12 @@
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
 //! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`,
-//! `executions.rs`) and one file in
-//! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
-//! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
-//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`, and the statements
-//! that are the same on both are written once in `shared/` (generic over sqlx's `Database`);
-//! neither backend imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
+//! `executions.rs`, `notices.rs`), its statements in `shared/<area>.rs` (generic over sqlx's
+//! `Database`), and one file in each backend, [`sqlite`] and [`postgres`], with the trait impl
+//! and only what differs there; each backend has its own migrations (same version numbers)
+//! under `server/migrations/<backend>/`. What the backends share below the trait — how values
+//! are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend imports
+//! the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
 //! method owns its transaction: a method either does all of its writes or none.
 //!
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service

@@ -37,10 +37,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row};
 
-use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on PostgreSQL.
 type Sql = shared::Sql<Postgres>;
@@ -71,13 +70,6 @@ fn dt(t: Timestamp) -> DateTime<Utc> {
 
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
     v.ok_or_else(|| sqlx::Error::Decode(format!("invalid {what} in database").into()))
-}
-
-fn collect<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T, sqlx::Error>) -> StoreResult<Vec<T>> {
-    rows.iter()
-        .map(f)
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)
 }
 
 impl PgStore {

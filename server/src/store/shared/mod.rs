@@ -14,8 +14,10 @@
 pub(crate) mod agents;
 pub(crate) mod alerting;
 pub(crate) mod audit;
+pub(crate) mod executions;
 pub(crate) mod keys;
 pub(crate) mod notices;
+pub(crate) mod playbooks;
 pub(crate) mod runs;
 pub(crate) mod scripts;
 pub(crate) mod secrets;
@@ -48,6 +50,11 @@ pub(crate) trait Db: Database<Arguments: IntoArguments<Self>> {
     const TIMESTAMPTZ: &'static str;
     /// Row lock of a queue's claim: skip rows another replica is claiming (PostgreSQL).
     const SKIP_LOCKED: &'static str;
+    /// Cast of an integer parameter PostgreSQL cannot type from its context (`$n IS NULL`).
+    const BIGINT: &'static str;
+    /// Makes a read transaction see one snapshot for all its statements: PostgreSQL's
+    /// `REPEATABLE READ`; empty on SQLite, whose read transactions see one snapshot anyway.
+    const READ_SNAPSHOT: &'static str;
     /// Most values one statement tests with [`Db::push_in_texts`]: SQLite binds one parameter
     /// per value, PostgreSQL one array.
     const MAX_IN_LIST: usize;
@@ -88,6 +95,8 @@ impl Db for Sqlite {
     const TEXT: &'static str = "";
     const TIMESTAMPTZ: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const BIGINT: &'static str = "";
+    const READ_SNAPSHOT: &'static str = "";
     // SQLite allows 32,766 parameters; a statement stays far below.
     const MAX_IN_LIST: usize = 800;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
@@ -112,6 +121,9 @@ impl Db for Postgres {
     const TEXT: &'static str = "::text";
     const TIMESTAMPTZ: &'static str = "::timestamptz";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const BIGINT: &'static str = "::bigint";
+    const READ_SNAPSHOT: &'static str =
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
     const MAX_IN_LIST: usize = usize::MAX;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
         qb.push(" = ANY(").push_bind(ids.to_vec()).push(")");

@@ -29,9 +29,8 @@ use std::str::FromStr;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite};
 
-use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on SQLite.
 type Sql = shared::Sql<Sqlite>;
