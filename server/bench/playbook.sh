@@ -10,7 +10,8 @@
 #   1. start EXECUTIONS executions at once (webhook to a local recorder, a WAIT-second wait, a
 #      condition) and print due -> step started p50/p99 from the stored step timelines, and how
 #      often the recorder saw each Idempotency-Key;
-#   2. sit IDLE seconds with nothing due and print the database transactions per minute (the
+#   2. after SETTLE seconds (default 15: PostgreSQL flushes its statistics late), sit IDLE
+#      seconds with nothing due and print the database transactions per minute (the
 #      whole server: engine, monitor, dispatchers) and the reads of the executions table per
 #      minute (the engine's share);
 #   3. register BURST services that never beat (interval BURST_INTERVAL s, no grace), matched by
@@ -28,6 +29,7 @@ cd "$(dirname "$0")/../.."
 EXECUTIONS=${EXECUTIONS:-1000}
 WAIT=${WAIT:-5}
 IDLE=${IDLE:-60}
+SETTLE=${SETTLE:-15}
 BURST=${BURST:-10000}
 BURST_LIMIT=${BURST_LIMIT:-100}
 BURST_INTERVAL=${BURST_INTERVAL:-30}
@@ -64,7 +66,7 @@ curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || { echo "the server 
 
 echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, $(nproc) cores"
 "$LOAD" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --db "$DB" --pid "$PID" \
-  --executions "$EXECUTIONS" --wait "$WAIT" --idle "$IDLE" --burst "$BURST" \
+  --executions "$EXECUTIONS" --wait "$WAIT" --idle "$IDLE" --settle "$SETTLE" --burst "$BURST" \
   --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL"
 grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
 kill -TERM "$PID"; wait "$PID" || true; PID=""

@@ -40,6 +40,7 @@ struct Args {
     wait: u64,
     submitters: usize,
     idle: u64,
+    settle: u64,
     burst: usize,
     burst_limit: u32,
     burst_interval: u64,
@@ -55,6 +56,7 @@ fn args() -> Args {
         wait: 5,
         submitters: 64,
         idle: 60,
+        settle: 15,
         burst: 10_000,
         burst_limit: 100,
         burst_interval: 30,
@@ -72,6 +74,7 @@ fn args() -> Args {
             "--wait" => a.wait = v.parse().expect("--wait"),
             "--submitters" => a.submitters = v.parse().expect("--submitters"),
             "--idle" => a.idle = v.parse().expect("--idle"),
+            "--settle" => a.settle = v.parse().expect("--settle"),
             "--burst" => a.burst = v.parse().expect("--burst"),
             "--burst-limit" => a.burst_limit = v.parse().expect("--burst-limit"),
             "--burst-interval" => a.burst_interval = v.parse().expect("--burst-interval"),
@@ -331,8 +334,14 @@ async fn main() {
         );
     }
 
-    // 2. Idle: nothing due.
-    println!("== idle for {} s with nothing due", a.idle);
+    // 2. Idle: nothing due. PostgreSQL flushes a backend's statistics up to seconds after its
+    //    work (at most every second, an idle backend after 10 s): the window opens after a
+    //    settling time so that the executions phase's reads do not land in it.
+    tokio::time::sleep(Duration::from_secs(a.settle)).await;
+    println!(
+        "== idle for {} s with nothing due (after {} s to settle)",
+        a.idle, a.settle
+    );
     let phase = Phase::start(a.pid);
     let (x0, s0) = xacts(&pool).await;
     tokio::time::sleep(Duration::from_secs(a.idle)).await;
