@@ -8,7 +8,8 @@
 # fresh database `medic_bench_pb` on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test),
 # starts one server on it, and has the tool:
 #   1. start EXECUTIONS executions at once (webhook to a local recorder, a WAIT-second wait, a
-#      condition) and print due -> step started p50/p99 from the stored step timelines, and how
+#      condition) and print due -> step started p50/p99 (the condition against the wait's
+#      deadline) from the stored step timelines, and how
 #      often the recorder saw each Idempotency-Key;
 #   2. after SETTLE seconds (default 15: PostgreSQL flushes its statistics late), sit IDLE
 #      seconds with nothing due and print the database transactions per minute (the
@@ -16,8 +17,8 @@
 #      minute (the engine's share);
 #   3. register BURST services that never beat (interval BURST_INTERVAL s, no grace), matched by
 #      a playbook with an alert trigger and circuit_breaker max_per_hour BURST_LIMIT, and print
-#      how many executions the alerts started and skipped, over how long, due -> first step
-#      started, and the breaker trips counted.
+#      how many executions the alerts started and skipped, over how long, and the breaker
+#      trips counted.
 # Each phase prints the server's CPU seconds per minute and RSS (from /proc).
 #
 # The load tool and the recorder run on the same machine as the server and PostgreSQL, so they
