@@ -643,6 +643,18 @@ impl Engine {
             .ok_or(DecideError::NotFound)?;
         let mut loaded = self.load(record).map_err(DecideError::Corrupt)?;
         self.open_secrets(&mut loaded).await?;
+        // A reason is kept in the state, the audit log and the notices: masked like any text.
+        let event = match event {
+            Event::Reject { by, reason } => Event::Reject {
+                by,
+                reason: Self::scope(&loaded, &loaded.exec).masker().mask(&reason),
+            },
+            Event::Cancel { by, reason } => Event::Cancel {
+                by,
+                reason: Self::scope(&loaded, &loaded.exec).masker().mask(&reason),
+            },
+            other => other,
+        };
         if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
             // Four-eyes by owner: the requester and the approver are compared as owners (a key's
             // owner, a Slack user), never as keys.

@@ -37,6 +37,100 @@ mod postgres {
         };
         super::a_secret_reaches_its_receivers_and_appears_nowhere_else(db).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reject_and_cancel_reasons_are_masked() {
+        let Some(db) = crate::db::postgres().await else {
+            return;
+        };
+        super::reject_and_cancel_reasons_are_masked(Some(db)).await;
+    }
+}
+
+mod sqlite_reasons {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reject_and_cancel_reasons_are_masked() {
+        super::reject_and_cancel_reasons_are_masked(None).await;
+    }
+}
+
+/// A reason given to reject or cancel an execution that quotes a secret's value is stored,
+/// shown, audited and announced masked, like every other text of the execution.
+async fn reject_and_cancel_reasons_are_masked(db: Option<TestDb>) {
+    use medic_server::playbook::secrets::{Keyring, SecretsKey};
+    let secret = format!("rsn{}", hex::encode(rand::random::<[u8; 12]>()));
+    let url = db.as_ref().map(|d| d.url.clone());
+    let app = crate::support::TestApp::builder()
+        .configure(move |c| {
+            if let Some(url) = url {
+                c.database_url = url.parse().expect("database url");
+            }
+            c.secrets = Some(Keyring::new(SecretsKey::from_bytes(&[7; 32]), vec![]));
+            c.playbook.allow_private_targets = true;
+        })
+        .spawn()
+        .await;
+    let r = send(
+        app.admin()
+            .request(Method::PUT, "/v2/secrets/DEPLOY_TOKEN")
+            .json(&json!({"value": secret})),
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let yaml = "name: reasons\napproval: required\nsteps:\n  - name: call\n    type: webhook\n    \
+                url: http://127.0.0.1:9/x\n    headers:\n      Authorization: Bearer \
+                ${secrets.DEPLOY_TOKEN}\n";
+    let r = send(
+        app.admin()
+            .request(Method::POST, "/v2/playbooks")
+            .header("content-type", "application/yaml")
+            .body(yaml),
+    )
+    .await;
+    let playbook = assert_ok(&r, 201)["playbook_id"].as_i64().expect("id");
+    let mut ids = Vec::new();
+    for decision in ["reject", "cancel"] {
+        let r = app
+            .admin()
+            .post_json(&format!("/v2/playbooks/{playbook}/execute"), &json!({}))
+            .await;
+        let id = assert_ok(&r, 201)["execution_id"].as_i64().expect("id");
+        let r = app
+            .admin()
+            .post_json(
+                &format!("/v2/executions/{id}/{decision}"),
+                &json!({"reason": format!("the token {secret} leaked")}),
+            )
+            .await;
+        let body = assert_ok(&r, 200);
+        assert_eq!(body["status"], "cancelled", "{body:#}");
+        assert!(
+            body.to_string().contains("the token ******** leaked"),
+            "{body:#}"
+        );
+        ids.push(id);
+    }
+    let mut texts = Vec::new();
+    for id in &ids {
+        texts.push(app.admin().get(&format!("/v2/executions/{id}")).await.body);
+        texts.push(
+            app.admin()
+                .get(&format!("/v2/audit-logs?execution_id={id}&limit=250"))
+                .await
+                .body,
+        );
+    }
+    for text in &texts {
+        assert!(text.contains("leaked"), "{text}");
+        assert!(!text.contains(&secret), "the secret appears in {text}");
+    }
+    let store = app.store().await;
+    for id in &ids {
+        let row = store.get_execution(*id).await.expect("read").expect("row");
+        assert!(!row.state.to_string().contains(&secret), "{:#}", row.state);
+    }
+    drop(app);
+    drop(db);
 }
 
 /// A `medic-server` process, killed (SIGKILL) when dropped.
