@@ -46,8 +46,7 @@ fn signal(c: &Client, path: &str, body: &Value) -> Result<(), Failure> {
     loop {
         match c.post(path, Some(body)) {
             Ok(_) => return Ok(()),
-            Err(Failure::Other(m)) if attempt < ATTEMPTS => {
-                let _ = m;
+            Err(Failure::Other(_)) if attempt < ATTEMPTS => {
                 std::thread::sleep(Duration::from_millis(300 * u64::from(attempt)));
                 attempt += 1;
             }
@@ -120,14 +119,14 @@ pub fn run(ctx: Result<Context, Failure>, args: &RunArgs) -> ExitCode {
             .ok()
     });
     let run_id = uuid::Uuid::new_v4().to_string();
-    if let (Some(c), Some(id)) = (&client, service) {
-        if let Err(e) = signal(
+    if let (Some(c), Some(id)) = (&client, service)
+        && let Err(e) = signal(
             c,
             &format!("/v2/heartbeat/{id}/start"),
             &json!({"run_id": run_id}),
-        ) {
-            warn("report the start", &e);
-        }
+        )
+    {
+        warn("report the start", &e);
     }
 
     let tail = Tail {
