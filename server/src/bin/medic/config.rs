@@ -161,7 +161,7 @@ pub fn login(cli: &Cli, _args: &LoginArgs) -> Result<(), Failure> {
         },
     );
     let p = save(&file)?;
-    println!(
+    outln!(
         "Logged in to {server} as profile {name:?} ({}).",
         p.display()
     );

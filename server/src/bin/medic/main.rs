@@ -5,6 +5,17 @@
 //! objects with `-o json` / `-o yaml`. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
 //! 4 authentication or permission, 5 refused by the server.
 
+/// `print!` that ends the process quietly when standard output is closed (`medic … | head`).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::write_out(format_args!($($t)*)) };
+}
+
+/// `println!` that ends the process quietly when standard output is closed.
+macro_rules! outln {
+    () => { $crate::output::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::output::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod client;
 mod commands;
 mod config;
@@ -127,12 +138,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "medic", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "medic", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());
-            man.render(&mut std::io::stdout())
+            let mut buf = Vec::new();
+            man.render(&mut buf)
                 .map_err(|e| Failure::Other(format!("cannot write the man page: {e}")))?;
+            out!("{}", String::from_utf8_lossy(&buf));
         }
         Command::Login(args) => config::login(&cli, args)?,
         Command::Run(args) => return Ok(wrap::run(ctx(), args)),

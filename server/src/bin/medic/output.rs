@@ -6,6 +6,20 @@ use serde_json::Value;
 
 use crate::client::{Answer, Failure};
 
+/// Writes to standard output; a closed pipe ends the process (exit 141, as SIGPIPE would),
+/// any other write error ends it with 1.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("medic: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -41,7 +55,7 @@ pub fn machine(format: Format, v: &Value) -> Result<bool, Failure> {
     match format {
         Format::Table => Ok(false),
         Format::Json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(v).map_err(|e| Failure::Other(e.to_string()))?
             );
@@ -49,9 +63,9 @@ pub fn machine(format: Format, v: &Value) -> Result<bool, Failure> {
         }
         Format::Yaml => {
             let text = serde_saphyr::to_string(v).map_err(|e| Failure::Other(e.to_string()))?;
-            print!("{text}");
+            out!("{text}");
             if !text.ends_with('\n') {
-                println!();
+                outln!();
             }
             Ok(true)
         }
@@ -76,7 +90,7 @@ pub fn list(format: Format, answer: &Answer, columns: &[&str]) -> Result<(), Fai
         answer.results.get("offset").and_then(Value::as_i64),
     ) {
         if answer.results.get("has_more") == Some(&Value::Bool(true)) {
-            println!(
+            outln!(
                 "{} to {} of {total}; more with --offset {}",
                 offset + 1,
                 offset + entries.len() as i64,
@@ -84,7 +98,7 @@ pub fn list(format: Format, answer: &Answer, columns: &[&str]) -> Result<(), Fai
             );
         }
     } else if answer.results.get("has_more") == Some(&Value::Bool(true)) {
-        println!("more with --offset");
+        outln!("more with --offset");
     }
     Ok(())
 }
@@ -92,14 +106,14 @@ pub fn list(format: Format, answer: &Answer, columns: &[&str]) -> Result<(), Fai
 /// Rows of objects as a table.
 pub fn rows(entries: &[Value], columns: &[&str]) {
     if entries.is_empty() {
-        println!("(none)");
+        outln!("(none)");
         return;
     }
     let mut t = table(columns);
     for e in entries {
         t.add_row(columns.iter().map(|c| cell(field(e, c))));
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// One object as a two-column table (nested objects as compact JSON), after the message.
@@ -108,7 +122,7 @@ pub fn object(format: Format, answer: &Answer) -> Result<(), Failure> {
         return Ok(());
     }
     if !answer.message.is_empty() {
-        println!("{}", answer.message);
+        outln!("{}", answer.message);
     }
     show(&answer.results);
     Ok(())
@@ -124,9 +138,9 @@ pub fn show(v: &Value) {
             for (k, v) in map {
                 t.add_row(vec![k.clone(), cell(Some(v))]);
             }
-            println!("{t}");
+            outln!("{t}");
         }
-        None => println!("{}", cell(Some(v))),
+        None => outln!("{}", cell(Some(v))),
     }
 }
 
@@ -135,7 +149,7 @@ pub fn done(format: Format, answer: &Answer) -> Result<(), Failure> {
     if machine(format, &answer.results)? {
         return Ok(());
     }
-    println!(
+    outln!(
         "{}",
         if answer.message.is_empty() {
             "Done."

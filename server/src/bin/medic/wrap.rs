@@ -46,8 +46,7 @@ fn signal(c: &Client, path: &str, body: &Value) -> Result<(), Failure> {
     loop {
         match c.post(path, Some(body)) {
             Ok(_) => return Ok(()),
-            Err(Failure::Other(m)) if attempt < ATTEMPTS => {
-                let _ = m;
+            Err(Failure::Other(_)) if attempt < ATTEMPTS => {
                 std::thread::sleep(Duration::from_millis(300 * u64::from(attempt)));
                 attempt += 1;
             }

@@ -451,7 +451,7 @@ pub fn keys(c: &Client, format: Format, cmd: &KeyCmd) -> Result<(), Failure> {
             let created: CreatedKeyOut = ans.decode()?;
             let record = serde_json::to_value(&created.record).unwrap_or_default();
             output::show(&record);
-            println!("Key (shown once, store it now):\n{}", created.key);
+            outln!("Key (shown once, store it now):\n{}", created.key);
             Ok(())
         }
         KeyCmd::Revoke { key_id } => {
@@ -581,7 +581,7 @@ pub fn audit(c: &Client, format: Format, cmd: &AuditCmd) -> Result<(), Failure> 
     pairs.extend(paging.pairs());
     let path = format!("/v2/audit-logs{}", query(&pairs));
     if *csv {
-        print!("{}", c.get_text(&path, "text/csv")?);
+        out!("{}", c.get_text(&path, "text/csv")?);
         return Ok(());
     }
     output::list(
@@ -667,7 +667,7 @@ pub fn health(c: &Client, format: Format) -> Result<(), Failure> {
     if !output::machine(format, &ans.results)? {
         let h: HealthOut = ans.decode()?;
         let v = serde_json::to_value(&h).unwrap_or_default();
-        println!(
+        outln!(
             "{} {} (version {}, up {} s)",
             c.base(),
             output::cell(v.get("status")),
@@ -676,7 +676,7 @@ pub fn health(c: &Client, format: Format) -> Result<(), Failure> {
         );
         if let Some(comp) = v.get("components").and_then(Value::as_object) {
             for (name, detail) in comp {
-                println!(
+                outln!(
                     "  {name}: {} {}",
                     output::cell(detail.get("status")),
                     output::cell(detail.get("backend"))

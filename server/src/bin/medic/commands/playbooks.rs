@@ -136,7 +136,7 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
                 if v.valid {
                     let name = v.plan.as_ref().map(|p| p.name.clone()).unwrap_or_default();
                     let steps = v.plan.as_ref().map(|p| p.steps.len()).unwrap_or_default();
-                    println!("{}: valid ({name}, {steps} steps)", f.display());
+                    outln!("{}: valid ({name}, {steps} steps)", f.display());
                 } else {
                     bad.extend(problems(&f, &v));
                 }
@@ -184,7 +184,7 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
                 m.remove("versions");
             }
             output::show(&summary);
-            print!("{source}");
+            out!("{source}");
             Ok(())
         }
         Cmd::Execute {
@@ -279,7 +279,7 @@ fn apply(c: &Client, format: Format, files: &[PathBuf], dry_run: bool) -> Result
     let results = Value::Array(out);
     if !output::machine(format, &results)? {
         let n = results.as_array().map(Vec::len).unwrap_or_default();
-        println!("Applied {n} change(s).");
+        outln!("Applied {n} change(s).");
     }
     Ok(())
 }

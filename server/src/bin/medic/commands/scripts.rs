@@ -211,7 +211,7 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
             if output::machine(format, &serde_json::to_value(ver).unwrap_or_default())? {
                 return Ok(());
             }
-            print!("{}", ver.content.as_deref().unwrap_or_default());
+            out!("{}", ver.content.as_deref().unwrap_or_default());
             Ok(())
         }
         Cmd::Diff {
@@ -235,7 +235,7 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
                         ))
                     })?,
             };
-            print!("{}", diff(from_v, to_v));
+            out!("{}", diff(from_v, to_v));
             Ok(())
         }
         Cmd::Approve(d) | Cmd::Reject(d) => {
@@ -397,7 +397,7 @@ pub fn runs(c: &Client, format: Format, cmd: &RunCmd) -> Result<(), Failure> {
         }
         RunCmd::Output { run_id } => {
             let run: RunOut = c.get(&format!("/v2/runs/{}", seg(run_id)))?.decode()?;
-            print!("{}", run.stdout.as_deref().unwrap_or_default());
+            out!("{}", run.stdout.as_deref().unwrap_or_default());
             eprint!("{}", run.stderr.as_deref().unwrap_or_default());
             Ok(())
         }
@@ -446,7 +446,7 @@ fn wait(c: &Client, format: Format, ids: &[String]) -> Result<(), Failure> {
         );
         for r in &done {
             if let Some(out) = r.stdout.as_deref().filter(|s| !s.is_empty()) {
-                println!("--- {} stdout\n{}", r.run_id, out.trim_end());
+                outln!("--- {} stdout\n{}", r.run_id, out.trim_end());
             }
         }
     }

@@ -245,8 +245,8 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
             }
             let name = output::cell(ans.results.get("heartbeat_name"));
             match until {
-                Some(u) => println!("Muted {name} (service {id}) until {u}."),
-                None => println!("Muted {name} (service {id}) until unmuted."),
+                Some(u) => outln!("Muted {name} (service {id}) until {u}."),
+                None => outln!("Muted {name} (service {id}) until unmuted."),
             }
             Ok(())
         }
@@ -257,7 +257,7 @@ pub fn run(c: &Client, format: Format, cmd: &Cmd) -> Result<(), Failure> {
                 return Ok(());
             }
             let name = output::cell(ans.results.get("heartbeat_name"));
-            println!("Unmuted {name} (service {id}).");
+            outln!("Unmuted {name} (service {id}).");
             Ok(())
         }
         Cmd::Snooze {
