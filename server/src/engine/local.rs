@@ -200,12 +200,13 @@ pub async fn run_step(
         }
         Err(e) => return failure(format!("the script's runner failed: {e}")),
     };
-    let mut text = result.stdout;
+    // Each stream the executor cut at its cap may end in half a secret: masked too.
+    let mut text = masker.mask_maybe_cut(&result.stdout, result.stdout_truncated);
     if !result.stderr.is_empty() {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&result.stderr);
+        text.push_str(&masker.mask_maybe_cut(&result.stderr, result.stderr_truncated));
     }
     let output = (!text.is_empty()).then(|| cap_output(&masker.mask(&text)));
     match result.status {

@@ -7,8 +7,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::db::TestDb;
 use crate::playbook_secrets::{Client, ServerProcess};
@@ -53,6 +55,8 @@ mod postgres {
 /// What a script run on the server prints: its parameter, who it runs as, the names of its
 /// environment, and whether it could read its parent's (the server's) environment.
 const PROBE: &str = "printf 'who=%s\\n' \"$MEDIC_PARAM_WHO\"\n\
+                     printf 'token=%s\\n' \"$MEDIC_PARAM_TOKEN\"\n\
+                     printf '%s' \"$MEDIC_PARAM_TOKEN\" | sha256sum\n\
                      printf 'user=%s\\n' \"$(id -un)\"\n\
                      printf 'agent=%s\\n' \"$MEDIC_AGENT_ID\"\n\
                      printf 'env=%s\\n' \"$(env | cut -d= -f1 | sort | tr '\\n' ' ')\"\n\
@@ -135,8 +139,19 @@ async fn scripts_on_the_server_run_allowlisted_pinned_and_unprivileged(db: TestD
     let author = key_for_owner(&*db.store, "script-author", &["write"]).await;
     db.store.close().await;
     let root = rustix::process::geteuid().is_root();
-    let (dir, env) = allowing("probe, fail");
+    let (dir, mut env) = allowing("probe, fail");
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    env.push(("MEDIC_SECRETS_KEY", key));
     let (server, c) = started(&db, dir.path(), &env).await;
+    let secret = format!("tok{}", hex::encode(rand::random::<[u8; 12]>()));
+    let r = c
+        .admin(
+            Method::PUT,
+            "/v2/secrets/DEPLOY_TOKEN",
+            Some(&json!({"value": secret})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
     register(&c, &author, "probe", PROBE).await;
     register(&c, &author, "fail", "echo broken >&2\nexit 3\n").await;
     register(&c, &author, "elsewhere", "echo never\n").await;
@@ -148,7 +163,7 @@ async fn scripts_on_the_server_run_allowlisted_pinned_and_unprivileged(db: TestD
     assert_error_contains(&r, 400, "not in MEDIC_SERVER_SCRIPTS");
 
     let yaml = "name: on-the-server\nsteps:\n  - name: probe\n    type: script\n    on: server\n    \
-                script: probe\n    params: {WHO: \"${PLAYBOOK_NAME}\"}\n  \
+                script: probe\n    params: {WHO: \"${PLAYBOOK_NAME}\", TOKEN: \"${secrets.DEPLOY_TOKEN}\"}\n  \
                 - name: broken\n    type: script\n    on: server\n    script: fail\n    \
                 on_failure: continue\n";
     let playbook = assert_ok(&save(&c, yaml).await, 201)["playbook_id"]
@@ -163,6 +178,11 @@ async fn scripts_on_the_server_run_allowlisted_pinned_and_unprivileged(db: TestD
     // The parameter arrived as data, and the script knows it runs on the server.
     assert!(output.contains("who=on-the-server\n"), "{output}");
     assert!(output.contains("agent=medic-server\n"), "{output}");
+    // The secret reached the script (its hash is the real value's) and not the output.
+    let digest = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    assert!(output.contains(&digest), "{output}");
+    assert!(!output.contains(&secret), "{output}");
+    assert!(!server.log().contains(&secret));
     if root {
         assert!(output.contains("user=nobody\n"), "{output}");
     }
