@@ -463,6 +463,8 @@ fn enc(segment: &str) -> String {
 }
 
 /// A read the page needs; a refusal becomes the page's answer.
+// The error is the page's whole answer, built once per request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 fn needed(s: &Signed, r: Reply) -> Result<Reply, Response> {
     if r.ok() {
         Ok(r)
