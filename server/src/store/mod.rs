@@ -4,7 +4,7 @@
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
 //! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`,
-//! `executions.rs`) and one file in
+//! `executions.rs`, `sessions.rs`) and one file in
 //! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
 //! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
 //! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`, and the statements
