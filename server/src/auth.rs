@@ -211,7 +211,9 @@ impl Authenticator {
         }
         let record = self.store.get_api_key(id).await.map_err(|e| match e {
             StoreError::Unavailable(_) | StoreError::Conflict(_) => AuthError::Unavailable,
-            StoreError::Config(_) | StoreError::Migration(_) => AuthError::Unavailable,
+            StoreError::Failed(_) | StoreError::Config(_) | StoreError::Migration(_) => {
+                AuthError::Unavailable
+            }
         })?;
         if self.cache.len() >= self.max_entries {
             self.cache.clear();

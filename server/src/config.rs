@@ -347,6 +347,31 @@ pub struct Settings {
         global = true
     )]
     pub playbook_recheck_seconds: u64,
+    /// Comma-separated names of the registered scripts that playbook steps may run on the server
+    /// itself (`on: server`). Empty (the default): none; such steps are refused.
+    #[arg(long, env = "MEDIC_SERVER_SCRIPTS", default_value = "", global = true)]
+    pub server_scripts: String,
+    /// Where scripts run on the server keep their private run directories and run-id journal.
+    #[arg(
+        long,
+        env = "MEDIC_SERVER_SCRIPTS_DIR",
+        default_value = "medic-server-scripts",
+        global = true
+    )]
+    pub server_scripts_dir: PathBuf,
+    /// The unprivileged account scripts run on the server run as. Required when the server runs
+    /// as root or holds CAP_SETUID/CAP_SETGID; never root.
+    #[arg(long, env = "MEDIC_SERVER_SCRIPTS_USER", global = true)]
+    pub server_scripts_user: Option<String>,
+    /// How many steps the engine runs at once in this process (each execution runs one step
+    /// at a time, so also how many executions it drives at once).
+    #[arg(
+        long,
+        env = "MEDIC_PLAYBOOK_CONCURRENCY",
+        default_value_t = 32,
+        global = true
+    )]
+    pub playbook_concurrency: u32,
     /// Seconds past a run's timeout (counted from when it was sent or started), or past the
     /// agent's reconnection without it, after which a run the agent has not reported is `lost`.
     #[arg(
@@ -696,6 +721,13 @@ impl Settings {
         if !(1..=3600).contains(&self.playbook_recheck_seconds) {
             errors.push("MEDIC_PLAYBOOK_RECHECK_SECONDS must be between 1 and 3600".to_owned());
         }
+        if !(1..=4096).contains(&self.playbook_concurrency) {
+            errors.push(format!(
+                "MEDIC_PLAYBOOK_CONCURRENCY must be between 1 and 4096 (steps the engine runs at \
+                 once), not {}",
+                self.playbook_concurrency
+            ));
+        }
         if !(1..=86_400).contains(&self.agent_run_grace_seconds) {
             errors.push("MEDIC_AGENT_RUN_GRACE_SECONDS must be between 1 and 86400".to_owned());
         }
@@ -772,12 +804,14 @@ impl Settings {
             }
         }
         let secrets = self.secrets_keyring(&mut errors);
+        let server_scripts = self.server_scripts(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         let playbook = crate::engine::EngineSettings {
             lease: Duration::from_secs(self.playbook_lease_seconds),
             recheck: Duration::from_secs(self.playbook_recheck_seconds),
+            concurrency: self.playbook_concurrency as usize,
             machine: crate::playbook::machine::Settings {
                 approval_max_wait: Duration::from_secs(
                     self.playbook_approval_max_wait_minutes * 60,
@@ -789,6 +823,7 @@ impl Settings {
             },
             allowed_hosts: notify.allowed_webhook_hosts.clone(),
             allow_private_targets: notify.allow_private_webhook_targets,
+            server_scripts,
             ..crate::engine::EngineSettings::default()
         };
         Ok(Config {
@@ -853,6 +888,35 @@ impl Settings {
 }
 
 impl Settings {
+    /// What may run on the server itself, or `None` when `MEDIC_SERVER_SCRIPTS` is empty.
+    fn server_scripts(
+        &self,
+        errors: &mut Vec<String>,
+    ) -> Option<crate::engine::local::ServerScriptSettings> {
+        let mut allow = std::collections::BTreeSet::new();
+        for name in self.server_scripts.split(',').map(str::trim) {
+            if name.is_empty() {
+                continue;
+            }
+            match medic_protocol::validate::validate_script_name(name) {
+                Ok(()) => {
+                    allow.insert(name.to_owned());
+                }
+                Err(e) => errors.push(format!("MEDIC_SERVER_SCRIPTS: {name:?}: {e}")),
+            }
+        }
+        if let Some(user) = &self.server_scripts_user
+            && (user.is_empty() || user == "root")
+        {
+            errors.push("MEDIC_SERVER_SCRIPTS_USER must name an unprivileged account".to_owned());
+        }
+        (!allow.is_empty()).then(|| crate::engine::local::ServerScriptSettings {
+            allow,
+            dir: self.server_scripts_dir.clone(),
+            user: self.server_scripts_user.clone(),
+        })
+    }
+
     /// The secrets keyring, or `None` when `MEDIC_SECRETS_KEY` is unset or empty; a bad key is
     /// an error (naming the variable, never the value), as are old keys without a current one.
     fn secrets_keyring(
@@ -1126,6 +1190,33 @@ mod tests {
         assert_eq!(cfg.limits.metrics, 100);
         assert_eq!(cfg.limits.docs, 60);
         assert_eq!(cfg.role, Role::All);
+    }
+
+    #[test]
+    fn playbook_concurrency_is_bounded_with_a_clear_message() {
+        let cfg = parse(&[], None).unwrap().settings.validate().unwrap();
+        assert_eq!(cfg.playbook.concurrency, 32);
+        let cfg = parse(&["--playbook-concurrency", "4096"], None)
+            .unwrap()
+            .settings
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.playbook.concurrency, 4096);
+        for bad in ["0", "4097"] {
+            let errors = parse(&["--playbook-concurrency", bad], None)
+                .unwrap()
+                .settings
+                .validate()
+                .unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("MEDIC_PLAYBOOK_CONCURRENCY")
+                        && e.contains("between 1 and 4096")
+                        && e.contains(bad)),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -104,6 +104,17 @@ fn main() -> ExitCode {
                 }
             );
             println!(
+                "  server scripts: {}",
+                match &cfg.playbook.server_scripts {
+                    None => "none (MEDIC_SERVER_SCRIPTS)".to_owned(),
+                    Some(s) => format!(
+                        "{} in {}",
+                        s.allow.iter().cloned().collect::<Vec<_>>().join(", "),
+                        s.dir.display()
+                    ),
+                }
+            );
+            println!(
                 "  secrets key:  {}",
                 match &cfg.secrets {
                     None => "not configured (MEDIC_SECRETS_KEY)".to_owned(),
@@ -114,6 +125,17 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck { url } => healthcheck(&cfg, url.as_deref()),
         other => {
+            // Scripts may run on this host: before any thread starts, make the server
+            // non-dumpable (a script cannot read its memory or environment through /proc),
+            // keep inherited descriptors from scripts, and drop the capabilities and groups
+            // scripts would otherwise inherit — what the agent does for the same scripts.
+            if matches!(other, Command::Serve)
+                && cfg.playbook.server_scripts.is_some()
+                && let Err(e) = medic_agent::exec::harden_process()
+            {
+                eprintln!("medic-server: cannot prepare to run scripts on the server: {e}");
+                return ExitCode::FAILURE;
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -53,6 +53,8 @@ pub enum StartError {
     },
     #[error("playbook secrets: {0}")]
     Secrets(#[from] crate::playbook::secrets::StartupError),
+    #[error("scripts on the server: {0}")]
+    ServerScripts(String),
 }
 
 /// Refuses to go on when the database holds secrets that the configured keys cannot open
@@ -253,6 +255,16 @@ pub async fn start_with_clock(
     let mut engine_settings = cfg.playbook.clone();
     engine_settings.notify_defaults = default_destinations(&cfg);
     engine_settings.secrets = cfg.secrets.clone();
+    if let Some(allowed) = &engine_settings.server_scripts {
+        let scripts = crate::engine::local::ServerScripts::start(allowed)
+            .map_err(StartError::ServerScripts)?;
+        tracing::info!(
+            scripts = scripts.allowed().collect::<Vec<_>>().join(","),
+            dir = %allowed.dir.display(),
+            "playbook steps may run these scripts on the server"
+        );
+        engine_settings.server_executor = Some(scripts);
+    }
     let engine = crate::engine::Engine::new(store.clone(), clock.clone(), engine_settings);
     if cfg.role != Role::Api {
         let notifiers = Notifiers::new(cfg.notify.clone())

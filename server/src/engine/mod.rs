@@ -25,6 +25,7 @@
 //! - [`triggers`] — alert triggers, fired inside the monitor pass that opens the alert.
 
 pub mod audit;
+pub mod local;
 pub mod notices;
 pub mod runs;
 pub mod secrets;
@@ -64,7 +65,8 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// Executions claimed per query.
     pub batch: u32,
-    /// Executions driven at once by one process.
+    /// Steps run at once by one process (`MEDIC_PLAYBOOK_CONCURRENCY`): an execution runs one
+    /// step at a time, so also the executions it drives at once.
     pub concurrency: usize,
     /// PostgreSQL only: how often to look for executions other replicas made due.
     pub recheck: Duration,
@@ -78,6 +80,10 @@ pub struct EngineSettings {
     pub notify_defaults: Vec<crate::domain::Destination>,
     /// The keys that open stored secrets (`MEDIC_SECRETS_KEY`), for `${secrets.NAME}`.
     pub secrets: Option<crate::playbook::secrets::Keyring>,
+    /// What the operator allowed to run on the server itself (`MEDIC_SERVER_SCRIPTS*`).
+    pub server_scripts: Option<local::ServerScriptSettings>,
+    /// The executor of those scripts, made when the server starts.
+    pub server_executor: Option<local::ServerScripts>,
 }
 
 impl Default for EngineSettings {
@@ -93,6 +99,8 @@ impl Default for EngineSettings {
             allow_private_targets: false,
             notify_defaults: Vec::new(),
             secrets: None,
+            server_scripts: None,
+            server_executor: None,
         }
     }
 }
@@ -154,8 +162,55 @@ pub(crate) struct FirstState {
     pub now: Timestamp,
     /// Who hears of the start (and of a breaker opening); `None` queues no notice.
     pub notify: Option<StartNotices>,
-    /// Set when this start opened the circuit breaker (counted once the insert committed).
-    pub tripped: std::sync::atomic::AtomicBool,
+    /// What the insert recorded, for the metrics once it committed.
+    pub note: Arc<StartNote>,
+}
+
+/// What a start recorded: its first status and whether it opened the circuit breaker. Filled
+/// in by [`FirstState::write`] inside the transaction and counted only once that committed
+/// ([`StartNote::count`]), whatever started the execution (the API, the webhook, an alert).
+#[derive(Debug, Default)]
+pub(crate) struct StartNote(Mutex<Option<(&'static str, bool)>>);
+
+impl StartNote {
+    fn set(&self, status: &'static str, tripped: bool) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((status, tripped));
+    }
+
+    /// The first status recorded, if the build ran.
+    pub fn status(&self) -> Option<&'static str> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(s, _)| s)
+    }
+
+    /// Counts a committed start: `medic_playbook_executions_started_total{status}`, a skip in
+    /// `medic_playbook_executions_total{playbook, status="skipped"}`, and an opening of the
+    /// circuit breaker in `medic_circuit_breaker_trips_total`.
+    pub fn count(&self, playbook_name: &str) {
+        let Some((status, tripped)) = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
+            return;
+        };
+        if tripped {
+            metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
+        }
+        if status == ExecutionStatus::Skipped.as_str() {
+            metrics::counter!("medic_playbook_executions_total",
+                "playbook" => crate::telemetry::playbook_label(playbook_name),
+                "status" => "skipped")
+            .increment(1);
+        }
+        metrics::counter!("medic_playbook_executions_started_total", "status" => status)
+            .increment(1);
+    }
 }
 
 /// The notices a start queues with its first state.
@@ -178,7 +233,7 @@ impl FirstState {
             service_id,
             now,
             notify,
-            tripped,
+            note,
         } = self;
         let (now, service_id, trigger) = (*now, *service_id, *trigger);
         let breaker = breaker::check(
@@ -227,6 +282,7 @@ impl FirstState {
             execution.wake_at
         };
         let mut write = to_write(&execution, due, None, now, entries);
+        let mut tripped = false;
         if let Some(StartNotices { audience, subject }) = notify {
             let subject = notices::Subject {
                 id,
@@ -256,7 +312,7 @@ impl FirstState {
                     breaker::Scope::Global => (&recent.global, &recent.skipped_global),
                 };
                 if breaker::first_of_opening(starts, skipped) {
-                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tripped = true;
                     write.notices.extend(notices::breaker_notice(
                         &subject,
                         scope.as_str(),
@@ -269,6 +325,7 @@ impl FirstState {
                 }
             }
         }
+        note.set(execution.status.as_str(), tripped);
         write
     }
 }
@@ -387,6 +444,11 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Engine {
+    /// What the operator allowed to run on the server itself, if anything.
+    pub fn server_scripts(&self) -> Option<&local::ServerScriptSettings> {
+        self.0.settings.server_scripts.as_ref()
+    }
+
     pub fn new(store: Arc<dyn Store>, clock: Clock, settings: EngineSettings) -> Self {
         let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         Self(Arc::new(Inner {
@@ -550,14 +612,11 @@ impl Engine {
                     requested_by: req.requested_by.clone(),
                 },
             }),
-            tripped: std::sync::atomic::AtomicBool::new(false),
+            note: Arc::default(),
         };
         let build = |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
         let record = self.0.store.create_execution(&new, from, &build).await?;
-        if first.tripped.load(std::sync::atomic::Ordering::Relaxed) {
-            metrics::counter!("medic_circuit_breaker_trips_total").increment(1);
-        }
-        note_start(&record);
+        first.note.count(&record.playbook_name);
         if record.status == ExecutionStatus::PendingApproval.as_str() {
             self.count_pending().await;
         }
@@ -584,6 +643,18 @@ impl Engine {
             .ok_or(DecideError::NotFound)?;
         let mut loaded = self.load(record).map_err(DecideError::Corrupt)?;
         self.open_secrets(&mut loaded).await?;
+        // A reason is kept in the state, the audit log and the notices: masked like any text.
+        let event = match event {
+            Event::Reject { by, reason } => Event::Reject {
+                by,
+                reason: Self::scope(&loaded, &loaded.exec).masker().mask(&reason),
+            },
+            Event::Cancel { by, reason } => Event::Cancel {
+                by,
+                reason: Self::scope(&loaded, &loaded.exec).masker().mask(&reason),
+            },
+            other => other,
+        };
         if let (Event::Approve { by }, Some(requester)) = (&event, &loaded.exec.requested_by) {
             // Four-eyes by owner: the requester and the approver are compared as owners (a key's
             // owner, a Slack user), never as keys.
@@ -1016,25 +1087,32 @@ impl Engine {
                 Ok(vec![Event::ConditionChecked { step, met, detail }])
             }
             Action::RunOnServer { step } => {
-                // Scripts on the server are not available in this version: the step fails
-                // with that reason (after being marked in flight, as the machine requires).
                 let now = self.0.clock.now();
                 let Ok(d) =
                     machine::decide(&loaded.plan, &loaded.exec, now, Event::Sending { step })
                 else {
                     return Ok(Vec::new());
                 };
-                self.commit(loaded, d, now, None).await.ok_or(Lost)?;
-                Ok(vec![Event::StepDone {
+                let timeout = match &loaded.plan.steps[step].kind {
+                    crate::playbook::plan::StepKind::Script(s) => s.timeout,
+                    _ => Duration::from_secs(30),
+                };
+                // Marked in flight (and held for the whole run) before the script starts, so it
+                // never runs twice: after a crash the step ends `interrupted` instead.
+                let hold = now.plus_millis(ms(timeout) + ms(self.0.settings.lease));
+                self.commit(loaded, d, now, Some(hold)).await.ok_or(Lost)?;
+                let scope = Self::scope(loaded, &loaded.exec);
+                let outcome = local::run_step(
+                    self.0.settings.server_executor.as_ref(),
+                    &*self.0.store,
+                    &loaded.plan,
                     step,
-                    outcome: machine::Outcome {
-                        ok: false,
-                        error: Some(
-                            "scripts on the server are not available in this version".into(),
-                        ),
-                        ..machine::Outcome::default()
-                    },
-                }])
+                    id,
+                    &scope,
+                    &loaded.context.scripts,
+                )
+                .await;
+                Ok(vec![Event::StepDone { step, outcome }])
             }
             Action::ResolveTargets { step } => {
                 match runs::resolve(&*self.0.store, &loaded.plan, step).await {
@@ -1100,18 +1178,6 @@ fn to_write(
         audit,
         notices: Vec::new(),
     }
-}
-
-fn note_start(record: &ExecutionRecord) {
-    if record.status == "skipped" {
-        metrics::counter!("medic_playbook_executions_total",
-            "playbook" => crate::telemetry::playbook_label(&record.playbook_name),
-            "status" => "skipped")
-        .increment(1);
-    }
-    metrics::counter!("medic_playbook_executions_started_total",
-        "status" => record.status.clone())
-    .increment(1);
 }
 
 /// A transition notice: logged and counted; an ending records the execution's duration. (The

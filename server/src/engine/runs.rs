@@ -74,12 +74,16 @@ fn outcome_of(run: &AgentRun, scope: &Scope) -> Option<Outcome> {
     let output = match (&run.stdout, &run.stderr) {
         (None, None) => None,
         (out, err) => {
-            let mut text = out.clone().unwrap_or_default();
+            // Each stream the agent cut at its cap may end in half a secret: masked too.
+            let mut text = masker.mask_maybe_cut(
+                out.as_deref().unwrap_or_default(),
+                run.stdout_truncated == Some(true),
+            );
             if let Some(e) = err.as_deref().filter(|e| !e.is_empty()) {
                 if !text.is_empty() && !text.ends_with('\n') {
                     text.push('\n');
                 }
-                text.push_str(e);
+                text.push_str(&masker.mask_maybe_cut(e, run.stderr_truncated == Some(true)));
             }
             Some(cap_output(&masker.mask(&text)))
         }
@@ -261,7 +265,7 @@ pub async fn dispatch(
 }
 
 /// The version of `name` an execution pinned, checked to be still approved with the same hash.
-async fn pinned_version(
+pub(super) async fn pinned_version(
     store: &dyn Store,
     pins: &BTreeMap<String, super::PinnedScript>,
     name: &str,

@@ -44,6 +44,30 @@ pub struct ArmedTriggers {
     /// Every team and enabled notification target, read before the pass: where the started /
     /// awaiting-approval notices of the executions it fires go (routed like a manual start's).
     routing: crate::store::MonitorContext,
+    /// What each start this pass built recorded (playbook name, note), counted in the metrics
+    /// only once the pass committed ([`ArmedTriggers::committed`]).
+    notes: Mutex<Vec<(String, Arc<super::StartNote>)>>,
+}
+
+impl ArmedTriggers {
+    /// The pass that used these triggers committed: counts the starts it recorded (first
+    /// status, skips, circuit breaker openings) like the API's starts are counted. Returns
+    /// whether one of them waits for approval.
+    pub fn committed(&self) -> bool {
+        let notes = std::mem::take(
+            &mut *self
+                .notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut pending = false;
+        for (name, note) in notes {
+            note.count(&name);
+            pending |= note.status()
+                == Some(crate::playbook::machine::ExecutionStatus::PendingApproval.as_str());
+        }
+        pending
+    }
 }
 
 /// Parsed versions with triggers by playbook id, with the SHA-256 they were read at
@@ -194,6 +218,7 @@ impl Engine {
             armed,
             settings: self.0.settings.clone(),
             routing,
+            notes: Mutex::new(Vec::new()),
         })
     }
 }
@@ -263,8 +288,12 @@ impl AlertTriggers for ArmedTriggers {
                         requested_by: None,
                     },
                 }),
-                tripped: std::sync::atomic::AtomicBool::new(false),
+                note: Arc::default(),
             };
+            self.notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((a.pinned.name.clone(), Arc::clone(&first.note)));
             tracing::info!(playbook = %a.pinned.name, alert = alert.alert_id,
                 service = %service.service_name, "alert trigger fired");
             out.push(TriggeredStart {

@@ -448,10 +448,12 @@ pub(super) async fn report(
         AgentMessage::RunSkipped(s) => secrets.masker(store, s.run_id.as_str()).await,
         _ => None,
     };
-    let mask = |text: String| match &masker {
-        Some(m) => m.mask(&text),
+    // An output the agent cut at its cap may end in half a secret: that half is masked too.
+    let mask_cut = |text: String, cut: bool| match &masker {
+        Some(m) => m.mask_maybe_cut(&text, cut),
         None => text,
     };
+    let mask = |text: String| mask_cut(text, false);
     let (run_id, end) = match message {
         AgentMessage::RunAccepted(a) => {
             let base = lost_base(clock.now(), grace);
@@ -480,8 +482,8 @@ pub(super) async fn report(
                 status,
                 exit_code: r.exit_code,
                 signal: r.signal,
-                stdout: mask(r.stdout),
-                stderr: mask(r.stderr),
+                stdout: mask_cut(r.stdout, r.stdout_truncated),
+                stderr: mask_cut(r.stderr, r.stderr_truncated),
                 stdout_truncated: r.stdout_truncated,
                 stderr_truncated: r.stderr_truncated,
                 started_at: at(&r.started_at),

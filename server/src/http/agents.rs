@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use medic_protocol::MAX_FRAME_BYTES;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -46,7 +46,7 @@ fn is_connected(app: &AppState, a: &AgentRecord, now: Timestamp) -> bool {
 }
 
 /// Whether an agent may connect and whether it is connected.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Connected,
@@ -55,33 +55,33 @@ pub enum AgentStatus {
 }
 
 /// The v2 representation of an agent.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentOut {
     /// The agent's own id.
-    agent_id: String,
-    hostname: String,
-    agent_version: String,
-    os: String,
-    arch: String,
-    labels: BTreeMap<String, String>,
-    status: AgentStatus,
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub os: String,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    pub status: AgentStatus,
     /// Its session is open here, or another replica heard from it recently.
-    connected: bool,
-    session_id: Option<String>,
-    remote_addr: Option<String>,
-    first_seen_at: Time,
-    connected_at: Option<Time>,
-    disconnected_at: Option<Time>,
-    last_seen_at: Time,
-    revoked_at: Option<Time>,
-    revoked_by: Option<String>,
+    pub connected: bool,
+    pub session_id: Option<String>,
+    pub remote_addr: Option<String>,
+    pub first_seen_at: Time,
+    pub connected_at: Option<Time>,
+    pub disconnected_at: Option<Time>,
+    pub last_seen_at: Time,
+    pub revoked_at: Option<Time>,
+    pub revoked_by: Option<String>,
     /// The API key the agent last connected with.
-    key_id: Option<String>,
+    pub key_id: Option<String>,
     /// The service the agent's heartbeats are recorded on (`agent:<id>`).
-    service_id: Option<i64>,
+    pub service_id: Option<i64>,
     /// What the agent last reported about its host (in its hello, then every few minutes);
     /// `null` for an agent that reports none (older than this field).
-    host: Option<HostFactsOut>,
+    pub host: Option<HostFactsOut>,
 }
 
 /// Facts about an agent's host, as the agent read them (`sysinfo`). A fact the host's platform

@@ -8,7 +8,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -38,29 +38,29 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The v2 representation of an alert.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AlertOut {
-    alert_id: i64,
-    service_id: i64,
-    kind: schema::AlertKind,
-    name: String,
-    state: schema::AlertState,
-    priority: Option<schema::Priority>,
-    team: Option<String>,
-    summary: Option<String>,
+    pub alert_id: i64,
+    pub service_id: i64,
+    pub kind: schema::AlertKind,
+    pub name: String,
+    pub state: schema::AlertState,
+    pub priority: Option<schema::Priority>,
+    pub team: Option<String>,
+    pub summary: Option<String>,
     /// The incident's key at PagerDuty and in webhook events.
-    dedup_key: String,
-    external_reference_id: Option<String>,
-    down_since: Option<Time>,
-    created_at: Time,
-    last_notified_at: Option<Time>,
-    acknowledged_at: Option<Time>,
-    acknowledged_by: Option<String>,
-    resolved_at: Option<Time>,
-    resolved_by: Option<String>,
-    resolve_reason: Option<String>,
+    pub dedup_key: String,
+    pub external_reference_id: Option<String>,
+    pub down_since: Option<Time>,
+    pub created_at: Time,
+    pub last_notified_at: Option<Time>,
+    pub acknowledged_at: Option<Time>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<Time>,
+    pub resolved_by: Option<String>,
+    pub resolve_reason: Option<String>,
     /// The job or agent run the alert is about.
-    run_id: Option<String>,
+    pub run_id: Option<String>,
 }
 
 impl From<&Alert> for AlertOut {
@@ -307,7 +307,7 @@ async fn list_service_alerts(
 }
 
 /// Where a notification went, secrets masked.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DestinationOut {
     Slack {
@@ -337,23 +337,23 @@ impl From<&Destination> for DestinationOut {
 }
 
 /// One notification queued for a target: its attempts and how it ended.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryOut {
-    delivery_id: i64,
-    alert_id: i64,
-    target_id: Option<i64>,
-    event: schema::EventKind,
-    destination: DestinationOut,
-    state: schema::DeliveryState,
-    attempts: i32,
-    next_attempt_at: Time,
+    pub delivery_id: i64,
+    pub alert_id: i64,
+    pub target_id: Option<i64>,
+    pub event: schema::EventKind,
+    pub destination: DestinationOut,
+    pub state: schema::DeliveryState,
+    pub attempts: i32,
+    pub next_attempt_at: Time,
     /// The receiver's last HTTP status.
-    last_status: Option<i32>,
-    last_error: Option<String>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
     /// What the receiver calls the notification (Slack's message, PagerDuty's dedup key).
-    external_ref: Option<String>,
-    created_at: Time,
-    finished_at: Option<Time>,
+    pub external_ref: Option<String>,
+    pub created_at: Time,
+    pub finished_at: Option<Time>,
 }
 
 impl From<&DeliveryRecord> for DeliveryOut {

@@ -75,7 +75,7 @@ pub enum Tier {
 }
 
 /// Whether a key is usable.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     Active,
@@ -84,24 +84,24 @@ pub enum KeyStatus {
 }
 
 /// An API key as listed: never its secret.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct KeyOut {
     /// The key's public id (the part after `mdk_`).
-    id: String,
-    name: String,
-    scopes: Vec<KeyScope>,
-    status: KeyStatus,
-    created_at: Time,
-    created_by: Option<String>,
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<KeyScope>,
+    pub status: KeyStatus,
+    pub created_at: Time,
+    pub created_by: Option<String>,
     /// The person or service account the key belongs to: its creator's, for keys made
     /// through the API (`bootstrap` for the bootstrap admin key's).
-    owner_id: String,
-    expires_at: Option<Time>,
-    revoked_at: Option<Time>,
+    pub owner_id: String,
+    pub expires_at: Option<Time>,
+    pub revoked_at: Option<Time>,
     /// Absent: the server's per-route-class limits.
-    rate_limit_per_minute: Option<u32>,
+    pub rate_limit_per_minute: Option<u32>,
     /// The labels an agent connecting with this key may carry.
-    labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl KeyOut {
@@ -130,18 +130,18 @@ impl KeyOut {
 }
 
 /// A new API key, with its secret: shown once, never again.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedKeyOut {
     #[serde(flatten)]
-    record: KeyOut,
+    pub record: KeyOut,
     /// The whole key to send as `Authorization: Bearer <key>`.
-    key: String,
+    pub key: String,
 }
 
 /// A revoked key.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RevokedKeyOut {
-    id: String,
+    pub id: String,
 }
 
 /// Create an API key. The key itself is in the response and never shown again.

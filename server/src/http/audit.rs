@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,21 +41,21 @@ pub fn entry(
 }
 
 /// One entry of the audit log.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntryOut {
-    id: i64,
-    action_type: String,
+    pub id: i64,
+    pub action_type: String,
     /// The API key that made the change, as `name (id)` (`bootstrap-admin` for the bootstrap
     /// key), or the component that did.
-    actor: String,
+    pub actor: String,
     /// Whom the caller said it acted for (the `X-Actor` header), as told: not verified.
-    on_behalf_of: Option<String>,
-    service_id: Option<i64>,
-    execution_id: Option<i64>,
+    pub on_behalf_of: Option<String>,
+    pub service_id: Option<i64>,
+    pub execution_id: Option<i64>,
     /// What changed; its shape depends on `action_type`.
     #[schema(value_type = Object)]
-    details: serde_json::Value,
-    timestamp: Time,
+    pub details: serde_json::Value,
+    pub timestamp: Time,
 }
 
 impl From<&AuditEntry> for AuditEntryOut {

@@ -38,15 +38,15 @@ pub struct BreakerResetIn {
     service_id: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct BreakerResetOut {
-    scope: String,
+    pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    playbook_id: Option<i64>,
+    pub playbook_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    service_id: Option<i64>,
-    reset_at: Time,
-    reset_by: String,
+    pub service_id: Option<i64>,
+    pub reset_at: Time,
+    pub reset_by: String,
 }
 
 /// Reset a circuit breaker scope (admin). Audited as `circuit_breaker_reset`.

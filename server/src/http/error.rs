@@ -7,18 +7,19 @@
 //! A database that cannot be reached ([`StoreError::Unavailable`], a failed heartbeat batch, a
 //! timed-out request) is never the caller's fault and never final: it is a 503 with
 //! `Retry-After` ([`ApiError::unavailable`], [`ApiError::retry_later`]), so clients and load
-//! balancers back off and try again instead of treating it as a server bug.
+//! balancers back off and try again instead of treating it as a server bug. A statement the
+//! database refused for another reason ([`StoreError::Failed`]) is a 500.
 
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
 /// The body of every v1/v2 answer: `{"success", "message", "results"}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Envelope<T> {
     /// `true` on every 2xx answer.
     pub success: bool,
@@ -28,7 +29,7 @@ pub struct Envelope<T> {
 }
 
 /// The `results` of an answer that carries none: the empty string, as the legacy API has it.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub enum NoResults {
     #[serde(rename = "")]
     Empty,
@@ -36,7 +37,7 @@ pub enum NoResults {
 
 /// The body of every error answer: `success` is `false`, `message` says what went wrong and
 /// `results` is `""`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorEnvelope {
     /// Always `false`.
     pub success: bool,
@@ -45,7 +46,7 @@ pub struct ErrorEnvelope {
 }
 
 /// The body of a 429: the error envelope plus the seconds to wait (also in `Retry-After`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RateLimitedEnvelope {
     /// Always `false`.
     pub success: bool,
@@ -153,7 +154,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(_) => Self::conflict("A conflicting record already exists."),
             StoreError::Unavailable(_) => Self::unavailable(&e),
-            StoreError::Config(_) | StoreError::Migration(_) => Self::internal(&e),
+            StoreError::Failed(_) | StoreError::Config(_) | StoreError::Migration(_) => {
+                Self::internal(&e)
+            }
         }
     }
 }

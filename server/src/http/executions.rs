@@ -48,73 +48,73 @@ pub fn owner_of(p: &Principal) -> String {
 }
 
 /// One agent run of a script step.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepRunOut {
-    agent_id: String,
-    run_id: String,
-    dispatched: bool,
-    ok: Option<bool>,
-    exit_code: Option<i32>,
-    error: Option<String>,
+    pub agent_id: String,
+    pub run_id: String,
+    pub dispatched: bool,
+    pub ok: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
 }
 
 /// One step of an execution's timeline.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepOut {
-    index: usize,
-    name: String,
+    pub index: usize,
+    pub name: String,
     /// `webhook`, `script`, `wait` or `condition`.
-    kind: String,
-    status: schema::StepStatus,
+    pub kind: String,
+    pub status: schema::StepStatus,
     /// 1, or more when a step marked `idempotent: true` was sent again after a restart.
-    attempt: u32,
-    started_at: Time,
-    finished_at: Option<Time>,
+    pub attempt: u32,
+    pub started_at: Time,
+    pub finished_at: Option<Time>,
     /// When a wait ends, or when a condition gives up.
-    deadline: Option<Time>,
-    exit_code: Option<i32>,
-    http_status: Option<u16>,
+    pub deadline: Option<Time>,
+    pub exit_code: Option<i32>,
+    pub http_status: Option<u16>,
     /// Captured and capped output (64 KiB), secrets masked.
-    output: Option<String>,
-    error: Option<String>,
-    runs: Vec<StepRunOut>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub runs: Vec<StepRunOut>,
 }
 
 /// How the approval was decided.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApprovalOut {
-    outcome: schema::ApprovalOutcome,
-    by: Option<String>,
-    at: Time,
-    reason: Option<String>,
+    pub outcome: schema::ApprovalOutcome,
+    pub by: Option<String>,
+    pub at: Time,
+    pub reason: Option<String>,
 }
 
 /// A playbook execution and its step timeline.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionOut {
-    execution_id: i64,
-    playbook_id: i64,
-    playbook_name: String,
+    pub execution_id: i64,
+    pub playbook_id: i64,
+    pub playbook_name: String,
     /// The playbook version the execution pinned when it started.
-    playbook_version: i64,
-    playbook_sha256: String,
-    service_id: Option<i64>,
-    alert_id: Option<i64>,
-    trigger: schema::ExecutionTrigger,
-    status: schema::ExecutionStatus,
+    pub playbook_version: i64,
+    pub playbook_sha256: String,
+    pub service_id: Option<i64>,
+    pub alert_id: Option<i64>,
+    pub trigger: schema::ExecutionTrigger,
+    pub status: schema::ExecutionStatus,
     /// Who requested it, as the four-eyes rule compares: `owner:<key owner>` or
     /// `slack:<user id>`; absent for alert triggers.
-    requested_by: Option<String>,
+    pub requested_by: Option<String>,
     /// The API key that requested it.
-    requested_by_key: Option<String>,
-    created_at: Time,
-    updated_at: Time,
-    finished_at: Option<Time>,
+    pub requested_by_key: Option<String>,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub finished_at: Option<Time>,
     /// The next durable timer: approval deadline, end of a wait, next condition check.
-    wake_at: Option<Time>,
-    error: Option<String>,
-    approval: Option<ApprovalOut>,
-    steps: Vec<StepOut>,
+    pub wake_at: Option<Time>,
+    pub error: Option<String>,
+    pub approval: Option<ApprovalOut>,
+    pub steps: Vec<StepOut>,
 }
 
 impl ExecutionOut {

@@ -401,7 +401,7 @@ pub fn actor(
 }
 
 /// A page of a v2 list: `{entries, total_count, limit, offset, has_more}`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub entries: Vec<T>,
     /// Entries matching the filter, on every page.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The state of the server or of one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Healthy,
@@ -44,65 +44,65 @@ pub enum HealthStatus {
 }
 
 /// `GET /health`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HealthOut {
-    status: HealthStatus,
+    pub status: HealthStatus,
     /// The server's version.
-    version: String,
-    uptime_seconds: u64,
+    pub version: String,
+    pub uptime_seconds: u64,
     /// The server's clock when it answered (the old service's CLI shows it).
-    timestamp: Time,
-    components: Components,
+    pub timestamp: Time,
+    pub components: Components,
 }
 
 /// The components the deployment configured.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Components {
-    database: DatabaseHealth,
+    pub database: DatabaseHealth,
     /// Present only when `REDIS_URL` is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    redis: Option<RedisHealth>,
-    rate_limiter: LimiterHealth,
+    pub redis: Option<RedisHealth>,
+    pub rate_limiter: LimiterHealth,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DatabaseHealth {
-    status: HealthStatus,
+    pub status: HealthStatus,
     /// `sqlite` or `postgres`.
-    backend: String,
+    pub backend: String,
     /// How long the ping took.
-    latency_ms: f64,
+    pub latency_ms: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RedisHealth {
-    status: HealthStatus,
+    pub status: HealthStatus,
     /// Null when Redis did not answer.
-    latency_ms: Option<f64>,
+    pub latency_ms: Option<f64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LimiterHealth {
-    status: HealthStatus,
+    pub status: HealthStatus,
     /// Where the counters live: `memory` or `redis`.
-    backend: String,
+    pub backend: String,
 }
 
 /// `GET /health/live`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LiveOut {
     /// Always `alive`.
-    status: String,
+    pub status: String,
 }
 
 /// `GET /health/ready`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReadyOut {
     /// `ready` or `not_ready`.
-    status: String,
+    pub status: String,
     /// Why not (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// Runs a database question within the readiness deadline; a late answer is a failure.

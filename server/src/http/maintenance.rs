@@ -60,7 +60,7 @@ pub enum WindowDoc {
 }
 
 /// What a window applies to.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ScopeOut {
     Service,
@@ -69,19 +69,19 @@ pub enum ScopeOut {
 }
 
 /// The v2 representation of a window; `active` is evaluated at the time of the answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WindowOut {
-    window_id: i64,
-    scope: ScopeOut,
-    service_id: Option<i64>,
-    team_id: Option<i64>,
+    pub window_id: i64,
+    pub scope: ScopeOut,
+    pub service_id: Option<i64>,
+    pub team_id: Option<i64>,
     #[schema(value_type = WindowDoc)]
-    window: MaintenanceWindow,
+    pub window: MaintenanceWindow,
     /// Whether the window is open now.
-    active: bool,
-    reason: Option<String>,
-    created_by: String,
-    created_at: Time,
+    pub active: bool,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_at: Time,
 }
 
 impl WindowOut {
@@ -106,9 +106,9 @@ impl WindowOut {
 }
 
 /// A deleted window.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeletedWindowOut {
-    window_id: i64,
+    pub window_id: i64,
 }
 
 fn service_of(w: &MaintenanceWindowRecord) -> Option<ServiceId> {

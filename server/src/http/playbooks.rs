@@ -140,19 +140,16 @@ impl Catalog for Recorder {
         true
     }
     fn server_scripts_enabled(&self) -> bool {
-        SERVER_SCRIPTS
+        true
     }
 }
-
-/// Whether `on: server` is accepted. No setting enables scripts on the server yet
-/// (`MEDIC_SERVER_SCRIPTS` comes with the engine that runs them), so such a step is refused
-/// with a problem naming that setting.
-const SERVER_SCRIPTS: bool = false;
 
 /// What the store holds, for the names a document uses.
 pub struct StoreCatalog {
     scripts: BTreeSet<String>,
     secrets: BTreeSet<String>,
+    /// The scripts the operator allowed on the server (`MEDIC_SERVER_SCRIPTS`).
+    server_scripts: BTreeSet<String>,
 }
 
 impl Catalog for StoreCatalog {
@@ -163,7 +160,10 @@ impl Catalog for StoreCatalog {
         self.secrets.contains(name)
     }
     fn server_scripts_enabled(&self) -> bool {
-        SERVER_SCRIPTS
+        !self.server_scripts.is_empty()
+    }
+    fn server_script_allowed(&self, name: &str) -> bool {
+        self.server_scripts.contains(name)
     }
 }
 
@@ -207,6 +207,11 @@ pub async fn check(app: &AppState, text: &str) -> Result<Checked, ApiError> {
     let catalog = StoreCatalog {
         scripts: known_scripts,
         secrets: known_secrets,
+        server_scripts: app
+            .engine
+            .server_scripts()
+            .map(|s| s.allow.clone())
+            .unwrap_or_default(),
     };
     Ok(Checked {
         result: validate(text, &catalog),
@@ -217,16 +222,16 @@ pub async fn check(app: &AppState, text: &str) -> Result<Checked, ApiError> {
 // ---- response types -------------------------------------------------------------------------
 
 /// One problem with a document: where it is and what is wrong.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProblemOut {
     /// The step's name, when the problem is inside a step.
-    step: Option<String>,
+    pub step: Option<String>,
     /// The field, as a path inside the step or the document (`timeout`, `inputs.unit.default`).
-    field: String,
+    pub field: String,
     /// 1-based line in the document, where known.
-    line: Option<u32>,
-    column: Option<u32>,
-    message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub message: String,
 }
 
 impl From<&Problem> for ProblemOut {
@@ -242,14 +247,14 @@ impl From<&Problem> for ProblemOut {
 }
 
 /// The body of a 400 for an invalid document: the error envelope plus every problem.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InvalidPlaybookEnvelope {
     /// Always `false`.
-    success: bool,
+    pub success: bool,
     /// Every problem, in one sentence each.
-    message: String,
-    results: NoResults,
-    problems: Vec<ProblemOut>,
+    pub message: String,
+    pub results: NoResults,
+    pub problems: Vec<ProblemOut>,
 }
 
 /// The answer for a document that is not valid: 413 when too large, else 400 with every
@@ -271,23 +276,23 @@ fn refused(e: &DocumentError) -> ApiError {
 }
 
 /// A stored version; `source` (the document text) only where a route says so.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlaybookVersionOut {
-    playbook_id: i64,
+    pub playbook_id: i64,
     /// The document's `name` in this version.
-    name: String,
+    pub name: String,
     #[schema(minimum = 1)]
-    version: i32,
+    pub version: i32,
     /// Hex SHA-256 of the document's UTF-8 bytes.
-    sha256: String,
-    author: String,
+    pub sha256: String,
+    pub author: String,
     /// The API key that stored the version (none for the bootstrap admin key).
-    author_key: Option<String>,
-    created_at: Time,
+    pub author_key: Option<String>,
+    pub created_at: Time,
     /// Whether the playbook is enabled now.
-    enabled: bool,
+    pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<String>,
+    pub source: Option<String>,
 }
 
 impl PlaybookVersionOut {
@@ -307,14 +312,14 @@ impl PlaybookVersionOut {
 }
 
 /// A version in a playbook's history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionSummaryOut {
     #[schema(minimum = 1)]
-    version: i32,
-    sha256: String,
-    author: String,
-    author_key: Option<String>,
-    created_at: Time,
+    pub version: i32,
+    pub sha256: String,
+    pub author: String,
+    pub author_key: Option<String>,
+    pub created_at: Time,
 }
 
 impl From<&PlaybookVersionInfo> for VersionSummaryOut {
@@ -330,20 +335,20 @@ impl From<&PlaybookVersionInfo> for VersionSummaryOut {
 }
 
 /// A playbook in a list.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlaybookSummaryOut {
-    playbook_id: i64,
-    name: String,
-    description: Option<String>,
-    enabled: bool,
+    pub playbook_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
     #[schema(minimum = 1)]
-    current_version: i32,
+    pub current_version: i32,
     /// The current version's SHA-256.
-    sha256: String,
-    created_at: Time,
-    updated_at: Time,
-    disabled_at: Option<Time>,
-    disabled_by: Option<String>,
+    pub sha256: String,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub disabled_at: Option<Time>,
+    pub disabled_by: Option<String>,
 }
 
 impl From<&PlaybookRecord> for PlaybookSummaryOut {
@@ -364,13 +369,13 @@ impl From<&PlaybookRecord> for PlaybookSummaryOut {
 }
 
 /// A playbook: its row, its current version with the document, and its history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlaybookOut {
     #[serde(flatten)]
-    summary: PlaybookSummaryOut,
-    current: PlaybookVersionOut,
+    pub summary: PlaybookSummaryOut,
+    pub current: PlaybookVersionOut,
     /// Every version, oldest first.
-    versions: Vec<VersionSummaryOut>,
+    pub versions: Vec<VersionSummaryOut>,
 }
 
 impl From<&Playbook> for PlaybookOut {
@@ -384,95 +389,95 @@ impl From<&Playbook> for PlaybookOut {
 }
 
 /// A declared input of a plan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InputOut {
-    name: String,
+    pub name: String,
     /// `string`, `integer` or `boolean`.
     #[serde(rename = "type")]
-    kind: String,
-    required: bool,
-    default: Option<String>,
-    description: Option<String>,
+    pub kind: String,
+    pub required: bool,
+    pub default: Option<String>,
+    pub description: Option<String>,
 }
 
 /// An alert trigger of a plan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TriggerOut {
-    service: Option<String>,
-    heartbeat: Option<String>,
-    team: Option<String>,
+    pub service: Option<String>,
+    pub heartbeat: Option<String>,
+    pub team: Option<String>,
     /// Alert kinds; empty means every kind.
-    kinds: Vec<String>,
-    consecutive_failures: u32,
+    pub kinds: Vec<String>,
+    pub consecutive_failures: u32,
     /// `30m`, `1h`, …
-    cooldown: Option<String>,
+    pub cooldown: Option<String>,
 }
 
 /// A step of a plan: its kind's settings, with durations written as in documents (`5m`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepOut {
-    name: String,
+    pub name: String,
     /// `webhook`, `script`, `wait` or `condition`.
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: String,
     /// `fail`, `continue` or `escalate`.
-    on_failure: String,
+    pub on_failure: String,
     /// webhook: method and URL (as written, before substitution).
     #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<String>,
+    pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<String>,
+    pub url: Option<String>,
     /// webhook header names.
     #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<Vec<String>>,
+    pub headers: Option<Vec<String>>,
     /// webhook: `text`, `json` or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<String>,
+    pub body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    success_codes: Option<Vec<u16>>,
+    pub success_codes: Option<Vec<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    idempotent: Option<bool>,
+    pub idempotent: Option<bool>,
     /// script: the script's name, where it runs (`server`, `agents:a,b`, `labels:k=v,…`), how
     /// many must succeed, the fan-out limit and the parameter names.
     #[serde(skip_serializing_if = "Option::is_none")]
-    script: Option<String>,
+    pub script: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    on: Option<String>,
+    pub on: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    require: Option<String>,
+    pub require: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    max_parallel: Option<u32>,
+    pub max_parallel: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<Vec<String>>,
+    pub params: Option<Vec<String>>,
     /// webhook and script.
     #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<String>,
+    pub timeout: Option<String>,
     /// wait.
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<String>,
+    pub duration: Option<String>,
     /// condition: the check's kind and its deadlines.
     #[serde(skip_serializing_if = "Option::is_none")]
-    check: Option<String>,
+    pub check: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    within: Option<String>,
+    pub within: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    every: Option<String>,
+    pub every: Option<String>,
 }
 
 /// A validated playbook as the engine will run it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlanOut {
-    name: String,
-    description: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
     /// `none`, `required` or `timeout:<N>m`.
-    approval: String,
-    inputs: Vec<InputOut>,
-    triggers: Vec<TriggerOut>,
+    pub approval: String,
+    pub inputs: Vec<InputOut>,
+    pub triggers: Vec<TriggerOut>,
     /// The playbook's own executions-per-hour limit.
-    max_per_hour: Option<u32>,
-    steps: Vec<StepOut>,
+    pub max_per_hour: Option<u32>,
+    pub steps: Vec<StepOut>,
     /// Hex SHA-256 of the document's UTF-8 bytes (what its version will record).
-    sha256: String,
+    pub sha256: String,
 }
 
 fn step_out(step: &crate::playbook::plan::Step) -> StepOut {
@@ -603,15 +608,15 @@ impl From<&Plan> for PlanOut {
 }
 
 /// The dry run's answer: the plan when the document is valid, else every problem.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ValidateOut {
-    valid: bool,
-    plan: Option<PlanOut>,
-    problems: Vec<ProblemOut>,
+    pub valid: bool,
+    pub plan: Option<PlanOut>,
+    pub problems: Vec<ProblemOut>,
     /// Hex SHA-256 of the document's UTF-8 bytes.
-    sha256: String,
+    pub sha256: String,
     /// The secrets the document references.
-    secrets: Vec<String>,
+    pub secrets: Vec<String>,
 }
 
 // ---- handlers -------------------------------------------------------------------------------
@@ -971,16 +976,16 @@ pub struct ExecuteIn {
 }
 
 /// What COMPAT promises a start answers with.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StartedOut {
-    execution_id: i64,
-    playbook_id: i64,
-    playbook_name: String,
-    playbook_version: i64,
+    pub execution_id: i64,
+    pub playbook_id: i64,
+    pub playbook_name: String,
+    pub playbook_version: i64,
     /// `running`, `pending_approval`, or `skipped` when the circuit breaker is open.
-    status: String,
-    service_id: Option<i64>,
-    trigger: String,
+    pub status: String,
+    pub service_id: Option<i64>,
+    pub trigger: String,
 }
 
 /// Who starts an execution through HTTP.

@@ -88,35 +88,35 @@ pub struct CreateRunIn {
 }
 
 /// A run of a script on an agent.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunOut {
-    run_id: String,
-    agent_id: String,
-    script_id: i64,
-    script_version: i32,
-    parameters: BTreeMap<String, String>,
-    timeout_seconds: i32,
-    status: schema::AgentRunStatus,
-    requested_by: String,
-    created_at: Time,
-    dispatched_at: Option<Time>,
-    started_at: Option<Time>,
-    finished_at: Option<Time>,
-    exit_code: Option<i32>,
+    pub run_id: String,
+    pub agent_id: String,
+    pub script_id: i64,
+    pub script_version: i32,
+    pub parameters: BTreeMap<String, String>,
+    pub timeout_seconds: i32,
+    pub status: schema::AgentRunStatus,
+    pub requested_by: String,
+    pub created_at: Time,
+    pub dispatched_at: Option<Time>,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub exit_code: Option<i32>,
     /// The signal that ended the script, if one did.
-    signal: Option<i32>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-    stdout_truncated: Option<bool>,
-    stderr_truncated: Option<bool>,
-    duration_ms: Option<i64>,
+    pub signal: Option<i32>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub stdout_truncated: Option<bool>,
+    pub stderr_truncated: Option<bool>,
+    pub duration_ms: Option<i64>,
     /// Why the agent refused the run (`refused` runs).
-    refusal_reason: Option<String>,
-    refusal_detail: Option<String>,
+    pub refusal_reason: Option<String>,
+    pub refusal_detail: Option<String>,
     /// When a run still queued expires.
-    expires_at: Option<Time>,
+    pub expires_at: Option<Time>,
     /// When the server stored the agent's result or refusal.
-    reported_at: Option<Time>,
+    pub reported_at: Option<Time>,
 }
 
 impl From<&AgentRun> for RunOut {
@@ -150,15 +150,15 @@ impl From<&AgentRun> for RunOut {
 }
 
 /// The runs one request queued on several agents.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunsQueuedOut {
-    run_ids: Vec<String>,
-    runs: Vec<RunOut>,
+    pub run_ids: Vec<String>,
+    pub runs: Vec<RunOut>,
 }
 
 /// What `POST /v2/runs` answers: the run (`agent_id`), or every run queued (`agent_ids`,
 /// `labels`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum QueuedOut {
     One(Box<RunOut>),

@@ -4,9 +4,9 @@
 //! Each enumeration mirrors a domain or store type and is built from it by an exhaustive
 //! `From`, so a new variant there fails to compile here until the API says how it is spelled;
 //! a test pins each spelling to the source type's `as_str`. Nothing here is read from
-//! requests.
+//! requests; the types deserialize too so that the `medic` CLI reads answers back into them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
@@ -14,7 +14,7 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::domain::Timestamp;
 
 /// A point in time: RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T18:27:47.123+00:00`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Time(pub Timestamp);
 
@@ -33,7 +33,7 @@ impl PartialSchema for Time {
 impl ToSchema for Time {}
 
 /// A 0/1 flag, as the v1 API answers booleans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Bit(i32);
 
@@ -72,7 +72,7 @@ pub fn time(t: Option<Timestamp>) -> Option<Time> {
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident from $src:ty { $($variant:ident = $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant),+
         }

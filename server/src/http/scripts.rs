@@ -44,29 +44,29 @@ pub fn router() -> OpenApiRouter<AppState> {
 const MAX_TEXT: usize = 1024;
 
 /// The v2 representation of a script version; `content` only where a route says so.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionOut {
     #[schema(minimum = 1)]
-    version: i32,
+    pub version: i32,
     /// `bash`, `sh` or `python3`.
-    interpreter: String,
+    pub interpreter: String,
     /// Hex SHA-256 of the content's UTF-8 bytes.
-    sha256: String,
-    description: Option<String>,
-    status: schema::ScriptStatus,
-    created_by: String,
+    pub sha256: String,
+    pub description: Option<String>,
+    pub status: schema::ScriptStatus,
+    pub created_by: String,
     /// The API key that registered the version.
-    created_by_key: Option<String>,
+    pub created_by_key: Option<String>,
     /// The owner of that key (four-eyes compares owners).
-    created_by_owner: Option<String>,
-    created_at: Time,
-    decided_by: Option<String>,
-    decided_by_key: Option<String>,
-    decided_by_owner: Option<String>,
-    decided_at: Option<Time>,
-    decision_reason: Option<String>,
+    pub created_by_owner: Option<String>,
+    pub created_at: Time,
+    pub decided_by: Option<String>,
+    pub decided_by_key: Option<String>,
+    pub decided_by_owner: Option<String>,
+    pub decided_at: Option<Time>,
+    pub decision_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<String>,
+    pub content: Option<String>,
 }
 
 impl VersionOut {
@@ -92,12 +92,12 @@ impl VersionOut {
 }
 
 /// A script in a list: its latest version, without content.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ScriptSummaryOut {
-    script_id: i64,
-    name: String,
-    created_at: Time,
-    latest_version: Option<VersionOut>,
+    pub script_id: i64,
+    pub name: String,
+    pub created_at: Time,
+    pub latest_version: Option<VersionOut>,
 }
 
 impl From<&Script> for ScriptSummaryOut {
@@ -112,12 +112,12 @@ impl From<&Script> for ScriptSummaryOut {
 }
 
 /// A script with every version, oldest first, content included.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ScriptOut {
-    script_id: i64,
-    name: String,
-    created_at: Time,
-    versions: Vec<VersionOut>,
+    pub script_id: i64,
+    pub name: String,
+    pub created_at: Time,
+    pub versions: Vec<VersionOut>,
 }
 
 impl From<&Script> for ScriptOut {
@@ -136,13 +136,13 @@ impl From<&Script> for ScriptOut {
 }
 
 /// A registered version in brief.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisteredOut {
-    script_id: i64,
-    name: String,
-    version: i32,
-    sha256: String,
-    status: schema::ScriptStatus,
+    pub script_id: i64,
+    pub name: String,
+    pub version: i32,
+    pub sha256: String,
+    pub status: schema::ScriptStatus,
 }
 
 impl RegisteredOut {
@@ -158,12 +158,12 @@ impl RegisteredOut {
 }
 
 /// A decided version with its script.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DecidedOut {
-    script_id: i64,
-    name: String,
+    pub script_id: i64,
+    pub name: String,
     #[serde(flatten)]
-    version: VersionOut,
+    pub version: VersionOut,
 }
 
 fn optional_text(raw: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {

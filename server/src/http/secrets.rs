@@ -33,15 +33,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 
 /// A secret as the API shows it: never its value.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SecretOut {
-    name: String,
+    pub name: String,
     /// The id of the key the value is sealed under (derived from the key; not the key).
-    key_id: String,
-    created_at: Time,
-    created_by: String,
-    updated_at: Time,
-    updated_by: String,
+    pub key_id: String,
+    pub created_at: Time,
+    pub created_by: String,
+    pub updated_at: Time,
+    pub updated_by: String,
 }
 
 impl From<&SecretInfo> for SecretOut {

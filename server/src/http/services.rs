@@ -42,31 +42,31 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_REASON_LEN: usize = 500;
 
 /// The v2 representation of a service.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceOut {
-    service_id: i64,
-    heartbeat_name: String,
-    service_name: String,
-    environment: Option<String>,
-    active: bool,
+    pub service_id: i64,
+    pub heartbeat_name: String,
+    pub service_name: String,
+    pub environment: Option<String>,
+    pub active: bool,
     /// Expected seconds between heartbeats.
-    interval_seconds: i64,
-    grace_seconds: i64,
-    threshold: i32,
-    team: String,
-    priority: schema::Priority,
-    runbook: Option<String>,
-    state: schema::ServiceState,
-    muted: bool,
-    mute: Option<MuteOut>,
-    max_duration_ms: Option<i64>,
-    schedule: Option<ScheduleOut>,
-    renotify_seconds: Option<i64>,
-    parent_id: Option<i64>,
-    alert_on_failure: bool,
-    last_heartbeat_at: Option<Time>,
-    created_at: Time,
-    updated_at: Time,
+    pub interval_seconds: i64,
+    pub grace_seconds: i64,
+    pub threshold: i32,
+    pub team: String,
+    pub priority: schema::Priority,
+    pub runbook: Option<String>,
+    pub state: schema::ServiceState,
+    pub muted: bool,
+    pub mute: Option<MuteOut>,
+    pub max_duration_ms: Option<i64>,
+    pub schedule: Option<ScheduleOut>,
+    pub renotify_seconds: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub alert_on_failure: bool,
+    pub last_heartbeat_at: Option<Time>,
+    pub created_at: Time,
+    pub updated_at: Time,
 }
 
 impl From<&Service> for ServiceOut {
@@ -99,12 +99,12 @@ impl From<&Service> for ServiceOut {
 }
 
 /// Since when and until when a service is muted.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MuteOut {
-    at: Time,
+    pub at: Time,
     /// Absent: until unmuted.
-    until: Option<Time>,
-    reason: Option<String>,
+    pub until: Option<Time>,
+    pub reason: Option<String>,
 }
 
 impl From<&Mute> for MuteOut {
@@ -118,10 +118,10 @@ impl From<&Mute> for MuteOut {
 }
 
 /// An expected schedule: a cron expression in an IANA time zone.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleOut {
-    cron: String,
-    timezone: String,
+    pub cron: String,
+    pub timezone: String,
 }
 
 impl From<&ScheduleSpec> for ScheduleOut {
@@ -134,24 +134,24 @@ impl From<&ScheduleSpec> for ScheduleOut {
 }
 
 /// A deleted service and the snapshot that restores it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeletedServiceOut {
-    service_id: i64,
-    snapshot_id: i64,
+    pub service_id: i64,
+    pub snapshot_id: i64,
 }
 
 /// A heartbeat of one service.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatOut {
-    heartbeat_id: i64,
-    service_id: i64,
-    heartbeat_name: String,
-    service_name: String,
-    status: String,
-    run_id: Option<String>,
-    time: Time,
-    team: String,
-    priority: schema::Priority,
+    pub heartbeat_id: i64,
+    pub service_id: i64,
+    pub heartbeat_name: String,
+    pub service_name: String,
+    pub status: String,
+    pub run_id: Option<String>,
+    pub time: Time,
+    pub team: String,
+    pub priority: schema::Priority,
 }
 
 impl From<&HeartbeatRow> for HeartbeatOut {
@@ -171,27 +171,27 @@ impl From<&HeartbeatRow> for HeartbeatOut {
 }
 
 /// A page of heartbeats: like [`Page`] without the total, which a large table makes costly.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatPage {
-    entries: Vec<HeartbeatOut>,
-    limit: u32,
-    offset: u32,
-    has_more: bool,
+    pub entries: Vec<HeartbeatOut>,
+    pub limit: u32,
+    pub offset: u32,
+    pub has_more: bool,
 }
 
 /// A job run of a service, from its signals.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobRunOut {
-    id: i64,
-    service_id: i64,
-    run_id: String,
-    status: schema::RunStatus,
-    started_at: Option<Time>,
-    finished_at: Option<Time>,
-    duration_ms: Option<i64>,
-    exit_code: Option<i32>,
-    body: Option<String>,
-    body_truncated: bool,
+    pub id: i64,
+    pub service_id: i64,
+    pub run_id: String,
+    pub status: schema::RunStatus,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub body: Option<String>,
+    pub body_truncated: bool,
 }
 
 impl From<&JobRun> for JobRunOut {

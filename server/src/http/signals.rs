@@ -45,7 +45,7 @@ pub struct SignalIn {
 }
 
 /// How a job signal left its run.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum SignalStatus {
     Started,
@@ -54,22 +54,22 @@ pub enum SignalStatus {
 }
 
 /// A recorded job signal.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SignalOut {
-    service_id: i64,
-    heartbeat_name: String,
-    status: SignalStatus,
-    run_id: String,
-    exit_code: Option<i32>,
+    pub service_id: i64,
+    pub heartbeat_name: String,
+    pub status: SignalStatus,
+    pub run_id: String,
+    pub exit_code: Option<i32>,
     /// Whether the stored body kept only the tail of what was sent.
-    body_truncated: bool,
+    pub body_truncated: bool,
     /// Present once the run has both a start and an end.
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
     /// Present when the service has `max_duration_ms` and the run has a duration: whether the
     /// run took longer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration_alert: Option<bool>,
+    pub duration_alert: Option<bool>,
 }
 
 impl SignalOut {
@@ -97,17 +97,17 @@ impl SignalOut {
 }
 
 /// Run-duration statistics of a service; the figures are null below 5 finished runs.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatsOut {
-    service_id: i64,
+    pub service_id: i64,
     /// Finished runs considered (the last 100 at most).
-    run_count: usize,
-    avg_duration_ms: Option<f64>,
-    p50_duration_ms: Option<i64>,
-    p95_duration_ms: Option<i64>,
-    p99_duration_ms: Option<i64>,
-    min_duration_ms: Option<i64>,
-    max_duration_ms: Option<i64>,
+    pub run_count: usize,
+    pub avg_duration_ms: Option<f64>,
+    pub p50_duration_ms: Option<i64>,
+    pub p95_duration_ms: Option<i64>,
+    pub p99_duration_ms: Option<i64>,
+    pub min_duration_ms: Option<i64>,
+    pub max_duration_ms: Option<i64>,
 }
 
 impl StatsOut {

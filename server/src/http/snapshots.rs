@@ -27,23 +27,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The before-image of a service change.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotOut {
-    snapshot_id: i64,
-    service_id: i64,
-    action_type: schema::SnapshotAction,
+    pub snapshot_id: i64,
+    pub service_id: i64,
+    pub action_type: schema::SnapshotAction,
     /// The service as it was before the change.
-    snapshot_data: StoredServiceOut,
+    pub snapshot_data: StoredServiceOut,
     /// The API key that made the change, as `name (id)`.
-    actor: String,
+    pub actor: String,
     /// Whom the key said it acted for (`X-Actor`), as told: not verified.
-    on_behalf_of: Option<String>,
-    created_at: Time,
-    restored_at: Option<Time>,
+    pub on_behalf_of: Option<String>,
+    pub created_at: Time,
+    pub restored_at: Option<Time>,
     /// The API key that restored it.
-    restored_by: Option<String>,
+    pub restored_by: Option<String>,
     /// Whom that key said it restored for (the body's `actor`, else `X-Actor`).
-    restored_on_behalf_of: Option<String>,
+    pub restored_on_behalf_of: Option<String>,
 }
 
 impl From<&Snapshot> for SnapshotOut {
@@ -65,26 +65,26 @@ impl From<&Snapshot> for SnapshotOut {
 
 /// A service as a snapshot keeps it (the stored form: `id`, and the monitor's settings under
 /// `monitoring`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StoredServiceOut {
-    id: i64,
-    heartbeat_name: String,
-    service_name: String,
-    environment: Option<String>,
-    active: bool,
-    interval_seconds: i64,
-    threshold: i32,
-    grace_seconds: i64,
-    team: String,
-    priority: schema::Priority,
-    runbook: Option<String>,
-    state: schema::ServiceState,
-    mute: Option<MuteOut>,
-    max_duration_ms: Option<i64>,
-    last_heartbeat_at: Option<Time>,
-    created_at: Time,
-    updated_at: Time,
-    monitoring: MonitoringOut,
+    pub id: i64,
+    pub heartbeat_name: String,
+    pub service_name: String,
+    pub environment: Option<String>,
+    pub active: bool,
+    pub interval_seconds: i64,
+    pub threshold: i32,
+    pub grace_seconds: i64,
+    pub team: String,
+    pub priority: schema::Priority,
+    pub runbook: Option<String>,
+    pub state: schema::ServiceState,
+    pub mute: Option<MuteOut>,
+    pub max_duration_ms: Option<i64>,
+    pub last_heartbeat_at: Option<Time>,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub monitoring: MonitoringOut,
 }
 
 impl From<&Service> for StoredServiceOut {
@@ -113,12 +113,12 @@ impl From<&Service> for StoredServiceOut {
 }
 
 /// The monitor's settings of a stored service.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MonitoringOut {
-    schedule: Option<ScheduleOut>,
-    renotify_seconds: Option<i64>,
-    parent_id: Option<i64>,
-    alert_on_failure: bool,
+    pub schedule: Option<ScheduleOut>,
+    pub renotify_seconds: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub alert_on_failure: bool,
 }
 
 impl From<&Monitoring> for MonitoringOut {

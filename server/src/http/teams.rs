@@ -102,16 +102,16 @@ pub enum DayDoc {
 }
 
 /// The v2 representation of a team.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TeamOut {
-    team_id: i64,
-    name: String,
+    pub team_id: i64,
+    pub name: String,
     /// Absent: every moment counts as inside working hours.
     #[schema(value_type = Option<WorkingHoursDoc>)]
-    working_hours: Option<WorkingHoursSpec>,
-    slack_channel: Option<String>,
-    created_at: Time,
-    updated_at: Time,
+    pub working_hours: Option<WorkingHoursSpec>,
+    pub slack_channel: Option<String>,
+    pub created_at: Time,
+    pub updated_at: Time,
 }
 
 impl From<&Team> for TeamOut {
@@ -128,19 +128,19 @@ impl From<&Team> for TeamOut {
 }
 
 /// A deleted team.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeletedTeamOut {
-    team_id: i64,
+    pub team_id: i64,
 }
 
 /// A deleted notification target.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeletedTargetOut {
-    target_id: i64,
+    pub target_id: i64,
 }
 
 /// How a target is notified.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     Slack,
@@ -149,7 +149,7 @@ pub enum TargetKind {
 }
 
 /// A target's configuration for its kind, secrets masked (only their last four characters).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum TargetConfigOut {
     Slack { channel: String },
@@ -158,21 +158,21 @@ pub enum TargetConfigOut {
 }
 
 /// The v2 representation of a notification target, secrets masked.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TargetOut {
-    target_id: i64,
+    pub target_id: i64,
     /// Set on a team's target.
-    team_id: Option<i64>,
+    pub team_id: Option<i64>,
     /// Set on a service's own target.
-    service_id: Option<i64>,
-    kind: TargetKind,
+    pub service_id: Option<i64>,
+    pub kind: TargetKind,
     /// Lower is notified first.
-    priority: i32,
-    period: schema::PagingPeriod,
-    enabled: bool,
-    config: TargetConfigOut,
-    created_at: Time,
-    updated_at: Time,
+    pub priority: i32,
+    pub period: schema::PagingPeriod,
+    pub enabled: bool,
+    pub config: TargetConfigOut,
+    pub created_at: Time,
+    pub updated_at: Time,
 }
 
 impl From<&NotificationTarget> for TargetOut {

@@ -157,7 +157,12 @@ pub async fn run_monitor(
                 if report.executions_started > 0
                     && let Some(engine) = &settings.triggers
                 {
+                    // Counted now that they committed, like the API's starts.
+                    let pending = armed.as_ref().is_some_and(|a| a.committed());
                     engine.started_elsewhere();
+                    if pending {
+                        engine.count_pending().await;
+                    }
                 }
                 let took = started.elapsed();
                 metrics::histogram!("medic_monitor_pass_seconds").record(took.as_secs_f64());

@@ -30,6 +30,11 @@ pub trait Catalog {
     fn secret_exists(&self, name: &str) -> bool;
     /// The operator allowed scripts on the server itself (`MEDIC_SERVER_SCRIPTS`).
     fn server_scripts_enabled(&self) -> bool;
+    /// The operator allowed this script on the server (it is in `MEDIC_SERVER_SCRIPTS`).
+    fn server_script_allowed(&self, name: &str) -> bool {
+        let _ = name;
+        self.server_scripts_enabled()
+    }
 }
 
 /// The most steps a playbook may have.
@@ -761,6 +766,15 @@ impl Validator<'_> {
                             self.problem(
                                 "on",
                                 "scripts on the server are disabled (MEDIC_SERVER_SCRIPTS)",
+                            );
+                        } else if !script.is_empty() && !self.catalog.server_script_allowed(&script)
+                        {
+                            self.problem(
+                                "on",
+                                format!(
+                                    "script `{script}` is not in MEDIC_SERVER_SCRIPTS, the \
+                                     server's allowlist"
+                                ),
                             );
                         }
                         if raw.require.is_some() || raw.max_parallel.is_some() {

@@ -415,6 +415,8 @@ pub const MASK: &str = "********";
 #[derive(Clone)]
 pub struct Masker {
     matcher: Option<AhoCorasick>,
+    /// The values, for [`Masker::mask_cut`]'s look at the end of a cut text.
+    values: std::sync::Arc<[Box<str>]>,
 }
 
 impl fmt::Debug for Masker {
@@ -435,7 +437,40 @@ impl Masker {
                 .build(&patterns)
                 .ok()
         };
-        Self { matcher }
+        let values = patterns.iter().map(|v| Box::<str>::from(*v)).collect();
+        Self { matcher, values }
+    }
+
+    /// Masks a text that was cut short (an output cap): every whole value, and also a
+    /// trailing part that is the beginning of a value — a secret cut in half by the cap, whose
+    /// first half would otherwise be left in the text. (Text that merely ends like the start of
+    /// a secret is masked too: at a cut, the engine cannot tell the two apart.)
+    pub fn mask_cut(&self, text: &str) -> String {
+        let mut out = self.mask(text);
+        let longest = self
+            .values
+            .iter()
+            .filter_map(|v| {
+                (1..v.len())
+                    .rev()
+                    .filter(|&k| v.is_char_boundary(k))
+                    .find(|&k| out.ends_with(&v[..k]))
+            })
+            .max();
+        if let Some(k) = longest {
+            out.truncate(out.len() - k);
+            out.push_str(MASK);
+        }
+        out
+    }
+
+    /// [`Masker::mask_cut`] when `cut`, else [`Masker::mask`].
+    pub fn mask_maybe_cut(&self, text: &str, cut: bool) -> String {
+        if cut {
+            self.mask_cut(text)
+        } else {
+            self.mask(text)
+        }
     }
 
     pub fn mask(&self, text: &str) -> String {
@@ -590,5 +625,27 @@ mod tests {
             format!("curl -H 'Authorization: {MASK}' failed: {MASK}")
         );
         assert_eq!(Masker::new([]).mask("as is"), "as is");
+    }
+
+    #[test]
+    fn a_cut_text_is_masked_where_a_secret_was_cut_in_half() {
+        let m = Masker::new(["s3cr3t-value", "other"]);
+        // The cap cut the value after `s3cr3`: that half is masked too.
+        assert_eq!(m.mask_cut("token=s3cr3"), format!("token={MASK}"));
+        assert_eq!(
+            m.mask_cut("a s3cr3t-value b s3cr3t-v"),
+            format!("a {MASK} b {MASK}")
+        );
+        // The longest beginning wins; a whole value at the end is masked once.
+        assert_eq!(m.mask_cut("x oth"), format!("x {MASK}"));
+        assert_eq!(m.mask_cut("x s3cr3t-value"), format!("x {MASK}"));
+        // Nothing like a secret at the end: as `mask`.
+        assert_eq!(m.mask_cut("plain end"), "plain end");
+        // A text that was not cut keeps a tail that only looks like a beginning.
+        assert_eq!(m.mask_maybe_cut("token=s3cr3", false), "token=s3cr3");
+        assert_eq!(Masker::new([]).mask_cut("as is"), "as is");
+        // Multibyte values are cut at character boundaries.
+        let m = Masker::new(["pässwörd"]);
+        assert_eq!(m.mask_cut("p=pässw"), format!("p={MASK}"));
     }
 }

@@ -1,4 +1,4 @@
-//! The audit log and [`AuditStore`]. SQL in `sqlite/audit.rs` and `postgres/audit.rs`.
+//! The audit log and [`AuditStore`]. SQL in `shared/audit.rs`.
 
 use super::sql::JsonText;
 use super::*;

@@ -1,5 +1,6 @@
-//! Playbook executions and [`ExecutionStore`]. SQL in `sqlite/executions.rs` and
-//! `postgres/executions.rs`.
+//! Playbook executions and [`ExecutionStore`]. SQL in `shared/executions.rs`; the start lock
+//! and the next-due statement differ per backend (`sqlite/executions.rs`,
+//! `postgres/executions.rs`).
 //!
 //! The store keeps an execution's state machine state as opaque JSON next to the columns that
 //! are queried (status, playbook, service, trigger, times) and the engine's bookkeeping: the

@@ -1,5 +1,4 @@
-//! API keys as stored (digests, never secrets) and [`KeyStore`]. SQL in `sqlite/keys.rs` and
-//! `postgres/keys.rs`.
+//! API keys as stored (digests, never secrets) and [`KeyStore`]. SQL in `shared/keys.rs`.
 
 use super::*;
 use std::collections::BTreeMap;

@@ -4,12 +4,12 @@
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
 //! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`,
-//! `executions.rs`, `sessions.rs`) and one file in
-//! each backend, [`sqlite`] and [`postgres`], each with its own migrations (same version
-//! numbers) under `server/migrations/<backend>/`. What the backends share below the trait — how
-//! values are stored, row types read with `sqlx::FromRow` — is in `sql.rs`, and the statements
-//! that are the same on both are written once in `shared/` (generic over sqlx's `Database`);
-//! neither backend imports the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
+//! `executions.rs`, `notices.rs`, `sessions.rs`), its statements in `shared/<area>.rs` (generic over sqlx's
+//! `Database`), and one file in each backend, [`sqlite`] and [`postgres`], with the trait impl
+//! and only what differs there; each backend has its own migrations (same version numbers)
+//! under `server/migrations/<backend>/`. What the backends share below the trait — how values
+//! are stored, row types read with `sqlx::FromRow` — is in `sql.rs`; neither backend imports
+//! the other. The backend is chosen by the scheme of `DATABASE_URL` ([`connect`]). Each
 //! method owns its transaction: a method either does all of its writes or none.
 //!
 //! Nothing outside this module names `sqlx`. The store never decides policy (whether a service
@@ -67,10 +67,15 @@ pub use crate::domain::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be reached or a query failed for a reason outside the caller's
-    /// control. The message is for logs only.
+    /// The database could not be reached, or it refused the work for a passing reason (a lock,
+    /// a full disk, a restart): retrying later may succeed. The message is for logs only.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answered but refused the statement, or its answer could not be read: a fault
+    /// in this request or in the server, which retrying will not cure. The message is for logs
+    /// only.
+    #[error("database error: {0}")]
+    Failed(String),
     /// A uniqueness constraint was violated (for example a duplicate service name).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -83,6 +88,56 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Files a database error under what the caller should do about it: a uniqueness violation is a
+/// [`StoreError::Conflict`]; a connection, pool or I/O failure, or a refusal the database marks
+/// as passing (see [`is_transient_sqlstate`] and [`is_transient_sqlite`]), is [`StoreError::Unavailable`]; anything else — a
+/// statement the database refused, a value that could not be decoded — is [`StoreError::Failed`].
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            let transient = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                is_transient_sqlite(&code)
+            } else {
+                is_transient_sqlstate(&code)
+            };
+            if transient {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Failed(e.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Failed(e.to_string()),
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE names a passing condition: classes 08 (connection), 40
+/// (serialisation failure, deadlock), 53 (insufficient resources), 57 (operator intervention:
+/// shutdown, a cancelled statement), 58 (system I/O), and 55P03 (lock not available).
+pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
+    code == "55P03"
+        || ["08", "40", "53", "57", "58"]
+            .iter()
+            .any(|c| code.starts_with(c))
+}
+
+/// Whether a SQLite (extended) result code, as a decimal number, names a passing condition. The
+/// low byte is the primary code: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10, FULL 13,
+/// CANTOPEN 14, PROTOCOL 15.
+pub(crate) fn is_transient_sqlite(code: &str) -> bool {
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5..=8 | 10 | 13..=15))
+}
 
 /// Connection pool tuning shared by both backends.
 #[derive(Debug, Clone)]
@@ -189,4 +244,37 @@ pub mod prelude {
         AgentStore, AlertStore, AuditStore, ExecutionStore, KeyStore, PlaybookStore, RunStore,
         ScriptStore, SecretStore, ServiceStore, SessionStore, SnapshotStore, Store, TeamStore,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_transient_sqlite, is_transient_sqlstate};
+
+    #[test]
+    fn postgres_codes_of_passing_conditions() {
+        // connection failure, serialisation failure, deadlock, too many connections, admin
+        // shutdown, cancelled statement, I/O error, lock not available
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "57014", "58030", "55P03",
+        ] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        // invalid byte sequence (a NUL), syntax error, undefined column, not-null violation,
+        // object in use (not a lock wait)
+        for code in ["22021", "42601", "42703", "23502", "55006", ""] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes_of_passing_conditions() {
+        // BUSY, BUSY_SNAPSHOT, LOCKED, IOERR_FSYNC, FULL, CANTOPEN
+        for code in ["5", "517", "6", "1034", "13", "14"] {
+            assert!(is_transient_sqlite(code), "{code}");
+        }
+        // ERROR, CONSTRAINT_NOTNULL, MISMATCH, CORRUPT, not a number
+        for code in ["1", "1299", "20", "11", "SQLITE_BUSY", ""] {
+            assert!(!is_transient_sqlite(code), "{code}");
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! The playbook outbox: notices about executions (started, awaiting approval, decided,
 //! finished, escalated, skipped by the circuit breaker), one row per (event, destination),
 //! written with the execution change they announce ([`super::ExecutionWrite::notices`]) and
-//! delivered, retried and recorded by the notice dispatcher (`engine::notices`).
+//! delivered, retried and recorded by the notice dispatcher (`engine::notices`). SQL in
+//! `shared/notices.rs`.
 
+use super::sql::JsonText;
 use super::*;
 use crate::domain::{Destination, TargetId, Timestamp};
 
@@ -18,13 +20,14 @@ pub struct NewNotice {
 }
 
 /// A queued or finished notice.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct NoticeRecord {
     pub id: i64,
     pub execution_id: i64,
     pub target_id: Option<TargetId>,
     pub event: String,
     pub destination: Destination,
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub payload: serde_json::Value,
     pub state: DeliveryState,
     pub attempts: i32,
@@ -52,49 +55,11 @@ pub enum ApprovalMessage {
 /// The event name of the approval request (the message a decision updates).
 pub const AWAITING_APPROVAL_EVENT: &str = "execution.awaiting_approval";
 
-pub(crate) const NOTICE_COLUMNS_SQLITE: &str = "id, execution_id, target_id, event, destination, \
+/// The columns a [`NoticeRecord`] is read from (`destination` and `payload` are JSON text on both
+/// backends).
+pub(crate) const NOTICE_COLUMNS: &str = "id, execution_id, target_id, event, destination, \
     payload, state, attempts, next_attempt_at, last_status, last_error, external_ref, created_at, \
     finished_at";
-
-/// Builds a record from its columns (shared by both backends).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn notice_record(
-    id: i64,
-    execution_id: i64,
-    target_id: Option<i64>,
-    event: String,
-    destination: &str,
-    payload: &str,
-    state: &str,
-    attempts: i32,
-    next_attempt_at: Timestamp,
-    last_status: Option<i32>,
-    last_error: Option<String>,
-    external_ref: Option<String>,
-    created_at: Timestamp,
-    finished_at: Option<Timestamp>,
-) -> Result<NoticeRecord, sqlx::Error> {
-    let decode = |e: String| sqlx::Error::Decode(e.into());
-    Ok(NoticeRecord {
-        id,
-        execution_id,
-        target_id: target_id.map(TargetId),
-        event,
-        destination: serde_json::from_str(destination)
-            .map_err(|e| decode(format!("notice destination: {e}")))?,
-        payload: serde_json::from_str(payload)
-            .map_err(|e| decode(format!("notice payload: {e}")))?,
-        state: DeliveryState::parse(state)
-            .ok_or_else(|| decode(format!("notice state {state:?}")))?,
-        attempts,
-        next_attempt_at,
-        last_status,
-        last_error,
-        external_ref,
-        created_at,
-        finished_at,
-    })
-}
 
 /// The playbook outbox.
 #[async_trait::async_trait]

@@ -1,5 +1,5 @@
 //! Playbook documents with immutable versions, and [`PlaybookStore`]. SQL in
-//! `sqlite/playbooks.rs` and `postgres/playbooks.rs`.
+//! `shared/playbooks.rs`.
 //!
 //! A playbook is an integer id, a name (its current document's `name`, unique
 //! case-insensitively through `name_key`, also while disabled), an `enabled` flag and its
@@ -188,6 +188,6 @@ pub(crate) const VERSION_INFO_COLUMNS: &str = "version, sha256, author, author_k
 pub(crate) const RECORD_COLUMNS: &str = "p.id, p.name, p.description, p.enabled, \
     p.current_version, v.sha256, p.created_at, p.updated_at, p.disabled_at, p.disabled_by";
 
-/// `FROM` clause joining each playbook to its current version.
-pub(crate) const RECORD_FROM: &str = " FROM playbooks p JOIN playbook_versions v ON v.playbook_id = p.id \
+/// The tables of [`RECORD_COLUMNS`]: each playbook joined to its current version.
+pub(crate) const RECORD_FROM: &str = "playbooks p JOIN playbook_versions v ON v.playbook_id = p.id \
      AND v.version = p.current_version";

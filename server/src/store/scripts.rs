@@ -1,5 +1,5 @@
-//! Scripts and their versions under review, and [`ScriptStore`]. SQL in `sqlite/scripts.rs`
-//! and `postgres/scripts.rs`.
+//! Scripts and their versions under review, and [`ScriptStore`]. SQL in `shared/scripts.rs`, and
+//! in `sqlite/scripts.rs` and `postgres/scripts.rs` where the backends differ.
 
 use serde::Deserialize;
 

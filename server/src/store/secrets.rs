@@ -1,5 +1,6 @@
-//! Sealed secrets for playbooks, and [`SecretStore`]. SQL in `sqlite/secrets.rs` and
-//! `postgres/secrets.rs`.
+//! Sealed secrets for playbooks, and [`SecretStore`]. SQL in `shared/secrets.rs`; how a write
+//! tells a new secret from a replaced one differs per backend (`sqlite/secrets.rs`,
+//! `postgres/secrets.rs`).
 //!
 //! The store never sees a plaintext value: callers seal with `playbook::secrets::Keyring` and
 //! hand over the sealed text (`v1:<key id>:<nonce>:<ciphertext>`) and its key id. Names are

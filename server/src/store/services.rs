@@ -1,5 +1,6 @@
 //! Services, heartbeats and job runs: the values crossing the store boundary and
-//! [`ServiceStore`]. SQL in `sqlite/services.rs` and `postgres/services.rs`.
+//! [`ServiceStore`]. SQL in `shared/services.rs`, and in `sqlite/services.rs` and
+//! `postgres/services.rs` where the backends differ.
 
 use super::*;
 use crate::domain::{

@@ -1,5 +1,5 @@
 //! Snapshots of services (the before-image of every change) and [`SnapshotStore`]. SQL in
-//! `sqlite/snapshots.rs` and `postgres/snapshots.rs`.
+//! `shared/snapshots.rs`.
 
 use super::*;
 use crate::domain::{ServiceId, SnapshotAction, SnapshotId, Timestamp};

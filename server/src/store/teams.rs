@@ -1,5 +1,5 @@
 //! Teams, notification targets and maintenance windows, and [`TeamStore`]. SQL in
-//! `sqlite/teams.rs` and `postgres/teams.rs`.
+//! `shared/teams.rs`.
 
 use super::*;
 use crate::domain::monitor::PagingPeriod;

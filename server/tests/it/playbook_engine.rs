@@ -55,6 +55,7 @@ both! {
     cancelling_an_execution_cancels_its_queued_agent_runs,
     a_script_step_runs_the_version_approved_when_the_execution_started,
     the_audit_log_filters_by_execution_and_housekeeping_drops_entries_after_90_days,
+    the_engine_runs_at_most_its_concurrency_of_steps_at_once,
 }
 
 /// A server on `db` (SQLite in a temporary directory when `None`) with a manual clock,
@@ -1303,4 +1304,122 @@ async fn the_audit_log_filters_by_execution_and_housekeeping_drops_entries_after
     let (entries, total, rows, _) = audit_of(&e.app, recent).await;
     assert_eq!(total, 3, "{entries:#?}");
     assert_eq!(rows.len(), 3);
+}
+
+/// A receiver that holds every request until the test lets one go, counting how many it holds
+/// at once.
+struct Gate {
+    addr: std::net::SocketAddr,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    release: Arc<tokio::sync::Semaphore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let (h, m, a, r) = (
+            Arc::clone(&held),
+            Arc::clone(&most),
+            Arc::clone(&arrived),
+            Arc::clone(&release),
+        );
+        let app = axum::Router::new().fallback(move || {
+            let (h, m, a, r) = (h.clone(), m.clone(), a.clone(), r.clone());
+            async move {
+                a.fetch_add(1, SeqCst);
+                let now = h.fetch_add(1, SeqCst) + 1;
+                m.fetch_max(now, SeqCst);
+                if let Ok(p) = r.acquire().await {
+                    p.forget();
+                }
+                h.fetch_sub(1, SeqCst);
+                a.fetch_add(1 << 16, SeqCst);
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            held,
+            most,
+            arrived,
+            release,
+            task,
+        }
+    }
+
+    /// Requests that arrived, and requests let go.
+    fn counts(&self) -> (usize, usize) {
+        let a = self.arrived.load(std::sync::atomic::Ordering::SeqCst);
+        (a & 0xffff, a >> 16)
+    }
+
+    /// Waits until `passed` requests were let go and exactly `n` are held (10 s at most).
+    async fn holding(&self, n: usize, passed: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) != n || self.counts().1 != passed
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never {n} requests held at once (now {})",
+                self.held.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `MEDIC_PLAYBOOK_CONCURRENCY` bounds the steps the engine runs at once: with 2, six
+/// executions whose webhook steps are held by the receiver reach it two at a time, and each
+/// request the receiver lets go makes room for exactly one more.
+async fn the_engine_runs_at_most_its_concurrency_of_steps_at_once(db: Option<TestDb>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = builder(db.as_ref())
+        .configure(|c| c.playbook.concurrency = 2)
+        .spawn()
+        .await;
+    let gate = Gate::start().await;
+    let yaml = format!(
+        "name: bounded\nsteps:\n  - name: call\n    type: webhook\n    url: http://{}/hold\n",
+        gate.addr
+    );
+    let engine = app.engine();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(start_on(&engine, &yaml, None, None).await);
+    }
+    for passed in 0..6_usize {
+        gate.holding((6 - passed).min(2), passed).await;
+        gate.release.add_permits(1);
+    }
+    for id in ids {
+        wait_status(&app, id, "completed").await;
+    }
+    assert_eq!(gate.counts(), (6, 6));
+    assert_eq!(
+        gate.most.load(SeqCst),
+        2,
+        "more steps ran at once than allowed"
+    );
+    drop(app);
+    drop(db);
 }

@@ -37,17 +37,111 @@ mod postgres {
         };
         super::a_secret_reaches_its_receivers_and_appears_nowhere_else(db).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reject_and_cancel_reasons_are_masked() {
+        let Some(db) = crate::db::postgres().await else {
+            return;
+        };
+        super::reject_and_cancel_reasons_are_masked(Some(db)).await;
+    }
+}
+
+mod sqlite_reasons {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reject_and_cancel_reasons_are_masked() {
+        super::reject_and_cancel_reasons_are_masked(None).await;
+    }
+}
+
+/// A reason given to reject or cancel an execution that quotes a secret's value is stored,
+/// shown, audited and announced masked, like every other text of the execution.
+async fn reject_and_cancel_reasons_are_masked(db: Option<TestDb>) {
+    use medic_server::playbook::secrets::{Keyring, SecretsKey};
+    let secret = format!("rsn{}", hex::encode(rand::random::<[u8; 12]>()));
+    let url = db.as_ref().map(|d| d.url.clone());
+    let app = crate::support::TestApp::builder()
+        .configure(move |c| {
+            if let Some(url) = url {
+                c.database_url = url.parse().expect("database url");
+            }
+            c.secrets = Some(Keyring::new(SecretsKey::from_bytes(&[7; 32]), vec![]));
+            c.playbook.allow_private_targets = true;
+        })
+        .spawn()
+        .await;
+    let r = send(
+        app.admin()
+            .request(Method::PUT, "/v2/secrets/DEPLOY_TOKEN")
+            .json(&json!({"value": secret})),
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let yaml = "name: reasons\napproval: required\nsteps:\n  - name: call\n    type: webhook\n    \
+                url: http://127.0.0.1:9/x\n    headers:\n      Authorization: Bearer \
+                ${secrets.DEPLOY_TOKEN}\n";
+    let r = send(
+        app.admin()
+            .request(Method::POST, "/v2/playbooks")
+            .header("content-type", "application/yaml")
+            .body(yaml),
+    )
+    .await;
+    let playbook = assert_ok(&r, 201)["playbook_id"].as_i64().expect("id");
+    let mut ids = Vec::new();
+    for decision in ["reject", "cancel"] {
+        let r = app
+            .admin()
+            .post_json(&format!("/v2/playbooks/{playbook}/execute"), &json!({}))
+            .await;
+        let id = assert_ok(&r, 201)["execution_id"].as_i64().expect("id");
+        let r = app
+            .admin()
+            .post_json(
+                &format!("/v2/executions/{id}/{decision}"),
+                &json!({"reason": format!("the token {secret} leaked")}),
+            )
+            .await;
+        let body = assert_ok(&r, 200);
+        assert_eq!(body["status"], "cancelled", "{body:#}");
+        assert!(
+            body.to_string().contains("the token ******** leaked"),
+            "{body:#}"
+        );
+        ids.push(id);
+    }
+    let mut texts = Vec::new();
+    for id in &ids {
+        texts.push(app.admin().get(&format!("/v2/executions/{id}")).await.body);
+        texts.push(
+            app.admin()
+                .get(&format!("/v2/audit-logs?execution_id={id}&limit=250"))
+                .await
+                .body,
+        );
+    }
+    for text in &texts {
+        assert!(text.contains("leaked"), "{text}");
+        assert!(!text.contains(&secret), "the secret appears in {text}");
+    }
+    let store = app.store().await;
+    for id in &ids {
+        let row = store.get_execution(*id).await.expect("read").expect("row");
+        assert!(!row.state.to_string().contains(&secret), "{:#}", row.state);
+    }
+    drop(app);
+    drop(db);
 }
 
 /// A `medic-server` process, killed (SIGKILL) when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
 }
 
 impl ServerProcess {
-    fn start(db: &TestDb, dir: &Path, env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(db: &TestDb, dir: &Path, env: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -75,7 +169,7 @@ impl ServerProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -110,19 +204,19 @@ impl Drop for ServerProcess {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Client {
-    fn request(&self, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(key)
     }
 
-    async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let mut rb = self.request(method, path, ADMIN_KEY);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -140,7 +234,7 @@ impl Client {
         r.body
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self
@@ -157,7 +251,7 @@ impl Client {
         }
     }
 
-    async fn execution(&self, id: i64) -> Value {
+    pub(crate) async fn execution(&self, id: i64) -> Value {
         let r = self
             .admin(Method::GET, &format!("/v2/executions/{id}"), None)
             .await;
@@ -165,7 +259,7 @@ impl Client {
     }
 
     /// Polls the execution until it has ended (60 s at most).
-    async fn ended(&self, id: i64) -> Value {
+    pub(crate) async fn ended(&self, id: i64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let e = self.execution(id).await;

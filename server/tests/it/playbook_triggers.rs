@@ -40,6 +40,7 @@ both! {
     the_webhook_trigger_checks_its_secret_and_signature,
     a_down_service_fires_its_playbooks_once_per_incident_with_cooldowns,
     consecutive_job_failures_are_counted_from_real_runs,
+    breaker_trips_from_alert_starts_are_counted_in_the_metrics,
 }
 
 fn builder(db: Option<&TestDb>) -> Builder {
@@ -578,4 +579,68 @@ async fn beat(app: &TestApp) {
         )
         .await;
     assert_ok(&r, 201);
+}
+
+/// An alert that starts more executions than the service's circuit breaker allows: the
+/// skipped start and the breaker's opening are counted in the metrics like an API start's
+/// (`medic_circuit_breaker_trips_total`, `medic_playbook_executions_started_total{status}`).
+async fn breaker_trips_from_alert_starts_are_counted_in_the_metrics(db: Option<TestDb>) {
+    use crate::support::metric;
+    let app = builder(db.as_ref())
+        .configure(|c| c.playbook.limits.per_service = 1)
+        .spawn()
+        .await;
+    for name in ["trip-a", "trip-b"] {
+        store_playbook(
+            &app,
+            &format!(
+                "name: {name}\ntriggers:\n  - heartbeat: \"trip-*\"\nsteps:\n  - name: pause\n    \
+                 type: wait\n    duration: 1h\n"
+            ),
+        )
+        .await;
+    }
+    let before = app.metrics().await;
+    let trips = |m: &str| metric(m, "medic_circuit_breaker_trips_total", &[]).unwrap_or(0.0);
+    let skipped = |m: &str| {
+        metric(
+            m,
+            "medic_playbook_executions_started_total",
+            &[("status", "skipped")],
+        )
+        .unwrap_or(0.0)
+    };
+    let service = app
+        .create_service(&json!({"heartbeat_name": "trip-api", "interval_seconds": 1}))
+        .await;
+    let sid = service["service_id"].as_i64().expect("service id");
+    app.advance(Duration::from_millis(1_500));
+    wait_alerts(&app, sid, "state=open", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let statuses = loop {
+        let mut statuses: Vec<String> = executions(&app, "trigger=alert")
+            .await
+            .iter()
+            .filter(|e| e["service_id"] == sid)
+            .map(|e| e["status"].as_str().unwrap_or("-").to_owned())
+            .collect();
+        statuses.sort();
+        if statuses.len() == 2 {
+            break statuses;
+        }
+        assert!(Instant::now() < deadline, "the alert fired {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(statuses, ["skipped", "waiting"]);
+    let after = app.metrics().await;
+    assert!(
+        trips(&after) >= trips(&before) + 1.0,
+        "the opening was not counted: {after}"
+    );
+    assert!(
+        skipped(&after) >= skipped(&before) + 1.0,
+        "the skipped start was not counted: {after}"
+    );
+    drop(app);
+    drop(db);
 }

@@ -46,6 +46,7 @@ conformance! {
     actor_and_on_behalf_of_are_kept_apart,
     audit_log_filters_and_paging,
     timestamps_round_trip_to_the_millisecond,
+    a_refused_statement_is_not_an_outage,
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -2249,4 +2250,17 @@ async fn every_configured_backend_is_reachable() {
         assert_eq!(Backend::from_url(&db.url).unwrap(), db.store.backend());
         db.store.ping().await.unwrap();
     }
+}
+
+/// A statement the database refuses (PostgreSQL rejects a NUL byte in text; SQLite stores it) is
+/// a failure of that request, not an outage: it must not be reported as "database unavailable",
+/// which tells clients to retry and operators to look at the database.
+async fn a_refused_statement_is_not_an_outage(s: &dyn Store) {
+    match s.find_service("nul\0name").await {
+        Ok(found) => assert!(found.is_none()),
+        Err(StoreError::Failed(_)) => {}
+        Err(e) => panic!("a refused statement was reported as {e:?}"),
+    }
+    // The store still answers afterwards.
+    s.ping().await.unwrap();
 }

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
@@ -23,14 +22,6 @@ impl AlertSql for Postgres {
     const NEXT_DELIVERY_AT: &'static str = "SELECT min(GREATEST(next_attempt_at, lease_until)) \
         FROM deliveries WHERE state = 'pending'";
     const MAX_RUN_IDS: usize = usize::MAX;
-    fn insert_execution<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        new: &'a NewExecution,
-        window_from: Timestamp,
-        build: BuildExecution<'a>,
-    ) -> BoxFuture<'a, StoreResult<ExecutionRecord>> {
-        Box::pin(executions::insert_execution(tx, new, window_from, build))
-    }
 }
 
 /// Reads one row of the latest-alert query into its due service.

@@ -2,14 +2,6 @@
 
 use super::*;
 
-/// Appends an audit entry on `conn` (a pooled connection or an open transaction).
-pub(super) async fn insert_audit(
-    conn: &mut sqlx::PgConnection,
-    e: &NewAuditEntry,
-) -> StoreResult<()> {
-    Sql::insert_audit(conn, e).await
-}
-
 #[async_trait::async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {

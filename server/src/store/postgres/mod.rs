@@ -23,7 +23,7 @@ mod alerting;
 mod audit;
 mod executions;
 mod keys;
-mod outbox;
+mod notices;
 mod playbooks;
 mod runs;
 mod scripts;
@@ -37,10 +37,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, FromRow, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, FromRow, Postgres, Row};
 
-use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on PostgreSQL.
 type Sql = shared::Sql<Postgres>;
@@ -62,12 +61,7 @@ pub async fn connect(url: &str, opts: &PoolOptions) -> StoreResult<Arc<dyn Store
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    classify(e)
 }
 
 fn dt(t: Timestamp) -> DateTime<Utc> {
@@ -76,13 +70,6 @@ fn dt(t: Timestamp) -> DateTime<Utc> {
 
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {
     v.ok_or_else(|| sqlx::Error::Decode(format!("invalid {what} in database").into()))
-}
-
-fn collect<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T, sqlx::Error>) -> StoreResult<Vec<T>> {
-    rows.iter()
-        .map(f)
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)
 }
 
 impl PgStore {

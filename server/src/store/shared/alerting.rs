@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 
-use futures::future::BoxFuture;
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, Pool, QueryBuilder, Row, Transaction,
     Type,
 };
 
+use super::executions::ExecutionSql;
 use super::{Db, Sql, unavailable};
 use crate::domain::run::ALERTING_REFUSALS;
 use crate::domain::{Destination, EventKind, Priority, ServiceId, Timestamp};
@@ -27,19 +27,13 @@ pub(crate) const ALERT_COLUMNS: &str = "id, service_id, kind, name, state, dedup
     external_reference_id, alert_cycle, created_at, acknowledged_at, resolved_at, priority, team, \
     down_since, last_notified_at, acknowledged_by, resolved_by, resolve_reason, run_id, summary";
 
-/// The statements and calls of this area that differ between the backends.
-pub(crate) trait AlertSql: Db {
+/// The statements of this area that differ between the backends (a pass starts playbook
+/// executions, so the executions' differences come along).
+pub(crate) trait AlertSql: ExecutionSql {
     /// When the next pending delivery is due: its next attempt, or its lease's end if later.
     const NEXT_DELIVERY_AT: &'static str;
     /// How many run ids the monitor pass binds when it looks for their resolved alerts.
     const MAX_RUN_IDS: usize;
-    /// Starts a playbook execution in the pass's transaction (`executions.rs` of the backend).
-    fn insert_execution<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        new: &'a NewExecution,
-        window_from: Timestamp,
-        build: BuildExecution<'a>,
-    ) -> BoxFuture<'a, StoreResult<ExecutionRecord>>;
 }
 
 fn delivery_columns<DB: Db>() -> String {
@@ -780,7 +774,7 @@ where
             now,
         };
         for start in triggers.fire(&alert) {
-            DB::insert_execution(tx, &start.new, start.window_from, &*start.build).await?;
+            Self::insert_execution(&mut **tx, &start.new, start.window_from, &*start.build).await?;
             report.executions_started += 1;
         }
         Ok(())

@@ -14,9 +14,13 @@
 pub(crate) mod agents;
 pub(crate) mod alerting;
 pub(crate) mod audit;
+pub(crate) mod executions;
 pub(crate) mod keys;
+pub(crate) mod notices;
+pub(crate) mod playbooks;
 pub(crate) mod runs;
 pub(crate) mod scripts;
+pub(crate) mod secrets;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod snapshots;
@@ -46,6 +50,14 @@ pub(crate) trait Db: Database<Arguments: IntoArguments<Self>> {
     const TIMESTAMPTZ: &'static str;
     /// Row lock of a queue's claim: skip rows another replica is claiming (PostgreSQL).
     const SKIP_LOCKED: &'static str;
+    /// Cast of an integer parameter PostgreSQL cannot type from its context (`$n IS NULL`).
+    const BIGINT: &'static str;
+    /// Makes a read transaction see one snapshot for all its statements: PostgreSQL's
+    /// `REPEATABLE READ`; empty on SQLite, whose read transactions see one snapshot anyway.
+    const READ_SNAPSHOT: &'static str;
+    /// Most values one statement tests with [`Db::push_in_texts`]: SQLite binds one parameter
+    /// per value, PostgreSQL one array.
+    const MAX_IN_LIST: usize;
     /// Appends a membership test of the preceding expression in `ids`: `= ANY($n)` with one
     /// array parameter on PostgreSQL, `IN ($n, …)` on SQLite.
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]);
@@ -83,6 +95,10 @@ impl Db for Sqlite {
     const TEXT: &'static str = "";
     const TIMESTAMPTZ: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const BIGINT: &'static str = "";
+    const READ_SNAPSHOT: &'static str = "";
+    // SQLite allows 32,766 parameters; a statement stays far below.
+    const MAX_IN_LIST: usize = 800;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
         push_in_list(qb, ids);
     }
@@ -105,6 +121,10 @@ impl Db for Postgres {
     const TEXT: &'static str = "::text";
     const TIMESTAMPTZ: &'static str = "::timestamptz";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const BIGINT: &'static str = "::bigint";
+    const READ_SNAPSHOT: &'static str =
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    const MAX_IN_LIST: usize = usize::MAX;
     fn push_in_ids(qb: &mut QueryBuilder<Self>, ids: &[i64]) {
         qb.push(" = ANY(").push_bind(ids.to_vec()).push(")");
     }
@@ -136,12 +156,7 @@ pub(crate) fn collect<R: sqlx::Row, T: for<'r> FromRow<'r, R>>(rows: &[R]) -> St
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    super::classify(e)
 }
 
 impl<DB: Db> Sql<DB>

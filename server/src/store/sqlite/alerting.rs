@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use futures::future::BoxFuture;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, Transaction};
 
@@ -18,14 +17,6 @@ impl AlertSql for Sqlite {
         coalesce(lease_until, 0))) FROM deliveries WHERE state = 'pending'";
     // SQLite binds one parameter per value.
     const MAX_RUN_IDS: usize = 2000;
-    fn insert_execution<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        new: &'a NewExecution,
-        window_from: Timestamp,
-        build: BuildExecution<'a>,
-    ) -> BoxFuture<'a, StoreResult<ExecutionRecord>> {
-        Box::pin(executions::insert_execution(tx, new, window_from, build))
-    }
 }
 
 /// Reads one row of the latest-alert query into its due service.

@@ -13,7 +13,7 @@ mod alerting;
 mod audit;
 mod executions;
 mod keys;
-mod outbox;
+mod notices;
 mod playbooks;
 mod runs;
 mod scripts;
@@ -29,9 +29,8 @@ use std::str::FromStr;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite};
 
-use self::audit::insert_audit;
 use super::services::SERVICE_COLUMNS;
 /// The statements both backends share, on SQLite.
 type Sql = shared::Sql<Sqlite>;
@@ -65,12 +64,7 @@ pub struct SqliteStore {
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    classify(e)
 }
 
 fn decode<T>(what: &str, v: Option<T>) -> Result<T, sqlx::Error> {

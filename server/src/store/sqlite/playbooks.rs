@@ -1,84 +1,9 @@
-//! Playbooks and their versions on SQLite. Writes go through the single writer connection, so a
-//! transaction's read-then-write cannot interleave with another writer.
-
-use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+//! Playbooks and their versions on SQLite: the statements are shared (`shared/playbooks.rs`).
+//! Writes go through the single writer connection, so a transaction's read-then-write cannot
+//! interleave with another writer.
 
 use super::*;
-use crate::domain::service::name_key;
-use crate::store::sql::escape_like;
 use crate::store::*;
-
-fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &PlaybookFilter) {
-    qb.push(RECORD_FROM).push(" WHERE 1 = 1");
-    if let Some(n) = &filter.name_contains {
-        qb.push(" AND p.name_key LIKE ")
-            .push_bind(format!("%{}%", escape_like(&name_key(n))))
-            .push(" ESCAPE '\\'");
-    }
-    if let Some(e) = filter.enabled {
-        qb.push(" AND p.enabled = ").push_bind(e);
-    }
-}
-
-async fn version_of(
-    conn: &mut SqliteConnection,
-    id: PlaybookId,
-    version: Option<i32>,
-) -> Result<Option<PlaybookVersion>, sqlx::Error> {
-    let which = if version.is_some() {
-        "v.version = $2"
-    } else {
-        "v.version = p.current_version"
-    };
-    let sql = format!(
-        "SELECT {VERSION_COLUMNS} FROM playbook_versions v JOIN playbooks p \
-         ON p.id = v.playbook_id WHERE v.playbook_id = $1 AND {which}"
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id);
-    if let Some(n) = version {
-        q = q.bind(n);
-    }
-    q.fetch_optional(conn)
-        .await?
-        .map(|r| PlaybookVersion::from_row(&r))
-        .transpose()
-}
-
-async fn record_of(
-    conn: &mut SqliteConnection,
-    id: PlaybookId,
-) -> Result<Option<PlaybookRecord>, sqlx::Error> {
-    let sql = format!("SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE p.id = $1");
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| PlaybookRecord::from_row(&r))
-        .transpose()
-}
-
-async fn insert_version(
-    conn: &mut SqliteConnection,
-    id: PlaybookId,
-    version: i32,
-    new: &NewPlaybookVersion,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO playbook_versions (playbook_id, version, name, sha256, source, author, \
-         author_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(id)
-    .bind(version)
-    .bind(&new.name)
-    .bind(&new.sha256)
-    .bind(&new.source)
-    .bind(&new.author)
-    .bind(new.author_key.as_ref().map(|k| k.0.as_str()))
-    .bind(new.at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 #[async_trait::async_trait]
 impl PlaybookStore for SqliteStore {
@@ -87,37 +12,7 @@ impl PlaybookStore for SqliteStore {
         new: &NewPlaybookVersion,
         audit: AuditWith<'_, PlaybookVersion>,
     ) -> StoreResult<CreatePlaybookOutcome> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let taken: Option<(PlaybookId, bool)> =
-            sqlx::query_as("SELECT id, enabled FROM playbooks WHERE name_key = $1")
-                .bind(name_key(&new.name))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if let Some((id, enabled)) = taken {
-            return Ok(CreatePlaybookOutcome::NameTaken { id, enabled });
-        }
-        let id: PlaybookId = sqlx::query_scalar(
-            "INSERT INTO playbooks (name, name_key, description, current_version, enabled, \
-             created_at, updated_at) VALUES ($1, $2, $3, 1, 1, $4, $4) RETURNING id",
-        )
-        .bind(&new.name)
-        .bind(name_key(&new.name))
-        .bind(&new.description)
-        .bind(new.at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        insert_version(&mut tx, id, 1, new)
-            .await
-            .map_err(unavailable)?;
-        let created = version_of(&mut tx, id, Some(1))
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable("the new version vanished".into()))?;
-        insert_audit(&mut tx, &audit(&created)).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(CreatePlaybookOutcome::Created(created))
+        Sql::create_playbook(&self.write, new, audit).await
     }
 
     async fn add_playbook_version(
@@ -126,88 +21,18 @@ impl PlaybookStore for SqliteStore {
         new: &NewPlaybookVersion,
         audit: AuditWith<'_, PlaybookVersion>,
     ) -> StoreResult<AddVersionOutcome> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let Some(current) = version_of(&mut tx, id, None).await.map_err(unavailable)? else {
-            return Ok(AddVersionOutcome::NotFound);
-        };
-        if !current.enabled {
-            return Ok(AddVersionOutcome::Disabled);
-        }
-        if current.sha256 == new.sha256 {
-            return Ok(AddVersionOutcome::Unchanged(current));
-        }
-        let other: Option<PlaybookId> =
-            sqlx::query_scalar("SELECT id FROM playbooks WHERE name_key = $1 AND id <> $2")
-                .bind(name_key(&new.name))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if let Some(other) = other {
-            return Ok(AddVersionOutcome::NameTaken { id: other });
-        }
-        let next = current.version + 1;
-        insert_version(&mut tx, id, next, new)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query(
-            "UPDATE playbooks SET name = $1, name_key = $2, description = $3, \
-             current_version = $4, updated_at = $5 WHERE id = $6",
-        )
-        .bind(&new.name)
-        .bind(name_key(&new.name))
-        .bind(&new.description)
-        .bind(next)
-        .bind(new.at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let created = version_of(&mut tx, id, Some(next))
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable("the new version vanished".into()))?;
-        insert_audit(&mut tx, &audit(&created)).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(AddVersionOutcome::Created(created))
+        Sql::add_playbook_version(&self.write, id, new, audit).await
     }
 
     async fn get_playbook(&self, id: PlaybookId) -> StoreResult<Option<Playbook>> {
-        let mut tx = self.read.begin().await.map_err(unavailable)?;
-        let Some(record) = record_of(&mut tx, id).await.map_err(unavailable)? else {
-            return Ok(None);
-        };
-        let current = version_of(&mut tx, id, None)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable("the current version vanished".into()))?;
-        let sql = format!(
-            "SELECT {VERSION_INFO_COLUMNS} FROM playbook_versions WHERE playbook_id = $1 \
-             ORDER BY version"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let versions = rows
-            .iter()
-            .map(PlaybookVersionInfo::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        Ok(Some(Playbook {
-            record,
-            current,
-            versions,
-        }))
+        Sql::get_playbook(&self.read, id).await
     }
 
     async fn current_playbook_version(
         &self,
         id: PlaybookId,
     ) -> StoreResult<Option<PlaybookVersion>> {
-        let mut conn = self.read.acquire().await.map_err(unavailable)?;
-        version_of(&mut conn, id, None).await.map_err(unavailable)
+        Sql::playbook_version(&self.read, id, None).await
     }
 
     async fn get_playbook_version(
@@ -215,10 +40,7 @@ impl PlaybookStore for SqliteStore {
         id: PlaybookId,
         version: i32,
     ) -> StoreResult<Option<PlaybookVersion>> {
-        let mut conn = self.read.acquire().await.map_err(unavailable)?;
-        version_of(&mut conn, id, Some(version))
-            .await
-            .map_err(unavailable)
+        Sql::playbook_version(&self.read, id, Some(version)).await
     }
 
     async fn list_playbooks(
@@ -226,30 +48,7 @@ impl PlaybookStore for SqliteStore {
         filter: &PlaybookFilter,
         page: PageRequest,
     ) -> StoreResult<Page<PlaybookRecord>> {
-        let mut tx = self.read.begin().await.map_err(unavailable)?;
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*)");
-        push_filter(&mut count, filter);
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {RECORD_COLUMNS}"));
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY p.id LIMIT ")
-            .push_bind(i64::from(page.limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page.offset));
-        let rows = qb.build().fetch_all(&mut *tx).await.map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(PlaybookRecord::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        Ok(Page {
-            entries,
-            total_count: total,
-        })
+        Sql::list_playbooks(&self.read, filter, page).await
     }
 
     async fn disable_playbook(
@@ -259,19 +58,7 @@ impl PlaybookStore for SqliteStore {
         at: Timestamp,
         audit: AuditWith<'_, PlaybookRecord>,
     ) -> StoreResult<ToggleOutcome> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let changed = sqlx::query(
-            "UPDATE playbooks SET enabled = 0, disabled_at = $1, disabled_by = $2, \
-             updated_at = $1 WHERE id = $3 AND enabled = 1",
-        )
-        .bind(at)
-        .bind(actor)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        toggled(tx, id, changed, audit).await
+        Sql::disable_playbook(&self.write, id, actor, at, audit).await
     }
 
     async fn restore_playbook(
@@ -280,35 +67,6 @@ impl PlaybookStore for SqliteStore {
         at: Timestamp,
         audit: AuditWith<'_, PlaybookRecord>,
     ) -> StoreResult<ToggleOutcome> {
-        let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let changed = sqlx::query(
-            "UPDATE playbooks SET enabled = 1, disabled_at = NULL, disabled_by = NULL, \
-             updated_at = $1 WHERE id = $2 AND enabled = 0",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        toggled(tx, id, changed, audit).await
+        Sql::restore_playbook(&self.write, id, at, audit).await
     }
-}
-
-/// Ends a disable or restore: reads the row, writes the audit entry when `changed`, commits.
-async fn toggled(
-    mut tx: Transaction<'_, Sqlite>,
-    id: PlaybookId,
-    changed: u64,
-    audit: AuditWith<'_, PlaybookRecord>,
-) -> StoreResult<ToggleOutcome> {
-    let Some(record) = record_of(&mut tx, id).await.map_err(unavailable)? else {
-        return Ok(ToggleOutcome::NotFound);
-    };
-    if changed == 0 {
-        return Ok(ToggleOutcome::Unchanged(record));
-    }
-    insert_audit(&mut tx, &audit(&record)).await?;
-    tx.commit().await.map_err(unavailable)?;
-    Ok(ToggleOutcome::Done(record))
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Playbook engine benchmark, on PostgreSQL.
+#
+#   server/bench/playbook.sh                                  # 1,000 executions, 5 s wait, 10,000-service burst
+#   EXECUTIONS=200 WAIT=5 IDLE=30 BURST=1000 server/bench/playbook.sh   # scaled down
+#
+# Builds medic-server and the load tool (server/examples/playbook_load.rs) in release, creates a
+# fresh database `medic_bench_pb` on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test),
+# starts one server on it, and has the tool:
+#   1. start EXECUTIONS executions at once (webhook to a local recorder, a WAIT-second wait, a
+#      condition) and print due -> step started p50/p99 (the condition against the wait's
+#      deadline) from the stored step timelines, and how
+#      often the recorder saw each Idempotency-Key;
+#   2. after SETTLE seconds (default 15: PostgreSQL flushes its statistics late), sit IDLE
+#      seconds with nothing due and print the database transactions per minute (the
+#      whole server: engine, monitor, dispatchers) and the reads of the executions table per
+#      minute (the engine's share);
+#   3. register BURST services that never beat (interval BURST_INTERVAL s, no grace), matched by
+#      a playbook with an alert trigger and circuit_breaker max_per_hour BURST_LIMIT, and print
+#      how many executions the alerts started and skipped, over how long, and the breaker
+#      trips counted.
+# Each phase prints the server's CPU seconds per minute and RSS (from /proc).
+#
+# The load tool and the recorder run on the same machine as the server and PostgreSQL, so they
+# share its cores. The server runs with the breaker's global limit raised (MEDIC_PLAYBOOK_BREAKER_GLOBAL,
+# default 1000000 here) so that phase 1 is not skipped; phase 3's breaker is the playbook's own.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+EXECUTIONS=${EXECUTIONS:-1000}
+WAIT=${WAIT:-5}
+IDLE=${IDLE:-60}
+SETTLE=${SETTLE:-15}
+BURST=${BURST:-10000}
+BURST_LIMIT=${BURST_LIMIT:-100}
+BURST_INTERVAL=${BURST_INTERVAL:-30}
+CONCURRENCY=${CONCURRENCY:-32}
+GLOBAL=${GLOBAL:-1000000}
+PORT=${BENCH_PORT:-18195}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+ADMIN_KEY="bench-admin-key-0123456789abcdef0123456789"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+cargo build --release --locked -p medic-server --bin medic-server --example playbook_load >&2
+BIN="$CARGO_TARGET_DIR/release/medic-server"
+LOAD="$CARGO_TARGET_DIR/release/examples/playbook_load"
+WORK=$(mktemp -d)
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS medic_bench_pb WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN_URL" -qc "CREATE DATABASE medic_bench_pb" >/dev/null
+DB="${PG_ADMIN_URL%/*}/medic_bench_pb"
+
+DATABASE_URL=$DB PORT=$PORT MEDIC_LOG_LEVEL=warn MEDIC_ADMIN_API_KEY=$ADMIN_KEY \
+  MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS=true MEDIC_PLAYBOOK_BREAKER_GLOBAL=$GLOBAL \
+  MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY MEDIC_MAX_CONNECTIONS_PER_IP=0 \
+  RATE_LIMIT_MANAGEMENT_REQUESTS=1000000000 RATE_LIMIT_HEARTBEAT_REQUESTS=1000000000 \
+  "$BIN" >"$WORK/server.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 200); do
+  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || { echo "the server did not come up"; cat "$WORK/server.log"; exit 1; }
+
+echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, $(nproc) cores"
+"$LOAD" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --db "$DB" --pid "$PID" \
+  --executions "$EXECUTIONS" --wait "$WAIT" --idle "$IDLE" --settle "$SETTLE" --burst "$BURST" \
+  --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL"
+grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
+kill -TERM "$PID"; wait "$PID" || true; PID=""
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS medic_bench_pb WITH (FORCE)" >/dev/null
