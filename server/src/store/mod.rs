@@ -4,7 +4,7 @@
 //! one trait per area with use-case-sized methods; each area has one file here (its boundary
 //! types and its trait: `services.rs`, `snapshots.rs`, `alerting.rs`, `teams.rs`, `agents.rs`,
 //! `runs.rs`, `scripts.rs`, `keys.rs`, `audit.rs`, `playbooks.rs`, `secrets.rs`,
-//! `executions.rs`, `notices.rs`), its statements in `shared/<area>.rs` (generic over sqlx's
+//! `executions.rs`, `notices.rs`, `sessions.rs`), its statements in `shared/<area>.rs` (generic over sqlx's
 //! `Database`), and one file in each backend, [`sqlite`] and [`postgres`], with the trait impl
 //! and only what differs there; each backend has its own migrations (same version numbers)
 //! under `server/migrations/<backend>/`. What the backends share below the trait — how values

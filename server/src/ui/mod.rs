@@ -127,6 +127,12 @@ pub fn router(app: AppState) -> Router<AppState> {
             "/ui/scripts/{id}/versions/{version}/{action}",
             post(pages::script_action),
         )
+        .route("/ui/playbooks", get(pages::playbooks))
+        .route("/ui/executions/{id}", get(pages::execution))
+        .route(
+            "/ui/executions/{id}/{action}",
+            post(pages::execution_action),
+        )
         .route("/ui/runs", get(pages::runs))
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/audit", get(pages::audit))

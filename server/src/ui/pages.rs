@@ -135,6 +135,71 @@ pub struct AuditV {
     pub timestamp: String,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PlaybookV {
+    pub playbook_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub current_version: i32,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StepV {
+    pub index: usize,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub attempt: u32,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub http_status: Option<u16>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ApprovalV {
+    pub outcome: String,
+    pub by: Option<String>,
+    pub at: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ExecutionV {
+    pub execution_id: i64,
+    pub playbook_id: i64,
+    pub playbook_name: String,
+    pub playbook_version: i64,
+    pub service_id: Option<i64>,
+    pub alert_id: Option<i64>,
+    pub trigger: String,
+    pub status: String,
+    pub requested_by: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub approval: Option<ApprovalV>,
+    pub steps: Vec<StepV>,
+}
+
+impl ExecutionV {
+    /// Whether it has not ended (so it can still be cancelled).
+    pub fn live(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "pending_approval" | "running" | "waiting"
+        )
+    }
+}
+
 /// One line of a script diff.
 pub struct DiffLine {
     /// `add`, `del` or `same`.
@@ -187,6 +252,7 @@ struct OverviewPage {
     teams: Vec<(String, usize)>,
     alerts: Vec<AlertV>,
     pending: Vec<ScriptSummaryV>,
+    approvals: Vec<ExecutionV>,
     agents: Vec<AgentV>,
     runs: Vec<RunV>,
 }
@@ -240,6 +306,22 @@ struct ScriptPage {
     pending: Vec<VersionV>,
     approved: Option<VersionV>,
     diff: Vec<DiffLine>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/playbooks.html")]
+struct PlaybooksPage {
+    l: Layout,
+    status: String,
+    playbooks: Vec<PlaybookV>,
+    executions: Vec<ExecutionV>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/execution.html")]
+struct ExecutionPage {
+    l: Layout,
+    e: ExecutionV,
 }
 
 #[derive(Template)]
@@ -381,7 +463,7 @@ fn enc(segment: &str) -> String {
 }
 
 /// A read the page needs; a refusal becomes the page's answer.
-// The error is the page's whole answer, returned straight to the client: boxing it buys nothing.
+// The error is the page's whole answer, built once per request: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 fn needed(s: &Signed, r: Reply) -> Result<Reply, Response> {
     if r.ok() {
@@ -486,10 +568,12 @@ pub async fn logout(State(ui): State<Ui>, headers: HeaderMap, body: Bytes) -> Re
 pub async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     let s = tri!(signed(&ui, &headers).await);
     let p = &s.principal;
-    let (down, alerts, pending, agents, runs) = tokio::join!(
+    let (down, alerts, pending, approvals, agents, runs) = tokio::join!(
         ui.api.get(p, "/v2/services?state=down&limit=100"),
         ui.api.get(p, "/v2/alerts?state=active&limit=250"),
         ui.api.get(p, "/v2/scripts?status=pending&limit=100"),
+        ui.api
+            .get(p, "/v2/executions?status=pending_approval&limit=100"),
         ui.api.get(p, "/v2/agents?connected=0&revoked=0&limit=100"),
         ui.api.get(p, "/v2/runs?limit=10"),
     );
@@ -507,6 +591,9 @@ pub async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Response {
         alerts: alerts.entries,
         pending: tri!(needed(&s, pending))
             .read::<PageOf<ScriptSummaryV>>()
+            .entries,
+        approvals: tri!(needed(&s, approvals))
+            .read::<PageOf<ExecutionV>>()
             .entries,
         agents: tri!(needed(&s, agents)).read::<PageOf<AgentV>>().entries,
         runs: tri!(needed(&s, runs)).read::<PageOf<RunV>>().entries,
@@ -811,6 +898,84 @@ pub async fn run(State(ui): State<Ui>, headers: HeaderMap, Path(id): Path<String
             r: run,
         },
     )
+}
+
+// ---- playbooks and executions ----------------------------------------------------------------
+
+pub async fn playbooks(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let s = tri!(signed(&ui, &headers).await);
+    let status = query_map(q).get("status").cloned().unwrap_or_default();
+    let uri = format!(
+        "/v2/executions?{}",
+        query(&[("status", &status), ("limit", "100")])
+    );
+    let (books, execs) = tokio::join!(
+        ui.api.get(&s.principal, "/v2/playbooks?limit=250"),
+        ui.api.get(&s.principal, &uri),
+    );
+    render(
+        StatusCode::OK,
+        &PlaybooksPage {
+            l: Layout::new("Playbooks", "playbooks", &s),
+            status,
+            playbooks: tri!(needed(&s, books)).read::<PageOf<PlaybookV>>().entries,
+            executions: tri!(needed(&s, execs)).read::<PageOf<ExecutionV>>().entries,
+        },
+    )
+}
+
+pub async fn execution(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let s = tri!(signed(&ui, &headers).await);
+    let r = ui
+        .api
+        .get(&s.principal, &format!("/v2/executions/{}", enc(&id)))
+        .await;
+    let e: ExecutionV = tri!(needed(&s, r)).read();
+    render(
+        StatusCode::OK,
+        &ExecutionPage {
+            l: Layout::new(format!("Execution {}", e.execution_id), "playbooks", &s),
+            e,
+        },
+    )
+}
+
+pub async fn execution_action(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (s, f) = tri!(form_post(&ui, &headers, &body).await);
+    let id = enc(&id);
+    let back = format!("/ui/executions/{id}");
+    if !matches!(action.as_str(), "approve" | "reject" | "cancel") {
+        return message(StatusCode::NOT_FOUND, &s, "No such action.", &back);
+    }
+    let reason = f.get("reason").filter(|r| !r.trim().is_empty());
+    let r = ui
+        .api
+        .call(
+            &s.principal,
+            Method::POST,
+            &format!("/v2/executions/{id}/{action}"),
+            Some(json!({ "reason": reason })),
+            "application/json",
+        )
+        .await;
+    if r.ok() {
+        Redirect::to(&back).into_response()
+    } else {
+        message(r.status, &s, &r.message, &back)
+    }
 }
 
 // ---- audit -----------------------------------------------------------------------------------

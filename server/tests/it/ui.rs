@@ -667,3 +667,78 @@ async fn the_page_spends_the_keys_rate_limit() {
     assert_eq!(b.get("/ui/agents").await.status(), 429);
     let _ = Timestamp::now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playbook_executions_are_decided_and_cancelled_from_their_page() {
+    let app = TestApp::spawn().await;
+    let alice = app.create_key_for("alice", &["admin"]).await;
+    let bob = app.create_key_for("bob", &["admin"]).await;
+    let yaml = "name: guarded\napproval: required\nsteps:\n  - name: pause\n    type: wait\n    duration: 10m\n";
+    let r = crate::support::send(
+        app.with_key(&alice)
+            .request(reqwest::Method::POST, "/v2/playbooks")
+            .header(header::CONTENT_TYPE, "application/yaml")
+            .body(yaml),
+    )
+    .await;
+    let playbook = assert_ok(&r, 201)["playbook_id"].as_i64().expect("id");
+    let r = app
+        .with_key(&alice)
+        .post_json(&format!("/v2/playbooks/{playbook}/execute"), &json!({}))
+        .await;
+    let id = assert_ok(&r, 201)["execution_id"]
+        .as_i64()
+        .expect("execution id");
+    let page = format!("/ui/executions/{id}");
+
+    let mut b = Browser::new(&app);
+    b.sign_in(&bob).await;
+    let html = b.page("/ui").await;
+    assert!(html.contains(&format!("guarded #{id}")), "{html}");
+    assert!(b.page("/ui/playbooks").await.contains("guarded"));
+
+    // The requester may not approve their own execution; bob may.
+    let mut a = Browser::new(&app);
+    a.sign_in(&alice).await;
+    let atoken = a.csrf(&page).await;
+    let r = a
+        .post(&format!("{page}/approve"), &[("csrf", &atoken)])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("cannot approve"));
+    let token = b.csrf(&page).await;
+    let r = b
+        .post(&format!("{page}/approve"), &[("csrf", &token)])
+        .await;
+    assert_eq!(r.status(), 303);
+    let e = assert_ok(&app.admin().get(&format!("/v2/executions/{id}")).await, 200);
+    assert_ne!(e["status"], "pending_approval", "{e}");
+    assert_eq!(e["approval"]["outcome"], "approved", "{e}");
+    let bob_owner = app
+        .store()
+        .await
+        .find_key_owner("bob")
+        .await
+        .expect("owner")
+        .expect("bob");
+    assert_eq!(
+        e["approval"]["by"],
+        format!("owner:{}", bob_owner.id.0),
+        "{e}"
+    );
+
+    // The step timeline, then cancel.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.page(&page).await.contains("pause") {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = b.post(&format!("{page}/cancel"), &[("csrf", &token)]).await;
+    assert_eq!(r.status(), 303);
+    let e = assert_ok(&app.admin().get(&format!("/v2/executions/{id}")).await, 200);
+    assert_eq!(e["status"], "cancelled", "{e}");
+    assert!(
+        !b.page(&page).await.contains("/cancel\""),
+        "no cancel button once ended"
+    );
+}
