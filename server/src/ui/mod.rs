@@ -116,6 +116,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout))
         .route("/ui/services", get(pages::services))
+        .route("/ui/services/{id}", get(pages::service))
         .route("/ui/services/{id}/{action}", post(pages::service_action))
         .route("/ui/alerts", get(pages::alerts))
         .route("/ui/alerts/{id}", get(pages::alert))

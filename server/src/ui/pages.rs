@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::session::{self, SignInError, Signed};
 use super::{Reply, Ui};
+use crate::domain::Timestamp;
 use crate::ratelimit::RateClass;
 
 // ---- views: the API's answers, read as much as the pages show ---------------------------------
@@ -265,6 +266,89 @@ struct ServicesPage {
     state: String,
     services: Vec<ServiceV>,
     total: i64,
+}
+
+#[derive(Template)]
+#[template(path = "ui/service.html")]
+struct ServicePage {
+    l: Layout,
+    s: ServiceV,
+    timeline: Timeline,
+}
+
+/// A service's heartbeats of the last [`TIMELINE_HOURS`] as marks on a strip, drawn as inline
+/// SVG by the template (no script, no image request).
+#[derive(Debug, Default)]
+pub struct Timeline {
+    pub marks: Vec<Mark>,
+    /// Heartbeats in the window (all of them are drawn).
+    pub count: usize,
+    /// The window's start and end, as the API writes times.
+    pub from: String,
+    pub to: String,
+    /// More heartbeats than one page holds fell in the window: only the newest are drawn.
+    pub clipped: bool,
+}
+
+/// One heartbeat on the strip: its position (0–1000) and its status.
+#[derive(Debug)]
+pub struct Mark {
+    pub x: i64,
+    pub status: String,
+    pub time: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HeartbeatV {
+    pub status: String,
+    pub time: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HeartbeatsV {
+    pub entries: Vec<HeartbeatV>,
+    pub has_more: bool,
+}
+
+/// How far back the service page's timeline reaches.
+pub const TIMELINE_HOURS: i64 = 24;
+
+/// The most heartbeats the timeline reads (one API page).
+const TIMELINE_MAX: u32 = 250;
+
+impl Timeline {
+    /// Places `beats` (newest first, as the API lists them) on a strip ending at `now`.
+    pub fn new(beats: &HeartbeatsV, now: Timestamp) -> Self {
+        let span = TIMELINE_HOURS * 3_600_000;
+        let start = now.millis() - span;
+        let mut marks = Vec::new();
+        let mut older = false;
+        for b in &beats.entries {
+            let Ok(t) = chrono::DateTime::parse_from_rfc3339(&b.time) else {
+                continue;
+            };
+            let at = t.timestamp_millis();
+            if at < start {
+                older = true;
+                continue;
+            }
+            let x = ((at - start) * 1000 / span).clamp(0, 998);
+            marks.push(Mark {
+                x,
+                status: b.status.clone(),
+                time: b.time.clone(),
+            });
+        }
+        Self {
+            count: marks.len(),
+            marks,
+            from: Timestamp::from_millis(start).to_string(),
+            to: now.to_string(),
+            clipped: beats.has_more && !older,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -621,6 +705,37 @@ pub async fn services(State(ui): State<Ui>, headers: HeaderMap, RawQuery(q): Raw
             state,
             total: found.total_count,
             services: found.entries,
+        },
+    )
+}
+
+pub async fn service(State(ui): State<Ui>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let s = tri!(signed(&ui, &headers).await);
+    let id = enc(&id);
+    let svc: ServiceV = tri!(needed(
+        &s,
+        ui.api
+            .get(&s.principal, &format!("/v2/services/{id}"))
+            .await
+    ))
+    .read();
+    let beats: HeartbeatsV = tri!(needed(
+        &s,
+        ui.api
+            .get(
+                &s.principal,
+                &format!("/v2/services/{id}/heartbeats?limit={TIMELINE_MAX}"),
+            )
+            .await
+    ))
+    .read();
+    let timeline = Timeline::new(&beats, ui.app.clock.now());
+    render(
+        StatusCode::OK,
+        &ServicePage {
+            l: Layout::new(svc.heartbeat_name.clone(), "services", &s),
+            s: svc,
+            timeline,
         },
     )
 }

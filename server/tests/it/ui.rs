@@ -742,3 +742,66 @@ async fn playbook_executions_are_decided_and_cancelled_from_their_page() {
         "no cancel button once ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_page_draws_the_last_days_heartbeats_on_a_timeline() {
+    let app = TestApp::builder().manual_clock().spawn().await;
+    let svc = app
+        .create_service(
+            &json!({"heartbeat_name": "nightly-export", "interval_seconds": 3600,
+                                "team": "data"}),
+        )
+        .await;
+    let id = svc["service_id"].as_i64().expect("id");
+    let beat = |status: &str| json!({"heartbeat_name": "nightly-export", "status": status});
+    // One beat a day and a half ago (outside the window), then three in the last day.
+    assert_ok(&app.admin().post_json("/heartbeat", &beat("UP")).await, 201);
+    app.advance(Duration::from_secs(36 * 3600));
+    assert_ok(&app.admin().post_json("/heartbeat", &beat("UP")).await, 201);
+    app.advance(Duration::from_secs(6 * 3600));
+    assert_ok(
+        &app.admin().post_json("/heartbeat", &beat("DOWN")).await,
+        201,
+    );
+    app.advance(Duration::from_secs(6 * 3600));
+    assert_ok(&app.admin().post_json("/heartbeat", &beat("UP")).await, 201);
+
+    let key = app.create_key_for("carol", &["read"]).await;
+    let mut b = Browser::new(&app);
+    b.sign_in(&key).await;
+    // The list links to the page.
+    let list = b.page("/ui/services").await;
+    assert!(
+        list.contains(&format!("href=\"/ui/services/{id}\"")),
+        "{list}"
+    );
+    let html = b.page(&format!("/ui/services/{id}")).await;
+    assert!(html.contains("<svg"), "{html}");
+    assert!(!html.contains("<script"), "the page has no script");
+    let marks: Vec<&str> = html
+        .split("<rect class=\"hb ")
+        .skip(1)
+        .map(|m| m.split('"').next().unwrap_or_default())
+        .collect();
+    // Oldest beat left out; the three in the window, newest first, statuses as sent.
+    assert_eq!(marks, ["up", "down", "up"].map(str::to_uppercase), "{html}");
+    let xs: Vec<i64> = html
+        .split("<rect class=\"hb ")
+        .skip(1)
+        .map(|m| {
+            let at = m.find("x=\"").expect("x") + 3;
+            m[at..]
+                .split('"')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .expect("x")
+        })
+        .collect();
+    // 0, 6 and 12 hours ago on a 24-hour strip of 1000 units.
+    assert_eq!(xs, [998, 750, 500], "{html}");
+    assert!(html.contains("3 heartbeats"), "{html}");
+    // An unknown service is the page's 404, not a crash.
+    let r = b.get("/ui/services/999999").await;
+    assert_eq!(r.status(), 404);
+}
