@@ -704,6 +704,9 @@ async fn maintenance_teams_targets_keys_heartbeats_snapshots_and_health() {
     assert_eq!(w["window"]["kind"], "one_time");
     assert_eq!(w["active"], true);
     let wid = w["window_id"].as_i64().unwrap().to_string();
+    // A daily hour twelve hours from now: never active while the test runs.
+    let hour = (chrono::Timelike::hour(&chrono::Utc::now()) + 12) % 24;
+    let cron = format!("0 {hour} * * *");
     let o = m()
         .run(&[
             "-o",
@@ -712,7 +715,7 @@ async fn maintenance_teams_targets_keys_heartbeats_snapshots_and_health() {
             "create",
             "--global",
             "--cron",
-            "0 3 * * sun",
+            &cron,
             "--duration",
             "1h",
         ])
