@@ -178,6 +178,34 @@ impl Session<'_> {
             .await;
     }
 
+    /// Presses `key` (a WebDriver key code such as TAB or ENTER) on whatever has the focus.
+    async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.post("/actions", actions).await;
+    }
+
+    /// Moves the focus with Tab until it is on the element `css` (at most 100 presses), then
+    /// presses Enter: what someone without a mouse does.
+    async fn tab_to_and_enter(&self, css: &str) {
+        const TAB: &str = "\u{E004}";
+        const ENTER: &str = "\u{E007}";
+        let target = self.element(css).await;
+        for _ in 0..100 {
+            self.press(TAB).await;
+            let active = self.get("/element/active").await;
+            let focused = active
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str);
+            if focused == Some(target.as_str()) {
+                self.press(ENTER).await;
+                return;
+            }
+        }
+        panic!("the keyboard never reached {css}");
+    }
+
     async fn cdp(&self, cmd: &str, params: Value) -> Value {
         self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params}))
             .await
@@ -309,14 +337,15 @@ async fn an_operator_works_through_the_page_in_chromium() {
     b.screenshot(&shots, "overview", 1280).await;
     b.screenshot(&shots, "overview", 320).await;
 
-    // Acknowledge the alert from its page, with the keyboard's target: the button.
-    b.click(&format!("a[href='/ui/alerts/{}']", s.alert_id))
+    // Acknowledge the alert from its page with the keyboard only: Tab to the link, Enter,
+    // Tab to the button, Enter.
+    b.tab_to_and_enter(&format!("a[href='/ui/alerts/{}']", s.alert_id))
         .await;
     let page = format!("/ui/alerts/{}", s.alert_id);
     b.wait_for("on the alert's page", |url, _| url.ends_with(&page))
         .await;
     b.screenshot(&shots, "alert", 1280).await;
-    b.click(&format!(
+    b.tab_to_and_enter(&format!(
         "form[action='/ui/alerts/{}/ack'] button",
         s.alert_id
     ))
