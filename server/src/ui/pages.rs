@@ -527,6 +527,20 @@ async fn form_post(
     Ok((s, fields))
 }
 
+/// A form's action: `POST uri` through the API as the signed-in key, then back to `back`, or
+/// the API's refusal as the page's message.
+async fn act(ui: &Ui, s: &Signed, uri: &str, body: Option<Value>, back: &str) -> Response {
+    let r = ui
+        .api
+        .call(&s.principal, Method::POST, uri, body, "application/json")
+        .await;
+    if r.ok() {
+        Redirect::to(back).into_response()
+    } else {
+        message(r.status, s, &r.message, back)
+    }
+}
+
 fn query_map(q: Option<String>) -> BTreeMap<String, String> {
     url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .into_owned()
@@ -768,15 +782,7 @@ pub async fn service_action(
         _ => return message(StatusCode::NOT_FOUND, &s, "No such action.", "/ui/services"),
     };
     let body = if action == "unmute" { None } else { Some(body) };
-    let r = ui
-        .api
-        .call(&s.principal, Method::POST, &uri, body, "application/json")
-        .await;
-    if r.ok() {
-        Redirect::to("/ui/services").into_response()
-    } else {
-        message(r.status, &s, &r.message, "/ui/services")
-    }
+    act(&ui, &s, &uri, body, "/ui/services").await
 }
 
 // ---- alerts ----------------------------------------------------------------------------------
@@ -840,21 +846,7 @@ pub async fn alert_action(
         "resolve" => "resolve",
         _ => return message(StatusCode::NOT_FOUND, &s, "No such action.", &back),
     };
-    let r = ui
-        .api
-        .call(
-            &s.principal,
-            Method::POST,
-            &format!("/v2/alerts/{id}/{verb}"),
-            None,
-            "application/json",
-        )
-        .await;
-    if r.ok() {
-        Redirect::to(&back).into_response()
-    } else {
-        message(r.status, &s, &r.message, &back)
-    }
+    act(&ui, &s, &format!("/v2/alerts/{id}/{verb}"), None, &back).await
 }
 
 // ---- agents, scripts, runs -------------------------------------------------------------------
@@ -966,21 +958,14 @@ pub async fn script_action(
         return message(StatusCode::NOT_FOUND, &s, "No such action.", &back);
     }
     let reason = f.get("reason").filter(|r| !r.trim().is_empty());
-    let r = ui
-        .api
-        .call(
-            &s.principal,
-            Method::POST,
-            &format!("/v2/scripts/{id}/versions/{version}/{action}"),
-            Some(json!({ "reason": reason })),
-            "application/json",
-        )
-        .await;
-    if r.ok() {
-        Redirect::to(&back).into_response()
-    } else {
-        message(r.status, &s, &r.message, &back)
-    }
+    act(
+        &ui,
+        &s,
+        &format!("/v2/scripts/{id}/versions/{version}/{action}"),
+        Some(json!({ "reason": reason })),
+        &back,
+    )
+    .await
 }
 
 pub async fn runs(State(ui): State<Ui>, headers: HeaderMap) -> Response {
@@ -1076,21 +1061,14 @@ pub async fn execution_action(
         return message(StatusCode::NOT_FOUND, &s, "No such action.", &back);
     }
     let reason = f.get("reason").filter(|r| !r.trim().is_empty());
-    let r = ui
-        .api
-        .call(
-            &s.principal,
-            Method::POST,
-            &format!("/v2/executions/{id}/{action}"),
-            Some(json!({ "reason": reason })),
-            "application/json",
-        )
-        .await;
-    if r.ok() {
-        Redirect::to(&back).into_response()
-    } else {
-        message(r.status, &s, &r.message, &back)
-    }
+    act(
+        &ui,
+        &s,
+        &format!("/v2/executions/{id}/{action}"),
+        Some(json!({ "reason": reason })),
+        &back,
+    )
+    .await
 }
 
 // ---- audit -----------------------------------------------------------------------------------
