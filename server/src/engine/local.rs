@@ -21,7 +21,7 @@ use medic_agent::exec::{
 };
 use medic_protocol::{AgentId, RunId, RunRequest, RunStatus as Ended};
 
-use crate::playbook::machine::{Outcome, cap_output};
+use crate::playbook::machine::Outcome;
 use crate::playbook::plan::{Plan, StepKind};
 use crate::playbook::vars::Scope;
 use crate::store::Store;
@@ -200,15 +200,12 @@ pub async fn run_step(
         }
         Err(e) => return failure(format!("the script's runner failed: {e}")),
     };
-    // Each stream the executor cut at its cap may end in half a secret: masked too.
-    let mut text = masker.mask_maybe_cut(&result.stdout, result.stdout_truncated);
-    if !result.stderr.is_empty() {
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&masker.mask_maybe_cut(&result.stderr, result.stderr_truncated));
-    }
-    let output = (!text.is_empty()).then(|| cap_output(&masker.mask(&text)));
+    let output = super::runs::step_output(
+        &masker,
+        (&result.stdout, result.stdout_truncated),
+        (&result.stderr, result.stderr_truncated),
+    );
+    let output = (!output.is_empty()).then_some(output);
     match result.status {
         Ended::Succeeded => Outcome {
             ok: true,

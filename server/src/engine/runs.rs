@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::domain::{ServiceId, Timestamp};
 use crate::playbook::machine::{Event, Outcome, cap_output};
 use crate::playbook::plan::{Plan, StepKind, Target};
-use crate::playbook::vars::Scope;
+use crate::playbook::vars::{Masker, Scope};
 use crate::store::{
     AgentFilter, AgentRun, AgentRunStatus, NewAgentRun, NewAuditEntry, PageRequest, ScriptStatus,
     Store, StoreError,
@@ -68,25 +68,36 @@ fn failure(error: String) -> Outcome {
     }
 }
 
+/// A script's standard output then its standard error (each with whether it was cut at the
+/// output cap), as a step's output: secrets masked — a stream cut at its cap may end in half a
+/// secret, masked too — and capped.
+pub(super) fn step_output(masker: &Masker, out: (&str, bool), err: (&str, bool)) -> String {
+    let mut text = masker.mask_maybe_cut(out.0, out.1);
+    if !err.0.is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&masker.mask_maybe_cut(err.0, err.1));
+    }
+    cap_output(&masker.mask(&text))
+}
+
 /// What an ended run means for the step, secrets masked; `None` while it has not ended.
 fn outcome_of(run: &AgentRun, scope: &Scope) -> Option<Outcome> {
     let masker = scope.masker();
     let output = match (&run.stdout, &run.stderr) {
         (None, None) => None,
-        (out, err) => {
-            // Each stream the agent cut at its cap may end in half a secret: masked too.
-            let mut text = masker.mask_maybe_cut(
+        (out, err) => Some(step_output(
+            &masker,
+            (
                 out.as_deref().unwrap_or_default(),
                 run.stdout_truncated == Some(true),
-            );
-            if let Some(e) = err.as_deref().filter(|e| !e.is_empty()) {
-                if !text.is_empty() && !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                text.push_str(&masker.mask_maybe_cut(e, run.stderr_truncated == Some(true)));
-            }
-            Some(cap_output(&masker.mask(&text)))
-        }
+            ),
+            (
+                err.as_deref().unwrap_or_default(),
+                run.stderr_truncated == Some(true),
+            ),
+        )),
     };
     let error = |why: String| Some(masker.mask(&why));
     Some(match run.status {
