@@ -34,11 +34,18 @@ pub struct Reply {
     pub results: Value,
     pub body: axum::body::Bytes,
     pub content_type: Option<HeaderValue>,
+    /// The API's `X-Has-More` header: a later page exists.
+    has_more: bool,
 }
 
 impl Reply {
     pub fn ok(&self) -> bool {
         self.status.is_success()
+    }
+
+    /// Whether the API said a later page exists (`X-Has-More: true`).
+    pub fn has_more(&self) -> bool {
+        self.has_more
     }
 
     /// `results` read as `T` (a missing or malformed field reads as its default).
@@ -73,6 +80,10 @@ impl Api {
         };
         let status = resp.status();
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let has_more = resp
+            .headers()
+            .get("x-has-more")
+            .is_some_and(|v| v.as_bytes() == b"true");
         let body = axum::body::to_bytes(resp.into_body(), 64 << 20)
             .await
             .unwrap_or_default();
@@ -83,6 +94,7 @@ impl Api {
             results: json["results"].clone(),
             body,
             content_type,
+            has_more,
         }
     }
 

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -1098,6 +1099,12 @@ pub async fn audit(State(ui): State<Ui>, headers: HeaderMap, RawQuery(q): RawQue
     )
 }
 
+/// Entries per API page while exporting the audit log (the API's maximum).
+const CSV_PAGE: u32 = 250;
+
+/// The whole filtered audit log as CSV, streamed page by page through the API: the export is not
+/// cut at one page, and the server holds one page at a time. The end of the range is fixed when
+/// the export starts (`end_date`), so entries written meanwhile do not shift the pages.
 pub async fn audit_csv(
     State(ui): State<Ui>,
     headers: HeaderMap,
@@ -1105,19 +1112,47 @@ pub async fn audit_csv(
 ) -> Response {
     let s = tri!(signed(&ui, &headers).await);
     let (_, _, qs) = audit_query(&query_map(q));
-    let r = ui
+    let until = ui.app.clock.now().rfc3339();
+    let page_uri = move |offset: u32| {
+        format!(
+            "/v2/audit-logs?limit={CSV_PAGE}&offset={offset}&{}",
+            query(&[("end_date", &until)])
+        ) + if qs.is_empty() { "" } else { "&" }
+            + &qs
+    };
+    let first = ui
         .api
-        .call(
-            &s.principal,
-            Method::GET,
-            &format!("/v2/audit-logs?limit=250&{qs}"),
-            None,
-            "text/csv",
-        )
+        .call(&s.principal, Method::GET, &page_uri(0), None, "text/csv")
         .await;
-    if !r.ok() {
-        return message(r.status, &s, &r.message, "/ui/audit");
+    if !first.ok() {
+        return message(first.status, &s, &first.message, "/ui/audit");
     }
+    let more = first.has_more();
+    let principal = s.principal.clone();
+    let api = ui.api.clone();
+    // Each later page without its header line (the header never holds a newline).
+    let rest = futures::stream::unfold((more, CSV_PAGE), move |(more, offset)| {
+        let (api, principal, uri) = (api.clone(), principal.clone(), page_uri(offset));
+        async move {
+            if !more {
+                return None;
+            }
+            let r = api
+                .call(&principal, Method::GET, &uri, None, "text/csv")
+                .await;
+            if !r.ok() {
+                tracing::warn!(status = %r.status, "audit export stopped: {}", r.message);
+                return Some((Err(std::io::Error::other(r.message)), (false, offset)));
+            }
+            let body = match r.body.iter().position(|&b| b == b'\n') {
+                Some(i) => r.body.slice(i + 1..),
+                None => Bytes::new(),
+            };
+            Some((Ok(body), (r.has_more(), offset + CSV_PAGE)))
+        }
+    });
+    let body =
+        futures::stream::once(async move { Ok::<_, std::io::Error>(first.body) }).chain(rest);
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -1126,7 +1161,7 @@ pub async fn audit_csv(
                 "attachment; filename=\"medic-audit.csv\"",
             ),
         ],
-        r.body,
+        axum::body::Body::from_stream(body),
     )
         .into_response()
 }

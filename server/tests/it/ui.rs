@@ -805,3 +805,39 @@ async fn a_service_page_draws_the_last_days_heartbeats_on_a_timeline() {
     let r = b.get("/ui/services/999999").await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_export_holds_every_matching_entry_not_one_page() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key_for("alice", &["admin"]).await;
+    // More entries than one API page (250) holds.
+    let teams = 260;
+    for i in 0..teams {
+        let r = app
+            .admin()
+            .post_json("/v2/teams", &json!({ "name": format!("team-{i:03}") }))
+            .await;
+        assert_ok(&r, 201);
+    }
+    let mut b = Browser::new(&app);
+    b.sign_in(&key).await;
+    let r = b.get("/ui/audit.csv?action_type=team_created").await;
+    assert_eq!(r.status(), 200);
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,timestamp,action_type"), "{csv}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("id,")).count(),
+        1,
+        "one header line"
+    );
+    assert_eq!(lines.len(), 1 + teams, "every entry, once");
+    for i in 0..teams {
+        let name = format!("team-{i:03}");
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(&name)).count(),
+            1,
+            "{name} appears once"
+        );
+    }
+}
