@@ -48,6 +48,10 @@ pub struct Cli {
     /// A profile of the configuration file (default: `default_profile` there, else "default").
     #[arg(long, global = true, env = "MEDIC_PROFILE")]
     profile: Option<String>,
+    /// A PEM file of CA certificates to trust besides the built-in roots (a server with a
+    /// private CA or a self-signed certificate).
+    #[arg(long, global = true, env = "MEDIC_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -134,6 +138,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let format = cli.output;
+    if let Some(path) = &cli.ca_cert {
+        match client::trust_ca_file(path) {
+            // A wrapped job runs whatever medic's configuration (docs/cli.md).
+            Err(e) if matches!(cli.command, Command::Run(_)) => eprintln!("medic: warning: {e}"),
+            r => r?,
+        }
+    }
     let ctx = || config::Context::resolve(&cli);
     match &cli.command {
         Command::Completions { shell } => {
