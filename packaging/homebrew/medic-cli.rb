@@ -2,7 +2,7 @@
 # the tap medic-dev/homebrew-tap. This file is a template: the release workflow runs
 # `packaging/homebrew/render-formula VERSION REPO_URL SHA256SUMS medic-cli`, which replaces the
 # @...@ placeholders with the released version, the repository URL and the sums from SHA256SUMS.
-# The archives hold the binary, its completions and its man page (packaging/cli/assets).
+# The archives hold the binary, its completions and its man pages (packaging/cli/assets).
 class MedicCli < Formula
   desc "Medic operator CLI: services, alerts, scripts, runs and playbooks of a Medic server"
   homepage "@REPO_URL@"
@@ -36,7 +36,7 @@ class MedicCli < Formula
     bash_completion.install "completions/medic.bash" => "medic"
     zsh_completion.install "completions/_medic"
     fish_completion.install "completions/medic.fish"
-    man1.install "man/medic.1.gz"
+    man1.install Dir["man/*.1.gz"]
   end
 
   test do

@@ -109,7 +109,11 @@ async fn a_label_granted_to_a_connected_agent_is_selected_by_runs_at_once() {
 
     let r = app.with_key(&writer).post_json("/v2/runs", &by_tier).await;
     let queued = assert_ok(&r, 201);
-    assert_eq!(queued["runs"].as_array().map(Vec::len), Some(1), "{queued:#}");
+    assert_eq!(
+        queued["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{queued:#}"
+    );
     assert_eq!(queued["runs"][0]["agent_id"], "db-1", "{queued:#}");
     let run_id = queued["run_ids"][0].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -542,6 +542,24 @@ async fn completions_and_the_man_page_come_from_the_command_tree() {
         "{}",
         &o.stdout[..200.min(o.stdout.len())]
     );
+    // One page per command, so that the pages medic(1) names exist.
+    let dir = home.path().join("man");
+    ok(&Medic::new(home.path())
+        .run(&["man", "--dir", dir.to_str().unwrap()])
+        .await);
+    let page = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert!(
+        page("medic.1").contains(".TH medic 1"),
+        "{}",
+        page("medic.1")
+    );
+    assert!(
+        page("medic.1").contains("medic\\-agents(1)"),
+        "{}",
+        page("medic.1")
+    );
+    assert!(page("medic-agents.1").contains(".TH medic-agents 1"));
+    assert!(page("medic-agents-label.1").contains("\\-\\-remove"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

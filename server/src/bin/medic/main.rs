@@ -114,8 +114,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write medic.1 and a page per subcommand (medic-agents-label.1, …) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -153,7 +157,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             clap_complete::generate(*shell, &mut cmd, "medic", &mut buf);
             out!("{}", String::from_utf8_lossy(&buf));
         }
-        Command::Man => {
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+                .map_err(|e| {
+                    Failure::Other(format!(
+                        "cannot write the man pages to {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        Command::Man { dir: None } => {
             let man = clap_mangen::Man::new(Cli::command());
             let mut buf = Vec::new();
             man.render(&mut buf)
