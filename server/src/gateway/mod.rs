@@ -446,7 +446,8 @@ impl Gateway {
                 agent_version: hello.agent_version.clone(),
                 os: hello.os.clone(),
                 arch: hello.arch.clone(),
-                labels: granted_labels(&hello.labels, &ctx.granted_labels),
+                declared_labels: hello.labels.clone(),
+                key_labels: ctx.granted_labels.clone(),
                 session_id: session_id.clone(),
                 remote_addr: ctx.remote.map(|a| a.to_string()),
                 key_id: ctx.key_id.clone(),
@@ -472,21 +473,9 @@ pub struct SessionContext {
     pub remote: Option<SocketAddr>,
     /// The id of the API key the connection authenticated with.
     pub key_id: Option<String>,
-    /// The labels that key grants; the agent carries only those of its hello's labels.
+    /// The labels that key grants; the agent carries only those of its hello's labels that
+    /// these or an operator's grants on the agent allow (`store::carried_labels`).
     pub granted_labels: BTreeMap<String, String>,
-}
-
-/// The labels an agent carries: those it declares that its key grants with the same value. A
-/// label selects targets for runs, so an agent never gives itself one.
-pub fn granted_labels(
-    declared: &BTreeMap<String, String>,
-    granted: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    declared
-        .iter()
-        .filter(|(k, v)| granted.get(*k) == Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// A refusal: the error code, its message and the close code.

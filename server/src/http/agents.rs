@@ -3,7 +3,9 @@
 //! `GET /v2/agents/connect` upgrades to the agent protocol for a key with the `agent` scope;
 //! everything after the upgrade is the [`gateway`](crate::gateway)'s. The registry routes read
 //! what the gateway recorded; `DELETE /v2/agents/{id}` revokes an agent: its session closes and
-//! every later connection with its id is refused.
+//! every later connection with its id is refused. `PUT /v2/agents/{id}/labels` sets the labels
+//! an operator grants to one agent (on top of its key's), which a connected agent carries at
+//! once.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, State};
@@ -22,7 +24,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::audit::entry;
 use super::error::{ApiError, ApiResult, Envelope, ok};
-use super::extract::{Caller, Page, PageParams, Params, actor, paginated};
+use super::extract::{Caller, JsonBody, Page, PageParams, Params, actor, paginated};
 use super::middleware::client_ip;
 use super::schema::{Time, time};
 use crate::domain::{Scope, Timestamp};
@@ -34,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connect_agent))
         .routes(routes!(list_agents))
         .routes(routes!(get_agent, revoke_agent))
+        .routes(routes!(set_agent_labels))
 }
 
 /// Whether the agent is connected: its session is open here, or the registry says connected
@@ -63,7 +66,18 @@ pub struct AgentOut {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
+    /// The labels it carries, which run label selectors match: those of `declared_labels` that
+    /// `label_grants` or else `key_labels` grant with the same value.
     pub labels: BTreeMap<String, String>,
+    /// The labels its configuration declares (its last hello).
+    #[serde(default)]
+    pub declared_labels: BTreeMap<String, String>,
+    /// The labels the API key it last connected with grants.
+    #[serde(default)]
+    pub key_labels: BTreeMap<String, String>,
+    /// The labels an operator granted to this agent (`PUT /v2/agents/{agent_id}/labels`).
+    #[serde(default)]
+    pub label_grants: BTreeMap<String, String>,
     pub status: AgentStatus,
     /// Its session is open here, or another replica heard from it recently.
     pub connected: bool,
@@ -131,6 +145,9 @@ impl AgentOut {
             os: a.os.clone(),
             arch: a.arch.clone(),
             labels: a.labels.clone(),
+            declared_labels: a.declared_labels.clone(),
+            key_labels: a.key_labels.clone(),
+            label_grants: a.label_grants.clone(),
             status,
             connected,
             session_id: a.session_id.clone(),
@@ -307,6 +324,86 @@ async fn revoke_agent(
     Ok(ok(
         StatusCode::OK,
         "Agent revoked.",
+        AgentOut::new(&app, &agent, app.clock.now()),
+    ))
+}
+
+/// The labels an operator grants to one agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLabelsIn {
+    /// Every label granted to this agent, replacing the previous grants (`{}` revokes them
+    /// all). Keys and values as for an API key's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Set the labels an operator grants to an agent, on top of those its API key grants. The
+/// agent carries those of its declared labels that are granted, with the same value (a grant
+/// here wins over the key's); a connected agent carries them at once, and runs by label reach
+/// it from then on. The grants replace the previous ones.
+#[utoipa::path(put, path = "/v2/agents/{agent_id}/labels", tag = "agents",
+    params(("agent_id" = String, Path)),
+    request_body = AgentLabelsIn,
+    responses((status = 200, description = "Set: the agent with the labels it now carries", body = Envelope<AgentOut>),
+              (status = 400, description = "Invalid labels (nothing changed)"),
+              (status = 403, description = "Not an admin key"),
+              (status = 404, description = "Unknown agent"),
+              (status = 409, description = "The agent is revoked")),
+    security(("bearer" = [])))]
+async fn set_agent_labels(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+    JsonBody(body): JsonBody<AgentLabelsIn>,
+) -> ApiResult {
+    caller.require(Scope::Admin)?;
+    let who = actor(&headers, &caller)?;
+    medic_protocol::validate::validate_labels(&body.labels)
+        .map_err(|e| ApiError::bad_request(format!("labels: {e}.")))?;
+    let known = app
+        .store
+        .get_agent(&agent_id)
+        .await?
+        .ok_or_else(|| unknown(&agent_id))?;
+    if known.revoked_at.is_some() {
+        return Err(ApiError::conflict(format!(
+            "Agent {agent_id:?} is revoked; its labels cannot change."
+        )));
+    }
+    let audit = entry(
+        "agent_labels_changed",
+        &who,
+        known.service_id,
+        json!({
+            "agent_id": agent_id,
+            "label_grants": body.labels,
+            "previous_label_grants": known.label_grants,
+        }),
+    );
+    let agent = app
+        .store
+        .set_agent_label_grants(&agent_id, &body.labels, Some(&audit))
+        .await?
+        .ok_or_else(|| unknown(&agent_id))?;
+    let not_declared: Vec<String> = body
+        .labels
+        .iter()
+        .filter(|(k, v)| agent.declared_labels.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let message = if not_declared.is_empty() {
+        "Agent labels set.".to_owned()
+    } else {
+        format!(
+            "Agent labels set. The agent does not declare {}: it carries them once its \
+             configuration does.",
+            not_declared.join(", ")
+        )
+    };
+    Ok(ok(
+        StatusCode::OK,
+        &message,
         AgentOut::new(&app, &agent, app.clock.now()),
     ))
 }

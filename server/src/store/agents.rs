@@ -17,8 +17,19 @@ pub struct AgentRecord {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
+    /// The labels it carries (what run label selectors match): [`carried_labels`] of the three
+    /// below.
     #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
     pub labels: BTreeMap<String, String>,
+    /// The labels its last hello declared.
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
+    pub declared_labels: BTreeMap<String, String>,
+    /// The labels the API key it last connected with grants.
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
+    pub key_labels: BTreeMap<String, String>,
+    /// The labels an operator granted to this agent (`PUT /v2/agents/{id}/labels`).
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
+    pub label_grants: BTreeMap<String, String>,
     /// Whether a session was open when it last changed. A replica that died without closing
     /// its sessions leaves this set; readers also look at `last_seen_at`.
     pub connected: bool,
@@ -48,13 +59,34 @@ pub struct AgentConnection {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
-    pub labels: BTreeMap<String, String>,
+    /// The labels the hello declares.
+    pub declared_labels: BTreeMap<String, String>,
+    /// The labels the session's API key grants. The agent carries the declared labels that
+    /// these or its operator grants allow ([`carried_labels`]); the store works them out with
+    /// the grants it holds, in the same transaction.
+    pub key_labels: BTreeMap<String, String>,
     pub session_id: String,
     pub remote_addr: Option<String>,
     /// The API key the session authenticated with.
     pub key_id: Option<String>,
     pub service_id: Option<ServiceId>,
     pub at: Timestamp,
+}
+
+/// The labels an agent carries: those it declares that are granted with the same value, by an
+/// operator on the agent (`grants`, which win) or else by its API key. A label selects targets
+/// for runs, so an agent never gives itself one, and an operator's grant takes effect only on
+/// a label the host's own configuration declares.
+pub fn carried_labels(
+    declared: &BTreeMap<String, String>,
+    key: &BTreeMap<String, String>,
+    grants: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    declared
+        .iter()
+        .filter(|(k, v)| grants.get(*k).or_else(|| key.get(*k)) == Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// What [`Store::agent_connected`](super::Store::agent_connected) did.
@@ -111,6 +143,15 @@ pub trait AgentStore: Send + Sync {
         filter: &AgentFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AgentRecord>>;
+    /// Replaces the labels an operator granted to the agent and works out the labels it carries
+    /// again ([`carried_labels`]), with `audit` in the same transaction; a connected agent's
+    /// runs by label see them at once. `None` (and nothing written) when no such agent exists.
+    async fn set_agent_label_grants(
+        &self,
+        id: &str,
+        grants: &BTreeMap<String, String>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Option<AgentRecord>>;
     /// Marks the agent revoked (and disconnected), with `audit` in the same transaction.
     /// `false` (and nothing written) when no such unrevoked agent exists.
     async fn revoke_agent(

@@ -306,6 +306,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v2/agents", &["get"]),
     ("/v2/agents/connect", &["get"]),
     ("/v2/agents/{agent_id}", &["get", "delete"]),
+    ("/v2/agents/{agent_id}/labels", &["put"]),
     ("/v2/runs", &["get", "post"]),
     ("/v2/runs/{run_id}", &["get"]),
     ("/v2/executions", &["get"]),

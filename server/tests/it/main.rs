@@ -29,6 +29,7 @@ macro_rules! conformance {
     (@call $check:ident $db:ident db) => { super::$check(&$db).await };
 }
 
+mod agent_labels;
 mod agent_runs;
 mod agents;
 mod alerting;

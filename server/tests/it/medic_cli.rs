@@ -542,6 +542,24 @@ async fn completions_and_the_man_page_come_from_the_command_tree() {
         "{}",
         &o.stdout[..200.min(o.stdout.len())]
     );
+    // One page per command, so that the pages medic(1) names exist.
+    let dir = home.path().join("man");
+    ok(&Medic::new(home.path())
+        .run(&["man", "--dir", dir.to_str().unwrap()])
+        .await);
+    let page = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert!(
+        page("medic.1").contains(".TH medic 1"),
+        "{}",
+        page("medic.1")
+    );
+    assert!(
+        page("medic.1").contains("medic\\-agents(1)"),
+        "{}",
+        page("medic.1")
+    );
+    assert!(page("medic-agents.1").contains(".TH medic-agents 1"));
+    assert!(page("medic-agents-label.1").contains("\\-\\-remove"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,4 +836,431 @@ async fn maintenance_teams_targets_keys_heartbeats_snapshots_and_health() {
         .await;
     ok(&o);
     assert!(o.stdout.contains("healthy"), "{o:?}");
+}
+
+// ---- on a terminal --------------------------------------------------------------------------
+
+/// `medic` on a real terminal: run under script(1), which makes a pseudo-terminal its
+/// controlling terminal and its standard input, output and error. What the test writes is
+/// typed on that terminal; what script prints is everything the terminal showed (echo included).
+struct Tty {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tty {
+    fn spawn(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let line = std::iter::once(BIN)
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SHELL", "/bin/sh")
+            .env("TERM", "dumb")
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("script(1) runs (util-linux)");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = shown.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            stdin,
+            shown,
+            reader: Some(reader),
+        }
+    }
+
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the terminal has shown `text`.
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.shown().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {text:?}: {:?}",
+                self.shown()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The terminal device of the program script runs (a child of script).
+    fn device(&self) -> std::path::PathBuf {
+        let parent = self.child.id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                    continue;
+                };
+                // pid (comm) state ppid …: comm may hold spaces, so read after the last ')'.
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1));
+                if ppid != Some(parent.as_str()) {
+                    continue;
+                }
+                if let Ok(tty) = std::fs::read_link(entry.path().join("fd/0"))
+                    && tty.starts_with("/dev/pts")
+                {
+                    return tty;
+                }
+            }
+            assert!(Instant::now() < deadline, "no terminal under script(1)");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the program has switched its terminal's echo off (`stty -a` says `-echo`).
+    fn wait_echo_off(&self) {
+        let device = self.device();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = Command::new("stty")
+                .arg("-F")
+                .arg(&device)
+                .arg("-a")
+                .output()
+                .expect("stty runs");
+            let settings = String::from_utf8_lossy(&o.stdout);
+            if settings.split_whitespace().any(|w| w == "-echo") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "echo never switched off on {}: {settings}",
+                device.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn type_line(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .expect("type on the terminal");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the program to end: its exit code and all the terminal showed.
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().expect("script ends");
+        drop(self.stdin.take());
+        self.reader.take().unwrap().join().unwrap();
+        (status.code().unwrap_or(-1), self.shown())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_on_a_terminal_reads_the_key_without_echoing_it() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("config/medic/config.toml");
+    let url = app.url("");
+    let key = app.admin_key().to_owned();
+    let dir = home.path().to_owned();
+    let (code, shown) = tokio::task::spawn_blocking(move || {
+        let mut tty = Tty::spawn(&dir, &[], &["--server", &url, "--profile", "tty", "login"]);
+        tty.wait_for("API key: ");
+        // Typed only once echo is off, as a person would after the prompt: what the terminal
+        // shows afterwards is what medic lets it show.
+        tty.wait_echo_off();
+        tty.type_line(&key);
+        tty.finish()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{shown:?}");
+    assert!(shown.contains("Logged in to"), "{shown:?}");
+    assert!(
+        !shown.contains(app.admin_key()),
+        "the key was echoed on the terminal: {shown:?}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("[profiles.tty]") && text.contains(app.admin_key()),
+        "{text}"
+    );
+    ok(&Medic::new(home.path())
+        .run(&["--profile", "tty", "services", "list"])
+        .await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_granted_a_label_is_reached_by_runs_on_it_with_a_live_status_on_a_terminal() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let admin = |home: &Path| Medic::on(home, &app, app.admin_key());
+
+    // A key without labels: the agent declares tier=db but carries nothing.
+    let o = admin(home.path())
+        .run(&[
+            "-o", "json", "api-keys", "create", "--name", "db-1", "--scope", "agent",
+        ])
+        .await;
+    ok(&o);
+    let agent_key = o.json()["key"].as_str().unwrap().to_owned();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let _agent = crate::agents::AgentProcess::start_with(
+        &addr,
+        &agent_key,
+        "db-1",
+        "tier = \"db\"\n[[allow]]\nscript = \"where\"\n",
+    );
+    crate::agents::wait_for_agent(
+        &app.client,
+        &app.base,
+        "db-1",
+        Duration::from_secs(30),
+        "the agent to connect",
+        |a| a["connected"] == true,
+    )
+    .await;
+    let writer = app.create_key_for("wendy", &["write", "run", "read"]).await;
+    let script = home.path().join("where");
+    std::fs::write(&script, "echo here\n").unwrap();
+    ok(&Medic::on(home.path(), &app, &writer)
+        .run(&["scripts", "register", "-f", script.to_str().unwrap()])
+        .await);
+    ok(&admin(home.path()).run(&["scripts", "approve", "1"]).await);
+    let run_on_db = [
+        "runs", "create", "--label", "tier=db", "--script", "where", "--wait",
+    ];
+    let o = Medic::on(home.path(), &app, &writer).run(&run_on_db).await;
+    assert_eq!(o.code, 3, "no agent carries tier=db yet: {o:?}");
+
+    // Bad input and a reader's key change nothing.
+    let o = admin(home.path())
+        .run(&["agents", "label", "db-1", "bad key!=x"])
+        .await;
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(o.stderr.contains("labels"), "{o:?}");
+    let o = Medic::on(home.path(), &app, &writer)
+        .run(&["agents", "label", "db-1", "tier=db"])
+        .await;
+    assert_eq!(o.code, 4, "{o:?}");
+    let o = admin(home.path()).run(&["agents", "label", "db-1"]).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = admin(home.path())
+        .run(&["agents", "label", "nobody", "tier=db"])
+        .await;
+    assert_eq!(o.code, 3, "{o:?}");
+    let o = admin(home.path())
+        .run(&["-o", "json", "agents", "show", "db-1"])
+        .await;
+    ok(&o);
+    assert_eq!(o.json()["label_grants"], json!({}), "{o:?}");
+
+    // Granted: the connected agent carries it at once.
+    let o = admin(home.path())
+        .run(&["agents", "label", "db-1", "tier=db", "dc=eu-1"])
+        .await;
+    ok(&o);
+    assert!(o.stdout.contains("Agent labels set."), "{o:?}");
+    assert!(o.stdout.contains("does not declare dc=eu-1"), "{o:?}");
+    let o = admin(home.path())
+        .run(&["-o", "json", "agents", "list", "--label", "tier=db"])
+        .await;
+    ok(&o);
+    assert_eq!(o.json()["entries"][0]["agent_id"], "db-1", "{o:?}");
+
+    // Not on a terminal: one plain line per status, no control characters.
+    let o = Medic::on(home.path(), &app, &writer).run(&run_on_db).await;
+    ok(&o);
+    assert!(o.stderr.contains("on db-1: succeeded\n"), "{o:?}");
+    assert!(
+        !o.stderr.contains('\r') && !o.stderr.contains('\x1b'),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("here"), "{o:?}");
+
+    // On a terminal: the status line is rewritten in place (carriage return, erase line).
+    let url = app.url("");
+    let dir = home.path().to_owned();
+    let writer_key = writer.clone();
+    let (code, shown) = tokio::task::spawn_blocking(move || {
+        Tty::spawn(
+            &dir,
+            &[("MEDIC_URL", &url), ("MEDIC_API_KEY", &writer_key)],
+            &run_on_db,
+        )
+        .finish()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{shown:?}");
+    assert!(shown.contains("on db-1: succeeded"), "{shown:?}");
+    let statuses: Vec<&str> = shown.split("run ").skip(1).collect();
+    let lines = shown.matches(" on db-1: ").count();
+    assert!(lines >= 1, "{shown:?}");
+    assert_eq!(
+        shown.matches("\r\x1b[2Krun ").count(),
+        lines,
+        "every status line is drawn over the last one: {statuses:?}"
+    );
+
+    // Revoked: runs on that label find nobody again.
+    let o = admin(home.path())
+        .run(&["-o", "json", "agents", "label", "db-1", "--remove", "tier"])
+        .await;
+    ok(&o);
+    assert_eq!(o.json()["label_grants"], json!({ "dc": "eu-1" }), "{o:?}");
+    assert_eq!(o.json()["labels"], json!({}), "{o:?}");
+    let o = Medic::on(home.path(), &app, &writer).run(&run_on_db).await;
+    assert_eq!(o.code, 3, "{o:?}");
+}
+
+// ---- TLS --------------------------------------------------------------------------------------
+
+/// The agent's test CA and the certificate it signed for `localhost` and 127.0.0.1.
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../agent/tests/fixtures/tls")
+        .join(name)
+}
+
+/// A TLS front for `app` on 127.0.0.1 with the fixture certificate: its `https://` URL.
+async fn tls_front(app: &TestApp) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(tls_fixture("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let backend = app.base.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                // A refused handshake (an untrusting client) just ends this connection.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut plain = tokio::net::TcpStream::connect(&backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    format!("https://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_errors_are_one_line_with_exit_1_and_ca_cert_trusts_a_private_ca() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let https = tls_front(&app).await;
+    let ca = tls_fixture("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let on = |url: &str| {
+        Medic::new(home.path())
+            .env("MEDIC_URL", url)
+            .env("MEDIC_API_KEY", app.admin_key())
+    };
+    #[track_caller]
+    fn one_line_failure(o: &Out, code: i32, says: &str) {
+        assert_eq!(o.code, code, "{o:?}");
+        assert_eq!(o.stderr.lines().count(), 1, "one line: {o:?}");
+        assert!(o.stderr.starts_with("medic: "), "{o:?}");
+        assert!(o.stderr.contains(says), "{o:?}");
+        assert!(!o.stderr.contains("panicked"), "{o:?}");
+        assert!(o.stdout.is_empty(), "{o:?}");
+    }
+
+    // A certificate from a CA the CLI does not know: refused, and the way out is named.
+    for args in [&["health"][..], &["services", "list"][..]] {
+        let o = on(&https).run(args).await;
+        one_line_failure(&o, 1, "certificate");
+        assert!(o.stderr.contains("--ca-cert"), "{o:?}");
+    }
+    // A server that does not speak TLS at all.
+    let plain_as_tls = app.url("").replace("http://", "https://");
+    let o = on(&plain_as_tls).run(&["health"]).await;
+    one_line_failure(&o, 1, "cannot reach");
+
+    // Trusting the CA: the same server works, by flag or environment.
+    let o = on(&https).run(&["--ca-cert", ca, "health"]).await;
+    ok(&o);
+    let o = on(&https)
+        .env("MEDIC_CA_CERT", ca)
+        .run(&["-o", "json", "services", "list"])
+        .await;
+    ok(&o);
+    assert!(o.json()["entries"].is_array(), "{o:?}");
+    // The server's own certificate is not a CA: pinning it that way is still refused.
+    let o = on(&https)
+        .run(&[
+            "--ca-cert",
+            tls_fixture("server.pem").to_str().unwrap(),
+            "health",
+        ])
+        .await;
+    assert_eq!(o.code, 1, "{o:?}");
+
+    // A CA file that cannot be used is a usage error, before anything is sent.
+    let o = on(&https)
+        .run(&["--ca-cert", "/nonexistent/ca.pem", "health"])
+        .await;
+    one_line_failure(&o, 2, "/nonexistent/ca.pem");
+    let junk = home.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let o = on(&https)
+        .run(&["--ca-cert", junk.to_str().unwrap(), "health"])
+        .await;
+    one_line_failure(&o, 2, "no PEM certificate");
+    // … except for a wrapped job, which runs anyway.
+    let o = on(&https)
+        .run(&[
+            "--ca-cert",
+            junk.to_str().unwrap(),
+            "run",
+            "--name",
+            "nightly",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ])
+        .await;
+    assert_eq!(o.code, 7, "{o:?}");
+    assert!(o.stderr.contains("warning"), "{o:?}");
 }

@@ -12,6 +12,7 @@ conformance! {
     agents_revoked_are_refused,
     agents_list_filters_and_paging,
     agents_keep_the_latest_host_facts_of_their_current_session,
+    agents_carry_declared_labels_granted_by_the_key_or_an_operator,
     runs_queue_send_start_and_finish_once,
     runs_pending_and_listing,
     runs_expire_in_the_queue_and_are_lost_past_their_deadline,
@@ -31,7 +32,8 @@ fn conn(id: &str, session: &str, at: i64) -> AgentConnection {
         agent_version: "0.1.0".into(),
         os: "linux".into(),
         arch: "x86_64".into(),
-        labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        declared_labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        key_labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
         session_id: session.into(),
         remote_addr: Some("192.0.2.7:40000".into()),
         key_id: Some("0123456789ab".into()),
@@ -82,7 +84,7 @@ async fn agents_register_update_and_disconnect(store: &dyn Store) {
     // Reconnecting updates what the hello said, keeps the first sighting.
     let mut again = conn("web-1", "s2", 1000);
     again.agent_version = "0.2.0".into();
-    again.labels.clear();
+    again.declared_labels.clear();
     again.key_id = Some("ba9876543210".into());
     let back = connected(store.agent_connected(&again).await.unwrap());
     assert!(back.connected);
@@ -92,6 +94,112 @@ async fn agents_register_update_and_disconnect(store: &dyn Store) {
     assert_eq!(back.connected_at, Some(t(1000)));
     assert_eq!(back.key_id.as_deref(), Some("ba9876543210"));
     assert!(store.get_agent("nobody").await.unwrap().is_none());
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+async fn agents_carry_declared_labels_granted_by_the_key_or_an_operator(store: &dyn Store) {
+    let mut c = conn("lb-1", "s1", 0);
+    c.declared_labels = labels(&[("env", "prod"), ("role", "backup"), ("tier", "gold")]);
+    c.key_labels = labels(&[("env", "prod"), ("role", "web")]);
+    let first = connected(store.agent_connected(&c).await.unwrap());
+    assert_eq!(first.labels, labels(&[("env", "prod")]));
+    assert_eq!(first.declared_labels, c.declared_labels);
+    assert_eq!(first.key_labels, c.key_labels);
+    assert!(first.label_grants.is_empty());
+    let by = |pairs: &[(&str, &str)]| AgentFilter {
+        labels: labels(pairs),
+        ..AgentFilter::default()
+    };
+    let selected = |f: AgentFilter| async move {
+        store
+            .list_agents(
+                &f,
+                PageRequest {
+                    limit: 50,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(selected(by(&[("role", "backup")])).await.is_empty());
+
+    // A grant on the connected agent: its labels (and the selectors) change at once; an
+    // operator's value wins over the key's; a grant the agent does not declare is kept but
+    // carries nothing. The audit entry is written with it.
+    let audit = NewAuditEntry {
+        action_type: "agent_labels_changed".into(),
+        actor: "test".into(),
+        on_behalf_of: None,
+        service_id: None,
+        execution_id: None,
+        details: serde_json::json!({ "agent_id": "lb-1" }),
+        at: t(10),
+    };
+    let granted = store
+        .set_agent_label_grants(
+            "lb-1",
+            &labels(&[("role", "backup"), ("dc", "eu-1")]),
+            Some(&audit),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        granted.labels,
+        labels(&[("env", "prod"), ("role", "backup")])
+    );
+    assert_eq!(
+        granted.label_grants,
+        labels(&[("role", "backup"), ("dc", "eu-1")])
+    );
+    assert!(granted.connected, "a grant leaves the session alone");
+    assert_eq!(selected(by(&[("role", "backup")])).await, ["lb-1"]);
+    assert_eq!(store.get_agent("lb-1").await.unwrap().unwrap(), granted);
+
+    // A reconnection keeps the grants and works the labels out again with them.
+    let again = connected(
+        store
+            .agent_connected(&conn_with(&c, "s2", 20))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.labels, labels(&[("env", "prod"), ("role", "backup")]));
+    assert_eq!(again.label_grants, granted.label_grants);
+
+    // Revoking the grants leaves what the key grants.
+    let revoked = store
+        .set_agent_label_grants("lb-1", &BTreeMap::new(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.labels, labels(&[("env", "prod")]));
+    assert!(selected(by(&[("role", "backup")])).await.is_empty());
+    assert!(
+        store
+            .set_agent_label_grants("nobody", &labels(&[("a", "b")]), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn conn_with(c: &AgentConnection, session: &str, at: i64) -> AgentConnection {
+    AgentConnection {
+        session_id: session.into(),
+        at: t(at),
+        ..c.clone()
+    }
 }
 
 async fn agents_keep_the_latest_host_facts_of_their_current_session(store: &dyn Store) {
@@ -289,11 +397,12 @@ async fn agents_list_filters_and_paging(store: &dyn Store) {
     // Labels: every label of the selector, with exactly its value (keys and values that look
     // like JSON paths or SQL are plain strings).
     let mut web = conn("w", "s-w", 70);
-    web.labels = BTreeMap::from([
+    web.declared_labels = BTreeMap::from([
         ("env".to_owned(), "prod".to_owned()),
         ("role".to_owned(), "web".to_owned()),
         ("a.b'\"".to_owned(), "x' OR 1=1".to_owned()),
     ]);
+    web.key_labels = web.declared_labels.clone();
     connected(store.agent_connected(&web).await.unwrap());
     let with = |pairs: &[(&str, &str)]| AgentFilter {
         labels: pairs

@@ -1,6 +1,8 @@
 //! The v2 API over HTTP(S): one blocking client, the envelope, errors and their exit codes.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -66,6 +68,28 @@ impl Answer {
     }
 }
 
+/// Certificates every client of this process trusts besides the built-in (Mozilla) roots:
+/// `--ca-cert` / `MEDIC_CA_CERT`, read once by [`trust_ca_file`].
+static EXTRA_ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
+
+/// Reads a PEM file of CA certificates that every client trusts from then on (a server with a
+/// private CA, or a self-signed certificate). A missing file or one without a certificate is a
+/// usage error.
+pub fn trust_ca_file(path: &Path) -> Result<(), Failure> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Failure::Usage(format!("--ca-cert {}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Failure::Usage(format!("--ca-cert {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Failure::Usage(format!(
+            "--ca-cert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
+            path.display()
+        )));
+    }
+    let _ = EXTRA_ROOTS.set(certs);
+    Ok(())
+}
+
 pub struct Client {
     http: Http,
     base: String,
@@ -81,10 +105,14 @@ impl Client {
                 "the server URL must start with http:// or https:// (got {base:?})"
             )));
         }
-        let http = Http::builder()
+        let mut builder = Http::builder()
             .user_agent(concat!("medic-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
+            .timeout(timeout);
+        for cert in EXTRA_ROOTS.get().into_iter().flatten() {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let http = builder
             .build()
             .map_err(|e| Failure::Other(format!("cannot set up HTTP: {e}")))?;
         Ok(Self { http, base, key })
@@ -181,6 +209,12 @@ impl Client {
         }
         if e.is_timeout() {
             Failure::Other(format!("{} did not answer in time ({detail})", self.base))
+        } else if detail.contains("certificate") {
+            Failure::Other(format!(
+                "cannot reach {}: {detail} (a server whose certificate comes from a private CA \
+                 needs --ca-cert FILE or MEDIC_CA_CERT)",
+                self.base
+            ))
         } else {
             Failure::Other(format!("cannot reach {}: {detail}", self.base))
         }

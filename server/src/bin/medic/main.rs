@@ -48,6 +48,10 @@ pub struct Cli {
     /// A profile of the configuration file (default: `default_profile` there, else "default").
     #[arg(long, global = true, env = "MEDIC_PROFILE")]
     profile: Option<String>,
+    /// A PEM file of CA certificates to trust besides the built-in roots (a server with a
+    /// private CA or a self-signed certificate).
+    #[arg(long, global = true, env = "MEDIC_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -110,8 +114,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write medic.1 and a page per subcommand (medic-agents-label.1, …) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +142,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let format = cli.output;
+    if let Some(path) = &cli.ca_cert {
+        match client::trust_ca_file(path) {
+            // A wrapped job runs whatever medic's configuration (docs/cli.md).
+            Err(e) if matches!(cli.command, Command::Run(_)) => eprintln!("medic: warning: {e}"),
+            r => r?,
+        }
+    }
     let ctx = || config::Context::resolve(&cli);
     match &cli.command {
         Command::Completions { shell } => {
@@ -142,7 +157,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             clap_complete::generate(*shell, &mut cmd, "medic", &mut buf);
             out!("{}", String::from_utf8_lossy(&buf));
         }
-        Command::Man => {
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+                .map_err(|e| {
+                    Failure::Other(format!(
+                        "cannot write the man pages to {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        Command::Man { dir: None } => {
             let man = clap_mangen::Man::new(Cli::command());
             let mut buf = Vec::new();
             man.render(&mut buf)

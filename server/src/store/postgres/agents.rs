@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 use super::*;
 use crate::domain::Timestamp;
 use crate::store::shared::agents::{AgentSql, agent_columns};
+use crate::store::sql::JsonText;
 use crate::store::*;
 
 impl AgentSql for Postgres {
@@ -25,8 +26,10 @@ impl AgentSql for Postgres {
 impl AgentStore for PgStore {
     async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let labels =
-            serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let json = |m: &BTreeMap<String, String>| {
+            serde_json::to_string(m).map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let declared = json(&c.declared_labels)?;
         // Insert first (a no-op when the row exists), then lock the row and look at it: two
         // replicas racing on a new agent serialise on the primary key.
         sqlx::query(
@@ -39,17 +42,19 @@ impl AgentStore for PgStore {
         .bind(&c.agent_version)
         .bind(&c.os)
         .bind(&c.arch)
-        .bind(&labels)
+        .bind(&declared)
         .bind(c.at)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let revoked: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1 FOR UPDATE")
-                .bind(&c.id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        let (revoked, grants): (Option<DateTime<Utc>>, JsonText<BTreeMap<String, String>>) =
+            sqlx::query_as(
+                "SELECT revoked_at, label_grants::text FROM agents WHERE id = $1 FOR UPDATE",
+            )
+            .bind(&c.id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         if revoked.is_some() {
             tx.rollback().await.map_err(unavailable)?;
             return Ok(AgentConnectOutcome::Revoked);
@@ -58,7 +63,7 @@ impl AgentStore for PgStore {
             "UPDATE agents SET hostname = $2, agent_version = $3, os = $4, arch = $5, \
              labels = $6::jsonb, connected = true, session_id = $7, remote_addr = $8, \
              connected_at = $9, last_seen_at = $9, service_id = coalesce($10, service_id), \
-             key_id = $11 \
+             key_id = $11, declared_labels = $12::jsonb, key_labels = $13::jsonb \
              WHERE id = $1 RETURNING {columns}",
             columns = agent_columns::<Postgres>()
         );
@@ -68,12 +73,18 @@ impl AgentStore for PgStore {
             .bind(&c.agent_version)
             .bind(&c.os)
             .bind(&c.arch)
-            .bind(&labels)
+            .bind(json(&carried_labels(
+                &c.declared_labels,
+                &c.key_labels,
+                &grants.0,
+            ))?)
             .bind(&c.session_id)
             .bind(&c.remote_addr)
             .bind(c.at)
             .bind(c.service_id.map(|s| s.0))
             .bind(&c.key_id)
+            .bind(&declared)
+            .bind(json(&c.key_labels)?)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -125,6 +136,15 @@ impl AgentStore for PgStore {
         page: PageRequest,
     ) -> StoreResult<Page<AgentRecord>> {
         Sql::list_agents(&self.pool, filter, page).await
+    }
+
+    async fn set_agent_label_grants(
+        &self,
+        id: &str,
+        grants: &BTreeMap<String, String>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Option<AgentRecord>> {
+        Sql::set_agent_label_grants(&self.pool, id, grants, audit).await
     }
 
     async fn revoke_agent(

@@ -21,8 +21,9 @@ pub(crate) trait AgentSql: Db {
 /// The columns an [`AgentRecord`] is read from.
 pub(crate) fn agent_columns<DB: Db>() -> String {
     format!(
-        "id, hostname, agent_version, os, arch, labels{t} AS labels, connected, session_id, \
-         remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, revoked_at, \
+        "id, hostname, agent_version, os, arch, labels{t} AS labels, \
+         declared_labels{t} AS declared_labels, key_labels{t} AS key_labels, \
+         label_grants{t} AS label_grants, connected, session_id, remote_addr, first_seen_at, connected_at, disconnected_at, last_seen_at, revoked_at, \
          revoked_by, key_id, service_id, host_facts{t} AS host_facts, host_facts_at",
         t = DB::TEXT
     )
@@ -137,6 +138,53 @@ where
             page,
         )
         .await
+    }
+
+    /// [`AgentStore::set_agent_label_grants`]: the row is read and written in one transaction
+    /// (on PostgreSQL under a row lock, so a connection on another replica waits for it).
+    pub(crate) async fn set_agent_label_grants(
+        pool: &Pool<DB>,
+        id: &str,
+        grants: &BTreeMap<String, String>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Option<AgentRecord>> {
+        let mut tx = pool.begin().await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {} FROM agents WHERE id = $1{}",
+            agent_columns::<DB>(),
+            DB::FOR_UPDATE
+        );
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let before = AgentRecord::from_row(&row).map_err(unavailable)?;
+        let labels = carried_labels(&before.declared_labels, &before.key_labels, grants);
+        let json = |m: &BTreeMap<String, String>| {
+            serde_json::to_string(m).map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let sql = format!(
+            "UPDATE agents SET label_grants = $1{j}, labels = $2{j} WHERE id = $3 RETURNING {}",
+            agent_columns::<DB>(),
+            j = DB::JSONB
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(json(grants)?)
+            .bind(json(&labels)?)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let after = AgentRecord::from_row(&row).map_err(unavailable)?;
+        if let Some(e) = audit {
+            Self::insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(after))
     }
 
     pub(crate) async fn revoke_agent(

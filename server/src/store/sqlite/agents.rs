@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 use super::*;
 use crate::domain::Timestamp;
 use crate::store::shared::agents::{AgentSql, agent_columns};
+use crate::store::sql::JsonText;
 use crate::store::*;
 
 impl AgentSql for Sqlite {
@@ -27,25 +28,30 @@ impl AgentSql for Sqlite {
 impl AgentStore for SqliteStore {
     async fn agent_connected(&self, c: &AgentConnection) -> StoreResult<AgentConnectOutcome> {
         let mut tx = self.write.begin().await.map_err(unavailable)?;
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM agents WHERE id = $1")
+        let existing: Option<(Option<i64>, JsonText<BTreeMap<String, String>>)> =
+            sqlx::query_as("SELECT revoked_at, label_grants FROM agents WHERE id = $1")
                 .bind(&c.id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-        if matches!(revoked, Some(Some(_))) {
+        if matches!(existing, Some((Some(_), _))) {
             return Ok(AgentConnectOutcome::Revoked);
         }
-        let labels =
-            serde_json::to_string(&c.labels).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let grants = existing.map(|(_, g)| g.0).unwrap_or_default();
+        let json = |m: &BTreeMap<String, String>| {
+            serde_json::to_string(m).map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let labels = json(&carried_labels(&c.declared_labels, &c.key_labels, &grants))?;
         let at = c.at.millis();
         let sql = format!(
             "INSERT INTO agents (id, hostname, agent_version, os, arch, labels, connected, \
              session_id, remote_addr, first_seen_at, connected_at, last_seen_at, key_id, \
-             service_id) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13) \
+             service_id, declared_labels, key_labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
              agent_version = excluded.agent_version, os = excluded.os, arch = excluded.arch, \
-             labels = excluded.labels, connected = 1, session_id = excluded.session_id, \
+             labels = excluded.labels, declared_labels = excluded.declared_labels, \
+             key_labels = excluded.key_labels, connected = 1, session_id = excluded.session_id, \
              remote_addr = excluded.remote_addr, connected_at = excluded.connected_at, \
              last_seen_at = excluded.last_seen_at, key_id = excluded.key_id, \
              service_id = coalesce(excluded.service_id, agents.service_id) \
@@ -66,6 +72,8 @@ impl AgentStore for SqliteStore {
             .bind(at)
             .bind(&c.key_id)
             .bind(c.service_id.map(|s| s.0))
+            .bind(json(&c.declared_labels)?)
+            .bind(json(&c.key_labels)?)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -117,6 +125,15 @@ impl AgentStore for SqliteStore {
         page: PageRequest,
     ) -> StoreResult<Page<AgentRecord>> {
         Sql::list_agents(&self.read, filter, page).await
+    }
+
+    async fn set_agent_label_grants(
+        &self,
+        id: &str,
+        grants: &BTreeMap<String, String>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Option<AgentRecord>> {
+        Sql::set_agent_label_grants(&self.write, id, grants, audit).await
     }
 
     async fn revoke_agent(

@@ -486,6 +486,21 @@ pub enum AgentCmd {
     Revoke {
         agent_id: String,
     },
+    /// Grant labels to an agent, or revoke grants, without re-keying its host. It carries a
+    /// granted label its configuration declares, at once, also while connected.
+    #[command(
+        after_help = "Examples:\n  medic agents label backup-1 role=backup\n  \
+                            medic agents label backup-1 --remove role"
+    )]
+    Label {
+        agent_id: String,
+        /// Labels to grant (KEY=VALUE; replaces a grant of the same key).
+        #[arg(value_parser = key_value)]
+        labels: Vec<(String, String)>,
+        /// A granted label to revoke (repeatable KEY).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+    },
 }
 
 pub fn agents(c: &Client, format: Format, cmd: &AgentCmd) -> Result<(), Failure> {
@@ -524,6 +539,52 @@ pub fn agents(c: &Client, format: Format, cmd: &AgentCmd) -> Result<(), Failure>
         }
         AgentCmd::Revoke { agent_id } => {
             output::done(format, &c.delete(&format!("/v2/agents/{}", seg(agent_id)))?)
+        }
+        AgentCmd::Label {
+            agent_id,
+            labels,
+            remove,
+        } => {
+            if labels.is_empty() && remove.is_empty() {
+                return Err(Failure::Usage(
+                    "give labels to grant (KEY=VALUE) or --remove KEY".to_owned(),
+                ));
+            }
+            if let Some((k, _)) = labels.iter().find(|(k, _)| remove.contains(k)) {
+                return Err(Failure::Usage(format!(
+                    "label {k:?} is both granted and removed"
+                )));
+            }
+            let path = format!("/v2/agents/{}", seg(agent_id));
+            let mut grants: BTreeMap<String, Value> = c
+                .get(&path)?
+                .results
+                .get("label_grants")
+                .and_then(Value::as_object)
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default();
+            for k in remove {
+                if grants.remove(k).is_none() {
+                    eprintln!("medic: {k:?} was not granted to {agent_id}");
+                }
+            }
+            for (k, v) in labels {
+                grants.insert(k.clone(), Value::String(v.clone()));
+            }
+            let answer = c.put(&format!("{path}/labels"), &json!({ "labels": grants }))?;
+            if output::machine(format, &answer.results)? {
+                return Ok(());
+            }
+            outln!("{}", answer.message);
+            let a = &answer.results;
+            output::show(&json!({
+                "agent_id": a.get("agent_id"),
+                "labels": a.get("labels"),
+                "declared_labels": a.get("declared_labels"),
+                "key_labels": a.get("key_labels"),
+                "label_grants": a.get("label_grants"),
+            }));
+            Ok(())
         }
     }
 }
