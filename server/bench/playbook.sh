@@ -3,9 +3,10 @@
 #
 #   server/bench/playbook.sh                                  # 1,000 executions, 5 s wait, 10,000-service burst
 #   EXECUTIONS=200 WAIT=5 IDLE=30 BURST=1000 server/bench/playbook.sh   # scaled down
+#   SERVER_BIN=/tmp/a/medic-server LOAD_BIN=/tmp/a/playbook_load server/bench/playbook.sh   # no build
 #
 # Builds medic-server and the load tool (server/examples/playbook_load.rs) in release, creates a
-# fresh database `medic_bench_pb` on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test),
+# fresh database `medic_bench_pb` (BENCH_DB) on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test),
 # starts one server on it, and has the tool:
 #   1. start EXECUTIONS executions at once (webhook to a local recorder, a WAIT-second wait, a
 #      condition) and print due -> step started p50/p99 (the condition against the wait's
@@ -38,20 +39,25 @@ CONCURRENCY=${CONCURRENCY:-32}
 GLOBAL=${GLOBAL:-1000000}
 PORT=${BENCH_PORT:-18195}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+BENCH_DB=${BENCH_DB:-medic_bench_pb}
 ADMIN_KEY="bench-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --locked -p medic-server --bin medic-server --example playbook_load >&2
-BIN="$CARGO_TARGET_DIR/release/medic-server"
-LOAD="$CARGO_TARGET_DIR/release/examples/playbook_load"
+# SERVER_BIN / LOAD_BIN: run binaries built elsewhere (e.g. two builds compared side by side)
+# instead of building these.
+if [ -z "${SERVER_BIN:-}" ] || [ -z "${LOAD_BIN:-}" ]; then
+  cargo build --release --locked -p medic-server --bin medic-server --example playbook_load >&2
+fi
+BIN=${SERVER_BIN:-"$CARGO_TARGET_DIR/release/medic-server"}
+LOAD=${LOAD_BIN:-"$CARGO_TARGET_DIR/release/examples/playbook_load"}
 WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS medic_bench_pb WITH (FORCE)" >/dev/null
-psql "$PG_ADMIN_URL" -qc "CREATE DATABASE medic_bench_pb" >/dev/null
-DB="${PG_ADMIN_URL%/*}/medic_bench_pb"
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB" >/dev/null
+DB="${PG_ADMIN_URL%/*}/$BENCH_DB"
 
 DATABASE_URL=$DB PORT=$PORT MEDIC_LOG_LEVEL=warn MEDIC_ADMIN_API_KEY=$ADMIN_KEY \
   MEDIC_ALLOW_PRIVATE_WEBHOOK_TARGETS=true MEDIC_PLAYBOOK_BREAKER_GLOBAL=$GLOBAL \
@@ -71,4 +77,4 @@ echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, 
   --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL"
 grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
 kill -TERM "$PID"; wait "$PID" || true; PID=""
-psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS medic_bench_pb WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null

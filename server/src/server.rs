@@ -299,6 +299,11 @@ pub async fn start_with_clock(
     }
     let gateway = crate::gateway::Gateway::with_clock(cfg.agent_run_grace, clock.clone())
         .with_secrets(cfg.secrets.clone());
+    // A run's ending stored here makes its execution due at once (playbook script steps).
+    gateway.runs_ended().listen({
+        let engine = engine.clone();
+        move |run_id| engine.run_ended(run_id)
+    });
     // Every replica serves agents, so every replica polls the queue for its own sessions.
     tracker.spawn(
         gateway

@@ -272,6 +272,17 @@ impl Executor {
     pub fn execute(&self, request: &RunRequest, now: SystemTime) -> Result<RunResult, Refusal> {
         Ok(self.admit(request, now)?.run())
     }
+
+    /// Admits and runs `request`, blocking until it ends or `stop` fires
+    /// ([`Permit::run_until`]).
+    pub fn execute_until(
+        &self,
+        request: &RunRequest,
+        now: SystemTime,
+        stop: super::Stop,
+    ) -> Result<RunResult, Refusal> {
+        Ok(self.admit(request, now)?.run_until(Some(stop)))
+    }
 }
 
 fn find_interpreter(settings: &ExecSettings, interpreter: Interpreter) -> Option<PathBuf> {

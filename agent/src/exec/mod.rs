@@ -69,6 +69,7 @@ use medic_protocol::{AgentId, RunId, RunRequest};
 
 pub use admit::{Allowlist, INTERPRETER_DIRS, RECENT_RUN_IDS, Refusal, sha256_hex};
 pub use env::{BASE_ENV, RunAs, harden_process, switching_capabilities};
+pub use process::{Stop, Stopper, stopper};
 
 use admit::RecentRuns;
 

@@ -171,9 +171,15 @@ impl Permit {
     /// Runs the script to its end (or its timeout) and reports how it went. Never panics on a
     /// failure to start: that is a `failed` result with the reason on stderr.
     pub fn run(self) -> RunResult {
+        self.run_until(None)
+    }
+
+    /// [`Permit::run`], and when `stop`'s [`Stopper`] is dropped first, the script's whole
+    /// process group is killed then, as at its timeout (the result is `failed`, signal 9).
+    pub fn run_until(self, stop: Option<Stop>) -> RunResult {
         let started_at = SystemTime::now();
         let clock = Instant::now();
-        let outcome = self.spawn_and_wait();
+        let outcome = self.spawn_and_wait(stop.as_ref().map(|s| &s.0));
         let finished_at = SystemTime::now();
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (status, exit_code, signal, stdout, stderr) = match outcome {
@@ -219,11 +225,11 @@ impl Permit {
         }
     }
 
-    fn spawn_and_wait(&self) -> io::Result<Outcome> {
+    fn spawn_and_wait(&self, stop: Option<&OwnedFd>) -> io::Result<Outcome> {
         let prepared = self
             .executor
             .prepare(&self.settings, &self.request.content)?;
-        let result = self.run_in(&prepared);
+        let result = self.run_in(&prepared, stop);
         drop(prepared.script);
         if let Some(dir) = prepared.dir {
             // Off the result's path (removing the directory costs about as much as starting a
@@ -240,7 +246,7 @@ impl Permit {
         result
     }
 
-    fn run_in(&self, prepared: &Prepared) -> io::Result<Outcome> {
+    fn run_in(&self, prepared: &Prepared, stop: Option<&OwnedFd>) -> io::Result<Outcome> {
         let settings = &*self.settings;
         let mut command = Command::new(&self.interpreter);
         command
@@ -269,7 +275,11 @@ impl Permit {
             child.stderr.take().map(OwnedFd::from),
         ];
         let deadline = Instant::now() + timeout;
-        let collected = collect(pid, pipes, cap, deadline, exit_notifier(pid));
+        let watched = Watched {
+            exit: exit_notifier(pid),
+            stop,
+        };
+        let collected = collect(pid, pipes, cap, deadline, &watched);
         // The script is over: whatever it left running in its group goes with it.
         kill_group(pid);
         let status = reap(&mut child)?;
@@ -284,13 +294,40 @@ impl Permit {
     }
 }
 
+/// A way to stop one run from another thread: made with [`stopper`]; the [`Stop`] end goes to
+/// [`Permit::run_until`], and dropping the [`Stopper`] kills the run's process group.
+#[derive(Debug)]
+pub struct Stopper(#[allow(dead_code)] OwnedFd);
+
+/// The end of a [`stopper`] a run watches.
+#[derive(Debug)]
+pub struct Stop(OwnedFd);
+
+/// A [`Stopper`] and the [`Stop`] it triggers (the two ends of a pipe: the run's `poll` sees
+/// the write end close).
+///
+/// # Errors
+/// The pipe cannot be made (out of descriptors).
+pub fn stopper() -> io::Result<(Stopper, Stop)> {
+    let (read, write) = io::pipe()?;
+    Ok((Stopper(write.into()), Stop(read.into())))
+}
+
+/// What [`collect`] watches besides the pipes: the exit, where the system can tell it (a
+/// pidfd), and a [`Stop`].
+struct Watched<'a> {
+    exit: Option<OwnedFd>,
+    stop: Option<&'a OwnedFd>,
+}
+
 /// How often the exit is looked for where no pidfd can wake the loop at once (old kernels,
 /// macOS), while an output pipe stays open or after both have closed.
 const EXIT_CHECK: Duration = Duration::from_millis(5);
 
-/// Reads both pipes of the script `pid` on this one thread (woken by `exit_fd` when it exits,
-/// if there is one) until it has exited and both pipes are closed, keeping the first `cap`
-/// bytes of each (and reading the rest to keep the script from blocking on a full pipe). At `deadline` the group is killed (`true`: timed out).
+/// Reads both pipes of the script `pid` on this one thread (woken by `watched.exit` when it
+/// exits, if there is one) until it has exited and both pipes are closed, keeping the first
+/// `cap` bytes of each (and reading the rest to keep the script from blocking on a full pipe).
+/// At `deadline` the group is killed (`true`: timed out); so it is when `watched.stop` fires.
 /// Once the script has exited, its group is killed and open pipes (held by a process that left
 /// the group) are read for at most [`OUTPUT_GRACE`] more. The process is not reaped.
 fn collect(
@@ -298,11 +335,13 @@ fn collect(
     mut pipes: [Option<OwnedFd>; 2],
     cap: usize,
     deadline: Instant,
-    exit_fd: Option<OwnedFd>,
+    watched: &Watched<'_>,
 ) -> io::Result<(bool, [Captured; 2])> {
+    let exit_fd = &watched.exit;
     let mut captured = [Captured::default(), Captured::default()];
     let mut buf = [0u8; 8192];
     let mut timed_out = false;
+    let mut stopped = false;
     let mut grace_until: Option<Instant> = None;
     loop {
         if grace_until.is_none() && has_exited(pid)? {
@@ -336,7 +375,12 @@ fn collect(
                 slots.push(slot);
             }
         }
-        if watch_exit && let Some(fd) = &exit_fd {
+        if watch_exit && let Some(fd) = exit_fd {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let watch_stop = grace_until.is_none() && !stopped && !timed_out;
+        let stop_at = fds.len();
+        if watch_stop && let Some(fd) = watched.stop {
             fds.push(PollFd::new(fd, PollFlags::IN));
         }
         let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
@@ -353,7 +397,16 @@ fn collect(
             .filter(|(_, fd)| !fd.revents().is_empty())
             .map(|(slot, _)| *slot)
             .collect();
+        let stop_fired = fds.get(stop_at).is_some_and(|fd| !fd.revents().is_empty())
+            && watch_stop
+            && watched.stop.is_some();
         drop(fds);
+        if stop_fired {
+            stopped = true;
+            kill_group(pid);
+            wait_without_reaping(pid)?;
+            continue;
+        }
         for slot in ready {
             let Some(fd) = &pipes[slot] else { continue };
             match rustix::io::read(fd, &mut buf) {
@@ -506,12 +559,48 @@ mod tests {
                 child.stderr.take().map(OwnedFd::from),
             ];
             let deadline = Instant::now() + Duration::from_secs(1);
-            let (late, [stdout, _]) = collect(pid, pipes, 100, deadline, None).unwrap();
+            let watched = Watched {
+                exit: None,
+                stop: None,
+            };
+            let (late, [stdout, _]) = collect(pid, pipes, 100, deadline, &watched).unwrap();
             kill_group(pid);
             let status = reap(&mut child).unwrap();
             assert_eq!(String::from_utf8_lossy(&stdout.bytes), out, "{script}");
             assert_eq!(status.code(), code, "{script}");
             assert_eq!(late, timed_out, "{script}");
         }
+    }
+
+    #[test]
+    fn a_dropped_stopper_kills_the_whole_group_before_the_timeout() {
+        // The script and a child of its own, both far past the deadline unless stopped.
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "echo started; sleep 600 & wait"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_child(&child);
+        let mut stdout = child.stdout.take().map(OwnedFd::from);
+        let stderr = child.stderr.take().map(OwnedFd::from);
+        // Stopped once the script has started.
+        let mut first = [0u8; 8];
+        let n = rustix::io::read(stdout.as_ref().unwrap(), &mut first).unwrap();
+        assert_eq!(&first[..n], b"started\n");
+        let (stopper, stop) = stopper().unwrap();
+        let dropper = thread::spawn(move || drop(stopper));
+        let watched = Watched {
+            exit: exit_notifier(pid),
+            stop: Some(&stop.0),
+        };
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (late, _) = collect(pid, [stdout.take(), stderr], 100, deadline, &watched).unwrap();
+        dropper.join().unwrap();
+        let status = reap(&mut child).unwrap();
+        assert!(!late);
+        assert_eq!(status.signal(), Some(9));
     }
 }

@@ -9,14 +9,17 @@
 //! an output cap. Run ids are remembered in a journal in the work directory, so one id never
 //! runs twice on this host, and the step machine marks the step in flight before the script
 //! starts: a server that dies while a script runs does not run it again after the restart (the
-//! step ends `interrupted` and the execution follows its `on_failure`).
+//! step ends `interrupted` and the execution follows its `on_failure`). Cancelling the
+//! execution kills the script's process group at once when the cancel is decided on the
+//! replica running it, and within [`CANCEL_RECHECK`] otherwise (the worker reads the execution
+//! again that often while its script runs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use medic_agent::exec::{
-    Allowlist, ExecSettings, Executor, INTERPRETER_DIRS, ResourceLimits, RunAs,
+    Allowlist, ExecSettings, Executor, INTERPRETER_DIRS, ResourceLimits, RunAs, Stop,
     switching_capabilities,
 };
 use medic_protocol::{AgentId, RunId, RunRequest, RunStatus as Ended};
@@ -25,6 +28,10 @@ use crate::playbook::machine::Outcome;
 use crate::playbook::plan::{Plan, StepKind};
 use crate::playbook::vars::Scope;
 use crate::store::Store;
+
+/// How often a worker running a script on the server reads the execution again, to stop the
+/// script when another replica decided the execution (cancelled it).
+pub const CANCEL_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The executor's id for the server, passed to scripts as `MEDIC_AGENT_ID`.
 pub const SERVER_ID: &str = "medic-server";
@@ -122,7 +129,10 @@ fn failure(error: String) -> Outcome {
 }
 
 /// Runs step `step` of an execution (a script `on: server`) and answers its outcome, output and
-/// errors masked. The step must already be committed as in flight.
+/// errors masked. The step must already be committed as in flight. Dropping `stop`'s
+/// [`Stopper`](medic_agent::exec::Stopper) kills the script's process group (the execution was
+/// cancelled).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_step(
     scripts: Option<&ServerScripts>,
     store: &dyn Store,
@@ -131,6 +141,7 @@ pub async fn run_step(
     execution_id: i64,
     scope: &Scope,
     pins: &BTreeMap<String, super::PinnedScript>,
+    stop: Option<Stop>,
 ) -> Outcome {
     let StepKind::Script(s) = &plan.steps[step].kind else {
         return failure("not a script step".to_owned());
@@ -187,8 +198,11 @@ pub async fn run_step(
         expires_at: None,
     };
     let executor = scripts.executor.clone();
-    let ran =
-        tokio::task::spawn_blocking(move || executor.execute(&request, SystemTime::now())).await;
+    let ran = tokio::task::spawn_blocking(move || match stop {
+        Some(stop) => executor.execute_until(&request, SystemTime::now(), stop),
+        None => executor.execute(&request, SystemTime::now()),
+    })
+    .await;
     let result = match ran {
         Ok(Ok(result)) => result,
         Ok(Err(refusal)) => {

@@ -2,10 +2,14 @@
 //!
 //! An execution lives in the store (`ExecutionStore`): the machine's state as JSON, its
 //! `version`, `due_at` (when a worker should look at it next) and a lease. The worker
-//! ([`Engine::run`]) claims due executions with a lease, feeds each the event it is due for
-//! (`Timer` when its durable timer passed, otherwise `Recover`, which re-derives what was left
-//! to do), and for every decision: writes the new state over the version it read, together
-//! with its audit entries, then performs the decision's actions and feeds their results back.
+//! ([`Engine::run`]) claims due executions a batch at a time with a lease, feeds each the event
+//! it is due for (`Timer` when its durable timer passed, otherwise `Recover`, which re-derives
+//! what was left to do), and for every decision: writes the new state over the version it
+//! read, together with its audit entries, before performing any of the decision's actions that
+//! leave a trace outside the execution, and feeds their results back. Decisions whose actions
+//! only read (a condition checked against the store) are written with the next one, and the
+//! last write of a drive frees the execution too: a wait that ends and a condition decided at
+//! once cost one write.
 //! A webhook step is marked in flight (`Sending`) and committed **before** the request leaves,
 //! so a worker that dies mid-request leaves a step that `Recover` resolves by its kind — it is
 //! never sent twice unless the step says `idempotent: true`.
@@ -33,6 +37,7 @@ pub mod steps;
 pub mod triggers;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,13 +68,18 @@ pub const ENGINE_ACTOR: &str = "engine";
 pub struct EngineSettings {
     /// How long a claim holds an execution before another worker may take it over.
     pub lease: Duration,
-    /// Executions claimed per query.
+    /// Executions claimed per query; also the most claimed executions waiting for a free
+    /// driver.
     pub batch: u32,
     /// Steps run at once by one process (`MEDIC_PLAYBOOK_CONCURRENCY`): an execution runs one
     /// step at a time, so also the executions it drives at once.
     pub concurrency: usize,
     /// PostgreSQL only: how often to look for executions other replicas made due.
     pub recheck: Duration,
+    /// How often the runs of a step with runs in flight are read back in case their ending
+    /// was not announced (the sweep's `expired` and `lost`): an ending stored by a session
+    /// makes the execution due at once ([`Engine::run_ended`]).
+    pub run_poll: Duration,
     pub machine: machine::Settings,
     pub limits: Limits,
     /// The SSRF guard's settings for webhook steps and `http_ok` conditions.
@@ -93,6 +103,7 @@ impl Default for EngineSettings {
             batch: 32,
             concurrency: 32,
             recheck: Duration::from_secs(5),
+            run_poll: runs::RUN_POLL,
             machine: machine::Settings::default(),
             limits: Limits::default(),
             allowed_hosts: Vec::new(),
@@ -413,6 +424,14 @@ struct Inner {
     triggers: triggers::TriggerCache,
     /// Poked when notices were queued (the notice dispatcher waits on it).
     notices: Arc<Notify>,
+    /// The executions this process is driving, each with whether a run of theirs ended
+    /// meanwhile (their worker then makes them due again once it lets them go).
+    driving: Mutex<HashMap<i64, bool>>,
+    /// Executions a run of theirs ended for, to make due at the worker's next turn.
+    hastened: Mutex<Vec<i64>>,
+    /// What stops the script each execution runs on this server, while it runs: dropped when
+    /// the execution is decided (cancelled), which kills the script's process group.
+    stoppers: Mutex<HashMap<i64, medic_agent::exec::Stopper>>,
 }
 
 /// The engine handle; cheap to clone.
@@ -437,6 +456,31 @@ struct Loaded {
     audience: Option<notices::Audience>,
     /// The secrets its plan uses, opened when it was loaded (never stored).
     secrets: std::collections::BTreeMap<String, crate::playbook::secrets::SecretValue>,
+    /// The state as last written (`exec` may be ahead of it by staged decisions).
+    committed: Execution,
+    /// Decisions made since the last write, written together by the next one.
+    staged: Staged,
+    /// Until when this worker holds it (its claim or its last write).
+    held_until: Option<Timestamp>,
+}
+
+/// What decisions made since an execution's last write add to the next one: their audit
+/// entries and notices, and the actions that only report (logs and metrics), which run once
+/// the write has committed.
+#[derive(Default)]
+struct Staged {
+    decisions: usize,
+    audit: Vec<crate::store::NewAuditEntry>,
+    notices: Vec<crate::store::NewNotice>,
+    reports: Vec<Action>,
+}
+
+/// How a write leaves the execution: still held by this worker (until when), or released
+/// (due when).
+#[derive(Clone, Copy)]
+enum After {
+    Held(Timestamp),
+    Released(Option<Timestamp>),
 }
 
 fn ms(d: Duration) -> i64 {
@@ -460,7 +504,32 @@ impl Engine {
             plans: Plans::default(),
             triggers: triggers::TriggerCache::default(),
             notices: Arc::new(Notify::new()),
+            driving: Mutex::default(),
+            hastened: Mutex::default(),
+            stoppers: Mutex::default(),
         }))
+    }
+
+    /// Run `run_id` ended and its ending is stored (on this replica): if it is a playbook
+    /// step's run (`<execution>.<step>.<n>`), its execution is made due now and the worker
+    /// woken, instead of waiting for the next look at its runs ([`EngineSettings::run_poll`],
+    /// which remains for endings this replica is not told of: another replica's sessions
+    /// tell their own engine, which makes the execution due in the shared store; the sweep
+    /// of expired and lost runs tells nobody).
+    pub fn run_ended(&self, run_id: &str) {
+        let Some(id) = execution_of_run(run_id) else {
+            return;
+        };
+        {
+            let mut driving = lock(&self.0.driving);
+            if let Some(ended) = driving.get_mut(&id) {
+                // Its worker makes it due once it has let it go.
+                *ended = true;
+                return;
+            }
+        }
+        lock(&self.0.hastened).push(id);
+        self.wake();
     }
 
     /// Makes the worker look at the store again (an execution was started or changed here).
@@ -711,6 +780,10 @@ impl Engine {
         if !won {
             return Err(DecideError::Lost);
         }
+        if decision.execution.status.is_terminal() {
+            // A script it runs on this server stops now (its process group is killed).
+            lock(&self.0.stoppers).remove(&id);
+        }
         if !write.notices.is_empty() {
             self.0.notices.notify_one();
         }
@@ -751,13 +824,17 @@ impl Engine {
             .map_err(|e| format!("execution {}: playbook version: {e}", record.id))?;
         let context: ExecutionContext =
             serde_json::from_value(record.context.clone()).unwrap_or_default();
+        let held_until = record.lease_until;
         Ok(Loaded {
             record,
+            committed: exec.clone(),
             exec,
             plan,
             context,
             audience: None,
             secrets: std::collections::BTreeMap::new(),
+            staged: Staged::default(),
+            held_until,
         })
     }
 
@@ -821,31 +898,53 @@ impl Engine {
         let mut ticks = clock.ticks();
         tracing::info!(owner = %self.0.owner, "playbook engine started");
         self.count_pending().await;
+        // Claimed executions waiting for a free slot. Claims are made a batch at a time, and
+        // only once half a batch fits in this line: under load a finishing execution does not
+        // cost a claim of its own.
+        let batch = settings.batch.max(1);
+        let mut ready: VecDeque<ExecutionRecord> = VecDeque::new();
         loop {
             let now = clock.now();
-            let available = u32::try_from(permits.available_permits())
-                .unwrap_or(u32::MAX)
-                .min(settings.batch);
-            let pause = if available == 0 {
-                // Every slot busy: a finishing task wakes us.
+            let hastened = std::mem::take(&mut *lock(&self.0.hastened));
+            if let Err(e) = store.hasten_executions(&hastened, now).await {
+                // Their next look at their runs finds the endings.
+                tracing::warn!(error = %e, "cannot make executions due after their runs ended");
+            }
+            while !ready.is_empty() {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    break;
+                };
+                let Some(record) = ready.pop_front() else {
+                    break;
+                };
+                // A claim that waited in line for half its lease is handed back, its timer
+                // unchanged, rather than driven with little of its lease left.
+                if record
+                    .lease_until
+                    .is_some_and(|u| u.millis() - now.millis() < lease / 2)
+                {
+                    drop(permit);
+                    self.hand_back(&record).await;
+                    continue;
+                }
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    engine.drive(record).await;
+                    drop(permit);
+                    engine.wake();
+                });
+            }
+            let room = batch.saturating_sub(u32::try_from(ready.len()).unwrap_or(u32::MAX));
+            let pause = if room < batch.div_ceil(2) {
+                // The line is full: a finishing task wakes us.
                 Duration::from_secs(3600)
             } else {
                 match store
-                    .claim_executions(&self.0.owner, now, now.plus_millis(lease), available)
+                    .claim_executions(&self.0.owner, now, now.plus_millis(lease), room)
                     .await
                 {
-                    Ok(batch) if !batch.is_empty() => {
-                        for record in batch {
-                            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                                break;
-                            };
-                            let engine = self.clone();
-                            tasks.spawn(async move {
-                                engine.drive(record).await;
-                                drop(permit);
-                                engine.wake();
-                            });
-                        }
+                    Ok(claimed) if !claimed.is_empty() => {
+                        ready.extend(claimed);
                         Duration::ZERO
                     }
                     Ok(_) => match store.next_execution_due().await {
@@ -880,37 +979,72 @@ impl Engine {
                 () = ticks.advanced() => {}
             }
         }
+        for record in ready {
+            self.hand_back(&record).await;
+        }
         tasks.close();
         tasks.wait().await;
         tracing::info!("playbook engine stopped");
     }
 
+    /// Frees a claimed execution that was not driven, due when it was.
+    async fn hand_back(&self, record: &ExecutionRecord) {
+        if let Err(e) = self
+            .0
+            .store
+            .release_execution(record.id, &self.0.owner, record.due_at)
+            .await
+        {
+            tracing::warn!(execution = record.id, error = %e, "could not release an execution");
+        }
+    }
+
     /// Drives one claimed execution until it has nothing to do at once, then frees it.
     async fn drive(&self, record: ExecutionRecord) {
         let id = record.id;
-        let due = match self.load(record) {
+        lock(&self.0.driving).insert(id, false);
+        self.drive_and_release(record).await;
+        if lock(&self.0.driving).remove(&id) == Some(true) {
+            // A run ended while it was driven: due again now, not at its next look.
+            lock(&self.0.hastened).push(id);
+            self.wake();
+        }
+    }
+
+    async fn drive_and_release(&self, record: ExecutionRecord) {
+        let id = record.id;
+        let ending = match self.load(record) {
             Ok(mut loaded) => match self.open_secrets(&mut loaded).await {
                 Ok(()) => self.drive_loaded(loaded).await,
                 // Looked at again shortly (the store is having trouble).
                 Err(e) => {
                     tracing::warn!(execution = id, error = %e, "cannot read the secrets");
-                    Some(self.0.clock.now().plus_millis(1000))
+                    Ending::Release(Some(self.0.clock.now().plus_millis(1000)))
                 }
             },
             Err(e) => {
                 tracing::error!(execution = id, error = %e, "cannot drive execution");
-                None
+                Ending::Release(None)
             }
         };
+        let Ending::Release(due) = ending else { return };
         if let Err(e) = self.0.store.release_execution(id, &self.0.owner, due).await {
             tracing::warn!(execution = id, error = %e, "could not release an execution");
         }
     }
 
-    /// Feeds events until nothing is left to do at once; returns when the execution is due
-    /// next: its durable timer, or now when driving stopped early (a store error) so that the
-    /// next claim recovers it. (When another change came first, the release writes nothing.)
-    async fn drive_loaded(&self, mut loaded: Loaded) -> Option<Timestamp> {
+    /// Feeds events until nothing is left to do at once, then writes what is staged and frees
+    /// the execution in the same write, due at its durable timer. When driving stopped early
+    /// (a store error, or another change came first) the caller releases it due now, so that
+    /// the next claim recovers it (after another change the release writes nothing).
+    ///
+    /// Decisions are written before any action that leaves a trace outside the execution (a
+    /// webhook or server script marked in flight first, runs queued, runs cancelled); the ones
+    /// in between — a timer that ends a wait and begins the next step, a condition checked
+    /// against the store — are staged and written with the next, each with its own audit
+    /// entries, in one transaction. A worker that dies before that write loses only decisions
+    /// the next claim makes again.
+    async fn drive_loaded(&self, mut loaded: Loaded) -> Ending {
         let now = self.0.clock.now();
         let first = if loaded.exec.wake_at.is_some_and(|w| w <= now) {
             Event::Timer
@@ -932,45 +1066,56 @@ impl Engine {
                     continue;
                 }
             };
-            let Some(actions) = self.commit(&mut loaded, decision, now, None).await else {
-                return Some(self.0.clock.now());
-            };
+            let actions = self.stage(&mut loaded, decision, now).await;
             for action in actions {
                 match self.perform(&mut loaded, action).await {
                     Ok(more) => events.extend(more),
-                    Err(Lost) => return Some(self.0.clock.now()),
+                    Err(Lost) => return Ending::Release(Some(self.0.clock.now())),
                 }
             }
         }
-        if loaded.exec.status.is_terminal() {
-            return None;
-        }
+        let now = self.0.clock.now();
         let runs_in_flight = loaded
             .exec
             .current()
             .is_some_and(|s| s.runs.iter().any(|r| r.dispatched && r.outcome.is_none()));
-        if runs_in_flight {
+        let due = if loaded.exec.status.is_terminal() {
+            None
+        } else if runs_in_flight {
             // Look at the runs again soon (`Recover` re-reads them).
-            let poll = self.0.clock.now().plus_millis(ms(runs::RUN_POLL));
-            return Some(loaded.exec.wake_at.map_or(poll, |w| w.min(poll)));
+            let poll = now.plus_millis(ms(self.0.settings.run_poll));
+            Some(loaded.exec.wake_at.map_or(poll, |w| w.min(poll)))
+        } else {
+            loaded.exec.wake_at
+        };
+        if loaded.staged.decisions == 0 {
+            return Ending::Release(due);
         }
-        loaded.exec.wake_at
+        if self.write(&mut loaded, now, After::Released(due)).await {
+            Ending::Released
+        } else {
+            Ending::Release(Some(self.0.clock.now()))
+        }
     }
 
-    /// Writes `decision` over the version `loaded` holds; returns its actions, or `None` when
-    /// another change came first (the execution is then someone else's).
-    async fn commit(
-        &self,
-        loaded: &mut Loaded,
-        decision: Decision,
-        now: Timestamp,
-        hold_until: Option<Timestamp>,
-    ) -> Option<Vec<Action>> {
-        let Decision { execution, actions } = decision;
-        let queued = if notices::has_notices(&actions) {
+    /// Takes `decision` as `loaded`'s state, staging its audit entries and notices for the
+    /// next write; answers the actions to perform (the ones that only report wait for the
+    /// write).
+    async fn stage(&self, loaded: &mut Loaded, decision: Decision, now: Timestamp) -> Vec<Action> {
+        let Decision {
+            mut execution,
+            actions,
+        } = decision;
+        execution.version = loaded.exec.version;
+        if execution == loaded.exec {
+            // Nothing changed (a `Recover` that only re-derives its actions): nothing to write.
+            return actions;
+        }
+        execution.version += 1;
+        if notices::has_notices(&actions) {
             let audience = self.audience_of(loaded).await;
             let masker = Self::scope(loaded, &execution).masker();
-            notices::notices(
+            let queued = notices::notices(
                 &loaded.plan,
                 &notices::Subject::from(&loaded.record),
                 Some(&loaded.exec),
@@ -980,10 +1125,9 @@ impl Engine {
                 &audience,
                 &masker,
                 now,
-            )
-        } else {
-            Vec::new()
-        };
+            );
+            loaded.staged.notices.extend(queued);
+        }
         let entries = audit::entries(
             Some(&loaded.exec),
             &execution,
@@ -991,13 +1135,32 @@ impl Engine {
             loaded.record.service_id,
             now,
         );
-        // While held, due now: if this worker dies, the next claim after the lease recovers it.
-        // Releasing sets the real timer.
-        let due = (!execution.status.is_terminal()).then_some(now);
-        let until = hold_until.unwrap_or_else(|| now.plus_millis(ms(self.0.settings.lease)));
-        let lease = Some((self.0.owner.clone(), until));
-        let mut write = to_write(&execution, due, lease, now, entries);
-        write.notices = queued;
+        loaded.staged.audit.extend(entries);
+        loaded.staged.decisions += 1;
+        loaded.exec = execution;
+        let (reports, work): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Notify(_) | Action::Escalate { .. }));
+        loaded.staged.reports.extend(reports);
+        work
+    }
+
+    /// Writes what is staged over the version `loaded` last wrote, leaving the execution as
+    /// `after` says; `false` when another change came first (the execution is then someone
+    /// else's) or the store failed.
+    async fn write(&self, loaded: &mut Loaded, now: Timestamp, after: After) -> bool {
+        let staged = std::mem::take(&mut loaded.staged);
+        let (due, lease) = match after {
+            // While held, due now: if this worker dies, the next claim after the lease
+            // recovers it. Releasing sets the real timer.
+            After::Held(until) => (
+                (!loaded.exec.status.is_terminal()).then_some(now),
+                Some((self.0.owner.clone(), until)),
+            ),
+            After::Released(due) => (due, None),
+        };
+        let mut write = to_write(&loaded.exec, due, lease, now, staged.audit);
+        write.notices = staged.notices;
         match self
             .0
             .store
@@ -1010,21 +1173,93 @@ impl Engine {
                 }
                 loaded.record.version = write.version;
                 let pending = ExecutionStatus::PendingApproval;
-                if (loaded.exec.status == pending) != (execution.status == pending) {
+                if (loaded.committed.status == pending) != (loaded.exec.status == pending) {
                     self.count_pending().await;
                 }
-                note_steps(&loaded.exec, &execution);
+                note_steps(&loaded.committed, &loaded.exec);
                 loaded.record.status.clone_from(&write.status);
-                loaded.exec = execution;
-                Some(actions)
+                loaded.committed = loaded.exec.clone();
+                loaded.held_until = match after {
+                    After::Held(until) => Some(until),
+                    After::Released(_) => None,
+                };
+                for report in staged.reports {
+                    match report {
+                        Action::Notify(n) => notice(&loaded.record, &loaded.exec, n),
+                        Action::Escalate { step, reason } => {
+                            tracing::warn!(execution = loaded.record.id, step, reason = %reason,
+                                "execution escalated");
+                            metrics::counter!("medic_playbook_escalations_total").increment(1);
+                        }
+                        _ => {}
+                    }
+                }
+                true
             }
             Ok(false) => {
                 tracing::info!(execution = loaded.record.id, "execution changed elsewhere");
-                None
+                false
             }
             Err(e) => {
                 tracing::error!(execution = loaded.record.id, error = %e, "cannot save execution");
-                None
+                false
+            }
+        }
+    }
+
+    /// Writes what is staged, still holding the execution for a lease, before an action that
+    /// leaves a trace outside it.
+    async fn settle(&self, loaded: &mut Loaded) -> Result<(), Lost> {
+        if loaded.staged.decisions == 0 {
+            return Ok(());
+        }
+        let now = self.0.clock.now();
+        let until = now.plus_millis(ms(self.0.settings.lease));
+        if self.write(loaded, now, After::Held(until)).await {
+            Ok(())
+        } else {
+            Err(Lost)
+        }
+    }
+
+    /// Stages `decision` and writes it at once, holding the execution until `hold` (a step
+    /// marked in flight before its request or script starts).
+    async fn commit_in_flight(
+        &self,
+        loaded: &mut Loaded,
+        decision: Decision,
+        now: Timestamp,
+        hold: Timestamp,
+    ) -> Result<(), Lost> {
+        let rest = self.stage(loaded, decision, now).await;
+        debug_assert!(rest.is_empty(), "marking a step in flight has no actions");
+        if self.write(loaded, now, After::Held(hold)).await {
+            Ok(())
+        } else {
+            Err(Lost)
+        }
+    }
+
+    /// Awaits `run` (a script on the server), reading execution `id` again every
+    /// [`local::CANCEL_RECHECK`]: once it is no longer at `version` (another replica decided
+    /// it), the script is stopped. A decision on this replica stops it at once
+    /// ([`Engine::decide`]).
+    async fn until_decided_elsewhere<F>(&self, id: i64, version: i64, run: F) -> F::Output
+    where
+        F: Future,
+    {
+        let mut run = std::pin::pin!(run);
+        loop {
+            tokio::select! {
+                out = &mut run => return out,
+                () = tokio::time::sleep(local::CANCEL_RECHECK) => {}
+            }
+            match self.0.store.get_execution(id).await {
+                Ok(Some(r)) if r.version == version => {}
+                Ok(_) => {
+                    lock(&self.0.stoppers).remove(&id);
+                }
+                Err(e) => tracing::warn!(execution = id, error = %e, "cannot read the execution"),
             }
         }
     }
@@ -1055,9 +1290,7 @@ impl Engine {
                 // Hold the execution for the whole request, so no other worker recovers it
                 // while it is in flight.
                 let hold = now.plus_millis(ms(timeout) + ms(self.0.settings.lease));
-                self.commit(loaded, decision, now, Some(hold))
-                    .await
-                    .ok_or(Lost)?;
+                self.commit_in_flight(loaded, decision, now, hold).await?;
                 let scope = Self::scope(loaded, &loaded.exec);
                 let outcome = steps::send_webhook(
                     &loaded.plan,
@@ -1071,6 +1304,14 @@ impl Engine {
                 Ok(vec![Event::StepDone { step, outcome }])
             }
             Action::CheckCondition { step } => {
+                // A request to another host may take its whole timeout: the step is written
+                // running first. A check against the store is staged with its result.
+                if matches!(&loaded.plan.steps[step].kind,
+                    crate::playbook::plan::StepKind::Condition(c)
+                        if matches!(c.check, crate::playbook::plan::Check::HttpOk { .. }))
+                {
+                    self.settle(loaded).await?;
+                }
                 let scope = Self::scope(loaded, &loaded.exec);
                 let started = loaded.exec.steps.get(step).map(|s| s.started_at);
                 let (met, detail) = steps::check_condition(
@@ -1100,9 +1341,20 @@ impl Engine {
                 // Marked in flight (and held for the whole run) before the script starts, so it
                 // never runs twice: after a crash the step ends `interrupted` instead.
                 let hold = now.plus_millis(ms(timeout) + ms(self.0.settings.lease));
-                self.commit(loaded, d, now, Some(hold)).await.ok_or(Lost)?;
+                self.commit_in_flight(loaded, d, now, hold).await?;
                 let scope = Self::scope(loaded, &loaded.exec);
-                let outcome = local::run_step(
+                let stop = match medic_agent::exec::stopper() {
+                    Ok((stopper, stop)) => {
+                        lock(&self.0.stoppers).insert(id, stopper);
+                        Some(stop)
+                    }
+                    Err(e) => {
+                        tracing::warn!(execution = id, error = %e,
+                            "the script cannot be stopped early if the execution is cancelled");
+                        None
+                    }
+                };
+                let run = local::run_step(
                     self.0.settings.server_executor.as_ref(),
                     &*self.0.store,
                     &loaded.plan,
@@ -1110,8 +1362,12 @@ impl Engine {
                     id,
                     &scope,
                     &loaded.context.scripts,
-                )
-                .await;
+                    stop,
+                );
+                let outcome = self
+                    .until_decided_elsewhere(id, loaded.record.version, run)
+                    .await;
+                lock(&self.0.stoppers).remove(&id);
                 Ok(vec![Event::StepDone { step, outcome }])
             }
             Action::ResolveTargets { step } => {
@@ -1125,6 +1381,9 @@ impl Engine {
                 }
             }
             Action::DispatchRuns { step, runs } => {
+                // The run ids are written before the runs are queued, so a restart queues
+                // the same ones (queueing is idempotent by id), never others.
+                self.settle(loaded).await?;
                 let scope = Self::scope(loaded, &loaded.exec);
                 let exec = runs::ForExecution {
                     id,
@@ -1136,20 +1395,34 @@ impl Engine {
                 Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
             }
             Action::CancelRuns { run_ids } => {
+                self.settle(loaded).await?;
                 self.cancel_runs(&run_ids).await;
                 Ok(Vec::new())
             }
-            Action::Escalate { step, reason } => {
-                tracing::warn!(execution = id, step, reason = %reason, "execution escalated");
-                metrics::counter!("medic_playbook_escalations_total").increment(1);
-                Ok(Vec::new())
-            }
-            Action::Notify(n) => {
-                notice(&loaded.record, &loaded.exec, n);
-                Ok(Vec::new())
-            }
+            // Reported once the decision that asked for them is written (`write`).
+            Action::Escalate { .. } | Action::Notify(_) => Ok(Vec::new()),
         }
     }
+}
+
+/// How a drive ended: the execution already freed by its last write, or still to free, due
+/// when given.
+enum Ending {
+    Released,
+    Release(Option<Timestamp>),
+}
+
+/// The execution a playbook step's run id (`<execution>.<step>.<n>`) belongs to.
+fn execution_of_run(run_id: &str) -> Option<i64> {
+    let mut parts = run_id.split('.');
+    let id = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<usize>().ok()?;
+    parts.next()?.parse::<usize>().ok()?;
+    parts.next().is_none().then_some(id)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Another change committed first: the execution is no longer this worker's to drive.

@@ -3,8 +3,10 @@
 //! version, and the runs' endings are read back as the machine's `RunFinished` events.
 //!
 //! Queueing is idempotent by run id: a run that exists (queued before a restart) is not queued
-//! again, and the agent's run-id journal keeps a redelivered run from executing twice. While a
-//! step's runs are in flight the engine looks at them every [`RUN_POLL`].
+//! again, and the agent's run-id journal keeps a redelivered run from executing twice. A run's
+//! ending stored by a session makes its execution due at once (`Engine::run_ended`); while a
+//! step's runs are in flight the engine also reads them every [`RUN_POLL`] (by default), for
+//! endings nobody announced (the sweep's `expired` and `lost`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,8 +22,9 @@ use crate::store::{
     Store, StoreError,
 };
 
-/// How often the engine reads the runs of a step that has some in flight.
-pub const RUN_POLL: Duration = Duration::from_secs(1);
+/// How often, by default, the engine reads the runs of a step that has some in flight in case
+/// an ending was not announced to it (`EngineSettings::run_poll`).
+pub const RUN_POLL: Duration = Duration::from_secs(5);
 
 /// How long a run may wait in the queue for its agent.
 const RUN_EXPIRY: Duration = Duration::from_secs(3600);

@@ -25,7 +25,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct RunWatch {
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Told of every ending stored here, waiter or not (the playbook engine).
+    listener: std::sync::OnceLock<Listener>,
 }
+
+/// What [`RunWatch::listen`] keeps.
+type Listener = Box<dyn Fn(&str) + Send + Sync>;
 
 impl RunWatch {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
@@ -70,11 +75,20 @@ impl RunWatch {
         }
     }
 
-    /// The run's ending was stored: wakes everyone waiting for it.
+    /// The run's ending was stored: wakes everyone waiting for it, and tells the listener.
     pub fn ended(&self, run_id: &str) {
         if let Some(notify) = self.lock().remove(run_id) {
             notify.notify_waiters();
         }
+        if let Some(listener) = self.listener.get() {
+            listener(run_id);
+        }
+    }
+
+    /// Has `listener` told of every run ending stored on this replica (one listener; a second
+    /// is ignored). It is called on the session's task: it must not block.
+    pub fn listen(&self, listener: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.listener.set(Box::new(listener));
     }
 
     /// How many runs have a waiter (for tests).

@@ -197,6 +197,11 @@ pub trait ExecutionStore: Send + Sync {
         due_at: Option<Timestamp>,
     ) -> StoreResult<()>;
 
+    /// Makes the unfinished executions among `ids` due at `at` if they were due later (a run
+    /// of theirs ended: they need not wait for their next look at the runs). A leased one is
+    /// due now already while held; its worker sets its timer when it lets it go.
+    async fn hasten_executions(&self, ids: &[i64], at: Timestamp) -> StoreResult<u64>;
+
     /// Drops every lease and makes the leased executions due at `now`: for a process that
     /// is the only one on its database (SQLite), at start-up, since the leases' holder is
     /// gone. Returns how many were freed.

@@ -51,6 +51,7 @@ both! {
     the_circuit_breaker_records_executions_over_the_limit_as_skipped,
     execution_routes_refuse_bad_input,
     script_steps_run_on_real_agents_through_the_runs_machinery,
+    a_run_ending_on_a_real_agent_moves_its_execution_on_at_once,
     slack_buttons_approve_and_reject_executions,
     cancelling_an_execution_cancels_its_queued_agent_runs,
     a_script_step_runs_the_version_approved_when_the_execution_started,
@@ -972,6 +973,73 @@ async fn script_steps_run_on_real_agents_through_the_runs_machinery(db: Option<T
     assert_eq!(run["requested_by"], format!("playbook execution {id}"));
     let r = app.admin().get("/v2/runs?agent_id=runner-pb").await;
     assert_eq!(assert_ok(&r, 200)["total_count"], 2);
+    drop(app);
+    drop(db);
+}
+
+async fn a_run_ending_on_a_real_agent_moves_its_execution_on_at_once(db: Option<TestDb>) {
+    // The engine's own look at the runs is an hour away: only the ending the agent's session
+    // stores can move the execution on before the test gives up.
+    let url = db.as_ref().map(|d| d.url.clone());
+    let app = TestApp::builder()
+        .configure(move |c| {
+            if let Some(url) = url {
+                c.database_url = url.parse().expect("database url");
+            }
+            c.playbook.run_poll = Duration::from_secs(3600);
+        })
+        .spawn()
+        .await;
+    let agent_key = app
+        .create_key_with(&json!({ "name": "runner-wake", "scopes": ["agent"] }))
+        .await["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let writer = app.create_key_for("script-author", &["write"]).await;
+    let r = app
+        .with_key(&writer)
+        .post_json(
+            "/v2/scripts",
+            &json!({ "name": "greet", "interpreter": "sh", "content": "echo \"hello $MEDIC_PARAM_WHO\"\n" }),
+        )
+        .await;
+    let script = assert_ok(&r, 201)["script_id"].as_i64().expect("id");
+    let r = app
+        .admin()
+        .post_json(&format!("/v2/scripts/{script}/approve"), &json!({}))
+        .await;
+    assert_ok(&r, 200);
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let allow = "[[allow]]\nscript = \"greet\"\n";
+    let _agent = crate::agents::AgentProcess::start_with(&addr, &agent_key, "runner-wake", allow);
+    crate::agents::wait_for_agent(
+        &app.client,
+        &app.base,
+        "runner-wake",
+        Duration::from_secs(30),
+        "connect",
+        |a| a["status"] == "connected",
+    )
+    .await;
+    // Two steps, so the second run is queued by a claim the first one's ending caused.
+    let yaml = "name: greet-twice\nsteps:\n  - name: first\n    type: script\n    script: greet\n    \
+                on: {agent_ids: [runner-wake]}\n    params: {WHO: one}\n  \
+                - name: second\n    type: script\n    script: greet\n    \
+                on: {agent_ids: [runner-wake]}\n    params: {WHO: two}\n";
+    let id = start_on(&app.engine(), yaml, None, None).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let e = get(&app, id).await;
+        if e["finished_at"].is_string() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "never moved on: {e:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["steps"][0]["output"], "[runner-wake] hello one\n");
+    assert_eq!(done["steps"][1]["output"], "[runner-wake] hello two\n");
     drop(app);
     drop(db);
 }

@@ -32,6 +32,14 @@ mod sqlite {
         )
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_an_execution_kills_the_script_it_runs_on_the_server() {
+        super::cancelling_an_execution_kills_the_script_it_runs_on_the_server(
+            crate::db::sqlite().await,
+        )
+        .await;
+    }
 }
 
 mod postgres {
@@ -49,6 +57,14 @@ mod postgres {
             return;
         };
         super::a_server_killed_while_its_script_runs_does_not_run_it_again(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_an_execution_kills_the_script_it_runs_on_the_server() {
+        let Some(db) = crate::db::postgres().await else {
+            return;
+        };
+        super::cancelling_an_execution_kills_the_script_it_runs_on_the_server(db).await;
     }
 }
 
@@ -286,6 +302,98 @@ async fn a_server_killed_while_its_script_runs_does_not_run_it_again(db: TestDb)
         std::fs::read_to_string(&marker).expect("marker"),
         "ran\n",
         "the script ran again after the restart"
+    );
+    drop(server);
+    drop(db);
+}
+
+/// Whether process `pid` is still running (a zombie has ended).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest.trim_start());
+        !state.starts_with('Z') && !state.starts_with('X')
+    })
+}
+
+async fn cancelling_an_execution_kills_the_script_it_runs_on_the_server(db: TestDb) {
+    let author = key_for_owner(&*db.store, "script-author", &["write"]).await;
+    db.store.close().await;
+    let (dir, env) = allowing("long");
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "").expect("marker");
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (server, c) = started(&db, dir.path(), &env).await;
+    // The script and a process it started, both for far longer than the test waits, unless
+    // the cancel kills them.
+    let script = format!(
+        "sleep 900 &\necho \"$$ $!\" >> {m}\nwait\necho finished >> {m}\n",
+        m = marker.display()
+    );
+    register(&c, &author, "long", &script).await;
+    let yaml = "name: long-on-the-server\nsteps:\n  - name: long\n    type: script\n    on: server\n    \
+                script: long\n    timeout: 20m\n";
+    let playbook = assert_ok(&save(&c, yaml).await, 201)["playbook_id"]
+        .as_i64()
+        .expect("id");
+    let r = c
+        .admin(
+            Method::POST,
+            &format!("/v2/playbooks/{playbook}/execute"),
+            Some(&json!({})),
+        )
+        .await;
+    let id = assert_ok(&r, 201)["execution_id"]
+        .as_i64()
+        .expect("execution id");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pids: Vec<String> = loop {
+        let text = std::fs::read_to_string(&marker).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text.split_whitespace().map(str::to_owned).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.iter().all(|p| alive(p)), "{pids:?}");
+
+    let r = c
+        .admin(
+            Method::POST,
+            &format!("/v2/executions/{id}/cancel"),
+            Some(&json!({"reason": "stop it"})),
+        )
+        .await;
+    assert_eq!(assert_ok(&r, 200)["status"], "cancelled");
+    // Only the kill ends them before the test gives up: the script's timeout is 20 minutes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pids.iter().any(|p| alive(p)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancelled execution's script still runs: {pids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let done = c.ended(id).await;
+    assert_eq!(done["status"], "cancelled", "{done:#}");
+    let step = &done["steps"][0];
+    assert_eq!(step["status"], "cancelled", "{done:#}");
+    assert!(
+        step["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled")),
+        "{done:#}"
+    );
+    assert!(
+        !std::fs::read_to_string(&marker)
+            .expect("marker")
+            .contains("finished"),
+        "the script went on after the cancel"
     );
     drop(server);
     drop(db);

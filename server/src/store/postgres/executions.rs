@@ -56,6 +56,10 @@ impl ExecutionStore for PgStore {
         Sql::release_execution(&self.pool, id, owner, due_at).await
     }
 
+    async fn hasten_executions(&self, ids: &[i64], at: Timestamp) -> StoreResult<u64> {
+        Sql::hasten_executions(&self.pool, ids, at).await
+    }
+
     async fn release_all_execution_leases(&self, now: Timestamp) -> StoreResult<u64> {
         Sql::release_all_execution_leases(&self.pool, now).await
     }

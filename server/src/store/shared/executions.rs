@@ -338,6 +338,24 @@ where
         Ok(())
     }
 
+    pub(crate) async fn hasten_executions(
+        pool: &Pool<DB>,
+        ids: &[i64],
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut qb = QueryBuilder::<DB>::new("UPDATE playbook_executions SET due_at = ");
+        qb.push_bind(at)
+            .push(" WHERE finished_at IS NULL AND due_at > ")
+            .push_bind(at)
+            .push(" AND id");
+        DB::push_in_ids(&mut qb, ids);
+        let done = qb.build().execute(pool).await.map_err(unavailable)?;
+        Ok(DB::rows_affected(&done))
+    }
+
     pub(crate) async fn release_all_execution_leases(
         pool: &Pool<DB>,
         now: Timestamp,

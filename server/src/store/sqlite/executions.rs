@@ -54,6 +54,10 @@ impl ExecutionStore for SqliteStore {
         Sql::release_execution(&self.write, id, owner, due_at).await
     }
 
+    async fn hasten_executions(&self, ids: &[i64], at: Timestamp) -> StoreResult<u64> {
+        Sql::hasten_executions(&self.write, ids, at).await
+    }
+
     async fn release_all_execution_leases(&self, now: Timestamp) -> StoreResult<u64> {
         Sql::release_all_execution_leases(&self.write, now).await
     }
