@@ -81,9 +81,12 @@ COPY --from=builder --chown=1000:1000 /out/data /data
 
 USER 1000:1000
 WORKDIR /data
+# MIMALLOC_ARENA_EAGER_COMMIT=0: the static binary's allocator (mimalloc) commits its arenas as
+# they are used instead of up front, which keeps RSS at the glibc build's (docs/benchmarks.md).
 ENV PORT=8080 \
     MEDIC_LOG_FORMAT=json \
-    DATABASE_URL=sqlite:///data/medic.db
+    DATABASE_URL=sqlite:///data/medic.db \
+    MIMALLOC_ARENA_EAGER_COMMIT=0
 EXPOSE 8080
 
 # No curl in the image: the binary probes its own /health/live endpoint.

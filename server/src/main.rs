@@ -13,7 +13,10 @@ use medic_server::{server, telemetry};
 
 /// The static (musl) build, which the container image ships, allocates with mimalloc: musl's
 /// own allocator takes one global lock per call, which the runtime's worker threads then queue
-/// on. The glibc build keeps glibc's allocator. docs/benchmarks.md has the two side by side.
+/// on. mimalloc's `override` feature makes it the C `malloc` as well, so SQLite allocates with it
+/// too, and the image sets `MIMALLOC_ARENA_EAGER_COMMIT=0` (mimalloc reads its options from the
+/// environment), which keeps its memory at the glibc build's. The glibc build keeps glibc's
+/// allocator. docs/benchmarks.md has the builds side by side.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
