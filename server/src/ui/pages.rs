@@ -1103,8 +1103,7 @@ pub async fn audit(State(ui): State<Ui>, headers: HeaderMap, RawQuery(q): RawQue
 const CSV_PAGE: u32 = 250;
 
 /// The whole filtered audit log as CSV, streamed page by page through the API: the export is not
-/// cut at one page, and the server holds one page at a time. The end of the range is fixed when
-/// the export starts (`end_date`), so entries written meanwhile do not shift the pages.
+/// cut at one page, and the server holds one page at a time.
 pub async fn audit_csv(
     State(ui): State<Ui>,
     headers: HeaderMap,
