@@ -532,6 +532,20 @@ struct Captured {
 mod tests {
     use super::*;
 
+    /// `sh -c script` in a process group of its own, its output piped.
+    fn spawn_sh(script: &str) -> (Child, Pid) {
+        let child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_child(&child);
+        (child, pid)
+    }
+
     /// The loop without a pidfd (macOS, Linux before 5.3): it finds the exit by looking.
     #[test]
     fn output_and_exit_are_collected_without_an_exit_notifier() {
@@ -545,15 +559,7 @@ mod tests {
             ),
             ("echo slow; sleep 30", "slow\n", None, true),
         ] {
-            let mut child = Command::new("/bin/sh")
-                .args(["-c", script])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .spawn()
-                .unwrap();
-            let pid = Pid::from_child(&child);
+            let (mut child, pid) = spawn_sh(script);
             let pipes = [
                 child.stdout.take().map(OwnedFd::from),
                 child.stderr.take().map(OwnedFd::from),
@@ -575,15 +581,7 @@ mod tests {
     #[test]
     fn a_dropped_stopper_kills_the_whole_group_before_the_timeout() {
         // The script and a child of its own, both far past the deadline unless stopped.
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "echo started; sleep 600 & wait"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = Pid::from_child(&child);
+        let (mut child, pid) = spawn_sh("echo started; sleep 600 & wait");
         let mut stdout = child.stdout.take().map(OwnedFd::from);
         let stderr = child.stderr.take().map(OwnedFd::from);
         // Stopped once the script has started.

@@ -1111,11 +1111,8 @@ pub async fn audit_csv(
 ) -> Response {
     let s = tri!(signed(&ui, &headers).await);
     let (_, _, qs) = audit_query(&query_map(q));
-    let page_uri = move |offset: u32| {
-        format!("/v2/audit-logs?limit={CSV_PAGE}&offset={offset}")
-            + if qs.is_empty() { "" } else { "&" }
-            + &qs
-    };
+    let page_uri =
+        move |offset: u32| format!("/v2/audit-logs?limit={CSV_PAGE}&offset={offset}&{qs}");
     let first = ui
         .api
         .call(&s.principal, Method::GET, &page_uri(0), None, "text/csv")

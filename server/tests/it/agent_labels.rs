@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::agents::{AgentProcess, admin_get, wait_for_agent};
+use crate::agents::{AgentProcess, admin_get, connected_agent, wait_for_agent};
 use crate::support::{Reply, TestApp, assert_ok, send};
 
 async fn put_labels(app: &TestApp, key: &str, agent: &str, body: &Value) -> Reply {
@@ -36,20 +36,11 @@ async fn a_label_granted_to_a_connected_agent_is_selected_by_runs_at_once() {
         .create_key_with(&json!({ "name": "db-1", "scopes": ["agent"] }))
         .await;
     let agent_key = created["key"].as_str().unwrap().to_owned();
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let _agent = AgentProcess::start_with(
-        &addr,
+    let (_agent, connected) = connected_agent(
+        &app,
         &agent_key,
         "db-1",
         "tier = \"db\"\n[[allow]]\nscript = \"where\"\n",
-    );
-    let connected = wait_for_agent(
-        &app.client,
-        &app.base,
-        "db-1",
-        Duration::from_secs(30),
-        "the agent to connect",
-        |a| a["connected"] == true,
     )
     .await;
     assert_eq!(connected["labels"], json!({}));

@@ -170,6 +170,28 @@ pub async fn admin_get(client: &reqwest::Client, base: &str, path: &str) -> Opti
     Some(body["results"].clone())
 }
 
+/// Starts a real agent against `app` with `key` and `extra` configuration, and waits until the
+/// server shows it connected; returns the process and the agent as the server sees it.
+pub async fn connected_agent(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    extra: &str,
+) -> (AgentProcess, Value) {
+    let addr = app.base.trim_start_matches("http://");
+    let agent = AgentProcess::start_with(addr, key, id, extra);
+    let seen = wait_for_agent(
+        &app.client,
+        &app.base,
+        id,
+        Duration::from_secs(30),
+        "the agent to connect",
+        |a| a["connected"] == true,
+    )
+    .await;
+    (agent, seen)
+}
+
 /// Polls `GET /v2/agents/{id}` until `check` holds, or fails after `timeout`.
 pub async fn wait_for_agent(
     client: &reqwest::Client,

@@ -577,20 +577,11 @@ async fn a_run_on_a_real_agent_is_waited_for_and_its_output_shown() {
         .await;
     ok(&o);
     let agent_key = o.json()["key"].as_str().unwrap().to_owned();
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let _agent = crate::agents::AgentProcess::start_with(
-        &addr,
+    let (_agent, _) = crate::agents::connected_agent(
+        &app,
         &agent_key,
         "web-1",
         "tier = \"web\"\n[[allow]]\nscript = \"greet\"\n",
-    );
-    crate::agents::wait_for_agent(
-        &app.client,
-        &app.base,
-        "web-1",
-        Duration::from_secs(30),
-        "the agent to connect",
-        |a| a["connected"] == true,
     )
     .await;
     let o = admin(home.path())
@@ -1028,20 +1019,11 @@ async fn an_agent_granted_a_label_is_reached_by_runs_on_it_with_a_live_status_on
         .await;
     ok(&o);
     let agent_key = o.json()["key"].as_str().unwrap().to_owned();
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let _agent = crate::agents::AgentProcess::start_with(
-        &addr,
+    let (_agent, _) = crate::agents::connected_agent(
+        &app,
         &agent_key,
         "db-1",
         "tier = \"db\"\n[[allow]]\nscript = \"where\"\n",
-    );
-    crate::agents::wait_for_agent(
-        &app.client,
-        &app.base,
-        "db-1",
-        Duration::from_secs(30),
-        "the agent to connect",
-        |a| a["connected"] == true,
     )
     .await;
     let writer = app.create_key_for("wendy", &["write", "run", "read"]).await;

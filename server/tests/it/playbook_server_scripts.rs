@@ -105,7 +105,8 @@ async fn save(c: &Client, yaml: &str) -> crate::support::Reply {
     .await
 }
 
-async fn execute(c: &Client, playbook: i64) -> Value {
+/// Starts `playbook`; returns the execution's id.
+async fn start_playbook(c: &Client, playbook: i64) -> i64 {
     let r = c
         .admin(
             Method::POST,
@@ -113,9 +114,22 @@ async fn execute(c: &Client, playbook: i64) -> Value {
             Some(&json!({})),
         )
         .await;
-    let id = assert_ok(&r, 201)["execution_id"]
+    assert_ok(&r, 201)["execution_id"]
         .as_i64()
-        .expect("execution id");
+        .expect("execution id")
+}
+
+/// Saves `yaml` as a playbook and starts it; returns the execution's id.
+async fn start(c: &Client, yaml: &str) -> i64 {
+    let playbook = assert_ok(&save(c, yaml).await, 201)["playbook_id"]
+        .as_i64()
+        .expect("id");
+    start_playbook(c, playbook).await
+}
+
+/// Starts `playbook` and waits for its execution to end.
+async fn execute(c: &Client, playbook: i64) -> Value {
+    let id = start_playbook(c, playbook).await;
     c.ended(id).await
 }
 
@@ -260,19 +274,7 @@ async fn a_server_killed_while_its_script_runs_does_not_run_it_again(db: TestDb)
     register(&c, &author, "slow", &script).await;
     let yaml = "name: slow-on-the-server\nsteps:\n  - name: slow\n    type: script\n    on: server\n    \
                 script: slow\n    timeout: 2s\n";
-    let playbook = assert_ok(&save(&c, yaml).await, 201)["playbook_id"]
-        .as_i64()
-        .expect("id");
-    let r = c
-        .admin(
-            Method::POST,
-            &format!("/v2/playbooks/{playbook}/execute"),
-            Some(&json!({})),
-        )
-        .await;
-    let id = assert_ok(&r, 201)["execution_id"]
-        .as_i64()
-        .expect("execution id");
+    let id = start(&c, yaml).await;
     // Killed (SIGKILL) once the script has started.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::fs::read_to_string(&marker)
@@ -334,19 +336,7 @@ async fn cancelling_an_execution_kills_the_script_it_runs_on_the_server(db: Test
     register(&c, &author, "long", &script).await;
     let yaml = "name: long-on-the-server\nsteps:\n  - name: long\n    type: script\n    on: server\n    \
                 script: long\n    timeout: 20m\n";
-    let playbook = assert_ok(&save(&c, yaml).await, 201)["playbook_id"]
-        .as_i64()
-        .expect("id");
-    let r = c
-        .admin(
-            Method::POST,
-            &format!("/v2/playbooks/{playbook}/execute"),
-            Some(&json!({})),
-        )
-        .await;
-    let id = assert_ok(&r, 201)["execution_id"]
-        .as_i64()
-        .expect("execution id");
+    let id = start(&c, yaml).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let pids: Vec<String> = loop {
         let text = std::fs::read_to_string(&marker).unwrap_or_default();
