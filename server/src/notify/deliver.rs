@@ -361,7 +361,7 @@ impl Notifiers {
             (None, Some(base)) => {
                 linked = PlaybookEvent {
                     url: Some(format!(
-                        "{}/v2/executions/{}",
+                        "{}/ui/executions/{}",
                         base.trim_end_matches('/'),
                         event.execution.id
                     )),

@@ -81,6 +81,9 @@ struct Env {
     _db: Option<TestDb>,
 }
 
+/// `MEDIC_PUBLIC_URL` of these tests: notices link to the execution's page under it.
+const PUBLIC_URL: &str = "https://medic.example.net";
+
 /// A server whose notifications go to `rx`, with a team `ops` that has a Slack, a PagerDuty
 /// and a webhook target, and a service of that team.
 async fn env(db: Option<TestDb>, rx: &Receivers, per_service: u32) -> Env {
@@ -98,6 +101,7 @@ async fn env(db: Option<TestDb>, rx: &Receivers, per_service: u32) -> Env {
             c.notify.slack_token = Some("xoxb-test-token".into());
             c.notify.pagerduty_events_url = pd;
             c.notify.timeout = Duration::from_secs(5);
+            c.notify.public_url = Some(PUBLIC_URL.into());
             c.playbook.allow_private_targets = true;
             c.playbook.limits.per_service = per_service;
         })
@@ -342,9 +346,20 @@ async fn approval_notices_reach_the_team_and_a_decision_updates_the_slack_messag
             ("reject_playbook".to_owned(), id.to_string())
         ]
     );
+    // A person deciding follows the message's link to the execution's page (the API's
+    // address would answer them with a 401).
+    let page = format!("{PUBLIC_URL}/ui/executions/{id}");
+    assert!(
+        slack[0]
+            .body_text()
+            .contains(&format!("<{page}|View in Medic>")),
+        "{}",
+        slack[0].body_text()
+    );
     let hook = wait_requests(&rx.hook, "the approval webhook", |h| !h.is_empty()).await;
     assert_eq!(events_of(&hook), ["execution.awaiting_approval"]);
     let body = hook[0].json();
+    assert_eq!(body["url"], page);
     assert_eq!(body["execution"]["id"], id);
     assert_eq!(body["execution"]["status"], "pending_approval");
     assert_eq!(body["service"]["team"], "ops");
