@@ -432,7 +432,16 @@ struct Inner {
     /// What stops the script each execution runs on this server, while it runs: dropped when
     /// the execution is decided (cancelled), which kills the script's process group.
     stoppers: Mutex<HashMap<i64, medic_agent::exec::Stopper>>,
+    /// Turns for starts ([`START_TURNS`]): a burst of starts waits here without a database
+    /// connection, instead of holding the pool while the store runs them one at a time.
+    starts: Semaphore,
 }
+
+/// How many starts of this process may be in the store at once. Starts are serialized in the
+/// store (the breaker counts what it decides on), so more would only queue there, each
+/// holding a pool connection that the engine's own claims and writes then wait for; a few
+/// keep the parts of a start outside its turn overlapping.
+const START_TURNS: usize = 4;
 
 /// The engine handle; cheap to clone.
 #[derive(Clone)]
@@ -507,6 +516,7 @@ impl Engine {
             driving: Mutex::default(),
             hastened: Mutex::default(),
             stoppers: Mutex::default(),
+            starts: Semaphore::new(START_TURNS),
         }))
     }
 
@@ -684,7 +694,10 @@ impl Engine {
             note: Arc::default(),
         };
         let build = |id: i64, recent: &crate::store::RecentStarts| first.write(id, recent);
-        let record = self.0.store.create_execution(&new, from, &build).await?;
+        let record = {
+            let _turn = self.0.starts.acquire().await;
+            self.0.store.create_execution(&new, from, &build).await?
+        };
         first.note.count(&record.playbook_name);
         if record.status == ExecutionStatus::PendingApproval.as_str() {
             self.count_pending().await;
