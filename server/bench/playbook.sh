@@ -16,7 +16,11 @@
 #      seconds with nothing due and print the database transactions per minute (the
 #      whole server: engine, monitor, dispatchers) and the reads of the executions table per
 #      minute (the engine's share);
-#   3. register BURST services that never beat (interval BURST_INTERVAL s, no grace), matched by
+#   3. with AGENTS real agents (default 10; 0 skips this), each connected with its own key and
+#      the label role=bench, start AGENT_EXECUTIONS executions (default 200) at AGENT_RATE per
+#      second (default 20) of a playbook whose one script step runs `true` on every such agent,
+#      and print execution start -> first agent run dispatched p50/p99 (the run's dispatched_at);
+#   4. register BURST services that never beat (interval BURST_INTERVAL s, no grace), matched by
 #      a playbook with an alert trigger and circuit_breaker max_per_hour BURST_LIMIT, and print
 #      how many executions the alerts started and skipped, over how long, and the breaker
 #      trips counted.
@@ -33,6 +37,9 @@ WAIT=${WAIT:-5}
 IDLE=${IDLE:-60}
 SETTLE=${SETTLE:-15}
 BURST=${BURST:-10000}
+AGENTS=${AGENTS:-10}
+AGENT_EXECUTIONS=${AGENT_EXECUTIONS:-200}
+AGENT_RATE=${AGENT_RATE:-20}
 BURST_LIMIT=${BURST_LIMIT:-100}
 BURST_INTERVAL=${BURST_INTERVAL:-30}
 CONCURRENCY=${CONCURRENCY:-32}
@@ -43,16 +50,26 @@ BENCH_DB=${BENCH_DB:-medic_bench_pb}
 ADMIN_KEY="bench-admin-key-0123456789abcdef0123456789"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-# SERVER_BIN / LOAD_BIN: run binaries built elsewhere (e.g. two builds compared side by side)
-# instead of building these.
+# SERVER_BIN / LOAD_BIN / AGENT_BIN: run binaries built elsewhere (e.g. two builds compared side
+# by side) instead of building these.
 if [ -z "${SERVER_BIN:-}" ] || [ -z "${LOAD_BIN:-}" ]; then
   cargo build --release --locked -p medic-server --bin medic-server --example playbook_load >&2
 fi
+if [ "$AGENTS" -gt 0 ] && [ -z "${AGENT_BIN:-}" ]; then
+  cargo build --profile release-agent --locked -p medic-agent >&2
+fi
+AGENT=${AGENT_BIN:-"$CARGO_TARGET_DIR/release-agent/medic-agent"}
 BIN=${SERVER_BIN:-"$CARGO_TARGET_DIR/release/medic-server"}
 LOAD=${LOAD_BIN:-"$CARGO_TARGET_DIR/release/examples/playbook_load"}
 WORK=$(mktemp -d)
+chmod 0755 "$WORK" # the agents run as nobody when this runs as root
 PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
+AGENT_PIDS=()
+cleanup() {
+  for p in "${AGENT_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
@@ -71,10 +88,56 @@ for _ in $(seq 1 200); do
 done
 curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || { echo "the server did not come up"; cat "$WORK/server.log"; exit 1; }
 
+# The agents: each with its own key granting role=bench, its allowlist pinning the script `true`.
+if [ "$AGENTS" -gt 0 ]; then
+  AS_USER=()
+  if [ "$(id -u)" = 0 ]; then
+    # As the packaged unit runs it: an unprivileged user (here nobody), scripts as that user.
+    cp "$AGENT" "$WORK/medic-agent"
+    AGENT="$WORK/medic-agent"
+    AS_USER=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+  fi
+  for i in $(seq 1 "$AGENTS"); do
+    dir="$WORK/agent-$i"
+    mkdir -m 0700 "$dir"
+    curl -fsS -X POST "http://127.0.0.1:$PORT/v2/api-keys" -H "Authorization: Bearer $ADMIN_KEY" \
+      -H 'Content-Type: application/json' \
+      -d "{\"name\":\"bench-agent-$i\",\"scopes\":\"agent\",\"labels\":{\"role\":\"bench\"}}" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["results"]["key"])' >"$dir/credential"
+    chmod 0600 "$dir/credential"
+    cat >"$dir/agent.toml" <<TOML
+server_url = "ws://127.0.0.1:$PORT"
+allow_insecure_ws = true
+credential_file = "$dir/credential"
+agent_id = "bench-$i"
+work_dir = "$dir/work"
+
+[labels]
+role = "bench"
+
+[[allow]]
+script = "bench-true"
+sha256 = "$(printf 'true\n' | sha256sum | cut -d' ' -f1)"
+interpreter = "sh"
+TOML
+    mkdir -m 0700 "$dir/work"
+    [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$dir"
+    "${AS_USER[@]}" "$AGENT" --config "$dir/agent.toml" run 2>"$dir/agent.log" &
+    AGENT_PIDS+=($!)
+  done
+  connected() {
+    curl -fsS "http://127.0.0.1:$PORT/v2/agents?label.role=bench&connected=1&limit=1" -H "Authorization: Bearer $ADMIN_KEY" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["results"]["total_count"])'
+  }
+  for _ in $(seq 1 200); do [ "$(connected)" -ge "$AGENTS" ] && break; sleep 0.1; done
+  [ "$(connected)" -ge "$AGENTS" ] || { echo "only $(connected) of $AGENTS agents connected"; tail -5 "$WORK"/agent-*/agent.log; exit 1; }
+fi
+
 echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, $(nproc) cores"
 "$LOAD" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --db "$DB" --pid "$PID" \
   --executions "$EXECUTIONS" --wait "$WAIT" --idle "$IDLE" --settle "$SETTLE" --burst "$BURST" \
-  --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL"
+  --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL" \
+  --agents "$AGENTS" --agent-executions "$AGENT_EXECUTIONS" --agent-rate "$AGENT_RATE"
 grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
 kill -TERM "$PID"; wait "$PID" || true; PID=""
 psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null

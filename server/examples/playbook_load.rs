@@ -12,7 +12,14 @@
 //!    `xact_commit + xact_rollback`, the tool's own two reads taken off) and the reads of the
 //!    executions table (`pg_stat_user_tables` sequential + index scans of
 //!    `playbook_executions`, which only the engine reads while idle) for `--idle` seconds.
-//! 3. **Alert burst.** Registers `--burst` services that never beat, matched by a playbook
+//! 3. **Agents** (with `--agents N`: N real `medic-agent` processes, started by the script,
+//!    connected with the label `role=bench` and an allowlist that pins the script `true`).
+//!    Registers that script (approved by a second admin key), stores a playbook of one script
+//!    step on `{labels: {role: bench}}`, starts `--agent-executions` executions at
+//!    `--agent-rate` per second and prints **execution start → first agent run dispatched**
+//!    p50/p99/max: the execution's `created_at` against the earliest `dispatched_at` of its runs (run ids are `<execution>.<step>.<n>`) (the
+//!    moment a session handed the run to its agent's connection), plus start → last run ended.
+//! 4. **Alert burst.** Registers `--burst` services that never beat, matched by a playbook
 //!    with an alert trigger and its own circuit breaker (`max_per_hour: --burst-limit`); as
 //!    they go down together the monitor opens their alerts and fires the playbook. Prints the
 //!    executions started and skipped, the time from the first to the last, and `medic_circuit_breaker_trips_total` from `/metrics`.
@@ -30,6 +37,7 @@ use medic_server::domain::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+#[derive(Clone)]
 struct Args {
     base: String,
     key: String,
@@ -43,6 +51,9 @@ struct Args {
     burst: usize,
     burst_limit: u32,
     burst_interval: u64,
+    agents: usize,
+    agent_executions: usize,
+    agent_rate: u64,
 }
 
 fn args() -> Args {
@@ -59,6 +70,9 @@ fn args() -> Args {
         burst: 10_000,
         burst_limit: 100,
         burst_interval: 30,
+        agents: 0,
+        agent_executions: 200,
+        agent_rate: 20,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -77,6 +91,9 @@ fn args() -> Args {
             "--burst" => a.burst = v.parse().expect("--burst"),
             "--burst-limit" => a.burst_limit = v.parse().expect("--burst-limit"),
             "--burst-interval" => a.burst_interval = v.parse().expect("--burst-interval"),
+            "--agents" => a.agents = v.parse().expect("--agents"),
+            "--agent-executions" => a.agent_executions = v.parse().expect("--agent-executions"),
+            "--agent-rate" => a.agent_rate = v.parse().expect("--agent-rate"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -352,7 +369,12 @@ async fn main() {
     );
     phase.report(a.pid, "idle phase");
 
-    // 3. Alert burst with the circuit breaker on.
+    // 3. Agents: start -> first run dispatched.
+    if a.agents > 0 {
+        agent_phase(&http, &a, &pool).await;
+    }
+
+    // 4. Alert burst with the circuit breaker on.
     if a.burst == 0 {
         return;
     }
@@ -438,4 +460,111 @@ async fn main() {
     );
     let trips1 = metric(&http, &a, "medic_circuit_breaker_trips_total").await;
     println!("RESULT burst: breaker trips counted {}", trips1 - trips0);
+}
+
+/// Phase 3: executions of a one-step playbook that runs a script on every agent labelled
+/// `role=bench`, started at a steady rate; start -> first run handed to its agent.
+async fn agent_phase(http: &reqwest::Client, a: &Args, pool: &sqlx::PgPool) {
+    println!(
+        "== {} executions at {}/s, each running a script on {} agents",
+        a.agent_executions, a.agent_rate, a.agents
+    );
+    let approver = post(
+        http,
+        a,
+        "/v2/api-keys",
+        &json!({"name": "bench-approver", "scopes": "admin"}),
+    )
+    .await["key"]
+        .as_str()
+        .expect("approver key")
+        .to_owned();
+    let script = post(
+        http,
+        a,
+        "/v2/scripts",
+        &json!({"name": "bench-true", "interpreter": "sh", "content": "true\n"}),
+    )
+    .await;
+    if script["status"] == "pending" {
+        let as_approver = Args {
+            key: approver,
+            ..a.clone()
+        };
+        post(
+            http,
+            &as_approver,
+            &format!("/v2/scripts/{}/approve", script["script_id"]),
+            &json!({}),
+        )
+        .await;
+    }
+    let yaml = "name: bench-agents\nsteps:\n  - name: run\n    type: script\n    script: bench-true\n    \
+                on: {labels: {role: bench}}\n    require: all\n";
+    let playbook = store_playbook(http, a, yaml).await;
+    let path = format!("/v2/playbooks/{playbook}/execute");
+    let phase = Phase::start(a.pid);
+    let every = Duration::from_secs_f64(1.0 / a.agent_rate.max(1) as f64);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut started = tokio::task::JoinSet::new();
+    for _ in 0..a.agent_executions {
+        tick.tick().await;
+        let (http, a, path) = (http.clone(), a.clone(), path.clone());
+        started.spawn(async move { post(&http, &a, &path, &json!({})).await });
+    }
+    while let Some(r) = started.join_next().await {
+        r.expect("start");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let open: i64 = sqlx::query(
+            "SELECT count(*) FROM playbook_executions WHERE playbook_id = $1 \
+             AND finished_at IS NULL",
+        )
+        .bind(playbook)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+        .get(0);
+        if open == 0 || Instant::now() > deadline {
+            if open > 0 {
+                println!("RESULT agents: {open} executions still open after the deadline");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase.report(a.pid, "agents phase");
+    let rows = sqlx::query(
+        "SELECT e.status, e.created_at, min(r.dispatched_at), max(r.finished_at), count(r.id), \
+           count(*) FILTER (WHERE r.status = 'succeeded') \
+         FROM playbook_executions e \
+         LEFT JOIN agent_runs r ON split_part(r.id, '.', 1) = e.id::text \
+         WHERE e.playbook_id = $1 GROUP BY e.id",
+    )
+    .bind(playbook)
+    .fetch_all(pool)
+    .await
+    .expect("executions and runs");
+    let (mut statuses, mut dispatched, mut ended) = (HashMap::new(), Vec::new(), Vec::new());
+    let (mut runs, mut succeeded) = (0_i64, 0_i64);
+    for r in &rows {
+        let status: String = r.get(0);
+        *statuses.entry(status).or_insert(0_usize) += 1;
+        let created: chrono::DateTime<chrono::Utc> = r.get(1);
+        let sent: Option<chrono::DateTime<chrono::Utc>> = r.get(2);
+        let finished: Option<chrono::DateTime<chrono::Utc>> = r.get(3);
+        if let Some(sent) = sent {
+            dispatched.push((sent - created).num_milliseconds());
+        }
+        if let Some(finished) = finished {
+            ended.push((finished - created).num_milliseconds());
+        }
+        runs += r.get::<i64, _>(4);
+        succeeded += r.get::<i64, _>(5);
+    }
+    println!("RESULT agents: statuses {statuses:?}, {runs} runs, {succeeded} succeeded");
+    summary("execution start -> first agent run dispatched", dispatched);
+    summary("execution start -> last agent run ended", ended);
 }
