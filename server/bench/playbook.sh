@@ -125,6 +125,10 @@ TOML
     "${AS_USER[@]}" "$AGENT" --config "$dir/agent.toml" run 2>"$dir/agent.log" &
     AGENT_PIDS+=($!)
   done
+  # The script's approval: another person's admin key (keys made through the API belong to
+  # their creator's owner, and nobody approves their own script).
+  APPROVER_KEY=$(DATABASE_URL=$DB MEDIC_LOG_LEVEL=warn "$BIN" api-key create --name bench-approver \
+    --scopes admin --owner bench-approver)
   connected() {
     curl -fsS "http://127.0.0.1:$PORT/v2/agents?label.role=bench&connected=1&limit=1" -H "Authorization: Bearer $ADMIN_KEY" |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["results"]["total_count"])'
@@ -137,7 +141,8 @@ echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, 
 "$LOAD" --base "http://127.0.0.1:$PORT" --key "$ADMIN_KEY" --db "$DB" --pid "$PID" \
   --executions "$EXECUTIONS" --wait "$WAIT" --idle "$IDLE" --settle "$SETTLE" --burst "$BURST" \
   --burst-limit "$BURST_LIMIT" --burst-interval "$BURST_INTERVAL" \
-  --agents "$AGENTS" --agent-executions "$AGENT_EXECUTIONS" --agent-rate "$AGENT_RATE"
+  --agents "$AGENTS" --agent-executions "$AGENT_EXECUTIONS" --agent-rate "$AGENT_RATE" \
+  ${APPROVER_KEY:+--approver-key "$APPROVER_KEY"}
 grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
 kill -TERM "$PID"; wait "$PID" || true; PID=""
 psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null

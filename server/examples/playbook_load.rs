@@ -14,11 +14,12 @@
 //!    `playbook_executions`, which only the engine reads while idle) for `--idle` seconds.
 //! 3. **Agents** (with `--agents N`: N real `medic-agent` processes, started by the script,
 //!    connected with the label `role=bench` and an allowlist that pins the script `true`).
-//!    Registers that script (approved by a second admin key), stores a playbook of one script
-//!    step on `{labels: {role: bench}}`, starts `--agent-executions` executions at
-//!    `--agent-rate` per second and prints **execution start → first agent run dispatched**
-//!    p50/p99/max: the execution's `created_at` against the earliest `dispatched_at` of its runs (run ids are `<execution>.<step>.<n>`) (the
-//!    moment a session handed the run to its agent's connection), plus start → last run ended.
+//!    Registers that script (approved with `--approver-key`, another person's admin key),
+//!    stores a playbook of one script step on `{labels: {role: bench}}`, starts
+//!    `--agent-executions` executions at `--agent-rate` per second and prints **execution
+//!    start → first agent run dispatched** p50/p99/max: the execution's `created_at` against
+//!    the earliest `dispatched_at` of its runs (the moment a session handed the run to its
+//!    agent's connection; run ids are `<execution>.<step>.<n>`), plus start → last run ended.
 //! 4. **Alert burst.** Registers `--burst` services that never beat, matched by a playbook
 //!    with an alert trigger and its own circuit breaker (`max_per_hour: --burst-limit`); as
 //!    they go down together the monitor opens their alerts and fires the playbook. Prints the
@@ -54,6 +55,7 @@ struct Args {
     agents: usize,
     agent_executions: usize,
     agent_rate: u64,
+    approver_key: String,
 }
 
 fn args() -> Args {
@@ -73,6 +75,7 @@ fn args() -> Args {
         agents: 0,
         agent_executions: 200,
         agent_rate: 20,
+        approver_key: String::new(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -94,6 +97,7 @@ fn args() -> Args {
             "--agents" => a.agents = v.parse().expect("--agents"),
             "--agent-executions" => a.agent_executions = v.parse().expect("--agent-executions"),
             "--agent-rate" => a.agent_rate = v.parse().expect("--agent-rate"),
+            "--approver-key" => a.approver_key = v.clone(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -469,16 +473,9 @@ async fn agent_phase(http: &reqwest::Client, a: &Args, pool: &sqlx::PgPool) {
         "== {} executions at {}/s, each running a script on {} agents",
         a.agent_executions, a.agent_rate, a.agents
     );
-    let approver = post(
-        http,
-        a,
-        "/v2/api-keys",
-        &json!({"name": "bench-approver", "scopes": "admin"}),
-    )
-    .await["key"]
-        .as_str()
-        .expect("approver key")
-        .to_owned();
+    // The script's approval needs another person's admin key (`medic-server api-key create
+    // --owner`, made by the script): keys made through the API belong to their creator's owner.
+    assert!(!a.approver_key.is_empty(), "--agents needs --approver-key");
     let script = post(
         http,
         a,
@@ -488,7 +485,7 @@ async fn agent_phase(http: &reqwest::Client, a: &Args, pool: &sqlx::PgPool) {
     .await;
     if script["status"] == "pending" {
         let as_approver = Args {
-            key: approver,
+            key: a.approver_key.clone(),
             ..a.clone()
         };
         post(

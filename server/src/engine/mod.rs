@@ -38,7 +38,7 @@ pub mod triggers;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -435,6 +435,9 @@ struct Inner {
     /// Turns for starts ([`START_TURNS`]): a burst of starts waits here without a database
     /// connection, instead of holding the pool while the store runs them one at a time.
     starts: Semaphore,
+    /// Told the agent of each run this engine queued, once it is stored (the gateway then
+    /// sends it to that agent's session here at once instead of at its next queue poll).
+    runs_queued: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 /// How many starts of this process may be in the store at once. Starts are serialized in the
@@ -517,6 +520,7 @@ impl Engine {
             hastened: Mutex::default(),
             stoppers: Mutex::default(),
             starts: Semaphore::new(START_TURNS),
+            runs_queued: OnceLock::new(),
         }))
     }
 
@@ -540,6 +544,12 @@ impl Engine {
         }
         lock(&self.0.hastened).push(id);
         self.wake();
+    }
+
+    /// Sets who is told of the agent of each run a script step queued (once; later calls are
+    /// ignored): the gateway, which sends the run to that agent's session on this replica.
+    pub fn on_runs_queued(&self, listener: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.0.runs_queued.set(Box::new(listener));
     }
 
     /// Makes the worker look at the store again (an execution was started or changed here).
@@ -1405,7 +1415,14 @@ impl Engine {
                     now: self.0.clock.now(),
                     scripts: &loaded.context.scripts,
                 };
-                Ok(runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await)
+                let agents: Vec<String> = runs.iter().map(|(agent, _)| agent.clone()).collect();
+                let events = runs::dispatch(&*self.0.store, &loaded.plan, step, runs, &exec).await;
+                if let Some(tell) = self.0.runs_queued.get() {
+                    for agent in &agents {
+                        tell(agent);
+                    }
+                }
+                Ok(events)
             }
             Action::CancelRuns { run_ids } => {
                 self.settle(loaded).await?;
