@@ -437,8 +437,11 @@ struct Inner {
     starts: Semaphore,
     /// Told the agent of each run this engine queued, once it is stored (the gateway then
     /// sends it to that agent's session here at once instead of at its next queue poll).
-    runs_queued: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    runs_queued: OnceLock<RunsQueued>,
 }
+
+/// Who is told of the agent of a run this engine queued ([`Engine::on_runs_queued`]).
+type RunsQueued = Box<dyn Fn(&str) + Send + Sync>;
 
 /// How many starts of this process may be in the store at once. Starts are serialized in the
 /// store (the breaker counts what it decides on), so more would only queue there, each
