@@ -144,5 +144,8 @@ echo "== medic-server pid $PID on $DB, MEDIC_PLAYBOOK_CONCURRENCY=$CONCURRENCY, 
   --agents "$AGENTS" --agent-executions "$AGENT_EXECUTIONS" --agent-rate "$AGENT_RATE" \
   ${APPROVER_KEY:+--approver-key "$APPROVER_KEY"}
 grep -ciE '"level":"(ERROR|WARN)"|ERROR|WARN' "$WORK/server.log" | sed 's/^/server log warnings and errors: /' || true
+# The commonest of them, by message (each alert the burst opens logs "alert opened" at WARN).
+grep -iE '"level":"(ERROR|WARN)"' "$WORK/server.log" |
+  python3 -c 'import json,sys,collections; c=collections.Counter(json.loads(l).get("message", "?") for l in sys.stdin); [print(f"  {n} x {m}") for m,n in c.most_common(5)]' || true
 kill -TERM "$PID"; wait "$PID" || true; PID=""
 psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
