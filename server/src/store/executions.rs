@@ -92,8 +92,9 @@ pub struct RecentStarts {
     /// This service's (any playbook); empty without a service.
     pub service: Vec<Timestamp>,
     pub global: Vec<Timestamp>,
-    /// The executions the open breaker skipped, by the same scopes (so an opening is announced
-    /// once). Every list leaves out what came before the scope's last reset.
+    /// The newest execution the open breaker skipped, by the same scopes (so an opening is
+    /// announced once; at most one each). Every list leaves out what came before the scope's
+    /// last reset.
     pub skipped_playbook: Vec<Timestamp>,
     pub skipped_service: Vec<Timestamp>,
     pub skipped_global: Vec<Timestamp>,

@@ -82,8 +82,10 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// Start times in one breaker scope (`kind`: playbook, service or global, keyed by
-    /// `value`) since `from` and since the scope's last reset: the executions that count
-    /// (`skipped` false) or the ones the open breaker skipped (`skipped` true).
+    /// `value`) since `from` and since the scope's last reset, newest first: the executions
+    /// that count (`skipped` false, up to [`MAX_STARTS`], read through the partial indexes
+    /// of migration 0020) or the newest one the open breaker skipped (`skipped` true: all
+    /// that announcing an opening once needs, however many a burst skipped).
     async fn starts(
         conn: &mut DB::Connection,
         scope: &str,
@@ -108,7 +110,7 @@ where
         sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(from)
             .bind(value)
-            .bind(MAX_STARTS)
+            .bind(if skipped { 1 } else { MAX_STARTS })
             .bind(kind)
             .fetch_all(conn)
             .await
