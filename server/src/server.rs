@@ -304,9 +304,10 @@ pub async fn start_with_clock(
         let engine = engine.clone();
         move |run_id| engine.run_ended(run_id)
     });
-    // A run a playbook step queued goes to its agent's session here at once.
+    // A run a playbook step queued goes to its agent's session here at once. (Weak: the
+    // gateway already holds the engine, above.)
     engine.on_runs_queued({
-        let gateway = gateway.clone();
+        let gateway = gateway.downgrade();
         move |agent_id| gateway.notify_run(agent_id)
     });
     // Every replica serves agents, so every replica polls the queue for its own sessions.

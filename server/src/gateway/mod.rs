@@ -108,6 +108,19 @@ pub struct Gateway {
     shared: Arc<Shared>,
 }
 
+/// [`Gateway::downgrade`]: does nothing once the gateway is gone.
+#[derive(Clone)]
+pub struct WeakGateway(std::sync::Weak<Shared>);
+
+impl WeakGateway {
+    /// [`Gateway::notify_run`], if the gateway still exists.
+    pub fn notify_run(&self, agent_id: &str) {
+        if let Some(shared) = self.0.upgrade() {
+            Gateway { shared }.notify_run(agent_id);
+        }
+    }
+}
+
 impl Default for Gateway {
     fn default() -> Self {
         Self::new()
@@ -197,6 +210,12 @@ impl Gateway {
     /// Where callers wait for runs to end (`GET /v2/runs/{id}?wait_seconds=`).
     pub fn runs_ended(&self) -> &Arc<RunWatch> {
         &self.shared.runs_ended
+    }
+
+    /// A handle that does not keep the gateway alive: for a listener held by something the
+    /// gateway itself holds (the engine, whose `run_ended` the gateway calls).
+    pub fn downgrade(&self) -> WeakGateway {
+        WeakGateway(Arc::downgrade(&self.shared))
     }
 
     /// Tells the agent's session on this replica, if any, that a run was queued for it. A
