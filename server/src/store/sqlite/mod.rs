@@ -103,9 +103,10 @@ impl SqliteStore {
         } else {
             let n = opts.max_connections.max(1);
             // Readers are not replaced on a timer either (a network database's reason for a
-            // lifetime does not apply to a file). In every 10,000-service soak RSS stepped up
-            // by 1–6 MB at about minute 30, when sqlx's default lifetime replaces them all:
-            // the likely cause. One that stays idle (10 minutes, sqlx's default) still closes.
+            // lifetime does not apply to a file). With sqlx's default lifetime every reader was
+            // replaced at minute 30 and each refilled its cache: RSS stepped up 3.5–6.5 MB in the
+            // 10,000-service soaks, and without the lifetime it does not (docs/benchmarks.md).
+            // One that stays idle (10 minutes, sqlx's default) still closes.
             let read = SqlitePoolOptions::new()
                 .max_connections(n)
                 .max_lifetime(None)
